@@ -1,0 +1,77 @@
+//! Start-up and shutdown of the server: opens the services, binds every listener, serves until
+//! SIGTERM or SIGINT, then lets in-flight requests finish.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::Extension;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{config::Config, services::Services, web};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let services = Services::open(config)?;
+    let router = web::router(services.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    for listener_config in &services.config.listeners {
+        let router = if listener_config.x_forwarded {
+            router
+                .clone()
+                .layer(Extension(web::client_ip::TrustForwardedFor))
+        } else {
+            router.clone()
+        };
+        for address in &listener_config.bind_addresses {
+            let ip: std::net::IpAddr = address.parse().context("bind address")?;
+            let socket = SocketAddr::new(ip, listener_config.port);
+            let listener = TcpListener::bind(socket)
+                .await
+                .with_context(|| format!("cannot listen on {socket}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!("listening on http://{bound}");
+            let mut stop = stop_rx.clone();
+            let service = router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            servers.spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                    })
+                    .await
+            });
+        }
+    }
+
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down; letting requests in flight finish");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(result) = servers.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "listener ended with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,286 @@
+//! The appliance's one configuration file.
+//!
+//! Every key has a default and a doc comment, so a partial (or empty) file is valid. Where Synapse's
+//! `homeserver.yaml` has the same setting, the key and its meaning are Synapse's, so that people who
+//! follow the Synapse guides feel at home. Unknown keys are refused with their line.
+
+mod units;
+mod validate;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use units::{ByteSize, Duration};
+
+/// Where the installed appliance keeps its configuration.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/matrix-appliance/config.yaml";
+/// Where the installed appliance keeps its database, keys and media.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/matrix-appliance";
+/// Where the development server keeps its data when no config exists.
+pub const DEVELOPMENT_DATA_DIR: &str = "./appliance-data";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain in user IDs (`@alice:example.org`) and room aliases. It may carry a port
+    /// (`localhost:8448`). It can never change once users exist.
+    pub server_name: String,
+
+    /// The public URL clients use to reach this server, e.g. `https://matrix.example.org/`.
+    /// Defaults to `https://<server_name>/`, or to the first listener for a development server.
+    pub public_baseurl: Option<String>,
+
+    /// Directory for the database, the signing key and media. `--data-dir` overrides it.
+    pub data_dir: PathBuf,
+
+    /// Where the server listens. The first listener serving `client` is the one `--listen`
+    /// replaces.
+    pub listeners: Vec<Listener>,
+
+    /// Minimum level of log lines: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`
+    /// overrides it with a full filter.
+    pub log_level: String,
+
+    /// Allow anyone to register an account through the client API.
+    pub enable_registration: bool,
+
+    /// Synapse refuses open registration without e-mail or another verification unless this is
+    /// set, as a guard against spam; so does the appliance.
+    pub enable_registration_without_verification: bool,
+
+    /// Require a registration token (`appliance admin registration-token create`) to register.
+    pub registration_requires_token: bool,
+
+    /// Shared secret for `/_synapse/admin/v1/register` (Synapse's `register_new_matrix_user`).
+    /// Registration through it is disabled while this is unset.
+    pub registration_shared_secret: Option<String>,
+
+    /// Guest accounts are not supported; the key exists so a Synapse config can be read.
+    pub allow_guest_access: bool,
+
+    /// Rate limits on `/login`, per client address, per account, and on failed attempts per
+    /// account.
+    pub rc_login: LoginRateLimits,
+
+    /// Rate limit on `/register`, per client address.
+    pub rc_registration: RateLimit,
+
+    /// Largest accepted request body (uploads included), e.g. `50M`.
+    pub max_upload_size: ByteSize,
+
+    /// TURN server URIs handed to clients by `/voip/turnServer`.
+    pub turn_uris: Vec<String>,
+
+    /// Secret shared with the TURN server for time-limited credentials.
+    pub turn_shared_secret: Option<String>,
+
+    /// How long TURN credentials stay valid.
+    pub turn_user_lifetime: Duration,
+
+    /// Hand TURN credentials to guests too.
+    pub turn_allow_guests: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            public_baseurl: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listeners: vec![Listener::default()],
+            log_level: "info".to_owned(),
+            enable_registration: false,
+            enable_registration_without_verification: false,
+            registration_requires_token: false,
+            registration_shared_secret: None,
+            allow_guest_access: false,
+            rc_login: LoginRateLimits::default(),
+            rc_registration: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
+            max_upload_size: ByteSize::mebibytes(50),
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_user_lifetime: Duration::from_secs(3600),
+            turn_allow_guests: true,
+        }
+    }
+}
+
+/// A listener in Synapse's form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listener {
+    /// TCP port.
+    pub port: u16,
+    /// Addresses to bind; `::` and `0.0.0.0` mean every interface.
+    pub bind_addresses: Vec<String>,
+    /// Only `http` exists.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// TLS on this listener (comes with the front-door work; `false` for now).
+    pub tls: bool,
+    /// Trust `X-Forwarded-For` from a reverse proxy in front of this listener.
+    pub x_forwarded: bool,
+    /// What the listener serves: `client` and/or `federation`.
+    pub resources: Vec<ListenerResource>,
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Self {
+            port: 8008,
+            bind_addresses: vec!["127.0.0.1".to_owned()],
+            kind: "http".to_owned(),
+            tls: false,
+            x_forwarded: false,
+            resources: vec![ListenerResource {
+                names: vec!["client".to_owned(), "federation".to_owned()],
+            }],
+        }
+    }
+}
+
+impl Listener {
+    pub fn serves(&self, resource: &str) -> bool {
+        self.resources
+            .iter()
+            .any(|r| r.names.iter().any(|n| n == resource))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerResource {
+    pub names: Vec<String>,
+}
+
+impl Default for ListenerResource {
+    fn default() -> Self {
+        Self {
+            names: vec!["client".to_owned()],
+        }
+    }
+}
+
+/// A token bucket: `per_second` requests on average, bursts of up to `burst_count`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst_count: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginRateLimits {
+    /// Login attempts per client address.
+    pub address: RateLimit,
+    /// Login attempts per account.
+    pub account: RateLimit,
+    /// Failed login attempts per account.
+    pub failed_attempts: RateLimit,
+}
+
+impl Default for LoginRateLimits {
+    fn default() -> Self {
+        // Synapse's defaults.
+        Self {
+            address: RateLimit {
+                per_second: 0.003,
+                burst_count: 5.0,
+            },
+            account: RateLimit {
+                per_second: 0.003,
+                burst_count: 5.0,
+            },
+            failed_attempts: RateLimit {
+                per_second: 0.17,
+                burst_count: 3.0,
+            },
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file. A file with only some keys is fine.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // An empty file (or one with only comments) is a valid, all-default config.
+        let config = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Config::default()
+        } else {
+            serde_yaml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// The config of the development server that runs when no config file exists.
+    pub fn development() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEVELOPMENT_DATA_DIR),
+            ..Self::default()
+        }
+    }
+
+    /// The effective config as YAML, with every secret replaced.
+    pub fn to_redacted_yaml(&self) -> String {
+        let mut shown = self.clone();
+        let redact = |s: &mut Option<String>| {
+            if s.is_some() {
+                *s = Some("<redacted>".to_owned());
+            }
+        };
+        redact(&mut shown.registration_shared_secret);
+        redact(&mut shown.turn_shared_secret);
+        serde_yaml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    pub fn client_listener_mut(&mut self) -> Option<&mut Listener> {
+        self.listeners.iter_mut().find(|l| l.serves("client"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

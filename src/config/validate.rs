@@ -1,0 +1,121 @@
+//! Checks that serde cannot express: each failure names the key and the reason.
+
+use std::net::IpAddr;
+
+use ruma::ServerName;
+
+use super::Config;
+
+type Invalid = (&'static str, String);
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if <&ServerName>::try_from(self.server_name.as_str()).is_err() {
+            return Err((
+                "server_name",
+                format!(
+                    "`{}` is not a valid server name (a host name or IP literal, optionally with a port)",
+                    self.server_name
+                ),
+            ));
+        }
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err((
+                "public_baseurl",
+                format!("`{url}` must start with https:// or http://"),
+            ));
+        }
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err((
+                "log_level",
+                format!(
+                    "`{}` is not one of error, warn, info, debug, trace",
+                    self.log_level
+                ),
+            ));
+        }
+        if self.listeners.is_empty() {
+            return Err(("listeners", "at least one listener is needed".to_owned()));
+        }
+        for listener in &self.listeners {
+            if listener.kind != "http" {
+                return Err((
+                    "listeners.type",
+                    format!("`{}` is not supported; use `http`", listener.kind),
+                ));
+            }
+            if listener.tls {
+                return Err((
+                    "listeners.tls",
+                    "TLS listeners are not available yet; put a reverse proxy in front or set `tls: false`"
+                        .to_owned(),
+                ));
+            }
+            for address in &listener.bind_addresses {
+                if address.parse::<IpAddr>().is_err() {
+                    return Err((
+                        "listeners.bind_addresses",
+                        format!("`{address}` is not an IP address"),
+                    ));
+                }
+            }
+            for name in listener.resources.iter().flat_map(|r| &r.names) {
+                if !matches!(name.as_str(), "client" | "federation") {
+                    return Err((
+                        "listeners.resources.names",
+                        format!("`{name}` is not one of client, federation"),
+                    ));
+                }
+            }
+        }
+        if !self.listeners.iter().any(|l| l.serves("client")) {
+            return Err(("listeners", "no listener serves `client`".to_owned()));
+        }
+        if self.enable_registration
+            && !self.registration_requires_token
+            && !self.enable_registration_without_verification
+        {
+            // Synapse refuses to start in this case too: open registration without any check is
+            // how spam accounts are made.
+            return Err((
+                "enable_registration",
+                "open registration without verification invites spam: set \
+                 `registration_requires_token: true`, or `enable_registration_without_verification: true` \
+                 if you really want it"
+                    .to_owned(),
+            ));
+        }
+        if self.allow_guest_access {
+            return Err((
+                "allow_guest_access",
+                "guest access is not supported".to_owned(),
+            ));
+        }
+        for (key, limit) in [
+            ("rc_login.address", self.rc_login.address),
+            ("rc_login.account", self.rc_login.account),
+            ("rc_login.failed_attempts", self.rc_login.failed_attempts),
+            ("rc_registration", self.rc_registration),
+        ] {
+            let valid =
+                limit.per_second.is_finite() && limit.per_second > 0.0 && limit.burst_count >= 1.0;
+            if !valid {
+                return Err((
+                    key,
+                    "per_second must be above 0 and burst_count at least 1".to_owned(),
+                ));
+            }
+        }
+        if let Some(secret) = &self.registration_shared_secret
+            && secret.is_empty()
+        {
+            return Err(("registration_shared_secret", "must not be empty".to_owned()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! The Matrix logic of the appliance. Services know nothing of HTTP: handlers and the admin CLI
+//! call the same methods, so a change made from the command line behaves exactly like one made
+//! through the client API.
+
+pub mod passwords;
+pub mod rate_limit;
+pub mod registration;
+pub mod server_key;
+pub mod sessions;
+pub mod shared_secret;
+pub mod uiaa;
+pub mod users;
+
+use std::{net::IpAddr, path::Path, sync::Arc};
+
+use ruma::OwnedServerName;
+
+use crate::{config::Config, storage::Database};
+
+/// Everything a request handler or a CLI command may use, built once from the config.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub users: users::Users,
+    pub sessions: sessions::Sessions,
+    pub uiaa: uiaa::Uiaa,
+    pub registration: registration::Registration,
+    pub shared_secret: shared_secret::SharedSecretRegistration,
+    pub server_key: server_key::ServerKey,
+    pub login_limits: LoginLimits,
+    /// Registrations per client address (`rc_registration`).
+    pub registration_limit: rate_limit::RateLimiter<IpAddr>,
+}
+
+pub struct LoginLimits {
+    pub per_address: rate_limit::RateLimiter<IpAddr>,
+    pub per_account: rate_limit::RateLimiter<String>,
+    pub failed_attempts: rate_limit::RateLimiter<String>,
+}
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "appliance.db";
+
+impl Services {
+    /// Opens the data directory (creating it, the database and the signing key if needed).
+    pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
+        let data_dir = config.data_dir.clone();
+        create_private_dir(&data_dir)?;
+        let db = Database::open(&data_dir.join(DATABASE_FILE))?;
+        let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
+        let server_key = server_key::ServerKey::load_or_create(&data_dir, &server_name)?;
+        Ok(Arc::new(Self {
+            users: users::Users::new(db.clone(), server_name.clone()),
+            sessions: sessions::Sessions::new(db.clone()),
+            uiaa: uiaa::Uiaa::default(),
+            registration: registration::Registration::new(db.clone(), &config),
+            shared_secret: shared_secret::SharedSecretRegistration::new(
+                config.registration_shared_secret.clone(),
+            ),
+            login_limits: LoginLimits {
+                per_address: rate_limit::RateLimiter::new(config.rc_login.address),
+                per_account: rate_limit::RateLimiter::new(config.rc_login.account),
+                failed_attempts: rate_limit::RateLimiter::new(config.rc_login.failed_attempts),
+            },
+            registration_limit: rate_limit::RateLimiter::new(config.rc_registration),
+            server_key,
+            server_name,
+            config,
+        }))
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Accounts: creating them, naming them, passwords, admin flag, deactivation, profiles.
+
+use http::StatusCode;
+use ruma::{OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
+
+use super::passwords;
+use crate::{
+    error::{Error, Result},
+    storage::{Database, users as store, users::UserRow},
+};
+
+pub struct Users {
+    db: Database,
+    server_name: OwnedServerName,
+}
+
+/// Longest user ID the spec allows, sigil and server name included.
+const MAX_USER_ID_LENGTH: usize = 255;
+
+impl Users {
+    pub fn new(db: Database, server_name: OwnedServerName) -> Self {
+        Self { db, server_name }
+    }
+
+    /// Reads a localpart or a full user ID of this server; the ID need not exist.
+    pub fn parse_local_user(&self, input: &str) -> Result<OwnedUserId> {
+        let user_id = if input.starts_with('@') {
+            UserId::parse(input)
+                .map_err(|e| Error::invalid_param(format!("`{input}` is not a user ID: {e}")))?
+        } else {
+            UserId::parse_with_server_name(input.to_lowercase(), &self.server_name).map_err(
+                |e| Error::invalid_param(format!("`{input}` is not a valid user name: {e}")),
+            )?
+        };
+        if user_id.server_name() != self.server_name {
+            return Err(Error::invalid_param(format!(
+                "{user_id} is not a user of this server"
+            )));
+        }
+        Ok(user_id)
+    }
+
+    /// The user ID a new account with this localpart would get, checked with Synapse's rules.
+    pub fn new_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid = |why: &str| {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidUsername,
+                why.to_owned(),
+            )
+        };
+        if localpart.is_empty() {
+            return Err(invalid("The user name must not be empty"));
+        }
+        if !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        ) {
+            return Err(invalid(
+                "User names may only contain a-z, 0-9 and . _ = - / +",
+            ));
+        }
+        if localpart.starts_with('_') {
+            return Err(invalid(
+                "User names may not begin with _ (reserved for bridges)",
+            ));
+        }
+        if localpart.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("Numeric user names are reserved"));
+        }
+        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|e| invalid(&format!("Invalid user name: {e}")))?;
+        if user_id.as_str().len() > MAX_USER_ID_LENGTH {
+            return Err(invalid("The user ID would be longer than 255 characters"));
+        }
+        Ok(user_id)
+    }
+
+    pub async fn exists(&self, user_id: &UserId) -> Result<bool> {
+        let user_id = user_id.to_string();
+        self.db
+            .read(move |c| store::user_exists(c, &user_id).map_err(Error::from))
+            .await
+    }
+
+    pub async fn get(&self, user_id: &UserId) -> Result<Option<UserRow>> {
+        let user_id = user_id.to_string();
+        self.db
+            .read(move |c| store::get_user(c, &user_id).map_err(Error::from))
+            .await
+    }
+
+    pub async fn get_existing(&self, user_id: &UserId) -> Result<UserRow> {
+        self.get(user_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No such user: {user_id}")))
+    }
+
+    pub async fn list(&self) -> Result<Vec<UserRow>> {
+        self.db
+            .read(|c| store::list_users(c).map_err(Error::from))
+            .await
+    }
+
+    /// Creates an account. `extra` runs in the same transaction, so a registration token is
+    /// spent only when the account really exists.
+    pub async fn create(
+        &self,
+        user_id: &UserId,
+        password: Option<String>,
+        is_admin: bool,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let hash = match password {
+            Some(password) => {
+                passwords::check_policy(&password)?;
+                Some(passwords::hash(password).await?)
+            }
+            None => None,
+        };
+        let user_id = user_id.to_owned();
+        self.db
+            .write(move |tx| {
+                let created = store::insert_user(
+                    tx,
+                    &store::NewUser {
+                        user_id: user_id.as_str(),
+                        localpart: user_id.localpart(),
+                        password_hash: hash.as_deref(),
+                        is_admin,
+                        // Synapse's default display name is the localpart.
+                        displayname: Some(user_id.localpart()),
+                    },
+                )?;
+                if !created {
+                    return Err(Error::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::UserInUse,
+                        "User ID already taken",
+                    ));
+                }
+                extra(tx)
+            })
+            .await
+    }
+
+    /// Checks a password; `false` for deactivated accounts and accounts without a password.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        let Some(user) = self.get(user_id).await? else {
+            // Hash anyway, so that timing does not tell which user names exist.
+            passwords::verify(password.to_owned(), Some(DUMMY_HASH.to_owned())).await;
+            return Ok(false);
+        };
+        if user.deactivated {
+            return Ok(false);
+        }
+        Ok(passwords::verify(password.to_owned(), user.password_hash).await)
+    }
+
+    /// Sets a new password; with `logout_devices`, every device but `keep_device` is signed out in
+    /// the same transaction.
+    pub async fn set_password(
+        &self,
+        user_id: &UserId,
+        password: String,
+        logout_devices: bool,
+        keep_device: Option<String>,
+    ) -> Result<()> {
+        passwords::check_policy(&password)?;
+        let hash = passwords::hash(password).await?;
+        let user_id = user_id.to_string();
+        self.db
+            .write(move |tx| {
+                if !store::set_password_hash(tx, &user_id, Some(&hash))? {
+                    return Err(Error::not_found(format!("No such user: {user_id}")));
+                }
+                if logout_devices {
+                    store::delete_all_devices(tx, &user_id, keep_device.as_deref())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deactivates the account: signs out every device, removes the password and profile; the
+    /// user ID stays reserved forever.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let user_id = user_id.to_string();
+        self.db
+            .write(move |tx| {
+                if !store::deactivate(tx, &user_id)? {
+                    return Err(Error::not_found(format!("No such user: {user_id}")));
+                }
+                store::delete_all_devices(tx, &user_id, None)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()> {
+        let user_id = user_id.to_string();
+        self.db
+            .write(move |tx| match store::set_admin(tx, &user_id, is_admin)? {
+                true => Ok(()),
+                false => Err(Error::not_found(format!("No such user: {user_id}"))),
+            })
+            .await
+    }
+
+    pub async fn set_displayname(&self, user_id: &UserId, name: Option<String>) -> Result<()> {
+        if name.as_ref().is_some_and(|n| n.len() > 256) {
+            return Err(Error::invalid_param(
+                "The display name is longer than 256 bytes",
+            ));
+        }
+        let user_id = user_id.to_string();
+        self.db
+            .write(
+                move |tx| match store::set_displayname(tx, &user_id, name.as_deref())? {
+                    true => Ok(()),
+                    false => Err(Error::not_found("No such user")),
+                },
+            )
+            .await
+    }
+
+    pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<String>) -> Result<()> {
+        if url.as_ref().is_some_and(|u| u.len() > 1000) {
+            return Err(Error::invalid_param(
+                "The avatar URL is longer than 1000 bytes",
+            ));
+        }
+        let user_id = user_id.to_string();
+        self.db
+            .write(
+                move |tx| match store::set_avatar_url(tx, &user_id, url.as_deref())? {
+                    true => Ok(()),
+                    false => Err(Error::not_found("No such user")),
+                },
+            )
+            .await
+    }
+}
+
+/// A valid argon2id hash of a random password, verified against when the user does not exist.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2mIeDdCd2Uwmx2MR+8MbdRp9DG4Ue0HT9lAS/wAp3qA";

@@ -1,0 +1,82 @@
+//! The HTTP router: every API area's routes, the spec's fallbacks for unknown endpoints and
+//! methods, and the layers every request passes (panic guard, tracing, CORS, body limit).
+
+pub mod client_ip;
+mod error;
+pub mod ruma;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit, response::IntoResponse};
+use http::{HeaderName, Method, StatusCode, header};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{Any, CorsLayer},
+    trace::TraceLayer,
+};
+use tracing::Span;
+
+use crate::{api, error::Error, services::Services};
+
+/// The state every handler gets.
+pub type AppState = Arc<Services>;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config.max_upload_size.0).unwrap_or(usize::MAX);
+    Router::new()
+        .merge(api::client::routes())
+        .merge(api::server::routes())
+        .merge(api::synapse_admin::routes())
+        .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request") })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Unrecognized request")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors())
+        .layer(
+            TraceLayer::new_for_http()
+                // The path only: query strings may carry access tokens.
+                .make_span_with(|request: &http::Request<_>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(|response: &http::Response<_>, latency: Duration, _span: &Span| {
+                    tracing::info!(status = response.status().as_u16(), ms = latency.as_millis() as u64, "served");
+                })
+                .on_failure(()),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::internal("a request handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+/// The headers the spec asks of every client-server API response.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
+
+/// Reads a JSON body for the few endpoints that have no ruma type, with the spec's error codes.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        Error::new(
+            StatusCode::BAD_REQUEST,
+            ::ruma::api::error::ErrorKind::NotJson,
+            "Content not JSON",
+        )
+    })?;
+    serde_json::from_value(value).map_err(|e| Error::bad_json(format!("Invalid request body: {e}")))
+}

@@ -1,0 +1,197 @@
+//! The bridge between axum and ruma: `Ruma<T>` reads any ruma request type (path, query, body,
+//! access token) and `RumaResponse<T>` writes any ruma response type. Request and response shapes
+//! come from ruma alone, so they follow the spec without hand-written JSON.
+
+use std::net::IpAddr;
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, FromRequestParts, Path, Request},
+    handler::Handler,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, OutgoingResponse,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication, extract_bearer_or_query_token,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+    path_builder::PathBuilder,
+};
+
+use super::{AppState, client_ip::ClientIp};
+use crate::{
+    error::{Error, Result},
+    services::sessions::Identity,
+};
+
+/// How an endpoint's ruma auth scheme maps to access-token handling here.
+pub enum TokenUse {
+    /// The endpoint ignores tokens.
+    Ignored,
+    /// A token identifies the sender if present.
+    Optional,
+    /// A valid token is required.
+    Required,
+}
+
+pub trait AuthRequirement {
+    const TOKEN: TokenUse;
+}
+
+impl AuthRequirement for NoAuthentication {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthRequirement for NoAccessToken {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
+impl AuthRequirement for AccessToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+impl AuthRequirement for AccessTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+// Application services are not supported yet: their endpoints take ordinary user tokens.
+impl AuthRequirement for AppserviceTokenOptional {
+    const TOKEN: TokenUse = TokenUse::Optional;
+}
+impl AuthRequirement for AppserviceToken {
+    const TOKEN: TokenUse = TokenUse::Required;
+}
+
+/// A parsed ruma request with who sent it.
+pub struct Ruma<T> {
+    pub body: T,
+    /// The authenticated sender; always `Some` for endpoints that require a token.
+    pub sender: Option<Identity>,
+    pub client_ip: IpAddr,
+}
+
+impl<T> Ruma<T> {
+    /// The sender of an endpoint that requires authentication.
+    pub fn sender(&self) -> Result<&Identity> {
+        self.sender.as_ref().ok_or_else(Error::missing_token)
+    }
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthRequirement,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let (mut parts, body) = request.into_parts();
+        let path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
+            .await
+            .map(|Path(args)| args)
+            .unwrap_or_default();
+        let client_ip = ClientIp::from_parts(&parts);
+
+        let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
+            .map_err(|_| Error::missing_token())?;
+        let sender = match (T::Authentication::TOKEN, token) {
+            (TokenUse::Ignored, _) | (TokenUse::Optional, None) => None,
+            (TokenUse::Required, None) => return Err(Error::missing_token()),
+            (TokenUse::Required | TokenUse::Optional, Some(token)) => {
+                Some(state.sessions.authenticate(&token, Some(client_ip)).await?)
+            }
+        };
+
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::too_large("The request body is too large")
+                } else {
+                    Error::bad_json(format!("Cannot read the request body: {rejection}"))
+                }
+            })?;
+        check_is_json(&bytes)?;
+
+        let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(http::Request::from_parts(parts, &*bytes), &path_args)
+            .map_err(request_error)?;
+        Ok(Self {
+            body,
+            sender,
+            client_ip,
+        })
+    }
+}
+
+/// `M_NOT_JSON` for a body that is not JSON at all, before ruma reports the finer `M_BAD_JSON`.
+fn check_is_json(bytes: &[u8]) -> Result<()> {
+    // Like Synapse, the Content-Type is not trusted: clients such as curl send a form type.
+    if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::NotJson,
+            "Content not JSON",
+        ));
+    }
+    Ok(())
+}
+
+fn request_error(error: FromHttpRequestError) -> Error {
+    match error {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            Error::bad_json(format!("Invalid request body: {e}"))
+        }
+        FromHttpRequestError::MethodMismatch { .. } => {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Unrecognized request")
+        }
+        other => Error::invalid_param(format!("Invalid request: {other}")),
+    }
+}
+
+/// Any ruma response, written as HTTP.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> From<T> for RumaResponse<T> {
+    fn from(response: T) -> Self {
+        Self(response)
+    }
+}
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match ruma::api::OutgoingResponseExt::try_into_http_response::<BytesMut>(self.0) {
+            Ok(response) => response.map(|body| Body::from(body.freeze())),
+            Err(e) => Error::internal(format!("cannot serialize response: {e}")).into_response(),
+        }
+    }
+}
+
+/// The handler result type.
+pub type ApiResult<T> = Result<RumaResponse<T>>;
+
+/// Registers a handler on every path (stable, legacy `r0`, unstable) ruma knows for `Req`.
+pub trait RumaRoutes {
+    fn ruma<Req, H, X>(self, handler: H) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static;
+}
+
+impl RumaRoutes for axum::Router<AppState> {
+    fn ruma<Req, H, X>(mut self, handler: H) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static,
+    {
+        let filter =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        for path in Req::PATH_BUILDER.all_paths() {
+            self = self.route(path, on(filter, handler.clone()));
+        }
+        self
+    }
+}
