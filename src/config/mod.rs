@@ -241,10 +241,20 @@ impl Config {
         {
             Config::default()
         } else {
-            serde_yaml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?
+            // serde_path_to_error names the key even for errors serde_yaml reports without one.
+            serde_path_to_error::deserialize::<_, Config>(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| {
+                    let key = e.path().to_string();
+                    let message = if key == "." {
+                        e.inner().to_string()
+                    } else {
+                        format!("`{key}`: {}", e.inner())
+                    };
+                    ConfigError::Parse {
+                        path: path.to_owned(),
+                        message,
+                    }
+                })?
         };
         config
             .validate()
