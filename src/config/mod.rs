@@ -67,6 +67,9 @@ pub struct Config {
     /// Rate limit on `/register`, per client address.
     pub rc_registration: RateLimit,
 
+    /// The version of rooms created without one, as Synapse's `default_room_version`.
+    pub default_room_version: String,
+
     /// Largest accepted request body (uploads included), e.g. `50M`.
     pub max_upload_size: ByteSize,
 
@@ -101,6 +104,7 @@ impl Default for Config {
                 per_second: 0.17,
                 burst_count: 3.0,
             },
+            default_room_version: "12".to_owned(),
             max_upload_size: ByteSize::mebibytes(50),
             turn_uris: Vec::new(),
             turn_shared_secret: None,

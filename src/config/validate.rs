@@ -90,6 +90,18 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if !crate::services::rooms::SUPPORTED_ROOM_VERSIONS
+            .contains(&self.default_room_version.as_str())
+        {
+            return Err((
+                "default_room_version",
+                format!(
+                    "`{}` is not a supported room version ({})",
+                    self.default_room_version,
+                    crate::services::rooms::SUPPORTED_ROOM_VERSIONS.join(", ")
+                ),
+            ));
+        }
         if self.allow_guest_access {
             return Err((
                 "allow_guest_access",

@@ -2,18 +2,23 @@
 //! call the same methods, so a change made from the command line behaves exactly like one made
 //! through the client API.
 
+pub mod account_data;
+pub mod filter;
 pub mod passwords;
 pub mod rate_limit;
 pub mod registration;
+pub mod rooms;
 pub mod server_key;
 pub mod sessions;
 pub mod shared_secret;
+pub mod sync;
+pub mod typing;
 pub mod uiaa;
 pub mod users;
 
 use std::{net::IpAddr, path::Path, sync::Arc};
 
-use ruma::OwnedServerName;
+use ruma::{OwnedServerName, RoomVersionId};
 
 use crate::{config::Config, storage::Database};
 
@@ -26,7 +31,10 @@ pub struct Services {
     pub uiaa: uiaa::Uiaa,
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
-    pub server_key: server_key::ServerKey,
+    pub server_key: Arc<server_key::ServerKey>,
+    pub rooms: rooms::Rooms,
+    pub typing: typing::Typing,
+    pub account_data: account_data::AccountData,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
@@ -48,7 +56,13 @@ impl Services {
         create_private_dir(&data_dir)?;
         let db = Database::open(&data_dir.join(DATABASE_FILE))?;
         let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
-        let server_key = server_key::ServerKey::load_or_create(&data_dir, &server_name)?;
+        let server_key = Arc::new(server_key::ServerKey::load_or_create(
+            &data_dir,
+            &server_name,
+        )?);
+        let position =
+            db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
+        let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
         Ok(Arc::new(Self {
             users: users::Users::new(db.clone(), server_name.clone()),
             sessions: sessions::Sessions::new(db.clone()),
@@ -63,6 +77,15 @@ impl Services {
                 failed_attempts: rate_limit::RateLimiter::new(config.rc_login.failed_attempts),
             },
             registration_limit: rate_limit::RateLimiter::new(config.rc_registration),
+            typing: typing::Typing::default(),
+            account_data: account_data::AccountData::new(db.clone()),
+            rooms: rooms::Rooms::new(
+                db.clone(),
+                server_name.clone(),
+                server_key.clone(),
+                default_room_version,
+                position,
+            ),
             server_key,
             server_name,
             config,

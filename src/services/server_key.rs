@@ -83,6 +83,10 @@ impl ServerKey {
         ruma::signatures::sign_json(self.server_name.as_str(), &self.key_pair, object)
     }
 
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
+    }
+
     /// The body of `GET /_matrix/key/v2/server`, signed.
     pub fn signed_server_keys<T>(&self) -> anyhow::Result<Raw<T>> {
         let valid_until = SystemTime::now() + KEY_VALIDITY;

@@ -7,7 +7,10 @@ use rusqlite::Connection;
 
 use super::OpenError;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_accounts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_accounts.sql"),
+    include_str!("migrations/0002_rooms.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -5,8 +5,10 @@
 //! is on disk. Reads use a small pool of connections and run beside the writer. All of it runs on
 //! tokio's blocking threads, never on the async runtime.
 
+pub mod account_data;
 mod migrations;
 pub mod registration_tokens;
+pub mod rooms;
 pub mod users;
 
 use std::{
@@ -77,6 +79,14 @@ impl Database {
     {
         let inner = self.inner.clone();
         run_blocking(move || inner.write_now(f)).await
+    }
+
+    /// Runs `f` with a read connection on the calling thread (start-up and CLI only).
+    pub fn read_now<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.inner.read_now(f)
     }
 
     /// Runs `f` with a read connection on a blocking thread.

@@ -87,10 +87,13 @@ where
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
+        let mut path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
             .await
             .map(|Path(args)| args)
             .unwrap_or_default();
+        if parts.extensions.get::<EmptyLastPathArg>().is_some() {
+            path_args.push(String::new());
+        }
         let client_ip = ClientIp::from_parts(&parts);
 
         let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
@@ -171,9 +174,20 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 /// The handler result type.
 pub type ApiResult<T> = Result<RumaResponse<T>>;
 
+/// Marks routes registered without their last (empty) path segment.
+#[derive(Clone, Copy)]
+struct EmptyLastPathArg;
+
 /// Registers a handler on every path (stable, legacy `r0`, unstable) ruma knows for `Req`.
 pub trait RumaRoutes {
     fn ruma<Req, H, X>(self, handler: H) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static;
+
+    /// Also serves the paths with their last parameter missing (or empty), passing it as "".
+    fn ruma_with_empty_last_arg<Req, H, X>(self, handler: H) -> Self
     where
         Req: IncomingRequest,
         H: Handler<X, AppState>,
@@ -191,6 +205,26 @@ impl RumaRoutes for axum::Router<AppState> {
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
         for path in Req::PATH_BUILDER.all_paths() {
             self = self.route(path, on(filter, handler.clone()));
+        }
+        self
+    }
+
+    fn ruma_with_empty_last_arg<Req, H, X>(mut self, handler: H) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static,
+    {
+        let filter =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        for path in Req::PATH_BUILDER.all_paths() {
+            let Some((prefix, _last)) = path.rsplit_once('/') else {
+                continue;
+            };
+            let route = on(filter, handler.clone()).layer(axum::Extension(EmptyLastPathArg));
+            self = self
+                .route(prefix, route.clone())
+                .route(&format!("{prefix}/"), route);
         }
         self
     }

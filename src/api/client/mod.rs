@@ -1,15 +1,24 @@
 //! The client-server API (`/_matrix/client`), one file per area of the spec.
 
 mod account;
+mod account_data;
 mod capabilities;
 mod devices;
+mod ephemeral;
+mod events;
 mod profile;
 mod register;
+mod rooms;
 mod session;
+mod sync;
 mod versions;
 
 use axum::Router;
-use ruma::api::client::{account as acc, device, discovery, profile as prof, session as ses};
+use ruma::api::client::{
+    account as acc, config, device, discovery, filter, knock, membership as mem, message,
+    profile as prof, read_marker, receipt, redact, room, session as ses, state, sync::sync_events,
+    typing,
+};
 
 use crate::web::{AppState, ruma::RumaRoutes};
 
@@ -39,4 +48,41 @@ pub fn routes() -> Router<AppState> {
         .ruma::<prof::set_display_name::v3::Request, _, _>(profile::set_display_name)
         .ruma::<prof::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url)
         .ruma::<prof::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url)
+        .ruma::<room::create_room::v3::Request, _, _>(rooms::create_room)
+        .ruma::<mem::join_room_by_id::v3::Request, _, _>(rooms::join_room_by_id)
+        .ruma::<mem::join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_room_by_id_or_alias)
+        .ruma::<knock::knock_room::v3::Request, _, _>(rooms::knock_room)
+        .ruma::<mem::invite_user::v3::Request, _, _>(rooms::invite_user)
+        .ruma::<mem::leave_room::v3::Request, _, _>(rooms::leave_room)
+        .ruma::<mem::kick_user::v3::Request, _, _>(rooms::kick_user)
+        .ruma::<mem::ban_user::v3::Request, _, _>(rooms::ban_user)
+        .ruma::<mem::unban_user::v3::Request, _, _>(rooms::unban_user)
+        .ruma::<mem::forget_room::v3::Request, _, _>(rooms::forget_room)
+        .ruma::<mem::joined_rooms::v3::Request, _, _>(rooms::joined_rooms)
+        .ruma::<mem::get_member_events::v3::Request, _, _>(events::get_member_events)
+        .ruma::<mem::joined_members::v3::Request, _, _>(events::joined_members)
+        .ruma::<message::send_message_event::v3::Request, _, _>(events::send_message_event)
+        .ruma::<message::get_message_events::v3::Request, _, _>(events::get_message_events)
+        .ruma::<state::send_state_event::v3::Request, _, _>(events::send_state_event)
+        .ruma::<state::get_state_event_for_key::v3::Request, _, _>(events::get_state_event_for_key)
+        .ruma::<state::get_state_events::v3::Request, _, _>(events::get_state_events)
+        .ruma::<room::get_room_event::v3::Request, _, _>(events::get_room_event)
+        .ruma::<redact::redact_event::v3::Request, _, _>(events::redact_event)
+        .ruma::<sync_events::v3::Request, _, _>(sync::sync_events)
+        .ruma::<filter::create_filter::v3::Request, _, _>(sync::create_filter)
+        .ruma::<filter::get_filter::v3::Request, _, _>(sync::get_filter)
+        .ruma::<config::set_global_account_data::v3::Request, _, _>(account_data::set_global)
+        .ruma::<config::get_global_account_data::v3::Request, _, _>(account_data::get_global)
+        .ruma::<config::set_room_account_data::v3::Request, _, _>(account_data::set_room)
+        .ruma::<config::get_room_account_data::v3::Request, _, _>(account_data::get_room)
+        .ruma::<typing::create_typing_event::v3::Request, _, _>(ephemeral::create_typing_event)
+        .ruma::<receipt::create_receipt::v3::Request, _, _>(ephemeral::create_receipt)
+        .ruma::<read_marker::set_read_marker::v3::Request, _, _>(ephemeral::set_read_marker)
+        // The spec lets clients omit an empty state key: `/state/{type}` means `/state/{type}/`.
+        .ruma_with_empty_last_arg::<state::send_state_event::v3::Request, _, _>(
+            events::send_state_event,
+        )
+        .ruma_with_empty_last_arg::<state::get_state_event_for_key::v3::Request, _, _>(
+            events::get_state_event_for_key,
+        )
 }

@@ -1,0 +1,131 @@
+//! Account data (global and per room), read receipts and stored filters: small per-user records
+//! that ride the same stream as events, so /sync reports them.
+
+use ruma::{RoomId, UserId};
+use serde_json::Value;
+
+use super::rooms::Rooms;
+use crate::{
+    error::{Error, Result},
+    storage::{Database, account_data as store, now_ms},
+};
+
+/// Largest account data content accepted.
+const MAX_CONTENT_BYTES: usize = 65_536;
+
+pub struct AccountData {
+    db: Database,
+}
+
+impl AccountData {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores account data (`room` `None` for global) and wakes /sync.
+    pub async fn put(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room: Option<&RoomId>,
+        data_type: &str,
+        content: &Value,
+    ) -> Result<()> {
+        if !content.is_object() {
+            return Err(Error::bad_json(
+                "Account data content must be a JSON object",
+            ));
+        }
+        let content = serde_json::to_string(content).map_err(Error::internal)?;
+        if content.len() > MAX_CONTENT_BYTES {
+            return Err(Error::too_large("Account data is larger than 64 KiB"));
+        }
+        let (user, room, data_type) = (
+            user.to_string(),
+            room.map(|r| r.to_string()).unwrap_or_default(),
+            data_type.to_owned(),
+        );
+        let position = self
+            .db
+            .write(move |tx| {
+                store::put(tx, &user, &room, &data_type, &content).map_err(Error::from)
+            })
+            .await?;
+        rooms.notify(position);
+        Ok(())
+    }
+
+    pub async fn get(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<Value> {
+        let (user, room, data_type) = (
+            user.to_string(),
+            room.map(|r| r.to_string()).unwrap_or_default(),
+            data_type.to_owned(),
+        );
+        let json = self
+            .db
+            .read(move |c| store::get(c, &user, &room, &data_type).map_err(Error::from))
+            .await?
+            .ok_or_else(|| Error::not_found("Account data not found"))?;
+        serde_json::from_str(&json).map_err(Error::internal)
+    }
+
+    /// Records a receipt (`thread` empty when unthreaded) and wakes /sync.
+    pub async fn put_receipt(
+        &self,
+        rooms: &Rooms,
+        room: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+        thread: &str,
+        event_id: &str,
+    ) -> Result<()> {
+        let (room, user, receipt_type, thread, event_id) = (
+            room.to_string(),
+            user.to_string(),
+            receipt_type.to_owned(),
+            thread.to_owned(),
+            event_id.to_owned(),
+        );
+        let position = self
+            .db
+            .write(move |tx| {
+                let found = crate::storage::rooms::get_event(tx, &event_id)?
+                    .is_some_and(|e| e.room_id == room);
+                if !found {
+                    return Err(Error::not_found("Event not found in this room"));
+                }
+                Ok(store::put_receipt(
+                    tx,
+                    &room,
+                    &user,
+                    &receipt_type,
+                    &thread,
+                    &event_id,
+                    now_ms(),
+                )?)
+            })
+            .await?;
+        rooms.notify(position);
+        Ok(())
+    }
+
+    pub async fn create_filter(&self, user: &UserId, json: String) -> Result<i64> {
+        let user = user.to_string();
+        self.db
+            .write(move |tx| store::insert_filter(tx, &user, &json).map_err(Error::from))
+            .await
+    }
+
+    pub async fn filter(&self, user: &UserId, id: i64) -> Result<String> {
+        let user = user.to_string();
+        self.db
+            .read(move |c| store::get_filter(c, &user, id).map_err(Error::from))
+            .await?
+            .ok_or_else(|| Error::not_found("No such filter"))
+    }
+}

@@ -1,0 +1,315 @@
+//! Creating a local event: choose `prev_events` and `auth_events`, build the PDU, hash and sign
+//! it, derive its ID, check it against the spec's authorization rules (ruma-state-res) with the
+//! state before it, and store it with the state after it, all in one database transaction.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    RoomId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::pdu::Pdu;
+use crate::{
+    error::{Error, Result},
+    services::server_key::ServerKey,
+    storage::{
+        now_ms,
+        rooms::{self as store, NewEventRow, StateIds},
+    },
+};
+
+/// The most `prev_events` an event lists; more forward extremities are merged over several events.
+const MAX_PREV_EVENTS: usize = 10;
+/// The largest PDU the spec allows.
+pub const MAX_EVENT_BYTES: usize = 65_536;
+
+/// What a client asks to add to a room.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventDraft {
+    pub fn state(
+        kind: impl Into<TimelineEventType>,
+        state_key: impl Into<String>,
+        content: Value,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            state_key: Some(state_key.into()),
+            content,
+            redacts: None,
+        }
+    }
+
+    pub fn message(kind: impl Into<TimelineEventType>, content: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            state_key: None,
+            content,
+            redacts: None,
+        }
+    }
+}
+
+/// An event that was stored.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub stream: i64,
+}
+
+/// Where a new event goes: an existing room, or a new room it creates (`m.room.create`).
+pub enum Target<'a> {
+    Room(&'a RoomId),
+    NewRoom { version: &'a RoomVersionId },
+}
+
+pub struct Signer<'a> {
+    pub server_name: &'a OwnedServerName,
+    pub key: &'a ServerKey,
+}
+
+pub fn append_event(
+    tx: &Connection,
+    signer: &Signer<'_>,
+    target: Target<'_>,
+    sender: &UserId,
+    draft: EventDraft,
+) -> Result<Appended> {
+    let (room_id, version) = match target {
+        Target::Room(room_id) => {
+            let version = store::room_version(tx, room_id.as_str())?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
+            (Some(room_id.to_owned()), version)
+        }
+        Target::NewRoom { version } => (None, version.clone()),
+    };
+    let rules = version
+        .rules()
+        .ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+    // Before v12 a new room gets a random ID; since, the ID is the hash of its create event.
+    let is_new_room = room_id.is_none();
+    let room_id = match room_id {
+        None if !rules.authorization.room_create_event_id_as_room_id => {
+            Some(RoomId::new_v1(signer.server_name))
+        }
+        other => other,
+    };
+
+    // Parents and the state before the event. Local rooms grow linearly, so the state after the
+    // single forward extremity is the current state.
+    let (prev_events, depth, state_before, prev_group) = match &room_id {
+        Some(room_id) if !is_new_room => {
+            let mut extremities = store::forward_extremities(tx, room_id.as_str())?;
+            extremities.sort_by_key(|e| std::cmp::Reverse(e.1));
+            extremities.truncate(MAX_PREV_EVENTS);
+            let depth = extremities.iter().map(|e| e.1).max().unwrap_or(0) + 1;
+            let prev_group = match extremities.first() {
+                Some((event_id, _)) => store::get_event(tx, event_id)?.map(|row| row.state_group),
+                None => None,
+            };
+            let state = store::current_state(tx, room_id.as_str())?;
+            (
+                extremities.into_iter().map(|e| e.0).collect::<Vec<_>>(),
+                depth,
+                state,
+                prev_group,
+            )
+        }
+        _ => (Vec::new(), 1, StateIds::new(), None),
+    };
+
+    let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(Error::internal)?;
+    let auth_types = state_res::auth_types_for_event(
+        &draft.kind,
+        sender,
+        draft.state_key.as_deref(),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+    let mut auth_events: Vec<String> = Vec::new();
+    for (event_type, state_key) in &auth_types {
+        if rules.authorization.room_create_event_id_as_room_id
+            && *event_type == StateEventType::RoomCreate
+        {
+            continue; // since v12 the create event is implied by the room ID
+        }
+        if let Some(id) = state_before.get(&(event_type.to_string(), state_key.clone()))
+            && !auth_events.contains(id)
+        {
+            auth_events.push(id.clone());
+        }
+    }
+
+    let mut object = CanonicalJsonObject::new();
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    if let Some(room_id) = &room_id {
+        object.insert("room_id".into(), string(room_id.as_str()));
+    }
+    object.insert("sender".into(), string(sender.as_str()));
+    object.insert("type".into(), string(&draft.kind.to_string()));
+    object.insert("content".into(), to_canonical(&draft.content)?);
+    if let Some(state_key) = &draft.state_key {
+        object.insert("state_key".into(), string(state_key));
+    }
+    object.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
+    );
+    object.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?),
+    );
+    object.insert(
+        "prev_events".into(),
+        CanonicalJsonValue::Array(prev_events.iter().map(|e| string(e)).collect()),
+    );
+    object.insert(
+        "auth_events".into(),
+        CanonicalJsonValue::Array(auth_events.iter().map(|e| string(e)).collect()),
+    );
+    if let Some(redacts) = &draft.redacts
+        && !rules.redaction.content_field_redacts
+    {
+        object.insert("redacts".into(), string(redacts.as_str()));
+    }
+
+    ruma::signatures::hash_and_sign_event(
+        signer.server_name.as_str(),
+        signer.key.key_pair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::internal(format!("cannot sign event: {e}")))?;
+    let event_id = event_id_for(&object, &rules)?;
+    let room_id = match room_id {
+        Some(room_id) => room_id,
+        None => RoomId::new_v2(&event_id.as_str()[1..]).map_err(Error::internal)?,
+    };
+    let json = serde_json::to_string(&object).map_err(Error::internal)?;
+    if json.len() > MAX_EVENT_BYTES {
+        return Err(Error::too_large("The event is larger than 64 KiB"));
+    }
+    let pdu = Pdu::from_json(event_id.clone(), &json)?;
+
+    // The spec's authorization rules, against the state before the event.
+    let fetch = |id: &EventId| -> Option<Pdu> {
+        let row = store::get_event(tx, id.as_str()).ok()??;
+        Pdu::from_json(id.to_owned(), &row.json).ok()
+    };
+    state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+    state_res::check_state_dependent_auth_rules(
+        &rules.authorization,
+        &pdu,
+        |event_type, state_key| {
+            let id = state_before.get(&(event_type.to_string(), state_key.to_owned()))?;
+            fetch(&OwnedEventId::try_from(id.as_str()).ok()?)
+        },
+    )
+    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+
+    if draft.kind == TimelineEventType::RoomCreate {
+        store::insert_room(
+            tx,
+            room_id.as_str(),
+            version.as_str(),
+            sender.as_str(),
+            now_ms(),
+        )?;
+    }
+    let state_group = match &draft.state_key {
+        Some(state_key) => {
+            let change = StateIds::from([(
+                (draft.kind.to_string(), state_key.clone()),
+                event_id.to_string(),
+            )]);
+            store::new_state_group(tx, room_id.as_str(), prev_group, &change)?
+        }
+        None => match prev_group {
+            Some(group) => group,
+            None => return Err(Error::internal("a non-state event needs a room with state")),
+        },
+    };
+    let relation = relation_of(&draft.content);
+    let stream = store::insert_event(
+        tx,
+        &NewEventRow {
+            event_id: event_id.as_str(),
+            room_id: room_id.as_str(),
+            event_type: &draft.kind.to_string(),
+            state_key: draft.state_key.as_deref(),
+            sender: sender.as_str(),
+            origin_server_ts: pdu.origin_server_ts().get().into(),
+            depth,
+            redacts: draft.redacts.as_ref().map(|r| r.as_str()),
+            relates_to: relation
+                .as_ref()
+                .map(|(id, rel)| (id.as_str(), rel.as_str())),
+            prev_events: &prev_events,
+            json: &json,
+        },
+        state_group,
+    )?;
+    if draft.kind == TimelineEventType::RoomMember
+        && let (Some(member), Some(membership)) = (
+            &draft.state_key,
+            draft.content.get("membership").and_then(Value::as_str),
+        )
+    {
+        store::set_membership(
+            tx,
+            room_id.as_str(),
+            member,
+            membership,
+            event_id.as_str(),
+            stream,
+        )?;
+    }
+    if let Some(redacts) = &draft.redacts {
+        store::mark_redacted(tx, redacts.as_str(), event_id.as_str())?;
+    }
+    Ok(Appended {
+        event_id,
+        room_id,
+        stream,
+    })
+}
+
+fn event_id_for(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
+    let hash = ruma::signatures::reference_hash(object, rules).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => {
+            Error::too_large("The event is larger than 64 KiB")
+        }
+        other => Error::internal(format!("cannot hash event: {other}")),
+    })?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)
+}
+
+fn to_canonical(value: &Value) -> Result<CanonicalJsonValue> {
+    CanonicalJsonValue::try_from(value.clone())
+        .map_err(|e| Error::bad_json(format!("Content is not canonical JSON: {e}")))
+}
+
+/// `m.relates_to` of a content: `(event_id, rel_type)`.
+fn relation_of(content: &Value) -> Option<(String, String)> {
+    let relates_to = content.get("m.relates_to")?;
+    let event_id = relates_to.get("event_id")?.as_str()?;
+    let rel_type = relates_to
+        .get("rel_type")
+        .and_then(Value::as_str)
+        .unwrap_or("m.in_reply_to");
+    Some((event_id.to_owned(), rel_type.to_owned()))
+}

@@ -1,0 +1,98 @@
+//! Turning stored PDUs into the client-server event format: federation-only fields removed,
+//! redactions applied, `unsigned` filled in for the reader.
+
+use ruma::{CanonicalJsonObject, RoomVersionId, canonical_json::RedactedBecause};
+use serde_json::{Map, Value};
+
+use crate::{
+    error::{Error, Result},
+    storage::{now_ms, rooms::EventRow},
+};
+
+/// Fields of a PDU that clients never see.
+const FEDERATION_FIELDS: &[&str] = &[
+    "auth_events",
+    "prev_events",
+    "depth",
+    "hashes",
+    "signatures",
+    "origin",
+    "prev_state",
+    "membership",
+];
+
+/// The client view of a stored event. `redaction` is the redaction event's JSON when the event
+/// was redacted; `transaction_id` is set when the reader's device sent the event.
+pub fn client_event(
+    row: &EventRow,
+    room_version: &RoomVersionId,
+    redaction: Option<&str>,
+    transaction_id: Option<String>,
+    with_room_id: bool,
+) -> Result<Value> {
+    let mut object: CanonicalJsonObject = serde_json::from_str(&row.json)
+        .map_err(|e| Error::internal(format!("stored event unreadable: {e}")))?;
+    if let Some(redaction) = redaction {
+        let rules = room_version
+            .rules()
+            .ok_or_else(|| Error::internal("unknown room version"))?;
+        let because: CanonicalJsonObject =
+            serde_json::from_str(redaction).map_err(Error::internal)?;
+        let mut because = because;
+        strip(&mut because);
+        ruma::canonical_json::redact_in_place(
+            &mut object,
+            &rules.redaction,
+            Some(RedactedBecause::from_json(because)),
+        )
+        .map_err(Error::internal)?;
+    }
+    strip(&mut object);
+    let mut event: Map<String, Value> =
+        serde_json::from_value(serde_json::to_value(object).map_err(Error::internal)?)
+            .map_err(Error::internal)?;
+    event.insert("event_id".to_owned(), Value::String(row.event_id.clone()));
+    if with_room_id {
+        event.insert("room_id".to_owned(), Value::String(row.room_id.clone()));
+    } else {
+        event.remove("room_id");
+    }
+    let unsigned = event
+        .entry("unsigned")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(unsigned) = unsigned {
+        let ts = event_ts(&row.json);
+        unsigned.insert("age".to_owned(), Value::from((now_ms() - ts).max(0)));
+        if let Some(txn) = transaction_id {
+            unsigned.insert("transaction_id".to_owned(), Value::String(txn));
+        }
+    }
+    Ok(Value::Object(event))
+}
+
+fn strip(object: &mut CanonicalJsonObject) {
+    for field in FEDERATION_FIELDS {
+        object.remove(*field);
+    }
+}
+
+fn event_ts(json: &str) -> i64 {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        origin_server_ts: i64,
+    }
+    serde_json::from_str::<Ts>(json)
+        .map(|t| t.origin_server_ts)
+        .unwrap_or_default()
+}
+
+/// The stripped form of a state event shown to invitees and knockers.
+pub fn stripped_state(json: &str) -> Option<Value> {
+    let value: Value = serde_json::from_str(json).ok()?;
+    Some(serde_json::json!({
+        "type": value.get("type")?,
+        "state_key": value.get("state_key")?,
+        "sender": value.get("sender")?,
+        "content": value.get("content")?,
+    }))
+}

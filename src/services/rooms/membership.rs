@@ -1,0 +1,190 @@
+//! Joining, inviting, leaving, kicking, banning and knocking: each is a `m.room.member` event
+//! whose validity the authorization rules decide.
+
+use ruma::{OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::TimelineEventType};
+use serde_json::{Value, json};
+
+use super::{Appended, EventDraft, Rooms};
+use crate::{
+    error::{Error, Result},
+    storage::rooms as store,
+};
+
+/// Profile fields copied into a member event.
+pub type Profile = (Option<String>, Option<String>);
+
+impl Rooms {
+    /// A room ID, or the room an alias of this server points to.
+    pub async fn resolve_room(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+        match <&RoomId>::try_from(room) {
+            Ok(room_id) => Ok(room_id.to_owned()),
+            Err(alias) => {
+                let alias = alias.to_string();
+                let found = self
+                    .db
+                    .read(move |c| store::alias_room(c, &alias).map_err(Error::from))
+                    .await?;
+                let (room_id, _) = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
+                OwnedRoomId::try_from(room_id).map_err(Error::internal)
+            }
+        }
+    }
+
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Profile,
+        reason: Option<String>,
+    ) -> Result<Appended> {
+        self.room_version(room_id)
+            .await
+            .map_err(|_| Error::not_found("This server does not know that room"))?;
+        let mut content = member_content("join", reason);
+        with_profile(&mut content, profile);
+        self.append(
+            room_id,
+            user,
+            EventDraft::state(TimelineEventType::RoomMember, user.as_str(), content),
+        )
+        .await
+    }
+
+    pub async fn invite(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        invitee: &UserId,
+        profile: Profile,
+        reason: Option<String>,
+        is_direct: bool,
+    ) -> Result<Appended> {
+        let mut content = member_content("invite", reason);
+        with_profile(&mut content, profile);
+        if is_direct {
+            content["is_direct"] = json!(true);
+        }
+        self.append(
+            room_id,
+            sender,
+            EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content),
+        )
+        .await
+    }
+
+    /// Leaving, rejecting an invite or withdrawing a knock (sender == target), or kicking.
+    pub async fn leave(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<Appended> {
+        let content = member_content("leave", reason);
+        self.append(
+            room_id,
+            sender,
+            EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content),
+        )
+        .await
+    }
+
+    pub async fn ban(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<Appended> {
+        let content = member_content("ban", reason);
+        self.append(
+            room_id,
+            sender,
+            EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content),
+        )
+        .await
+    }
+
+    pub async fn unban(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<Appended> {
+        if self.membership(room_id, target).await?.as_deref() != Some("ban") {
+            return Err(Error::forbidden(format!("{target} is not banned")));
+        }
+        self.leave(room_id, sender, target, reason).await
+    }
+
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Profile,
+        reason: Option<String>,
+    ) -> Result<Appended> {
+        self.room_version(room_id)
+            .await
+            .map_err(|_| Error::not_found("This server does not know that room"))?;
+        let mut content = member_content("knock", reason);
+        with_profile(&mut content, profile);
+        self.append(
+            room_id,
+            user,
+            EventDraft::state(TimelineEventType::RoomMember, user.as_str(), content),
+        )
+        .await
+    }
+
+    /// Hides a room the user has left from their future syncs.
+    pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        match self.membership(room_id, user).await?.as_deref() {
+            Some("join" | "invite" | "knock") => Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unknown,
+                "Leave the room before forgetting it",
+            )),
+            None => Err(Error::not_found("You have never been in this room")),
+            Some(_) => {
+                let (room, user) = (room_id.to_string(), user.to_string());
+                self.db
+                    .write(move |tx| store::forget(tx, &room, &user).map_err(Error::from))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn member_content(membership: &str, reason: Option<String>) -> Value {
+    let mut content = json!({"membership": membership});
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    content
+}
+
+fn with_profile(content: &mut Value, (name, avatar): Profile) {
+    if let Some(name) = name {
+        content["displayname"] = json!(name);
+    }
+    if let Some(avatar) = avatar {
+        content["avatar_url"] = json!(avatar);
+    }
+}
+
+impl Rooms {
+    pub async fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let user = user.to_string();
+        let rows = self
+            .db
+            .read(move |c| store::memberships_of_user(c, &user).map_err(Error::from))
+            .await?;
+        rows.into_iter()
+            .filter(|(_, membership, _, _)| membership == "join")
+            .map(|(room, ..)| OwnedRoomId::try_from(room).map_err(Error::internal))
+            .collect()
+    }
+}

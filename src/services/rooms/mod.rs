@@ -1,0 +1,174 @@
+//! Rooms: creating them, membership, sending events, and reading state and timelines with the
+//! spec's visibility rules. Every write goes through `append` (one transaction per event).
+
+mod append;
+mod create;
+pub mod format;
+mod membership;
+pub mod pdu;
+pub mod read;
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
+use tokio::sync::watch;
+
+pub use append::{Appended, EventDraft, MAX_EVENT_BYTES};
+pub use create::{CreateRoom, Preset};
+pub use read::{Direction, PaginationToken};
+
+use self::append::{Signer, Target, append_event};
+use crate::{
+    error::{Error, Result},
+    services::{server_key::ServerKey, sessions::Identity},
+    storage::{Database, rooms as store},
+};
+
+/// Room versions this server creates and joins: 3 and later (event IDs are hashes; the
+/// authorization rules and state resolution of ruma-state-res apply).
+pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
+
+pub struct Rooms {
+    db: Database,
+    server_name: OwnedServerName,
+    server_key: Arc<ServerKey>,
+    default_version: RoomVersionId,
+    /// The newest stream position; /sync waits on it.
+    stream: watch::Sender<i64>,
+}
+
+impl Rooms {
+    pub fn new(
+        db: Database,
+        server_name: OwnedServerName,
+        server_key: Arc<ServerKey>,
+        default_version: RoomVersionId,
+        position: i64,
+    ) -> Self {
+        Self {
+            db,
+            server_name,
+            server_key,
+            default_version,
+            stream: watch::Sender::new(position),
+        }
+    }
+
+    /// Waits for new stream positions (events, account data, receipts, typing).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.stream.subscribe()
+    }
+
+    /// Wakes /sync long-polls after something at `position` was written.
+    pub fn notify(&self, position: i64) {
+        self.stream.send_if_modified(|current| {
+            if position > *current {
+                *current = position;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Wakes every /sync long-poll so that it re-checks ephemeral state (typing).
+    pub fn wake(&self) {
+        self.stream.send_modify(|_| {});
+    }
+
+    /// Adds one event to a room, checked against the authorization rules.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<Appended> {
+        let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
+        let (server_name, key) = (self.server_name.clone(), self.server_key.clone());
+        let appended = self
+            .db
+            .write(move |tx| {
+                let signer = Signer {
+                    server_name: &server_name,
+                    key: &key,
+                };
+                append_event(tx, &signer, Target::Room(&room_id), &sender, draft)
+            })
+            .await?;
+        self.notify(appended.stream);
+        Ok(appended)
+    }
+
+    /// Sends a client event once per (device, txnId): a retry returns the first event's ID.
+    pub async fn send_with_txn(
+        &self,
+        room_id: &RoomId,
+        sender: &Identity,
+        txn_id: &str,
+        draft: EventDraft,
+    ) -> Result<OwnedEventId> {
+        let (room_id, user, device, txn) = (
+            room_id.to_owned(),
+            sender.user_id.clone(),
+            sender.device_id.to_string(),
+            txn_id.to_owned(),
+        );
+        let (server_name, key) = (self.server_name.clone(), self.server_key.clone());
+        let (event_id, stream) = self
+            .db
+            .write(move |tx| {
+                if let Some(existing) = store::txn_event(tx, user.as_str(), &device, &txn)? {
+                    return Ok((
+                        OwnedEventId::try_from(existing).map_err(Error::internal)?,
+                        None,
+                    ));
+                }
+                let signer = Signer {
+                    server_name: &server_name,
+                    key: &key,
+                };
+                let appended = append_event(tx, &signer, Target::Room(&room_id), &user, draft)?;
+                store::insert_txn(tx, user.as_str(), &device, &txn, appended.event_id.as_str())?;
+                Ok::<_, Error>((appended.event_id, Some(appended.stream)))
+            })
+            .await?;
+        if let Some(stream) = stream {
+            self.notify(stream);
+        }
+        Ok(event_id)
+    }
+
+    /// The current membership of a user in a room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        let (room, user) = (room_id.to_string(), user_id.to_string());
+        Ok(self
+            .db
+            .read(move |c| store::membership(c, &room, &user).map_err(Error::from))
+            .await?
+            .map(|m| m.0))
+    }
+
+    /// Refuses unless the user is joined.
+    pub async fn require_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        match self.membership(room_id, user_id).await?.as_deref() {
+            Some("join") => Ok(()),
+            _ => Err(Error::forbidden(format!(
+                "{user_id} is not in room {room_id}"
+            ))),
+        }
+    }
+
+    pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        let room = room_id.to_string();
+        let version = self
+            .db
+            .read(move |c| store::room_version(c, &room).map_err(Error::from))
+            .await?;
+        let version = version.ok_or_else(|| Error::not_found("Unknown room"))?;
+        RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+}

@@ -1,0 +1,467 @@
+//! Reading rooms: state, single events, members, and paginated history, each filtered by the
+//! spec's history-visibility rules for the reader.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use ruma::{RoomId, RoomVersionId, UserId};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::{Rooms, format::client_event};
+use crate::{
+    error::{Error, Result},
+    storage::rooms::{self as store, EventRow, TopoPosition},
+};
+
+/// A `/messages` token: a topological position (`t<depth>_<stream>`), or a sync token
+/// (`s<stream>`) that clients may also pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaginationToken {
+    Topological(TopoPosition),
+    Stream(i64),
+}
+
+impl fmt::Display for PaginationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topological((topo, stream)) => write!(f, "t{topo}_{stream}"),
+            Self::Stream(stream) => write!(f, "s{stream}"),
+        }
+    }
+}
+
+impl FromStr for PaginationToken {
+    type Err = Error;
+
+    fn from_str(token: &str) -> Result<Self> {
+        let invalid = || Error::invalid_param(format!("Invalid pagination token `{token}`"));
+        if let Some(rest) = token.strip_prefix('t') {
+            let (topo, stream) = rest.split_once('_').ok_or_else(invalid)?;
+            return Ok(Self::Topological((
+                topo.parse().map_err(|_| invalid())?,
+                stream.parse().map_err(|_| invalid())?,
+            )));
+        }
+        // Sync tokens carry further parts after `_`; the first is the stream position.
+        let stream = token
+            .strip_prefix('s')
+            .ok_or_else(invalid)?
+            .split('_')
+            .next()
+            .ok_or_else(invalid)?;
+        Ok(Self::Stream(stream.parse().map_err(|_| invalid())?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+pub struct MessagesPage {
+    pub chunk: Vec<Value>,
+    pub start: String,
+    pub end: Option<String>,
+    /// Member events of the senders in `chunk` (for `lazy_load_members`).
+    pub senders: Vec<String>,
+}
+
+/// Which events a reader may see: the spec's history-visibility algorithm with the state after
+/// each event, cached per state group.
+pub struct Visibility<'a> {
+    conn: &'a Connection,
+    user: String,
+    joined_now: bool,
+    cache: HashMap<i64, bool>,
+}
+
+impl<'a> Visibility<'a> {
+    pub fn new(conn: &'a Connection, room_id: &str, user: &UserId) -> Result<Self> {
+        let joined_now =
+            store::membership(conn, room_id, user.as_str())?.is_some_and(|m| m.0 == "join");
+        Ok(Self {
+            conn,
+            user: user.to_string(),
+            joined_now,
+            cache: HashMap::new(),
+        })
+    }
+
+    pub fn allows(&mut self, row: &EventRow) -> Result<bool> {
+        if let Some(&allowed) = self.cache.get(&row.state_group) {
+            return Ok(allowed);
+        }
+        let content_field =
+            |event_type: &str, state_key: &str, field: &str| -> Result<Option<String>> {
+                let Some(event_id) =
+                    store::state_event_at_group(self.conn, row.state_group, event_type, state_key)?
+                else {
+                    return Ok(None);
+                };
+                let Some(event) = store::get_event(self.conn, &event_id)? else {
+                    return Ok(None);
+                };
+                let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
+                Ok(json["content"][field].as_str().map(str::to_owned))
+            };
+        let visibility = content_field("m.room.history_visibility", "", "history_visibility")?
+            .unwrap_or_else(|| "shared".to_owned());
+        let membership = content_field("m.room.member", &self.user, "membership")?;
+        let allowed = visibility == "world_readable"
+            || membership.as_deref() == Some("join")
+            || (visibility == "shared" && self.joined_now)
+            || (visibility == "invited" && membership.as_deref() == Some("invite"));
+        self.cache.insert(row.state_group, allowed);
+        Ok(allowed)
+    }
+}
+
+impl Rooms {
+    /// Can the user read the room's current state? Joined members can; others only of
+    /// world-readable rooms.
+    async fn check_can_read_current(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        if self.membership(room_id, user).await?.as_deref() == Some("join") {
+            return Ok(());
+        }
+        let room = room_id.to_string();
+        let world_readable = self
+            .db
+            .read(move |c| {
+                let Some(id) =
+                    store::current_state_event(c, &room, "m.room.history_visibility", "")?
+                else {
+                    return Ok(false);
+                };
+                let Some(row) = store::get_event(c, &id)? else {
+                    return Ok(false);
+                };
+                Ok::<_, Error>(row.json.contains("\"world_readable\""))
+            })
+            .await?;
+        if world_readable {
+            Ok(())
+        } else {
+            Err(Error::forbidden("You are not in this room"))
+        }
+    }
+
+    /// The full current state, as client events.
+    pub async fn current_state(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+        self.check_can_read_current(room_id, user).await?;
+        let version = self.room_version(room_id).await?;
+        let room = room_id.to_string();
+        self.db
+            .read(move |c| {
+                let ids: Vec<String> = store::current_state(c, &room)?.into_values().collect();
+                let rows = store::events_by_id(c, &ids)?;
+                rows.iter()
+                    .map(|row| render(c, row, &version, None, false))
+                    .collect()
+            })
+            .await
+    }
+
+    /// The content of one current state event.
+    pub async fn state_content(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Value> {
+        self.check_can_read_current(room_id, user).await?;
+        let (room, event_type, state_key) = (
+            room_id.to_string(),
+            event_type.to_owned(),
+            state_key.to_owned(),
+        );
+        self.db
+            .read(move |c| {
+                let id = store::current_state_event(c, &room, &event_type, &state_key)?
+                    .ok_or_else(|| Error::not_found("Event not found"))?;
+                let row =
+                    store::get_event(c, &id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+                let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+                Ok(json["content"].clone())
+            })
+            .await
+    }
+
+    /// One event, if the user may see it.
+    pub async fn event(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        device: Option<String>,
+        event_id: &str,
+    ) -> Result<Value> {
+        let version = self.room_version(room_id).await?;
+        let (room, user, event_id) = (room_id.to_string(), user.to_owned(), event_id.to_owned());
+        self.db
+            .read(move |c| {
+                let row = store::get_event(c, &event_id)?
+                    .filter(|r| r.room_id == room)
+                    .ok_or_else(|| Error::not_found("Event not found"))?;
+                if !Visibility::new(c, &room, &user)?.allows(&row)? {
+                    return Err(Error::not_found("Event not found"));
+                }
+                render(
+                    c,
+                    &row,
+                    &version,
+                    Some((user.as_str(), device.as_deref())),
+                    true,
+                )
+            })
+            .await
+    }
+
+    /// `/messages`: up to `limit` visible events from `from` in `dir`, stopping at `to`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn messages(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        device: Option<String>,
+        from: Option<PaginationToken>,
+        to: Option<PaginationToken>,
+        dir: Direction,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool + Send + 'static,
+    ) -> Result<MessagesPage> {
+        let membership = self.membership(room_id, user).await?;
+        if membership.is_none() {
+            self.check_can_read_current(room_id, user).await?;
+        }
+        let version = self.room_version(room_id).await?;
+        let (room, user) = (room_id.to_string(), user.to_owned());
+        self.db
+            .read(move |c| {
+                let backwards = dir == Direction::Backward;
+                let start_position = match from {
+                    Some(token) => resolve(c, &room, token, backwards)?,
+                    None if backwards => (i64::MAX, i64::MAX),
+                    None => (i64::MIN, i64::MIN),
+                };
+                let stop = to.map(|t| resolve(c, &room, t, !backwards)).transpose()?;
+                let mut visibility = Visibility::new(c, &room, &user)?;
+                let mut chunk = Vec::new();
+                let mut senders = Vec::new();
+                let mut position = start_position;
+                let mut end = None;
+                'pages: loop {
+                    let rows = store::room_events_paginate(
+                        c,
+                        &room,
+                        position,
+                        backwards,
+                        limit.max(1) * 2,
+                    )?;
+                    let exhausted = rows.len() < limit.max(1) * 2;
+                    for row in rows {
+                        let here = (row.topological_ordering, row.stream_ordering);
+                        if let Some(stop) = stop
+                            && ((backwards && here < stop) || (!backwards && here > stop))
+                        {
+                            end = None;
+                            break 'pages;
+                        }
+                        position = here;
+                        end = Some(PaginationToken::Topological(here).to_string());
+                        if !visibility.allows(&row)? {
+                            continue;
+                        }
+                        let event = render(
+                            c,
+                            &row,
+                            &version,
+                            Some((user.as_str(), device.as_deref())),
+                            true,
+                        )?;
+                        if !keep(&event) {
+                            continue;
+                        }
+                        if let Some(sender) = event["sender"].as_str()
+                            && !senders.iter().any(|s| s == sender)
+                        {
+                            senders.push(sender.to_owned());
+                        }
+                        chunk.push(event);
+                        if chunk.len() >= limit {
+                            break 'pages;
+                        }
+                    }
+                    if exhausted {
+                        // Nothing further: no `end`, so clients stop paginating.
+                        if chunk.len() < limit {
+                            end = None;
+                        }
+                        break;
+                    }
+                }
+                let start = match from {
+                    Some(token) => token.to_string(),
+                    None => PaginationToken::Topological(start_position).to_string(),
+                };
+                Ok(MessagesPage {
+                    chunk,
+                    start,
+                    end,
+                    senders,
+                })
+            })
+            .await
+    }
+}
+
+/// The position a token stands for. A stream token is turned into the position of the newest
+/// room event at or before it; for backwards pagination that event itself is included.
+fn resolve(
+    conn: &Connection,
+    room_id: &str,
+    token: PaginationToken,
+    backwards: bool,
+) -> Result<TopoPosition> {
+    match token {
+        PaginationToken::Topological(position) => Ok(position),
+        PaginationToken::Stream(stream) => Ok(
+            match store::topo_position_at_stream(conn, room_id, stream)? {
+                Some((topo, stream)) if backwards => (topo, stream + 1),
+                Some(position) => position,
+                None if backwards => (i64::MIN, i64::MIN),
+                None => (i64::MIN, i64::MIN),
+            },
+        ),
+    }
+}
+
+/// A stored event as the reader sees it (redaction applied, their transaction ID attached).
+pub fn render(
+    conn: &Connection,
+    row: &EventRow,
+    version: &RoomVersionId,
+    reader: Option<(&str, Option<&str>)>,
+    with_room_id: bool,
+) -> Result<Value> {
+    let redaction = match &row.redacted_by {
+        Some(id) => store::get_event(conn, id)?.map(|r| r.json),
+        None => None,
+    };
+    let txn = match reader {
+        Some((user, Some(device))) => store::txn_of_event(conn, &row.event_id, user, device)?,
+        _ => None,
+    };
+    client_event(row, version, redaction.as_deref(), txn, with_room_id)
+}
+
+impl Rooms {
+    /// The content of a current state event, if set.
+    async fn current_content(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Value>> {
+        let (room, event_type, state_key) = (
+            room_id.to_string(),
+            event_type.to_owned(),
+            state_key.to_owned(),
+        );
+        self.db
+            .read(move |c| {
+                let Some(id) = store::current_state_event(c, &room, &event_type, &state_key)?
+                else {
+                    return Ok(None);
+                };
+                let Some(row) = store::get_event(c, &id)? else {
+                    return Ok(None);
+                };
+                let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+                Ok(Some(json["content"].clone()))
+            })
+            .await
+    }
+
+    /// May the user redact other people's events (power level `redact`, 50 by default)?
+    pub async fn can_redact_others(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
+        let version = self.room_version(room_id).await?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::internal("unknown room version"))?;
+        if rules.authorization.explicitly_privilege_room_creators {
+            let create = self
+                .current_content(room_id, "m.room.create", "")
+                .await?
+                .unwrap_or_default();
+            let (room, user_s) = (room_id.to_string(), user.to_string());
+            let creator = self
+                .db
+                .read(move |c| {
+                    let id = store::current_state_event(c, &room, "m.room.create", "")?;
+                    let row = id.map(|id| store::get_event(c, &id)).transpose()?.flatten();
+                    Ok::<_, Error>(
+                        row.is_some_and(|r| r.json.contains(&format!("\"sender\":\"{user_s}\""))),
+                    )
+                })
+                .await?;
+            let additional = create["additional_creators"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|u| u == user.as_str()));
+            if creator || additional {
+                return Ok(true);
+            }
+        }
+        let levels = self
+            .current_content(room_id, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        let as_int = |v: &Value| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        let user_level = levels["users"]
+            .get(user.as_str())
+            .and_then(as_int)
+            .or_else(|| as_int(&levels["users_default"]))
+            .unwrap_or(0);
+        let redact_level = as_int(&levels["redact"]).unwrap_or(50);
+        Ok(user_level >= redact_level)
+    }
+
+    /// `m.room.canonical_alias` may only name aliases that point to the room.
+    pub async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
+        let mut aliases: Vec<String> = content["alt_aliases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(alias) = content["alias"].as_str() {
+            aliases.push(alias.to_owned());
+        }
+        let room = room_id.to_string();
+        let all_point_here = self
+            .db
+            .read(move |c| {
+                for alias in &aliases {
+                    if store::alias_room(c, alias)?.is_none_or(|(target, _)| target != room) {
+                        return Ok::<_, Error>(false);
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        if all_point_here {
+            Ok(())
+        } else {
+            Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadAlias,
+                "An alias does not exist or does not point to this room",
+            ))
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! `/sync`: what changed for a user since a token. Long-polls wait on the stream position (no
+//! polling loop) and wake as soon as anything is written.
+//!
+//! A token is `s<stream>_<typing>`: a position in the one stream of persisted changes (events,
+//! account data, receipts) and the typing serial.
+
+use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    api::client::{
+        filter::{FilterDefinition, RoomEventFilter},
+        sync::sync_events::v3::{
+            self as sync_events, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
+            LeftRoom, State, StateEvents, Timeline,
+        },
+    },
+    serde::Raw,
+};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::{Services, filter::room_event_matches, rooms::read::Visibility, rooms::read::render};
+use crate::{
+    error::{Error, Result},
+    storage::{
+        account_data as data_store,
+        rooms::{self as store, EventRow, StateIds},
+    },
+};
+
+/// Timeline events per room when the filter sets no limit.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Longest long-poll a client may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub stream: i64,
+    pub typing: u64,
+}
+
+impl fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}_{}", self.stream, self.typing)
+    }
+}
+
+impl FromStr for SyncToken {
+    type Err = Error;
+
+    fn from_str(token: &str) -> Result<Self> {
+        let invalid = || Error::invalid_param(format!("Invalid sync token `{token}`"));
+        let rest = token.strip_prefix('s').ok_or_else(invalid)?;
+        let (stream, typing) = rest.split_once('_').unwrap_or((rest, "0"));
+        Ok(Self {
+            stream: stream.parse().map_err(|_| invalid())?,
+            typing: typing.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+pub struct SyncRequest {
+    pub user: OwnedUserId,
+    pub device: String,
+    pub since: Option<SyncToken>,
+    pub full_state: bool,
+    pub timeout: Duration,
+    pub filter: FilterDefinition,
+}
+
+pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_events::Response> {
+    let mut positions = services.rooms.subscribe();
+    let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    loop {
+        let upto = SyncToken {
+            stream: *positions.borrow_and_update(),
+            typing: services.typing.serial(),
+        };
+        let response = build(services, &request, upto).await?;
+        let waiting_allowed = request.since.is_some() && !request.full_state;
+        if !waiting_allowed || has_news(&response) || tokio::time::Instant::now() >= deadline {
+            return Ok(response);
+        }
+        if tokio::time::timeout_at(deadline, positions.changed())
+            .await
+            .is_err()
+        {
+            // Timed out: answer with what (nothing) there is, at the newest position.
+            let upto = SyncToken {
+                stream: *positions.borrow(),
+                typing: services.typing.serial(),
+            };
+            return build(services, &request, upto).await;
+        }
+    }
+}
+
+fn has_news(response: &sync_events::Response) -> bool {
+    let rooms = &response.rooms;
+    !rooms.join.is_empty()
+        || !rooms.invite.is_empty()
+        || !rooms.leave.is_empty()
+        || !rooms.knock.is_empty()
+        || !response.account_data.events.is_empty()
+}
+
+/// What one room contributes, computed on a blocking thread.
+enum RoomUpdate {
+    Join(Box<JoinedRoom>),
+    Invite(InvitedRoom),
+    Knock(KnockedRoom),
+    Leave(Box<LeftRoom>),
+}
+
+async fn build(
+    services: &Services,
+    request: &SyncRequest,
+    upto: SyncToken,
+) -> Result<sync_events::Response> {
+    let since = request.since;
+    let user = request.user.clone();
+    let device = request.device.clone();
+    let full_state = request.full_state;
+    let filter = request.filter.clone();
+    let typing_since = since.map_or(0, |s| s.typing);
+    let typing: Vec<(OwnedRoomId, Vec<OwnedUserId>)> = {
+        let joined = services.rooms.joined_rooms(&user).await?;
+        joined
+            .into_iter()
+            .filter_map(|room| {
+                let users = services
+                    .typing
+                    .changed_since(&room, if since.is_some() { typing_since } else { 0 })?;
+                (since.is_some() || !users.is_empty()).then_some((room, users))
+            })
+            .collect()
+    };
+    let (rooms, global_data) = services
+        .rooms
+        .db()
+        .read(move |c| {
+            let mut updates = Vec::new();
+            let since_stream = since.map_or(0, |s| s.stream);
+            let with_events: HashSet<String> = match since {
+                Some(since) => store::rooms_with_events_after(c, user.as_str(), since.stream)?.into_iter().collect(),
+                None => HashSet::new(),
+            };
+            let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
+            for (room, membership, event_id, membership_stream) in store::memberships_of_user(c, user.as_str())? {
+                if membership_stream > upto.stream {
+                    continue; // changed after this sync's snapshot; the next sync reports it
+                }
+                let room_id = OwnedRoomId::try_from(room.as_str()).map_err(Error::internal)?;
+                if filter.room.not_rooms.contains(&room_id) || filter.room.rooms.as_ref().is_some_and(|r| !r.contains(&room_id)) {
+                    continue;
+                }
+                let new_membership = since.is_none_or(|s| membership_stream > s.stream);
+                let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
+                let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
+                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream };
+                match membership.as_str() {
+                    "join" => {
+                        let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
+                            || room_typing.is_some() || !room_data.is_empty()
+                            || !data_store::receipts_since(c, &room, since_stream)?.is_empty();
+                        if has_activity {
+                            let since_for_room = if full_state || new_membership { None } else { since.map(|s| s.stream) };
+                            let joined = joined_room(&context, since_for_room, since_stream, room_typing, &room_data)?;
+                            updates.push((room_id, RoomUpdate::Join(Box::new(joined))));
+                        }
+                    }
+                    "invite" if new_membership || full_state => {
+                        updates.push((room_id.clone(), RoomUpdate::Invite(InvitedRoom::from(InviteState::from(stripped_state(c, &room, &event_id)?)))));
+                    }
+                    "knock" if new_membership || full_state => {
+                        let mut knock_state = KnockState::new();
+                        knock_state.events = stripped_state(c, &room, &event_id)?;
+                        updates.push((room_id.clone(), RoomUpdate::Knock(KnockedRoom::from(knock_state))));
+                    }
+                    "leave" | "ban" if (since.is_some() && new_membership) || (filter.room.include_leave && since.is_none()) => {
+                        let left = left_room(&context, since.map(|s| s.stream), membership_stream)?;
+                        updates.push((room_id, RoomUpdate::Leave(Box::new(left))));
+                    }
+                    _ => {}
+                }
+            }
+            let global: Vec<Value> = changed_data
+                .iter()
+                .filter(|(room, ..)| room.is_empty())
+                .map(|(_, data_type, content)| Ok(json!({"type": data_type, "content": serde_json::from_str::<Value>(content).map_err(Error::internal)?})))
+                .collect::<Result<_>>()?;
+            Ok::<_, Error>((updates, global))
+        })
+        .await?;
+
+    let mut response = sync_events::Response::new(upto.to_string());
+    for (room_id, update) in rooms {
+        match update {
+            RoomUpdate::Join(joined) => {
+                response.rooms.join.insert(room_id, *joined);
+            }
+            RoomUpdate::Invite(invited) => {
+                response.rooms.invite.insert(room_id, invited);
+            }
+            RoomUpdate::Knock(knocked) => {
+                response.rooms.knock.insert(room_id, knocked);
+            }
+            RoomUpdate::Leave(left) => {
+                response.rooms.leave.insert(room_id, *left);
+            }
+        }
+    }
+    response.account_data.events = global_data.into_iter().map(to_raw).collect::<Result<_>>()?;
+    Ok(response)
+}
+
+struct RoomContext<'a> {
+    conn: &'a Connection,
+    room_id: &'a RoomId,
+    user: &'a UserId,
+    device: &'a str,
+    filter: &'a FilterDefinition,
+    upto: i64,
+}
+
+impl RoomContext<'_> {
+    fn version(&self) -> Result<RoomVersionId> {
+        let version = store::room_version(self.conn, self.room_id.as_str())?
+            .ok_or_else(|| Error::internal("room without version"))?;
+        RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+
+    fn render(&self, row: &EventRow, version: &RoomVersionId) -> Result<Value> {
+        render(
+            self.conn,
+            row,
+            version,
+            Some((self.user.as_str(), Some(self.device))),
+            false,
+        )
+    }
+
+    /// The timeline between `after` and `until` (stream positions), newest `limit` events.
+    fn timeline(
+        &self,
+        after: i64,
+        until: i64,
+        filter: &RoomEventFilter,
+    ) -> Result<(Timeline, Vec<EventRow>)> {
+        let limit = filter
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| u64::from(l) as usize)
+            .clamp(1, 1000);
+        let version = self.version()?;
+        let mut rows =
+            store::room_events_between(self.conn, self.room_id.as_str(), after, until, limit + 1)?;
+        let limited = rows.len() > limit;
+        if limited {
+            rows.remove(0);
+        }
+        let mut visibility = Visibility::new(self.conn, self.room_id.as_str(), self.user)?;
+        let mut events = Vec::new();
+        let mut shown = Vec::new();
+        for row in rows {
+            if !visibility.allows(&row)? {
+                continue;
+            }
+            let event = self.render(&row, &version)?;
+            if room_event_matches(filter, &event) {
+                events.push(to_raw(event)?);
+                shown.push(row);
+            }
+        }
+        let mut timeline = Timeline::new();
+        timeline.limited = limited;
+        timeline.prev_batch = shown
+            .first()
+            .map(|row| format!("t{}_{}", row.topological_ordering, row.stream_ordering))
+            .or_else(|| Some(format!("s{until}")));
+        timeline.events = events;
+        Ok((timeline, shown))
+    }
+
+    /// The full state before an event (the state after its first parent).
+    fn state_before(&self, row: &EventRow) -> Result<StateIds> {
+        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+        let Some(parent) = json["prev_events"]
+            .as_array()
+            .and_then(|p| p.first())
+            .and_then(Value::as_str)
+        else {
+            return Ok(StateIds::new());
+        };
+        match store::get_event(self.conn, parent)? {
+            Some(parent) => Ok(store::state_at_group(self.conn, parent.state_group)?),
+            None => Ok(StateIds::new()),
+        }
+    }
+
+    /// The full state at a stream position (after the newest room event at or before it).
+    fn state_at_stream(&self, stream: i64) -> Result<StateIds> {
+        let Some((_, event_stream)) =
+            store::topo_position_at_stream(self.conn, self.room_id.as_str(), stream)?
+        else {
+            return Ok(StateIds::new());
+        };
+        let rows = store::room_events_between(
+            self.conn,
+            self.room_id.as_str(),
+            event_stream - 1,
+            event_stream,
+            1,
+        )?;
+        match rows.first() {
+            Some(row) => Ok(store::state_at_group(self.conn, row.state_group)?),
+            None => Ok(StateIds::new()),
+        }
+    }
+
+    fn state_events(
+        &self,
+        ids: Vec<String>,
+        filter: &RoomEventFilter,
+    ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
+        let version = self.version()?;
+        let rows = store::events_by_id(self.conn, &ids)?;
+        rows.iter()
+            .map(|row| self.render(row, &version))
+            .filter(|event| {
+                event
+                    .as_ref()
+                    .map_or(true, |e| room_event_matches(filter, e))
+            })
+            .map(|event| to_raw(event?))
+            .collect()
+    }
+}
+
+fn joined_room(
+    context: &RoomContext<'_>,
+    since: Option<i64>,
+    since_stream: i64,
+    typing: Option<Vec<OwnedUserId>>,
+    room_data: &[&(String, String, String)],
+) -> Result<JoinedRoom> {
+    let room_filter = &context.filter.room;
+    let (timeline, shown) =
+        context.timeline(since.unwrap_or(0), context.upto, &room_filter.timeline)?;
+    let timeline_ids: HashSet<&str> = shown.iter().map(|r| r.event_id.as_str()).collect();
+    // State: everything up to the timeline's start on a first sync; what changed in a gap.
+    let start_state = match shown.first() {
+        Some(first) => context.state_before(first)?,
+        None => context.state_at_stream(context.upto)?,
+    };
+    let mut state_ids: Vec<String> = match since {
+        None => start_state.values().cloned().collect(),
+        Some(since) if timeline.limited => {
+            let before = context.state_at_stream(since)?;
+            start_state
+                .iter()
+                .filter(|(key, id)| before.get(*key) != Some(id))
+                .map(|(_, id)| id.clone())
+                .collect()
+        }
+        Some(_) => Vec::new(),
+    };
+    state_ids.retain(|id| !timeline_ids.contains(id.as_str()));
+    if !room_filter.state.lazy_load_options.is_disabled() && since.is_none() {
+        let senders: HashSet<String> = shown
+            .iter()
+            .filter_map(|r| {
+                serde_json::from_str::<Value>(&r.json).ok()?["sender"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .chain(std::iter::once(context.user.to_string()))
+            .collect();
+        state_ids.retain(|id| {
+            start_state
+                .iter()
+                .find(|(_, v)| *v == id)
+                .is_none_or(|((kind, key), _)| kind != "m.room.member" || senders.contains(key))
+        });
+    }
+    let mut joined = JoinedRoom::new();
+    joined.state = State::Before(StateEvents::from(
+        context.state_events(state_ids, &room_filter.state)?,
+    ));
+    joined.timeline = timeline;
+
+    if since.is_none() || shown.iter().any(|r| r.json.contains("\"m.room.member\"")) {
+        let joined_members = store::members_with(context.conn, context.room_id.as_str(), "join")?;
+        let invited = store::members_with(context.conn, context.room_id.as_str(), "invite")?;
+        joined.summary.joined_member_count =
+            Some(UInt::try_from(joined_members.len() as u64).unwrap_or_default());
+        joined.summary.invited_member_count =
+            Some(UInt::try_from(invited.len() as u64).unwrap_or_default());
+        joined.summary.heroes = joined_members
+            .iter()
+            .chain(invited.iter())
+            .filter(|u| *u != context.user.as_str())
+            .take(5)
+            .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
+            .collect();
+    }
+
+    let mut ephemeral = Vec::new();
+    if let Some(users) = typing {
+        ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
+    }
+    let receipts =
+        data_store::receipts_since(context.conn, context.room_id.as_str(), since_stream)?;
+    if !receipts.is_empty() {
+        let mut content = serde_json::Map::new();
+        for receipt in receipts {
+            if receipt.receipt_type == "m.read.private" && receipt.user_id != context.user.as_str()
+            {
+                continue;
+            }
+            let mut entry = json!({"ts": receipt.ts});
+            if !receipt.thread_id.is_empty() {
+                entry["thread_id"] = json!(receipt.thread_id);
+            }
+            let by_event = content.entry(receipt.event_id).or_insert_with(|| json!({}));
+            by_event[receipt.receipt_type.as_str()][receipt.user_id.as_str()] = entry;
+        }
+        if !content.is_empty() {
+            ephemeral.push(json!({"type": "m.receipt", "content": content}));
+        }
+    }
+    joined.ephemeral.events = ephemeral.into_iter().map(to_raw).collect::<Result<_>>()?;
+    joined.account_data.events = room_data
+        .iter()
+        .map(|(_, data_type, content)| to_raw(json!({"type": data_type, "content": serde_json::from_str::<Value>(content).map_err(Error::internal)?})))
+        .collect::<Result<_>>()?;
+
+    let read_up_to = data_store::read_up_to(
+        context.conn,
+        context.room_id.as_str(),
+        context.user.as_str(),
+    )?
+    .unwrap_or(0);
+    let unread = data_store::count_unread(
+        context.conn,
+        context.room_id.as_str(),
+        context.user.as_str(),
+        read_up_to,
+    )?;
+    joined.unread_notifications.notification_count =
+        Some(UInt::try_from(unread as u64).unwrap_or_default());
+    joined.unread_notifications.highlight_count = Some(UInt::MIN);
+    Ok(joined)
+}
+
+fn left_room(context: &RoomContext<'_>, since: Option<i64>, left_at: i64) -> Result<LeftRoom> {
+    let (timeline, _) =
+        context.timeline(since.unwrap_or(0), left_at, &context.filter.room.timeline)?;
+    let mut left = LeftRoom::new();
+    left.timeline = timeline;
+    Ok(left)
+}
+
+/// The stripped state an invitee or knocker sees, with their own membership event.
+fn stripped_state(
+    conn: &Connection,
+    room_id: &str,
+    member_event_id: &str,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
+    const SHOWN: &[&str] = &[
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.avatar",
+        "m.room.topic",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+    ];
+    let state = store::current_state(conn, room_id)?;
+    let mut ids: Vec<String> = state
+        .iter()
+        .filter(|((kind, key), _)| SHOWN.contains(&kind.as_str()) && key.is_empty())
+        .map(|(_, id)| id.clone())
+        .collect();
+    ids.push(member_event_id.to_owned());
+    let rows = store::events_by_id(conn, &ids)?;
+    rows.iter()
+        .filter_map(|row| super::rooms::format::stripped_state(&row.json))
+        .map(to_raw)
+        .collect()
+}
+
+fn to_raw<T>(value: Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(
+        serde_json::value::to_raw_value(&value).map_err(Error::internal)?,
+    ))
+}
+
+/// Resolves the `filter` parameter: inline JSON or the ID of an uploaded filter.
+pub async fn resolve_filter(
+    services: &Services,
+    user: &UserId,
+    filter: Option<sync_events::Filter>,
+) -> Result<FilterDefinition> {
+    match filter {
+        None => Ok(FilterDefinition::default()),
+        Some(sync_events::Filter::FilterDefinition(definition)) => Ok(definition),
+        Some(sync_events::Filter::FilterId(id)) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
+            let user = user.to_string();
+            let json = services
+                .rooms
+                .db()
+                .read(move |c| data_store::get_filter(c, &user, id).map_err(Error::from))
+                .await?
+                .ok_or_else(|| Error::not_found("No such filter"))?;
+            serde_json::from_str(&json).map_err(Error::internal)
+        }
+        Some(_) => Err(Error::invalid_param("Unsupported filter")),
+    }
+}

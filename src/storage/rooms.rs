@@ -1,0 +1,500 @@
+//! Tables `rooms`, `events`, `state_groups`, `state_group_entries`, `current_state`,
+//! `memberships`, `forward_extremities`, `event_transactions` and `stream_position`.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// `(event type, state key)`.
+pub type StateKey = (String, String);
+/// State as a map from key to event ID.
+pub type StateIds = HashMap<StateKey, String>;
+
+/// Longest delta chain before a state group is written as a snapshot.
+const MAX_STATE_CHAIN: i64 = 64;
+
+pub fn next_stream_position(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "UPDATE stream_position SET position = position + 1 WHERE id = 1 RETURNING position",
+    )?
+    .query_row([], |row| row.get(0))
+}
+
+pub fn current_stream_position(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT position FROM stream_position WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+}
+
+// ---- rooms ----
+
+pub fn insert_room(
+    conn: &Connection,
+    room_id: &str,
+    version: &str,
+    creator: &str,
+    ts: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?1, ?2, ?3, ?4)",
+        params![room_id, version, creator, ts],
+    )?;
+    Ok(())
+}
+
+pub fn room_version(conn: &Connection, room_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT room_version FROM rooms WHERE room_id = ?1")?
+        .query_row([room_id], |row| row.get(0))
+        .optional()
+}
+
+pub fn set_published(conn: &Connection, room_id: &str, published: bool) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE rooms SET published = ?2 WHERE room_id = ?1",
+        params![room_id, published],
+    )? == 1)
+}
+
+// ---- events ----
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub topological_ordering: i64,
+    pub state_group: i64,
+    pub redacted_by: Option<String>,
+    pub json: String,
+}
+
+const EVENT_COLUMNS: &str =
+    "stream_ordering, event_id, room_id, topological_ordering, state_group, redacted_by, json";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        stream_ordering: row.get(0)?,
+        event_id: row.get(1)?,
+        room_id: row.get(2)?,
+        topological_ordering: row.get(3)?,
+        state_group: row.get(4)?,
+        redacted_by: row.get(5)?,
+        json: row.get(6)?,
+    })
+}
+
+pub fn get_event(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<EventRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
+    ))?
+    .query_row([event_id], event_from_row)
+    .optional()
+}
+
+/// What `insert_event` writes besides the JSON.
+pub struct NewEventRow<'a> {
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub redacts: Option<&'a str>,
+    pub relates_to: Option<(&'a str, &'a str)>,
+    pub prev_events: &'a [String],
+    pub json: &'a str,
+}
+
+/// Stores an event with the state after it, moves the room's forward extremities, and keeps the
+/// current state and memberships up to date. Returns the event's stream position.
+pub fn insert_event(
+    conn: &Connection,
+    event: &NewEventRow<'_>,
+    state_group: i64,
+) -> rusqlite::Result<i64> {
+    let stream = next_stream_position(conn)?;
+    conn.prepare_cached(
+        "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts,
+                             topological_ordering, state_group, redacts, relates_to, rel_type, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        stream,
+        event.event_id,
+        event.room_id,
+        event.event_type,
+        event.state_key,
+        event.sender,
+        event.origin_server_ts,
+        event.depth,
+        state_group,
+        event.redacts,
+        event.relates_to.map(|r| r.0),
+        event.relates_to.map(|r| r.1),
+        event.json,
+    ])?;
+    let mut remove = conn
+        .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
+    for prev in event.prev_events {
+        remove.execute([event.room_id, prev])?;
+    }
+    conn.prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?
+        .execute([event.room_id, event.event_id])?;
+    if let Some(state_key) = event.state_key {
+        conn.prepare_cached(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )?
+        .execute([event.room_id, event.event_type, state_key, event.event_id])?;
+    }
+    Ok(stream)
+}
+
+pub fn set_membership(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+             event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, forgotten = 0",
+    )?
+    .execute(params![room_id, user_id, membership, event_id, stream])?;
+    Ok(())
+}
+
+pub fn mark_redacted(
+    conn: &Connection,
+    event_id: &str,
+    redaction_id: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE events SET redacted_by = ?2 WHERE event_id = ?1 AND redacted_by IS NULL",
+        [event_id, redaction_id],
+    )?;
+    Ok(())
+}
+
+pub fn forward_extremities(
+    conn: &Connection,
+    room_id: &str,
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT f.event_id, e.topological_ordering FROM forward_extremities f
+         JOIN events e ON e.event_id = f.event_id WHERE f.room_id = ?1",
+    )?
+    .query_map([room_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .collect()
+}
+
+pub fn txn_event(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT event_id FROM event_transactions WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+    )?
+    .query_row([user_id, device_id, txn_id], |row| row.get(0))
+    .optional()
+}
+
+pub fn insert_txn(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+    event_id: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute([user_id, device_id, txn_id, event_id])?;
+    Ok(())
+}
+
+/// The transaction ID a device used for an event, for `unsigned.transaction_id`.
+pub fn txn_of_event(
+    conn: &Connection,
+    event_id: &str,
+    user_id: &str,
+    device_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT txn_id FROM event_transactions WHERE event_id = ?1 AND user_id = ?2 AND device_id = ?3",
+    )?
+    .query_row([event_id, user_id, device_id], |row| row.get(0))
+    .optional()
+}
+
+// ---- timeline reads ----
+
+/// Events of a room with `after < stream_ordering <= upto`, the newest `limit` of them, in
+/// stream order.
+pub fn room_events_between(
+    conn: &Connection,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<EventRow>> {
+    let mut rows: Vec<EventRow> = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering <= ?3
+             ORDER BY stream_ordering DESC LIMIT ?4"
+        ))?
+        .query_map(params![room_id, after, upto, limit as i64], event_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// A position in a room's topological order: `(topological_ordering, stream_ordering)`.
+pub type TopoPosition = (i64, i64);
+
+/// Pagination in topological order. Backwards: events strictly before `from`, newest first.
+/// Forwards: events strictly after `from`, oldest first.
+pub fn room_events_paginate(
+    conn: &Connection,
+    room_id: &str,
+    from: TopoPosition,
+    backwards: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<EventRow>> {
+    let sql = if backwards {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND (topological_ordering, stream_ordering) < (?2, ?3)
+             ORDER BY topological_ordering DESC, stream_ordering DESC LIMIT ?4"
+        )
+    } else {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND (topological_ordering, stream_ordering) > (?2, ?3)
+             ORDER BY topological_ordering ASC, stream_ordering ASC LIMIT ?4"
+        )
+    };
+    conn.prepare_cached(&sql)?
+        .query_map(
+            params![room_id, from.0, from.1, limit as i64],
+            event_from_row,
+        )?
+        .collect()
+}
+
+/// The topological position of the newest event of the room at or before a stream position.
+pub fn topo_position_at_stream(
+    conn: &Connection,
+    room_id: &str,
+    stream: i64,
+) -> rusqlite::Result<Option<TopoPosition>> {
+    conn.prepare_cached(
+        "SELECT topological_ordering, stream_ordering FROM events WHERE room_id = ?1 AND stream_ordering <= ?2
+         ORDER BY stream_ordering DESC LIMIT 1",
+    )?
+    .query_row(params![room_id, stream], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
+}
+
+/// Rooms with any event after `since`, among `rooms`.
+pub fn rooms_with_events_after(
+    conn: &Connection,
+    user_id: &str,
+    since: i64,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT e.room_id FROM memberships m JOIN events e ON e.room_id = m.room_id
+         WHERE m.user_id = ?1 AND e.stream_ordering > ?2",
+    )?
+    .query_map(params![user_id, since], |row| row.get(0))?
+    .collect()
+}
+
+// ---- state ----
+
+pub fn current_state(conn: &Connection, room_id: &str) -> rusqlite::Result<StateIds> {
+    conn.prepare_cached("SELECT type, state_key, event_id FROM current_state WHERE room_id = ?1")?
+        .query_map([room_id], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+        })?
+        .collect()
+}
+
+pub fn current_state_event(
+    conn: &Connection,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT event_id FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3",
+    )?
+    .query_row([room_id, event_type, state_key], |row| row.get(0))
+    .optional()
+}
+
+/// A new state group: `prev` with `changes` laid over it.
+pub fn new_state_group(
+    conn: &Connection,
+    room_id: &str,
+    prev: Option<i64>,
+    changes: &StateIds,
+) -> rusqlite::Result<i64> {
+    let prev_len = match prev {
+        Some(prev) => conn
+            .prepare_cached("SELECT chain_len FROM state_groups WHERE id = ?1")?
+            .query_row([prev], |row| row.get::<_, i64>(0))?,
+        None => 0,
+    };
+    // Past the bound, write the full state so that no read walks a long chain.
+    let (prev, chain_len, rows) = if prev.is_some() && prev_len < MAX_STATE_CHAIN {
+        (prev, prev_len + 1, changes.clone())
+    } else {
+        let mut full = match prev {
+            Some(prev) => state_at_group(conn, prev)?,
+            None => StateIds::new(),
+        };
+        full.extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (None, 0, full)
+    };
+    let id: i64 = conn
+        .prepare_cached("INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?1, ?2, ?3) RETURNING id")?
+        .query_row(params![room_id, prev, chain_len], |row| row.get(0))?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for ((event_type, state_key), event_id) in &rows {
+        insert.execute(params![id, event_type, state_key, event_id])?;
+    }
+    Ok(id)
+}
+
+/// The full state of a group.
+pub fn state_at_group(conn: &Connection, group: i64) -> rusqlite::Result<StateIds> {
+    let mut state = StateIds::new();
+    let mut next = Some(group);
+    let mut entries = conn.prepare_cached(
+        "SELECT type, state_key, event_id FROM state_group_entries WHERE state_group = ?1",
+    )?;
+    let mut prev_of = conn.prepare_cached("SELECT prev_group FROM state_groups WHERE id = ?1")?;
+    while let Some(group) = next {
+        let rows = entries.query_map([group], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get::<_, String>(2)?))
+        })?;
+        for row in rows {
+            let (key, event_id) = row?;
+            // The newest group in the chain wins.
+            state.entry(key).or_insert(event_id);
+        }
+        next = prev_of.query_row([group], |row| row.get(0))?;
+    }
+    Ok(state)
+}
+
+// ---- memberships ----
+
+pub fn membership(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> rusqlite::Result<Option<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT membership, stream_ordering FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+    )?
+    .query_row([room_id, user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
+}
+
+/// `(room_id, membership, event_id, stream_ordering)` of every room the user is or was in.
+pub fn memberships_of_user(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
+    conn.prepare_cached(
+        "SELECT room_id, membership, event_id, stream_ordering FROM memberships WHERE user_id = ?1 AND forgotten = 0",
+    )?
+    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+    .collect()
+}
+
+pub fn members_with(
+    conn: &Connection,
+    room_id: &str,
+    membership: &str,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT user_id FROM memberships WHERE room_id = ?1 AND membership = ?2 ORDER BY user_id",
+    )?
+    .query_map([room_id, membership], |row| row.get(0))?
+    .collect()
+}
+
+pub fn forget(conn: &Connection, room_id: &str, user_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2 AND membership IN ('leave', 'ban')",
+        [room_id, user_id],
+    )? == 1)
+}
+
+// ---- aliases ----
+
+/// Returns `false` when the alias is taken.
+pub fn insert_alias(
+    conn: &Connection,
+    alias: &str,
+    room_id: &str,
+    creator: &str,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        [alias, room_id, creator],
+    )? == 1)
+}
+
+pub fn alias_room(conn: &Connection, alias: &str) -> rusqlite::Result<Option<(String, String)>> {
+    conn.prepare_cached("SELECT room_id, creator FROM room_aliases WHERE alias = ?1")?
+        .query_row([alias], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
+/// One key of the state of a group, without reading the whole state.
+pub fn state_event_at_group(
+    conn: &Connection,
+    group: i64,
+    event_type: &str,
+    state_key: &str,
+) -> rusqlite::Result<Option<String>> {
+    let mut entry = conn.prepare_cached(
+        "SELECT event_id FROM state_group_entries WHERE state_group = ?1 AND type = ?2 AND state_key = ?3",
+    )?;
+    let mut prev_of = conn.prepare_cached("SELECT prev_group FROM state_groups WHERE id = ?1")?;
+    let mut next = Some(group);
+    while let Some(group) = next {
+        if let Some(event_id) = entry
+            .query_row(params![group, event_type, state_key], |row| row.get(0))
+            .optional()?
+        {
+            return Ok(event_id);
+        }
+        next = prev_of.query_row([group], |row| row.get(0))?;
+    }
+    Ok(None)
+}
+
+/// The JSON of several events at once, by ID.
+pub fn events_by_id(conn: &Connection, event_ids: &[String]) -> rusqlite::Result<Vec<EventRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
+    ))?;
+    let mut rows = Vec::with_capacity(event_ids.len());
+    for id in event_ids {
+        if let Some(row) = stmt.query_row([id], event_from_row).optional()? {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
