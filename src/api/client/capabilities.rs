@@ -1,6 +1,10 @@
 use axum::extract::State;
-use ruma::api::client::discovery::get_capabilities::v3::{self as get_capabilities, Capabilities};
+use ruma::{
+    RoomVersionId,
+    api::client::discovery::get_capabilities::v3::{self as get_capabilities, Capabilities, RoomVersionStability},
+};
 
+use crate::services::rooms::SUPPORTED_ROOM_VERSIONS;
 use crate::web::{
     AppState,
     ruma::{ApiResult, Ruma},
@@ -9,7 +13,7 @@ use crate::web::{
 /// `GET /_matrix/client/v3/capabilities`
 #[allow(deprecated)] // m.set_displayname and m.set_avatar_url are still read by current clients.
 pub async fn get_capabilities(
-    State(_): State<AppState>,
+    State(services): State<AppState>,
     request: Ruma<get_capabilities::Request>,
 ) -> ApiResult<get_capabilities::Response> {
     request.sender()?;
@@ -18,5 +22,12 @@ pub async fn get_capabilities(
     capabilities.set_displayname.enabled = true;
     capabilities.set_avatar_url.enabled = true;
     capabilities.thirdparty_id_changes.enabled = false;
+    capabilities.room_versions.default = RoomVersionId::try_from(services.config.default_room_version.as_str())
+        .map_err(crate::error::Error::internal)?;
+    capabilities.room_versions.available = SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .filter_map(|v| RoomVersionId::try_from(*v).ok())
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
     Ok(get_capabilities::Response::new(capabilities).into())
 }
