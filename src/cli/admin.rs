@@ -18,7 +18,7 @@ use crate::{
 pub enum AdminCommand {
     /// Create an account.
     AddUser {
-        /// The user name (localpart), e.g. `alice` for @alice:your.server.
+        /// The user name (localpart), e.g. `alice` for @alice:your.server, or the full user ID.
         localpart: String,
         /// Make the account a server admin.
         #[arg(long)]
@@ -108,6 +108,12 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
             admin,
             password_stdin,
         } => {
+            // A full user ID of this server is accepted too, as by the other commands.
+            let localpart = if localpart.starts_with('@') {
+                users.parse_local_user(&localpart)?.localpart().to_owned()
+            } else {
+                localpart
+            };
             let user_id = users.new_user_id(&localpart)?;
             if users.exists(&user_id).await? {
                 return Err(Error::invalid_param(format!("{user_id} already exists")).into());

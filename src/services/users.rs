@@ -1,7 +1,7 @@
 //! Accounts: creating them, naming them, passwords, admin flag, deactivation, profiles.
 
 use http::StatusCode;
-use ruma::{OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
+use ruma::{MxcUri, OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
 
 use super::passwords;
 use crate::{
@@ -228,6 +228,14 @@ impl Users {
             return Err(Error::invalid_param(
                 "The avatar URL is longer than 1000 bytes",
             ));
+        }
+        // Anything else would make every client that shows the avatar fetch a URL of the
+        // user's choosing.
+        if url
+            .as_deref()
+            .is_some_and(|u| !<&MxcUri>::from(u).is_valid())
+        {
+            return Err(Error::invalid_param("The avatar URL must be an mxc:// URI"));
         }
         let user_id = user_id.to_string();
         self.db

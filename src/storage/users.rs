@@ -146,8 +146,8 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     })
 }
 
-/// Creates the device, or keeps an existing one with the same ID (its name is kept unless a new
-/// one is given), as a login that names its device ID does.
+/// Creates the device, or keeps an existing one with the same ID and its name (the spec ignores
+/// `initial_device_display_name` for a known device), as a login that names its device ID does.
 pub fn upsert_device(
     conn: &Connection,
     user_id: &str,
@@ -160,7 +160,6 @@ pub fn upsert_device(
         "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ip, last_seen_ts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?4)
          ON CONFLICT (user_id, device_id) DO UPDATE SET
-             display_name = coalesce(excluded.display_name, display_name),
              last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts",
         params![user_id, device_id, display_name, now, ip],
     )?;

@@ -7,7 +7,13 @@ pub mod ruma;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, extract::DefaultBodyLimit, response::IntoResponse};
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use futures_util::StreamExt;
 use http::{HeaderName, Method, StatusCode, header};
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -32,6 +38,10 @@ pub fn router(state: AppState) -> Router {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Unrecognized request")
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.config.max_upload_size.0,
+            refuse_oversized_bodies,
+        ))
         .layer(cors())
         .layer(
             TraceLayer::new_for_http()
@@ -49,6 +59,43 @@ pub fn router(state: AppState) -> Router {
             Error::internal("a request handler panicked").into_response()
         }))
         .with_state(state)
+}
+
+/// How much of an oversized body is read and thrown away before the `413` goes out, and for how
+/// long. Most HTTP clients send the whole body before they read the response: when the server
+/// stops reading and closes early, they see a reset connection instead of `M_TOO_LARGE`. Past
+/// these bounds the connection is closed anyway (nginx's "lingering close" works the same way).
+const DRAIN_AT_MOST: usize = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a request whose `Content-Length` exceeds `max_upload_size` with `M_TOO_LARGE`, on every
+/// route, before any handler runs. Bodies without a length are cut off by [`DefaultBodyLimit`]
+/// while they are read.
+async fn refuse_oversized_bodies(
+    State(limit): State<u64>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_none_or(|length| length <= limit) {
+        return next.run(request).await;
+    }
+    let mut body = request.into_body().into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut drained = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_AT_MOST {
+                break;
+            }
+        }
+    })
+    .await;
+    Error::too_large("The request body is too large").into_response()
 }
 
 /// The headers the spec asks of every client-server API response.

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -132,31 +132,32 @@ impl TestServer {
         self.launch();
     }
 
+    /// Starts the server again on the same config and data after `stop` or `kill9`.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.launch();
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Runs `appliance <args>` against this server's config and data directory.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(BINARY)
-            .args([
-                "--config",
-                path_str(&self.config_path),
-                "--data-dir",
-                path_str(&self.data_dir),
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run appliance");
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).expect("write stdin");
-        }
-        drop(pipe);
-        child.wait_with_output().expect("wait")
+        let mut all = vec![
+            "--config",
+            path_str(&self.config_path),
+            "--data-dir",
+            path_str(&self.data_dir),
+        ];
+        all.extend_from_slice(args);
+        appliance(&all, stdin)
+    }
+
+    /// A request to this server, for tests that need their own headers or a raw body.
+    pub fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
     }
 
     /// Sends a request; returns the status and the JSON body (`Null` when the body is not JSON).
@@ -167,22 +168,15 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        let mut request = self.builder(method, path);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let bytes = response.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let reply = send(request).await;
+        (reply.status, reply.body)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -195,6 +189,20 @@ impl TestServer {
 
     pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
         self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, token, Some(body)).await
+    }
+
+    pub async fn whoami(&self, token: &str) -> (StatusCode, Value) {
+        self.get("/_matrix/client/v3/account/whoami", Some(token))
+            .await
     }
 
     /// Registers through the client API (dummy auth); returns the session.
@@ -218,6 +226,136 @@ impl TestServer {
         )
         .await
     }
+
+    /// Logs in and returns the session; panics unless the login succeeds.
+    pub async fn login_session(&self, user: &str, password: &str) -> Session {
+        let (status, body) = self.login(user, password).await;
+        assert_eq!(status, StatusCode::OK, "login {user}: {body}");
+        Session::from_json(&body)
+    }
+
+    /// Sends `body` to an endpoint behind user-interactive auth: first without `auth`, which must
+    /// be refused with a `401` challenge offering `m.login.password`, then again with the password
+    /// in that challenge's session. Returns the second response.
+    pub async fn with_password_auth(
+        &self,
+        method: Method,
+        path: &str,
+        session: &Session,
+        password: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let challenge = self
+            .request(method.clone(), path, session.token(), Some(body.clone()))
+            .await;
+        assert_eq!(challenge.0, StatusCode::UNAUTHORIZED, "{}", challenge.1);
+        assert_eq!(
+            challenge.1["flows"],
+            json!([{"stages": ["m.login.password"]}]),
+            "{}",
+            challenge.1
+        );
+        let uia_session = challenge.1["session"].as_str().expect("UIA session");
+        let mut body = body;
+        body["auth"] = password_auth(&session.user_id, password, Some(uia_session));
+        self.request(method, path, session.token(), Some(body))
+            .await
+    }
+}
+
+/// An `auth` object for the `m.login.password` stage of user-interactive auth.
+pub fn password_auth(user: &str, password: &str, session: Option<&str>) -> Value {
+    let mut auth = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password,
+    });
+    if let Some(session) = session {
+        auth["session"] = session.into();
+    }
+    auth
+}
+
+/// What a request sent with [`TestServer::builder`] got back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The JSON body, `Null` when the body is not JSON.
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// Runs `appliance <args>` with nothing from the environment choosing its config.
+pub fn appliance(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .env_remove("APPLIANCE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run appliance");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that a command succeeded and returns its stdout.
+#[track_caller]
+pub fn assert_success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}); stdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// Asserts that a command failed and returns its stderr.
+#[track_caller]
+pub fn assert_failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command should have failed; stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    stderr(output)
 }
 
 impl Drop for TestServer {

@@ -1,0 +1,188 @@
+//! `appliance config check`, config errors that name the key, and `--version`.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{appliance, assert_failure, assert_success, path_str, stderr, stdout};
+use tempfile::TempDir;
+
+fn write_config(yaml: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    (dir, path)
+}
+
+fn check(path: &Path) -> std::process::Output {
+    appliance(&["--config", path_str(path), "config", "check"], None)
+}
+
+const WITH_SECRETS: &str = "\
+server_name: example.org
+enable_registration: true
+registration_requires_token: true
+registration_shared_secret: sup3r-s3cret-shared-value
+turn_uris: ['turn:turn.example.org?transport=udp']
+turn_shared_secret: turn-s3cret-value
+max_upload_size: 10M
+";
+
+#[test]
+fn check_prints_the_effective_config_without_secrets() {
+    let (_dir, path) = write_config(WITH_SECRETS);
+    let output = check(&path);
+    let printed = assert_success(&output);
+    let everything = format!("{printed}{}", stderr(&output));
+    assert!(
+        !everything.contains("sup3r-s3cret-shared-value"),
+        "{everything}"
+    );
+    assert!(!everything.contains("turn-s3cret-value"), "{everything}");
+
+    let config: serde_yaml::Value = serde_yaml::from_str(&printed).expect("the output is YAML");
+    assert_eq!(config["server_name"], "example.org");
+    assert_eq!(config["registration_shared_secret"], "<redacted>");
+    assert_eq!(config["turn_shared_secret"], "<redacted>");
+    assert_eq!(config["max_upload_size"], "10M");
+    assert_eq!(config["registration_requires_token"], true);
+    // Defaults are filled in: the effective config, not the file.
+    assert_eq!(config["enable_registration_without_verification"], false);
+    assert_eq!(config["listeners"][0]["port"], 8008);
+    assert!(
+        config["rc_login"]["address"]["burst_count"].is_number(),
+        "{printed}"
+    );
+
+    // What it prints is itself a valid config.
+    let (_dir2, again) = write_config(&printed);
+    assert_success(&check(&again));
+}
+
+#[test]
+fn check_leaves_unset_secrets_unset() {
+    let (_dir, path) = write_config("server_name: example.org\n");
+    let printed = assert_success(&check(&path));
+    let config: serde_yaml::Value = serde_yaml::from_str(&printed).expect("YAML");
+    assert!(config["registration_shared_secret"].is_null(), "{printed}");
+    assert!(!printed.contains("<redacted>"), "{printed}");
+}
+
+#[test]
+fn an_empty_config_is_all_defaults() {
+    let (_dir, path) = write_config("# nothing configured yet\n");
+    let printed = assert_success(&check(&path));
+    let config: serde_yaml::Value = serde_yaml::from_str(&printed).expect("YAML");
+    assert_eq!(config["server_name"], "localhost");
+    assert_eq!(config["enable_registration"], false);
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    let (_dir, path) = write_config("server_name: example.org\n\nenable_registraton: true\n");
+    let stderr = assert_failure(&check(&path));
+    assert!(stderr.contains("enable_registraton"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains(path_str(&path)), "{stderr}");
+
+    let (_dir, path) = write_config(
+        "server_name: example.org\nrc_login:\n  adress: {per_second: 1, burst_count: 1}\n",
+    );
+    let stderr = assert_failure(&check(&path));
+    assert!(stderr.contains("adress"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    for (yaml, key) in [
+        ("server_name: \"bad name\"\n", "server_name"),
+        ("max_upload_size: lots\n", "max_upload_size"),
+        ("log_level: loud\n", "log_level"),
+        ("enable_registration: maybe\n", "enable_registration"),
+        (
+            "rc_registration: {per_second: 0, burst_count: 1}\n",
+            "rc_registration",
+        ),
+        (
+            "rc_login:\n  address: {per_second: 1, burst_count: 0}\n",
+            "rc_login.address",
+        ),
+        ("public_baseurl: example.org\n", "public_baseurl"),
+        ("turn_user_lifetime: forever\n", "turn_user_lifetime"),
+        (
+            "registration_shared_secret: ''\n",
+            "registration_shared_secret",
+        ),
+        (
+            "listeners:\n  - port: 8008\n    bind_addresses: ['not-an-ip']\n",
+            "bind_addresses",
+        ),
+        // Open registration without any check is refused, as Synapse does.
+        ("enable_registration: true\n", "enable_registration"),
+    ] {
+        let (_dir, path) = write_config(yaml);
+        let output = check(&path);
+        let stderr = assert_failure(&output);
+        assert!(stderr.contains(key), "{yaml:?} should name {key}: {stderr}");
+        assert!(stdout(&output).is_empty(), "nothing printed for {yaml:?}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let (dir, path) = write_config("server_name: \"bad name\"\n");
+    let data = dir.path().join("data");
+    let output = appliance(
+        &[
+            "--config",
+            path_str(&path),
+            "--data-dir",
+            path_str(&data),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let stderr = assert_failure(&output);
+    assert!(stderr.contains("server_name"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    for command in [&["config", "check"][..], &["admin", "list-users"]] {
+        let mut args = vec!["--config", path_str(&missing)];
+        args.extend_from_slice(command);
+        let stderr = assert_failure(&appliance(&args, None));
+        assert!(
+            stderr.contains(path_str(&missing)) && stderr.contains("does not exist"),
+            "{stderr}"
+        );
+    }
+    // Nothing was created next to the missing file.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_config_can_come_from_the_environment() {
+    let (_dir, path) = write_config("server_name: from-env.example\n");
+    let output = std::process::Command::new(common::BINARY)
+        .args(["config", "check"])
+        .env("APPLIANCE_CONFIG", &path)
+        .output()
+        .expect("run appliance");
+    let printed = assert_success(&output);
+    assert!(printed.contains("from-env.example"), "{printed}");
+}
+
+#[test]
+fn version_is_printed() {
+    let output = appliance(&["--version"], None);
+    let printed = assert_success(&output);
+    assert_eq!(
+        printed.trim(),
+        format!("appliance {}", env!("CARGO_PKG_VERSION"))
+    );
+}

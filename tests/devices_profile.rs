@@ -1,0 +1,439 @@
+//! Devices, profiles, capabilities and the versions endpoint.
+mod common;
+
+use common::{Session, TestServer, assert_error, password_auth};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DEVICES: &str = "/_matrix/client/v3/devices";
+
+fn device_ids(body: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = body["devices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no devices in {body}"))
+        .iter()
+        .map(|d| d["device_id"].as_str().expect("device_id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn login_device(server: &TestServer, device_id: &str, name: &str) -> Session {
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                   "password": "pw", "device_id": device_id, "initial_device_display_name": name}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    Session::from_json(&body)
+}
+
+#[tokio::test]
+async fn devices_are_listed_shown_and_renamed() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({"username": "alice", "password": "pw", "device_id": "LAPTOP",
+                   "initial_device_display_name": "Laptop", "auth": {"type": "m.login.dummy"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let laptop = Session::from_json(&body);
+    assert_eq!(laptop.device_id, "LAPTOP");
+    let phone = login_device(&server, "PHONE", "Phone").await;
+
+    let (status, body) = server.get(DEVICES, laptop.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(device_ids(&body), ["LAPTOP", "PHONE"]);
+    let phone_entry = body["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "PHONE")
+        .unwrap();
+    assert_eq!(phone_entry["display_name"], "Phone");
+    assert!(
+        phone_entry["last_seen_ts"].as_u64().unwrap_or(0) > 0,
+        "{body}"
+    );
+    assert_eq!(phone_entry["last_seen_ip"], "127.0.0.1", "{body}");
+
+    let (status, body) = server
+        .get(&format!("{DEVICES}/LAPTOP"), phone.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device_id"], "LAPTOP");
+    assert_eq!(body["display_name"], "Laptop");
+
+    let (status, body) = server
+        .put(
+            &format!("{DEVICES}/LAPTOP"),
+            phone.token(),
+            json!({"display_name": "Work laptop"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = server
+        .get(&format!("{DEVICES}/LAPTOP"), laptop.token())
+        .await;
+    assert_eq!(body["display_name"], "Work laptop");
+    assert_eq!(
+        server.whoami(&laptop.access_token).await.0,
+        200,
+        "renaming keeps the session"
+    );
+}
+
+#[tokio::test]
+async fn unknown_devices_are_not_found() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let missing = format!("{DEVICES}/NOSUCHDEVICE");
+    assert_error(
+        &server.get(&missing, alice.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server
+            .put(&missing, alice.token(), json!({"display_name": "x"}))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server.delete(&missing, alice.token(), json!({})).await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // Another user's device is as good as missing.
+    let bobs = format!("{DEVICES}/{}", bob.device_id);
+    assert_error(&server.get(&bobs, alice.token()).await, 404, "M_NOT_FOUND");
+    assert_error(
+        &server
+            .put(&bobs, alice.token(), json!({"display_name": "pwned"}))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let response = server
+        .delete(
+            &bobs,
+            alice.token(),
+            json!({"auth": password_auth("alice", "pw", None)}),
+        )
+        .await;
+    assert_error(&response, 404, "M_NOT_FOUND");
+    let (status, body) = server.get(&bobs, bob.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["display_name"], "pwned");
+    assert_eq!(server.whoami(&bob.access_token).await.0, 200);
+    // Listing needs a token.
+    assert_error(&server.get(DEVICES, None).await, 401, "M_MISSING_TOKEN");
+}
+
+#[tokio::test]
+async fn deleting_a_device_needs_the_password_and_signs_it_out() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let phone = login_device(&server, "PHONE", "Phone").await;
+
+    let path = format!("{DEVICES}/PHONE");
+    let (status, challenge) = server.delete(&path, alice.token(), json!({})).await;
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .delete(
+            &path,
+            alice.token(),
+            json!({"auth": password_auth("alice", "wrong", Some(&session))}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    assert_eq!(server.whoami(&phone.access_token).await.0, 200);
+
+    let (status, body) = server
+        .delete(
+            &path,
+            alice.token(),
+            json!({"auth": password_auth("alice", "pw", Some(&session))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &server.whoami(&phone.access_token).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(server.whoami(&alice.access_token).await.0, 200);
+    let (_, body) = server.get(DEVICES, alice.token()).await;
+    assert_eq!(device_ids(&body), [alice.device_id.as_str()]);
+    assert_error(&server.get(&path, alice.token()).await, 404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_device_can_delete_itself() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, body) = server
+        .with_password_auth(
+            Method::DELETE,
+            &format!("{DEVICES}/{}", alice.device_id),
+            &alice,
+            "pw",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &server.whoami(&alice.access_token).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+}
+
+#[tokio::test]
+async fn delete_devices_removes_several_at_once() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let one = login_device(&server, "ONE", "One").await;
+    let two = login_device(&server, "TWO", "Two").await;
+    let three = login_device(&server, "THREE", "Three").await;
+    let (status, body) = server
+        .with_password_auth(
+            Method::POST,
+            "/_matrix/client/v3/delete_devices",
+            &alice,
+            "pw",
+            json!({"devices": ["ONE", "TWO", "NOT-A-DEVICE"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for gone in [&one, &two] {
+        assert_error(
+            &server.whoami(&gone.access_token).await,
+            401,
+            "M_UNKNOWN_TOKEN",
+        );
+    }
+    assert_eq!(server.whoami(&three.access_token).await.0, 200);
+    let (_, body) = server.get(DEVICES, alice.token()).await;
+    let mut expected = vec![alice.device_id.clone(), "THREE".to_owned()];
+    expected.sort();
+    assert_eq!(device_ids(&body), expected);
+}
+
+const PROFILE: &str = "/_matrix/client/v3/profile";
+
+#[tokio::test]
+async fn the_default_display_name_is_the_localpart() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, body) = server
+        .get(&format!("{PROFILE}/@alice:test.local/displayname"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayname"], "alice");
+    let (status, body) = server
+        .get(&format!("{PROFILE}/@alice:test.local"), alice.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayname"], "alice");
+    assert!(body.get("avatar_url").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn display_name_and_avatar_can_be_set() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let me = format!("{PROFILE}/@alice:test.local");
+
+    let (status, body) = server
+        .put(
+            &format!("{me}/displayname"),
+            alice.token(),
+            json!({"displayname": "Alice Liddell 🐇"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .put(
+            &format!("{me}/avatar_url"),
+            alice.token(),
+            json!({"avatar_url": "mxc://test.local/rabbit"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = server.get(&format!("{me}/displayname"), bob.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayname"], "Alice Liddell 🐇");
+    let (status, body) = server.get(&format!("{me}/avatar_url"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["avatar_url"], "mxc://test.local/rabbit");
+    let (status, body) = server.get(&me, bob.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"displayname": "Alice Liddell 🐇", "avatar_url": "mxc://test.local/rabbit"})
+    );
+
+    // Both survive a restart.
+    let mut server = server;
+    server.restart();
+    let (status, body) = server.get(&me, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayname"], "Alice Liddell 🐇");
+    assert_eq!(body["avatar_url"], "mxc://test.local/rabbit");
+}
+
+#[tokio::test]
+async fn the_avatar_must_be_an_mxc_uri() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let path = format!("{PROFILE}/@alice:test.local/avatar_url");
+    let (status, body) = server
+        .put(
+            &path,
+            alice.token(),
+            json!({"avatar_url": "mxc://test.local/good"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for bad in [
+        "https://evil.example/tracker.png",
+        "mxc://",
+        "mxc://test.local",
+        "mxc:///nohost",
+        "not a uri",
+    ] {
+        let response = server
+            .put(&path, alice.token(), json!({"avatar_url": bad}))
+            .await;
+        assert_error(&response, 400, "M_INVALID_PARAM");
+    }
+    let (_, body) = server.get(&path, None).await;
+    assert_eq!(
+        body["avatar_url"], "mxc://test.local/good",
+        "refused values change nothing"
+    );
+}
+
+#[tokio::test]
+async fn profiles_of_others_cannot_be_changed() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    server.register("bob", "pw").await;
+    let bob = format!("{PROFILE}/@bob:test.local");
+    assert_error(
+        &server
+            .put(
+                &format!("{bob}/displayname"),
+                alice.token(),
+                json!({"displayname": "Bob is a fool"}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server
+            .put(
+                &format!("{bob}/avatar_url"),
+                alice.token(),
+                json!({"avatar_url": "mxc://test.local/fool"}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server
+            .put(
+                &format!("{bob}/displayname"),
+                None,
+                json!({"displayname": "anonymous"}),
+            )
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    let (status, body) = server.get(&bob, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"displayname": "bob"}));
+}
+
+#[tokio::test]
+async fn unknown_profiles_are_not_found() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    for path in [
+        format!("{PROFILE}/@nobody:test.local"),
+        format!("{PROFILE}/@nobody:test.local/displayname"),
+        format!("{PROFILE}/@nobody:test.local/avatar_url"),
+    ] {
+        assert_error(&server.get(&path, alice.token()).await, 404, "M_NOT_FOUND");
+    }
+}
+
+#[tokio::test]
+async fn capabilities_need_a_token_and_allow_password_changes() {
+    let server = TestServer::start().await;
+    assert_error(
+        &server.get("/_matrix/client/v3/capabilities", None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    let alice = server.register("alice", "pw").await;
+    let (status, body) = server
+        .get("/_matrix/client/v3/capabilities", alice.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let capabilities = body["capabilities"].as_object().expect("capabilities");
+    // The spec's defaults: a capability left out is enabled.
+    let enabled = |name: &str| {
+        capabilities
+            .get(name)
+            .is_none_or(|c| c["enabled"].as_bool().expect("an enabled flag"))
+    };
+    assert!(enabled("m.change_password"), "{body}");
+    assert!(enabled("m.set_displayname"), "{body}");
+    assert!(enabled("m.set_avatar_url"), "{body}");
+    assert!(
+        !enabled("m.3pid_changes"),
+        "third-party IDs are not supported: {body}"
+    );
+}
+
+#[tokio::test]
+async fn versions_lists_v1_releases() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, 200, "{body}");
+    let versions: Vec<&str> = body["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert!(versions.contains(&"v1.1"), "{body}");
+    assert!(
+        versions.iter().filter(|v| v.starts_with("v1.")).count() >= 5,
+        "{body}"
+    );
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.starts_with("v1.") || v.starts_with("r0.")),
+        "{body}"
+    );
+}

@@ -1,0 +1,307 @@
+//! The spec's error responses for malformed requests, authentication failures and oversized
+//! bodies; CORS; tokens in the query string.
+mod common;
+
+use common::{TestServer, assert_error, send};
+use reqwest::{Method, header};
+use serde_json::json;
+
+const LOGIN: &str = "/_matrix/client/v3/login";
+
+#[tokio::test]
+async fn unknown_endpoints_are_unrecognized() {
+    let server = TestServer::start().await;
+    for path in [
+        "/_matrix/client/v3/no_such_endpoint",
+        "/_matrix/client/v3/account/whoami/extra",
+        "/nothing/here",
+    ] {
+        assert_error(&server.get(path, None).await, 404, "M_UNRECOGNIZED");
+        assert_error(
+            &server.post(path, None, json!({})).await,
+            404,
+            "M_UNRECOGNIZED",
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_methods_are_unrecognized() {
+    let server = TestServer::start().await;
+    assert_error(
+        &server.put(LOGIN, None, json!({})).await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &server
+            .delete("/_matrix/client/versions", None, json!({}))
+            .await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &server
+            .post("/_matrix/client/v3/account/whoami", None, json!({}))
+            .await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_refused() {
+    let server = TestServer::start().await;
+    for body in ["{not json", "type=m.login.password", "{\"type\": "] {
+        let reply = send(
+            server
+                .builder(Method::POST, LOGIN)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);
+        assert_eq!(reply.body["errcode"], "M_NOT_JSON", "{body}");
+    }
+    // Also on an authenticated endpoint, once the token is accepted.
+    let alice = server.register("alice", "pw").await;
+    let reply = send(
+        server
+            .builder(
+                Method::PUT,
+                "/_matrix/client/v3/profile/@alice:test.local/displayname",
+            )
+            .bearer_auth(&alice.access_token)
+            .body("<html>"),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_NOT_JSON");
+}
+
+#[tokio::test]
+async fn json_of_the_wrong_shape_is_bad_json() {
+    let server = TestServer::start().await;
+    for body in [
+        json!([]),
+        json!(["m.login.password"]),
+        json!("a string"),
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": 42}),
+    ] {
+        assert_error(&server.post(LOGIN, None, body).await, 400, "M_BAD_JSON");
+    }
+    let alice = server.register("alice", "pw").await;
+    assert_error(
+        &server
+            .put(
+                "/_matrix/client/v3/profile/@alice:test.local/displayname",
+                alice.token(),
+                json!([1, 2]),
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+}
+
+#[tokio::test]
+async fn missing_and_unknown_tokens() {
+    let server = TestServer::start().await;
+    let whoami = "/_matrix/client/v3/account/whoami";
+    assert_error(&server.get(whoami, None).await, 401, "M_MISSING_TOKEN");
+    let response = server.get(whoami, Some("mat_not_a_real_token")).await;
+    assert_error(&response, 401, "M_UNKNOWN_TOKEN");
+    assert_ne!(response.1["soft_logout"], true, "{}", response.1);
+    assert!(
+        response.1["soft_logout"].is_null() || response.1["soft_logout"] == false,
+        "{}",
+        response.1
+    );
+    assert_error(
+        &server
+            .get(&format!("{whoami}?access_token=mat_not_a_real_token"), None)
+            .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    // A header that is not a bearer token is no token at all.
+    let reply = send(
+        server
+            .builder(Method::GET, whoami)
+            .header(header::AUTHORIZATION, "Basic YWxpY2U6cHc="),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_MISSING_TOKEN", "{:?}", reply.body);
+}
+
+#[tokio::test]
+async fn the_access_token_may_come_in_the_query() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, body) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/account/whoami?access_token={}",
+                alice.access_token
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@alice:test.local");
+    let (status, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/@alice:test.local/displayname?access_token={}",
+                alice.access_token
+            ),
+            None,
+            json!({"displayname": "From the query"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = server
+        .get(
+            "/_matrix/client/v3/profile/@alice:test.local/displayname",
+            None,
+        )
+        .await;
+    assert_eq!(body["displayname"], "From the query");
+}
+
+const SMALL_UPLOADS: &str = "\
+server_name: test.local
+enable_registration: true
+enable_registration_without_verification: true
+max_upload_size: 1M
+rc_login:
+  address: {per_second: 1000, burst_count: 1000}
+  account: {per_second: 1000, burst_count: 1000}
+  failed_attempts: {per_second: 1000, burst_count: 1000}
+rc_registration: {per_second: 1000, burst_count: 1000}
+";
+
+/// A JSON object of about `size` bytes.
+fn big_json(size: usize) -> String {
+    format!(
+        "{{\"type\": \"m.login.password\", \"padding\": \"{}\"}}",
+        "x".repeat(size)
+    )
+}
+
+#[tokio::test]
+async fn bodies_over_max_upload_size_are_too_large() {
+    let server = TestServer::start_with_config(SMALL_UPLOADS).await;
+    let alice = server.register("alice", "pw").await;
+    let reply = send(
+        server
+            .builder(Method::POST, LOGIN)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(big_json(2 * 1024 * 1024)),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_TOO_LARGE", "{:?}", reply.body);
+
+    // Far larger than any socket buffer: the client still gets to read the answer.
+    let reply = send(
+        server
+            .builder(Method::POST, LOGIN)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(big_json(16 * 1024 * 1024)),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_TOO_LARGE", "{:?}", reply.body);
+
+    // Authenticated endpoints too.
+    let reply = send(
+        server
+            .builder(
+                Method::PUT,
+                "/_matrix/client/v3/profile/@alice:test.local/displayname",
+            )
+            .bearer_auth(&alice.access_token)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(big_json(2 * 1024 * 1024)),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_TOO_LARGE", "{:?}", reply.body);
+
+    // Endpoints outside the client API as well.
+    let reply = send(
+        server
+            .builder(Method::POST, "/_synapse/admin/v1/register")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(big_json(2 * 1024 * 1024)),
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_TOO_LARGE", "{:?}", reply.body);
+
+    // A body just under the limit is read (and refused for what it says, not its size).
+    let reply = send(
+        server
+            .builder(Method::POST, LOGIN)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(big_json(1024 * 1024 - 100)),
+    )
+    .await;
+    assert_ne!(reply.status, 413, "{:?}", reply.body);
+
+    // The server is still fine.
+    let (status, body) = server.whoami(&alice.access_token).await;
+    assert_eq!(status, 200, "{body}");
+    server.login_session("alice", "pw").await;
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered() {
+    let server = TestServer::start().await;
+    let reply = send(
+        server
+            .builder(Method::OPTIONS, LOGIN)
+            .header(header::ORIGIN, "https://app.element.io")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization, content-type, x-requested-with",
+            ),
+    )
+    .await;
+    assert!(reply.status.is_success(), "{:?}", reply);
+    assert_eq!(reply.header("access-control-allow-origin"), "*");
+    let methods = reply.header("access-control-allow-methods").to_uppercase();
+    for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    let headers = reply.header("access-control-allow-headers").to_lowercase();
+    for name in ["authorization", "content-type", "x-requested-with"] {
+        assert!(headers.contains(name), "{headers}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_cors_headers() {
+    let server = TestServer::start().await;
+    for (method, path) in [
+        (Method::GET, "/_matrix/client/versions"),
+        (Method::GET, "/_matrix/client/v3/account/whoami"),
+        (Method::GET, "/_matrix/client/v3/unknown"),
+    ] {
+        let reply = send(
+            server
+                .builder(method, path)
+                .header(header::ORIGIN, "https://app.element.io"),
+        )
+        .await;
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            "*",
+            "{path}: {:?}",
+            reply.status
+        );
+    }
+}
