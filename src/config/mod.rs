@@ -84,6 +84,9 @@ pub struct Config {
 
     /// Hand TURN credentials to guests too.
     pub turn_allow_guests: bool,
+
+    /// The user directory (`/user_directory/search`), as Synapse's `user_directory`.
+    pub user_directory: UserDirectoryConfig,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             turn_shared_secret: None,
             turn_user_lifetime: Duration::from_secs(3600),
             turn_allow_guests: true,
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 }
@@ -168,6 +172,16 @@ impl Default for ListenerResource {
             names: vec!["client".to_owned()],
         }
     }
+}
+
+/// Synapse's `user_directory` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserDirectoryConfig {
+    /// Search every local account that is not deactivated. When `false` (the default), a search
+    /// only finds users who share a room with the searcher or who are in a public room (one
+    /// anyone may join, or whose history is world-readable).
+    pub search_all_users: bool,
 }
 
 /// A token bucket: `per_second` requests on average, bursts of up to `burst_count`.

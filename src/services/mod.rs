@@ -3,6 +3,7 @@
 //! through the client API.
 
 pub mod account_data;
+pub mod directory;
 pub mod filter;
 pub mod passwords;
 pub mod rate_limit;
@@ -35,6 +36,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
+    pub directory: directory::Directory,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
@@ -79,6 +81,11 @@ impl Services {
             registration_limit: rate_limit::RateLimiter::new(config.rc_registration),
             typing: typing::Typing::default(),
             account_data: account_data::AccountData::new(db.clone()),
+            directory: directory::Directory::new(
+                db.clone(),
+                server_name.clone(),
+                &config.user_directory,
+            ),
             rooms: rooms::Rooms::new(
                 db.clone(),
                 server_name.clone(),

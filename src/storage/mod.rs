@@ -6,6 +6,7 @@
 //! tokio's blocking threads, never on the async runtime.
 
 pub mod account_data;
+pub mod directory;
 mod migrations;
 pub mod registration_tokens;
 pub mod rooms;

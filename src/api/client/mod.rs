@@ -4,6 +4,7 @@ mod account;
 mod account_data;
 mod capabilities;
 mod devices;
+mod directory;
 mod ephemeral;
 mod events;
 mod profile;
@@ -24,6 +25,7 @@ use crate::web::{AppState, ruma::RumaRoutes};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(directory::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)

@@ -1,0 +1,216 @@
+//! Room aliases, the public room directory, the user directory and third-party protocols.
+
+use std::collections::BTreeMap;
+
+use axum::{Router, extract::State};
+use ruma::{
+    UInt,
+    api::client::{
+        alias::{
+            create_alias::v3 as create_alias, delete_alias::v3 as delete_alias,
+            get_alias::v3 as get_alias,
+        },
+        directory::{
+            get_public_rooms::v3 as get_public_rooms,
+            get_public_rooms_filtered::v3 as get_public_rooms_filtered,
+            get_room_visibility::v3 as get_room_visibility,
+            set_room_visibility::v3 as set_room_visibility,
+        },
+        room::{Visibility, aliases::v3 as room_aliases},
+        thirdparty::get_protocols::v3 as get_protocols,
+        user_directory::search_users::v3 as search_users,
+    },
+};
+
+use crate::{
+    error::Error,
+    services::directory::PublicRoomsQuery,
+    web::{
+        AppState,
+        ruma::{ApiResult, Ruma, RumaRoutes},
+    },
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .ruma::<create_alias::Request, _, _>(create_alias)
+        .ruma::<get_alias::Request, _, _>(get_alias)
+        .ruma::<delete_alias::Request, _, _>(delete_alias)
+        .ruma::<room_aliases::Request, _, _>(room_aliases)
+        .ruma::<get_public_rooms::Request, _, _>(get_public_rooms)
+        .ruma::<get_public_rooms_filtered::Request, _, _>(get_public_rooms_filtered)
+        .ruma::<get_room_visibility::Request, _, _>(get_room_visibility)
+        .ruma::<set_room_visibility::Request, _, _>(set_room_visibility)
+        .ruma::<search_users::Request, _, _>(search_users)
+        .ruma::<get_protocols::Request, _, _>(get_protocols)
+}
+
+/// `PUT /_matrix/client/v3/directory/room/{roomAlias}`
+async fn create_alias(
+    State(services): State<AppState>,
+    request: Ruma<create_alias::Request>,
+) -> ApiResult<create_alias::Response> {
+    let body = &request.body;
+    services
+        .directory
+        .create_alias(&body.room_alias, &body.room_id, &request.sender()?.user_id)
+        .await?;
+    Ok(create_alias::Response::new().into())
+}
+
+/// `GET /_matrix/client/v3/directory/room/{roomAlias}`
+async fn get_alias(
+    State(services): State<AppState>,
+    request: Ruma<get_alias::Request>,
+) -> ApiResult<get_alias::Response> {
+    let (room_id, servers) = services
+        .directory
+        .resolve_alias(&request.body.room_alias)
+        .await?;
+    Ok(get_alias::Response::new(room_id, servers).into())
+}
+
+/// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`
+async fn delete_alias(
+    State(services): State<AppState>,
+    request: Ruma<delete_alias::Request>,
+) -> ApiResult<delete_alias::Response> {
+    services
+        .directory
+        .delete_alias(
+            &services.rooms,
+            &request.body.room_alias,
+            &request.sender()?.user_id,
+        )
+        .await?;
+    Ok(delete_alias::Response::new().into())
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/aliases`
+async fn room_aliases(
+    State(services): State<AppState>,
+    request: Ruma<room_aliases::Request>,
+) -> ApiResult<room_aliases::Response> {
+    let aliases = services
+        .directory
+        .room_aliases(&request.body.room_id, &request.sender()?.user_id)
+        .await?;
+    Ok(room_aliases::Response::new(aliases).into())
+}
+
+/// `GET /_matrix/client/v3/publicRooms`
+async fn get_public_rooms(
+    State(services): State<AppState>,
+    request: Ruma<get_public_rooms::Request>,
+) -> ApiResult<get_public_rooms::Response> {
+    let body = &request.body;
+    let page = services
+        .directory
+        .public_rooms(PublicRoomsQuery {
+            server: body.server.as_deref(),
+            limit: body.limit,
+            since: body.since.as_deref(),
+            filter: None,
+            network: None,
+        })
+        .await?;
+    let mut response = get_public_rooms::Response::new(page.chunk);
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::new(page.total_room_count_estimate);
+    Ok(response.into())
+}
+
+/// `POST /_matrix/client/v3/publicRooms`
+async fn get_public_rooms_filtered(
+    State(services): State<AppState>,
+    request: Ruma<get_public_rooms_filtered::Request>,
+) -> ApiResult<get_public_rooms_filtered::Response> {
+    let body = &request.body;
+    let page = services
+        .directory
+        .public_rooms(PublicRoomsQuery {
+            server: body.server.as_deref(),
+            limit: body.limit,
+            since: body.since.as_deref(),
+            filter: Some(&body.filter),
+            network: Some(&body.room_network),
+        })
+        .await?;
+    let mut response = get_public_rooms_filtered::Response::new();
+    response.chunk = page.chunk;
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = UInt::new(page.total_room_count_estimate);
+    Ok(response.into())
+}
+
+/// `GET /_matrix/client/v3/directory/list/room/{roomId}`
+async fn get_room_visibility(
+    State(services): State<AppState>,
+    request: Ruma<get_room_visibility::Request>,
+) -> ApiResult<get_room_visibility::Response> {
+    let published = services
+        .directory
+        .is_published(&request.body.room_id)
+        .await?;
+    let visibility = if published {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    };
+    Ok(get_room_visibility::Response::new(visibility).into())
+}
+
+/// `PUT /_matrix/client/v3/directory/list/room/{roomId}`
+async fn set_room_visibility(
+    State(services): State<AppState>,
+    request: Ruma<set_room_visibility::Request>,
+) -> ApiResult<set_room_visibility::Response> {
+    let body = &request.body;
+    let published = match &body.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown visibility `{}`: use `public` or `private`",
+                other.as_str()
+            )));
+        }
+    };
+    services
+        .directory
+        .set_published(&body.room_id, &request.sender()?.user_id, published)
+        .await?;
+    Ok(set_room_visibility::Response::new().into())
+}
+
+/// `POST /_matrix/client/v3/user_directory/search`
+async fn search_users(
+    State(services): State<AppState>,
+    request: Ruma<search_users::Request>,
+) -> ApiResult<search_users::Response> {
+    let body = &request.body;
+    let (found, limited) = services
+        .directory
+        .search_users(&request.sender()?.user_id, &body.search_term, body.limit)
+        .await?;
+    let results = found
+        .into_iter()
+        .map(|user| {
+            let mut result = search_users::User::new(user.user_id);
+            result.display_name = user.display_name;
+            result.avatar_url = user.avatar_url;
+            result
+        })
+        .collect();
+    Ok(search_users::Response::new(results, limited).into())
+}
+
+/// `GET /_matrix/client/v3/thirdparty/protocols`: no application service provides one. (The
+/// extractor still insists on an access token, as the spec does.)
+async fn get_protocols(
+    _request: Ruma<get_protocols::Request>,
+) -> ApiResult<get_protocols::Response> {
+    Ok(get_protocols::Response::new(BTreeMap::new()).into())
+}

@@ -1,0 +1,150 @@
+//! The reads and writes behind the directories: table `room_aliases` (beside
+//! `rooms::insert_alias`/`rooms::alias_room`), the `published` flag of `rooms`, the current state
+//! a public room listing shows, and the accounts the user directory may find.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+// ---- aliases ----
+
+/// Returns `false` when the alias did not exist.
+pub fn delete_alias(conn: &Connection, alias: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM room_aliases WHERE alias = ?1", [alias])? == 1)
+}
+
+/// Every alias of this server that points to the room, sorted.
+pub fn aliases_of_room(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")?
+        .query_map([room_id], |row| row.get(0))?
+        .collect()
+}
+
+// ---- the room directory ----
+
+/// Whether the room is published; `None` for a room this server does not know.
+pub fn published(conn: &Connection, room_id: &str) -> rusqlite::Result<Option<bool>> {
+    conn.prepare_cached("SELECT published FROM rooms WHERE room_id = ?1")?
+        .query_row([room_id], |row| row.get(0))
+        .optional()
+}
+
+/// Published rooms with their number of joined members.
+pub fn published_rooms(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT r.room_id,
+                (SELECT count(*) FROM memberships m WHERE m.room_id = r.room_id AND m.membership = 'join')
+         FROM rooms r WHERE r.published = 1",
+    )?
+    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .collect()
+}
+
+/// One current state event (state key `""`) as the directories need it.
+#[derive(Debug, Clone)]
+pub struct StateContent {
+    pub event_type: String,
+    pub sender: String,
+    /// The event's `content`, as JSON text.
+    pub content: String,
+    /// A redaction applies to the event.
+    pub redacted: bool,
+}
+
+/// The current state events of the given types with an empty state key.
+pub fn current_state_contents(
+    conn: &Connection,
+    room_id: &str,
+    types: &[&str],
+) -> rusqlite::Result<Vec<StateContent>> {
+    if types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (0..types.len())
+        .map(|i| format!("?{}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT cs.type, e.sender, json_extract(e.json, '$.content'), e.redacted_by IS NOT NULL
+         FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+         WHERE cs.room_id = ?1 AND cs.state_key = '' AND cs.type IN ({placeholders})"
+    );
+    let mut values: Vec<&str> = Vec::with_capacity(types.len() + 1);
+    values.push(room_id);
+    values.extend_from_slice(types);
+    conn.prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok(StateContent {
+                event_type: row.get(0)?,
+                sender: row.get(1)?,
+                content: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                redacted: row.get(3)?,
+            })
+        })?
+        .collect()
+}
+
+pub fn is_admin(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT is_admin FROM users WHERE user_id = ?1 AND deactivated = 0")?
+        .query_row([user_id], |row| row.get(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+// ---- the user directory ----
+
+/// An account as the user directory shows it.
+#[derive(Debug, Clone)]
+pub struct DirectoryUser {
+    pub user_id: String,
+    pub localpart: String,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+fn directory_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryUser> {
+    Ok(DirectoryUser {
+        user_id: row.get(0)?,
+        localpart: row.get(1)?,
+        displayname: row.get(2)?,
+        avatar_url: row.get(3)?,
+    })
+}
+
+/// Every local account that is not deactivated.
+pub fn active_users(conn: &Connection) -> rusqlite::Result<Vec<DirectoryUser>> {
+    conn.prepare_cached(
+        "SELECT user_id, localpart, displayname, avatar_url FROM users WHERE deactivated = 0",
+    )?
+    .query_map([], directory_user)?
+    .collect()
+}
+
+/// The local accounts (not deactivated) that are joined to a room `searcher` is joined to (the
+/// searcher excepted), or to a public room: one whose join rule is `public` or whose history is
+/// `world_readable`.
+pub fn users_visible_to(conn: &Connection, searcher: &str) -> rusqlite::Result<Vec<DirectoryUser>> {
+    conn.prepare_cached(
+        "WITH public_rooms AS (
+             SELECT cs.room_id FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+             WHERE cs.state_key = '' AND (
+                 (cs.type = 'm.room.join_rules'
+                     AND json_extract(e.json, '$.content.join_rule') = 'public')
+                 OR (cs.type = 'm.room.history_visibility'
+                     AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))
+         ),
+         visible AS (
+             SELECT m.user_id FROM memberships m
+             WHERE m.membership = 'join' AND m.room_id IN (SELECT room_id FROM public_rooms)
+             UNION
+             SELECT other.user_id FROM memberships mine
+             JOIN memberships other ON other.room_id = mine.room_id
+             WHERE mine.user_id = ?1 AND mine.membership = 'join'
+                 AND other.membership = 'join' AND other.user_id != ?1
+         )
+         SELECT u.user_id, u.localpart, u.displayname, u.avatar_url
+         FROM users u JOIN visible v ON v.user_id = u.user_id
+         WHERE u.deactivated = 0",
+    )?
+    .query_map(params![searcher], directory_user)?
+    .collect()
+}
