@@ -268,10 +268,21 @@ impl RoomContext<'_> {
             }
             let event = self.render(&row, &version)?;
             if room_event_matches(filter, &event) {
-                events.push(to_raw(event)?);
+                events.push(event);
                 shown.push(row);
             }
         }
+        let reader = super::rooms::relations::Reader {
+            user: self.user.as_str(),
+            device: Some(self.device),
+        };
+        super::rooms::relations::bundle_aggregations(
+            self.conn,
+            &mut events,
+            self.room_id.as_str(),
+            reader,
+        )?;
+        let events = events.into_iter().map(to_raw).collect::<Result<_>>()?;
         let mut timeline = Timeline::new();
         timeline.limited = limited;
         timeline.prev_batch = shown

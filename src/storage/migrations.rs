@@ -10,6 +10,7 @@ use super::OpenError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_accounts.sql"),
     include_str!("migrations/0002_rooms.sql"),
+    include_str!("migrations/0003_search.sql"),
 ];
 
 /// The schema version this binary writes.

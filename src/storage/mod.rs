@@ -9,7 +9,10 @@ pub mod account_data;
 pub mod directory;
 mod migrations;
 pub mod registration_tokens;
+pub mod relations;
+pub mod room_upgrade;
 pub mod rooms;
+pub mod search;
 pub mod users;
 
 use std::{

@@ -9,6 +9,7 @@ mod ephemeral;
 mod events;
 mod profile;
 mod register;
+mod room_extras;
 mod rooms;
 mod session;
 mod sync;
@@ -25,6 +26,7 @@ use crate::web::{AppState, ruma::RumaRoutes};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(room_extras::routes())
         .merge(directory::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)

@@ -2,11 +2,15 @@
 //! spec's visibility rules. Every write goes through `append` (one transaction per event).
 
 mod append;
+mod context;
 mod create;
 pub mod format;
 mod membership;
 pub mod pdu;
 pub mod read;
+pub mod relations;
+mod search;
+mod upgrade;
 
 use std::sync::Arc;
 

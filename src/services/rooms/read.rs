@@ -120,7 +120,11 @@ impl<'a> Visibility<'a> {
 impl Rooms {
     /// Can the user read the room's current state? Joined members can; others only of
     /// world-readable rooms.
-    async fn check_can_read_current(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+    pub(super) async fn check_can_read_current(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<()> {
         if self.membership(room_id, user).await?.as_deref() == Some("join") {
             return Ok(());
         }
@@ -206,13 +210,13 @@ impl Rooms {
                 if !Visibility::new(c, &room, &user)?.allows(&row)? {
                     return Err(Error::not_found("Event not found"));
                 }
-                render(
-                    c,
-                    &row,
-                    &version,
-                    Some((user.as_str(), device.as_deref())),
-                    true,
-                )
+                let reader = Some((user.as_str(), device.as_deref()));
+                let event = render(c, &row, &version, reader, true)?;
+                let reader = super::relations::Reader {
+                    user: user.as_str(),
+                    device: device.as_deref(),
+                };
+                super::relations::bundle_one(c, event, &room, reader)
             })
             .await
     }
@@ -300,6 +304,11 @@ impl Rooms {
                         break;
                     }
                 }
+                let reader = super::relations::Reader {
+                    user: user.as_str(),
+                    device: device.as_deref(),
+                };
+                super::relations::bundle_aggregations(c, &mut chunk, &room, reader)?;
                 let start = match from {
                     Some(token) => token.to_string(),
                     None => PaginationToken::Topological(start_position).to_string(),
@@ -317,7 +326,7 @@ impl Rooms {
 
 /// The position a token stands for. A stream token is turned into the position of the newest
 /// room event at or before it; for backwards pagination that event itself is included.
-fn resolve(
+pub(super) fn resolve(
     conn: &Connection,
     room_id: &str,
     token: PaginationToken,

@@ -1,0 +1,431 @@
+//! Event relations: `/relations` pages, the thread list of `/threads`, and the bundled
+//! aggregations (`unsigned.m.relations`) added to events served to clients.
+//!
+//! Bundling costs one indexed query per page of events ([`bundle_aggregations`]): every
+//! unredacted `m.replace`, `m.thread` and `m.reference` relation to any event of the page. Only
+//! the latest edit and the latest thread reply are then read and rendered.
+
+use std::collections::HashMap;
+
+use ruma::{EventId, RoomId, RoomVersionId, UserId};
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Rooms,
+    read::{Direction, PaginationToken, Visibility, render, resolve},
+};
+use crate::{
+    error::{Error, Result},
+    storage::{
+        relations::{self as rel_store, RelatedEvent, RelationQuery},
+        rooms::{self as store, TopoPosition},
+    },
+};
+
+/// How deep `recurse=true` follows relations of relations (as Synapse does).
+pub const MAX_RECURSION_DEPTH: u32 = 3;
+
+/// Who reads the events: their user ID and, when known, device (for `transaction_id`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub user: &'a str,
+    pub device: Option<&'a str>,
+}
+
+/// Adds `unsigned.m.relations` to client events: the latest edit (`m.replace`, the whole edit
+/// event), the thread summary (`m.thread`: `latest_event`, `count`,
+/// `current_user_participated`) and references (`m.reference`). Events of other rooms than
+/// `room_id` (or their own `room_id` field) never count. Redacted events, edits and annotations
+/// get no aggregations.
+pub fn bundle_aggregations(
+    conn: &Connection,
+    events: &mut [Value],
+    room_id: &str,
+    reader: Reader<'_>,
+) -> Result<()> {
+    let eligible: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| may_have_aggregations(e))
+        .map(|(i, _)| i)
+        .collect();
+    if eligible.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = eligible
+        .iter()
+        .filter_map(|&i| events[i]["event_id"].as_str())
+        .collect();
+    let related = rel_store::aggregated_relations(conn, &ids)?;
+    if related.is_empty() {
+        return Ok(());
+    }
+    let mut by_parent: HashMap<&str, Vec<&RelatedEvent>> = HashMap::new();
+    for relation in &related {
+        by_parent
+            .entry(relation.parent.as_str())
+            .or_default()
+            .push(relation);
+    }
+    let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
+    for index in eligible {
+        let event = &events[index];
+        let Some(relations) = event["event_id"].as_str().and_then(|id| by_parent.get(id)) else {
+            continue;
+        };
+        let event_room = event["room_id"].as_str().unwrap_or(room_id).to_owned();
+        let with_room_id = event.get("room_id").is_some();
+        let sender = event["sender"].as_str().unwrap_or_default();
+        let event_type = event["type"].as_str().unwrap_or_default();
+        let is_state = event.get("state_key").is_some();
+        let relations: Vec<&RelatedEvent> = relations
+            .iter()
+            .copied()
+            .filter(|r| r.room_id == event_room)
+            .collect();
+        let mut bundle = Map::new();
+
+        // The latest edit by the original sender, of the same type, by (origin_server_ts, ID).
+        let edit = relations
+            .iter()
+            .filter(|r| {
+                r.rel_type == "m.replace"
+                    && !is_state
+                    && r.sender == sender
+                    && r.event_type == event_type
+            })
+            .max_by(|a, b| {
+                (a.origin_server_ts, &a.event_id).cmp(&(b.origin_server_ts, &b.event_id))
+            });
+        if let Some(edit) = edit
+            && let Some(rendered) = render_by_id(
+                conn,
+                &mut versions,
+                &event_room,
+                &edit.event_id,
+                reader,
+                with_room_id,
+            )?
+        {
+            bundle.insert("m.replace".to_owned(), rendered);
+        }
+
+        let replies: Vec<&&RelatedEvent> = relations
+            .iter()
+            .filter(|r| r.rel_type == "m.thread")
+            .collect();
+        if let Some(latest) = replies.iter().max_by_key(|r| r.position)
+            && let Some(latest_event) = render_by_id(
+                conn,
+                &mut versions,
+                &event_room,
+                &latest.event_id,
+                reader,
+                with_room_id,
+            )?
+        {
+            let participated =
+                sender == reader.user || replies.iter().any(|r| r.sender == reader.user);
+            bundle.insert(
+                "m.thread".to_owned(),
+                json!({
+                    "latest_event": latest_event,
+                    "count": replies.len(),
+                    "current_user_participated": participated,
+                }),
+            );
+        }
+
+        let mut references: Vec<&&RelatedEvent> = relations
+            .iter()
+            .filter(|r| r.rel_type == "m.reference")
+            .collect();
+        if !references.is_empty() {
+            references.sort_by_key(|r| r.position);
+            let chunk: Vec<Value> = references
+                .iter()
+                .map(|r| json!({"event_id": r.event_id}))
+                .collect();
+            bundle.insert("m.reference".to_owned(), json!({ "chunk": chunk }));
+        }
+
+        if bundle.is_empty() {
+            continue;
+        }
+        let event = &mut events[index];
+        if !event["unsigned"].is_object() {
+            event["unsigned"] = json!({});
+        }
+        event["unsigned"]["m.relations"] = Value::Object(bundle);
+    }
+    Ok(())
+}
+
+/// [`bundle_aggregations`] for a single event.
+pub fn bundle_one(
+    conn: &Connection,
+    event: Value,
+    room_id: &str,
+    reader: Reader<'_>,
+) -> Result<Value> {
+    let mut events = [event];
+    bundle_aggregations(conn, &mut events, room_id, reader)?;
+    let [event] = events;
+    Ok(event)
+}
+
+/// Redacted events, edits and annotations carry no aggregations.
+fn may_have_aggregations(event: &Value) -> bool {
+    if event["unsigned"].get("redacted_because").is_some() || event["event_id"].as_str().is_none() {
+        return false;
+    }
+    !matches!(
+        event["content"]["m.relates_to"]["rel_type"].as_str(),
+        Some("m.replace" | "m.annotation")
+    )
+}
+
+fn render_by_id(
+    conn: &Connection,
+    versions: &mut HashMap<String, RoomVersionId>,
+    room_id: &str,
+    event_id: &str,
+    reader: Reader<'_>,
+    with_room_id: bool,
+) -> Result<Option<Value>> {
+    let Some(row) = store::get_event(conn, event_id)? else {
+        return Ok(None);
+    };
+    let version = match versions.get(room_id) {
+        Some(version) => version.clone(),
+        None => {
+            let version = store::room_version(conn, room_id)?
+                .ok_or_else(|| Error::internal("room without version"))?;
+            let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
+            versions.insert(room_id.to_owned(), version.clone());
+            version
+        }
+    };
+    render(
+        conn,
+        &row,
+        &version,
+        Some((reader.user, reader.device)),
+        with_room_id,
+    )
+    .map(Some)
+}
+
+/// What `/relations` asks for.
+#[derive(Debug, Clone)]
+pub struct RelationsRequest {
+    pub rel_type: Option<String>,
+    pub event_type: Option<String>,
+    pub from: Option<PaginationToken>,
+    pub to: Option<PaginationToken>,
+    pub dir: Direction,
+    pub limit: usize,
+    pub recurse: bool,
+}
+
+pub struct RelationsPage {
+    pub chunk: Vec<Value>,
+    pub next_batch: Option<String>,
+    pub prev_batch: Option<String>,
+    /// Set when the client asked to recurse: how deep the server followed relations.
+    pub recursion_depth: Option<u32>,
+}
+
+pub struct ThreadsPage {
+    pub chunk: Vec<Value>,
+    pub next_batch: Option<String>,
+}
+
+/// Fetches `limit` visible items from a source of `(event ID, position)` pages, stopping at
+/// `stop`; returns the rendered events and the position to continue from, if there is more.
+struct Pager<'c, 'v> {
+    conn: &'c Connection,
+    visibility: Visibility<'v>,
+    version: RoomVersionId,
+}
+
+impl Pager<'_, '_> {
+    fn collect(
+        &mut self,
+        mut fetch: impl FnMut(TopoPosition, usize) -> Result<Vec<(String, TopoPosition)>>,
+        start: TopoPosition,
+        stop: Option<&dyn Fn(TopoPosition) -> bool>,
+        limit: usize,
+        reader: Reader<'_>,
+    ) -> Result<(Vec<Value>, Option<TopoPosition>)> {
+        let batch = (limit * 2).max(10);
+        let mut position = start;
+        let mut chunk = Vec::new();
+        loop {
+            let ids = fetch(position, batch)?;
+            let exhausted = ids.len() < batch;
+            let count = ids.len();
+            for (index, (event_id, here)) in ids.into_iter().enumerate() {
+                if stop.is_some_and(|stop| stop(here)) {
+                    return Ok((chunk, None));
+                }
+                position = here;
+                let Some(row) = store::get_event(self.conn, &event_id)? else {
+                    continue;
+                };
+                if !self.visibility.allows(&row)? {
+                    continue;
+                }
+                chunk.push(render(
+                    self.conn,
+                    &row,
+                    &self.version,
+                    Some((reader.user, reader.device)),
+                    true,
+                )?);
+                if chunk.len() >= limit {
+                    let more = index + 1 < count || !exhausted;
+                    return Ok((chunk, more.then_some(position)));
+                }
+            }
+            if exhausted {
+                return Ok((chunk, None));
+            }
+        }
+    }
+}
+
+impl Rooms {
+    /// `/relations`: events relating to `parent` (404 unless the reader may see it).
+    pub async fn relations(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        device: Option<String>,
+        parent: &EventId,
+        request: RelationsRequest,
+    ) -> Result<RelationsPage> {
+        let version = self.room_version(room_id).await?;
+        let (room, user, parent) = (room_id.to_string(), user.to_owned(), parent.to_string());
+        self.db
+            .read(move |c| {
+                let reader = Reader {
+                    user: user.as_str(),
+                    device: device.as_deref(),
+                };
+                let mut visibility = Visibility::new(c, &room, &user)?;
+                let parent_row = store::get_event(c, &parent)?
+                    .filter(|row| row.room_id == room)
+                    .ok_or_else(|| Error::not_found("Event not found"))?;
+                if !visibility.allows(&parent_row)? {
+                    return Err(Error::not_found("Event not found"));
+                }
+                let backwards = request.dir == Direction::Backward;
+                let start = match request.from {
+                    Some(token) => resolve(c, &room, token, backwards)?,
+                    None if backwards => (i64::MAX, i64::MAX),
+                    None => (i64::MIN, i64::MIN),
+                };
+                let stop = request
+                    .to
+                    .map(|t| resolve(c, &room, t, !backwards))
+                    .transpose()?;
+                // `to` is exclusive, as for `/messages`.
+                let stop_fn = move |here: TopoPosition| match stop {
+                    Some(stop) if backwards => here <= stop,
+                    Some(stop) => here >= stop,
+                    None => false,
+                };
+                let depth = if request.recurse {
+                    MAX_RECURSION_DEPTH
+                } else {
+                    1
+                };
+                let query = RelationQuery {
+                    room_id: &room,
+                    parent: &parent,
+                    rel_type: request.rel_type.as_deref(),
+                    event_type: request.event_type.as_deref(),
+                    depth,
+                };
+                let mut pager = Pager {
+                    conn: c,
+                    visibility,
+                    version,
+                };
+                let (mut chunk, next) = pager.collect(
+                    |from, limit| {
+                        Ok(rel_store::relations_page(
+                            c, &query, from, backwards, limit,
+                        )?)
+                    },
+                    start,
+                    Some(&stop_fn),
+                    request.limit,
+                    reader,
+                )?;
+                bundle_aggregations(c, &mut chunk, &room, reader)?;
+                Ok(RelationsPage {
+                    chunk,
+                    next_batch: next.map(|p| PaginationToken::Topological(p).to_string()),
+                    prev_batch: request.from.map(|t| t.to_string()),
+                    recursion_depth: request.recurse.then_some(depth),
+                })
+            })
+            .await
+    }
+
+    /// `/threads`: thread roots by latest activity, newest first, with their bundled summary.
+    pub async fn threads(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        device: Option<String>,
+        participated_only: bool,
+        from: Option<PaginationToken>,
+        limit: usize,
+    ) -> Result<ThreadsPage> {
+        self.check_can_read_current(room_id, user).await?;
+        let version = self.room_version(room_id).await?;
+        let (room, user) = (room_id.to_string(), user.to_owned());
+        self.db
+            .read(move |c| {
+                let reader = Reader {
+                    user: user.as_str(),
+                    device: device.as_deref(),
+                };
+                let start = match from {
+                    Some(token) => resolve(c, &room, token, true)?,
+                    None => (i64::MAX, i64::MAX),
+                };
+                let participant = participated_only.then_some(user.as_str());
+                let mut pager = Pager {
+                    conn: c,
+                    visibility: Visibility::new(c, &room, &user)?,
+                    version,
+                };
+                let (mut chunk, next) = pager.collect(
+                    |before, limit| {
+                        Ok(rel_store::thread_roots(
+                            c,
+                            &room,
+                            before,
+                            participant,
+                            limit,
+                        )?)
+                    },
+                    start,
+                    None,
+                    limit,
+                    reader,
+                )?;
+                bundle_aggregations(c, &mut chunk, &room, reader)?;
+                Ok(ThreadsPage {
+                    chunk,
+                    next_batch: next.map(|p| PaginationToken::Topological(p).to_string()),
+                })
+            })
+            .await
+    }
+}
