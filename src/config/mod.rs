@@ -87,6 +87,9 @@ pub struct Config {
 
     /// The user directory (`/user_directory/search`), as Synapse's `user_directory`.
     pub user_directory: UserDirectoryConfig,
+
+    /// Presence (online / unavailable / offline and a status message), as Synapse's `presence`.
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             turn_user_lifetime: Duration::from_secs(3600),
             turn_allow_guests: true,
             user_directory: UserDirectoryConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -182,6 +186,22 @@ pub struct UserDirectoryConfig {
     /// only finds users who share a room with the searcher or who are in a public room (one
     /// anyone may join, or whose history is world-readable).
     pub search_all_users: bool,
+}
+
+/// Synapse's `presence` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Record presence and show it to users who share a room. When `false`, the presence
+    /// endpoints still answer (everyone is offline) but nothing is recorded or sent in `/sync`;
+    /// this saves the work of tracking activity on busy servers.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// A token bucket: `per_second` requests on average, bursts of up to `burst_count`.

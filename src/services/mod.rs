@@ -6,6 +6,8 @@ pub mod account_data;
 pub mod directory;
 pub mod filter;
 pub mod passwords;
+pub mod presence;
+pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
@@ -13,6 +15,7 @@ pub mod server_key;
 pub mod sessions;
 pub mod shared_secret;
 pub mod sync;
+pub mod tags;
 pub mod typing;
 pub mod uiaa;
 pub mod users;
@@ -36,6 +39,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
+    pub presence: presence::Presence,
     pub directory: directory::Directory,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
@@ -81,6 +85,7 @@ impl Services {
             registration_limit: rate_limit::RateLimiter::new(config.rc_registration),
             typing: typing::Typing::default(),
             account_data: account_data::AccountData::new(db.clone()),
+            presence: presence::Presence::new(db.clone(), config.presence.enabled),
             directory: directory::Directory::new(
                 db.clone(),
                 server_name.clone(),

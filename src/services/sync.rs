@@ -103,6 +103,7 @@ fn has_news(response: &sync_events::Response) -> bool {
         || !rooms.leave.is_empty()
         || !rooms.knock.is_empty()
         || !response.account_data.events.is_empty()
+        || !response.presence.events.is_empty()
 }
 
 /// What one room contributes, computed on a blocking thread.
@@ -147,6 +148,7 @@ async fn build(
                 None => HashSet::new(),
             };
             let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
+            let push_rules = super::push::load(c, &user)?;
             for (room, membership, event_id, membership_stream) in store::memberships_of_user(c, user.as_str())? {
                 if membership_stream > upto.stream {
                     continue; // changed after this sync's snapshot; the next sync reports it
@@ -158,7 +160,7 @@ async fn build(
                 let new_membership = since.is_none_or(|s| membership_stream > s.stream);
                 let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
                 let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
-                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream };
+                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules };
                 match membership.as_str() {
                     "join" => {
                         let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
@@ -211,7 +213,24 @@ async fn build(
             }
         }
     }
+    let mut global_data = global_data;
+    if since.is_none()
+        && !global_data
+            .iter()
+            .any(|d| d["type"] == super::push::EVENT_TYPE)
+    {
+        global_data.push(super::push::default_event(&request.user)?);
+    }
     response.account_data.events = global_data.into_iter().map(to_raw).collect::<Result<_>>()?;
+    response.presence.events = services
+        .presence
+        .sync_events(
+            &request.user,
+            since.map(|s| s.stream),
+            upto.stream,
+            &request.filter.presence,
+        )
+        .await?;
     Ok(response)
 }
 
@@ -222,6 +241,7 @@ struct RoomContext<'a> {
     device: &'a str,
     filter: &'a FilterDefinition,
     upto: i64,
+    push_rules: &'a ruma::push::Ruleset,
 }
 
 impl RoomContext<'_> {
@@ -446,21 +466,25 @@ fn joined_room(
         .map(|(_, data_type, content)| to_raw(json!({"type": data_type, "content": serde_json::from_str::<Value>(content).map_err(Error::internal)?})))
         .collect::<Result<_>>()?;
 
-    let read_up_to = data_store::read_up_to(
+    // Push rules decide what counts; with per-thread counts, the room's own counts are the
+    // main timeline's.
+    let unread = super::push::unread_counts(
         context.conn,
-        context.room_id.as_str(),
-        context.user.as_str(),
-    )?
-    .unwrap_or(0);
-    let unread = data_store::count_unread(
-        context.conn,
-        context.room_id.as_str(),
-        context.user.as_str(),
-        read_up_to,
+        context.room_id,
+        context.user,
+        context.upto,
+        context.push_rules,
     )?;
-    joined.unread_notifications.notification_count =
-        Some(UInt::try_from(unread as u64).unwrap_or_default());
-    joined.unread_notifications.highlight_count = Some(UInt::MIN);
+    if room_filter.timeline.unread_thread_notifications {
+        joined.unread_notifications = unread.main.to_sync();
+        joined.unread_thread_notifications = unread
+            .threads
+            .into_iter()
+            .map(|(root, counts)| (root, counts.to_sync()))
+            .collect();
+    } else {
+        joined.unread_notifications = unread.all.to_sync();
+    }
     Ok(joined)
 }
 

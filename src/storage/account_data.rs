@@ -93,33 +93,6 @@ pub fn receipts_since(
     .collect()
 }
 
-/// The stream ordering of the event the user's latest `m.read` (or private) receipt points to.
-pub fn read_up_to(
-    conn: &Connection,
-    room_id: &str,
-    user_id: &str,
-) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT max(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
-         WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')",
-    )?
-    .query_row([room_id, user_id], |row| row.get(0))
-}
-
-/// Events from others after the given stream ordering that count as notifications.
-pub fn count_unread(
-    conn: &Connection,
-    room_id: &str,
-    user_id: &str,
-    after: i64,
-) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "SELECT count(*) FROM events WHERE room_id = ?1 AND stream_ordering > ?3 AND sender != ?2
-         AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL",
-    )?
-    .query_row(params![room_id, user_id, after], |row| row.get(0))
-}
-
 // ---- filters ----
 
 pub fn insert_filter(conn: &Connection, user_id: &str, json: &str) -> rusqlite::Result<i64> {

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_accounts.sql"),
     include_str!("migrations/0002_rooms.sql"),
     include_str!("migrations/0003_search.sql"),
+    include_str!("migrations/0004_presence.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -8,6 +8,8 @@
 pub mod account_data;
 pub mod directory;
 mod migrations;
+pub mod presence;
+pub mod push;
 pub mod registration_tokens;
 pub mod relations;
 pub mod room_upgrade;

@@ -7,12 +7,15 @@ mod devices;
 mod directory;
 mod ephemeral;
 mod events;
+mod presence;
 mod profile;
+mod push;
 mod register;
 mod room_extras;
 mod rooms;
 mod session;
 mod sync;
+mod tags;
 mod versions;
 
 use axum::Router;
@@ -28,6 +31,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(room_extras::routes())
         .merge(directory::routes())
+        .merge(push::routes())
+        .merge(presence::routes())
+        .merge(tags::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)

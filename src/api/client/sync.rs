@@ -28,6 +28,10 @@ pub async fn sync_events(
         .as_deref()
         .map(str::parse::<SyncToken>)
         .transpose()?;
+    services
+        .presence
+        .on_sync(&services.rooms, &sender.user_id, &body.set_presence)
+        .await?;
     let response = sync::sync(
         &services,
         SyncRequest {

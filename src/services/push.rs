@@ -1,0 +1,475 @@
+//! Push rules and the notification counts computed from them.
+//!
+//! A user's ruleset is global account data of type `m.push_rules` with content
+//! `{"global": <ruleset>}`, as Synapse shows it in /sync. A user who never changed a rule has no
+//! row: ruma's server-default rules for the user apply. Every read merges the stored ruleset with
+//! the current server defaults (`Ruleset::update_with_server_default`), so rules added to the
+//! defaults later reach existing users while their changes to default rules (enabled, actions)
+//! are kept. All rule logic (ordering, `before`/`after`, matching) is ruma's.
+//!
+//! Notification counts are not stored: /sync evaluates the user's current rules over the unread
+//! events among the newest [`MAX_EVALUATED`] events of each joined room, judged against the read
+//! receipts and the user's own events.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures_util::FutureExt;
+use ruma::{
+    OwnedEventId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    api::client::{push::PushRule, sync::sync_events::UnreadNotificationsCount},
+    events::{
+        push_rules::PushRulesEventContent,
+        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
+    },
+    push::{
+        Action, InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx,
+        PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+    },
+    serde::Raw,
+};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::Services;
+use crate::{
+    error::{Error, Result},
+    storage::{account_data as data_store, push as store, rooms as room_store},
+};
+
+/// The account data type that holds a user's push rules.
+pub const EVENT_TYPE: &str = "m.push_rules";
+
+/// Most events (the user's own included) looked at per room and sync, newest first: counts stop
+/// growing past it.
+pub const MAX_EVALUATED: usize = 100;
+
+/// The ruleset stored in account data content, merged with the current server defaults.
+/// Unreadable content (written through the generic account data API) counts as no content.
+pub fn ruleset_from_content(user: &UserId, content: Option<&str>) -> Ruleset {
+    let defaults = Ruleset::server_default(user);
+    let Some(content) = content else {
+        return defaults;
+    };
+    match serde_json::from_str::<PushRulesEventContent>(content) {
+        Ok(stored) => {
+            let mut ruleset = stored.global;
+            ruleset.update_with_server_default(defaults);
+            ruleset
+        }
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "unreadable m.push_rules; using the defaults");
+            defaults
+        }
+    }
+}
+
+/// The account data content of a ruleset.
+pub fn content(ruleset: Ruleset) -> Result<Value> {
+    serde_json::to_value(PushRulesEventContent::new(ruleset)).map_err(Error::internal)
+}
+
+/// The `m.push_rules` account data event a first /sync shows for a user who never changed a rule.
+pub fn default_event(user: &UserId) -> Result<Value> {
+    Ok(json!({"type": EVENT_TYPE, "content": content(Ruleset::server_default(user))?}))
+}
+
+/// The user's ruleset, read with an open connection (for /sync).
+pub fn load(conn: &Connection, user: &UserId) -> Result<Ruleset> {
+    let stored = data_store::get(conn, user.as_str(), "", EVENT_TYPE)?;
+    Ok(ruleset_from_content(user, stored.as_deref()))
+}
+
+/// The user's ruleset.
+pub async fn ruleset(services: &Services, user: &UserId) -> Result<Ruleset> {
+    let user = user.to_owned();
+    services.rooms.db().read(move |c| load(c, &user)).await
+}
+
+/// Changes the user's ruleset in one transaction (so that concurrent changes are not lost),
+/// stores it and wakes /sync.
+async fn modify<T: Send + 'static>(
+    services: &Services,
+    user: &UserId,
+    change: impl FnOnce(&mut Ruleset) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let user: OwnedUserId = user.to_owned();
+    let (value, position) = services
+        .rooms
+        .db()
+        .write(move |tx| {
+            let mut ruleset = load(tx, &user)?;
+            let value = change(&mut ruleset)?;
+            let content = serde_json::to_string(&content(ruleset)?).map_err(Error::internal)?;
+            let position = data_store::put(tx, user.as_str(), "", EVENT_TYPE, &content)?;
+            Ok::<_, Error>((value, position))
+        })
+        .await?;
+    services.rooms.notify(position);
+    Ok(value)
+}
+
+fn unknown_rule() -> Error {
+    Error::not_found("Unknown push rule")
+}
+
+/// One rule, as `GET /pushrules/global/{kind}/{ruleId}` shows it.
+pub async fn rule(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+) -> Result<PushRule> {
+    let ruleset = ruleset(services, user).await?;
+    ruleset
+        .get(kind, rule_id)
+        .map(|rule| rule.to_owned().into())
+        .ok_or_else(unknown_rule)
+}
+
+/// Adds or replaces a user-defined rule, placed by `before` / `after` (rule IDs of the same kind).
+pub async fn set_rule(
+    services: &Services,
+    user: &UserId,
+    rule: NewPushRule,
+    before: Option<String>,
+    after: Option<String>,
+) -> Result<()> {
+    modify(services, user, move |ruleset| {
+        ruleset
+            .insert(rule, after.as_deref(), before.as_deref())
+            .map_err(|e| match e {
+                InsertPushRuleError::UnknownRuleId => {
+                    Error::not_found("The rule named by `before` or `after` does not exist")
+                }
+                InsertPushRuleError::ServerDefaultRuleId => Error::invalid_param(
+                    "Rule IDs starting with `.` are reserved for server-default rules",
+                ),
+                InsertPushRuleError::RelativeToServerDefaultRule => {
+                    Error::invalid_param("`before` and `after` cannot name a server-default rule")
+                }
+                other => Error::invalid_param(format!("Invalid push rule: {other}")),
+            })
+    })
+    .await
+}
+
+/// Removes a user-defined rule; server-default rules cannot be removed.
+pub async fn delete_rule(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+) -> Result<()> {
+    let rule_id = rule_id.to_owned();
+    modify(services, user, move |ruleset| {
+        ruleset.remove(kind, &rule_id).map_err(|e| match e {
+            RemovePushRuleError::ServerDefault => {
+                Error::invalid_param("Server-default rules cannot be deleted")
+            }
+            RemovePushRuleError::NotFound => unknown_rule(),
+            other => Error::invalid_param(format!("Cannot delete the rule: {other}")),
+        })
+    })
+    .await
+}
+
+pub async fn enabled(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+) -> Result<bool> {
+    let ruleset = ruleset(services, user).await?;
+    ruleset
+        .get(kind, rule_id)
+        .map(|rule| rule.enabled())
+        .ok_or_else(unknown_rule)
+}
+
+pub async fn set_enabled(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+    enabled: bool,
+) -> Result<()> {
+    let rule_id = rule_id.to_owned();
+    modify(services, user, move |ruleset| {
+        ruleset
+            .set_enabled(kind, &rule_id, enabled)
+            .map_err(|_| unknown_rule())
+    })
+    .await
+}
+
+pub async fn actions(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+) -> Result<Vec<Action>> {
+    let ruleset = ruleset(services, user).await?;
+    ruleset
+        .get(kind, rule_id)
+        .map(|rule| rule.actions().to_vec())
+        .ok_or_else(unknown_rule)
+}
+
+pub async fn set_actions(
+    services: &Services,
+    user: &UserId,
+    kind: RuleKind,
+    rule_id: &str,
+    actions: Vec<Action>,
+) -> Result<()> {
+    let rule_id = rule_id.to_owned();
+    modify(services, user, move |ruleset| {
+        ruleset
+            .set_actions(kind, &rule_id, actions)
+            .map_err(|_| unknown_rule())
+    })
+    .await
+}
+
+// ---- notification counts ----
+
+/// A room's unread notification counts for one user.
+#[derive(Debug, Default)]
+pub struct UnreadCounts {
+    /// Every unread notification of the room, threads included.
+    pub all: Counter,
+    /// Unread notifications outside threads.
+    pub main: Counter,
+    /// Unread notifications per thread root.
+    pub threads: BTreeMap<OwnedEventId, Counter>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+impl Counter {
+    fn add(&mut self, highlight: bool) {
+        self.notifications += 1;
+        if highlight {
+            self.highlights += 1;
+        }
+    }
+
+    /// Both counts, as /sync reports them.
+    pub fn to_sync(self) -> UnreadNotificationsCount {
+        let mut count = UnreadNotificationsCount::new();
+        count.notification_count = Some(UInt::try_from(self.notifications).unwrap_or(UInt::MAX));
+        count.highlight_count = Some(UInt::try_from(self.highlights).unwrap_or(UInt::MAX));
+        count
+    }
+}
+
+/// What `user` has not read yet in a room they are joined to, up to stream position `upto`:
+/// each unread event from others since the user's latest membership event (their join) is run
+/// through the ruleset, and those whose actions include `notify` count (as highlights too when
+/// they set the `highlight` tweak).
+///
+/// Read means covered by a read receipt (unthreaded, or of the event's thread / the main
+/// timeline) or followed by an event the user sent in the same thread (or in the main timeline):
+/// as in Synapse, sending is reading.
+pub fn unread_counts(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: i64,
+    ruleset: &Ruleset,
+) -> Result<UnreadCounts> {
+    let mut counts = UnreadCounts::default();
+    let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
+        Some((membership, stream)) if membership == "join" => stream,
+        _ => return Ok(counts),
+    };
+    let events = store::unread_events(
+        conn,
+        room_id.as_str(),
+        user.as_str(),
+        joined_at,
+        upto,
+        MAX_EVALUATED,
+    )?;
+    if events.iter().all(|event| event.own) {
+        return Ok(counts);
+    }
+    let context = room_context(conn, room_id, user)?;
+    // Threads (`None`: the main timeline) in which the user sent something newer.
+    let mut answered: HashSet<Option<String>> = HashSet::new();
+    for event in events {
+        if event.own {
+            answered.insert(event.thread_root);
+            continue;
+        }
+        if answered.contains(&event.thread_root) {
+            continue;
+        }
+        let raw: Raw<Value> = match serde_json::value::RawValue::from_string(event.json) {
+            Ok(json) => Raw::from_json(json),
+            Err(_) => continue,
+        };
+        // The rules run synchronously: without thread subscriptions (MSC4306) no condition waits.
+        let actions = ruleset
+            .get_actions(&raw, &context)
+            .now_or_never()
+            .unwrap_or_default();
+        if !actions.iter().any(Action::should_notify) {
+            continue;
+        }
+        let highlight = actions.iter().any(Action::is_highlight);
+        counts.all.add(highlight);
+        match event
+            .thread_root
+            .and_then(|root| OwnedEventId::try_from(root).ok())
+        {
+            Some(root) => counts.threads.entry(root).or_default().add(highlight),
+            None => counts.main.add(highlight),
+        }
+    }
+    Ok(counts)
+}
+
+/// What push conditions know of a room: its member count, the user's display name in it (the
+/// localpart when the member event has none) and its power levels.
+fn room_context(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<PushConditionRoomCtx> {
+    let member_count = store::joined_member_count(conn, room_id.as_str())?;
+    let display_name = state_content(conn, room_id, "m.room.member", user.as_str())?
+        .and_then(|content| content["displayname"].as_str().map(str::to_owned))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| user.localpart().to_owned());
+    let context = PushConditionRoomCtx::new(
+        room_id.to_owned(),
+        UInt::try_from(member_count.max(0) as u64).unwrap_or_default(),
+        user.to_owned(),
+        display_name,
+    );
+    Ok(match power_levels(conn, room_id)? {
+        Some(levels) => context.with_power_levels(levels),
+        None => context,
+    })
+}
+
+/// The content and sender of a current state event.
+fn state_event(
+    conn: &Connection,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Option<Value>> {
+    store::current_state_json(conn, room_id.as_str(), event_type, state_key)?
+        .map(|json| serde_json::from_str::<Value>(&json).map_err(Error::internal))
+        .transpose()
+}
+
+fn state_content(
+    conn: &Connection,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Option<Value>> {
+    Ok(state_event(conn, room_id, event_type, state_key)?.map(|event| event["content"].clone()))
+}
+
+/// The room's power levels as push conditions need them (`sender_notification_permission`).
+fn power_levels(
+    conn: &Connection,
+    room_id: &RoomId,
+) -> Result<Option<PushConditionPowerLevelsCtx>> {
+    let Some(version) = room_store::room_version(conn, room_id.as_str())? else {
+        return Ok(None);
+    };
+    let Some(rules) = RoomVersionId::try_from(version.as_str())
+        .ok()
+        .and_then(|v| v.rules())
+    else {
+        return Ok(None);
+    };
+    let mut creators: Vec<OwnedUserId> = Vec::new();
+    if let Some(create) = state_event(conn, room_id, "m.room.create", "")? {
+        creators.extend(
+            create["sender"]
+                .as_str()
+                .and_then(|s| OwnedUserId::try_from(s).ok()),
+        );
+        if let Some(additional) = create["content"]["additional_creators"].as_array() {
+            creators.extend(
+                additional
+                    .iter()
+                    .filter_map(|u| u.as_str().and_then(|s| OwnedUserId::try_from(s).ok())),
+            );
+        }
+    }
+    let content = state_content(conn, room_id, "m.room.power_levels", "")?
+        .and_then(|content| serde_json::from_value::<RoomPowerLevelsEventContent>(content).ok());
+    let levels = RoomPowerLevels::new(content.into(), &rules.authorization, creators);
+    Ok(Some(levels.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_user_id, push::NewSimplePushRule};
+
+    use super::*;
+
+    #[test]
+    fn stored_rules_keep_user_changes_and_gain_new_defaults() {
+        let user = owned_user_id!("@bob:example.org");
+        let mut ruleset = Ruleset::server_default(&user);
+        ruleset
+            .set_enabled(RuleKind::Underride, ".m.rule.message", false)
+            .unwrap();
+        ruleset
+            .insert(
+                NewPushRule::Sender(NewSimplePushRule::new(
+                    owned_user_id!("@spam:example.org"),
+                    vec![],
+                )),
+                None,
+                None,
+            )
+            .unwrap();
+        // A stored ruleset missing a default rule gets it back.
+        ruleset.override_.shift_remove(".m.rule.tombstone");
+        let stored = serde_json::to_string(&content(ruleset).unwrap()).unwrap();
+
+        let loaded = ruleset_from_content(&user, Some(&stored));
+        assert!(
+            !loaded
+                .get(RuleKind::Underride, ".m.rule.message")
+                .unwrap()
+                .enabled()
+        );
+        assert!(loaded.get(RuleKind::Sender, "@spam:example.org").is_some());
+        assert!(
+            loaded
+                .get(RuleKind::Override, ".m.rule.tombstone")
+                .is_some()
+        );
+        assert_eq!(
+            loaded.override_.first().unwrap().rule_id,
+            ".m.rule.master",
+            "the master rule stays first"
+        );
+    }
+
+    #[test]
+    fn unreadable_content_means_defaults() {
+        let user = owned_user_id!("@bob:example.org");
+        let loaded = ruleset_from_content(&user, Some(r#"{"global": 5}"#));
+        assert!(loaded.get(RuleKind::Override, ".m.rule.master").is_some());
+        assert!(
+            ruleset_from_content(&user, None)
+                .get(RuleKind::Underride, ".m.rule.message")
+                .is_some()
+        );
+    }
+}
