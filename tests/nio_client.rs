@@ -96,3 +96,9 @@ async fn nio_accounts() {
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
     run_nio_script(&server, "accounts.py").await;
 }
+
+#[tokio::test]
+async fn nio_rooms() {
+    let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
+    run_nio_script(&server, "rooms.py").await;
+}

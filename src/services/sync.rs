@@ -31,6 +31,8 @@ use crate::{
 
 /// Timeline events per room when the filter sets no limit.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Most events one room's timeline scan looks at to fill a filtered timeline.
+const MAX_TIMELINE_SCAN: usize = 5000;
 /// Longest long-poll a client may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -273,25 +275,45 @@ impl RoomContext<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| u64::from(l) as usize)
             .clamp(1, 1000);
         let version = self.version()?;
-        let mut rows =
-            store::room_events_between(self.conn, self.room_id.as_str(), after, until, limit + 1)?;
-        let limited = rows.len() > limit;
-        if limited {
-            rows.remove(0);
-        }
+        // Newest first, in batches, until `limit` events pass visibility and the filter: the
+        // limit counts what the client gets, not what was scanned.
         let mut visibility = Visibility::new(self.conn, self.room_id.as_str(), self.user)?;
-        let mut events = Vec::new();
-        let mut shown = Vec::new();
-        for row in rows {
-            if !visibility.allows(&row)? {
-                continue;
+        let mut picked: Vec<(EventRow, Value)> = Vec::new();
+        let mut limited = false;
+        let mut upper = until;
+        let mut scanned = 0;
+        let batch = (limit + 1).max(20);
+        'scan: loop {
+            let rows =
+                store::room_events_between(self.conn, self.room_id.as_str(), after, upper, batch)?;
+            let exhausted = rows.len() < batch;
+            for row in rows.into_iter().rev() {
+                upper = row.stream_ordering - 1;
+                scanned += 1;
+                if !visibility.allows(&row)? {
+                    continue;
+                }
+                let event = self.render(&row, &version)?;
+                if !room_event_matches(filter, &event) {
+                    continue;
+                }
+                if picked.len() == limit {
+                    limited = true;
+                    break 'scan;
+                }
+                picked.push((row, event));
             }
-            let event = self.render(&row, &version)?;
-            if room_event_matches(filter, &event) {
-                events.push(event);
-                shown.push(row);
+            if exhausted {
+                break;
+            }
+            if scanned >= MAX_TIMELINE_SCAN {
+                // Older matches may exist: the client can page back from prev_batch.
+                limited = true;
+                break;
             }
         }
+        picked.reverse();
+        let (shown, mut events): (Vec<EventRow>, Vec<Value>) = picked.into_iter().unzip();
         let reader = super::rooms::relations::Reader {
             user: self.user.as_str(),
             device: Some(self.device),
@@ -379,24 +401,38 @@ fn joined_room(
     let (timeline, shown) =
         context.timeline(since.unwrap_or(0), context.upto, &room_filter.timeline)?;
     let timeline_ids: HashSet<&str> = shown.iter().map(|r| r.event_id.as_str()).collect();
-    // State: everything up to the timeline's start on a first sync; what changed in a gap.
-    let start_state = match shown.first() {
-        Some(first) => context.state_before(first)?,
-        None => context.state_at_stream(context.upto)?,
-    };
-    let mut state_ids: Vec<String> = match since {
-        None => start_state.values().cloned().collect(),
-        Some(since) if timeline.limited => {
-            let before = context.state_at_stream(since)?;
-            start_state
-                .iter()
-                .filter(|(key, id)| before.get(*key) != Some(id))
-                .map(|(_, id)| id.clone())
-                .collect()
+    // State: everything up to the timeline's start on a first sync; on later syncs, what
+    // changed between `since` and the timeline's start when the client does not get every event
+    // in between (beyond the limit, or hidden by the filter or history visibility).
+    let conn = context.conn;
+    let room = context.room_id.as_str();
+    let gap = match since {
+        None => true,
+        Some(since) => {
+            let before_timeline = shown
+                .first()
+                .map_or(context.upto, |first| first.stream_ordering - 1);
+            timeline.limited
+                || !store::room_events_between(conn, room, since, before_timeline, 1)?.is_empty()
         }
-        Some(_) => Vec::new(),
     };
-    state_ids.retain(|id| !timeline_ids.contains(id.as_str()));
+    let mut state: Vec<((String, String), String)> = if gap {
+        let start_state = match shown.first() {
+            Some(first) => context.state_before(first)?,
+            None => context.state_at_stream(context.upto)?,
+        };
+        let before = match since {
+            Some(since) => context.state_at_stream(since)?,
+            None => StateIds::new(),
+        };
+        start_state
+            .into_iter()
+            .filter(|(key, id)| before.get(key) != Some(id))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    state.retain(|(_, id)| !timeline_ids.contains(id.as_str()));
     if !room_filter.state.lazy_load_options.is_disabled() && since.is_none() {
         let senders: HashSet<String> = shown
             .iter()
@@ -407,13 +443,9 @@ fn joined_room(
             })
             .chain(std::iter::once(context.user.to_string()))
             .collect();
-        state_ids.retain(|id| {
-            start_state
-                .iter()
-                .find(|(_, v)| *v == id)
-                .is_none_or(|((kind, key), _)| kind != "m.room.member" || senders.contains(key))
-        });
+        state.retain(|((kind, key), _)| kind != "m.room.member" || senders.contains(key));
     }
+    let state_ids: Vec<String> = state.into_iter().map(|(_, id)| id).collect();
     let mut joined = JoinedRoom::new();
     joined.state = State::Before(StateEvents::from(
         context.state_events(state_ids, &room_filter.state)?,

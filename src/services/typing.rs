@@ -17,10 +17,24 @@ pub struct Typing {
     state: Mutex<TypingState>,
 }
 
-#[derive(Default)]
 struct TypingState {
     serial: u64,
     rooms: HashMap<OwnedRoomId, RoomTyping>,
+}
+
+impl Default for TypingState {
+    /// Typing is not persisted, but sync tokens from before a restart live on in clients: the
+    /// serial starts at the boot time in microseconds, past any serial an earlier run reached
+    /// (which would otherwise hide this run's first changes from those tokens).
+    fn default() -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Self {
+            serial: boot,
+            rooms: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -63,6 +77,8 @@ impl Typing {
     pub fn changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.expire();
+        // A serial from the future comes from an earlier run (the clock went back): all is new.
+        let since = if since > state.serial { 0 } else { since };
         let room = state.rooms.get(room_id)?;
         (room.changed > since).then(|| room.users.keys().cloned().collect())
     }

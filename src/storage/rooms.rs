@@ -151,6 +151,8 @@ pub fn insert_event(
     Ok(stream)
 }
 
+/// Records a user's membership event. `stream_ordering` stays where the membership last
+/// changed, so that a profile change (join → join) is not taken for a new join.
 pub fn set_membership(
     conn: &Connection,
     room_id: &str,
@@ -162,7 +164,9 @@ pub fn set_membership(
     conn.prepare_cached(
         "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-             event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, forgotten = 0",
+             event_id = excluded.event_id, forgotten = 0,
+             stream_ordering = CASE WHEN membership = excluded.membership THEN stream_ordering
+                                    ELSE excluded.stream_ordering END",
     )?
     .execute(params![room_id, user_id, membership, event_id, stream])?;
     Ok(())

@@ -118,8 +118,20 @@ where
         check_is_json(&bytes)?;
 
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(http::Request::from_parts(parts, &*bytes), &path_args)
-            .map_err(request_error)?;
+        let body = match T::try_from_http_request(
+            http::Request::from_parts(parts.clone(), &*bytes),
+            &path_args,
+        ) {
+            // Clients (matrix-nio among them) send no body at all where every field is optional,
+            // e.g. to `/join`; like Synapse, take that as `{}`.
+            Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_)))
+                if bytes.is_empty() =>
+            {
+                T::try_from_http_request(http::Request::from_parts(parts, &b"{}"[..]), &path_args)
+            }
+            other => other,
+        }
+        .map_err(request_error)?;
         Ok(Self {
             body,
             sender,

@@ -1,17 +1,25 @@
 use std::time::Duration;
 
-use axum::extract::State;
-use ruma::api::client::{
-    filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter},
-    sync::sync_events::v3 as sync_events,
+use axum::{
+    body::Body,
+    extract::State,
+    response::{IntoResponse, Response},
 };
+use ruma::api::{
+    OutgoingResponseExt,
+    client::{
+        filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter},
+        sync::sync_events::v3 as sync_events,
+    },
+};
+use serde_json::{Value, json};
 
 use crate::{
-    error::Error,
+    error::{Error, Result},
     services::sync::{self, SyncRequest, SyncToken},
     web::{
         AppState,
-        ruma::{ApiResult, Ruma},
+        ruma::{ApiResult, Ruma, RumaResponse},
     },
 };
 
@@ -19,7 +27,7 @@ use crate::{
 pub async fn sync_events(
     State(services): State<AppState>,
     request: Ruma<sync_events::Request>,
-) -> ApiResult<sync_events::Response> {
+) -> Result<Response> {
     let sender = request.sender()?.clone();
     let body = request.body;
     let filter = sync::resolve_filter(&services, &sender.user_id, body.filter).await?;
@@ -44,7 +52,28 @@ pub async fn sync_events(
         },
     )
     .await?;
-    Ok(response.into())
+    with_left_room_state(response)
+}
+
+/// ruma leaves out a left room's `state` when it is empty, but clients such as matrix-nio
+/// require `state.events` in every left room (Synapse always sends it).
+fn with_left_room_state(response: sync_events::Response) -> Result<Response> {
+    if response.rooms.leave.is_empty() {
+        return Ok(RumaResponse(response).into_response());
+    }
+    let (mut parts, body) = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(Error::internal)?
+        .into_parts();
+    let mut body: Value = serde_json::from_slice(&body).map_err(Error::internal)?;
+    if let Some(left) = body["rooms"]["leave"].as_object_mut() {
+        for room in left.values_mut().filter_map(Value::as_object_mut) {
+            room.entry("state").or_insert_with(|| json!({"events": []}));
+        }
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&body).map_err(Error::internal)?;
+    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// `POST /_matrix/client/v3/user/{userId}/filter`

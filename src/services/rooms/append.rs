@@ -192,7 +192,7 @@ pub fn append_event(
         &mut object,
         &rules.redaction,
     )
-    .map_err(|e| Error::internal(format!("cannot sign event: {e}")))?;
+    .map_err(|e| signing_error("sign", e))?;
     let event_id = event_id_for(&object, &rules)?;
     let room_id = match room_id {
         Some(room_id) => room_id,
@@ -289,13 +289,19 @@ pub fn append_event(
 }
 
 fn event_id_for(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
-    let hash = ruma::signatures::reference_hash(object, rules).map_err(|e| match e {
+    let hash =
+        ruma::signatures::reference_hash(object, rules).map_err(|e| signing_error("hash", e))?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)
+}
+
+/// `413 M_TOO_LARGE` for an event over the spec's size limit; anything else is a bug.
+fn signing_error(what: &str, error: ruma::signatures::JsonError) -> Error {
+    match error {
         ruma::signatures::JsonError::PduTooLarge => {
             Error::too_large("The event is larger than 64 KiB")
         }
-        other => Error::internal(format!("cannot hash event: {other}")),
-    })?;
-    OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)
+        other => Error::internal(format!("cannot {what} event: {other}")),
+    }
 }
 
 fn to_canonical(value: &Value) -> Result<CanonicalJsonValue> {

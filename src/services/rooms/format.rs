@@ -1,7 +1,9 @@
 //! Turning stored PDUs into the client-server event format: federation-only fields removed,
 //! redactions applied, `unsigned` filled in for the reader.
 
-use ruma::{CanonicalJsonObject, RoomVersionId, canonical_json::RedactedBecause};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, canonical_json::RedactedBecause,
+};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -21,25 +23,29 @@ const FEDERATION_FIELDS: &[&str] = &[
     "membership",
 ];
 
-/// The client view of a stored event. `redaction` is the redaction event's JSON when the event
-/// was redacted; `transaction_id` is set when the reader's device sent the event.
+/// The client view of a stored event. `redaction` is the redaction event's ID and JSON when the
+/// event was redacted; `transaction_id` is set when the reader's device sent the event.
 pub fn client_event(
     row: &EventRow,
     room_version: &RoomVersionId,
-    redaction: Option<&str>,
+    redaction: Option<(&str, &str)>,
     transaction_id: Option<String>,
     with_room_id: bool,
 ) -> Result<Value> {
     let mut object: CanonicalJsonObject = serde_json::from_str(&row.json)
         .map_err(|e| Error::internal(format!("stored event unreadable: {e}")))?;
-    if let Some(redaction) = redaction {
+    if let Some((redaction_id, redaction)) = redaction {
         let rules = room_version
             .rules()
             .ok_or_else(|| Error::internal("unknown room version"))?;
-        let because: CanonicalJsonObject =
+        let mut because: CanonicalJsonObject =
             serde_json::from_str(redaction).map_err(Error::internal)?;
-        let mut because = because;
         strip(&mut because);
+        // Event IDs are not part of the PDU; clients need the redaction's.
+        because.insert(
+            "event_id".to_owned(),
+            CanonicalJsonValue::String(redaction_id.to_owned()),
+        );
         ruma::canonical_json::redact_in_place(
             &mut object,
             &rules.redaction,
@@ -52,6 +58,14 @@ pub fn client_event(
         serde_json::from_value(serde_json::to_value(object).map_err(Error::internal)?)
             .map_err(Error::internal)?;
     event.insert("event_id".to_owned(), Value::String(row.event_id.clone()));
+    // Since room version 11 `redacts` is in the content; like Synapse, keep the top-level copy
+    // that clients written for older rooms read.
+    if event.get("type").and_then(Value::as_str) == Some("m.room.redaction")
+        && !event.contains_key("redacts")
+        && let Some(redacts) = event["content"].get("redacts").cloned()
+    {
+        event.insert("redacts".to_owned(), redacts);
+    }
     if with_room_id {
         event.insert("room_id".to_owned(), Value::String(row.room_id.clone()));
     } else {

@@ -14,7 +14,9 @@ use crate::{
 };
 
 /// A `/messages` token: a topological position (`t<depth>_<stream>`), or a sync token
-/// (`s<stream>`) that clients may also pass.
+/// (`s<stream>`) that clients may also pass. A topological token names the position of the last
+/// event a page returned; as `from` and as `to` it is exclusive, so that pages chain without
+/// overlap in either direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaginationToken {
     Topological(TopoPosition),
@@ -89,31 +91,90 @@ impl<'a> Visibility<'a> {
     }
 
     pub fn allows(&mut self, row: &EventRow) -> Result<bool> {
+        if let Some(allowed) = self.own_membership_change(row)? {
+            return Ok(allowed);
+        }
         if let Some(&allowed) = self.cache.get(&row.state_group) {
             return Ok(allowed);
         }
-        let content_field =
-            |event_type: &str, state_key: &str, field: &str| -> Result<Option<String>> {
-                let Some(event_id) =
-                    store::state_event_at_group(self.conn, row.state_group, event_type, state_key)?
-                else {
-                    return Ok(None);
-                };
-                let Some(event) = store::get_event(self.conn, &event_id)? else {
-                    return Ok(None);
-                };
-                let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
-                Ok(json["content"][field].as_str().map(str::to_owned))
-            };
-        let visibility = content_field("m.room.history_visibility", "", "history_visibility")?
-            .unwrap_or_else(|| "shared".to_owned());
-        let membership = content_field("m.room.member", &self.user, "membership")?;
-        let allowed = visibility == "world_readable"
-            || membership.as_deref() == Some("join")
-            || (visibility == "shared" && self.joined_now)
-            || (visibility == "invited" && membership.as_deref() == Some("invite"));
+        let visibility = self.visibility_at(row.state_group)?;
+        let membership =
+            self.content_at(row.state_group, "m.room.member", &self.user, "membership")?;
+        let allowed = self.judge(&visibility, membership.as_deref());
         self.cache.insert(row.state_group, allowed);
         Ok(allowed)
+    }
+
+    fn judge(&self, visibility: &str, membership: Option<&str>) -> bool {
+        visibility == "world_readable"
+            || membership == Some("join")
+            || (visibility == "shared" && self.joined_now)
+            || (visibility == "invited" && membership == Some("invite"))
+    }
+
+    /// The reader's own membership events are judged by the more joined of their membership
+    /// before and after the event (as Synapse does), so that users see their own leave, kick
+    /// or ban, and the leave that ends an invite.
+    fn own_membership_change(&self, row: &EventRow) -> Result<Option<bool>> {
+        let state_key = format!("\"state_key\":{}", Value::from(self.user.as_str()));
+        if !row.json.contains("\"m.room.member\"") || !row.json.contains(&state_key) {
+            return Ok(None);
+        }
+        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+        if json["type"] != "m.room.member" || json["state_key"] != self.user.as_str() {
+            return Ok(None);
+        }
+        let after = json["content"]["membership"].as_str().unwrap_or("leave");
+        let before = match json["prev_events"][0].as_str() {
+            Some(parent) => match store::get_event(self.conn, parent)? {
+                Some(parent) => self.content_at(
+                    parent.state_group,
+                    "m.room.member",
+                    &self.user,
+                    "membership",
+                )?,
+                None => None,
+            },
+            None => None,
+        };
+        let before = before.as_deref().unwrap_or("leave");
+        if after == "leave" && matches!(before, "join" | "invite") {
+            return Ok(Some(true));
+        }
+        const PRIORITY: [&str; 5] = ["join", "invite", "knock", "leave", "ban"];
+        let rank = |m: &str| PRIORITY.iter().position(|p| *p == m).unwrap_or(3);
+        let membership = if rank(before) < rank(after) {
+            before
+        } else {
+            after
+        };
+        let visibility = self.visibility_at(row.state_group)?;
+        Ok(Some(self.judge(&visibility, Some(membership))))
+    }
+
+    fn visibility_at(&self, group: i64) -> Result<String> {
+        Ok(self
+            .content_at(group, "m.room.history_visibility", "", "history_visibility")?
+            .unwrap_or_else(|| "shared".to_owned()))
+    }
+
+    /// A string field of the content of a state event in a state group.
+    fn content_at(
+        &self,
+        group: i64,
+        event_type: &str,
+        state_key: &str,
+        field: &str,
+    ) -> Result<Option<String>> {
+        let Some(event_id) = store::state_event_at_group(self.conn, group, event_type, state_key)?
+        else {
+            return Ok(None);
+        };
+        let Some(event) = store::get_event(self.conn, &event_id)? else {
+            return Ok(None);
+        };
+        let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
+        Ok(json["content"][field].as_str().map(str::to_owned))
     }
 }
 
@@ -265,8 +326,10 @@ impl Rooms {
                     let exhausted = rows.len() < limit.max(1) * 2;
                     for row in rows {
                         let here = (row.topological_ordering, row.stream_ordering);
+                        // `to` is exclusive like `from`: the event a token names was
+                        // returned by the page that handed out the token.
                         if let Some(stop) = stop
-                            && ((backwards && here < stop) || (!backwards && here > stop))
+                            && ((backwards && here <= stop) || (!backwards && here >= stop))
                         {
                             end = None;
                             break 'pages;
@@ -354,14 +417,17 @@ pub fn render(
     with_room_id: bool,
 ) -> Result<Value> {
     let redaction = match &row.redacted_by {
-        Some(id) => store::get_event(conn, id)?.map(|r| r.json),
+        Some(id) => store::get_event(conn, id)?.map(|r| (r.event_id, r.json)),
         None => None,
     };
     let txn = match reader {
         Some((user, Some(device))) => store::txn_of_event(conn, &row.event_id, user, device)?,
         _ => None,
     };
-    client_event(row, version, redaction.as_deref(), txn, with_room_id)
+    let redaction = redaction
+        .as_ref()
+        .map(|(id, json)| (id.as_str(), json.as_str()));
+    client_event(row, version, redaction, txn, with_room_id)
 }
 
 impl Rooms {
