@@ -1,7 +1,9 @@
 use axum::extract::State;
 use ruma::{
     RoomVersionId,
-    api::client::discovery::get_capabilities::v3::{self as get_capabilities, Capabilities, RoomVersionStability},
+    api::client::discovery::get_capabilities::v3::{
+        self as get_capabilities, Capabilities, RoomVersionStability,
+    },
 };
 
 use crate::services::rooms::SUPPORTED_ROOM_VERSIONS;
@@ -22,8 +24,9 @@ pub async fn get_capabilities(
     capabilities.set_displayname.enabled = true;
     capabilities.set_avatar_url.enabled = true;
     capabilities.thirdparty_id_changes.enabled = false;
-    capabilities.room_versions.default = RoomVersionId::try_from(services.config.default_room_version.as_str())
-        .map_err(crate::error::Error::internal)?;
+    capabilities.room_versions.default =
+        RoomVersionId::try_from(services.config.default_room_version.as_str())
+            .map_err(crate::error::Error::internal)?;
     capabilities.room_versions.available = SUPPORTED_ROOM_VERSIONS
         .iter()
         .filter_map(|v| RoomVersionId::try_from(*v).ok())
