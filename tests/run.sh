@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does: prepares the Python virtualenv for the third-party client tests
 # (<target dir>/test-venv with tests/nio/requirements.txt; reused while those stay the same),
-# then `cargo test --all-targets`. Extra arguments go to cargo test, e.g.
-#   bash tests/run.sh --test nio_client -- --nocapture
+# then `cargo test --all-targets`. Arguments, when given, go to cargo test instead of
+# --all-targets, e.g. `bash tests/run.sh --test nio_client -- --nocapture`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +13,8 @@ fi
 export APPLIANCE_TEST_PYTHON
 echo "--- Python for client tests: $APPLIANCE_TEST_PYTHON"
 
-echo "--- cargo test --all-targets $*"
-exec cargo test --all-targets "$@"
+if [[ $# -eq 0 ]]; then
+    set -- --all-targets
+fi
+echo "--- cargo test $*"
+exec cargo test "$@"
