@@ -42,12 +42,7 @@ impl Rooms {
             .map_err(|_| Error::not_found("This server does not know that room"))?;
         let mut content = member_content("join", reason);
         with_profile(&mut content, profile);
-        self.append(
-            room_id,
-            user,
-            EventDraft::state(TimelineEventType::RoomMember, user.as_str(), content),
-        )
-        .await
+        self.set_member(room_id, user, user, content).await
     }
 
     pub async fn invite(
@@ -64,12 +59,7 @@ impl Rooms {
         if is_direct {
             content["is_direct"] = json!(true);
         }
-        self.append(
-            room_id,
-            sender,
-            EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content),
-        )
-        .await
+        self.set_member(room_id, sender, invitee, content).await
     }
 
     /// Leaving, rejecting an invite or withdrawing a knock (sender == target), or kicking.
@@ -81,12 +71,7 @@ impl Rooms {
         reason: Option<String>,
     ) -> Result<Appended> {
         let content = member_content("leave", reason);
-        self.append(
-            room_id,
-            sender,
-            EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content),
-        )
-        .await
+        self.set_member(room_id, sender, target, content).await
     }
 
     pub async fn ban(
@@ -97,12 +82,7 @@ impl Rooms {
         reason: Option<String>,
     ) -> Result<Appended> {
         let content = member_content("ban", reason);
-        self.append(
-            room_id,
-            sender,
-            EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content),
-        )
-        .await
+        self.set_member(room_id, sender, target, content).await
     }
 
     pub async fn unban(
@@ -130,12 +110,7 @@ impl Rooms {
             .map_err(|_| Error::not_found("This server does not know that room"))?;
         let mut content = member_content("knock", reason);
         with_profile(&mut content, profile);
-        self.append(
-            room_id,
-            user,
-            EventDraft::state(TimelineEventType::RoomMember, user.as_str(), content),
-        )
-        .await
+        self.set_member(room_id, user, user, content).await
     }
 
     /// Hides a room the user has left from their future syncs.
@@ -155,6 +130,24 @@ impl Rooms {
                 Ok(())
             }
         }
+    }
+}
+
+impl Rooms {
+    /// Sends `sender`'s `m.room.member` event about `target`.
+    async fn set_member(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        content: Value,
+    ) -> Result<Appended> {
+        self.append(
+            room_id,
+            sender,
+            EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content),
+        )
+        .await
     }
 }
 
