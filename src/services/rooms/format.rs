@@ -32,31 +32,39 @@ pub fn client_event(
     transaction_id: Option<String>,
     with_room_id: bool,
 ) -> Result<Value> {
-    let mut object: CanonicalJsonObject = serde_json::from_str(&row.json)
-        .map_err(|e| Error::internal(format!("stored event unreadable: {e}")))?;
-    if let Some((redaction_id, redaction)) = redaction {
-        let rules = room_version
-            .rules()
-            .ok_or_else(|| Error::internal("unknown room version"))?;
-        let mut because: CanonicalJsonObject =
-            serde_json::from_str(redaction).map_err(Error::internal)?;
-        strip(&mut because);
-        // Event IDs are not part of the PDU; clients need the redaction's.
-        because.insert(
-            "event_id".to_owned(),
-            CanonicalJsonValue::String(redaction_id.to_owned()),
-        );
-        ruma::canonical_json::redact_in_place(
-            &mut object,
-            &rules.redaction,
-            Some(RedactedBecause::from_json(because)),
-        )
-        .map_err(Error::internal)?;
-    }
-    strip(&mut object);
-    let mut event: Map<String, Value> =
-        serde_json::from_value(serde_json::to_value(object).map_err(Error::internal)?)
+    let unreadable =
+        |e: serde_json::Error| Error::internal(format!("stored event unreadable: {e}"));
+    // Only a redaction needs ruma's canonical form; every other event is read straight into the
+    // map that is sent.
+    let mut event: Map<String, Value> = match redaction {
+        Some((redaction_id, redaction)) => {
+            let mut object: CanonicalJsonObject =
+                serde_json::from_str(&row.json).map_err(unreadable)?;
+            let rules = room_version
+                .rules()
+                .ok_or_else(|| Error::internal("unknown room version"))?;
+            let mut because: CanonicalJsonObject =
+                serde_json::from_str(redaction).map_err(Error::internal)?;
+            strip(&mut because);
+            // Event IDs are not part of the PDU; clients need the redaction's.
+            because.insert(
+                "event_id".to_owned(),
+                CanonicalJsonValue::String(redaction_id.to_owned()),
+            );
+            ruma::canonical_json::redact_in_place(
+                &mut object,
+                &rules.redaction,
+                Some(RedactedBecause::from_json(because)),
+            )
             .map_err(Error::internal)?;
+            serde_json::from_value(serde_json::to_value(object).map_err(Error::internal)?)
+                .map_err(Error::internal)?
+        }
+        None => serde_json::from_str(&row.json).map_err(unreadable)?,
+    };
+    for field in FEDERATION_FIELDS {
+        event.remove(*field);
+    }
     event.insert("event_id".to_owned(), Value::String(row.event_id.clone()));
     // Since room version 11 `redacts` is in the content; like Synapse, keep the top-level copy
     // that clients written for older rooms read.
@@ -71,11 +79,14 @@ pub fn client_event(
     } else {
         event.remove("room_id");
     }
+    let ts = event
+        .get("origin_server_ts")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
     let unsigned = event
         .entry("unsigned")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(unsigned) = unsigned {
-        let ts = event_ts(&row.json);
         unsigned.insert("age".to_owned(), Value::from((now_ms() - ts).max(0)));
         if let Some(txn) = transaction_id {
             unsigned.insert("transaction_id".to_owned(), Value::String(txn));
@@ -88,16 +99,6 @@ fn strip(object: &mut CanonicalJsonObject) {
     for field in FEDERATION_FIELDS {
         object.remove(*field);
     }
-}
-
-fn event_ts(json: &str) -> i64 {
-    #[derive(serde::Deserialize)]
-    struct Ts {
-        origin_server_ts: i64,
-    }
-    serde_json::from_str::<Ts>(json)
-        .map(|t| t.origin_server_ts)
-        .unwrap_or_default()
 }
 
 /// The stripped form of a state event shown to invitees and knockers.
