@@ -19,6 +19,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
+    if let Some(tls) = services.config.listeners.iter().find(|l| l.tls) {
+        anyhow::bail!(
+            "listener on port {}: TLS listeners are not built yet; use a reverse proxy for TLS",
+            tls.port
+        );
+    }
     for listener_config in &services.config.listeners {
         let router = if listener_config.x_forwarded {
             router

@@ -10,7 +10,7 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
@@ -38,7 +38,8 @@ pub struct Cli {
 enum Command {
     /// Run the server (what a bare `appliance` does).
     Serve {
-        /// Listen on this address instead of the client listener of the config.
+        /// Serve everything (client and federation APIs, plain HTTP) on this one address instead
+        /// of the config's listeners: for development and tests.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
     },
@@ -79,11 +80,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
-                let listener = config
-                    .client_listener_mut()
-                    .context("no client listener to replace")?;
-                listener.bind_addresses = vec![listen.ip().to_string()];
-                listener.port = listen.port();
+                config.listeners = vec![crate::config::Listener {
+                    port: listen.port(),
+                    bind_addresses: vec![listen.ip().to_string()],
+                    ..crate::config::Listener::default()
+                }];
             }
             crate::logging::init(&config.log_level);
             match &origin {

@@ -4,14 +4,23 @@
 //! `homeserver.yaml` has the same setting, the key and its meaning are Synapse's, so that people who
 //! follow the Synapse guides feel at home. Unknown keys are refused with their line.
 
+mod element;
+mod tls;
 mod units;
 mod validate;
 pub mod write;
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
+pub use element::ElementConfig;
+#[cfg(test)]
+use tls::AcmeChallenge;
+pub use tls::AcmeConfig;
 pub use units::{ByteSize, Duration};
 
 /// Where the installed appliance keeps its configuration.
@@ -35,8 +44,8 @@ pub struct Config {
     /// Directory for the database, the signing key and media. `--data-dir` overrides it.
     pub data_dir: PathBuf,
 
-    /// Where the server listens. The first listener serving `client` is the one `--listen`
-    /// replaces.
+    /// Where the server listens (Synapse's form). `serve --listen` replaces them all with one
+    /// plain-HTTP listener, for development and tests.
     pub listeners: Vec<Listener>,
 
     /// Minimum level of log lines: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`
@@ -90,6 +99,69 @@ pub struct Config {
 
     /// Presence (online / unavailable / offline and a status message), as Synapse's `presence`.
     pub presence: PresenceConfig,
+
+    /// PEM certificate chain of the TLS listeners, from a file the operator manages (Synapse's
+    /// key). Re-read when it changes. Unset (and `acme` off) means a self-signed certificate
+    /// made at first start, for a box that only serves a LAN.
+    pub tls_certificate_path: Option<PathBuf>,
+
+    /// PEM private key that goes with `tls_certificate_path` (Synapse's key).
+    pub tls_private_key_path: Option<PathBuf>,
+
+    /// Certificates from an ACME CA such as Let's Encrypt, renewed automatically.
+    pub acme: AcmeConfig,
+
+    /// Serve `/.well-known/matrix/server`, pointing other servers at `public_baseurl`'s host on
+    /// port 443 (Synapse's key). Turn it on when the web traffic of `server_name` reaches this box.
+    pub serve_server_wellknown: bool,
+
+    /// Extra keys merged into `/.well-known/matrix/client` (Synapse's key).
+    pub extra_well_known_client_content: serde_json::Map<String, serde_json::Value>,
+
+    /// How to reach the administrator, e.g. `mailto:admin@example.org` (Synapse's key); shown
+    /// in `/.well-known/matrix/support`.
+    pub admin_contact: Option<String>,
+
+    /// Element Web hosting.
+    pub element: ElementConfig,
+
+    /// Run the built-in TURN relay for voice and video calls. `turn_uris` and
+    /// `turn_shared_secret` then default to this relay and a generated secret.
+    pub turn_relay_enabled: bool,
+
+    /// UDP and TCP port of the built-in relay (TURN's standard 3478).
+    pub turn_listen_port: u16,
+
+    /// TLS port of the built-in relay (`turns:`, standard 5349), with the front door's
+    /// certificate. Unset turns TURN over TLS off.
+    pub turn_tls_port: Option<u16>,
+
+    /// Addresses the built-in relay binds; `::` and `0.0.0.0` mean every interface.
+    pub turn_bind_addresses: Vec<String>,
+
+    /// Lowest UDP port handed out for relayed traffic.
+    pub turn_min_port: u16,
+
+    /// Highest UDP port handed out for relayed traffic.
+    pub turn_max_port: u16,
+
+    /// The public address the relay advertises, fixed. Unset means detected (STUN, then DNS)
+    /// and re-checked every `turn_public_ip_check_interval`.
+    pub turn_external_ip: Option<IpAddr>,
+
+    /// How often the public address is checked, so that the relay follows an ISP's change.
+    pub turn_public_ip_check_interval: Duration,
+
+    /// STUN servers (`host:port`) asked for this box's public address; the majority answer wins.
+    pub turn_stun_servers: Vec<String>,
+
+    /// Relay to loopback, private, CGNAT, link-local and unique-local addresses too. Off by
+    /// default: a relay open to the LAN lets anyone with an account reach the LAN.
+    pub turn_allow_private_peers: bool,
+
+    /// Peer addresses or CIDR ranges (`192.168.1.0/24`) the relay may reach even though they
+    /// are private.
+    pub turn_allowed_peer_ips: Vec<String>,
 }
 
 impl Default for Config {
@@ -118,6 +190,28 @@ impl Default for Config {
             turn_allow_guests: true,
             user_directory: UserDirectoryConfig::default(),
             presence: PresenceConfig::default(),
+            tls_certificate_path: None,
+            tls_private_key_path: None,
+            acme: AcmeConfig::default(),
+            serve_server_wellknown: false,
+            extra_well_known_client_content: serde_json::Map::new(),
+            admin_contact: None,
+            element: ElementConfig::default(),
+            turn_relay_enabled: false,
+            turn_listen_port: 3478,
+            turn_tls_port: Some(5349),
+            turn_bind_addresses: vec!["0.0.0.0".to_owned()],
+            turn_min_port: 49153,
+            turn_max_port: 49193,
+            turn_external_ip: None,
+            turn_public_ip_check_interval: Duration::from_secs(300),
+            turn_stun_servers: vec![
+                "stun.l.google.com:19302".to_owned(),
+                "stun.cloudflare.com:3478".to_owned(),
+                "stun.nextcloud.com:443".to_owned(),
+            ],
+            turn_allow_private_peers: false,
+            turn_allowed_peer_ips: Vec::new(),
         }
     }
 }
@@ -133,11 +227,14 @@ pub struct Listener {
     /// Only `http` exists.
     #[serde(rename = "type")]
     pub kind: String,
-    /// TLS on this listener (comes with the front-door work; `false` for now).
+    /// TLS on this listener, with the certificate from `acme`, `tls_certificate_path` or the
+    /// self-signed one.
     pub tls: bool,
     /// Trust `X-Forwarded-For` from a reverse proxy in front of this listener.
     pub x_forwarded: bool,
-    /// What the listener serves: `client` and/or `federation`.
+    /// What the listener serves: `client` (the client API, `/.well-known/matrix/*`, Element),
+    /// `federation`, `acme` (ACME HTTP-01 challenge answers) and `redirect` (everything else
+    /// gets a 308 to the same URL on https).
     pub resources: Vec<ListenerResource>,
 }
 
@@ -323,10 +420,6 @@ impl Config {
         redact(&mut shown.registration_shared_secret);
         redact(&mut shown.turn_shared_secret);
         serde_yaml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
-    }
-
-    pub fn client_listener_mut(&mut self) -> Option<&mut Listener> {
-        self.listeners.iter_mut().find(|l| l.serves("client"))
     }
 }
 

@@ -72,3 +72,59 @@ fn secrets_are_redacted_when_printed() {
     );
     assert!(shown.contains("<redacted>"));
 }
+
+#[test]
+fn an_installed_box_config_parses() {
+    let config = parse(
+        "server_name: example.org\n\
+         public_baseurl: https://matrix.example.org/\n\
+         listeners:\n\
+         \x20 - {port: 80, bind_addresses: ['::'], type: http, tls: false, resources: [{names: [acme, redirect]}]}\n\
+         \x20 - {port: 443, bind_addresses: ['::'], type: http, tls: true, resources: [{names: [client]}]}\n\
+         \x20 - {port: 8448, bind_addresses: ['::'], type: http, tls: true, resources: [{names: [federation]}]}\n\
+         acme: {enabled: true, accept_terms_of_service: true, contact_email: admin@example.org, challenge: tls-alpn-01}\n\
+         serve_server_wellknown: true\n\
+         extra_well_known_client_content: {io.element.e2ee: {default: true}}\n\
+         element: {enabled: true, host: element.example.org}\n\
+         turn_relay_enabled: true\n\
+         turn_external_ip: 203.0.113.7\n",
+    )
+    .unwrap();
+    assert!(config.listeners[1].tls);
+    assert_eq!(config.acme.challenge, AcmeChallenge::TlsAlpn01);
+    assert!(
+        config
+            .extra_well_known_client_content
+            .contains_key("io.element.e2ee")
+    );
+    assert_eq!(config.element.host.as_deref(), Some("element.example.org"));
+    assert_eq!(
+        config.turn_external_ip,
+        Some("203.0.113.7".parse().unwrap())
+    );
+}
+
+#[test]
+fn acme_needs_the_terms_accepted_and_excludes_certificate_files() {
+    let err = parse("acme: {enabled: true}\n").unwrap_err().to_string();
+    assert!(err.contains("acme.accept_terms_of_service"), "{err}");
+    let err = parse(
+        "acme: {enabled: true, accept_terms_of_service: true}\n\
+         tls_certificate_path: /a.pem\ntls_private_key_path: /a.key\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("acme.enabled"), "{err}");
+    let err = parse("tls_certificate_path: /a.pem\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls_certificate_path"), "{err}");
+}
+
+#[test]
+fn a_turn_port_range_must_not_be_reversed() {
+    let err = parse("turn_min_port: 50000\nturn_max_port: 49000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("turn_min_port"), "{err}");
+}

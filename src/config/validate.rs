@@ -49,13 +49,6 @@ impl Config {
                     format!("`{}` is not supported; use `http`", listener.kind),
                 ));
             }
-            if listener.tls {
-                return Err((
-                    "listeners.tls",
-                    "TLS listeners are not available yet; put a reverse proxy in front or set `tls: false`"
-                        .to_owned(),
-                ));
-            }
             for address in &listener.bind_addresses {
                 if address.parse::<IpAddr>().is_err() {
                     return Err((
@@ -65,14 +58,16 @@ impl Config {
                 }
             }
             for name in listener.resources.iter().flat_map(|r| &r.names) {
-                if !matches!(name.as_str(), "client" | "federation") {
+                if !matches!(name.as_str(), "client" | "federation" | "acme" | "redirect") {
                     return Err((
                         "listeners.resources.names",
-                        format!("`{name}` is not one of client, federation"),
+                        format!("`{name}` is not one of client, federation, acme, redirect"),
                     ));
                 }
             }
         }
+        self.validate_front_door()?;
+        self.validate_turn_relay()?;
         if !self.listeners.iter().any(|l| l.serves("client")) {
             return Err(("listeners", "no listener serves `client`".to_owned()));
         }
@@ -127,6 +122,65 @@ impl Config {
             && secret.is_empty()
         {
             return Err(("registration_shared_secret", "must not be empty".to_owned()));
+        }
+        Ok(())
+    }
+
+    fn validate_front_door(&self) -> Result<(), Invalid> {
+        if self.tls_certificate_path.is_some() != self.tls_private_key_path.is_some() {
+            return Err((
+                "tls_certificate_path",
+                "`tls_certificate_path` and `tls_private_key_path` go together".to_owned(),
+            ));
+        }
+        if self.acme.enabled {
+            if self.tls_certificate_path.is_some() {
+                return Err((
+                    "acme.enabled",
+                    "either ACME or `tls_certificate_path` provides the certificate, not both"
+                        .to_owned(),
+                ));
+            }
+            if !self.acme.accept_terms_of_service {
+                return Err((
+                    "acme.accept_terms_of_service",
+                    "the CA's terms of service must be accepted (`true`) to get certificates"
+                        .to_owned(),
+                ));
+            }
+            if !(self.acme.url.starts_with("https://") || self.acme.url.starts_with("http://")) {
+                return Err(("acme.url", format!("`{}` is not a URL", self.acme.url)));
+            }
+        }
+        if !self.element.path_prefix.starts_with('/') || self.element.path_prefix.len() < 2 {
+            return Err((
+                "element.path_prefix",
+                format!(
+                    "`{}` must be a path below `/`, like `/element`",
+                    self.element.path_prefix
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_turn_relay(&self) -> Result<(), Invalid> {
+        if self.turn_min_port > self.turn_max_port {
+            return Err((
+                "turn_min_port",
+                format!(
+                    "{} is above `turn_max_port` ({})",
+                    self.turn_min_port, self.turn_max_port
+                ),
+            ));
+        }
+        for address in &self.turn_bind_addresses {
+            if address.parse::<IpAddr>().is_err() {
+                return Err((
+                    "turn_bind_addresses",
+                    format!("`{address}` is not an IP address"),
+                ));
+            }
         }
         Ok(())
     }
