@@ -1316,3 +1316,49 @@ async fn oversized_and_malformed_events() {
     assert_eq!(events.len(), 1, "only the event that fits: {news}");
     assert_eq!(events[0]["content"]["body"].as_str().unwrap().len(), 60_000);
 }
+
+#[tokio::test]
+async fn a_state_change_carries_what_it_replaced_in_unsigned() {
+    let server = TestServer::start().await;
+    let [alice] = &users(&server, &["alice"]).await[..] else {
+        unreachable!()
+    };
+    let room = create_room(&server, alice, json!({"name": "Before"})).await;
+    let first = set_state(
+        &server,
+        alice,
+        &room,
+        "m.room.name",
+        "",
+        json!({"name": "After"}),
+    )
+    .await;
+    let (status, event) = server
+        .get(
+            &room_path(&room, &format!("event/{}", enc(&first))),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["unsigned"]["prev_content"], json!({"name": "Before"}));
+    assert_eq!(event["unsigned"]["prev_sender"], alice.user_id.as_str());
+    assert!(
+        event["unsigned"]["replaces_state"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('$'))
+    );
+
+    // The same in /sync's timeline; an event that replaced nothing has none.
+    let sync = sync(&server, alice, "").await;
+    let events = timeline(&sync, "join", &room);
+    let renamed = events
+        .iter()
+        .find(|e| e["event_id"] == first.as_str())
+        .unwrap();
+    assert_eq!(renamed["unsigned"]["prev_content"]["name"], "Before");
+    let create = events
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .unwrap();
+    assert!(create["unsigned"].get("prev_content").is_none(), "{create}");
+}

@@ -203,6 +203,16 @@ pub fn append_event(
         return Err(Error::too_large("The event is larger than 64 KiB"));
     }
     let pdu = Pdu::from_json(event_id.clone(), &json)?;
+    // What a state event replaced goes in `unsigned`, which hashes and signatures do not cover;
+    // clients read `prev_content` to describe the change ("Alice changed her name from ...").
+    let json = match draft
+        .state_key
+        .as_ref()
+        .and_then(|key| state_before.get(&(draft.kind.to_string(), key.clone())))
+    {
+        Some(replaced) => with_replaced_state(tx, object, replaced)?,
+        None => json,
+    };
 
     // The spec's authorization rules, against the state before the event.
     let fetch = |id: &EventId| -> Option<Pdu> {
@@ -286,6 +296,32 @@ pub fn append_event(
         room_id,
         stream,
     })
+}
+
+/// The stored form of a state event: the PDU plus `unsigned.replaces_state`, `prev_content` and
+/// `prev_sender` from the event it replaces, as Synapse serves them.
+fn with_replaced_state(
+    tx: &Connection,
+    mut object: CanonicalJsonObject,
+    replaced_id: &str,
+) -> Result<String> {
+    let mut unsigned = CanonicalJsonObject::new();
+    unsigned.insert(
+        "replaces_state".into(),
+        CanonicalJsonValue::String(replaced_id.to_owned()),
+    );
+    if let Some(row) = store::get_event(tx, replaced_id)? {
+        let replaced: CanonicalJsonObject =
+            serde_json::from_str(&row.json).map_err(Error::internal)?;
+        if let Some(content) = replaced.get("content") {
+            unsigned.insert("prev_content".into(), content.clone());
+        }
+        if let Some(sender) = replaced.get("sender") {
+            unsigned.insert("prev_sender".into(), sender.clone());
+        }
+    }
+    object.insert("unsigned".into(), CanonicalJsonValue::Object(unsigned));
+    serde_json::to_string(&object).map_err(Error::internal)
 }
 
 fn event_id_for(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
