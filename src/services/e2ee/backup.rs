@@ -172,6 +172,15 @@ pub async fn delete_version(services: &Services, user: &UserId, version: &str) -
     }
 }
 
+/// The fields of an uploaded session key that the server reads.
+#[derive(serde::Deserialize)]
+struct BackupFields {
+    first_message_index: UInt,
+    forwarded_count: UInt,
+    is_verified: bool,
+    session_data: Map<String, Value>,
+}
+
 /// Whether `new` should replace the backed-up `old` copy of a session key: a verified copy
 /// beats an unverified one, then a lower first message index, then a lower forwarded count.
 pub fn should_replace(old: &KeyRow, new: &KeyRow) -> bool {
@@ -195,21 +204,18 @@ pub async fn put_keys(
     let rows: Vec<KeyRow> = keys
         .into_iter()
         .map(|key| {
-            let parsed = key
-                .data
-                .deserialize()
+            // `session_data` depends on the algorithm (ruma's type knows only the first one):
+            // the server checks the fields it orders by and keeps the rest as it came.
+            let parsed: BackupFields = serde_json::from_str(key.data.json().get())
                 .map_err(|e| Error::bad_json(format!("Invalid key backup data: {e}")))?;
-            let data = object(key.data.json(), "Key backup data")?;
-            let session_data = data
-                .get("session_data")
-                .ok_or_else(|| Error::bad_json("`session_data` is missing"))?;
             Ok(KeyRow {
                 room_id: key.room_id,
                 session_id: key.session_id,
                 first_message_index: i64::from(parsed.first_message_index),
                 forwarded_count: i64::from(parsed.forwarded_count),
                 is_verified: parsed.is_verified,
-                session_data: serde_json::to_string(session_data).map_err(Error::internal)?,
+                session_data: serde_json::to_string(&parsed.session_data)
+                    .map_err(Error::internal)?,
             })
         })
         .collect::<Result<_>>()?;
