@@ -601,7 +601,7 @@ async fn to_device_messages_are_delivered_until_acknowledged() {
     let old = sync(&server, &bob, Some(&t0)).await;
     assert!(old.get("to_device").is_none(), "{old}");
 
-    // `*` reaches every device of the user, and not the sender's own device twice.
+    // `*` reaches every device of the user.
     let a_since = next_batch(&sync(&server, &alice, None).await);
     let a2_since = next_batch(&sync(&server, &alice2, None).await);
     let (status, _) = server
