@@ -637,3 +637,26 @@ pub async fn resolve_filter(
         Some(_) => Err(Error::invalid_param("Unsupported filter")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_to_device_position_only_when_delivery_was_cut() {
+        let plain: SyncToken = "s42_3".parse().unwrap();
+        assert_eq!(plain.to_device, None);
+        assert_eq!(plain.to_device_position(), 42);
+        assert_eq!(plain.to_string(), "s42_3");
+        let cut: SyncToken = "s42_3_17".parse().unwrap();
+        assert_eq!(cut.to_device_position(), 17);
+        assert_eq!(cut.to_string(), "s42_3_17");
+        // A to-device position past the stream position is never trusted beyond it.
+        assert_eq!(
+            "s5_0_99".parse::<SyncToken>().unwrap().to_device_position(),
+            5
+        );
+        assert!("s5_0_x".parse::<SyncToken>().is_err());
+        assert!("s5_0_1_2".parse::<SyncToken>().is_err());
+    }
+}
