@@ -60,6 +60,9 @@ pub async fn upload_signing_keys(
     .into_iter()
     .filter_map(|(key_type, raw)| raw.as_ref().map(|raw| checked_key(raw, key_type, &user)))
     .collect::<Result<_>>()?;
+    if new_keys.is_empty() {
+        return Ok(());
+    }
 
     let user_str = user.to_string();
     let stored = services

@@ -49,7 +49,8 @@ pub async fn upload(
         .write(move |tx| {
             let mut changed_at = None;
             if let Some(keys) = device_keys
-                && store::device_keys(tx, &user, &device)?.as_deref() != Some(keys.as_str())
+                && !store::device_keys(tx, &user, &device)?
+                    .is_some_and(|old| same_json(&old, &keys))
             {
                 store::put_device_keys(tx, &user, &device, &keys)?;
                 changed_at = Some(store::record_device_list_change(
