@@ -1286,3 +1286,76 @@ async fn key_backup_versions_and_keys() {
     assert_ne!(body["version"], v2);
     assert_ne!(body["version"], v1);
 }
+
+#[tokio::test]
+async fn password_change_and_deactivation_are_device_list_changes() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PASSWORD).await;
+    let alice2 = server.login_session("alice", PASSWORD).await;
+    let bob = server.register("bob", PASSWORD).await;
+    let room = create_room(&server, &alice).await;
+    join(&server, &bob, &room).await;
+    for who in [&alice, &alice2] {
+        let signer = Signer::new(&who.device_id);
+        let (status, body) = upload(
+            &server,
+            who,
+            json!({
+                "device_keys": device_keys(who, &signer),
+                "one_time_keys": {"signed_curve25519:A": one_time_key(who, &signer, false)},
+            }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let t0 = next_batch(&sync(&server, &bob, None).await);
+
+    // A password change that signs out the other devices: their keys go, bob hears of it.
+    let (status, body) = server
+        .with_password_auth(
+            Method::POST,
+            "/_matrix/client/v3/account/password",
+            &alice,
+            PASSWORD,
+            json!({"new_password": "another horse", "logout_devices": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = sync(&server, &bob, Some(&t0)).await;
+    assert_eq!(
+        user_list(&changed["device_lists"]["changed"]),
+        vec![alice.user_id.clone()],
+        "{changed}"
+    );
+    let keys = query(&server, &bob, json!({&alice.user_id: []})).await;
+    let devices: Vec<&String> = keys["device_keys"][&alice.user_id]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(devices, vec![&alice.device_id], "{keys}");
+    assert!(claim(&server, &bob, &alice2).await.is_null());
+    let t1 = next_batch(&changed);
+
+    // Deactivation signs out every device: a change, and no keys left.
+    let (status, body) = server
+        .with_password_auth(
+            Method::POST,
+            "/_matrix/client/v3/account/deactivate",
+            &alice,
+            "another horse",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deactivated = sync(&server, &bob, Some(&t1)).await;
+    let lists = &deactivated["device_lists"];
+    // `changed` while a deactivated account stays in its rooms, `left` if deactivation leaves them.
+    assert!(
+        user_list(&lists["changed"]).contains(&alice.user_id)
+            || user_list(&lists["left"]).contains(&alice.user_id),
+        "{deactivated}"
+    );
+    let keys = query(&server, &bob, json!({&alice.user_id: []})).await;
+    assert_eq!(keys["device_keys"][&alice.user_id], json!({}), "{keys}");
+}
