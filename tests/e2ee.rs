@@ -1359,3 +1359,76 @@ async fn password_change_and_deactivation_are_device_list_changes() {
     let keys = query(&server, &bob, json!({&alice.user_id: []})).await;
     assert_eq!(keys["device_keys"][&alice.user_id], json!({}), "{keys}");
 }
+
+#[tokio::test]
+async fn acknowledged_keys_messages_and_backups_survive_kill_9() {
+    let mut server = TestServer::start().await;
+    let alice = server.register("alice", PASSWORD).await;
+    let bob = server.register("bob", PASSWORD).await;
+    let t0 = next_batch(&sync(&server, &bob, None).await);
+    let signer = Signer::new(&alice.device_id);
+    let keys = device_keys(&alice, &signer);
+    let (status, _) = upload(
+        &server,
+        &alice,
+        json!({
+            "device_keys": keys,
+            "one_time_keys": {"signed_curve25519:A": one_time_key(&alice, &signer, false)},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.test/persist",
+            alice.token(),
+            json!({"messages": {&bob.user_id: {&bob.device_id: {"kept": true}}}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/room_keys/version",
+            alice.token(),
+            backup_algorithm("KEY"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let version = body["version"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .put(
+            &format!("/_matrix/client/v3/room_keys/keys/!r:test.local/s?version={version}"),
+            alice.token(),
+            backup_key(0, 0, true, "kept"),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    server.kill9();
+    server.relaunch();
+
+    let seen = query(&server, &bob, json!({&alice.user_id: []})).await;
+    assert_eq!(
+        seen["device_keys"][&alice.user_id][&alice.device_id]["keys"],
+        keys["keys"]
+    );
+    assert!(
+        claim(&server, &bob, &alice)
+            .await
+            .get("signed_curve25519:A")
+            .is_some()
+    );
+    let delivered = sync(&server, &bob, Some(&t0)).await;
+    assert_eq!(
+        delivered["to_device"]["events"][0]["content"],
+        json!({"kept": true})
+    );
+    let (status, body) = server
+        .get(
+            &format!("/_matrix/client/v3/room_keys/keys/!r:test.local/s?version={version}"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session_data"]["ciphertext"], "kept");
+}
