@@ -4,6 +4,7 @@
 
 pub mod account_data;
 pub mod directory;
+pub mod e2ee;
 pub mod filter;
 pub mod passwords;
 pub mod presence;
@@ -69,9 +70,16 @@ impl Services {
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
+        let rooms = rooms::Rooms::new(
+            db.clone(),
+            server_name.clone(),
+            server_key.clone(),
+            default_room_version,
+            position,
+        );
         Ok(Arc::new(Self {
-            users: users::Users::new(db.clone(), server_name.clone()),
-            sessions: sessions::Sessions::new(db.clone()),
+            users: users::Users::new(db.clone(), server_name.clone(), rooms.stream_sender()),
+            sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),
             registration: registration::Registration::new(db.clone(), &config),
             shared_secret: shared_secret::SharedSecretRegistration::new(
@@ -91,13 +99,7 @@ impl Services {
                 server_name.clone(),
                 &config.user_directory,
             ),
-            rooms: rooms::Rooms::new(
-                db.clone(),
-                server_name.clone(),
-                server_key.clone(),
-                default_room_version,
-                position,
-            ),
+            rooms,
             server_key,
             server_name,
             config,

@@ -8,10 +8,12 @@ use std::net::IpAddr;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    storage::{Database, now_ms, users as store, users::DeviceRow},
+    services::rooms::publish,
+    storage::{Database, now_ms, rooms::current_stream_position, users as store, users::DeviceRow},
 };
 
 /// The authenticated sender of a request.
@@ -32,6 +34,9 @@ const LAST_SEEN_GRANULARITY_MS: i64 = 60_000;
 
 pub struct Sessions {
     db: Database,
+    /// New, renamed and deleted devices are device-list changes (written by triggers into the
+    /// stream): /sync long-polls must wake for them.
+    stream: watch::Sender<i64>,
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -44,8 +49,8 @@ fn new_access_token() -> String {
 }
 
 impl Sessions {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, stream: watch::Sender<i64>) -> Self {
+        Self { db, stream }
     }
 
     /// Logs a device in: creates it (or reuses the ID the client asked for, whose older tokens
@@ -76,9 +81,10 @@ impl Sessions {
                 )?;
                 store::upsert_device(tx, &user, &device, display_name.as_deref(), ip.as_deref())?;
                 store::insert_access_token(tx, &hash, &user, &device)?;
-                Ok::<_, Error>(())
+                Ok::<_, Error>(current_stream_position(tx)?)
             })
-            .await?;
+            .await
+            .map(|position| publish(&self.stream, position))?;
         Ok(NewSession {
             access_token,
             device_id,
@@ -128,9 +134,14 @@ impl Sessions {
     /// Ends every session of the user.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         let user = user_id.to_string();
-        self.db
-            .write(move |tx| store::delete_all_devices(tx, &user, None).map_err(Error::from))
+        let position = self
+            .db
+            .write(move |tx| {
+                store::delete_all_devices(tx, &user, None)?;
+                current_stream_position(tx)
+            })
             .await?;
+        publish(&self.stream, position);
         Ok(())
     }
 
@@ -161,13 +172,14 @@ impl Sessions {
             ));
         }
         let (user, device) = (user_id.to_string(), device_id.to_owned());
-        let found = self
+        let (found, position) = self
             .db
             .write(move |tx| {
-                store::set_device_display_name(tx, &user, &device, name.as_deref())
-                    .map_err(Error::from)
+                let found = store::set_device_display_name(tx, &user, &device, name.as_deref())?;
+                Ok::<_, Error>((found, current_stream_position(tx)?))
             })
             .await?;
+        publish(&self.stream, position);
         if found {
             Ok(())
         } else {
@@ -178,15 +190,18 @@ impl Sessions {
     /// Deletes devices (and so signs them out); returns how many existed.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: Vec<String>) -> Result<usize> {
         let user = user_id.to_string();
-        self.db
+        let (deleted, position) = self
+            .db
             .write(move |tx| {
                 let mut deleted = 0;
                 for device in &device_ids {
                     deleted += usize::from(store::delete_device(tx, &user, device)?);
                 }
-                Ok::<_, Error>(deleted)
+                Ok::<_, Error>((deleted, current_stream_position(tx)?))
             })
-            .await
+            .await?;
+        publish(&self.stream, position);
+        Ok(deleted)
     }
 
     pub async fn delete_device(&self, user_id: &UserId, device_id: &str) -> Result<bool> {

@@ -2,7 +2,8 @@
 //! polling loop) and wake as soon as anything is written.
 //!
 //! A token is `s<stream>_<typing>`: a position in the one stream of persisted changes (events,
-//! account data, receipts) and the typing serial.
+//! account data, receipts) and the typing serial. When a response could not carry every waiting
+//! to-device message, a third part `_<to_device>` says up to where they were delivered.
 
 use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 
@@ -40,11 +41,24 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct SyncToken {
     pub stream: i64,
     pub typing: u64,
+    /// Where to-device delivery stopped, when before `stream`.
+    pub to_device: Option<i64>,
+}
+
+impl SyncToken {
+    /// The position up to which the device has received its to-device messages.
+    pub fn to_device_position(self) -> i64 {
+        self.to_device.unwrap_or(self.stream).min(self.stream)
+    }
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}_{}", self.stream, self.typing)
+        write!(f, "s{}_{}", self.stream, self.typing)?;
+        match self.to_device {
+            Some(to_device) => write!(f, "_{to_device}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -54,10 +68,16 @@ impl FromStr for SyncToken {
     fn from_str(token: &str) -> Result<Self> {
         let invalid = || Error::invalid_param(format!("Invalid sync token `{token}`"));
         let rest = token.strip_prefix('s').ok_or_else(invalid)?;
-        let (stream, typing) = rest.split_once('_').unwrap_or((rest, "0"));
+        let mut parts = rest.splitn(3, '_');
+        let stream = parts.next().unwrap_or_default();
+        let typing = parts.next().unwrap_or("0");
         Ok(Self {
             stream: stream.parse().map_err(|_| invalid())?,
             typing: typing.parse().map_err(|_| invalid())?,
+            to_device: parts
+                .next()
+                .map(|p| p.parse().map_err(|_| invalid()))
+                .transpose()?,
         })
     }
 }
@@ -72,12 +92,23 @@ pub struct SyncRequest {
 }
 
 pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_events::Response> {
+    if let Some(since) = request.since {
+        // A sync from a token acknowledges the to-device messages delivered up to it.
+        super::e2ee::to_device::acknowledge(
+            services,
+            request.user.as_str(),
+            &request.device,
+            since.to_device_position(),
+        )
+        .await?;
+    }
     let mut positions = services.rooms.subscribe();
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
         let upto = SyncToken {
             stream: *positions.borrow_and_update(),
             typing: services.typing.serial(),
+            to_device: None,
         };
         let response = build(services, &request, upto).await?;
         let waiting_allowed = request.since.is_some() && !request.full_state;
@@ -92,6 +123,7 @@ pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_even
             let upto = SyncToken {
                 stream: *positions.borrow(),
                 typing: services.typing.serial(),
+                to_device: None,
             };
             return build(services, &request, upto).await;
         }
@@ -106,6 +138,7 @@ fn has_news(response: &sync_events::Response) -> bool {
         || !rooms.knock.is_empty()
         || !response.account_data.events.is_empty()
         || !response.presence.events.is_empty()
+        || super::e2ee::sync_fields::has_news(response)
 }
 
 /// What one room contributes, computed on a blocking thread.
@@ -233,6 +266,22 @@ async fn build(
             &request.filter.presence,
         )
         .await?;
+    let to_device_cut = super::e2ee::sync_fields::fill(
+        services,
+        request.user.as_str(),
+        &request.device,
+        since.map(|s| (s.stream, s.to_device_position())),
+        upto.stream,
+        &mut response,
+    )
+    .await?;
+    if to_device_cut.is_some() {
+        response.next_batch = SyncToken {
+            to_device: to_device_cut,
+            ..upto
+        }
+        .to_string();
+    }
     Ok(response)
 }
 
@@ -586,5 +635,28 @@ pub async fn resolve_filter(
             serde_json::from_str(&json).map_err(Error::internal)
         }
         Some(_) => Err(Error::invalid_param("Unsupported filter")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_to_device_position_only_when_delivery_was_cut() {
+        let plain: SyncToken = "s42_3".parse().unwrap();
+        assert_eq!(plain.to_device, None);
+        assert_eq!(plain.to_device_position(), 42);
+        assert_eq!(plain.to_string(), "s42_3");
+        let cut: SyncToken = "s42_3_17".parse().unwrap();
+        assert_eq!(cut.to_device_position(), 17);
+        assert_eq!(cut.to_string(), "s42_3_17");
+        // A to-device position past the stream position is never trusted beyond it.
+        assert_eq!(
+            "s5_0_99".parse::<SyncToken>().unwrap().to_device_position(),
+            5
+        );
+        assert!("s5_0_x".parse::<SyncToken>().is_err());
+        assert!("s5_0_1_2".parse::<SyncToken>().is_err());
     }
 }

@@ -2,24 +2,32 @@
 
 use http::StatusCode;
 use ruma::{MxcUri, OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
+use tokio::sync::watch;
 
 use super::passwords;
 use crate::{
     error::{Error, Result},
-    storage::{Database, users as store, users::UserRow},
+    services::rooms::publish,
+    storage::{Database, rooms::current_stream_position, users as store, users::UserRow},
 };
 
 pub struct Users {
     db: Database,
     server_name: OwnedServerName,
+    /// Signing devices out changes device lists (stream positions): /sync must wake for it.
+    stream: watch::Sender<i64>,
 }
 
 /// Longest user ID the spec allows, sigil and server name included.
 const MAX_USER_ID_LENGTH: usize = 255;
 
 impl Users {
-    pub fn new(db: Database, server_name: OwnedServerName) -> Self {
-        Self { db, server_name }
+    pub fn new(db: Database, server_name: OwnedServerName, stream: watch::Sender<i64>) -> Self {
+        Self {
+            db,
+            server_name,
+            stream,
+        }
     }
 
     /// Reads a localpart or a full user ID of this server; the ID need not exist.
@@ -168,7 +176,8 @@ impl Users {
         passwords::check_policy(&password)?;
         let hash = passwords::hash(password).await?;
         let user_id = user_id.to_string();
-        self.db
+        let position = self
+            .db
             .write(move |tx| {
                 if !store::set_password_hash(tx, &user_id, Some(&hash))? {
                     return Err(Error::not_found(format!("No such user: {user_id}")));
@@ -176,24 +185,29 @@ impl Users {
                 if logout_devices {
                     store::delete_all_devices(tx, &user_id, keep_device.as_deref())?;
                 }
-                Ok(())
+                Ok(current_stream_position(tx)?)
             })
-            .await
+            .await?;
+        publish(&self.stream, position);
+        Ok(())
     }
 
     /// Deactivates the account: signs out every device, removes the password and profile; the
     /// user ID stays reserved forever.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let user_id = user_id.to_string();
-        self.db
+        let position = self
+            .db
             .write(move |tx| {
                 if !store::deactivate(tx, &user_id)? {
                     return Err(Error::not_found(format!("No such user: {user_id}")));
                 }
                 store::delete_all_devices(tx, &user_id, None)?;
-                Ok(())
+                Ok(current_stream_position(tx)?)
             })
-            .await
+            .await?;
+        publish(&self.stream, position);
+        Ok(())
     }
 
     pub async fn set_admin(&self, user_id: &UserId, is_admin: bool) -> Result<()> {

@@ -7,6 +7,8 @@
 
 pub mod account_data;
 pub mod directory;
+pub mod e2ee_keys;
+pub mod key_backup;
 mod migrations;
 pub mod presence;
 pub mod push;
@@ -15,6 +17,7 @@ pub mod relations;
 pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
+pub mod to_device;
 pub mod users;
 
 use std::{

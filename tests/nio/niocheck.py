@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
 import nio
+from nio.store import SqliteMemoryStore
 
 T = TypeVar("T")
 
@@ -95,14 +96,17 @@ class Checks:
         self.passed.append(what)
         print(f"ok: {what}", flush=True)
 
-    def client(self, user: str = "") -> nio.AsyncClient:
+    def client(self, user: str = "", encryption: bool = False) -> nio.AsyncClient:
         """A new nio client with bounded retries, so a broken server fails the run quickly
-        instead of being retried forever. Closed when the scenario ends."""
+        instead of being retried forever. Closed when the scenario ends. With `encryption`, its
+        Olm account and sessions live in memory (nio's SqliteMemoryStore)."""
+        extra: dict[str, Any] = {"store": SqliteMemoryStore} if encryption else {}
         config = nio.AsyncClientConfig(
             max_limit_exceeded=0,
             max_timeouts=2,
             request_timeout=30,
-            encryption_enabled=False,
+            encryption_enabled=encryption,
+            **extra,
         )
         client = nio.AsyncClient(self.homeserver, user=user, config=config)
         self._clients.append(client)
@@ -134,9 +138,11 @@ class Checks:
         expect_equal(client.user_id, response.user_id, f"register {localpart}: client user_id")
         return Account(localpart, password, response.user_id, response.device_id, client)
 
-    async def login(self, account: Account, device_name: str = "nio login") -> nio.AsyncClient:
+    async def login(
+        self, account: Account, device_name: str = "nio login", encryption: bool = False
+    ) -> nio.AsyncClient:
         """Logs `account` in with its password on a new client; returns that client."""
-        client = self.client(user=account.user_id)
+        client = self.client(user=account.user_id, encryption=encryption)
         response = expect(
             await client.login(account.password, device_name=device_name),
             nio.LoginResponse,

@@ -2,11 +2,13 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod capabilities;
 mod devices;
 mod directory;
 mod ephemeral;
 mod events;
+mod keys;
 mod presence;
 mod profile;
 mod push;
@@ -34,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .merge(push::routes())
         .merge(presence::routes())
         .merge(tags::routes())
+        .merge(keys::routes())
+        .merge(backup::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)

@@ -32,6 +32,18 @@ use crate::{
 /// authorization rules and state resolution of ruma-state-res apply).
 pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
 
+/// Publishes a stream position written and committed, waking /sync long-polls.
+pub fn publish(stream: &watch::Sender<i64>, position: i64) {
+    stream.send_if_modified(|current| {
+        if position > *current {
+            *current = position;
+            true
+        } else {
+            false
+        }
+    });
+}
+
 pub struct Rooms {
     db: Database,
     server_name: OwnedServerName,
@@ -65,14 +77,13 @@ impl Rooms {
 
     /// Wakes /sync long-polls after something at `position` was written.
     pub fn notify(&self, position: i64) {
-        self.stream.send_if_modified(|current| {
-            if position > *current {
-                *current = position;
-                true
-            } else {
-                false
-            }
-        });
+        publish(&self.stream, position);
+    }
+
+    /// The stream position's sender, for services that write to the stream outside rooms (device
+    /// changes are device-list changes).
+    pub fn stream_sender(&self) -> watch::Sender<i64> {
+        self.stream.clone()
     }
 
     /// Wakes every /sync long-poll so that it re-checks ephemeral state (typing).

@@ -1,0 +1,54 @@
+//! Who must fetch whose device keys again: /sync's `device_lists` and `/keys/changes`.
+//!
+//! `changed` holds users sharing a joined room with the requester (or the requester) whose
+//! device list changed between two stream positions, and users who started sharing a room with
+//! them; `left` holds users who shared a room with them and no longer share any. As in Synapse,
+//! every shared room counts, encrypted or not.
+
+use std::collections::BTreeSet;
+
+use ruma::OwnedUserId;
+use rusqlite::Connection;
+
+use crate::{error::Result, storage::e2ee_keys as store};
+
+#[derive(Debug, Default)]
+pub struct DeviceLists {
+    pub changed: Vec<OwnedUserId>,
+    pub left: Vec<OwnedUserId>,
+}
+
+/// The changes in `(since, upto]` for `user`.
+pub fn between(conn: &Connection, user: &str, since: i64, upto: i64) -> Result<DeviceLists> {
+    if since >= upto {
+        return Ok(DeviceLists::default());
+    }
+    let sharing: BTreeSet<String> = store::users_sharing_a_room(conn, user)?
+        .into_iter()
+        .collect();
+    let mut changed: BTreeSet<String> =
+        store::device_list_changes_between(conn, user, since, upto)?
+            .into_iter()
+            .collect();
+    let mut left = BTreeSet::new();
+    for (other, membership) in store::membership_changes_around(conn, user, since, upto)? {
+        match membership.as_str() {
+            "join" if sharing.contains(&other) => {
+                changed.insert(other);
+            }
+            "leave" | "ban" if !sharing.contains(&other) => {
+                left.insert(other);
+            }
+            _ => {}
+        }
+    }
+    let ids = |set: BTreeSet<String>| {
+        set.into_iter()
+            .filter_map(|u| OwnedUserId::try_from(u).ok())
+            .collect()
+    };
+    Ok(DeviceLists {
+        changed: ids(changed.difference(&left).cloned().collect()),
+        left: ids(left),
+    })
+}
