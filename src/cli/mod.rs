@@ -80,9 +80,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
+                // Whether a reverse proxy sits in front carries over from the client listener.
+                let x_forwarded = config
+                    .listeners
+                    .iter()
+                    .find(|l| l.serves("client"))
+                    .is_some_and(|l| l.x_forwarded);
                 config.listeners = vec![crate::config::Listener {
                     port: listen.port(),
                     bind_addresses: vec![listen.ip().to_string()],
+                    x_forwarded,
                     ..crate::config::Listener::default()
                 }];
             }
