@@ -73,7 +73,9 @@ if [[ -z "$binary" ]]; then
     else
         if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
             dpkg --add-architecture "$arch"
-            apt-get update
+            # A stale index of another architecture fails `update` as a whole; what we need
+            # may still be there, and need_packages says so clearly if not.
+            apt-get update || echo "apt-get update reported errors (see above); trying anyway" >&2
         fi
         need_packages rustc-web cargo-web "libstd-rust-web-dev:$arch" "gcc-$gnu" "libc6-dev-$arch-cross" qemu-user-static
         upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
