@@ -1,5 +1,6 @@
-//! Start-up and shutdown of the server: opens the services, binds every listener, serves until
-//! SIGTERM or SIGINT, then lets in-flight requests finish.
+//! Start-up and shutdown of the server: opens the services, binds every listener, tells systemd
+//! it is ready, serves until SIGTERM or SIGINT, then lets in-flight requests finish. SIGHUP asks
+//! the parts that can change live (certificates) to reload.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -55,7 +56,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    wait_for_shutdown_signal().await;
+    crate::systemd::ready("serving");
+    crate::systemd::spawn_watchdog(services.clone());
+    let (reload_tx, _) = watch::channel(0u64);
+    wait_for_shutdown_signal(&reload_tx).await;
+    crate::systemd::stopping();
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -73,12 +78,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() {
+/// Waits for SIGTERM or SIGINT. Each SIGHUP in the meantime bumps the reload generation that
+/// live-reloadable parts watch (`systemctl reload` sends it).
+async fn wait_for_shutdown_signal(reload: &watch::Sender<u64>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let mut hup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                crate::systemd::reloading();
+                reload.send_modify(|generation| *generation += 1);
+                tracing::info!(watchers = reload.receiver_count(), "reload requested (SIGHUP)");
+                crate::systemd::ready("serving");
+            }
+        }
     }
 }

@@ -30,6 +30,8 @@ use crate::{config::Config, storage::Database};
 /// Everything a request handler or a CLI command may use, built once from the config.
 pub struct Services {
     pub config: Config,
+    /// For health checks only: each service holds its own handle for its work.
+    db: Database,
     pub server_name: OwnedServerName,
     pub users: users::Users,
     pub sessions: sessions::Sessions,
@@ -103,7 +105,14 @@ impl Services {
             server_key,
             server_name,
             config,
+            db,
         }))
+    }
+
+    /// Whether the server can still do its work: a read on the database's blocking pool
+    /// completes. The systemd watchdog pings only while this succeeds.
+    pub async fn check_health(&self) -> Result<(), rusqlite::Error> {
+        self.db.read(crate::storage::ping).await
     }
 }
 

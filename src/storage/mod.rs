@@ -172,6 +172,11 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
 }
 
 /// Milliseconds since the Unix epoch.
+/// The cheapest statement that proves a connection works.
+pub fn ping(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.query_row("SELECT 1", [], |_| Ok(()))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
