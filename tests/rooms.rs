@@ -1362,3 +1362,71 @@ async fn a_state_change_carries_what_it_replaced_in_unsigned() {
         .unwrap();
     assert!(create["unsigned"].get("prev_content").is_none(), "{create}");
 }
+
+#[tokio::test]
+async fn a_profile_change_reaches_every_joined_room() {
+    let server = TestServer::start().await;
+    let [alice, bob] = &users(&server, &["alice", "bob"]).await[..] else {
+        unreachable!()
+    };
+    let first = create_room(&server, alice, json!({})).await;
+    let second = create_room(&server, bob, json!({"preset": "public_chat"})).await;
+    must_join(&server, alice, &second).await;
+    let left = create_room(&server, alice, json!({"preset": "public_chat"})).await;
+    must_join(&server, bob, &left).await;
+    assert_eq!(leave(&server, alice, &left).await.0, StatusCode::OK);
+
+    let (status, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"displayname": "Alice A."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for room in [&first, &second] {
+        let (status, member) = get_state(
+            &server,
+            bob_or(alice, bob, room, &first),
+            room,
+            "m.room.member",
+            &alice.user_id,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{member}");
+        assert_eq!(member["displayname"], "Alice A.", "{room}: {member}");
+        assert_eq!(member["membership"], "join");
+    }
+    // Not in a room she left.
+    let events = full_state(&server, bob, &left).await;
+    let member = find_state(&events, "m.room.member", &alice.user_id).unwrap();
+    assert_eq!(member["content"]["membership"], "leave");
+    assert!(member["content"].get("displayname").is_none(), "{member}");
+
+    // Setting the same name again sends nothing new.
+    let before = full_state(&server, alice, &first).await;
+    let (status, _) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"displayname": "Alice A."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let after = full_state(&server, alice, &first).await;
+    assert_eq!(
+        find_state(&before, "m.room.member", &alice.user_id).unwrap()["event_id"],
+        find_state(&after, "m.room.member", &alice.user_id).unwrap()["event_id"]
+    );
+}
+
+/// Whoever of the two is joined to `room` (alice created `first`, bob the other).
+fn bob_or<'a>(alice: &'a Session, bob: &'a Session, room: &str, first: &str) -> &'a Session {
+    if room == first { alice } else { bob }
+}

@@ -75,6 +75,7 @@ pub async fn set_display_name(
         .users
         .set_displayname(&sender.user_id, request.body.displayname.clone())
         .await?;
+    propagate_profile(&services, &sender.user_id).await?;
     Ok(set_display_name::Response::new().into())
 }
 
@@ -100,5 +101,20 @@ pub async fn set_avatar_url(
     }
     let url = request.body.avatar_url.as_ref().map(|u| u.to_string());
     services.users.set_avatar_url(&sender.user_id, url).await?;
+    propagate_profile(&services, &sender.user_id).await?;
     Ok(set_avatar_url::Response::new().into())
+}
+
+/// Rooms show names and avatars from member events: the new profile goes to every joined room.
+async fn propagate_profile(services: &Services, user_id: &UserId) -> Result<()> {
+    let user = services
+        .users
+        .get(user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("No such user"))?;
+    services
+        .rooms
+        .update_profile(user_id, (user.displayname, user.avatar_url))
+        .await?;
+    Ok(())
 }

@@ -169,6 +169,43 @@ fn with_profile(content: &mut Value, (name, avatar): Profile) {
 }
 
 impl Rooms {
+    /// Re-sends the user's join event with their new display name and avatar in every room they
+    /// are joined to, as Synapse does: clients show names and avatars from member events. A
+    /// room whose rules refuse the change keeps the old profile; the others still get it.
+    pub async fn update_profile(&self, user: &UserId, (name, avatar): Profile) -> Result<()> {
+        for room_id in self.joined_rooms(user).await? {
+            let mut content = match self
+                .state_content(&room_id, user, "m.room.member", user.as_str())
+                .await
+            {
+                Ok(content) => content,
+                Err(e) => {
+                    tracing::warn!(room = %room_id, error = %e, "no member event to update");
+                    continue;
+                }
+            };
+            let Some(fields) = content.as_object_mut() else {
+                continue;
+            };
+            // A join event's reason belongs to the join, not to a profile change.
+            fields.remove("reason");
+            let before = fields.clone();
+            for (key, value) in [("displayname", &name), ("avatar_url", &avatar)] {
+                match value {
+                    Some(value) => fields.insert(key.to_owned(), json!(value)),
+                    None => fields.remove(key),
+                };
+            }
+            if *fields == before {
+                continue;
+            }
+            if let Err(e) = self.set_member(&room_id, user, user, content).await {
+                tracing::warn!(room = %room_id, error = %e, "profile change not sent to room");
+            }
+        }
+        Ok(())
+    }
+
     pub async fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
         let user = user.to_string();
         let rows = self

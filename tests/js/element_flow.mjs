@@ -1,0 +1,177 @@
+// What Element Web does through matrix-js-sdk, against the appliance: log in, start the sync
+// loop with lazy-loaded members, create a room, invite, join, send, reply, react, edit, redact,
+// type, read receipts, rename, change display name, tag, paginate back, leave. Any failed
+// request, sync error or missing event fails the run (exit code 1).
+//
+//   node element_flow.mjs <base_url> <alice> <bob> <password>
+import * as sdk from "matrix-js-sdk";
+
+const [baseUrl, aliceName, bobName, password] = process.argv.slice(2);
+const TIMEOUT_MS = 20000;
+
+function fail(message) {
+    console.error(`FAIL: ${message}`);
+    process.exit(1);
+}
+
+// Resolves with the first emission of `event` whose arguments satisfy `predicate`.
+function waitFor(emitter, event, predicate, what) {
+    return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+            emitter.off(event, listener);
+            reject(new Error(`timed out waiting for ${what}`));
+        }, TIMEOUT_MS);
+        function listener(...args) {
+            if (predicate(...args)) {
+                clearTimeout(timer);
+                emitter.off(event, listener);
+                resolve(args);
+            }
+        }
+        emitter.on(event, listener);
+    });
+}
+
+async function loggedIn(user) {
+    const anonymous = sdk.createClient({ baseUrl });
+    const versions = await anonymous.getVersions();
+    if (!versions.versions.includes("v1.11")) fail(`versions: ${JSON.stringify(versions)}`);
+    const login = await anonymous.login("m.login.password", {
+        identifier: { type: "m.id.user", user },
+        password,
+        initial_device_display_name: "js-sdk test",
+    });
+    const client = sdk.createClient({
+        baseUrl,
+        accessToken: login.access_token,
+        userId: login.user_id,
+        deviceId: login.device_id,
+    });
+    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
+        if (state === "ERROR") fail(`${user}: sync error ${data?.error}`);
+    });
+    const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED", `${user} PREPARED`);
+    // Element's options: lazy-loaded members, a 20-event initial timeline.
+    await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
+    await prepared;
+    return client;
+}
+
+function timelineEvent(client, roomId, predicate, what) {
+    return waitFor(client, sdk.RoomEvent.Timeline, (event, room) => room?.roomId === roomId && predicate(event), what);
+}
+
+async function main() {
+    const alice = await loggedIn(aliceName);
+    const bob = await loggedIn(bobName);
+    const aliceId = alice.getUserId();
+    const bobId = bob.getUserId();
+
+    // What Element asks for at start-up.
+    const capabilities = await alice.getCapabilities();
+    if (!capabilities["m.room_versions"]?.default) fail(`capabilities: ${JSON.stringify(capabilities)}`);
+    await alice.getPushRules();
+    const whoami = await alice.whoami();
+    if (whoami.user_id !== aliceId) fail(`whoami: ${JSON.stringify(whoami)}`);
+    await alice.getDevices();
+
+    // Create and invite; bob sees the invite through sync and joins.
+    const invited = waitFor(bob, sdk.RoomMemberEvent.Membership,
+        (_event, member) => member.userId === bobId && member.membership === "invite", "bob's invite");
+    const { room_id: roomId } = await alice.createRoom({ name: "js-sdk room", invite: [bobId], preset: "private_chat" });
+    await invited;
+    const bobJoinedSeenByAlice = waitFor(alice, sdk.RoomMemberEvent.Membership,
+        (_event, member) => member.roomId === roomId && member.userId === bobId && member.membership === "join", "bob's join at alice");
+    await bob.joinRoom(roomId);
+    await bobJoinedSeenByAlice;
+
+    // A message, a reply, a reaction, an edit, a redaction.
+    const hello = timelineEvent(bob, roomId, (e) => e.getContent().body === "hello bob", "hello at bob");
+    const { event_id: helloId } = await alice.sendMessage(roomId, { msgtype: "m.text", body: "hello bob" });
+    const [helloEvent] = await hello;
+    if (helloEvent.getSender() !== aliceId) fail("wrong sender");
+
+    const reply = timelineEvent(alice, roomId, (e) => e.getContent().body === "hi alice", "reply at alice");
+    await bob.sendMessage(roomId, {
+        msgtype: "m.text",
+        body: "hi alice",
+        "m.relates_to": { "m.in_reply_to": { event_id: helloId } },
+    });
+    const [replyEvent] = await reply;
+    if (replyEvent.replyEventId !== helloId) fail(`reply points at ${replyEvent.replyEventId}`);
+
+    const reaction = timelineEvent(alice, roomId, (e) => e.getType() === "m.reaction", "reaction at alice");
+    await bob.sendEvent(roomId, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: helloId, key: "👍" } });
+    const [reactionEvent] = await reaction;
+    if (reactionEvent.getRelation()?.event_id !== helloId) fail("reaction relation lost");
+
+    const edit = timelineEvent(bob, roomId, (e) => e.getContent()["m.new_content"]?.body === "hello, bob", "edit at bob");
+    await alice.sendMessage(roomId, {
+        msgtype: "m.text",
+        body: "* hello, bob",
+        "m.new_content": { msgtype: "m.text", body: "hello, bob" },
+        "m.relates_to": { rel_type: "m.replace", event_id: helloId },
+    });
+    await edit;
+
+    const oopsAtBob = timelineEvent(bob, roomId, (e) => e.getContent().body === "oops", "oops at bob");
+    const { event_id: oopsId } = await alice.sendMessage(roomId, { msgtype: "m.text", body: "oops" });
+    const [oopsEvent] = await oopsAtBob;
+    const redaction = timelineEvent(bob, roomId,
+        (e) => e.getType() === "m.room.redaction" && (e.event.redacts ?? e.getContent().redacts) === oopsId, "redaction at bob");
+    await alice.redactEvent(roomId, oopsId);
+    await redaction;
+    if (!oopsEvent.isRedacted()) fail("bob's copy of the message is not redacted");
+
+    // Typing and read receipts reach the other side.
+    const typing = waitFor(bob, sdk.RoomMemberEvent.Typing,
+        (_event, member) => member.userId === aliceId && member.typing, "alice typing at bob");
+    await alice.sendTyping(roomId, true, 30000);
+    await typing;
+    const receipt = waitFor(alice, sdk.RoomEvent.Receipt,
+        (event, room) => room.roomId === roomId && event.getContent()[helloId]?.["m.read"]?.[bobId] !== undefined,
+        "bob's receipt at alice");
+    await bob.sendReadReceipt(helloEvent);
+    await receipt;
+
+    // State changes: room name and display name.
+    const renamed = waitFor(bob, sdk.RoomEvent.Name, (room) => room.roomId === roomId && room.name === "renamed", "rename at bob");
+    await alice.setRoomName(roomId, "renamed");
+    await renamed;
+    const nameChange = waitFor(bob, sdk.RoomMemberEvent.Name,
+        (_event, member) => member.userId === aliceId && member.name === "Alice A.", "display name at bob");
+    await alice.setDisplayName("Alice A.");
+    await nameChange;
+
+    // Account data: a favourite tag, as Element sets it.
+    await alice.setRoomTag(roomId, "m.favourite", { order: 0.5 });
+    const tags = await alice.getRoomTags(roomId);
+    if (!tags.tags["m.favourite"]) fail(`tags: ${JSON.stringify(tags)}`);
+
+    // Back-pagination, as scrolling up does, reaches the room's creation.
+    for (let i = 0; i < 30; i++) {
+        await alice.sendMessage(roomId, { msgtype: "m.text", body: `filler ${i}` });
+    }
+    const fresh = await loggedIn(aliceName);
+    let room = fresh.getRoom(roomId);
+    if (!room) fail("room missing after a fresh initial sync");
+    for (let i = 0; i < 10 && room.getLiveTimeline().getPaginationToken(sdk.EventTimeline.BACKWARDS); i++) {
+        room = await fresh.scrollback(room, 20);
+    }
+    const types = room.getLiveTimeline().getEvents().map((e) => e.getType());
+    if (!types.includes("m.room.create")) fail(`scrollback did not reach m.room.create: ${types.slice(0, 5)}`);
+    const bodies = room.getLiveTimeline().getEvents().map((e) => e.getContent().body);
+    if (!bodies.includes("hi alice") || !bodies.includes("filler 29")) fail("history incomplete after scrollback");
+
+    // Leave: bob's client moves the room to "left".
+    const left = waitFor(bob, sdk.RoomMemberEvent.Membership,
+        (_event, member) => member.roomId === roomId && member.userId === bobId && member.membership === "leave", "bob left");
+    await bob.leave(roomId);
+    await left;
+
+    for (const client of [alice, bob, fresh]) client.stopClient();
+    console.log("OK: the js-sdk flow passed");
+    process.exit(0);
+}
+
+main().catch((error) => fail(error?.stack ?? String(error)));
