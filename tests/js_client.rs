@@ -1,6 +1,8 @@
 //! Element's own client library against the real server: tests/js/element_flow.mjs drives two
 //! matrix-js-sdk clients (the SDK Element Web is built on, pinned in tests/js/package.json)
-//! through what Element does, from the sync loop with lazy-loaded members to back-pagination.
+//! through what Element does, from the sync loop with lazy-loaded members to back-pagination;
+//! tests/js/element_e2ee.mjs does Element's encryption set-up (cross-signing, secret storage, key
+//! backup) with the SDK's Rust crypto, an encrypted DM, and a restore from backup.
 //!
 //! Needs Node.js 20 or later and the npm registry: the SDK is installed with `npm ci` into
 //! `<target dir>/test-js` once, and again when tests/js/package-lock.json changes.
@@ -48,17 +50,18 @@ fn prepared_dir() -> PathBuf {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    std::fs::copy(
-        js_sources().join("element_flow.mjs"),
-        dir.join("element_flow.mjs"),
-    )
-    .expect("copy script");
+    for script in ["element_flow.mjs", "element_e2ee.mjs"] {
+        std::fs::copy(js_sources().join(script), dir.join(script)).expect("copy script");
+    }
     dir
 }
 
-#[tokio::test]
-async fn matrix_js_sdk_does_what_element_does() {
-    let dir = tokio::task::spawn_blocking(prepared_dir)
+/// Runs one script with two fresh users and fails, with both sides' output, unless it exits 0
+/// and prints its `OK:` line.
+async fn run_script(script: &str) {
+    // Both tests share one install, made once per test binary.
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = tokio::task::spawn_blocking(|| DIR.get_or_init(prepared_dir).clone())
         .await
         .expect("npm");
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
@@ -66,7 +69,7 @@ async fn matrix_js_sdk_does_what_element_does() {
         server.register(user, "js-sdk-password").await;
     }
     let run = tokio::process::Command::new("node")
-        .arg(dir.join("element_flow.mjs"))
+        .arg(dir.join(script))
         .args([server.base_url.as_str(), "alice", "bob", "js-sdk-password"])
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -75,26 +78,33 @@ async fn matrix_js_sdk_does_what_element_does() {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "the js-sdk flow did not finish; server log:\n{}",
+                "{script} did not finish; server log:\n{}",
                 server.log_text()
             )
         })
         .expect("cannot run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    };
     assert!(
-        output.status.success() && stdout.contains("OK: the js-sdk flow passed"),
-        "the js-sdk flow failed ({}).\n--- stdout:\n{stdout}--- stderr (last 60 lines):\n{}\n--- server log:\n{}",
+        output.status.success() && stdout.lines().any(|l| l.starts_with("OK: ")),
+        "{script} failed ({}).\n--- stdout (last 60 lines):\n{}\n--- stderr (last 60 lines):\n{}\n--- server log:\n{}",
         output.status,
-        stderr
-            .lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n"),
+        tail(&stdout),
+        tail(&stderr),
         server.log_text()
     );
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_does_what_element_does() {
+    run_script("element_flow.mjs").await;
+}
+
+#[tokio::test]
+async fn elements_crypto_sets_up_backup_and_decrypts_a_dm() {
+    run_script("element_e2ee.mjs").await;
 }
