@@ -5,12 +5,14 @@
 pub mod account_data;
 pub mod directory;
 pub mod filter;
+pub mod media;
 pub mod passwords;
 pub mod presence;
 pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
+pub mod server_auth;
 pub mod server_key;
 pub mod sessions;
 pub mod shared_secret;
@@ -41,6 +43,7 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
     pub directory: directory::Directory,
+    pub media: media::Media,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
@@ -91,6 +94,7 @@ impl Services {
                 server_name.clone(),
                 &config.user_directory,
             ),
+            media: media::Media::open(db.clone(), &config)?,
             rooms: rooms::Rooms::new(
                 db.clone(),
                 server_name.clone(),

@@ -7,6 +7,7 @@
 
 pub mod account_data;
 pub mod directory;
+pub mod media;
 mod migrations;
 pub mod presence;
 pub mod push;

@@ -62,6 +62,11 @@ impl AuthRequirement for AppserviceTokenOptional {
 impl AuthRequirement for AppserviceToken {
     const TOKEN: TokenUse = TokenUse::Required;
 }
+// Federation endpoints carry a server signature, not a token: their handlers also take
+// `web::server_auth::ServerOrigin`, which verifies it.
+impl AuthRequirement for ruma::api::federation::authentication::ServerSignatures {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
 
 /// A parsed ruma request with who sent it.
 pub struct Ruma<T> {

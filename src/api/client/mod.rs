@@ -7,6 +7,7 @@ mod devices;
 mod directory;
 mod ephemeral;
 mod events;
+mod media;
 mod presence;
 mod profile;
 mod push;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .merge(push::routes())
         .merge(presence::routes())
         .merge(tags::routes())
+        .merge(media::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)
