@@ -102,3 +102,9 @@ async fn nio_rooms() {
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
     run_nio_script(&server, "rooms.py").await;
 }
+
+#[tokio::test]
+async fn nio_media() {
+    let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
+    run_nio_script(&server, "media.py").await;
+}

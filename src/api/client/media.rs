@@ -63,6 +63,32 @@ pub fn routes() -> Router<AppState> {
         .ruma::<legacy_content::Request, _, _>(legacy_download)
         .ruma::<legacy_filename::Request, _, _>(legacy_download_as)
         .ruma::<legacy_thumbnail::Request, _, _>(legacy_get_thumbnail)
+        // matrix-nio asks for `/download/{serverName}/{mediaId}/` (an empty file name).
+        .route_with_trailing_slash::<content::Request, _, _>(download)
+        .route_with_trailing_slash::<legacy_content::Request, _, _>(legacy_download)
+}
+
+trait TrailingSlash {
+    fn route_with_trailing_slash<Req, H, X>(self, handler: H) -> Self
+    where
+        Req: ruma::api::IncomingRequest,
+        H: axum::handler::Handler<X, AppState>,
+        X: 'static;
+}
+
+impl TrailingSlash for Router<AppState> {
+    fn route_with_trailing_slash<Req, H, X>(mut self, handler: H) -> Self
+    where
+        Req: ruma::api::IncomingRequest,
+        H: axum::handler::Handler<X, AppState>,
+        X: 'static,
+    {
+        use ruma::api::path_builder::PathBuilder;
+        for path in Req::PATH_BUILDER.all_paths() {
+            self = self.route(&format!("{path}/"), axum::routing::get(handler.clone()));
+        }
+        self
+    }
 }
 
 #[derive(Deserialize)]
