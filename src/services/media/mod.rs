@@ -5,7 +5,7 @@
 pub mod store;
 pub mod thumbnail;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -50,7 +50,16 @@ pub struct Media {
     uploaded: watch::Sender<u64>,
     /// Image decoding takes memory (up to 4 bytes a pixel): one at a time per core.
     thumbnailing: Semaphore,
+    /// Which cached thumbnail file answered a request, so that a repeated request is served
+    /// without opening the original (whose size decides the choice) again.
+    chosen: std::sync::Mutex<HashMap<ChoiceKey, String>>,
 }
+
+/// (content SHA-256, requested width, height, method).
+type ChoiceKey = (String, u32, u32, ThumbnailMethod);
+
+/// Remembered choices; the map is emptied when it grows past this (it only saves work).
+const MAX_REMEMBERED_CHOICES: usize = 10_000;
 
 /// Stored content ready to be served.
 #[derive(Debug, Clone)]
@@ -98,6 +107,7 @@ impl Media {
             pending_lifetime: config.unused_expiration_time.0,
             uploaded: watch::channel(0).0,
             thumbnailing: Semaphore::new(cores),
+            chosen: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -304,6 +314,15 @@ impl Media {
             ));
         };
         let sha256 = row.sha256.unwrap_or_default();
+        let key = (
+            sha256.clone(),
+            request.width,
+            request.height,
+            request.method,
+        );
+        if let Some(content) = self.remembered_thumbnail(&key, output).await {
+            return Ok(content);
+        }
         let source_path = self.store.content_path(&sha256);
         let _permit = self
             .thumbnailing
@@ -339,13 +358,29 @@ impl Media {
                 Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, e.to_string())
             }
         })?;
-        Ok(Content {
-            path,
-            size,
-            content_type: Some(output.content_type().to_owned()),
-            filename: None,
-            sha256: format!("{}-{name}", row.media_id),
-        })
+        let mut chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        if chosen.len() >= MAX_REMEMBERED_CHOICES {
+            chosen.clear();
+        }
+        chosen.insert(key.clone(), name.clone());
+        Ok(thumbnail_content(path, size, output, &key.0, &name))
+    }
+
+    /// The cached thumbnail that answered the same request before, if its file is still there.
+    async fn remembered_thumbnail(
+        &self,
+        key: &ChoiceKey,
+        output: thumbnail::OutputType,
+    ) -> Option<Content> {
+        let name = self
+            .chosen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()?;
+        let path = self.store.thumbnail_path(&key.0, &name);
+        let size = tokio::fs::metadata(&path).await.ok()?.len();
+        Some(thumbnail_content(path, size, output, &key.0, &name))
     }
 
     async fn row_with_content(
@@ -530,6 +565,23 @@ fn new_media_id() -> String {
         .take(24)
         .map(char::from)
         .collect()
+}
+
+fn thumbnail_content(
+    path: PathBuf,
+    size: u64,
+    output: thumbnail::OutputType,
+    sha256: &str,
+    name: &str,
+) -> Content {
+    Content {
+        path,
+        size,
+        content_type: Some(output.content_type().to_owned()),
+        filename: None,
+        // The ETag: the thumbnail follows from the content and its name.
+        sha256: format!("{sha256}-{name}"),
+    }
 }
 
 fn store_error(e: std::io::Error) -> Error {

@@ -217,14 +217,26 @@ pub fn render(
     target: Target,
     output: OutputType,
 ) -> Result<Vec<u8>, ThumbnailError> {
+    let started = std::time::Instant::now();
     let mut image = DynamicImage::from_decoder(source.decoder)?;
     image.apply_orientation(source.orientation);
+    let decoded = started.elapsed();
     let thumbnail = match target.method {
         ThumbnailMethod::Scale => resize(&image, target.width, target.height),
         ThumbnailMethod::Crop => crop(&image, target.width, target.height),
     };
     drop(image);
-    encode(&thumbnail, output)
+    let resized = started.elapsed();
+    let encoded = encode(&thumbnail, output)?;
+    tracing::debug!(
+        width = target.width,
+        height = target.height,
+        decode_ms = decoded.as_millis() as u64,
+        resize_ms = (resized - decoded).as_millis() as u64,
+        encode_ms = (started.elapsed() - resized).as_millis() as u64,
+        "made a thumbnail"
+    );
+    Ok(encoded)
 }
 
 /// Synapse's crop: scale so the box is covered, then cut the middle out.
