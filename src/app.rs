@@ -16,6 +16,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let services = Services::open(config)?;
     crate::services::presence::spawn_timeouts(&services);
+    crate::services::media::spawn_retention(&services);
     let router = web::router(services.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);

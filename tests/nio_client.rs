@@ -108,3 +108,9 @@ async fn nio_e2ee() {
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
     run_nio_script(&server, "e2ee.py").await;
 }
+
+#[tokio::test]
+async fn nio_media() {
+    let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
+    run_nio_script(&server, "media.py").await;
+}

@@ -2,5 +2,6 @@
 //! a ruma response. One file per area of the spec.
 
 pub mod client;
+pub mod media_http;
 pub mod server;
 pub mod synapse_admin;

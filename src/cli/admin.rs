@@ -1,4 +1,4 @@
-//! `appliance admin …`: accounts and registration tokens, through the same services as the API,
+//! `appliance admin …`: accounts, registration tokens and media, through the same services as the API,
 //! on the same database, so a running server sees each change at once.
 
 use std::process::ExitCode;
@@ -47,6 +47,9 @@ pub enum AdminCommand {
     /// Registration tokens (for `registration_requires_token`).
     #[command(subcommand)]
     RegistrationToken(TokenCommand),
+    /// The media repository: list, delete, purge cached remote media.
+    #[command(subcommand)]
+    Media(super::media::MediaCommand),
 }
 
 #[derive(Subcommand)]
@@ -83,7 +86,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<ExitCo
     }
 }
 
-enum AdminError {
+pub(super) enum AdminError {
     Matrix(Error),
     Other(anyhow::Error),
 }
@@ -165,6 +168,7 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
             );
         }
         AdminCommand::RegistrationToken(command) => registration_token(services, command).await?,
+        AdminCommand::Media(command) => super::media::run(services, command).await?,
     }
     Ok(())
 }
@@ -215,7 +219,7 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
-fn format_time(ms: Option<i64>) -> String {
+pub(super) fn format_time(ms: Option<i64>) -> String {
     let Some(ms) = ms.and_then(|ms| u64::try_from(ms).ok()) else {
         return "-".to_owned();
     };

@@ -2,6 +2,7 @@
 //! HTTP API.
 
 mod admin;
+mod media;
 mod password;
 
 use std::{
@@ -46,7 +47,7 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Manage accounts and registration tokens (works while the server runs).
+    /// Manage accounts, registration tokens and media (works while the server runs).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
 }

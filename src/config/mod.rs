@@ -5,6 +5,7 @@
 //! follow the Synapse guides feel at home. Unknown keys are refused with their line.
 
 mod element;
+pub mod media;
 mod tls;
 mod units;
 mod validate;
@@ -162,6 +163,31 @@ pub struct Config {
     /// Peer addresses or CIDR ranges (`192.168.1.0/24`) the relay may reach even though they
     /// are private.
     pub turn_allowed_peer_ips: Vec<String>,
+    // The media repository, with Synapse's keys (see `media.rs`).
+    /// Where uploaded and cached media files are kept; `<data_dir>/media_store` when unset.
+    pub media_store_path: Option<PathBuf>,
+    /// Images with more pixels than this (width × height, e.g. `32M`) are not thumbnailed: their
+    /// header is read, their pixels are never decoded.
+    pub max_image_pixels: ByteSize,
+    /// Make thumbnails of exactly the requested size. When `false`, a thumbnail request gets the
+    /// nearest of `thumbnail_sizes`, as in Synapse.
+    pub dynamic_thumbnails: bool,
+    /// The thumbnail sizes made (on first request, then kept), as Synapse's list.
+    pub thumbnail_sizes: Vec<media::ThumbnailSize>,
+    /// Mark media uploaded while this is `true` as served only through the authenticated
+    /// `/_matrix/client/v1/media` endpoints (the legacy `/_matrix/media/v3` ones answer 404 for
+    /// it), as Synapse's key does. `false` by default so that older clients can show media.
+    pub enable_authenticated_media: bool,
+    /// URL previews (`/preview_url`). Not available yet: only `false` is accepted.
+    pub url_preview_enabled: bool,
+    /// IP ranges URL previews may never fetch from, as Synapse's list.
+    pub url_preview_ip_range_blacklist: Vec<String>,
+    /// How long media is kept, as Synapse's `media_retention`.
+    pub media_retention: media::MediaRetention,
+    /// How many `/create`d media IDs a user may hold without having uploaded them.
+    pub max_pending_media_uploads: u32,
+    /// How long a media ID from `/create` waits for its upload before it expires.
+    pub unused_expiration_time: Duration,
 }
 
 impl Default for Config {
@@ -212,6 +238,16 @@ impl Default for Config {
             ],
             turn_allow_private_peers: false,
             turn_allowed_peer_ips: Vec::new(),
+            media_store_path: None,
+            max_image_pixels: media::default_max_image_pixels(),
+            dynamic_thumbnails: false,
+            thumbnail_sizes: media::default_thumbnail_sizes(),
+            enable_authenticated_media: false,
+            url_preview_enabled: false,
+            url_preview_ip_range_blacklist: Vec::new(),
+            media_retention: media::MediaRetention::default(),
+            max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
+            unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,
         }
     }
 }

@@ -123,6 +123,7 @@ impl Config {
         {
             return Err(("registration_shared_secret", "must not be empty".to_owned()));
         }
+        super::media::validate(self)?;
         Ok(())
     }
 

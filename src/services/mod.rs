@@ -6,12 +6,14 @@ pub mod account_data;
 pub mod directory;
 pub mod e2ee;
 pub mod filter;
+pub mod media;
 pub mod passwords;
 pub mod presence;
 pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
+pub mod server_auth;
 pub mod server_key;
 pub mod sessions;
 pub mod shared_secret;
@@ -44,6 +46,7 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
     pub directory: directory::Directory,
+    pub media: media::Media,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
@@ -101,6 +104,7 @@ impl Services {
                 server_name.clone(),
                 &config.user_directory,
             ),
+            media: media::Media::open(db.clone(), &config)?,
             rooms,
             server_key,
             server_name,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_search.sql"),
     include_str!("migrations/0004_presence.sql"),
     include_str!("migrations/0005_e2ee.sql"),
+    include_str!("migrations/0006_media.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -9,6 +9,7 @@ pub mod account_data;
 pub mod directory;
 pub mod e2ee_keys;
 pub mod key_backup;
+pub mod media;
 mod migrations;
 pub mod presence;
 pub mod push;

@@ -4,6 +4,7 @@
 pub mod client_ip;
 mod error;
 pub mod ruma;
+pub mod server_auth;
 
 use std::{sync::Arc, time::Duration};
 

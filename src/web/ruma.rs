@@ -62,6 +62,11 @@ impl AuthRequirement for AppserviceTokenOptional {
 impl AuthRequirement for AppserviceToken {
     const TOKEN: TokenUse = TokenUse::Required;
 }
+// Federation endpoints carry a server signature, not a token: their handlers also take
+// `web::server_auth::ServerOrigin`, which verifies it.
+impl AuthRequirement for ruma::api::federation::authentication::ServerSignatures {
+    const TOKEN: TokenUse = TokenUse::Ignored;
+}
 
 /// A parsed ruma request with who sent it.
 pub struct Ruma<T> {
@@ -96,8 +101,15 @@ where
         }
         let client_ip = ClientIp::from_parts(&parts);
 
-        let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
-            .map_err(|_| Error::missing_token())?;
+        // Endpoints that ignore tokens are not held to their form: a federation request's
+        // `Authorization` header is `X-Matrix …`, not `Bearer …`.
+        let token = match T::Authentication::TOKEN {
+            TokenUse::Ignored => None,
+            TokenUse::Optional | TokenUse::Required => {
+                extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
+                    .map_err(|_| Error::missing_token())?
+            }
+        };
         let sender = match (T::Authentication::TOKEN, token) {
             (TokenUse::Ignored, _) | (TokenUse::Optional, None) => None,
             (TokenUse::Required, None) => return Err(Error::missing_token()),

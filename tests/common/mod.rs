@@ -138,6 +138,11 @@ impl TestServer {
         self.launch();
     }
 
+    /// The process ID of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }

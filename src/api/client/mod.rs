@@ -9,6 +9,7 @@ mod directory;
 mod ephemeral;
 mod events;
 mod keys;
+mod media;
 mod presence;
 mod profile;
 mod push;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .merge(tags::routes())
         .merge(keys::routes())
         .merge(backup::routes())
+        .merge(media::routes())
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)

@@ -1,6 +1,7 @@
-//! The server-server API. Only key publication for now; federation grows here.
+//! The server-server API. Key publication and media for now; federation grows here.
 
 mod keys;
+mod media;
 
 use axum::Router;
 use ruma::api::federation::discovery::get_server_keys;
@@ -8,5 +9,7 @@ use ruma::api::federation::discovery::get_server_keys;
 use crate::web::{AppState, ruma::RumaRoutes};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().ruma::<get_server_keys::v2::Request, _, _>(keys::get_server_keys)
+    Router::new()
+        .ruma::<get_server_keys::v2::Request, _, _>(keys::get_server_keys)
+        .merge(media::routes())
 }

@@ -1,0 +1,147 @@
+//! Table `media`: one row per media ID, pointing at its content by SHA-256.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, Clone)]
+pub struct MediaRow {
+    pub origin: String,
+    pub media_id: String,
+    pub uploader: Option<String>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    /// `None` while a `/create`d ID waits for its upload.
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub created_ts: i64,
+    pub uploaded_ts: Option<i64>,
+    pub last_access_ts: Option<i64>,
+    pub authenticated: bool,
+}
+
+const COLUMNS: &str = "origin, media_id, uploader, content_type, filename, size, sha256, \
+                       created_ts, uploaded_ts, last_access_ts, authenticated";
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
+    Ok(MediaRow {
+        origin: row.get(0)?,
+        media_id: row.get(1)?,
+        uploader: row.get(2)?,
+        content_type: row.get(3)?,
+        filename: row.get(4)?,
+        size: row.get(5)?,
+        sha256: row.get(6)?,
+        created_ts: row.get(7)?,
+        uploaded_ts: row.get(8)?,
+        last_access_ts: row.get(9)?,
+        authenticated: row.get(10)?,
+    })
+}
+
+/// Inserts a row (uploaded or pending); `false` when the ID exists already.
+pub fn insert(conn: &Connection, row: &MediaRow) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "INSERT INTO media ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT DO NOTHING"
+        ))?
+        .execute(params![
+            row.origin,
+            row.media_id,
+            row.uploader,
+            row.content_type,
+            row.filename,
+            row.size,
+            row.sha256,
+            row.created_ts,
+            row.uploaded_ts,
+            row.last_access_ts,
+            row.authenticated,
+        ])?
+        == 1)
+}
+
+pub fn get(conn: &Connection, origin: &str, media_id: &str) -> rusqlite::Result<Option<MediaRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM media WHERE origin = ?1 AND media_id = ?2"
+    ))?
+    .query_row([origin, media_id], from_row)
+    .optional()
+}
+
+/// Gives a pending ID its content (`row`'s type, name, size, hash and upload time); `false` when
+/// it has content already.
+pub fn complete_pending(conn: &Connection, row: &MediaRow) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE media SET content_type = ?3, filename = ?4, size = ?5, sha256 = ?6, uploaded_ts = ?7
+             WHERE origin = ?1 AND media_id = ?2 AND sha256 IS NULL",
+        )?
+        .execute(params![
+            row.origin,
+            row.media_id,
+            row.content_type,
+            row.filename,
+            row.size,
+            row.sha256,
+            row.uploaded_ts
+        ])?
+        == 1)
+}
+
+/// How many IDs `uploader` created after `since` that still wait for their upload.
+pub fn count_pending(conn: &Connection, uploader: &str, since: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM media WHERE uploader = ?1 AND sha256 IS NULL AND created_ts > ?2",
+    )?
+    .query_row(params![uploader, since], |row| row.get(0))
+}
+
+/// Records that the media was served now (for `media_retention`).
+pub fn touch(conn: &Connection, origin: &str, media_id: &str, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE media SET last_access_ts = ?3 WHERE origin = ?1 AND media_id = ?2",
+    )?
+    .execute(params![origin, media_id, now])?;
+    Ok(())
+}
+
+/// Everything `uploader` uploaded or created, oldest first.
+pub fn list_by_uploader(conn: &Connection, uploader: &str) -> rusqlite::Result<Vec<MediaRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM media WHERE uploader = ?1 ORDER BY created_ts, media_id"
+    ))?;
+    stmt.query_map([uploader], from_row)?.collect()
+}
+
+/// Deletes a row; returns it when it existed.
+pub fn delete(
+    conn: &Connection,
+    origin: &str,
+    media_id: &str,
+) -> rusqlite::Result<Option<MediaRow>> {
+    let row = get(conn, origin, media_id)?;
+    if row.is_some() {
+        conn.prepare_cached("DELETE FROM media WHERE origin = ?1 AND media_id = ?2")?
+            .execute([origin, media_id])?;
+    }
+    Ok(row)
+}
+
+/// Whether any media ID still points at this content.
+pub fn content_in_use(conn: &Connection, sha256: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = ?1)")?
+        .query_row([sha256], |row| row.get(0))
+}
+
+/// Media of other servers than `local_origin` last served (or fetched) before `cutoff`.
+pub fn remote_unused_since(
+    conn: &Connection,
+    local_origin: &str,
+    cutoff: i64,
+) -> rusqlite::Result<Vec<MediaRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM media WHERE origin != ?1 AND coalesce(last_access_ts, created_ts) < ?2"
+    ))?;
+    stmt.query_map(params![local_origin, cutoff], from_row)?
+        .collect()
+}
