@@ -1,7 +1,7 @@
 //! Start-up and shutdown of the server: opens the services, binds every listener, serves until
 //! SIGTERM or SIGINT, then lets in-flight requests finish.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Extension;
@@ -13,9 +13,19 @@ use crate::{config::Config, services::Services, web};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let services = Services::open(config)?;
+    serve_services(Services::open(config)?).await
+}
+
+/// The homeserver's router with its background tasks started (also used by setup mode, which
+/// swaps it in after apply).
+pub fn homeserver_router(services: Arc<Services>) -> axum::Router {
     crate::services::presence::spawn_timeouts(&services);
-    let router = web::router(services.clone());
+    web::router(services)
+}
+
+/// Binds the config's listeners and serves `services` until a shutdown signal.
+pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
+    let router = homeserver_router(services.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
@@ -58,6 +68,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     wait_for_shutdown_signal().await;
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
+    drain(servers).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits (a bounded time) for stopped listeners to finish their in-flight requests.
+pub async fn drain(mut servers: JoinSet<std::io::Result<()>>) {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = servers.join_next().await {
             if let Ok(Err(e)) = result {
@@ -69,11 +86,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
-async fn wait_for_shutdown_signal() {
+pub async fn wait_for_shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
