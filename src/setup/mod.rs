@@ -21,6 +21,7 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tower::ServiceExt;
 
 use crate::config::{Config, Listener};
+use apply::Applied;
 pub use apply::Target;
 
 /// Where setup mode listens when `--listen` is not given.
@@ -102,6 +103,24 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
         _ => None,
     };
     let (applied_tx, applied_rx) = oneshot::channel();
+    let switch = SwitchableRouter(Arc::new(RwLock::new(Router::new())));
+    let in_place = !target.reconfigure
+        && matches!(
+            addresses,
+            SetupAddresses::Listen(_) | SetupAddresses::Development
+        );
+    let on_applied: Box<dyn Fn(Applied) + Send + Sync> = {
+        let switch = switch.clone();
+        let applied_tx = std::sync::Mutex::new(Some(applied_tx));
+        Box::new(move |applied: Applied| {
+            if in_place {
+                switch.set(crate::app::homeserver_router(applied.services.clone()));
+            }
+            if let Some(tx) = applied_tx.lock().ok().and_then(|mut tx| tx.take()) {
+                let _ = tx.send(applied);
+            }
+        })
+    };
     let serve_with: Box<dyn Fn(&mut Config) + Send + Sync> = Box::new(move |config| {
         if let Some(address) = listen {
             config.listeners = vec![Listener {
@@ -111,7 +130,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             }];
         }
     });
-    let state = web::SetupState::new(target.clone(), token.clone(), applied_tx, serve_with);
+    let state = web::SetupState::new(target.clone(), token.clone(), on_applied, serve_with);
     {
         let state = state.clone();
         let stun_servers = target.base.turn_stun_servers.clone();
@@ -120,7 +139,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
         });
     }
 
-    let switch = SwitchableRouter(Arc::new(RwLock::new(web::router(state))));
+    switch.set(web::router(state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for socket in addresses.sockets() {
@@ -158,10 +177,6 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
         applied = applied_rx => applied.ok(),
         () = crate::app::wait_for_shutdown_signal() => None,
     };
-    let in_place = matches!(
-        addresses,
-        SetupAddresses::Listen(_) | SetupAddresses::Development
-    );
     match applied {
         Some(_) if target.reconfigure => {
             // Let the finish page reach the browser before the wizard's sockets close.
@@ -174,7 +189,6 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             Ok(())
         }
         Some(applied) if in_place => {
-            switch.set(crate::app::homeserver_router(applied.services.clone()));
             tracing::info!(
                 "setup applied: serving the homeserver for `{}`",
                 applied.config.server_name

@@ -18,7 +18,6 @@ use axum::{
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tokio::sync::oneshot;
 
 use super::{
     answers::{Answers, ElementChoice, RegistrationChoice, TlsChoice},
@@ -53,7 +52,9 @@ pub struct SetupState {
     guard: TokenGuard,
     sessions: Mutex<Vec<(String, Answers)>>,
     public_ip: Mutex<Option<IpAddr>>,
-    applied: Mutex<Option<oneshot::Sender<Applied>>>,
+    /// Called once setup is applied, before the finish page is sent: the switch to serving
+    /// happens there, so the homeserver answers as soon as the browser has the page.
+    on_applied: Box<dyn Fn(Applied) + Send + Sync>,
     /// One apply at a time.
     applying: tokio::sync::Mutex<bool>,
     serve_with: Box<dyn Fn(&mut Config) + Send + Sync>,
@@ -63,7 +64,7 @@ impl SetupState {
     pub fn new(
         target: Target,
         token: String,
-        applied: oneshot::Sender<Applied>,
+        on_applied: Box<dyn Fn(Applied) + Send + Sync>,
         serve_with: Box<dyn Fn(&mut Config) + Send + Sync>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -71,7 +72,7 @@ impl SetupState {
             guard: TokenGuard::new(token),
             sessions: Mutex::new(Vec::new()),
             public_ip: Mutex::new(None),
-            applied: Mutex::new(Some(applied)),
+            on_applied,
             applying: tokio::sync::Mutex::new(false),
             serve_with,
         })
@@ -836,9 +837,7 @@ async fn apply_submit(
                 page.admin_id = format!("@{}:{}", answers.admin_user, answers.server_name);
             }
             let response = page.render_page(StatusCode::OK, &context);
-            if let Some(tx) = lock(&state.applied).take() {
-                let _ = tx.send(applied);
-            }
+            (state.on_applied)(applied);
             response
         }
         Err(e) => {
@@ -907,7 +906,6 @@ mod tests {
     use crate::setup::apply::build_config;
 
     fn page(step: &'static str, lang: &'static str) -> Page {
-        let (tx, _rx) = oneshot::channel();
         let state = SetupState::new(
             Target {
                 config_path: "/nonexistent/config.yaml".into(),
@@ -917,7 +915,7 @@ mod tests {
                 plain_listener: None,
             },
             "t".into(),
-            tx,
+            Box::new(|_| {}),
             Box::new(|_| {}),
         );
         let context = Context {
