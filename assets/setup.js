@@ -26,8 +26,8 @@ document.addEventListener("DOMContentLoaded", function () {
         fetch("/setup/dns?host=" + encodeURIComponent(host.value.trim()), { credentials: "same-origin" })
           .then(function (r) { return r.json(); })
           .then(function (answer) {
-            var line = result.querySelector("p.ok, p.error") || document.createElement("p");
-            line.className = answer.ok ? "ok" : "error";
+            var line = result.querySelector("p.ok, p.warning") || document.createElement("p");
+            line.className = answer.ok ? "ok" : "warning";
             line.textContent = answer.text;
             if (!line.parentNode) result.insertBefore(line, result.firstChild);
           })

@@ -163,7 +163,7 @@ fn browser_choices() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     ]
 }
 
-fn cli_args<'a>(password_file: &'a str) -> Vec<&'a str> {
+fn cli_args(password_file: &str) -> Vec<&str> {
     vec![
         "setup",
         "--server-name",

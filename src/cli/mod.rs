@@ -52,7 +52,7 @@ enum Command {
     Admin(admin::AdminCommand),
     /// First-run setup without a browser, the setup token, the reachability checklist, and
     /// reopening the wizard (`--reconfigure`).
-    Setup(setup::SetupArgs),
+    Setup(Box<setup::SetupArgs>),
 }
 
 #[derive(Subcommand)]
@@ -130,7 +130,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         existing: None,
                         development: *development,
                     },
-                    args,
+                    *args,
                 );
             }
             _ if cli.config.is_some() => {
@@ -186,7 +186,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     existing: Some(config),
                     development: false,
                 },
-                args,
+                *args,
             )
         }
     }

@@ -31,6 +31,10 @@ pub async fn lookup(host: &str) -> DnsAnswer {
             addresses.dedup();
             DnsAnswer::Addresses(addresses)
         }
+        Ok(Err(e)) if e.is_nx_domain() => DnsAnswer::Failed("NXDOMAIN".to_owned()),
+        Ok(Err(e)) if e.is_no_records_found() => {
+            DnsAnswer::Failed("no A or AAAA record".to_owned())
+        }
         Ok(Err(e)) => DnsAnswer::Failed(e.to_string()),
         Err(_) => DnsAnswer::Failed(format!("no answer within {LOOKUP_TIMEOUT:?}")),
     }

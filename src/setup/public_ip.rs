@@ -96,7 +96,7 @@ mod tests {
     fn reads_the_xor_mapped_address() {
         let transaction = [7u8; 12];
         // 203.0.113.5 xor 0x2112A442, port 0x1234 xor 0x2112.
-        let ip = [203u8 ^ 0x21, 0 ^ 0x12, 113 ^ 0xA4, 5 ^ 0x42];
+        let ip = [203u8 ^ 0x21, 0x12, 113 ^ 0xA4, 5 ^ 0x42];
         let mut message = vec![0x01, 0x01, 0x00, 12];
         message.extend_from_slice(&MAGIC_COOKIE);
         message.extend_from_slice(&transaction);

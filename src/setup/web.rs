@@ -41,6 +41,7 @@ pub const STEPS: [&str; 8] = [
     "summary",
 ];
 
+const STYLESHEET: &str = include_str!("../../assets/setup.css");
 const SESSION_COOKIE: &str = "setup_session";
 const CSRF_COOKIE: &str = "setup_csrf";
 const LANG_COOKIE: &str = "setup_lang";
@@ -257,7 +258,9 @@ fn secure_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+            // Inline styles only for the finish page's own stylesheet; never inline scripts.
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             frame-ancestors 'none'; form-action 'self'",
         ),
     );
 }
@@ -394,6 +397,12 @@ impl Page {
         }
     }
 
+    /// The finish page carries its stylesheet: once it is sent, `/setup/assets` is gone with
+    /// the rest of the wizard.
+    pub fn stylesheet(&self) -> &'static str {
+        STYLESHEET
+    }
+
     pub fn is_current(&self, code: &str) -> bool {
         code == self.lang
     }
@@ -417,7 +426,11 @@ impl Page {
     }
 
     pub fn delegated(&self) -> bool {
-        !self.v("host").is_empty() && self.v("host") != self.v("server_name")
+        !self.v("host").is_empty()
+            && !self.v("server_name").is_empty()
+            && !self.has_error("server_name")
+            && !self.has_error("host")
+            && self.v("host") != self.v("server_name")
     }
 
     fn with_answers(mut self, answers: &Answers) -> Self {
@@ -892,7 +905,7 @@ async fn dns_check(
 
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind): (&'static str, &'static str) = match file.as_str() {
-        "setup.css" => (include_str!("../../assets/setup.css"), "text/css"),
+        "setup.css" => (STYLESHEET, "text/css"),
         "setup.js" => (include_str!("../../assets/setup.js"), "text/javascript"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
