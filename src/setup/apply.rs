@@ -67,7 +67,8 @@ pub async fn apply(
 ) -> Result<Applied, ApplyError> {
     let errors = answers.check_all(target.reconfigure);
     if let Some((field, key)) = errors.first() {
-        return Err(ApplyError(format!("`{field}`: {key}")));
+        let reason = super::i18n::Catalogue::english().t(key);
+        return Err(ApplyError(format!("`{field}`: {reason}")));
     }
     let (config, yaml) = build_config(answers, target)?;
     let mut running = config.clone();

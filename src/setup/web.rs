@@ -718,7 +718,7 @@ fn summary(page: &Page, a: &Answers) -> Vec<SummaryRow> {
     ];
     if !a.admin_user.is_empty() {
         rows.push(SummaryRow {
-            label: "admin.user",
+            label: "admin.title",
             value: format!("@{}:{}", a.admin_user, a.server_name),
             step: "admin",
         });
@@ -912,7 +912,6 @@ async fn asset(Path(file): Path<String>) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// The setup state's apply outcome, for tests of the page rendering.
 #[cfg(test)]
 mod tests {
     use super::*;
