@@ -2,7 +2,7 @@
 //! it is ready, serves until SIGTERM or SIGINT, then lets in-flight requests finish. SIGHUP asks
 //! the parts that can change live (certificates) to reload.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Extension;
@@ -14,10 +14,20 @@ use crate::{config::Config, services::Services, web};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let services = Services::open(config)?;
+    serve_services(Services::open(config)?).await
+}
+
+/// The homeserver's router with its background tasks started (also used by setup mode, which
+/// swaps it in after apply).
+pub fn homeserver_router(services: Arc<Services>) -> axum::Router {
     crate::services::presence::spawn_timeouts(&services);
     crate::services::media::spawn_retention(&services);
-    let router = web::router(services.clone());
+    web::router(services)
+}
+
+/// Binds the config's listeners and serves `services` until a shutdown signal.
+pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
+    let router = homeserver_router(services.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
@@ -58,12 +68,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     crate::systemd::ready("serving");
-    crate::systemd::spawn_watchdog(services.clone());
+    let watchdog = crate::systemd::spawn_watchdog(Some(services.clone()));
     let (reload_tx, _) = watch::channel(0u64);
     wait_for_shutdown_signal(&reload_tx).await;
     crate::systemd::stopping();
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
+    drain(servers).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits (a bounded time) for stopped listeners to finish their in-flight requests.
+pub async fn drain(mut servers: JoinSet<std::io::Result<()>>) {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = servers.join_next().await {
             if let Ok(Err(e)) = result {
@@ -75,13 +95,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Waits for SIGTERM or SIGINT. Each SIGHUP in the meantime bumps the reload generation that
 /// live-reloadable parts watch (`systemctl reload` sends it).
-async fn wait_for_shutdown_signal(reload: &watch::Sender<u64>) {
+pub async fn wait_for_shutdown_signal(reload: &watch::Sender<u64>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod logging;
 mod services;
+mod setup;
 mod storage;
 mod systemd;
 mod web;

@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use sd_notify::NotifyState;
+use tokio::task::JoinHandle;
 
 use crate::services::Services;
 
@@ -35,24 +36,27 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while the server is healthy. Does nothing
-/// when the unit has no `WatchdogSec`.
-pub fn spawn_watchdog(services: Arc<Services>) {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
+/// Pings systemd's watchdog at half its interval while the server is healthy: while a database
+/// read completes when `services` is given (the homeserver), while the runtime runs otherwise
+/// (the setup wizard, which has no database yet). Nothing when the unit has no `WatchdogSec`.
+pub fn spawn_watchdog(services: Option<Arc<Services>>) -> Option<JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled()?;
     let period = interval / 2;
-    tracing::info!(?interval, "systemd watchdog enabled");
-    tokio::spawn(async move {
+    tracing::debug!(?interval, "systemd watchdog enabled");
+    Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let Some(services) = &services else {
+                notify(&[NotifyState::Watchdog]);
+                continue;
+            };
             match tokio::time::timeout(HEALTH_TIMEOUT, services.check_health()).await {
                 Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
                 Ok(Err(e)) => tracing::error!(error = %e, "health check failed; no watchdog ping"),
                 Err(_) => tracing::error!("health check timed out; no watchdog ping"),
             }
         }
-    });
+    }))
 }

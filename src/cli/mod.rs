@@ -4,6 +4,7 @@
 mod admin;
 mod media;
 mod password;
+mod setup;
 
 use std::{
     net::SocketAddr,
@@ -50,6 +51,9 @@ enum Command {
     /// Manage accounts, registration tokens and media (works while the server runs).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// First-run setup without a browser, the setup token, the reachability checklist, and
+    /// reopening the wizard (`--reconfigure`).
+    Setup(Box<setup::SetupArgs>),
 }
 
 #[derive(Subcommand)]
@@ -61,9 +65,16 @@ enum ConfigCommand {
 /// Where the config came from.
 pub enum ConfigOrigin {
     File(PathBuf),
-    /// No config file: the development server on localhost.
-    Development,
+    /// No config file yet: setup mode, which writes one at `config_path`.
+    Setup {
+        config_path: PathBuf,
+        /// No installed config directory: the development server on 127.0.0.1:8080.
+        development: bool,
+    },
 }
+
+/// Where the wizard writes the development server's config when nothing is installed.
+const DEVELOPMENT_CONFIG: &str = "./appliance-data/config.yaml";
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -78,7 +89,61 @@ pub fn run() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let (mut config, origin) = load_config(cli.config.as_deref(), cli.data_dir)?;
-    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+    let command = cli.command.unwrap_or(Command::Serve { listen: None });
+    if let ConfigOrigin::Setup {
+        config_path,
+        development,
+    } = &origin
+    {
+        match command {
+            Command::Serve { listen } => {
+                crate::logging::init(&config.log_level);
+                let target = crate::setup::Target {
+                    config_path: config_path.clone(),
+                    data_dir: config.data_dir.clone(),
+                    base: crate::config::Config::default(),
+                    reconfigure: false,
+                    plain_listener: development.then(|| match listen {
+                        Some(address) => crate::config::Listener {
+                            port: address.port(),
+                            bind_addresses: vec![address.ip().to_string()],
+                            ..crate::config::Listener::default()
+                        },
+                        None => crate::setup::SetupAddresses::development_listener(),
+                    }),
+                };
+                let addresses = match (listen, development) {
+                    (Some(address), _) => crate::setup::SetupAddresses::Listen(address),
+                    (None, true) => crate::setup::SetupAddresses::Development,
+                    (None, false) => crate::setup::SetupAddresses::Installed,
+                };
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(crate::setup::run(target, addresses))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Command::Setup(args) => {
+                return setup::run(
+                    setup::SetupContext {
+                        config_path: config_path.clone(),
+                        data_dir: config.data_dir,
+                        existing: None,
+                        development: *development,
+                    },
+                    *args,
+                );
+            }
+            _ if cli.config.is_some() => {
+                bail!("config file {} does not exist", config_path.display())
+            }
+            _ => bail!(
+                "no config file at {}: run `appliance serve` to set the server up",
+                config_path.display()
+            ),
+        }
+    }
+    match command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
                 // Whether a reverse proxy sits in front carries over from the client listener.
@@ -95,15 +160,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }];
             }
             crate::logging::init(&config.log_level);
-            match &origin {
-                ConfigOrigin::Development => tracing::warn!(
-                    data_dir = %config.data_dir.display(),
-                    "no config file ({DEFAULT_CONFIG_PATH}): running a development homeserver for `{}`",
-                    config.server_name
-                ),
-                ConfigOrigin::File(path) => {
-                    tracing::info!(config = %path.display(), "starting matrix-appliance {}", env!("CARGO_PKG_VERSION"))
-                }
+            if let ConfigOrigin::File(path) = &origin {
+                tracing::info!(config = %path.display(), "starting matrix-appliance {}", env!("CARGO_PKG_VERSION"));
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -114,10 +172,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => {
             if let ConfigOrigin::File(path) = &origin {
                 eprintln!("{}: valid", path.display());
-            } else {
-                eprintln!(
-                    "no config file at {DEFAULT_CONFIG_PATH}: these are the development defaults"
-                );
             }
             print!("{}", config.to_redacted_yaml());
             Ok(ExitCode::SUCCESS)
@@ -129,23 +183,63 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             runtime.block_on(admin::run(config, command))
         }
+        Command::Setup(args) => {
+            let ConfigOrigin::File(path) = origin else {
+                unreachable!("setup mode was handled above")
+            };
+            setup::run(
+                setup::SetupContext {
+                    config_path: path,
+                    data_dir: config.data_dir.clone(),
+                    existing: Some(config),
+                    development: false,
+                },
+                *args,
+            )
+        }
     }
 }
 
-/// `--config` (or `APPLIANCE_CONFIG`) must exist when given; without it, the installed path is
-/// used when present, and the development config otherwise.
+/// `--config` (or `APPLIANCE_CONFIG`) names the config file; a file that does not exist yet means
+/// setup mode, which writes it. Without it, the installed path is used when present, then the
+/// development server's; with neither, setup mode writes the installed path when the installed
+/// config directory exists (the package makes it), the development path otherwise.
 fn load_config(
     explicit: Option<&Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<(Config, ConfigOrigin)> {
+    let installed = Path::new(DEFAULT_CONFIG_PATH);
     let (mut config, origin) = match explicit {
-        Some(path) if !path.exists() => bail!("config file {} does not exist", path.display()),
-        Some(path) => (Config::load(path)?, ConfigOrigin::File(path.to_owned())),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
-            Config::load(Path::new(DEFAULT_CONFIG_PATH))?,
-            ConfigOrigin::File(DEFAULT_CONFIG_PATH.into()),
+        Some(path) if !path.exists() => (
+            Config::default(),
+            ConfigOrigin::Setup {
+                config_path: path.to_owned(),
+                development: false,
+            },
         ),
-        None => (Config::development(), ConfigOrigin::Development),
+        Some(path) => (Config::load(path)?, ConfigOrigin::File(path.to_owned())),
+        None if installed.exists() => (
+            Config::load(installed)?,
+            ConfigOrigin::File(installed.into()),
+        ),
+        None if Path::new(DEVELOPMENT_CONFIG).exists() => (
+            Config::load(Path::new(DEVELOPMENT_CONFIG))?,
+            ConfigOrigin::File(DEVELOPMENT_CONFIG.into()),
+        ),
+        None if installed.parent().is_some_and(Path::is_dir) => (
+            Config::default(),
+            ConfigOrigin::Setup {
+                config_path: installed.into(),
+                development: false,
+            },
+        ),
+        None => (
+            Config::development(),
+            ConfigOrigin::Setup {
+                config_path: DEVELOPMENT_CONFIG.into(),
+                development: true,
+            },
+        ),
     };
     if let Some(dir) = data_dir {
         config.data_dir = dir;

@@ -66,6 +66,28 @@ impl TestServer {
         server
     }
 
+    /// Starts the server with no config file yet: setup mode, the wizard on a free port. The
+    /// config path is `dir/config.yaml` unless `config_path` names another one.
+    pub fn start_setup(config_path: Option<PathBuf>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = config_path.unwrap_or_else(|| dir.path().join("config.yaml"));
+        let data_dir = dir.path().join("data");
+        let mut server = Self {
+            child: None,
+            base_url: String::new(),
+            dir,
+            config_path,
+            data_dir,
+            log: Arc::new(Mutex::new(String::new())),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        };
+        server.launch();
+        server
+    }
+
     fn launch(&mut self) {
         let mut child = Command::new(BINARY)
             .args([

@@ -1,0 +1,702 @@
+//! The first-run wizard over HTTP: the setup token, CSRF, field errors, a failed apply, the
+//! switch to serving, the command-line path, languages and `--reconfigure`.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::{TestServer, appliance, assert_failure, assert_success, path_str};
+use reqwest::{StatusCode, header};
+
+/// A cookie-keeping client that does not follow redirects, like a browser seen from the server.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+    language: Option<&'static str>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: String,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookies: BTreeMap::new(),
+            language: None,
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let mut request = request;
+        if !self.cookies.is_empty() {
+            let cookies: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            request = request.header(header::COOKIE, cookies.join("; "));
+        }
+        if let Some(language) = self.language {
+            request = request.header(header::ACCEPT_LANGUAGE, language);
+        }
+        let response = request.send().await.expect("request");
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let pair = value.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.insert(name.to_owned(), value.to_owned());
+        }
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Page {
+            status: response.status(),
+            location,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    /// Posts a form with the CSRF field taken from the cookie.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut form: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        form.push((
+            "csrf".into(),
+            self.cookies.get("setup_csrf").cloned().unwrap_or_default(),
+        ));
+        let request = self.http.post(format!("{}{path}", self.base)).form(&form);
+        self.send(request).await
+    }
+
+    /// Opens the token page and gets past it.
+    async fn sign_in(&mut self, token: &str) {
+        self.get("/setup/").await;
+        let page = self.post("/setup/", &[("token", token)]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        assert_eq!(page.location, "/setup/names");
+    }
+
+    /// Walks every step with `choices` (step -> fields); each must move on to the next.
+    async fn walk(&mut self, choices: &[(&str, Vec<(&str, &str)>)]) {
+        for (step, fields) in choices {
+            let page = self.post(&format!("/setup/{step}"), fields).await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{step}: {}", page.body);
+        }
+    }
+}
+
+fn setup_token(server: &TestServer) -> String {
+    let output = appliance(
+        &[
+            "--config",
+            path_str(&server.config_path),
+            "--data-dir",
+            path_str(&server.data_dir),
+            "setup",
+            "token",
+        ],
+        None,
+    );
+    assert_success(&output).trim().to_owned()
+}
+
+const PASSWORD: &str = "Correct-Horse-42";
+
+/// The same choices as `cli_args`: self-signed, token registration, TURN, Element on its own
+/// host, federation on.
+fn browser_choices() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            "names",
+            vec![
+                ("server_name", "example.org"),
+                ("host", "matrix.example.org"),
+            ],
+        ),
+        ("tls", vec![("tls", "self-signed")]),
+        (
+            "admin",
+            vec![
+                ("admin_user", "root"),
+                ("admin_password", PASSWORD),
+                ("admin_password_again", PASSWORD),
+            ],
+        ),
+        ("registration", vec![("registration", "token")]),
+        (
+            "calls",
+            vec![
+                ("turn", "on"),
+                ("turn_listen_port", "3478"),
+                ("turn_min_port", "50000"),
+                ("turn_max_port", "50100"),
+                ("turn_external_ip", "203.0.113.7"),
+            ],
+        ),
+        (
+            "element",
+            vec![("element", "host"), ("element_host", "chat.example.org")],
+        ),
+        ("federation", vec![("federation", "on")]),
+    ]
+}
+
+fn cli_args(password_file: &str) -> Vec<&str> {
+    vec![
+        "setup",
+        "--server-name",
+        "example.org",
+        "--host",
+        "matrix.example.org",
+        "--admin",
+        "root",
+        "--admin-password-file",
+        password_file,
+        "--tls",
+        "self-signed",
+        "--registration",
+        "token",
+        "--turn",
+        "on",
+        "--turn-min-port",
+        "50000",
+        "--turn-max-port",
+        "50100",
+        "--turn-external-ip",
+        "203.0.113.7",
+        "--element",
+        "host",
+        "--element-host",
+        "chat.example.org",
+        "--federation",
+        "on",
+    ]
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The config without what differs between two setups by design: generated secrets and the
+/// data directory.
+fn comparable(path: &Path) -> serde_yaml::Value {
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let map = config.as_mapping_mut().unwrap();
+    for key in [
+        "registration_shared_secret",
+        "turn_shared_secret",
+        "data_dir",
+    ] {
+        let secret = map
+            .remove(key)
+            .unwrap_or_else(|| panic!("{key} is written"));
+        assert!(secret.as_str().is_some_and(|s| s.len() >= 32) || key == "data_dir");
+    }
+    config
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_refused_and_slowed() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    assert_eq!(token.len(), 32, "128 bits in hex");
+    assert_eq!(mode(&server.data_dir.join("setup-token")), 0o600);
+    // Logged once, as a link to open.
+    let log = server.log_text();
+    assert_eq!(
+        log.matches(&format!("/setup/?token={token}")).count(),
+        1,
+        "{log}"
+    );
+
+    let mut browser = Browser::new(&server.base_url);
+    let first = browser.get("/setup/").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.body.contains("name=\"csrf\""));
+    for _ in 0..3 {
+        let page = browser
+            .post("/setup/", &[("token", "00000000000000000000000000000000")])
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        assert!(page.body.contains("id=\"token-error\""), "{}", page.body);
+        assert!(!browser.cookies.contains_key("setup_session"));
+    }
+    // After three wrong tries, the next answer waits a second.
+    let started = Instant::now();
+    let page = browser
+        .get("/setup/?token=ffffffffffffffffffffffffffffffff")
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without the token, no step opens.
+    let names = browser.get("/setup/names").await;
+    assert_eq!(names.status, StatusCode::SEE_OTHER);
+    assert_eq!(names.location, "/setup/");
+    assert_eq!(
+        browser.get("/_matrix/client/versions").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // The link from the log works and takes the token out of the address bar.
+    let page = browser.get(&format!("/setup/?token={token}")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location, "/setup/names");
+    assert!(browser.cookies.contains_key("setup_session"));
+    assert_eq!(browser.get("/setup/names").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    let mut browser = Browser::new(&server.base_url);
+    browser.get("/setup/").await;
+    // No csrf field at all.
+    let request = browser
+        .http
+        .post(format!("{}/setup/", server.base_url))
+        .form(&[("token", token.as_str())]);
+    let page = browser.send(request).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!browser.cookies.contains_key("setup_session"));
+
+    browser.sign_in(&token).await;
+    // A field that does not match the cookie (a form posted from another site).
+    let request = browser
+        .http
+        .post(format!("{}/setup/names", server.base_url))
+        .form(&[
+            ("server_name", "evil.example"),
+            ("host", "evil.example"),
+            ("csrf", "0123456789abcdef0123456789abcdef"),
+        ]);
+    let page = browser.send(request).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let names = browser.get("/setup/names").await;
+    assert!(!names.body.contains("evil.example"), "nothing was stored");
+    let apply = browser
+        .http
+        .post(format!("{}/setup/apply", server.base_url))
+        .form(&[("csrf", "wrong")]);
+    assert_eq!(browser.send(apply).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn invalid_answers_are_shown_beside_their_fields() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    let mut browser = Browser::new(&server.base_url);
+    browser.sign_in(&token).await;
+
+    let page = browser
+        .post(
+            "/setup/names",
+            &[("server_name", "bad name!"), ("host", "matrix.example.org")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let field = page
+        .body
+        .split("id=\"server_name\"")
+        .nth(1)
+        .expect("the field");
+    let error = field
+        .split("id=\"server_name-error\">")
+        .nth(1)
+        .expect("its error");
+    assert!(error.starts_with("Not a valid server name"), "{error}");
+    assert!(
+        field.contains("value=\"bad name!\""),
+        "what was typed stays"
+    );
+    assert!(!page.body.contains("id=\"host-error\""));
+
+    browser.walk(&browser_choices()[..2]).await;
+    let page = browser
+        .post(
+            "/setup/admin",
+            &[
+                ("admin_user", "root"),
+                ("admin_password", "short"),
+                ("admin_password_again", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = page
+        .body
+        .split("id=\"admin_password-error\">")
+        .nth(1)
+        .expect("password error");
+    assert!(error.starts_with("This password is too weak"), "{error}");
+    assert!(
+        !page.body.contains("short"),
+        "the password is not sent back"
+    );
+
+    // The same error in French when the browser asks for French.
+    browser.language = Some("fr-FR,fr;q=0.9");
+    let page = browser
+        .post(
+            "/setup/admin",
+            &[
+                ("admin_user", "root"),
+                ("admin_password", PASSWORD),
+                ("admin_password_again", "other"),
+            ],
+        )
+        .await;
+    let error = page
+        .body
+        .split("id=\"admin_password_again-error\">")
+        .nth(1)
+        .expect("mismatch error");
+    assert!(
+        error.starts_with("Les deux mots de passe diffèrent"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_apply_leaves_nothing_behind_and_can_be_retried() {
+    // The config's directory is a file: nothing can be written there (this works as root too).
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("etc");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let config_path = blocked.join("config.yaml");
+    let server = TestServer::start_setup(Some(config_path.clone()));
+    let token = setup_token(&server);
+    let mut browser = Browser::new(&server.base_url);
+    browser.sign_in(&token).await;
+    browser.walk(&browser_choices()).await;
+    assert_eq!(browser.get("/setup/summary").await.status, StatusCode::OK);
+
+    let page = browser.post("/setup/apply", &[]).await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(page.body.contains("nothing was changed"), "{}", page.body);
+    assert!(
+        page.body.contains("cannot write"),
+        "says what to fix: {}",
+        page.body
+    );
+    assert!(!config_path.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
+    // Still in setup mode, with the token still valid.
+    assert_eq!(
+        server.get("/_matrix/client/versions", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(setup_token(&server), token);
+
+    // Fixed: the second apply works, so the first left no admin account behind.
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir(&blocked).unwrap();
+    let page = browser.post("/setup/apply", &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(mode(&config_path), 0o600);
+    server.login_session("root", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn apply_switches_to_serving_and_the_cli_writes_the_same_config() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    let mut browser = Browser::new(&server.base_url);
+    browser.sign_in(&token).await;
+    browser.walk(&browser_choices()).await;
+    let summary = browser.get("/setup/summary").await;
+    assert!(
+        summary.body.contains("@root:example.org"),
+        "{}",
+        summary.body
+    );
+    let finish = browser.post("/setup/apply", &[]).await;
+    assert_eq!(finish.status, StatusCode::OK, "{}", finish.body);
+    for expected in [
+        "matrix.example.org",
+        "chat.example.org",
+        "8448",
+        "3478",
+        "50000-50100",
+        "203.0.113.7",
+    ] {
+        assert!(
+            finish.body.contains(expected),
+            "{expected} in the checklist: {}",
+            finish.body
+        );
+    }
+    // Delegated, so the well-known files to publish are shown.
+    assert!(
+        finish
+            .body
+            .contains("https://example.org/.well-known/matrix/server")
+    );
+    let registration_token = finish
+        .body
+        .split("id=\"registration-token\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the first registration token")
+        .to_owned();
+
+    // The same process, the same address: now a homeserver.
+    let session = server.login_session("root", PASSWORD).await;
+    let (status, whoami) = server.whoami(&session.access_token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami["user_id"], "@root:example.org");
+    let (status, validity) = server
+        .get(
+            &format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={registration_token}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        validity["valid"], true,
+        "the first registration token exists"
+    );
+    let gone = browser.get("/setup/").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "setup pages are gone");
+    assert!(gone.body.contains("M_UNRECOGNIZED"));
+    assert!(
+        !server.data_dir.join("setup-token").exists(),
+        "the token is void"
+    );
+    assert_failure(&server.cli(&["setup", "token"], None));
+
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&server.config_path).unwrap()).unwrap();
+    assert_eq!(config["server_name"], "example.org");
+    assert_eq!(config["public_baseurl"], "https://matrix.example.org/");
+    assert_eq!(config["registration_requires_token"], true);
+    assert_eq!(config["turn_relay_enabled"], true);
+    assert_eq!(config["element"]["host"], "chat.example.org");
+    let ports: Vec<_> = config["listeners"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|l| (l["port"].as_u64().unwrap(), l["tls"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(ports, [(80, false), (443, true), (8448, true)]);
+    assert_eq!(mode(&server.config_path), 0o600);
+    let checklist = assert_success(&server.cli(&["setup", "checklist"], None));
+    assert!(
+        checklist.contains("50000-50100") && checklist.contains("chat.example.org"),
+        "{checklist}"
+    );
+
+    // The command line, with the same choices.
+    let cli_dir = tempfile::tempdir().unwrap();
+    let cli_config = cli_dir.path().join("config.yaml");
+    let password_file = cli_dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let cli_data = cli_dir.path().join("data");
+    let mut args = vec![
+        "--config",
+        path_str(&cli_config),
+        "--data-dir",
+        path_str(&cli_data),
+    ];
+    args.extend(cli_args(path_str(&password_file)));
+    let dry_run = assert_success(&appliance(&args, None));
+    assert!(dry_run.contains("--yes"), "{dry_run}");
+    assert!(!cli_config.exists(), "nothing written without --yes");
+    args.push("--yes");
+    let printed = assert_success(&appliance(&args, None));
+    assert!(
+        printed.contains("50000-50100"),
+        "the checklist is printed: {printed}"
+    );
+    assert_eq!(mode(&cli_config), 0o600);
+    assert_eq!(comparable(&cli_config), comparable(&server.config_path));
+    // A second run refuses to overwrite the config.
+    let again = assert_failure(&appliance(&args, None));
+    assert!(again.contains("--reconfigure"), "{again}");
+}
+
+#[tokio::test]
+async fn every_language_is_chosen_from_the_browser_or_the_switcher() {
+    let server = TestServer::start_setup(None);
+    for (accept, lang, text) in [
+        ("fr-CA,fr;q=0.9", "fr", "Jeton d&#x27;installation"),
+        ("ru", "ru", "Токен настройки"),
+        ("zh-CN,zh;q=0.8", "zh", "安装令牌"),
+        ("de-DE", "en", "Setup token"),
+    ] {
+        let mut browser = Browser::new(&server.base_url);
+        browser.language = Some(accept);
+        let page = browser.get("/setup/").await;
+        assert!(
+            page.body.contains(&format!("<html lang=\"{lang}\">")),
+            "{accept}"
+        );
+        let text = text.replace("&#x27;", "'");
+        let body = page.body.replace("&#x27;", "'").replace("&#39;", "'");
+        assert!(body.contains(&text), "{accept}: {text} in {}", page.body);
+    }
+    // The switcher wins over Accept-Language and is remembered.
+    let mut browser = Browser::new(&server.base_url);
+    browser.language = Some("en");
+    let page = browser.get("/setup/?lang=ru").await;
+    assert!(page.body.contains("<html lang=\"ru\">"));
+    let page = browser.get("/setup/").await;
+    assert!(page.body.contains("<html lang=\"ru\">"));
+}
+
+#[tokio::test]
+async fn reconfigure_reopens_the_wizard_prefilled_and_keeps_the_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let data = dir.path().join("data");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let mut args = vec!["--config", path_str(&config), "--data-dir", path_str(&data)];
+    args.extend(cli_args(path_str(&password_file)));
+    args.push("--yes");
+    assert_success(&appliance(&args, None));
+
+    let mut child = std::process::Command::new(common::BINARY)
+        .args(["--config", path_str(&config), "--data-dir", path_str(&data)])
+        .args(["setup", "--reconfigure", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line.split("open http://").nth(1) {
+                let _ = tx.send(url.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the wizard's link");
+    let (address, query) = url.split_once("/setup/").unwrap();
+    let mut browser = Browser::new(&format!("http://{address}"));
+    let page = browser.get(&format!("/setup/{query}")).await;
+    assert_eq!(page.location, "/setup/names", "a new token works");
+    let names = browser.get("/setup/names").await;
+    assert!(
+        names.body.contains("value=\"example.org\" readonly"),
+        "{}",
+        names.body
+    );
+    assert!(
+        names.body.contains("value=\"matrix.example.org\""),
+        "pre-filled"
+    );
+    // A changed server name is ignored; the rest changes.
+    browser
+        .walk(&[
+            (
+                "names",
+                vec![("server_name", "other.org"), ("host", "hs.example.org")],
+            ),
+            ("federation", vec![("federation", "off")]),
+        ])
+        .await;
+    let page = browser.post("/setup/apply", &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("systemctl restart"));
+    assert!(
+        child.wait().unwrap().success(),
+        "the wizard ends after apply"
+    );
+    let written: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(written["server_name"], "example.org");
+    assert_eq!(written["public_baseurl"], "https://hs.example.org/");
+    assert_eq!(
+        written["listeners"].as_sequence().unwrap().len(),
+        2,
+        "no federation listener"
+    );
+    assert_eq!(
+        written["element"]["host"], "chat.example.org",
+        "unchanged answers stay"
+    );
+}
+
+#[test]
+fn without_any_config_the_wizard_starts_in_the_working_directory() {
+    // What `cargo run --release` does on a machine with nothing installed: the wizard, with its
+    // data (and later its config) in ./appliance-data.
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
+        .env_remove("APPLIANCE_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the setup line");
+        if line.contains("/setup/?token=") {
+            break line;
+        }
+    };
+    assert!(line.contains("appliance-data/config.yaml"), "{line}");
+    let data = cwd.path().join("appliance-data");
+    let token = std::fs::read_to_string(data.join("setup-token")).unwrap();
+    let output = std::process::Command::new(common::BINARY)
+        .args(["setup", "token"])
+        .current_dir(cwd.path())
+        .env_remove("APPLIANCE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(assert_success(&output).trim(), token.trim());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!data.join("config.yaml").exists());
+}
