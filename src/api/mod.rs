@@ -4,3 +4,4 @@
 pub mod client;
 pub mod server;
 pub mod synapse_admin;
+pub mod well_known;

@@ -2,6 +2,8 @@
 //! HTTP API.
 
 mod admin;
+mod cert;
+mod element;
 mod password;
 
 use std::{
@@ -49,6 +51,12 @@ enum Command {
     /// Manage accounts and registration tokens (works while the server runs).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The TLS certificate: status, and renewal (ACME) through the running server.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Element Web hosting: install or upgrade a release, show the installed version.
+    #[command(subcommand)]
+    Element(element::ElementCommand),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +129,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             runtime.block_on(admin::run(config, command))
         }
+        Command::Cert(command) => {
+            crate::logging::init("warn");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(cert::run(config, command))
+        }
+        Command::Element(command) => element::run(&config, command),
     }
 }
 
