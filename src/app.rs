@@ -64,7 +64,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .flat_map(|r| r.names.iter().map(String::as_str))
                 .collect::<Vec<_>>()
                 .join(",");
-            tracing::info!("listening on {scheme}://{bound} ({resources})");
+            // The address ends the line: tests and scripts read it from there.
+            tracing::debug!(%bound, resources, "listener resources");
+            tracing::info!("listening on {scheme}://{bound}");
             servers.spawn(net::serve(
                 listener,
                 tls.clone(),

@@ -421,3 +421,69 @@ listeners:
     assert!(text(&status).contains("self-signed"), "{}", text(&status));
     assert!(text(&status).contains("lan.test"), "{}", text(&status));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn element_under_a_path_of_the_homeserver_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tarball = element_tarball(dir.path(), "v3.0.0");
+    std::fs::write(dir.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    let yaml = format!(
+        "server_name: example.test
+element:
+  enabled: true
+listeners:
+  - port: {port}
+    bind_addresses: ['127.0.0.1']
+    resources: [{{names: [client]}}]
+"
+    );
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, &yaml).unwrap();
+    let installed = cli(
+        &config_path,
+        &dir.path().join("data"),
+        &["element", "install", tarball.to_str().unwrap()],
+    );
+    assert!(installed.status.success(), "{}", text(&installed));
+    let appliance = Appliance::start(dir, &yaml, 1);
+
+    let bare = http_get(port, "example.test", "/element").await;
+    assert_eq!(bare.status, 308);
+    assert_eq!(bare.header("location"), "/element/");
+    let index = http_get(port, "example.test", "/element/").await;
+    assert_eq!(index.status, 200, "{}", appliance.log_text());
+    assert_eq!(&index.body[..], b"<html>Element v3.0.0</html>");
+    let config = http_get(port, "example.test", "/element/config.json").await;
+    assert_eq!(
+        config.json()["default_server_config"]["m.homeserver"]["base_url"],
+        "https://example.test"
+    );
+    let bundle = http_get(
+        port,
+        "example.test",
+        "/element/bundles/0123456789abcdef/main.js",
+    )
+    .await;
+    assert_eq!(bundle.body, MAIN_JS.as_bytes());
+    for path in [
+        "/element/../secret.txt",
+        "/element/%2e%2e/secret.txt",
+        "/element/..%2fsecret.txt",
+    ] {
+        let reply = http_get(port, "example.test", path).await;
+        assert!(
+            reply.status == 400 || reply.status == 404,
+            "{path}: {}",
+            reply.status
+        );
+        assert!(!String::from_utf8_lossy(&reply.body).contains("TOP-SECRET"));
+    }
+    // The API is still there beside it.
+    assert_eq!(
+        http_get(port, "example.test", "/_matrix/client/versions")
+            .await
+            .status,
+        200
+    );
+}

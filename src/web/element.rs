@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use axum::{
     Router,
-    extract::Request,
+    extract::{OriginalUri, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
     routing::get,
@@ -55,15 +55,22 @@ pub fn mount(router: Router, config: &Config) -> Router {
         }
         None => {
             let prefix = config.element.path_prefix.trim_end_matches('/').to_owned();
-            let slash = format!("{prefix}/");
-            router
-                .route(
-                    &prefix,
-                    get(move || async move { Redirect::permanent(&slash) }),
-                )
-                .nest_service(&format!("{prefix}/"), element)
+            let element = element.layer(middleware::from_fn_with_state(prefix.clone(), add_slash));
+            router.nest_service(&prefix, element)
         }
     }
+}
+
+/// `/element` → `/element/`, so that the relative URLs in Element's `index.html` resolve.
+async fn add_slash(State(prefix): State<String>, request: Request, next: Next) -> Response {
+    let exact = request
+        .extensions()
+        .get::<OriginalUri>()
+        .is_some_and(|uri| uri.path() == prefix);
+    if exact {
+        return Redirect::permanent(&format!("{prefix}/")).into_response();
+    }
+    next.run(request).await
 }
 
 /// The host a request is for, without port: `:authority` (HTTP/2) or `Host`.
