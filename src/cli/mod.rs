@@ -88,9 +88,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
+                // A development server behind a proxy keeps trusting it.
+                let x_forwarded = config
+                    .listeners
+                    .iter()
+                    .any(|l| l.serves("client") && l.x_forwarded);
                 config.listeners = vec![crate::config::Listener {
                     port: listen.port(),
                     bind_addresses: vec![listen.ip().to_string()],
+                    x_forwarded,
                     ..crate::config::Listener::default()
                 }];
             }
