@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 binary="${1:-target/release/appliance}"
 duration="${DURATION:-10}"
 work="$(mktemp -d)"
+chmod 755 "$work" # nginx workers run as www-data
 trap 'kill $appliance_pid $nginx_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -68,7 +69,7 @@ http {
     uwsgi_temp_path $work/nginx;
     scgi_temp_path $work/nginx;
     server {
-        listen 127.0.0.1:$n_port ssl http2;
+        listen 127.0.0.1:$n_port ssl;
         server_name localhost;
         ssl_certificate $work/cert.pem;
         ssl_certificate_key $work/key.pem;
@@ -86,7 +87,7 @@ nginx -c "$work/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 sleep 1
 for port in "$a_port" "$n_port"; do
-    curl -sfk "https://localhost:$port$bundle" -o /dev/null || { cat "$work/appliance.log"; exit 1; }
+    curl -sfk "https://localhost:$port$bundle" -o /dev/null || { cat "$work/appliance.log" "$work/nginx/error.log" >&2; exit 1; }
 done
 
 rss_kib() { # the server and its children
