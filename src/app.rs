@@ -6,9 +6,19 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Extension;
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{sync::watch, task::JoinSet};
 
-use crate::{config::Config, services::Services, web};
+use crate::{
+    acme::{self, challenges::Http01Answers},
+    config::Config,
+    net::{
+        self,
+        certificates::{self, Source},
+        tls::{ACME_TLS_ALPN, LiveCertificate},
+    },
+    services::Services,
+    web,
+};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,39 +41,51 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    if let Some(tls) = services.config.listeners.iter().find(|l| l.tls) {
-        anyhow::bail!(
-            "listener on port {}: TLS listeners are not built yet; use a reverse proxy for TLS",
-            tls.port
-        );
+    // The certificate of every TLS listener, swapped live by ACME renewals and PEM reloads. The
+    // TURN relay's `turns:` listener shares it: `certificate.server_config(&[])`.
+    let certificate = LiveCertificate::new();
+    let http01 = Http01Answers::default();
+    if services.config.listeners.iter().any(|l| l.tls) {
+        start_certificates(&services.config, &certificate, &http01)?;
     }
+    let https_port = services
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.tls && l.serves("client"))
+        .map(|l| l.port);
     for listener_config in &services.config.listeners {
+        let router =
+            web::front_door::listener_router(&router, listener_config, &http01, https_port);
         let router = if listener_config.x_forwarded {
-            router
-                .clone()
-                .layer(Extension(web::client_ip::TrustForwardedFor))
+            router.layer(Extension(web::client_ip::TrustForwardedFor))
         } else {
-            router.clone()
+            router
         };
+        let tls = listener_config
+            .tls
+            .then(|| certificate.server_config(&[b"h2", b"http/1.1", ACME_TLS_ALPN]));
         for address in &listener_config.bind_addresses {
             let ip: std::net::IpAddr = address.parse().context("bind address")?;
-            let socket = SocketAddr::new(ip, listener_config.port);
-            let listener = TcpListener::bind(socket)
-                .await
-                .with_context(|| format!("cannot listen on {socket}"))?;
+            let listener = net::bind(SocketAddr::new(ip, listener_config.port))?;
             let bound = listener.local_addr()?;
-            tracing::info!("listening on http://{bound}");
-            let mut stop = stop_rx.clone();
-            let service = router
-                .clone()
-                .into_make_service_with_connect_info::<SocketAddr>();
-            servers.spawn(async move {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|stopping| *stopping).await;
-                    })
-                    .await
-            });
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let resources = listener_config
+                .resources
+                .iter()
+                .flat_map(|r| r.names.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(",");
+            // The address ends the line: tests and scripts read it from there.
+            tracing::debug!(%bound, resources, "listener resources");
+            tracing::info!("listening on {scheme}://{bound}");
+            servers.spawn(net::serve(
+                listener,
+                tls.clone(),
+                router.clone(),
+                stop_rx.clone(),
+                SHUTDOWN_GRACE,
+            ));
         }
     }
 
@@ -83,17 +105,28 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
 }
 
 /// Waits (a bounded time) for stopped listeners to finish their in-flight requests.
-pub async fn drain(mut servers: JoinSet<std::io::Result<()>>) {
+pub async fn drain<T: 'static>(mut servers: JoinSet<T>) {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while let Some(result) = servers.join_next().await {
-            if let Ok(Err(e)) = result {
-                tracing::warn!(error = %e, "listener ended with an error");
-            }
-        }
+        while servers.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+}
+
+/// Puts the first certificate in place and starts whatever keeps it fresh.
+fn start_certificates(
+    config: &Config,
+    certificate: &LiveCertificate,
+    http01: &Http01Answers,
+) -> anyhow::Result<()> {
+    let source = Source::of(config);
+    tracing::info!("TLS certificate from {}", source.describe());
+    match source {
+        Source::Acme => acme::start(config, certificate, http01.clone()),
+        Source::Files { chain, key } => certificates::use_files(chain, key, certificate),
+        Source::SelfSigned => certificates::use_self_signed(config, certificate),
     }
 }
 

@@ -1,11 +1,13 @@
 //! matrix-appliance: a Matrix homeserver in one process. See docs/ARCHITECTURE.md for the map.
 
+mod acme;
 mod api;
 mod app;
 mod cli;
 mod config;
 mod error;
 mod logging;
+mod net;
 mod services;
 mod setup;
 mod storage;

@@ -5,3 +5,4 @@ pub mod client;
 pub mod media_http;
 pub mod server;
 pub mod synapse_admin;
+pub mod well_known;

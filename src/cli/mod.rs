@@ -2,6 +2,8 @@
 //! HTTP API.
 
 mod admin;
+mod cert;
+mod element;
 mod media;
 mod password;
 mod setup;
@@ -54,6 +56,12 @@ enum Command {
     /// First-run setup without a browser, the setup token, the reachability checklist, and
     /// reopening the wizard (`--reconfigure`).
     Setup(Box<setup::SetupArgs>),
+    /// The TLS certificate: status, and renewal (ACME) through the running server.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Element Web hosting: install or upgrade a release, show the installed version.
+    #[command(subcommand)]
+    Element(element::ElementCommand),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +205,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 *args,
             )
         }
+        Command::Cert(command) => {
+            crate::logging::init("warn");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(cert::run(config, command))
+        }
+        Command::Element(command) => element::run(&config, command),
     }
 }
 

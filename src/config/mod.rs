@@ -19,8 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use element::ElementConfig;
-#[cfg(test)]
-use tls::AcmeChallenge;
+pub use tls::AcmeChallenge;
 pub use tls::AcmeConfig;
 pub use units::{ByteSize, Duration};
 

@@ -2,7 +2,9 @@
 //! methods, and the layers every request passes (panic guard, tracing, CORS, body limit).
 
 pub mod client_ip;
+pub mod element;
 mod error;
+pub mod front_door;
 pub mod ruma;
 pub mod server_auth;
 
@@ -30,10 +32,12 @@ pub type AppState = Arc<Services>;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_upload_size.0).unwrap_or(usize::MAX);
-    Router::new()
+    let config = state.config.clone();
+    let router = Router::new()
         .merge(api::client::routes())
         .merge(api::server::routes())
         .merge(api::synapse_admin::routes())
+        .merge(api::well_known::routes())
         .fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request") })
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Unrecognized request")
@@ -59,7 +63,8 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Error::internal("a request handler panicked").into_response()
         }))
-        .with_state(state)
+        .with_state(state);
+    element::mount(router, &config)
 }
 
 /// How much of an oversized body is read and thrown away before the `413` goes out, and for how

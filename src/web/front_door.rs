@@ -1,0 +1,103 @@
+//! What each listener serves, from its `resources`: the application (`client`, `federation`),
+//! ACME HTTP-01 answers (`acme`), and a 308 to HTTPS for everything else (`redirect`); plus HSTS
+//! on TLS listeners.
+
+use axum::{
+    Router,
+    extract::{Path, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{acme::challenges::Http01Answers, config::Listener};
+
+/// Two years, as the HSTS preload list asks; no `includeSubDomains`: other hosts of the domain
+/// are not this box's to decide.
+const HSTS: &str = "max-age=63072000";
+
+pub fn listener_router(
+    app: &Router,
+    listener: &Listener,
+    http01: &Http01Answers,
+    https_port: Option<u16>,
+) -> Router {
+    let serves_app = listener.serves("client") || listener.serves("federation");
+    let mut router = if serves_app {
+        app.clone()
+    } else {
+        Router::new()
+    };
+    if listener.serves("acme") {
+        let answers = http01.clone();
+        router = router.merge(Router::new().route(
+            "/.well-known/acme-challenge/{token}",
+            get(move |Path(token): Path<String>| async move {
+                match answers.get(&token) {
+                    Some(answer) => ([(header::CONTENT_TYPE, "application/octet-stream")], answer)
+                        .into_response(),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        ));
+    }
+    if listener.serves("redirect") && !serves_app {
+        router = router.fallback(move |request: Request| async move {
+            redirect_to_https(&request, https_port)
+        });
+    }
+    if listener.tls {
+        router = router.layer(middleware::from_fn(strict_transport_security));
+    }
+    router
+}
+
+/// The same URL on https (`https_port` when it is not 443, for a box on other ports).
+fn redirect_to_https(request: &Request, https_port: Option<u16>) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(crate::net::certificates::host_without_port)
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        });
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "A Host header is needed").into_response();
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = match https_port {
+        Some(443) | None => String::new(),
+        Some(port) => format!(":{port}"),
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = format!("https://{host}{port}{path}");
+    match HeaderValue::try_from(location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "Bad request").into_response(),
+    }
+}
+
+async fn strict_transport_security(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    response
+}
