@@ -17,6 +17,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::services::presence::spawn_timeouts(&services);
     let router = web::router(services.clone());
 
+    // Before the HTTP listeners: once `/voip/turnServer` answers, the relay is there.
+    let turn_relay = start_turn_relay(&services.config, &services).await?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     if let Some(tls) = services.config.listeners.iter().find(|l| l.tls) {
@@ -58,6 +61,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     wait_for_shutdown_signal().await;
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
+    if let Some(relay) = turn_relay {
+        relay.stop().await;
+    }
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(result) = servers.join_next().await {
             if let Ok(Err(e)) = result {
@@ -71,6 +77,48 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The built-in TURN relay, when `turn_relay_enabled`. TURN over TLS gets the certificate from
+/// `tls_certificate_path`; the front door will hand over its live resolver here instead.
+async fn start_turn_relay(
+    config: &Config,
+    services: &Services,
+) -> anyhow::Result<Option<crate::turn::Relay>> {
+    if !config.turn_relay_enabled {
+        return Ok(None);
+    }
+    let secret = services
+        .voip
+        .secret()
+        .context("the TURN relay needs a shared secret")?
+        .to_owned();
+    let tls = match (&config.tls_certificate_path, &config.tls_private_key_path) {
+        (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
+        _ => None,
+    };
+    Ok(Some(crate::turn::start(config, secret, tls).await?))
+}
+
+/// A rustls server config (ring provider) from PEM certificate chain and key files.
+fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the private key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("the TLS certificate and key do not fit together")?;
+    Ok(std::sync::Arc::new(config))
 }
 
 async fn wait_for_shutdown_signal() {

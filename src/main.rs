@@ -8,6 +8,7 @@ mod error;
 mod logging;
 mod services;
 mod storage;
+mod turn;
 mod web;
 
 fn main() -> std::process::ExitCode {

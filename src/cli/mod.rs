@@ -3,6 +3,7 @@
 
 mod admin;
 mod password;
+mod turn;
 
 use std::{
     net::SocketAddr,
@@ -49,6 +50,9 @@ enum Command {
     /// Manage accounts and registration tokens (works while the server runs).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The built-in TURN relay.
+    #[command(subcommand)]
+    Turn(turn::TurnCommand),
 }
 
 #[derive(Subcommand)]
@@ -114,6 +118,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_redacted_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Turn(command) => turn::run(&config, command),
         Command::Admin(command) => {
             crate::logging::init("warn");
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -162,6 +162,21 @@ pub struct Config {
     /// Peer addresses or CIDR ranges (`192.168.1.0/24`) the relay may reach even though they
     /// are private.
     pub turn_allowed_peer_ips: Vec<String>,
+
+    /// Most relay allocations one user may hold at once (coturn's `user-quota`; 12 as in
+    /// Synapse's TURN how-to). A call needs one or two.
+    pub turn_max_allocations_per_user: u32,
+
+    /// Longest time one allocation may live, however often it is refreshed; it is then ended.
+    pub turn_max_allocation_lifetime: Duration,
+
+    /// Most bytes per second one allocation may relay (both directions together); more is
+    /// dropped. `0` means no cap. The default carries an HD video call with room to spare.
+    pub turn_max_bandwidth: ByteSize,
+
+    /// Most packets per second one allocation may relay (both directions together); more are
+    /// dropped. `0` means no cap.
+    pub turn_max_packet_rate: u32,
 }
 
 impl Default for Config {
@@ -212,6 +227,10 @@ impl Default for Config {
             ],
             turn_allow_private_peers: false,
             turn_allowed_peer_ips: Vec::new(),
+            turn_max_allocations_per_user: 12,
+            turn_max_allocation_lifetime: Duration::from_secs(24 * 3600),
+            turn_max_bandwidth: ByteSize::mebibytes(1),
+            turn_max_packet_rate: 2000,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod tags;
 pub mod typing;
 pub mod uiaa;
 pub mod users;
+pub mod voip;
 
 use std::{net::IpAddr, path::Path, sync::Arc};
 
@@ -44,6 +45,8 @@ pub struct Services {
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
+    /// TURN credentials for `/voip/turnServer` (and the built-in relay's secret).
+    pub voip: voip::Voip,
 }
 
 pub struct LoginLimits {
@@ -69,7 +72,9 @@ impl Services {
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
+        let voip = voip::Voip::new(&config, &data_dir)?;
         Ok(Arc::new(Self {
+            voip,
             users: users::Users::new(db.clone(), server_name.clone()),
             sessions: sessions::Sessions::new(db.clone()),
             uiaa: uiaa::Uiaa::default(),
