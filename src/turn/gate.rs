@@ -30,7 +30,9 @@ pub enum Verdict {
 }
 
 /// The allocation about to be made: the crate handles one message of a listener at a time, so
-/// the Allocate request the gate just passed is the one the address generator is called for.
+/// the Allocate request the gate just passed is the one the address generator is called for
+/// (once, or twice with EVEN-PORT, whose port the crate probes with a throw-away socket).
+#[derive(Clone)]
 pub struct Pending {
     pub username: String,
     pub client: SocketAddr,
@@ -54,11 +56,11 @@ impl Gate {
         }
     }
 
-    pub fn take_pending(&self) -> Option<Pending> {
+    pub fn pending(&self) -> Option<Pending> {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .clone()
     }
 
     pub fn inspect(&self, packet: &[u8], from: SocketAddr) -> Verdict {

@@ -60,7 +60,7 @@ impl RelayAddressGenerator for Generator {
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
         let ports = &self.ports;
-        let pending = self.gate.take_pending();
+        let pending = self.gate.pending();
         let (bind, public) = if use_ipv4 {
             (ports.bind_v4, &ports.public_v4)
         } else {
