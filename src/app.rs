@@ -42,12 +42,16 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     // The certificate of every TLS listener, swapped live by ACME renewals and PEM reloads. The
-    // TURN relay's `turns:` listener shares it: `certificate.server_config(&[])`.
+    // TURN relay's `turns:` listener shares it.
     let certificate = LiveCertificate::new();
     let http01 = Http01Answers::default();
-    if services.config.listeners.iter().any(|l| l.tls) {
+    let turns = services.config.turn_relay_enabled && services.config.turn_tls_port.is_some();
+    if turns || services.config.listeners.iter().any(|l| l.tls) {
         start_certificates(&services.config, &certificate, &http01)?;
     }
+
+    // Before the HTTP listeners: once `/voip/turnServer` answers, the relay is there.
+    let turn_relay = start_turn_relay(&services, &certificate).await?;
     let https_port = services
         .config
         .listeners
@@ -96,6 +100,9 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
     crate::systemd::stopping();
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
+    if let Some(relay) = turn_relay {
+        relay.stop().await;
+    }
     drain(servers).await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
@@ -128,6 +135,28 @@ fn start_certificates(
         Source::Files { chain, key } => certificates::use_files(chain, key, certificate),
         Source::SelfSigned => certificates::use_self_signed(config, certificate),
     }
+}
+
+/// The built-in TURN relay, when `turn_relay_enabled`; `turns:` gets the front door's live
+/// certificate.
+async fn start_turn_relay(
+    services: &Services,
+    certificate: &LiveCertificate,
+) -> anyhow::Result<Option<crate::turn::Relay>> {
+    let config = &services.config;
+    if !config.turn_relay_enabled {
+        return Ok(None);
+    }
+    let secret = services
+        .voip
+        .secret()
+        .context("the TURN relay needs a shared secret")?
+        .to_owned();
+    let tls = config
+        .turn_tls_port
+        .is_some()
+        .then(|| certificate.server_config(&[]));
+    Ok(Some(crate::turn::start(config, secret, tls).await?))
 }
 
 /// Waits for SIGTERM or SIGINT. Each SIGHUP in the meantime bumps the reload generation that

@@ -12,6 +12,7 @@ mod services;
 mod setup;
 mod storage;
 mod systemd;
+mod turn;
 mod web;
 
 fn main() -> std::process::ExitCode {

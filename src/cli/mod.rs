@@ -7,6 +7,7 @@ mod element;
 mod media;
 mod password;
 mod setup;
+mod turn;
 
 use std::{
     net::SocketAddr,
@@ -62,6 +63,9 @@ enum Command {
     /// Element Web hosting: install or upgrade a release, show the installed version.
     #[command(subcommand)]
     Element(element::ElementCommand),
+    /// The built-in TURN relay.
+    #[command(subcommand)]
+    Turn(turn::TurnCommand),
 }
 
 #[derive(Subcommand)]
@@ -184,6 +188,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_redacted_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Turn(command) => turn::run(&config, command),
         Command::Admin(command) => {
             crate::logging::init("warn");
             let runtime = tokio::runtime::Builder::new_current_thread()

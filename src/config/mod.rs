@@ -187,6 +187,21 @@ pub struct Config {
     pub max_pending_media_uploads: u32,
     /// How long a media ID from `/create` waits for its upload before it expires.
     pub unused_expiration_time: Duration,
+
+    /// Most relay allocations one user may hold at once (coturn's `user-quota`; 12 as in
+    /// Synapse's TURN how-to). A call needs one or two.
+    pub turn_max_allocations_per_user: u32,
+
+    /// Longest time one allocation may live, however often it is refreshed; it is then ended.
+    pub turn_max_allocation_lifetime: Duration,
+
+    /// Most bytes per second one allocation may relay (both directions together); more is
+    /// dropped. `0` means no cap. The default carries an HD video call with room to spare.
+    pub turn_max_bandwidth: ByteSize,
+
+    /// Most packets per second one allocation may relay (both directions together); more are
+    /// dropped. `0` means no cap.
+    pub turn_max_packet_rate: u32,
 }
 
 impl Default for Config {
@@ -247,6 +262,10 @@ impl Default for Config {
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,
+            turn_max_allocations_per_user: 12,
+            turn_max_allocation_lifetime: Duration::from_secs(24 * 3600),
+            turn_max_bandwidth: ByteSize::mebibytes(1),
+            turn_max_packet_rate: 2000,
         }
     }
 }

@@ -183,6 +183,42 @@ impl Config {
                 ));
             }
         }
+        for entry in &self.turn_allowed_peer_ips {
+            if crate::turn::peer_filter::parse_network(entry).is_none() {
+                return Err((
+                    "turn_allowed_peer_ips",
+                    format!("`{entry}` is not an IP address or CIDR range"),
+                ));
+            }
+        }
+        for server in &self.turn_stun_servers {
+            if server
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err((
+                    "turn_stun_servers",
+                    format!("`{server}` is not `host:port`"),
+                ));
+            }
+        }
+        if self.turn_relay_enabled && self.turn_public_ip_check_interval.0.as_secs() < 1 {
+            return Err((
+                "turn_public_ip_check_interval",
+                "must be at least 1s".to_owned(),
+            ));
+        }
+        if self.turn_max_allocation_lifetime.0.as_secs() < 60 {
+            return Err((
+                "turn_max_allocation_lifetime",
+                "must be at least 1m".to_owned(),
+            ));
+        }
+        if let Some(secret) = &self.turn_shared_secret
+            && secret.is_empty()
+        {
+            return Err(("turn_shared_secret", "must not be empty".to_owned()));
+        }
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ pub mod tags;
 pub mod typing;
 pub mod uiaa;
 pub mod users;
+pub mod voip;
 
 use std::{net::IpAddr, path::Path, sync::Arc};
 
@@ -50,6 +51,8 @@ pub struct Services {
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
+    /// TURN credentials for `/voip/turnServer` (and the built-in relay's secret).
+    pub voip: voip::Voip,
 }
 
 pub struct LoginLimits {
@@ -82,7 +85,9 @@ impl Services {
             default_room_version,
             position,
         );
+        let voip = voip::Voip::new(&config, &data_dir)?;
         Ok(Arc::new(Self {
+            voip,
             users: users::Users::new(db.clone(), server_name.clone(), rooms.stream_sender()),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),

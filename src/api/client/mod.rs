@@ -20,6 +20,7 @@ mod session;
 mod sync;
 mod tags;
 mod versions;
+mod voip;
 
 use axum::Router;
 use ruma::api::client::{
@@ -40,6 +41,9 @@ pub fn routes() -> Router<AppState> {
         .merge(keys::routes())
         .merge(backup::routes())
         .merge(media::routes())
+        .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(
+            voip::get_turn_server,
+        )
         .ruma::<discovery::get_supported_versions::Request, _, _>(versions::get_supported_versions)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(capabilities::get_capabilities)
         .ruma::<ses::get_login_types::v3::Request, _, _>(session::get_login_types)
