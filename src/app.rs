@@ -95,8 +95,7 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
 
     crate::systemd::ready("serving");
     let watchdog = crate::systemd::spawn_watchdog(Some(services.clone()));
-    let (reload_tx, _) = watch::channel(0u64);
-    wait_for_shutdown_signal(&reload_tx).await;
+    wait_for_shutdown_signal().await;
     crate::systemd::stopping();
     tracing::info!("shutting down; letting requests in flight finish");
     let _ = stop_tx.send(true);
@@ -159,9 +158,10 @@ async fn start_turn_relay(
     Ok(Some(crate::turn::start(config, secret, tls).await?))
 }
 
-/// Waits for SIGTERM or SIGINT. Each SIGHUP in the meantime bumps the reload generation that
-/// live-reloadable parts watch (`systemctl reload` sends it).
-pub async fn wait_for_shutdown_signal(reload: &watch::Sender<u64>) {
+/// Waits for SIGTERM or SIGINT. A SIGHUP (`systemctl reload`) in the meantime does not stop the
+/// server: it is announced to systemd, and the parts that reload live (the certificate files)
+/// listen for it themselves.
+pub async fn wait_for_shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
@@ -172,8 +172,7 @@ pub async fn wait_for_shutdown_signal(reload: &watch::Sender<u64>) {
             _ = int.recv() => return,
             _ = hup.recv() => {
                 crate::systemd::reloading();
-                reload.send_modify(|generation| *generation += 1);
-                tracing::info!(watchers = reload.receiver_count(), "reload requested (SIGHUP)");
+                tracing::info!("reload requested (SIGHUP)");
                 crate::systemd::ready("serving");
             }
         }

@@ -175,11 +175,9 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
 
     crate::systemd::ready("setup wizard: waiting for the setup token");
     let mut watchdog = crate::systemd::spawn_watchdog(None);
-    // SIGHUP (`systemctl reload`) has nothing to reload in setup mode, and must not stop it.
-    let (reload, _) = tokio::sync::watch::channel(0u64);
     let applied = tokio::select! {
         applied = applied_rx => applied.ok(),
-        () = crate::app::wait_for_shutdown_signal(&reload) => None,
+        () = crate::app::wait_for_shutdown_signal() => None,
     };
     if applied.is_some()
         && let Some(setup_watchdog) = watchdog.take()
@@ -204,7 +202,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             );
             crate::systemd::ready("serving");
             let watchdog = crate::systemd::spawn_watchdog(Some(applied.services.clone()));
-            crate::app::wait_for_shutdown_signal(&reload).await;
+            crate::app::wait_for_shutdown_signal().await;
             crate::systemd::stopping();
             let _ = stop_tx.send(true);
             crate::app::drain(servers).await;
