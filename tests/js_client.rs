@@ -50,7 +50,7 @@ fn prepared_dir() -> PathBuf {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    for script in ["element_flow.mjs", "element_e2ee.mjs"] {
+    for script in ["support.mjs", "element_flow.mjs", "element_e2ee.mjs"] {
         std::fs::copy(js_sources().join(script), dir.join(script)).expect("copy script");
     }
     dir

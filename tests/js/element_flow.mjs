@@ -6,30 +6,13 @@
 //   node element_flow.mjs <base_url> <alice> <bob> <password>
 import * as sdk from "matrix-js-sdk";
 
+import { fail, waitFor as waitForEvent } from "./support.mjs";
+
 const [baseUrl, aliceName, bobName, password] = process.argv.slice(2);
 const TIMEOUT_MS = 20000;
 
-function fail(message) {
-    console.error(`FAIL: ${message}`);
-    process.exit(1);
-}
-
-// Resolves with the first emission of `event` whose arguments satisfy `predicate`.
 function waitFor(emitter, event, predicate, what) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-            emitter.off(event, listener);
-            reject(new Error(`timed out waiting for ${what}`));
-        }, TIMEOUT_MS);
-        function listener(...args) {
-            if (predicate(...args)) {
-                clearTimeout(timer);
-                emitter.off(event, listener);
-                resolve(args);
-            }
-        }
-        emitter.on(event, listener);
-    });
+    return waitForEvent(emitter, event, predicate, what, TIMEOUT_MS);
 }
 
 async function loggedIn(user) {
