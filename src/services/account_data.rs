@@ -1,7 +1,7 @@
 //! Account data (global and per room), read receipts and stored filters: small per-user records
 //! that ride the same stream as events, so /sync reports them.
 
-use ruma::{RoomId, UserId};
+use ruma::{EventId, RoomId, UserId};
 use serde_json::Value;
 
 use super::rooms::Rooms;
@@ -53,6 +53,20 @@ impl AccountData {
             .await?;
         rooms.notify(position);
         Ok(())
+    }
+
+    /// Moves the user's fully-read marker in a room (`m.fully_read` room account data), which
+    /// `/receipt` with `m.fully_read` and `/read_markers` both set.
+    pub async fn set_fully_read(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room: &RoomId,
+        event_id: &EventId,
+    ) -> Result<()> {
+        let content = serde_json::json!({ "event_id": event_id });
+        self.put(rooms, user, Some(room), "m.fully_read", &content)
+            .await
     }
 
     pub async fn get(

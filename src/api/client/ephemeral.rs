@@ -7,7 +7,6 @@ use ruma::api::client::{
     typing::create_typing_event::v3::{self as create_typing_event, Typing},
 };
 use ruma::events::receipt::ReceiptThread;
-use serde_json::json;
 
 use crate::{
     error::Error,
@@ -65,15 +64,13 @@ pub async fn create_receipt(
     };
     match body.receipt_type {
         ReceiptType::FullyRead => {
-            let content = json!({"event_id": body.event_id});
             services
                 .account_data
-                .put(
+                .set_fully_read(
                     &services.rooms,
                     &sender.user_id,
-                    Some(&body.room_id),
-                    "m.fully_read",
-                    &content,
+                    &body.room_id,
+                    &body.event_id,
                 )
                 .await?;
         }
@@ -107,16 +104,9 @@ pub async fn set_read_marker(
         .require_joined(&body.room_id, &sender.user_id)
         .await?;
     if let Some(event_id) = &body.fully_read {
-        let content = json!({"event_id": event_id});
         services
             .account_data
-            .put(
-                &services.rooms,
-                &sender.user_id,
-                Some(&body.room_id),
-                "m.fully_read",
-                &content,
-            )
+            .set_fully_read(&services.rooms, &sender.user_id, &body.room_id, event_id)
             .await?;
     }
     for (receipt_type, event_id) in [
