@@ -307,9 +307,10 @@ async fn join_invite_leave_forget() {
         membership_of(&server, alice, &room, &bob.user_id).await,
         "leave"
     );
-    // A former member cannot read the current state any more, nor send.
-    let (status, _) = server.get(&room_path(&room, "state"), bob.token()).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A former member reads the state as of their leave (never later state), and cannot send.
+    let state = full_state(&server, bob, &room).await;
+    let own = find_state(&state, "m.room.member", &bob.user_id).expect("own member event");
+    assert_eq!(own["content"]["membership"], "leave");
     assert_error(
         &try_send(&server, bob, &room, "m.room.message", json!({"body": "x"})).await,
         403,
@@ -1079,15 +1080,25 @@ async fn state_put_and_get() {
     let joined = joined_members(&server, alice, &room).await;
     assert_eq!(joined.as_object().unwrap().len(), 2, "{joined}");
     assert_eq!(joined[&bob.user_id]["display_name"], "Bobby", "{joined}");
-    // Non-members see neither.
+    // A former member gets no /joined_members, and /members as of when she left.
     let (status, _) = server
         .get(&room_path(&room, "joined_members"), carol.token())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = server
+    let (status, body) = server
         .get(&room_path(&room, "members"), carol.token())
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        member_list(&body).contains(&(carol.user_id.clone(), "leave".to_owned())),
+        "{body}"
+    );
+    assert!(
+        !member_list(&body)
+            .iter()
+            .any(|(user, _)| *user == dave.user_id),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -1429,4 +1440,179 @@ async fn a_profile_change_reaches_every_joined_room() {
 /// Whoever of the two is joined to `room` (alice created `first`, bob the other).
 fn bob_or<'a>(alice: &'a Session, bob: &'a Session, room: &str, first: &str) -> &'a Session {
     if room == first { alice } else { bob }
+}
+
+/// Member user IDs (with membership) of a `/members` answer.
+fn member_list(body: &Value) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = body["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap_or_default().to_owned(),
+                e["content"]["membership"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    members.sort();
+    members
+}
+
+#[tokio::test]
+async fn former_members_read_the_state_of_when_they_left() {
+    let server = TestServer::start().await;
+    let [alice, bob, carol, dave] = &users(&server, &["alice", "bob", "carol", "dave"]).await[..]
+    else {
+        unreachable!()
+    };
+    let room = create_room(
+        &server,
+        alice,
+        json!({"preset": "public_chat", "name": "Before"}),
+    )
+    .await;
+    must_join(&server, bob, &room).await;
+    must_join(&server, carol, &room).await;
+    let (status, body) = leave(&server, bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = member_action(
+        &server,
+        alice,
+        &room,
+        "ban",
+        json!({"user_id": carol.user_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    set_state(
+        &server,
+        alice,
+        &room,
+        "m.room.name",
+        "",
+        json!({"name": "After"}),
+    )
+    .await;
+    must_join(&server, dave, &room).await;
+
+    // Bob left: /state, /state/{type}/{key} and /members answer as of his leave.
+    let state = full_state(&server, bob, &room).await;
+    let name = find_state(&state, "m.room.name", "").expect("name in state");
+    assert_eq!(name["content"]["name"], "Before");
+    let own = find_state(&state, "m.room.member", &bob.user_id).expect("own member event");
+    assert_eq!(own["content"]["membership"], "leave");
+    assert!(find_state(&state, "m.room.member", &dave.user_id).is_none());
+    let (status, content) = get_state(&server, bob, &room, "m.room.name", "").await;
+    assert_eq!(status, StatusCode::OK, "{content}");
+    assert_eq!(content["name"], "Before");
+    let (status, content) = get_state(&server, bob, &room, "m.room.member", &dave.user_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{content}");
+    let (status, body) = server.get(&room_path(&room, "members"), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(member_list(&body), {
+        let mut expected = vec![
+            (alice.user_id.clone(), "join".to_owned()),
+            (bob.user_id.clone(), "leave".to_owned()),
+            (carol.user_id.clone(), "join".to_owned()),
+        ];
+        expected.sort();
+        expected
+    });
+
+    // Carol was banned: she sees the room as it was at her ban, not the later name.
+    let (status, content) = get_state(&server, carol, &room, "m.room.name", "").await;
+    assert_eq!(status, StatusCode::OK, "{content}");
+    assert_eq!(content["name"], "Before");
+    let (status, content) = get_state(&server, carol, &room, "m.room.member", &carol.user_id).await;
+    assert_eq!(status, StatusCode::OK, "{content}");
+    assert_eq!(content["membership"], "ban");
+
+    // Joined members see the current state; someone who was never in the room sees nothing.
+    let (status, content) = get_state(&server, dave, &room, "m.room.name", "").await;
+    assert_eq!(status, StatusCode::OK, "{content}");
+    assert_eq!(content["name"], "After");
+    let erin = server.register("erin", "password").await;
+    assert_error(
+        &server.get(&room_path(&room, "state"), erin.token()).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &get_state(&server, &erin, &room, "m.room.name", "").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.get(&room_path(&room, "members"), erin.token()).await,
+        403,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn members_at_a_token_show_the_membership_of_that_time() {
+    let server = TestServer::start().await;
+    let [alice, bob, carol] = &users(&server, &["alice", "bob", "carol"]).await[..] else {
+        unreachable!()
+    };
+    let room = create_room(&server, alice, json!({"preset": "public_chat"})).await;
+    must_join(&server, bob, &room).await;
+    let before_carol = sync(&server, alice, "timeout=0").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    must_join(&server, carol, &room).await;
+    let (status, body) = leave(&server, bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let after = sync_since(&server, alice, &before_carol, "").await;
+    let prev_batch = after["rooms"]["join"][&room]["timeline"]["prev_batch"]
+        .as_str()
+        .expect("prev_batch")
+        .to_owned();
+
+    let members_at = |token: String| {
+        let server = &server;
+        let room = room.clone();
+        async move {
+            let (status, body) = server
+                .get(
+                    &room_path(&room, &format!("members?at={}", q(&token))),
+                    alice.token(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            member_list(&body)
+        }
+    };
+    let mut expected_then = vec![
+        (alice.user_id.clone(), "join".to_owned()),
+        (bob.user_id.clone(), "join".to_owned()),
+    ];
+    expected_then.sort();
+    // A sync token names the state after everything up to it; the prev_batch of the timeline
+    // that starts with Carol's join names the state just before that join.
+    assert_eq!(members_at(before_carol.clone()).await, expected_then);
+    assert_eq!(members_at(prev_batch).await, expected_then);
+    let (status, body) = server
+        .get(&room_path(&room, "members"), alice.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut expected_now = vec![
+        (alice.user_id.clone(), "join".to_owned()),
+        (bob.user_id.clone(), "leave".to_owned()),
+        (carol.user_id.clone(), "join".to_owned()),
+    ];
+    expected_now.sort();
+    assert_eq!(member_list(&body), expected_now);
+    assert_error(
+        &server
+            .get(&room_path(&room, "members?at=bogus"), alice.token())
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
 }

@@ -304,6 +304,20 @@ pub fn topo_position_at_stream(
     .optional()
 }
 
+/// The state group after the newest event of the room at or before a stream position.
+pub fn state_group_at_stream(
+    conn: &Connection,
+    room_id: &str,
+    stream: i64,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT state_group FROM events WHERE room_id = ?1 AND stream_ordering <= ?2
+         ORDER BY stream_ordering DESC LIMIT 1",
+    )?
+    .query_row(params![room_id, stream], |row| row.get(0))
+    .optional()
+}
+
 /// Rooms with any event after `since`, among `rooms`.
 pub fn rooms_with_events_after(
     conn: &Connection,

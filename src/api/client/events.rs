@@ -130,7 +130,7 @@ pub async fn get_state_event_for_key(
     let value = if body.format == StateEventFormat::Event {
         let state = services
             .rooms
-            .current_state(&body.room_id, &sender.user_id)
+            .readable_state(&body.room_id, &sender.user_id, None)
             .await?;
         state
             .into_iter()
@@ -166,7 +166,7 @@ pub async fn get_state_events(
     let room_id = &request.body.room_id;
     let state = services
         .rooms
-        .current_state(room_id, &request.sender()?.user_id)
+        .readable_state(room_id, &request.sender()?.user_id, None)
         .await?;
     let events = state
         .into_iter()
@@ -283,7 +283,7 @@ pub async fn get_message_events(
     if !body.filter.lazy_load_options.is_disabled() {
         let state = services
             .rooms
-            .current_state(&body.room_id, &sender.user_id)
+            .readable_state(&body.room_id, &sender.user_id, None)
             .await?;
         response.state = state
             .into_iter()
@@ -307,9 +307,14 @@ pub async fn get_member_events(
 ) -> ApiResult<get_member_events::Response> {
     let sender = request.sender()?;
     let body = &request.body;
+    let at = body
+        .at
+        .as_deref()
+        .map(str::parse::<PaginationToken>)
+        .transpose()?;
     let state = services
         .rooms
-        .current_state(&body.room_id, &sender.user_id)
+        .readable_state(&body.room_id, &sender.user_id, at)
         .await?;
     let chunk = state
         .into_iter()
@@ -345,7 +350,7 @@ pub async fn joined_members(
         .await?;
     let state = services
         .rooms
-        .current_state(room_id, &sender.user_id)
+        .readable_state(room_id, &sender.user_id, None)
         .await?;
     let mut joined = BTreeMap::new();
     for event in state

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{Rooms, format::client_event};
 use crate::{
     error::{Error, Result},
-    storage::rooms::{self as store, EventRow, TopoPosition},
+    storage::rooms::{self as store, EventRow, StateIds, TopoPosition},
 };
 
 /// A `/messages` token: a topological position (`t<depth>_<stream>`), or a sync token
@@ -190,35 +190,28 @@ impl Rooms {
             return Ok(());
         }
         let room = room_id.to_string();
-        let world_readable = self
-            .db
-            .read(move |c| {
-                let Some(id) =
-                    store::current_state_event(c, &room, "m.room.history_visibility", "")?
-                else {
-                    return Ok(false);
-                };
-                let Some(row) = store::get_event(c, &id)? else {
-                    return Ok(false);
-                };
-                Ok::<_, Error>(row.json.contains("\"world_readable\""))
-            })
-            .await?;
-        if world_readable {
+        if self.db.read(move |c| world_readable(c, &room)).await? {
             Ok(())
         } else {
             Err(Error::forbidden("You are not in this room"))
         }
     }
 
-    /// The full current state, as client events.
-    pub async fn current_state(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Value>> {
-        self.check_can_read_current(room_id, user).await?;
+    /// The room state the user may read, as client events (`/state`, `/members`): see
+    /// `readable_state_ids`. `at` is a `/messages` or `/sync` token (`/members?at=`).
+    pub async fn readable_state(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        at: Option<PaginationToken>,
+    ) -> Result<Vec<Value>> {
         let version = self.room_version(room_id).await?;
-        let room = room_id.to_string();
+        let (room, user) = (room_id.to_string(), user.to_owned());
         self.db
             .read(move |c| {
-                let ids: Vec<String> = store::current_state(c, &room)?.into_values().collect();
+                let ids: Vec<String> = readable_state_ids(c, &room, &user, at)?
+                    .into_values()
+                    .collect();
                 let rows = store::events_by_id(c, &ids)?;
                 rows.iter()
                     .map(|row| render(c, row, &version, None, false))
@@ -227,7 +220,7 @@ impl Rooms {
             .await
     }
 
-    /// The content of one current state event.
+    /// The content of one state event of the state the user may read.
     pub async fn state_content(
         &self,
         room_id: &RoomId,
@@ -235,15 +228,12 @@ impl Rooms {
         event_type: &str,
         state_key: &str,
     ) -> Result<Value> {
-        self.check_can_read_current(room_id, user).await?;
-        let (room, event_type, state_key) = (
-            room_id.to_string(),
-            event_type.to_owned(),
-            state_key.to_owned(),
-        );
+        let (room, user) = (room_id.to_string(), user.to_owned());
+        let key = (event_type.to_owned(), state_key.to_owned());
         self.db
             .read(move |c| {
-                let id = store::current_state_event(c, &room, &event_type, &state_key)?
+                let id = readable_state_ids(c, &room, &user, None)?
+                    .remove(&key)
                     .ok_or_else(|| Error::not_found("Event not found"))?;
                 let row =
                     store::get_event(c, &id)?.ok_or_else(|| Error::not_found("Event not found"))?;
@@ -538,5 +528,57 @@ impl Rooms {
                 "An alias does not exist or does not point to this room",
             ))
         }
+    }
+}
+
+/// Is the room's current history visibility `world_readable`?
+fn world_readable(conn: &Connection, room_id: &str) -> Result<bool> {
+    let Some(id) = store::current_state_event(conn, room_id, "m.room.history_visibility", "")?
+    else {
+        return Ok(false);
+    };
+    let Some(row) = store::get_event(conn, &id)? else {
+        return Ok(false);
+    };
+    let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+    Ok(json["content"]["history_visibility"] == "world_readable")
+}
+
+/// The state a user may read: members, and anyone in a world-readable room, read the current
+/// state; a former member (left, kicked or banned) the state as it was when they left, never
+/// anything later (the spec's rule for `/state` and `/members`); anyone else is refused. `at`
+/// moves the point back in time: a `/messages` token names the state before the event it points
+/// at (a `prev_batch`), a sync token the state after everything up to its position.
+fn readable_state_ids(
+    conn: &Connection,
+    room_id: &str,
+    user: &UserId,
+    at: Option<PaginationToken>,
+) -> Result<StateIds> {
+    let membership = store::membership(conn, room_id, user.as_str())?;
+    let left_at = match membership {
+        Some((membership, _)) if membership == "join" => None,
+        _ if world_readable(conn, room_id)? => None,
+        Some((membership, stream)) if membership == "leave" || membership == "ban" => Some(stream),
+        _ => {
+            return Err(Error::forbidden(
+                "You are not a member of this room and were never one",
+            ));
+        }
+    };
+    let at = at.map(|token| match token {
+        PaginationToken::Topological((_, stream)) => stream - 1,
+        PaginationToken::Stream(stream) => stream,
+    });
+    let until = match (left_at, at) {
+        (Some(left), Some(at)) => Some(left.min(at)),
+        (left, at) => left.or(at),
+    };
+    match until {
+        None => Ok(store::current_state(conn, room_id)?),
+        Some(stream) => match store::state_group_at_stream(conn, room_id, stream)? {
+            Some(group) => Ok(store::state_at_group(conn, group)?),
+            None => Ok(StateIds::new()),
+        },
     }
 }
