@@ -592,7 +592,7 @@ async fn filters_stored_and_inline() {
     must_join(&server, &carol, &room).await;
     send_text(&server, &bob, &room, "bob last").await;
     let lazy = json!({"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": true}}});
-    let synced = sync(&server, &carol, &inline_filter(lazy)).await;
+    let synced = sync(&server, &carol, &inline_filter(lazy.clone())).await;
     let members: HashSet<&str> = state_events(&synced, &room)
         .iter()
         .filter(|e| e["type"] == "m.room.member")
@@ -603,6 +603,37 @@ async fn filters_stored_and_inline() {
         HashSet::from([bob.user_id.as_str(), carol.user_id.as_str()]),
         "{synced}"
     );
+    // On a later sync, a sender whose member event the lazy client was never sent gets it in
+    // `state`, though it did not change since the token; the other members stay out.
+    let since = next_batch(&synced);
+    send_text(&server, &alice, &room, "alice speaks").await;
+    let later = sync(
+        &server,
+        &carol,
+        &format!("since={}&{}", q(&since), inline_filter(lazy)),
+    )
+    .await;
+    assert_eq!(
+        bodies(timeline(&later, "join", &room)),
+        vec!["alice speaks"]
+    );
+    let members: HashSet<&str> = state_events(&later, &room)
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, HashSet::from([alice.user_id.as_str()]), "{later}");
+    // Without lazy loading the client has every member already: no state on a gapless sync.
+    let plain = json!({"room": {"timeline": {"limit": 1}}});
+    let since = next_batch(&sync(&server, &carol, &inline_filter(plain.clone())).await);
+    send_text(&server, &alice, &room, "alice again").await;
+    let later = sync(
+        &server,
+        &carol,
+        &format!("since={}&{}", q(&since), inline_filter(plain)),
+    )
+    .await;
+    assert!(state_events(&later, &room).is_empty(), "{later}");
     // Without lazy loading, everyone.
     let synced = sync(
         &server,

@@ -384,18 +384,23 @@ impl RoomContext<'_> {
         Ok((timeline, shown))
     }
 
-    /// The full state before an event (the state after its first parent).
-    fn state_before(&self, row: &EventRow) -> Result<StateIds> {
+    /// The state group before an event (the group after its first parent), if it has one.
+    fn group_before(&self, row: &EventRow) -> Result<Option<i64>> {
         let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
         let Some(parent) = json["prev_events"]
             .as_array()
             .and_then(|p| p.first())
             .and_then(Value::as_str)
         else {
-            return Ok(StateIds::new());
+            return Ok(None);
         };
-        match store::get_event(self.conn, parent)? {
-            Some(parent) => Ok(store::state_at_group(self.conn, parent.state_group)?),
+        Ok(store::get_event(self.conn, parent)?.map(|parent| parent.state_group))
+    }
+
+    /// The full state before an event.
+    fn state_before(&self, row: &EventRow) -> Result<StateIds> {
+        match self.group_before(row)? {
+            Some(group) => Ok(store::state_at_group(self.conn, group)?),
             None => Ok(StateIds::new()),
         }
     }
@@ -481,8 +486,11 @@ fn joined_room(
     } else {
         Vec::new()
     };
-    state.retain(|(_, id)| !timeline_ids.contains(id.as_str()));
-    if !room_filter.state.lazy_load_options.is_disabled() && since.is_none() {
+    if !room_filter.state.lazy_load_options.is_disabled() {
+        // Lazy loading: of the members, only the timeline's senders (and the user), and on a
+        // later sync also the senders whose member event did not change since `since`: the
+        // client may never have been sent it. Without a per-connection record of what each
+        // client holds, a member event may come again (as `include_redundant_members` allows).
         let senders: HashSet<String> = shown
             .iter()
             .filter_map(|r| {
@@ -490,10 +498,25 @@ fn joined_room(
                     .as_str()
                     .map(str::to_owned)
             })
-            .chain(std::iter::once(context.user.to_string()))
             .collect();
-        state.retain(|((kind, key), _)| kind != "m.room.member" || senders.contains(key));
+        state.retain(|((kind, key), _)| {
+            kind != "m.room.member" || senders.contains(key) || key == context.user.as_str()
+        });
+        if let (Some(_), Some(first)) = (since, shown.first())
+            && let Some(group) = context.group_before(first)?
+        {
+            for sender in &senders {
+                let key = ("m.room.member".to_owned(), sender.clone());
+                if state.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+                if let Some(id) = store::state_event_at_group(conn, group, &key.0, &key.1)? {
+                    state.push((key, id));
+                }
+            }
+        }
     }
+    state.retain(|(_, id)| !timeline_ids.contains(id.as_str()));
     let state_ids: Vec<String> = state.into_iter().map(|(_, id)| id).collect();
     let mut joined = JoinedRoom::new();
     joined.state = State::Before(StateEvents::from(
