@@ -157,6 +157,9 @@ async fn relations_pages_and_bundled_aggregations() {
     )
     .await;
     assert_eq!(ids(&upto["chunk"]), vec![reply1.clone()]);
+    // And backwards: from the newest down to (not including) reply2.
+    let downto = get_ok(&server, &format!("{threads}?to={}", enc(&next)), &alice).await;
+    assert_eq!(ids(&downto["chunk"]), vec![reply3.clone()]);
     // By relation type and event type.
     let reactions = get_ok(&server, &format!("{base}/m.annotation/m.reaction"), &alice).await;
     assert_eq!(ids(&reactions["chunk"]), vec![reaction.clone()]);
@@ -305,6 +308,80 @@ async fn relations_pages_and_bundled_aggregations() {
         "M_NOT_FOUND",
     );
     assert_error(&server.get(&base, dave.token()).await, 404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn aggregations_show_only_what_the_reader_may_see() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let bob = server.register("bob", "password").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat",
+               "initial_state": [{"type": "m.room.history_visibility", "state_key": "",
+                                  "content": {"history_visibility": "joined"}}]}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    let root = send_text(&server, &alice, &room, "root").await;
+    let seen_reply = send(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        thread_reply(&root, "seen"),
+    )
+    .await;
+    let (status, body) = server
+        .post(&room_path(&room, "leave"), bob.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hidden_reply = send(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        thread_reply(&root, "after bob left"),
+    )
+    .await;
+    send(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        edit(&root, "edited later"),
+    )
+    .await;
+
+    // Alice sees the newest reply and the edit.
+    let for_alice = event(&server, &alice, &room, &root).await;
+    let relations = &for_alice["unsigned"]["m.relations"];
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["event_id"],
+        hidden_reply.as_str()
+    );
+    assert_eq!(relations["m.thread"]["count"], 2);
+    assert_eq!(
+        relations["m.replace"]["content"]["m.new_content"]["body"],
+        "edited later"
+    );
+
+    // Bob, who left, sees the root as it was while he was there: the reply he saw, no edit.
+    let for_bob = event(&server, &bob, &room, &root).await;
+    let relations = &for_bob["unsigned"]["m.relations"];
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["event_id"],
+        seen_reply.as_str(),
+        "{for_bob}"
+    );
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["content"]["body"],
+        "seen"
+    );
+    assert!(relations.get("m.replace").is_none(), "{for_bob}");
+    assert!(!for_bob.to_string().contains("after bob left"), "{for_bob}");
+    assert!(!for_bob.to_string().contains("edited later"), "{for_bob}");
 }
 
 #[tokio::test]

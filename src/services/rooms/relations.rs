@@ -19,7 +19,7 @@ use crate::{
     error::{Error, Result},
     storage::{
         relations::{self as rel_store, RelatedEvent, RelationQuery},
-        rooms::{self as store, TopoPosition},
+        rooms::{self as store, EventRow, TopoPosition},
     },
 };
 
@@ -68,7 +68,12 @@ pub fn bundle_aggregations(
             .or_default()
             .push(relation);
     }
-    let mut versions: HashMap<String, RoomVersionId> = HashMap::new();
+    let mut related_events = RelatedRenderer {
+        conn,
+        reader,
+        versions: HashMap::new(),
+        visibility: HashMap::new(),
+    };
     for index in eligible {
         let event = &events[index];
         let Some(relations) = event["event_id"].as_str().and_then(|id| by_parent.get(id)) else {
@@ -86,8 +91,9 @@ pub fn bundle_aggregations(
             .collect();
         let mut bundle = Map::new();
 
-        // The latest edit by the original sender, of the same type, by (origin_server_ts, ID).
-        let edit = relations
+        // The latest edit by the original sender, of the same type, by (origin_server_ts, ID),
+        // among those the reader may see.
+        let mut edits: Vec<&&RelatedEvent> = relations
             .iter()
             .filter(|r| {
                 r.rel_type == "m.replace"
@@ -95,36 +101,31 @@ pub fn bundle_aggregations(
                     && r.sender == sender
                     && r.event_type == event_type
             })
-            .max_by(|a, b| {
-                (a.origin_server_ts, &a.event_id).cmp(&(b.origin_server_ts, &b.event_id))
-            });
-        if let Some(edit) = edit
-            && let Some(rendered) = render_by_id(
-                conn,
-                &mut versions,
-                &event_room,
-                &edit.event_id,
-                reader,
-                with_room_id,
-            )?
-        {
+            .collect();
+        edits.sort_by(|a, b| {
+            (b.origin_server_ts, &b.event_id).cmp(&(a.origin_server_ts, &a.event_id))
+        });
+        if let Some(rendered) = related_events.newest_visible(
+            &event_room,
+            edits.iter().map(|r| r.event_id.as_str()),
+            with_room_id,
+        )? {
             bundle.insert("m.replace".to_owned(), rendered);
         }
 
-        let replies: Vec<&&RelatedEvent> = relations
+        // The thread summary: its latest reply the reader may see (a reply after they left a
+        // room with restricted history stays hidden, as it does in /messages), and the count of
+        // all replies.
+        let mut replies: Vec<&&RelatedEvent> = relations
             .iter()
             .filter(|r| r.rel_type == "m.thread")
             .collect();
-        if let Some(latest) = replies.iter().max_by_key(|r| r.position)
-            && let Some(latest_event) = render_by_id(
-                conn,
-                &mut versions,
-                &event_room,
-                &latest.event_id,
-                reader,
-                with_room_id,
-            )?
-        {
+        replies.sort_by_key(|r| std::cmp::Reverse(r.position));
+        if let Some(latest_event) = related_events.newest_visible(
+            &event_room,
+            replies.iter().map(|r| r.event_id.as_str()),
+            with_room_id,
+        )? {
             let participated =
                 sender == reader.user || replies.iter().any(|r| r.sender == reader.user);
             bundle.insert(
@@ -186,35 +187,65 @@ fn may_have_aggregations(event: &Value) -> bool {
     )
 }
 
-fn render_by_id(
-    conn: &Connection,
-    versions: &mut HashMap<String, RoomVersionId>,
-    room_id: &str,
-    event_id: &str,
-    reader: Reader<'_>,
-    with_room_id: bool,
-) -> Result<Option<Value>> {
-    let Some(row) = store::get_event(conn, event_id)? else {
-        return Ok(None);
-    };
-    let version = match versions.get(room_id) {
-        Some(version) => version.clone(),
-        None => {
-            let version = store::room_version(conn, room_id)?
-                .ok_or_else(|| Error::internal("room without version"))?;
-            let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
-            versions.insert(room_id.to_owned(), version.clone());
-            version
+/// Renders the related events of a page for its reader, each judged by the history visibility
+/// of its own room (state and room versions cached per room).
+struct RelatedRenderer<'c> {
+    conn: &'c Connection,
+    reader: Reader<'c>,
+    versions: HashMap<String, RoomVersionId>,
+    visibility: HashMap<String, Visibility<'c>>,
+}
+
+impl RelatedRenderer<'_> {
+    /// The first of `event_ids` (newest first) the reader may see, rendered.
+    fn newest_visible<'e>(
+        &mut self,
+        room_id: &str,
+        event_ids: impl Iterator<Item = &'e str>,
+        with_room_id: bool,
+    ) -> Result<Option<Value>> {
+        for event_id in event_ids {
+            let Some(row) = store::get_event(self.conn, event_id)? else {
+                continue;
+            };
+            if !self.visible(room_id, &row)? {
+                continue;
+            }
+            let version = self.version(room_id)?;
+            return render(
+                self.conn,
+                &row,
+                &version,
+                Some((self.reader.user, self.reader.device)),
+                with_room_id,
+            )
+            .map(Some);
         }
-    };
-    render(
-        conn,
-        &row,
-        &version,
-        Some((reader.user, reader.device)),
-        with_room_id,
-    )
-    .map(Some)
+        Ok(None)
+    }
+
+    fn visible(&mut self, room_id: &str, row: &EventRow) -> Result<bool> {
+        if !self.visibility.contains_key(room_id) {
+            let user = <&UserId>::try_from(self.reader.user).map_err(Error::internal)?;
+            let visibility = Visibility::new(self.conn, room_id, user)?;
+            self.visibility.insert(room_id.to_owned(), visibility);
+        }
+        match self.visibility.get_mut(room_id) {
+            Some(visibility) => visibility.allows(row),
+            None => Ok(false),
+        }
+    }
+
+    fn version(&mut self, room_id: &str) -> Result<RoomVersionId> {
+        if let Some(version) = self.versions.get(room_id) {
+            return Ok(version.clone());
+        }
+        let version = store::room_version(self.conn, room_id)?
+            .ok_or_else(|| Error::internal("room without version"))?;
+        let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
+        self.versions.insert(room_id.to_owned(), version.clone());
+        Ok(version)
+    }
 }
 
 /// What `/relations` asks for.
