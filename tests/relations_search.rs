@@ -2,6 +2,7 @@
 
 mod common;
 mod extras;
+mod room_api;
 
 use common::{TestServer, assert_error};
 use extras::*;
