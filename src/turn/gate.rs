@@ -1,6 +1,8 @@
 //! Looks at every client message before the `turn` crate does, for what the crate has no hook
-//! for: the peer filter on CreatePermission, ChannelBind and Send, the per-user allocation quota,
-//! and telling our relay address generator whose allocation it is making.
+//! for: credentials refused with 401 Unauthorized as RFC 8489 §9.2 asks (the crate answers 400
+//! Bad Request to a wrong password or an unknown user name, which clients do not take for a
+//! credentials problem), the peer filter on CreatePermission, ChannelBind and Send, the per-user
+//! allocation quota, and telling our relay address generator whose allocation it is making.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -8,14 +10,21 @@ use std::{
 };
 
 use stun::{
-    attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS},
-    error_code::{CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, ErrorCode, ErrorCodeAttribute},
+    attributes::{
+        ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
+    },
+    error_code::{
+        CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute,
+    },
+    integrity::MessageIntegrity,
     message::{
         CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, MAGIC_COOKIE, METHOD_ALLOCATE,
         METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_SEND, Message, MessageType, Method,
         Setter,
     },
+    textattrs::TextAttribute,
 };
+use turn::auth::AuthHandler;
 
 use super::{allocations::Registry, peer_filter::PeerFilter};
 
@@ -43,16 +52,44 @@ pub struct Gate {
     filter: Arc<PeerFilter>,
     registry: Arc<Registry>,
     per_user: u32,
+    auth: Arc<dyn AuthHandler + Send + Sync>,
+    realm: String,
     pending: Mutex<Option<Pending>>,
 }
 
 impl Gate {
-    pub fn new(filter: Arc<PeerFilter>, registry: Arc<Registry>, per_user: u32) -> Self {
+    pub fn new(
+        filter: Arc<PeerFilter>,
+        registry: Arc<Registry>,
+        per_user: u32,
+        auth: Arc<dyn AuthHandler + Send + Sync>,
+        realm: String,
+    ) -> Self {
         Self {
             filter,
             registry,
             per_user,
+            auth,
+            realm,
             pending: Mutex::new(None),
+        }
+    }
+
+    /// Do the user name and MESSAGE-INTEGRITY of a request hold? The same key the crate then
+    /// checks with: our `AuthHandler`'s, for the realm the request names.
+    fn credentials_hold(&self, message: &Message, from: SocketAddr) -> bool {
+        let text = |attr| {
+            message
+                .get(attr)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+        };
+        let (Some(username), Some(realm)) = (text(ATTR_USERNAME), text(ATTR_REALM)) else {
+            return false;
+        };
+        match self.auth.auth_handle(&username, &realm, from) {
+            Ok(key) => MessageIntegrity(key).check(&mut message.clone()).is_ok(),
+            Err(_) => false,
         }
     }
 
@@ -80,6 +117,13 @@ impl Gate {
             return Verdict::Drop;
         }
         let (method, class) = (message.typ.method, message.typ.class);
+        if class == CLASS_REQUEST
+            && message.contains(ATTR_MESSAGE_INTEGRITY)
+            && !self.credentials_hold(&message, from)
+        {
+            tracing::info!(%from, "TURN request refused: wrong, expired or malformed credentials");
+            return unauthorized(&message, method, &self.realm);
+        }
         if class == CLASS_REQUEST && method == METHOD_ALLOCATE {
             if message.contains(ATTR_MESSAGE_INTEGRITY) {
                 let username = message
@@ -157,8 +201,33 @@ fn decode_xor_ip(value: &[u8], transaction_id: &[u8; 12]) -> Option<IpAddr> {
     }
 }
 
+/// 401 with the realm and a fresh nonce, so that the client may try other credentials.
+fn unauthorized(request: &Message, method: Method, realm: &str) -> Verdict {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    answer(
+        request,
+        method,
+        CODE_UNAUTHORIZED,
+        "Unauthorized",
+        vec![
+            Box::new(TextAttribute::new(ATTR_REALM, realm.to_owned())),
+            Box::new(TextAttribute::new(ATTR_NONCE, nonce)),
+        ],
+    )
+}
+
 fn error_answer(request: &Message, method: Method, code: ErrorCode, reason: &str) -> Verdict {
-    let setters: Vec<Box<dyn Setter>> = vec![
+    answer(request, method, code, reason, Vec::new())
+}
+
+fn answer(
+    request: &Message,
+    method: Method,
+    code: ErrorCode,
+    reason: &str,
+    extra: Vec<Box<dyn Setter>>,
+) -> Verdict {
+    let mut setters: Vec<Box<dyn Setter>> = vec![
         Box::new(Message {
             transaction_id: request.transaction_id,
             ..Default::default()
@@ -169,6 +238,7 @@ fn error_answer(request: &Message, method: Method, code: ErrorCode, reason: &str
             reason: reason.as_bytes().to_vec(),
         }),
     ];
+    setters.extend(extra);
     let mut response = Message::new();
     match response.build(&setters) {
         Ok(()) => Verdict::Answer(response.raw),
@@ -178,7 +248,7 @@ fn error_answer(request: &Message, method: Method, code: ErrorCode, reason: &str
 
 #[cfg(test)]
 mod tests {
-    use stun::{agent::TransactionId, xoraddr::XorMappedAddress};
+    use stun::{agent::TransactionId, message::Getter, xoraddr::XorMappedAddress};
 
     use super::*;
 
@@ -212,11 +282,7 @@ mod tests {
         let peers: Vec<String> = peer_addresses(&decoded).map(|p| p.to_string()).collect();
         assert_eq!(peers, ["8.8.8.8", "127.0.0.1", "2001:4860::8888"]);
 
-        let gate = Gate::new(
-            Arc::new(PeerFilter::new(false, &[])),
-            Arc::new(Registry::default()),
-            1,
-        );
+        let gate = test_gate();
         let from = "198.51.100.1:5000".parse().unwrap();
         assert!(matches!(
             gate.inspect(&message.raw, from),
@@ -226,5 +292,90 @@ mod tests {
             gate.inspect(b"\x01\x01garbage", from),
             Verdict::Drop
         ));
+    }
+
+    fn test_gate() -> Gate {
+        Gate::new(
+            Arc::new(PeerFilter::new(false, &[])),
+            Arc::new(Registry::default()),
+            1,
+            Arc::new(super::super::auth::RestAuth::new("gate-secret".to_owned())),
+            "test.local".to_owned(),
+        )
+    }
+
+    fn signed_allocate(username: &str, password: &str) -> Message {
+        let mut message = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(Message {
+                transaction_id: TransactionId::new(),
+                ..Default::default()
+            }),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+            Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
+            Box::new(TextAttribute::new(ATTR_REALM, "test.local".to_owned())),
+            Box::new(TextAttribute::new(ATTR_NONCE, "nonce".to_owned())),
+            Box::new(MessageIntegrity::new_long_term_integrity(
+                username.to_owned(),
+                "test.local".to_owned(),
+                password.to_owned(),
+            )),
+        ];
+        message.build(&setters).unwrap();
+        message
+    }
+
+    fn error_code_of(verdict: Verdict) -> Option<u16> {
+        let Verdict::Answer(raw) = verdict else {
+            return None;
+        };
+        let mut answer = Message {
+            raw,
+            ..Default::default()
+        };
+        answer.decode().ok()?;
+        let mut code = ErrorCodeAttribute::default();
+        code.get_from(&answer).ok()?;
+        answer.get(ATTR_NONCE).ok()?;
+        answer.get(ATTR_REALM).ok()?;
+        Some(code.code.0)
+    }
+
+    #[test]
+    fn bad_credentials_get_401_with_a_nonce_and_good_ones_pass() {
+        let gate = test_gate();
+        let from = "198.51.100.1:5000".parse().unwrap();
+        let future = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let username = format!("{future}:@caller:test.local");
+        let password = crate::services::voip::password_for("gate-secret", &username);
+
+        let good = signed_allocate(&username, &password);
+        assert!(matches!(gate.inspect(&good.raw, from), Verdict::Pass));
+
+        let wrong_password = signed_allocate(&username, "not-the-password");
+        assert_eq!(
+            error_code_of(gate.inspect(&wrong_password.raw, from)),
+            Some(401)
+        );
+
+        let expired = "1000000000:@caller:test.local";
+        let expired_message = signed_allocate(
+            expired,
+            &crate::services::voip::password_for("gate-secret", expired),
+        );
+        assert_eq!(
+            error_code_of(gate.inspect(&expired_message.raw, from)),
+            Some(401)
+        );
+
+        let malformed = signed_allocate(
+            "@caller:test.local",
+            &crate::services::voip::password_for("gate-secret", "@caller:test.local"),
+        );
+        assert_eq!(error_code_of(gate.inspect(&malformed.raw, from)), Some(401));
     }
 }

@@ -124,11 +124,15 @@ pub async fn start(
 
     let mut conn_configs = Vec::new();
     let mut listener_names = Vec::new();
+    let auth: Arc<dyn turn::auth::AuthHandler + Send + Sync> =
+        Arc::new(auth::RestAuth::new(secret.clone()));
     let gate = || {
         Arc::new(Gate::new(
             filter.clone(),
             registry.clone(),
             config.turn_max_allocations_per_user,
+            auth.clone(),
+            config.server_name.clone(),
         ))
     };
     let generator = |gate: &Arc<Gate>, listener: SocketAddr| {
@@ -229,7 +233,7 @@ pub async fn start(
     let server = Server::new(ServerConfig {
         conn_configs,
         realm: config.server_name.clone(),
-        auth_handler: Arc::new(auth::RestAuth::new(secret)),
+        auth_handler: auth,
         channel_bind_timeout: Duration::ZERO,
         alloc_close_notify: None,
     })
