@@ -53,6 +53,8 @@ pub struct Services {
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
     /// TURN credentials for `/voip/turnServer` (and the built-in relay's secret).
     pub voip: voip::Voip,
+    /// Push actions already worked out, for /sync's notification counts.
+    pub evaluated_actions: Arc<push::EvaluatedActions>,
 }
 
 pub struct LoginLimits {
@@ -88,6 +90,7 @@ impl Services {
         let voip = voip::Voip::new(&config, &data_dir)?;
         Ok(Arc::new(Self {
             voip,
+            evaluated_actions: Arc::default(),
             users: users::Users::new(db.clone(), server_name.clone(), rooms.stream_sender()),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),

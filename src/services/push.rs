@@ -9,9 +9,15 @@
 //!
 //! Notification counts are not stored: /sync evaluates the user's current rules over the unread
 //! events among the newest [`MAX_EVALUATED`] events of each joined room, judged against the read
-//! receipts and the user's own events.
+//! receipts and the user's own events. What an event's actions are for a user is remembered
+//! ([`EvaluatedActions`]), so each event is run through the rules once per ruleset, not once
+//! per /sync.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState},
+    sync::Mutex,
+};
 
 use futures_util::FutureExt;
 use ruma::{
@@ -42,6 +48,78 @@ pub const EVENT_TYPE: &str = "m.push_rules";
 /// Most events (the user's own included) looked at per room and sync, newest first: counts stop
 /// growing past it.
 pub const MAX_EVALUATED: usize = 100;
+
+/// What the push rules said about events, per user, ruleset and event: an event's actions do not
+/// change once it is stored (Synapse likewise works them out once, when the event arrives), so
+/// /sync only evaluates the events it has not evaluated before. Bounded: when full it starts
+/// afresh, which costs one evaluation per event again.
+pub struct EvaluatedActions {
+    keys: RandomState,
+    outcomes: Mutex<HashMap<u64, Outcome>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Silent,
+    Notify,
+    Highlight,
+}
+
+/// At 16 bytes an entry, at most about 1 MiB.
+const EVALUATED_CAPACITY: usize = 65_536;
+
+impl Default for EvaluatedActions {
+    fn default() -> Self {
+        Self {
+            keys: RandomState::new(),
+            outcomes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl EvaluatedActions {
+    /// The key of one event for one user under one ruleset. Keys are hashed with a per-process
+    /// random key, so nobody can craft two events that share one.
+    fn key(&self, rules: &UserRules, user: &UserId, stream_ordering: i64) -> u64 {
+        self.keys
+            .hash_one((rules.fingerprint, user.as_str(), stream_ordering))
+    }
+
+    fn get(&self, key: u64) -> Option<Outcome> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    fn insert(&self, key: u64, outcome: Outcome) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        if outcomes.len() >= EVALUATED_CAPACITY {
+            outcomes.clear();
+        }
+        outcomes.insert(key, outcome);
+    }
+}
+
+/// A user's ruleset with a fingerprint of what it was made from (the stored content).
+pub struct UserRules {
+    pub ruleset: Ruleset,
+    fingerprint: u64,
+}
+
+/// The user's ruleset, for counting notifications.
+pub fn load_for_counting(conn: &Connection, user: &UserId) -> Result<UserRules> {
+    let stored = data_store::get(conn, user.as_str(), "", EVENT_TYPE)?;
+    // Stable across calls (unlike a `RandomState`), so the same content gives the same key.
+    let mut hasher = DefaultHasher::new();
+    stored.hash(&mut hasher);
+    let fingerprint = hasher.finish();
+    Ok(UserRules {
+        ruleset: ruleset_from_content(user, stored.as_deref()),
+        fingerprint,
+    })
+}
 
 /// The ruleset stored in account data content, merged with the current server defaults.
 /// Unreadable content (written through the generic account data API) counts as no content.
@@ -280,7 +358,8 @@ pub fn unread_counts(
     room_id: &RoomId,
     user: &UserId,
     upto: i64,
-    ruleset: &Ruleset,
+    rules: &UserRules,
+    evaluated: &EvaluatedActions,
 ) -> Result<UnreadCounts> {
     let mut counts = UnreadCounts::default();
     let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
@@ -295,10 +374,8 @@ pub fn unread_counts(
         upto,
         MAX_EVALUATED,
     )?;
-    if events.iter().all(|event| event.own) {
-        return Ok(counts);
-    }
-    let context = room_context(conn, room_id, user)?;
+    // Read only when an event has to be evaluated.
+    let mut context = None;
     // Threads (`None`: the main timeline) in which the user sent something newer.
     let mut answered: HashSet<Option<String>> = HashSet::new();
     for event in events {
@@ -309,19 +386,24 @@ pub fn unread_counts(
         if answered.contains(&event.thread_root) {
             continue;
         }
-        let raw: Raw<Value> = match serde_json::value::RawValue::from_string(event.json) {
-            Ok(json) => Raw::from_json(json),
-            Err(_) => continue,
+        let key = evaluated.key(rules, user, event.stream_ordering);
+        let outcome = match evaluated.get(key) {
+            Some(outcome) => outcome,
+            None => {
+                let context = match &mut context {
+                    Some(context) => context,
+                    None => context.insert(room_context(conn, room_id, user)?),
+                };
+                let outcome = evaluate(&rules.ruleset, context, event.json);
+                evaluated.insert(key, outcome);
+                outcome
+            }
         };
-        // The rules run synchronously: without thread subscriptions (MSC4306) no condition waits.
-        let actions = ruleset
-            .get_actions(&raw, &context)
-            .now_or_never()
-            .unwrap_or_default();
-        if !actions.iter().any(Action::should_notify) {
-            continue;
-        }
-        let highlight = actions.iter().any(Action::is_highlight);
+        let highlight = match outcome {
+            Outcome::Silent => continue,
+            Outcome::Notify => false,
+            Outcome::Highlight => true,
+        };
         counts.all.add(highlight);
         match event
             .thread_root
@@ -332,6 +414,26 @@ pub fn unread_counts(
         }
     }
     Ok(counts)
+}
+
+/// Runs one event through the ruleset.
+fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> Outcome {
+    let raw: Raw<Value> = match serde_json::value::RawValue::from_string(json) {
+        Ok(json) => Raw::from_json(json),
+        Err(_) => return Outcome::Silent,
+    };
+    // The rules run synchronously: without thread subscriptions (MSC4306) no condition waits.
+    let actions = ruleset
+        .get_actions(&raw, context)
+        .now_or_never()
+        .unwrap_or_default();
+    if !actions.iter().any(Action::should_notify) {
+        Outcome::Silent
+    } else if actions.iter().any(Action::is_highlight) {
+        Outcome::Highlight
+    } else {
+        Outcome::Notify
+    }
 }
 
 /// What push conditions know of a room: its member count, the user's display name in it (the

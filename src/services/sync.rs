@@ -172,6 +172,7 @@ async fn build(
             })
             .collect()
     };
+    let evaluated_actions = services.evaluated_actions.clone();
     let (rooms, global_data) = services
         .rooms
         .db()
@@ -183,7 +184,8 @@ async fn build(
                 None => HashSet::new(),
             };
             let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
-            let push_rules = super::push::load(c, &user)?;
+            let push_rules = super::push::load_for_counting(c, &user)?;
+            let evaluated_actions: &super::push::EvaluatedActions = &evaluated_actions;
             for (room, membership, event_id, membership_stream) in store::memberships_of_user(c, user.as_str())? {
                 if membership_stream > upto.stream {
                     continue; // changed after this sync's snapshot; the next sync reports it
@@ -195,7 +197,7 @@ async fn build(
                 let new_membership = since.is_none_or(|s| membership_stream > s.stream);
                 let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
                 let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
-                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules };
+                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions };
                 match membership.as_str() {
                     "join" => {
                         let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
@@ -292,7 +294,8 @@ struct RoomContext<'a> {
     device: &'a str,
     filter: &'a FilterDefinition,
     upto: i64,
-    push_rules: &'a ruma::push::Ruleset,
+    push_rules: &'a super::push::UserRules,
+    evaluated_actions: &'a super::push::EvaluatedActions,
 }
 
 impl RoomContext<'_> {
@@ -578,6 +581,7 @@ fn joined_room(
         context.user,
         context.upto,
         context.push_rules,
+        context.evaluated_actions,
     )?;
     if room_filter.timeline.unread_thread_notifications {
         joined.unread_notifications = unread.main.to_sync();

@@ -144,7 +144,18 @@ impl Inner {
             Some(conn) => conn,
             None => open_connection(&self.path, true)?,
         };
-        let result = f(&conn);
+        // One read transaction around the whole closure: every query sees the same snapshot
+        // (a /sync built from many queries cannot mix two states of the database), and SQLite
+        // takes its shared lock once instead of once per statement.
+        let result = match conn.unchecked_transaction() {
+            Ok(snapshot) => {
+                let result = f(&snapshot);
+                // Nothing was written: ending the transaction either way only drops the lock.
+                let _ = snapshot.finish();
+                result
+            }
+            Err(e) => Err(e.into()),
+        };
         let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_READERS {
             idle.push(conn);

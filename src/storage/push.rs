@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 /// An event that may count as a notification.
 pub struct UnreadEvent {
+    pub stream_ordering: i64,
     /// Sent by the user themselves.
     pub own: bool,
     /// The thread root when the event is in a thread (`m.thread` relation), else `None`.
@@ -40,7 +41,8 @@ pub fn unread_events(
                AND stream_ordering > max(?3, coalesce((SELECT position FROM read_up_to WHERE thread_id = ''), 0))
              ORDER BY stream_ordering DESC LIMIT ?5
          )
-         SELECT ev.sender = ?2, CASE WHEN ev.rel_type = 'm.thread' THEN ev.relates_to END, ev.json
+         SELECT ev.sender = ?2, CASE WHEN ev.rel_type = 'm.thread' THEN ev.relates_to END, ev.json,
+                ev.stream_ordering
          FROM recent JOIN events ev ON ev.stream_ordering = recent.stream_ordering
          WHERE ev.redacted_by IS NULL
            AND ev.stream_ordering > coalesce((SELECT position FROM read_up_to WHERE thread_id =
@@ -54,6 +56,7 @@ pub fn unread_events(
                 own: row.get(0)?,
                 thread_root: row.get(1)?,
                 json: row.get(2)?,
+                stream_ordering: row.get(3)?,
             })
         },
     )?
