@@ -62,6 +62,9 @@ struct Inner {
 /// How many idle read connections are kept; more are opened under load and then closed.
 const IDLE_READERS: usize = 4;
 
+/// The page cache of each read connection, in KiB (SQLite's negative `cache_size`).
+const READER_CACHE_KIB: i64 = -512;
+
 impl Database {
     /// Opens (or creates) the database and applies pending migrations in one transaction.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
@@ -179,6 +182,12 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     }
     // FULL: every commit is fsynced before the client hears about it.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    if read_only {
+        // Each connection has its own page cache (2 MiB by default); the readers share the
+        // kernel's page cache anyway, so a small one each keeps the pool from holding several
+        // copies of the same hot pages.
+        conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
+    }
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
 }
