@@ -491,3 +491,102 @@ async fn the_relay_follows_a_change_of_public_ip() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn the_packet_rate_cap_and_the_per_user_quota_hold() {
+    let ports = ports();
+    let extra = "turn_external_ip: 203.0.113.10\nturn_allowed_peer_ips: [\"127.0.0.1\"]\n\
+                 turn_max_packet_rate: 50\nturn_max_allocations_per_user: 2\n";
+    let server = TestServer::start_with_config(&relay_config(&ports, extra)).await;
+    let credentials = turn_credentials(&server, "caller").await;
+    let (username, password) = (
+        credentials["username"].as_str().unwrap(),
+        credentials["password"].as_str().unwrap(),
+    );
+    let (_peer, peer_port) = start_peer();
+
+    // 300 packets at about a thousand a second, echoed back by the peer: at 50 packets a second
+    // (both directions, a second's burst) far fewer come back.
+    let flood = ["-n", "300", "-l", "100", "-c", "-z", "1"];
+    let output = uclient(&flood, username, password, peer_port, ports.turn);
+    let received = reported(&output, "tot_recv_msgs=")
+        .unwrap_or_else(|| panic!("no uclient report:\n{output}"));
+    assert!(
+        received > 0 && received <= 150,
+        "packet rate cap: {received} of 300 came back:\n{output}"
+    );
+
+    // uclient makes two allocations (its two ends); a second uclient of the same user while the
+    // first lives goes over the quota of two: 486 Allocation Quota Reached.
+    let mut first = Command::new("turnutils_uclient")
+        .args([
+            "-n", "1000", "-c", "-z", "20", "-u", username, "-w", password,
+        ])
+        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+        .args(["-p", &ports.turn.to_string(), "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_uclient");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value = serde_json::from_str(&assert_success(
+            &server.cli(&["turn", "status", "--json"], None),
+        ))
+        .unwrap();
+        if status["allocations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first allocation never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = uclient(
+        &["-n", "5", "-c", "-z", "5"],
+        username,
+        password,
+        peer_port,
+        ports.turn,
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(
+        reported(&second, "tot_recv_msgs=").unwrap_or(0) == 0
+            && second.contains("error 486 (Allocation Quota Reached)"),
+        "allocations beyond the quota:\n{second}"
+    );
+    assert!(
+        server.log_text().contains("turn_max_allocations_per_user"),
+        "the quota refusal is logged"
+    );
+}
+
+#[tokio::test]
+async fn the_bandwidth_cap_holds() {
+    let ports = ports();
+    let extra = "turn_external_ip: 203.0.113.10\nturn_allowed_peer_ips: [\"127.0.0.1\"]\n\
+                 turn_max_bandwidth: 20K\n";
+    let server = TestServer::start_with_config(&relay_config(&ports, extra)).await;
+    let credentials = turn_credentials(&server, "caller").await;
+    let (_peer, peer_port) = start_peer();
+    // 300 KB in about a third of a second, echoed back: at 20 KiB a second (both directions, a
+    // second's burst) most of it is dropped.
+    let output = uclient(
+        &["-n", "300", "-l", "1000", "-c", "-z", "1"],
+        credentials["username"].as_str().unwrap(),
+        credentials["password"].as_str().unwrap(),
+        peer_port,
+        ports.turn,
+    );
+    let received = reported(&output, "tot_recv_msgs=")
+        .unwrap_or_else(|| panic!("no uclient report:\n{output}"));
+    assert!(
+        received > 0 && received <= 150,
+        "bandwidth cap: {received} of 300 came back:\n{output}"
+    );
+}
