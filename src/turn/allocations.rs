@@ -297,3 +297,66 @@ impl Conn for RelayConn {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn relay(registry: &Arc<Registry>, caps: Caps) -> Arc<RelayConn> {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let advertised = socket.local_addr().unwrap();
+        RelayConn::new(
+            socket,
+            advertised,
+            Owner {
+                username: "1:@caller:test.local".to_owned(),
+                listener: "127.0.0.1:3478".parse().unwrap(),
+                client: "127.0.0.1:50000".parse().unwrap(),
+            },
+            registry.clone(),
+            Arc::new(PeerFilter::new(true, &[])),
+            caps,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_allocation_ends_at_its_lifetime_cap() {
+        let registry = Arc::new(Registry::default());
+        let caps = Caps {
+            max_lifetime: Duration::from_millis(300),
+            bandwidth: 0,
+            packet_rate: 0,
+        };
+        let conn = relay(&registry, caps).await;
+        assert_eq!(registry.count_for("1:@caller:test.local"), 1);
+        assert!(!conn.end.is_cancelled(), "ended at once");
+        tokio::time::timeout(Duration::from_secs(10), conn.end.cancelled())
+            .await
+            .expect("still alive long after its cap");
+    }
+
+    #[tokio::test]
+    async fn the_buckets_admit_a_seconds_worth_then_drop() {
+        let registry = Arc::new(Registry::default());
+        let caps = Caps {
+            max_lifetime: Duration::from_secs(600),
+            bandwidth: 10_000,
+            packet_rate: 1_000,
+        };
+        let conn = relay(&registry, caps).await;
+        // Ten 1000-byte packets fill the byte bucket; the eleventh is over the cap.
+        assert!((0..10).all(|_| conn.admit(1000)));
+        assert!(!conn.admit(1000));
+        let packets = relay(
+            &registry,
+            Caps {
+                bandwidth: 0,
+                packet_rate: 5,
+                ..caps
+            },
+        )
+        .await;
+        assert!((0..5).all(|_| packets.admit(10)));
+        assert!(!packets.admit(10));
+    }
+}
