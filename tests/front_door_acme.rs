@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn acme_config(
-    dir: &std::path::Path,
     pebble: &Pebble,
     challenge: &str,
     http_port: Option<u16>,
@@ -26,7 +25,6 @@ fn acme_config(
         ),
         None => String::new(),
     };
-    let _ = dir;
     format!(
         "server_name: example.test
 public_baseurl: https://matrix.example.test/
@@ -75,7 +73,7 @@ async fn http01_issue_renew_and_survive_a_failing_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (http_port, https_port) = (free_port(), free_port());
     let mut pebble = Pebble::start(dir.path(), http_port, https_port);
-    let yaml = acme_config(dir.path(), &pebble, "http-01", Some(http_port), https_port);
+    let yaml = acme_config(&pebble, "http-01", Some(http_port), https_port);
     let appliance = Appliance::start(dir, &yaml, 2);
 
     let roots = wait_for_issued(https_port, "matrix.example.test", &pebble, &appliance).await;
@@ -149,7 +147,7 @@ async fn tls_alpn01_without_port_80() {
     let https_port = free_port();
     // Nothing listens on Pebble's httpPort: only TLS-ALPN-01 can succeed.
     let pebble = Pebble::start(dir.path(), free_port(), https_port);
-    let yaml = acme_config(dir.path(), &pebble, "tls-alpn-01", None, https_port);
+    let yaml = acme_config(&pebble, "tls-alpn-01", None, https_port);
     let appliance = Appliance::start(dir, &yaml, 1);
 
     let roots = wait_for_issued(https_port, "matrix.example.test", &pebble, &appliance).await;
