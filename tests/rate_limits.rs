@@ -110,10 +110,20 @@ async fn registrations_per_address_are_limited() {
 /// is not itself a trusted proxy (here the test's own 127.0.0.1); the far end, which the client
 /// wrote itself, is not believed.
 async fn login_from(server: &TestServer, ip: &str) -> StatusCode {
+    login_with(
+        server,
+        "x-forwarded-for",
+        &format!("6.6.6.6, {ip}, 127.0.0.2"),
+    )
+    .await
+}
+
+/// Alice's login with one extra header (`X-Forwarded-For` or `Forwarded`).
+async fn login_with(server: &TestServer, header: &str, value: &str) -> StatusCode {
     send(
         server
             .builder(Method::POST, "/_matrix/client/v3/login")
-            .header("x-forwarded-for", format!("6.6.6.6, {ip}, 127.0.0.2"))
+            .header(header, value)
             .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"})),
     )
     .await
@@ -150,14 +160,7 @@ async fn x_forwarded_for_is_ignored_from_a_peer_that_is_not_a_trusted_proxy() {
         "a spoofed header from an untrusted peer must not dodge the limit"
     );
     // The same check through RFC 7239's header.
-    let forwarded = send(
-        server
-            .builder(Method::POST, "/_matrix/client/v3/login")
-            .header("forwarded", "for=192.0.2.4")
-            .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"})),
-    )
-    .await;
-    assert_eq!(forwarded.status, 429);
+    assert_eq!(login_with(&server, "forwarded", "for=192.0.2.4").await, 429);
 }
 
 #[tokio::test]
@@ -165,18 +168,11 @@ async fn forwarded_header_is_honoured_from_a_trusted_proxy() {
     let server =
         TestServer::start_with_config(&config(TWO_THEN_SLOW, GENEROUS, GENEROUS, true)).await;
     server.register("alice", "pw").await;
-    let login = |forwarded: &'static str| {
-        send(
-            server
-                .builder(Method::POST, "/_matrix/client/v3/login")
-                .header("forwarded", forwarded)
-                .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"})),
-        )
-    };
-    assert_eq!(login("for=192.0.2.1;proto=https").await.status, 200);
-    assert_eq!(login("for=192.0.2.1").await.status, 200);
-    assert_eq!(login("for=192.0.2.1").await.status, 429);
-    assert_eq!(login("for=\"[2001:db8::7]:4711\"").await.status, 200);
+    let login = |forwarded| login_with(&server, "forwarded", forwarded);
+    assert_eq!(login("for=192.0.2.1;proto=https").await, 200);
+    assert_eq!(login("for=192.0.2.1").await, 200);
+    assert_eq!(login("for=192.0.2.1").await, 429);
+    assert_eq!(login("for=\"[2001:db8::7]:4711\"").await, 200);
 }
 
 #[tokio::test]
