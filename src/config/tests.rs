@@ -132,7 +132,10 @@ fn a_turn_port_range_must_not_be_reversed() {
 #[test]
 fn trusted_proxies_and_client_timeouts_are_checked() {
     let listener = "listeners:\n  - port: 8008\n    x_forwarded: true\n    trusted_proxies: ";
-    let config = parse(&format!("{listener}['10.0.0.1', '192.168.0.0/16', '::1']\n")).unwrap();
+    let config = parse(&format!(
+        "{listener}['10.0.0.1', '192.168.0.0/16', '::1']\n"
+    ))
+    .unwrap();
     assert_eq!(config.listeners[0].trusted_proxies.len(), 3);
     let error = parse(&format!("{listener}['proxy.example']\n")).unwrap_err();
     assert!(error.to_string().contains("trusted_proxies"), "{error}");
