@@ -163,3 +163,23 @@ async fn an_idle_keep_alive_connection_is_closed() {
     let closed = read_until_closed(&mut stream, Instant::now()).await;
     assert!(closed.is_some(), "an idle keep-alive connection stays open");
 }
+
+#[tokio::test]
+async fn a_media_upload_that_stops_arriving_gets_408() {
+    let server = server().await;
+    let alice = server.register("alice", "pw").await;
+    let mut stream = connect(&server).await;
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+        alice.access_token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[7u8; 1000]).await.unwrap();
+    let received = read_until_closed(&mut stream, Instant::now())
+        .await
+        .expect("a stalled upload still holds the connection");
+    assert!(
+        received.starts_with("HTTP/1.1 408"),
+        "expected a 408 before the close, got: {received}"
+    );
+}

@@ -123,14 +123,8 @@ where
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Error::too_large("The request body is too large")
-                } else if is_body_timeout(&rejection) {
-                    Error::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        ruma::api::error::ErrorKind::Unknown,
-                        "The request body stopped arriving",
-                    )
                 } else {
-                    Error::bad_json(format!("Cannot read the request body: {rejection}"))
+                    Error::body_unreadable("Cannot read the request body", &rejection)
                 }
             })?;
         check_is_json(&bytes)?;
@@ -156,18 +150,6 @@ where
             client_ip,
         })
     }
-}
-
-/// Whether reading the body failed because the client paused longer than `client_body_timeout`.
-fn is_body_timeout(rejection: &(dyn std::error::Error + 'static)) -> bool {
-    let mut error = Some(rejection);
-    while let Some(e) = error {
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        error = e.source();
-    }
-    false
 }
 
 /// `M_NOT_JSON` for a body that is not JSON at all, before ruma reports the finer `M_BAD_JSON`.
