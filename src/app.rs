@@ -58,11 +58,17 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
         .iter()
         .find(|l| l.tls && l.serves("client"))
         .map(|l| l.port);
+    let timeouts = net::Timeouts {
+        header: services.config.client_header_timeout.0,
+        body: services.config.client_body_timeout.0,
+    };
     for listener_config in &services.config.listeners {
         let router =
             web::front_door::listener_router(&router, listener_config, &http01, https_port);
         let router = if listener_config.x_forwarded {
-            router.layer(Extension(web::client_ip::TrustForwardedFor))
+            router.layer(Extension(web::client_ip::TrustForwardedFor::new(
+                &listener_config.trusted_proxies,
+            )))
         } else {
             router
         };
@@ -87,6 +93,7 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
                 listener,
                 tls.clone(),
                 router.clone(),
+                timeouts,
                 stop_rx.clone(),
                 SHUTDOWN_GRACE,
             ));

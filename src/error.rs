@@ -86,6 +86,23 @@ impl Error {
         )
     }
 
+    /// A request body that could not be read: `408` when the client paused longer than
+    /// `client_body_timeout` (the connection is closed after it), otherwise `400 M_BAD_JSON`.
+    pub fn body_unreadable(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorKind::Unknown,
+                    format!("{what}: the request body stopped arriving"),
+                );
+            }
+            cause = e.source();
+        }
+        Self::bad_json(format!("{what}: {error}"))
+    }
+
     pub fn too_large(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge, message)
     }

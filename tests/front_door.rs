@@ -41,6 +41,18 @@ fn element_tarball(dir: &Path, version: &str) -> std::path::PathBuf {
     path
 }
 
+/// `element status` and the served index.html both name `version`.
+#[track_caller]
+fn assert_element_version(b: &Box, version: &str, index: &Reply) {
+    let status = b.appliance.cli(&["element", "status"]);
+    let shown = text(&status);
+    assert!(shown.contains(&format!("version: {version}")), "{shown}");
+    assert_eq!(
+        std::str::from_utf8(&index.body).unwrap(),
+        format!("<html>Element {version}</html>")
+    );
+}
+
 fn sha256_hex(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
@@ -51,6 +63,13 @@ struct Box {
     ca: TestCa,
     http_port: u16,
     https_port: u16,
+}
+
+impl Box {
+    /// A GET over a fresh TLS connection to the HTTPS listener, verified for `host`.
+    async fn get(&self, host: &str, path: &str) -> Reply {
+        https_get(self.https_port, host, &self.ca.roots(), path, &[]).await
+    }
 }
 
 /// The appliance with an HTTP (acme + redirect) and an HTTPS (client) listener, a certificate
@@ -120,14 +139,7 @@ async fn tls_from_pem_files_with_http2_hsts_and_redirect() {
     let roots = b.ca.roots();
 
     // HTTP/1.1 over TLS, verified against the CA for the name.
-    let versions = https_get(
-        b.https_port,
-        "matrix.test",
-        &roots,
-        "/_matrix/client/versions",
-        &[],
-    )
-    .await;
+    let versions = b.get("matrix.test", "/_matrix/client/versions").await;
     assert_eq!(versions.status, 200);
     assert!(versions.json()["versions"].is_array());
     assert_eq!(
@@ -203,16 +215,8 @@ async fn tls_from_pem_files_with_http2_hsts_and_redirect() {
 #[tokio::test(flavor = "multi_thread")]
 async fn well_known_bodies_and_cors() {
     let b = start_box().await;
-    let roots = b.ca.roots();
 
-    let client = https_get(
-        b.https_port,
-        "example.test",
-        &roots,
-        "/.well-known/matrix/client",
-        &[],
-    )
-    .await;
+    let client = b.get("example.test", "/.well-known/matrix/client").await;
     assert_eq!(client.status, 200);
     assert_eq!(client.header("access-control-allow-origin"), "*");
     assert_eq!(client.header("content-type"), "application/json");
@@ -224,14 +228,7 @@ async fn well_known_bodies_and_cors() {
         })
     );
 
-    let server = https_get(
-        b.https_port,
-        "example.test",
-        &roots,
-        "/.well-known/matrix/server",
-        &[],
-    )
-    .await;
+    let server = b.get("example.test", "/.well-known/matrix/server").await;
     assert_eq!(server.status, 200);
     assert_eq!(server.header("access-control-allow-origin"), "*");
     assert_eq!(
@@ -239,14 +236,7 @@ async fn well_known_bodies_and_cors() {
         serde_json::json!({"m.server": "matrix.test:443"})
     );
 
-    let support = https_get(
-        b.https_port,
-        "example.test",
-        &roots,
-        "/.well-known/matrix/support",
-        &[],
-    )
-    .await;
+    let support = b.get("example.test", "/.well-known/matrix/support").await;
     assert_eq!(support.status, 200);
     assert_eq!(
         support.json()["contacts"],
@@ -347,7 +337,7 @@ async fn element_hosting() {
     }
 
     // The homeserver's host does not serve Element.
-    let other = https_get(b.https_port, "matrix.test", &roots, "/config.json", &[]).await;
+    let other = b.get("matrix.test", "/config.json").await;
     assert_eq!(other.status, 404);
 
     // An upgrade with a wrong checksum is refused and the old release stays.
@@ -366,16 +356,7 @@ async fn element_hosting() {
         "{}",
         text(&refused)
     );
-    let status = b.appliance.cli(&["element", "status"]);
-    assert!(
-        text(&status).contains("version: v1.0.0"),
-        "{}",
-        text(&status)
-    );
-    assert_eq!(
-        std::str::from_utf8(&get("/", &[]).await.body).unwrap(),
-        "<html>Element v1.0.0</html>"
-    );
+    assert_element_version(&b, "v1.0.0", &get("/", &[]).await);
 
     // The right checksum installs it, and the running server serves it at once.
     let installed = b.appliance.cli(&[
@@ -386,16 +367,7 @@ async fn element_hosting() {
         &sha256_hex(&tarball),
     ]);
     assert!(installed.status.success(), "{}", text(&installed));
-    let status = b.appliance.cli(&["element", "status"]);
-    assert!(
-        text(&status).contains("version: v2.0.0"),
-        "{}",
-        text(&status)
-    );
-    assert_eq!(
-        std::str::from_utf8(&get("/", &[]).await.body).unwrap(),
-        "<html>Element v2.0.0</html>"
-    );
+    assert_element_version(&b, "v2.0.0", &get("/", &[]).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! Certificates from a real ACME CA: Debian's Pebble (with pebble-challtestsrv answering every
 //! name with 127.0.0.1). The appliance gets a certificate by HTTP-01 and by TLS-ALPN-01, serves
 //! it (verified against Pebble's root), renews it without dropping an open HTTP/2 connection,
-//! and keeps serving it while the CA is gone, reporting the error.
+//! and keeps serving it while the CA is gone, reporting the error; with renewal information
+//! (ARI, added in front of Pebble by the harness) it renews inside the CA's window.
 
 #[path = "front_door_support/mod.rs"]
 mod support;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn acme_config(
-    dir: &std::path::Path,
     pebble: &Pebble,
     challenge: &str,
     http_port: Option<u16>,
@@ -26,7 +26,6 @@ fn acme_config(
         ),
         None => String::new(),
     };
-    let _ = dir;
     format!(
         "server_name: example.test
 public_baseurl: https://matrix.example.test/
@@ -75,7 +74,7 @@ async fn http01_issue_renew_and_survive_a_failing_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (http_port, https_port) = (free_port(), free_port());
     let mut pebble = Pebble::start(dir.path(), http_port, https_port);
-    let yaml = acme_config(dir.path(), &pebble, "http-01", Some(http_port), https_port);
+    let yaml = acme_config(&pebble, "http-01", Some(http_port), https_port);
     let appliance = Appliance::start(dir, &yaml, 2);
 
     let roots = wait_for_issued(https_port, "matrix.example.test", &pebble, &appliance).await;
@@ -85,6 +84,11 @@ async fn http01_issue_renew_and_survive_a_failing_ca() {
     assert!(shown.contains("matrix.example.test"), "{shown}");
     assert!(shown.contains("Pebble"), "the issuer is Pebble's: {shown}");
     assert!(shown.contains("succeeded"), "{shown}");
+    // Debian's Pebble 2.4 has no renewal information (ARI): the lifetime rule schedules.
+    assert!(
+        shown.contains("renewal window: none from the CA; renewing by lifetime"),
+        "{shown}"
+    );
 
     // An open HTTP/2 connection, then a forced renewal.
     let mut h2 = H2::connect(https_port, "matrix.example.test", &roots).await;
@@ -144,7 +148,7 @@ async fn tls_alpn01_without_port_80() {
     let https_port = free_port();
     // Nothing listens on Pebble's httpPort: only TLS-ALPN-01 can succeed.
     let pebble = Pebble::start(dir.path(), free_port(), https_port);
-    let yaml = acme_config(dir.path(), &pebble, "tls-alpn-01", None, https_port);
+    let yaml = acme_config(&pebble, "tls-alpn-01", None, https_port);
     let appliance = Appliance::start(dir, &yaml, 1);
 
     let roots = wait_for_issued(https_port, "matrix.example.test", &pebble, &appliance).await;
@@ -164,5 +168,76 @@ async fn tls_alpn01_without_port_80() {
         tls_connect(https_port, "matrix.example.test", &roots, &[b"acme-tls/1"])
             .await
             .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_information_sets_the_schedule_and_the_order_names_what_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, https_port) = (free_port(), free_port());
+    let pebble = Pebble::start(dir.path(), http_port, https_port);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Tomorrow, long before a third of Pebble's multi-year lifetime is left.
+    let window = (now + 86400, now + 2 * 86400);
+    let front = AriFront::start(&pebble, window).await;
+    let yaml = acme_config(&pebble, "http-01", Some(http_port), https_port)
+        .replace(&pebble.directory, &front.directory);
+    let appliance = Appliance::start(dir, &yaml, 2);
+    wait_for_issued(https_port, "matrix.example.test", &pebble, &appliance).await;
+
+    // The renewal task asks about the new certificate and schedules inside the window.
+    appliance.wait_for_log(|log| log.contains("renewal information (ARI) sets the renewal time"));
+    let status_path = appliance.data_dir.join("acme/status.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status: serde_json::Value = std::fs::read(&status_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        if !status["renewal_window"].is_null() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no window in {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status["renewal_window"],
+        serde_json::json!([window.0, window.1])
+    );
+    let next = status["next_attempt_at"].as_i64().unwrap();
+    assert!(
+        (window.0..=window.1).contains(&next),
+        "next attempt {next} outside the CA's window {window:?}"
+    );
+    assert!(!front.asked.lock().unwrap().is_empty());
+    let shown = text(&appliance.cli(&["cert", "status"]));
+    assert!(
+        shown.contains("renewal window (from the CA, ARI)"),
+        "{shown}"
+    );
+
+    // A renewal names the certificate it replaces. Pebble 2.4 does not know `replaces` and so
+    // does not echo it in the order: instant-acme reports the mismatch, naming the identifier it
+    // sent, and the appliance orders again without it; the CA still issues.
+    let leaf = served_leaf(https_port, "matrix.example.test", &pebble.roots().await).await;
+    let renewed = appliance.cli(&["cert", "renew", "--force"]);
+    assert!(
+        renewed.status.success(),
+        "{}\n{}",
+        text(&renewed),
+        appliance.log_text()
+    );
+    let log = appliance.log_text();
+    assert!(
+        log.contains("the order names the certificate it replaces (ARI)")
+            || log.contains("replaces field mismatch: expected Some(CertificateIdentifier"),
+        "{log}"
+    );
+    assert_ne!(
+        served_leaf(https_port, "matrix.example.test", &pebble.roots().await).await,
+        leaf
     );
 }

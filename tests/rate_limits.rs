@@ -106,12 +106,24 @@ async fn registrations_per_address_are_limited() {
     assert_error(&server.login("carol", "pw").await, 403, "M_FORBIDDEN");
 }
 
-/// The client address behind a trusted reverse proxy is the first `X-Forwarded-For` hop.
+/// The client address behind a trusted reverse proxy is the nearest `X-Forwarded-For` hop that
+/// is not itself a trusted proxy (here the test's own 127.0.0.1); the far end, which the client
+/// wrote itself, is not believed.
 async fn login_from(server: &TestServer, ip: &str) -> StatusCode {
+    login_with(
+        server,
+        "x-forwarded-for",
+        &format!("6.6.6.6, {ip}, 127.0.0.2"),
+    )
+    .await
+}
+
+/// Alice's login with one extra header (`X-Forwarded-For` or `Forwarded`).
+async fn login_with(server: &TestServer, header: &str, value: &str) -> StatusCode {
     send(
         server
             .builder(Method::POST, "/_matrix/client/v3/login")
-            .header("x-forwarded-for", format!("{ip}, 10.0.0.1"))
+            .header(header, value)
             .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"})),
     )
     .await
@@ -128,6 +140,39 @@ async fn limits_follow_x_forwarded_for_behind_a_trusted_proxy() {
     assert_eq!(login_from(&server, "192.0.2.1").await, 429);
     assert_eq!(login_from(&server, "192.0.2.2").await, 200);
     assert_eq!(login_from(&server, "2001:db8::1").await, 200);
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_from_a_peer_that_is_not_a_trusted_proxy() {
+    // `x_forwarded` is on, but the connection (from 127.0.0.1) is not from the listed proxy.
+    let yaml = config(TWO_THEN_SLOW, GENEROUS, GENEROUS, true).replace(
+        "x_forwarded: true\n",
+        "x_forwarded: true\n    trusted_proxies: ['192.0.2.99', '10.0.0.0/8']\n",
+    );
+    assert!(yaml.contains("trusted_proxies"));
+    let server = TestServer::start_with_config(&yaml).await;
+    server.register("alice", "pw").await;
+    assert_eq!(login_from(&server, "192.0.2.1").await, 200);
+    assert_eq!(login_from(&server, "192.0.2.2").await, 200);
+    assert_eq!(
+        login_from(&server, "192.0.2.3").await,
+        429,
+        "a spoofed header from an untrusted peer must not dodge the limit"
+    );
+    // The same check through RFC 7239's header.
+    assert_eq!(login_with(&server, "forwarded", "for=192.0.2.4").await, 429);
+}
+
+#[tokio::test]
+async fn forwarded_header_is_honoured_from_a_trusted_proxy() {
+    let server =
+        TestServer::start_with_config(&config(TWO_THEN_SLOW, GENEROUS, GENEROUS, true)).await;
+    server.register("alice", "pw").await;
+    let login = |forwarded| login_with(&server, "forwarded", forwarded);
+    assert_eq!(login("for=192.0.2.1;proto=https").await, 200);
+    assert_eq!(login("for=192.0.2.1").await, 200);
+    assert_eq!(login("for=192.0.2.1").await, 429);
+    assert_eq!(login("for=\"[2001:db8::7]:4711\"").await, 200);
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,17 +39,60 @@ pub struct Responders<'a> {
     pub live: &'a LiveCertificate,
 }
 
+/// Orders a certificate for `names`; `replaces` is the chain of the certificate it succeeds,
+/// named in the order (RFC 9773 §5) when the CA offers renewal information.
 pub async fn issue(
     config: &AcmeConfig,
     names: &[String],
     data_dir: &Path,
     responders: Responders<'_>,
+    replaces: Option<&str>,
 ) -> anyhow::Result<Issued> {
     let account = account(config, data_dir).await?;
-    let result = order(config, &account, names, &responders).await;
+    let replaces = replaces.and_then(|chain| certificate_id(chain).ok());
+    let result = order(config, &account, names, &responders, replaces).await;
     responders.http01.clear();
     responders.live.clear_challenges();
     result
+}
+
+/// The CA's suggested renewal window for a certificate (RFC 9773 §4.2).
+pub struct RenewalWindow {
+    pub start: i64,
+    pub end: i64,
+    pub explanation_url: Option<String>,
+    /// When the CA wants to be asked again (its `Retry-After`).
+    pub ask_again_in: Duration,
+}
+
+/// Asks the CA when `chain_pem`'s certificate should be renewed; `None` when the CA does not
+/// offer renewal information.
+pub async fn renewal_window(
+    config: &AcmeConfig,
+    data_dir: &Path,
+    chain_pem: &str,
+) -> anyhow::Result<Option<RenewalWindow>> {
+    let account = account(config, data_dir).await?;
+    let id = certificate_id(chain_pem)?;
+    match account.renewal_info(&id).await {
+        Ok((info, ask_again_in)) => Ok(Some(RenewalWindow {
+            start: info.suggested_window.start.unix_timestamp(),
+            end: info.suggested_window.end.unix_timestamp(),
+            explanation_url: info.explanation_url,
+            ask_again_in,
+        })),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot get the CA's renewal information")),
+    }
+}
+
+/// The ARI identifier (authority key id and serial) of the leaf of `chain_pem`.
+fn certificate_id(chain_pem: &str) -> anyhow::Result<CertificateIdentifier<'static>> {
+    let chain = crate::net::tls::parse_chain(chain_pem)?;
+    let leaf = chain.first().context("no certificate in the chain")?;
+    CertificateIdentifier::try_from(leaf)
+        .map(CertificateIdentifier::into_owned)
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 async fn account(config: &AcmeConfig, data_dir: &Path) -> anyhow::Result<Account> {
@@ -102,12 +145,31 @@ async fn order(
     account: &Account,
     names: &[String],
     responders: &Responders<'_>,
+    replaces: Option<CertificateIdentifier<'static>>,
 ) -> anyhow::Result<Issued> {
     let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .context("the CA refused the order")?;
+    let plain = NewOrder::new(&identifiers);
+    let order = match replaces {
+        Some(id) => match account
+            .new_order(&NewOrder::new(&identifiers).replaces(id))
+            .await
+        {
+            Ok(order) => {
+                tracing::info!("the order names the certificate it replaces (ARI)");
+                Ok(order)
+            }
+            // A CA without ARI, or one that will not let this certificate be replaced (already
+            // replaced by an earlier, failed order): an order without `replaces` is still right.
+            Err(e) => {
+                if !matches!(e, instant_acme::Error::Unsupported(_)) {
+                    tracing::info!(error = %e, "the CA refused an order naming the certificate it replaces; ordering without");
+                }
+                account.new_order(&plain).await
+            }
+        },
+        None => account.new_order(&plain).await,
+    };
+    let mut order = order.context("the CA refused the order")?;
     let kind = match config.challenge {
         AcmeChallenge::Http01 => ChallengeType::Http01,
         AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,

@@ -16,6 +16,10 @@ pub struct Status {
     /// one that caused the last attempt (none when the schedule did).
     pub handled_request_at: Option<i64>,
     pub last_attempt_request_at: Option<i64>,
+    /// The CA's suggested renewal window for the current certificate (ACME Renewal
+    /// Information, RFC 9773), Unix seconds; none when the CA offers none.
+    #[serde(default)]
+    pub renewal_window: Option<(i64, i64)>,
 }
 
 pub fn path(data_dir: &Path) -> PathBuf {

@@ -80,6 +80,14 @@ fn status(config: &Config) -> anyhow::Result<ExitCode> {
                 code = ExitCode::FAILURE;
             }
         }
+        match status.renewal_window {
+            Some((start, end)) => println!(
+                "renewal window (from the CA, ARI): {} to {}",
+                time(start),
+                time(end)
+            ),
+            None => println!("renewal window: none from the CA; renewing by lifetime"),
+        }
         if let Some(next) = status.next_attempt_at {
             println!("next attempt: {}", time(next));
         }

@@ -159,15 +159,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
                 // Whether a reverse proxy sits in front carries over from the client listener.
-                let x_forwarded = config
-                    .listeners
-                    .iter()
-                    .find(|l| l.serves("client"))
-                    .is_some_and(|l| l.x_forwarded);
+                let client = config.listeners.iter().find(|l| l.serves("client"));
+                let x_forwarded = client.is_some_and(|l| l.x_forwarded);
+                let trusted_proxies = client
+                    .map_or_else(crate::config::default_trusted_proxies, |l| {
+                        l.trusted_proxies.clone()
+                    });
                 config.listeners = vec![crate::config::Listener {
                     port: listen.port(),
                     bind_addresses: vec![listen.ip().to_string()],
                     x_forwarded,
+                    trusted_proxies,
                     ..crate::config::Listener::default()
                 }];
             }

@@ -47,6 +47,15 @@ pub struct Config {
     /// Where the server listens (Synapse's form). `serve --listen` replaces them all with one
     /// plain-HTTP listener, for development and tests.
     pub listeners: Vec<Listener>,
+    /// How long an HTTP/1.1 client gets to send a request's headers, counted from the first
+    /// byte the server waits for: a keep-alive connection that sends no next request is closed
+    /// after it too (nginx's `client_header_timeout` and `keepalive_timeout` in one; not a
+    /// Synapse key).
+    pub client_header_timeout: Duration,
+    /// Longest pause between two pieces of a request body; a client that stops sending gets a
+    /// `408` (or the connection closed) instead of holding it (nginx's `client_body_timeout`;
+    /// not a Synapse key).
+    pub client_body_timeout: Duration,
 
     /// Minimum level of log lines: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`
     /// overrides it with a full filter.
@@ -237,6 +246,8 @@ impl Default for Config {
             extra_well_known_client_content: serde_json::Map::new(),
             admin_contact: None,
             element: ElementConfig::default(),
+            client_header_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(30),
             turn_relay_enabled: false,
             turn_listen_port: 3478,
             turn_tls_port: Some(5349),
@@ -284,8 +295,16 @@ pub struct Listener {
     /// TLS on this listener, with the certificate from `acme`, `tls_certificate_path` or the
     /// self-signed one.
     pub tls: bool,
-    /// Trust `X-Forwarded-For` from a reverse proxy in front of this listener.
+    /// Take the client's address from `X-Forwarded-For` (or, without it, `Forwarded`) as
+    /// Synapse does, for rate limits and logs. Only honoured on connections from
+    /// `trusted_proxies`: from any other peer the headers are ignored, so they cannot be spoofed.
     pub x_forwarded: bool,
+    /// With `x_forwarded`: the reverse proxies (addresses or CIDR ranges) whose forwarding
+    /// headers are believed. Hops in the header that are themselves trusted proxies are skipped,
+    /// so the client is the last address not in this list. Default: loopback only
+    /// (`127.0.0.0/8`, `::1/128`), the proxy on the same box. Not a Synapse key (Synapse trusts
+    /// the header from any peer).
+    pub trusted_proxies: Vec<String>,
     /// What the listener serves: `client` (the client API, `/.well-known/matrix/*`, Element),
     /// `federation`, `acme` (ACME HTTP-01 challenge answers) and `redirect` (everything else
     /// gets a 308 to the same URL on https).
@@ -300,11 +319,17 @@ impl Default for Listener {
             kind: "http".to_owned(),
             tls: false,
             x_forwarded: false,
+            trusted_proxies: default_trusted_proxies(),
             resources: vec![ListenerResource {
                 names: vec!["client".to_owned(), "federation".to_owned()],
             }],
         }
     }
+}
+
+/// The proxy on the same box.
+pub fn default_trusted_proxies() -> Vec<String> {
+    vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]
 }
 
 impl Listener {

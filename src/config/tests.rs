@@ -128,3 +128,23 @@ fn a_turn_port_range_must_not_be_reversed() {
         .to_string();
     assert!(err.contains("turn_min_port"), "{err}");
 }
+
+#[test]
+fn trusted_proxies_and_client_timeouts_are_checked() {
+    let listener = "listeners:\n  - port: 8008\n    x_forwarded: true\n    trusted_proxies: ";
+    let config = parse(&format!(
+        "{listener}['10.0.0.1', '192.168.0.0/16', '::1']\n"
+    ))
+    .unwrap();
+    assert_eq!(config.listeners[0].trusted_proxies.len(), 3);
+    let error = parse(&format!("{listener}['proxy.example']\n")).unwrap_err();
+    assert!(error.to_string().contains("trusted_proxies"), "{error}");
+    assert_eq!(
+        parse("").unwrap().listeners[0].trusted_proxies,
+        ["127.0.0.0/8", "::1/128"]
+    );
+    let error = parse("client_body_timeout: 0s\n").unwrap_err();
+    assert!(error.to_string().contains("client_body_timeout"), "{error}");
+    let config = parse("client_header_timeout: 5s\n").unwrap();
+    assert_eq!(config.client_header_timeout.0.as_secs(), 5);
+}

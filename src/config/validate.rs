@@ -39,6 +39,14 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("client_header_timeout", self.client_header_timeout),
+            ("client_body_timeout", self.client_body_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err((key, "must be longer than 0".to_owned()));
+            }
+        }
         if self.listeners.is_empty() {
             return Err(("listeners", "at least one listener is needed".to_owned()));
         }
@@ -54,6 +62,14 @@ impl Config {
                     return Err((
                         "listeners.bind_addresses",
                         format!("`{address}` is not an IP address"),
+                    ));
+                }
+            }
+            for entry in &listener.trusted_proxies {
+                if crate::turn::peer_filter::parse_network(entry).is_none() {
+                    return Err((
+                        "listeners.trusted_proxies",
+                        format!("`{entry}` is not an IP address or CIDR range"),
                     ));
                 }
             }

@@ -14,15 +14,17 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{
-    net::{TcpListener, TcpSocket},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
-/// A client gets this long to finish its TLS handshake, and to send a request's headers.
+/// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a plain-HTTP client must send first to speak HTTP/2 (prior knowledge, RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Request headers larger than this (or more of them) are refused.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -70,22 +72,21 @@ fn dual_stack(socket: &TcpSocket) -> std::io::Result<()> {
     }
 }
 
-/// Accepts connections on `listener` until `stop` turns true, then lets open connections finish
-/// their requests (up to `grace`).
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+/// Limits on slow clients (`client_header_timeout`, `client_body_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub body: Duration,
+}
+
+/// The HTTP/1.1 and HTTP/2 connection settings; `version` pins one (known from ALPN) so no
+/// bytes are sniffed.
+fn http_builder(timeouts: Timeouts, version: Option<&[u8]>) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.header)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
     builder
@@ -95,7 +96,49 @@ pub async fn serve(
         .max_concurrent_streams(HTTP2_MAX_STREAMS)
         .keep_alive_interval(HTTP2_KEEPALIVE)
         .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
+    match version {
+        Some(b"h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
+    }
+}
+
+/// Waits (up to `limit`) until a plain-HTTP client has sent enough to tell HTTP/1.1 from HTTP/2:
+/// hyper's own sniffing has no timeout, so a client that sends nothing, or a few bytes of the
+/// HTTP/2 preface, would hold the connection for ever. `false`: closed or too slow.
+async fn first_bytes_arrive(stream: &TcpStream, limit: Duration) -> bool {
+    let sniff = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(false);
+            }
+            if n == buf.len() || buf.get(..n) != H2_PREFACE.get(..n) {
+                return Ok(true);
+            }
+            // Part of the preface: peek again once more may have come.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    matches!(tokio::time::timeout(limit, sniff).await, Ok(Ok(true)))
+}
+
+/// Accepts connections on `listener` until `stop` turns true, then lets open connections finish
+/// their requests (up to `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let sniffing = Arc::new(http_builder(timeouts, None));
+    let http1 = Arc::new(http_builder(timeouts, Some(b"http/1.1")));
+    let http2 = Arc::new(http_builder(timeouts, Some(b"h2")));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -111,15 +154,18 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = per_connection_service(router.clone(), peer);
-        let builder = builder.clone();
+        let service = per_connection_service(router.clone(), peer, timeouts.body);
+        let (sniffing, http1, http2) = (sniffing.clone(), http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let result =
                 match acceptor {
                     None => {
-                        let connection = builder
+                        if !first_bytes_arrive(&stream, timeouts.header).await {
+                            return;
+                        }
+                        let connection = sniffing
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
                         watcher.watch(connection).await
@@ -137,9 +183,11 @@ pub async fn serve(
                                 Err(_) => return,
                             };
                         // A TLS-ALPN-01 validation only looks at the certificate (RFC 8737 §3).
-                        if stream.get_ref().1.alpn_protocol() == Some(tls::ACME_TLS_ALPN) {
-                            return;
-                        }
+                        let builder = match stream.get_ref().1.alpn_protocol() {
+                            Some(tls::ACME_TLS_ALPN) => return,
+                            Some(b"h2") => http2,
+                            _ => http1,
+                        };
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
@@ -160,10 +208,12 @@ pub async fn serve(
     }
 }
 
-/// The router with the peer address put where axum's `ConnectInfo` extractor looks for it.
+/// The router with the peer address put where axum's `ConnectInfo` extractor looks for it, and
+/// the request body cut off when the client pauses longer than `body_timeout`.
 fn per_connection_service(
     router: Router,
     peer: SocketAddr,
+    body_timeout: Duration,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -172,7 +222,9 @@ fn per_connection_service(
 > + Clone
 + Send
 + 'static {
-    hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let mut request =
+            request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     })

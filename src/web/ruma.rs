@@ -124,7 +124,7 @@ where
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Error::too_large("The request body is too large")
                 } else {
-                    Error::bad_json(format!("Cannot read the request body: {rejection}"))
+                    Error::body_unreadable("Cannot read the request body", &rejection)
                 }
             })?;
         check_is_json(&bytes)?;

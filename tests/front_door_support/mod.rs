@@ -432,3 +432,122 @@ impl Drop for Pebble {
         let _ = self.dns.wait();
     }
 }
+
+/// Debian's Pebble (2.4) has no ACME Renewal Information (RFC 9773). This stands in front of
+/// its directory and adds exactly that: the directory gets a `renewalInfo` URL, which answers
+/// with `window` (Unix seconds) for any certificate and records the identifiers it was asked
+/// about. Everything else (accounts, orders, challenges) still goes to Pebble itself.
+pub struct AriFront {
+    pub directory: String,
+    pub asked: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AriFront {
+    pub async fn start(pebble: &Pebble, window: (i64, i64)) -> Self {
+        let read = |name: &str| std::fs::read(pebble.dir.join(name)).unwrap();
+        let chain = CertificateDer::pem_slice_iter(&read("pebble-cert.pem"))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(&read("pebble-key.pem")).unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let pebble_directory = pebble.directory.clone();
+        let pebble_ca = std::fs::read_to_string(&pebble.directory_ca).unwrap();
+        let rfc3339 = |t: i64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t as u64))
+                .to_string()
+        };
+        let renewal_info = serde_json::json!({
+            "suggestedWindow": {"start": rfc3339(window.0), "end": rfc3339(window.1)}
+        })
+        .to_string();
+        let state = (asked.clone(), pebble_directory, pebble_ca, renewal_info);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let (asked, directory, ca, renewal_info) = state.clone();
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let (asked, directory, ca, renewal_info) = (
+                            asked.clone(),
+                            directory.clone(),
+                            ca.clone(),
+                            renewal_info.clone(),
+                        );
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = if let Some(id) = path.strip_prefix("/renewal-info/") {
+                                asked.lock().unwrap().push(id.to_owned());
+                                renewal_info
+                            } else {
+                                // Pebble's own directory plus the renewalInfo URL.
+                                let pebble_port: u16 = directory
+                                    .split(':')
+                                    .nth(2)
+                                    .and_then(|rest| rest.split('/').next())
+                                    .and_then(|p| p.parse().ok())
+                                    .unwrap();
+                                let reply = https_get(
+                                    pebble_port,
+                                    "127.0.0.1",
+                                    &roots_from_pem(&ca),
+                                    "/dir",
+                                    &[],
+                                )
+                                .await;
+                                // Pebble builds its URLs from the Host header, which had no port.
+                                let text = String::from_utf8_lossy(&reply.body).replace(
+                                    "https://127.0.0.1/",
+                                    &format!("https://127.0.0.1:{pebble_port}/"),
+                                );
+                                let mut json: serde_json::Value =
+                                    serde_json::from_str(&text).unwrap();
+                                json["renewalInfo"] =
+                                    format!("https://127.0.0.1:{port}/renewal-info").into();
+                                json.to_string()
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .header("retry-after", "3600")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service),
+                );
+            }
+        });
+        Self {
+            directory: format!("https://127.0.0.1:{port}/dir"),
+            asked,
+            task,
+        }
+    }
+}
+
+impl Drop for AriFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

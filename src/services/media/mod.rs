@@ -129,7 +129,7 @@ impl Media {
     ) -> Result<OwnedMxcUri>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
         let (content_type, filename) = check_metadata(content_type, filename)?;
         let received = self.store.receive(body, self.max_upload_size).await?;
@@ -210,7 +210,7 @@ impl Media {
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
         let (content_type, filename) = check_metadata(content_type, filename)?;
         // Checked before the body is read, so a refused upload costs nothing…

@@ -73,7 +73,7 @@ impl MediaStore {
     pub async fn receive<S, E>(&self, mut body: S, limit: u64) -> Result<Received>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
         let temp = self.root.join("tmp").join(format!(
             "upload-{}",
@@ -91,7 +91,7 @@ impl MediaStore {
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut hasher = Sha256::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::bad_json(format!("Upload interrupted: {e}")))?;
+            let chunk = chunk.map_err(|e| Error::body_unreadable("Upload interrupted", &e))?;
             received.size += chunk.len() as u64;
             if received.size > limit {
                 return Err(Error::too_large(
