@@ -1,6 +1,8 @@
 //! The built-in TURN relay against coturn's own test client (`turnutils_uclient`, relaying to
 //! `turnutils_peer`) with credentials from `/voip/turnServer`, over UDP, TCP and TLS; refused
-//! credentials and peers; the public address following a (test) STUN server's answer.
+//! credentials and peers; the packet-rate, bandwidth and per-user allocation caps; the public
+//! address following a (test) STUN server's answer. (The lifetime cap, at least a minute, has a
+//! unit test in `turn::allocations`.)
 
 mod common;
 
@@ -589,33 +591,4 @@ async fn the_bandwidth_cap_holds() {
         received > 0 && received <= 150,
         "bandwidth cap: {received} of 300 came back:\n{output}"
     );
-}
-
-#[tokio::test]
-async fn an_allocation_ends_at_the_lifetime_cap() {
-    let ports = ports();
-    let extra = "turn_external_ip: 203.0.113.10\nturn_allowed_peer_ips: [\"127.0.0.1\"]\n\
-                 turn_max_allocation_lifetime: 2s\n";
-    let server = TestServer::start_with_config(&relay_config(&ports, extra)).await;
-    let credentials = turn_credentials(&server, "caller").await;
-    let (_peer, peer_port) = start_peer();
-    // 200 packets over about six seconds: the allocations end after two, however the client
-    // refreshes them, and the rest is not relayed.
-    let output = uclient(
-        &["-n", "200", "-c", "-z", "30"],
-        credentials["username"].as_str().unwrap(),
-        credentials["password"].as_str().unwrap(),
-        peer_port,
-        ports.turn,
-    );
-    let received = reported(&output, "tot_recv_msgs=").unwrap_or(0);
-    assert!(
-        received < 150,
-        "lifetime cap: {received} of 200 relayed:\n{output}"
-    );
-    let status: Value = serde_json::from_str(&assert_success(
-        &server.cli(&["turn", "status", "--json"], None),
-    ))
-    .unwrap();
-    assert_eq!(status["allocations"], serde_json::json!([]), "{status}");
 }
