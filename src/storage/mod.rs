@@ -74,19 +74,13 @@ impl Database {
         };
         let mut writer = open_connection(path, false).map_err(sqlite)?;
         migrations::apply(&mut writer, path)?;
-        // Checkpoints run beside the writer (below), not inside whichever commit crosses
-        // SQLite's threshold: that commit used to wait for the copy and its fsync, a latency
-        // spike for one unlucky message.
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(sqlite)?;
-        let inner = Arc::new(Inner {
-            path: path.to_owned(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-        });
-        spawn_checkpointer(Arc::downgrade(&inner));
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
     }
 
     /// Runs `f` in a write transaction on a blocking thread; commits when it returns `Ok`.
@@ -170,41 +164,6 @@ impl Inner {
             idle.push(conn);
         }
         result
-    }
-}
-
-/// How often the checkpointer copies the write-ahead log back into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Copies committed pages from the WAL into the database file on its own thread and
-/// connection, PASSIVE (it never waits for or blocks readers and the writer), until the
-/// database is closed.
-fn spawn_checkpointer(inner: std::sync::Weak<Inner>) {
-    let Some(path) = inner.upgrade().map(|inner| inner.path.clone()) else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("sqlite-checkpoint".to_owned())
-        .spawn(move || {
-            let conn = match open_connection(&path, false) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::error!(error = %e, "the WAL checkpointer could not open the database");
-                    return;
-                }
-            };
-            loop {
-                std::thread::sleep(CHECKPOINT_INTERVAL);
-                if inner.strong_count() == 0 {
-                    return;
-                }
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "the WAL checkpointer could not start");
     }
 }
 
