@@ -224,13 +224,14 @@ async fn wrong_tokens_are_refused_and_slowed() {
     let token = setup_token(&server);
     assert_eq!(token.len(), 32, "128 bits in hex");
     assert_eq!(mode(&server.data_dir.join("setup-token")), 0o600);
-    // Logged once, as a link to open.
+    // Logged once, as a link to open (the line may follow the token file by a moment).
+    let link = format!("/setup/?token={token}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log_text().contains(&link) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let log = server.log_text();
-    assert_eq!(
-        log.matches(&format!("/setup/?token={token}")).count(),
-        1,
-        "{log}"
-    );
+    assert_eq!(log.matches(&link).count(), 1, "{log}");
 
     let mut browser = Browser::new(&server.base_url);
     let first = browser.get("/setup/").await;
