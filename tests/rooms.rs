@@ -1031,20 +1031,7 @@ async fn state_put_and_get() {
                 .get(&room_path(&room, &format!("members{query}")), alice.token())
                 .await;
             assert_eq!(status, StatusCode::OK, "{body}");
-            let mut users: Vec<(String, String)> = body["chunk"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    assert_eq!(e["type"], "m.room.member");
-                    (
-                        e["state_key"].as_str().unwrap().to_owned(),
-                        e["content"]["membership"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
-            users.sort();
-            users
+            member_list(&body)
         }
     };
     let pair = |u: &Session, m: &str| (u.user_id.clone(), m.to_owned());
@@ -1449,6 +1436,7 @@ fn member_list(body: &Value) -> Vec<(String, String)> {
         .expect("chunk")
         .iter()
         .map(|e| {
+            assert_eq!(e["type"], "m.room.member", "{e}");
             (
                 e["state_key"].as_str().unwrap_or_default().to_owned(),
                 e["content"]["membership"]
