@@ -141,6 +141,14 @@ async fn wait_for_path(browser: &Client, expected_path: &str) {
     }
 }
 
+/// A text of the wizard's catalogue for `lang` (assets/i18n/<lang>.yaml).
+fn catalogue_text(lang: &str, key: &str) -> String {
+    let path = format!("{}/assets/i18n/{lang}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let catalogue: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    catalogue[key].as_str().unwrap().to_owned()
+}
+
 async fn heading(browser: &Client) -> String {
     browser
         .find(Locator::Css("h1"))
@@ -164,6 +172,21 @@ async fn a_browser_walks_the_wizard_and_the_server_runs() {
     wait_for_path(&browser, "/setup/").await;
     assert_eq!(heading(&browser).await, "Setup token");
     screenshot(&browser, "01-token").await;
+    // The language switcher: each language's page, screenshotted so that a person can see its
+    // script rendered (CI installs fonts for Cyrillic and Chinese), then back to English.
+    for lang in ["fr", "ru", "zh", "en"] {
+        browser
+            .find(Locator::Css(&format!("nav.languages a[hreflang={lang}]")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(heading(&browser).await, catalogue_text(lang, "token.title"));
+        if lang != "en" {
+            screenshot(&browser, &format!("01-token-{lang}")).await;
+        }
+    }
     fill(&browser, "token", token.trim()).await;
     browser
         .find(Locator::Css("button[type=submit]"))

@@ -1,6 +1,7 @@
 //! The first-run wizard over HTTP: the setup token, CSRF, field errors, a failed apply, the
 //! switch to serving, the command-line path, languages and `--reconfigure`.
 mod common;
+mod front_door_support;
 
 use std::{
     collections::BTreeMap,
@@ -700,4 +701,163 @@ fn without_any_config_the_wizard_starts_in_the_working_directory() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!data.join("config.yaml").exists());
+}
+
+/// Starts `appliance serve` with no config and no `--listen`, as the package's unit does, in a
+/// network namespace of its own (loopback only), so that the installed box's fixed ports (80,
+/// 8080, then 443 and 8448) are free whatever else runs. Needs root, as CI has.
+fn start_installed_box(config_path: &Path, data_dir: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(front_door_support::BINARY)
+        .args([
+            "--config",
+            path_str(config_path),
+            "--data-dir",
+            path_str(data_dir),
+        ])
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let stderr = child.stderr.take().unwrap();
+    let (token_tx, token_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("?token=").nth(1) {
+                let token: String = rest
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+                let _ = token_tx.send(Ok(token));
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        let _ = token_tx.send(Err(log));
+    });
+    match token_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(token)) => (child, token),
+        Ok(Err(log)) => panic!(
+            "the installed box stopped before setup mode (needs root for its network namespace):\n{log}"
+        ),
+        Err(_) => panic!("no setup token logged within 30 s"),
+    }
+}
+
+/// Runs `work` on a thread inside the network namespace of process `pid`, with a tokio runtime
+/// of that thread only, so that every socket it opens is in that namespace.
+fn in_network_namespace_of<T: Send + 'static>(
+    pid: u32,
+    work: impl AsyncFnOnce() -> T + Send + 'static,
+) -> T {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        // SAFETY: setns only changes this thread's network namespace; the descriptor is open.
+        let joined = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    })
+    .join()
+    .unwrap()
+}
+
+/// An installed box: the wizard on ports 80 and 8080; applying it (self-signed TLS, federation
+/// on) closes those and the same process, without a restart, serves the config's listeners:
+/// 80 redirecting to https, 443 with the certificate it made, 8448 for federation.
+#[test]
+#[ignore = "needs root (a network namespace of its own); tests/run.sh runs it as root"]
+fn an_installed_box_hands_over_from_the_wizard_to_its_own_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    let data_dir = dir.path().join("data");
+    let (mut child, token) = start_installed_box(&config_path, &data_dir);
+    let pid = child.id();
+    let tls_file = data_dir.join("tls/self-signed.pem");
+    in_network_namespace_of(pid, async move || {
+        for wizard in ["http://127.0.0.1:80", "http://127.0.0.1:8080"] {
+            let page = Browser::new(wizard).get("/setup/").await;
+            assert_eq!(page.status, StatusCode::OK, "the wizard on {wizard}");
+        }
+        let mut browser = Browser::new("http://127.0.0.1:80");
+        browser.sign_in(&token).await;
+        browser.walk(&browser_choices()).await;
+        let finish = browser.post("/setup/apply", &[]).await;
+        assert_eq!(finish.status, StatusCode::OK, "{}", finish.body);
+
+        // The homeserver's own listeners come up in the same process.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let roots = loop {
+            if let Ok(pem) = std::fs::read_to_string(&tls_file)
+                && tokio::net::TcpStream::connect("127.0.0.1:443")
+                    .await
+                    .is_ok()
+            {
+                break front_door_support::roots_from_pem(&pem);
+            }
+            assert!(Instant::now() < deadline, "nothing on port 443 after apply");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let host = "matrix.example.org";
+        let versions =
+            front_door_support::https_get(443, host, &roots, "/_matrix/client/versions", &[]).await;
+        assert_eq!(versions.status, 200);
+        assert!(versions.json()["versions"].is_array());
+        let login = front_door_support::https_post_json(
+            443,
+            host,
+            &roots,
+            "/_matrix/client/v3/login",
+            &serde_json::json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "root"},
+                "password": PASSWORD,
+            }),
+        )
+        .await;
+        assert_eq!(login.status, 200, "{:?}", login.json());
+        assert_eq!(login.json()["user_id"], "@root:example.org");
+        let setup = front_door_support::https_get(443, host, &roots, "/setup/", &[]).await;
+        assert_eq!(setup.status, 404, "the wizard is gone");
+
+        let federation =
+            front_door_support::https_get(8448, host, &roots, "/_matrix/key/v2/server", &[]).await;
+        assert_eq!(federation.status, 200);
+        assert_eq!(federation.json()["server_name"], "example.org");
+
+        let redirect = front_door_support::http_get(80, host, "/_matrix/client/versions").await;
+        assert_eq!(redirect.status, 308);
+        assert_eq!(
+            redirect.header("location"),
+            "https://matrix.example.org/_matrix/client/versions"
+        );
+        assert!(
+            tokio::net::TcpStream::connect("127.0.0.1:8080")
+                .await
+                .is_err(),
+            "the wizard's second port is closed"
+        );
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the same process serves: it was not restarted"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -610,7 +610,7 @@ async fn filters_stored_and_inline() {
     let later = sync(
         &server,
         &carol,
-        &format!("since={}&{}", q(&since), inline_filter(lazy)),
+        &format!("since={}&{}", q(&since), inline_filter(lazy.clone())),
     )
     .await;
     assert_eq!(
@@ -623,6 +623,41 @@ async fn filters_stored_and_inline() {
         .map(|e| e["state_key"].as_str().unwrap())
         .collect();
     assert_eq!(members, HashSet::from([alice.user_id.as_str()]), "{later}");
+    // `include_redundant_members` is false by default: a member event this device was sent
+    // stays out of its later syncs...
+    let since = next_batch(&later);
+    send_text(&server, &alice, &room, "alice once more").await;
+    let since_lazy =
+        |filter: &Value| format!("since={}&{}", q(&since), inline_filter(filter.clone()));
+    let again = sync(&server, &carol, &since_lazy(&lazy)).await;
+    assert_eq!(
+        bodies(timeline(&again, "join", &room)),
+        vec!["alice once more"]
+    );
+    assert!(state_events(&again, &room).is_empty(), "{again}");
+    // ...unless the filter asks for redundant members...
+    let redundant = json!({"room": {"timeline": {"limit": 1},
+        "state": {"lazy_load_members": true, "include_redundant_members": true}}});
+    let again = sync(&server, &carol, &since_lazy(&redundant)).await;
+    assert_eq!(
+        state_events(&again, &room)
+            .iter()
+            .map(|e| e["state_key"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [alice.user_id.as_str()],
+        "{again}"
+    );
+    // ...and another device of the same user, never sent it, gets it.
+    let carol_laptop = server.login_session("carol", "password").await;
+    let again = sync(&server, &carol_laptop, &since_lazy(&lazy)).await;
+    assert_eq!(
+        state_events(&again, &room)
+            .iter()
+            .map(|e| e["state_key"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [alice.user_id.as_str()],
+        "{again}"
+    );
     // Without lazy loading the client has every member already: no state on a gapless sync.
     let plain = json!({"room": {"timeline": {"limit": 1}}});
     let since = next_batch(&sync(&server, &carol, &inline_filter(plain.clone())).await);

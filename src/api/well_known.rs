@@ -41,7 +41,7 @@ pub fn public_baseurl(config: &crate::config::Config) -> String {
     }
 }
 
-/// `GET /.well-known/matrix/server`: federation goes to `public_baseurl`'s host on port 443.
+/// `GET /.well-known/matrix/server`: federation goes to `public_baseurl`'s host.
 async fn server(
     State(state): State<AppState>,
     _: Ruma<discover_server::Request>,
@@ -49,15 +49,21 @@ async fn server(
     if !state.config.serve_server_wellknown {
         return Err(Error::not_found("serve_server_wellknown is off"));
     }
-    let host = host_of_url(&public_baseurl(&state.config));
-    let host = if host.contains(':') {
-        format!("[{host}]:443")
-    } else {
-        format!("{host}:443")
-    };
-    let server = OwnedServerName::try_from(host)
+    let server = OwnedServerName::try_from(delegated_server(&state.config))
         .map_err(|e| Error::internal(format!("public_baseurl has no valid host: {e}")))?;
     Ok(discover_server::Response::new(server).into())
+}
+
+/// Where a delegated server name sends other servers (`m.server`): `public_baseurl`'s host and
+/// the port that serves federation ([`crate::config::Config::federation_public_port`]).
+pub fn delegated_server(config: &crate::config::Config) -> String {
+    let host = host_of_url(&public_baseurl(config));
+    let port = config.federation_public_port();
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// `GET /.well-known/matrix/client`: ruma's body (`m.homeserver.base_url`) plus the configured

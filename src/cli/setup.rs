@@ -131,9 +131,10 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             };
             let public_ip = match config.turn_external_ip {
                 Some(ip) => Some(ip),
-                None => {
-                    runtime()?.block_on(crate::setup::public_ip::detect(&config.turn_stun_servers))
-                }
+                None => runtime()?
+                    .block_on(crate::turn::public_ip::detect(&config.turn_stun_servers))
+                    .ok()
+                    .map(|(ip, _)| ip),
             };
             print!(
                 "{}",

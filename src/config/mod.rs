@@ -438,6 +438,22 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The port other servers reach this one on, which `/.well-known/matrix/server` and the
+    /// setup checklist name: a TLS listener on 443 that serves federation, else the first TLS
+    /// listener that does (8448 as the wizard sets it up), else 443, where a reverse proxy in
+    /// front terminates TLS.
+    pub fn federation_public_port(&self) -> u16 {
+        let federation = || {
+            self.listeners
+                .iter()
+                .filter(|l| l.tls && l.serves("federation"))
+        };
+        if federation().any(|l| l.port == 443) {
+            return 443;
+        }
+        federation().next().map_or(443, |l| l.port)
+    }
+
     /// Reads and validates a config file. A file with only some keys is fine.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

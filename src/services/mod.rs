@@ -13,6 +13,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
+pub mod sent_members;
 pub mod server_auth;
 pub mod server_key;
 pub mod sessions;
@@ -55,6 +56,8 @@ pub struct Services {
     pub voip: voip::Voip,
     /// Push actions already worked out, for /sync's notification counts.
     pub evaluated_actions: Arc<push::EvaluatedActions>,
+    /// Member events each device was sent, for lazy-loading syncs without redundant members.
+    pub sent_members: Arc<sent_members::SentMembers>,
 }
 
 pub struct LoginLimits {
@@ -91,6 +94,7 @@ impl Services {
         Ok(Arc::new(Self {
             voip,
             evaluated_actions: Arc::default(),
+            sent_members: Arc::default(),
             users: users::Users::new(db.clone(), server_name.clone(), rooms.stream_sender()),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),

@@ -10,7 +10,7 @@ use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
     api::client::{
-        filter::{FilterDefinition, RoomEventFilter},
+        filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
         sync::sync_events::v3::{
             self as sync_events, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
             LeftRoom, State, StateEvents, Timeline,
@@ -21,7 +21,10 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::{Services, filter::room_event_matches, rooms::read::Visibility, rooms::read::render};
+use super::{
+    Services, filter::room_event_matches, rooms::read::Visibility, rooms::read::render,
+    sent_members::DeviceMembers,
+};
 use crate::{
     error::{Error, Result},
     storage::{
@@ -113,7 +116,7 @@ pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_even
         let response = build(services, &request, upto).await?;
         let waiting_allowed = request.since.is_some() && !request.full_state;
         if !waiting_allowed || has_news(&response) || tokio::time::Instant::now() >= deadline {
-            return Ok(response);
+            return Ok(note_sent_members(services, &request, response));
         }
         if tokio::time::timeout_at(deadline, positions.changed())
             .await
@@ -125,9 +128,61 @@ pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_even
                 typing: services.typing.serial(),
                 to_device: None,
             };
-            return build(services, &request, upto).await;
+            let response = build(services, &request, upto).await?;
+            return Ok(note_sent_members(services, &request, response));
         }
     }
+}
+
+/// Whether the filter lazy-loads members and leaves out those the client already holds.
+fn omits_redundant_members(filter: &FilterDefinition) -> bool {
+    matches!(
+        filter.room.state.lazy_load_options,
+        LazyLoadOptions::Enabled {
+            include_redundant_members: false
+        }
+    )
+}
+
+/// Remembers the member events of a response's joined rooms (state and timeline), which later
+/// syncs of the same device leave out.
+fn note_sent_members(
+    services: &Services,
+    request: &SyncRequest,
+    response: sync_events::Response,
+) -> sync_events::Response {
+    if !omits_redundant_members(&request.filter) {
+        return response;
+    }
+    let mut sent: Vec<(&str, String, String)> = Vec::new();
+    for (room_id, room) in &response.rooms.join {
+        let State::Before(state) = &room.state else {
+            continue;
+        };
+        let state_members = state.events.iter().map(|e| e.cast_ref::<Value>());
+        let timeline_members = room.timeline.events.iter().map(|e| e.cast_ref::<Value>());
+        for event in state_members.chain(timeline_members) {
+            let Ok(Some(kind)) = event.get_field::<String>("type") else {
+                continue;
+            };
+            if kind != "m.room.member" {
+                continue;
+            }
+            if let (Ok(Some(member)), Ok(Some(id))) = (
+                event.get_field::<String>("state_key"),
+                event.get_field::<String>("event_id"),
+            ) {
+                sent.push((room_id.as_str(), member, id));
+            }
+        }
+    }
+    services.sent_members.record(
+        request.user.as_str(),
+        &request.device,
+        sent.iter()
+            .map(|(room, member, id)| (*room, member.as_str(), id.as_str())),
+    );
+    response
 }
 
 fn has_news(response: &sync_events::Response) -> bool {
@@ -173,6 +228,11 @@ async fn build(
             .collect()
     };
     let evaluated_actions = services.evaluated_actions.clone();
+    if since.is_none() || full_state {
+        services.sent_members.forget_device(user.as_str(), &device);
+    }
+    let sent_members = services.sent_members.clone();
+    let omit_held_members = omits_redundant_members(&filter);
     let (rooms, global_data) = services
         .rooms
         .db()
@@ -186,6 +246,7 @@ async fn build(
             let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
             let push_rules = super::push::load_for_counting(c, &user)?;
             let evaluated_actions: &super::push::EvaluatedActions = &evaluated_actions;
+            let held_members = omit_held_members.then(|| sent_members.of_device(user.as_str(), &device));
             for (room, membership, event_id, membership_stream) in store::memberships_of_user(c, user.as_str())? {
                 if membership_stream > upto.stream {
                     continue; // changed after this sync's snapshot; the next sync reports it
@@ -197,7 +258,7 @@ async fn build(
                 let new_membership = since.is_none_or(|s| membership_stream > s.stream);
                 let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
                 let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
-                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions };
+                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions, held_members: held_members.as_ref() };
                 match membership.as_str() {
                     "join" => {
                         let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
@@ -296,6 +357,8 @@ struct RoomContext<'a> {
     upto: i64,
     push_rules: &'a super::push::UserRules,
     evaluated_actions: &'a super::push::EvaluatedActions,
+    /// With `include_redundant_members: false`: the member events this device was sent.
+    held_members: Option<&'a DeviceMembers<'a>>,
 }
 
 impl RoomContext<'_> {
@@ -492,8 +555,7 @@ fn joined_room(
     if !room_filter.state.lazy_load_options.is_disabled() {
         // Lazy loading: of the members, only the timeline's senders (and the user), and on a
         // later sync also the senders whose member event did not change since `since`: the
-        // client may never have been sent it. Without a per-connection record of what each
-        // client holds, a member event may come again (as `include_redundant_members` allows).
+        // client may never have been sent it, unless the device's memo says it was.
         let senders: HashSet<String> = shown
             .iter()
             .filter_map(|r| {
@@ -517,6 +579,10 @@ fn joined_room(
                     state.push((key, id));
                 }
             }
+        }
+        // Without redundant members, those this device was already sent stay out.
+        if let (Some(_), Some(held)) = (since, context.held_members) {
+            state.retain(|((kind, key), id)| kind != "m.room.member" || !held.holds(room, key, id));
         }
     }
     state.retain(|(_, id)| !timeline_ids.contains(id.as_str()));

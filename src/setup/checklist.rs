@@ -7,7 +7,11 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::{answers::server_name_host, i18n::Catalogue};
-use crate::config::Config;
+use crate::{
+    api::well_known::{delegated_server, public_baseurl},
+    config::Config,
+    net::certificates::host_of_url,
+};
 
 pub struct DnsRecord {
     pub name: String,
@@ -40,16 +44,8 @@ pub struct Checklist {
 
 impl Checklist {
     pub fn new(config: &Config, public_ip: Option<IpAddr>) -> Self {
-        let client_url = config
-            .public_baseurl
-            .clone()
-            .unwrap_or_else(|| format!("https://{}/", config.server_name));
-        let host = client_url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .unwrap_or(&config.server_name)
-            .to_owned();
+        let client_url = public_baseurl(config);
+        let host = host_of_url(&client_url);
         let address = public_ip.or(config.turn_external_ip);
         let (kind, value) = match address {
             Some(IpAddr::V6(ip)) => ("AAAA", ip.to_string()),
@@ -91,6 +87,7 @@ impl Checklist {
         }
 
         let federation = config.listeners.iter().any(|l| l.serves("federation"));
+        let federation_port = config.federation_public_port();
         let mut ports = vec![
             Port {
                 protocol: "TCP",
@@ -103,10 +100,10 @@ impl Checklist {
                 purpose: "checklist.port_https",
             },
         ];
-        if federation {
+        if federation && federation_port != 443 {
             ports.push(Port {
                 protocol: "TCP",
-                port: "8448".into(),
+                port: federation_port.to_string(),
                 purpose: "checklist.port_federation",
             });
         }
@@ -132,10 +129,9 @@ impl Checklist {
 
         let mut well_known = Vec::new();
         if delegated && !config.serve_server_wellknown {
-            let server_port = if federation { 8448 } else { 443 };
             well_known.push(WellKnown {
                 url: format!("https://{server_host}/.well-known/matrix/server"),
-                json: json!({"m.server": format!("{host}:{server_port}")}).to_string(),
+                json: json!({"m.server": delegated_server(config)}).to_string(),
             });
             well_known.push(WellKnown {
                 url: format!("https://{server_host}/.well-known/matrix/client"),
@@ -185,5 +181,85 @@ impl Checklist {
             out.push_str(&format!("{} {url}\n", tr.t("checklist.element")));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn checklist(listeners: &str) -> Checklist {
+        let yaml = format!(
+            "server_name: example.org\n\
+             public_baseurl: https://matrix.example.org/\n\
+             tls_certificate_path: /etc/ssl/chain.pem\n\
+             tls_private_key_path: /etc/ssl/key.pem\n\
+             listeners:\n{listeners}"
+        );
+        let config = Config::parse(&yaml, Path::new("config.yaml")).unwrap();
+        Checklist::new(&config, Some("203.0.113.7".parse().unwrap()))
+    }
+
+    fn delegation(checklist: &Checklist) -> serde_json::Value {
+        let file = checklist
+            .well_known
+            .iter()
+            .find(|f| f.url == "https://example.org/.well-known/matrix/server")
+            .expect("the server well-known file of a delegated name");
+        serde_json::from_str(&file.json).unwrap()
+    }
+
+    fn forwarded_ports(checklist: &Checklist) -> Vec<&str> {
+        checklist.ports.iter().map(|p| p.port.as_str()).collect()
+    }
+
+    #[test]
+    fn federation_on_its_own_port_is_delegated_to_it_and_forwarded() {
+        // The wizard's listeners with federation on.
+        let list = checklist(
+            "  - {port: 80, bind_addresses: ['::'], resources: [{names: [acme, redirect]}]}\n\
+             \x20 - {port: 443, tls: true, bind_addresses: ['::'], resources: [{names: [client]}]}\n\
+             \x20 - {port: 8448, tls: true, bind_addresses: ['::'], resources: [{names: [federation]}]}\n",
+        );
+        assert_eq!(
+            delegation(&list),
+            json!({"m.server": "matrix.example.org:8448"})
+        );
+        assert_eq!(forwarded_ports(&list), ["80", "443", "8448"]);
+    }
+
+    #[test]
+    fn federation_beside_the_clients_on_443_needs_no_other_port() {
+        let list = checklist(
+            "  - {port: 443, tls: true, bind_addresses: ['::'], resources: [{names: [client, federation]}]}\n\
+             \x20 - {port: 8448, tls: true, bind_addresses: ['::'], resources: [{names: [federation]}]}\n",
+        );
+        assert_eq!(
+            delegation(&list),
+            json!({"m.server": "matrix.example.org:443"})
+        );
+        assert!(!forwarded_ports(&list).contains(&"8448"));
+    }
+
+    #[test]
+    fn behind_a_reverse_proxy_federation_comes_in_on_443() {
+        let list = checklist(
+            "  - {port: 8008, x_forwarded: true, resources: [{names: [client, federation]}]}\n",
+        );
+        assert_eq!(
+            delegation(&list),
+            json!({"m.server": "matrix.example.org:443"})
+        );
+        assert!(!forwarded_ports(&list).contains(&"8448"));
+    }
+
+    #[test]
+    fn without_federation_no_federation_port() {
+        let list = checklist(
+            "  - {port: 443, tls: true, bind_addresses: ['::'], resources: [{names: [client]}]}\n",
+        );
+        assert_eq!(forwarded_ports(&list), ["80", "443"]);
     }
 }

@@ -6,7 +6,6 @@ pub mod apply;
 pub mod checklist;
 mod dns;
 pub mod i18n;
-pub mod public_ip;
 pub mod token;
 mod web;
 
@@ -135,7 +134,12 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
         let state = state.clone();
         let stun_servers = target.base.turn_stun_servers.clone();
         tokio::spawn(async move {
-            state.set_public_ip(public_ip::detect(&stun_servers).await);
+            state.set_public_ip(
+                crate::turn::public_ip::detect(&stun_servers)
+                    .await
+                    .ok()
+                    .map(|(ip, _)| ip),
+            );
         });
     }
 

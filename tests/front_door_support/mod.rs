@@ -148,6 +148,31 @@ pub async fn https_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
+    https_send(port, host, roots, request(host, path, headers)).await
+}
+
+/// One JSON POST over TLS (a fresh, verified connection).
+pub async fn https_post_json(
+    port: u16,
+    host: &str,
+    roots: &RootCertStore,
+    path: &str,
+    body: &serde_json::Value,
+) -> Reply {
+    let request = http::Request::post(path)
+        .header(http::header::HOST, host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    https_send(port, host, roots, request).await
+}
+
+async fn https_send(
+    port: u16,
+    host: &str,
+    roots: &RootCertStore,
+    request: http::Request<Full<Bytes>>,
+) -> Reply {
     let stream = tls_connect(port, host, roots, &[b"http/1.1"])
         .await
         .unwrap();
@@ -156,13 +181,7 @@ pub async fn https_get(
             .await
             .unwrap();
     tokio::spawn(connection);
-    read(
-        sender
-            .send_request(request(host, path, headers))
-            .await
-            .unwrap(),
-    )
-    .await
+    read(sender.send_request(request).await.unwrap()).await
 }
 
 /// One plain HTTP/1.1 GET.
