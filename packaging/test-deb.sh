@@ -55,7 +55,7 @@ stop_server() {
 }
 wait_for() { # url, what to find in the body
     for _ in $(seq 100); do
-        if body="$(curl -fsS --max-time 2 "$1" 2>/dev/null)" && [[ "$body" == *"$2"* ]]; then
+        if body="$(curl -fsSL --max-time 2 "$1" 2>/dev/null)" && [[ "$body" == *"$2"* ]]; then
             return 0
         fi
         kill -0 "$server_pid" 2>/dev/null || { cat "$out/server.log"; fail "the server exited"; }
