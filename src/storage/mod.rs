@@ -1,9 +1,12 @@
 //! Every SQL statement of the appliance lives below this module; nothing here knows Matrix rules.
 //!
-//! One SQLite file in WAL mode. Writes go through a single writer connection (SQLite allows one
-//! writer at a time anyway) and commit with `synchronous=FULL`, so a write acknowledged to a client
-//! is on disk. Reads use a small pool of connections and run beside the writer. All of it runs on
-//! tokio's blocking threads, never on the async runtime.
+//! One SQLite file in WAL mode. Writes go to a single writer thread with its own connection
+//! (SQLite allows one writer at a time anyway), which commits with `synchronous=FULL`, so a write
+//! acknowledged to a client is on disk. Writes that queue up while a commit is being made to
+//! disk go into the next transaction together, each in a savepoint of its own (group commit):
+//! one fsync then serves many clients, and a write that fails is rolled back alone. Reads use a
+//! small pool of connections on tokio's blocking threads and run beside the writer; nothing
+//! touches SQLite on the async runtime.
 
 pub mod account_data;
 pub mod directory;
@@ -23,7 +26,7 @@ pub mod users;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
@@ -55,9 +58,23 @@ pub struct Database {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// The queue of the writer thread, which ends when the last `Database` is dropped.
+    writes: mpsc::Sender<WriteJob>,
     readers: Mutex<Vec<Connection>>,
 }
+
+/// A write waiting for the writer thread: runs in its savepoint and says whether it succeeded,
+/// then hears how the commit went.
+type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> RanJob + Send>;
+
+struct RanJob {
+    succeeded: bool,
+    /// Hands the caller its result once the transaction is committed (or failed to commit).
+    finish: Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>,
+}
+
+/// Most writes one transaction takes: bounds how long the first of them waits for its commit.
+const MAX_WRITES_PER_COMMIT: usize = 256;
 
 /// How many idle read connections are kept; more are opened under load and then closed.
 const IDLE_READERS: usize = 4;
@@ -74,24 +91,52 @@ impl Database {
         };
         let mut writer = open_connection(path, false).map_err(sqlite)?;
         migrations::apply(&mut writer, path)?;
+        let (writes, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || run_writer(writer, queue))
+            .map_err(|e| sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
+                writes,
                 readers: Mutex::new(Vec::new()),
             }),
         })
     }
 
-    /// Runs `f` in a write transaction on a blocking thread; commits when it returns `Ok`.
+    /// Runs `f` in a write transaction on the writer thread; it is committed when `f` returns
+    /// `Ok` (an `Err` rolls back what `f` wrote), and this returns once the commit is on disk.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<rusqlite::Error> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        run_blocking(move || inner.write_now(f)).await
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |tx: &Transaction<'_>| {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)));
+            RanJob {
+                succeeded: matches!(outcome, Ok(Ok(_))),
+                finish: Box::new(move |commit: Result<(), &rusqlite::Error>| {
+                    let outcome = match (outcome, commit) {
+                        (Ok(Ok(_)), Err(e)) => Ok(Err(E::from(clone_error(e)))),
+                        (outcome, _) => outcome,
+                    };
+                    let _ = reply.send(outcome);
+                }),
+            }
+        });
+        if self.inner.writes.send(job).is_err() {
+            return Err(E::from(write_not_run()));
+        }
+        match result.await {
+            Ok(Ok(result)) => result,
+            // A panic inside a database closure is a bug; carry it to the caller's task, where
+            // the HTTP layer turns it into a 500 instead of taking the process down.
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(E::from(write_not_run())),
+        }
     }
 
     /// Runs `f` with a read connection on the calling thread (start-up and CLI only).
@@ -123,21 +168,91 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
-impl Inner {
-    fn write_now<T, E: From<rusqlite::Error>>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let mut conn = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+/// The writer thread: takes the first waiting write and every other one already queued (up to
+/// [`MAX_WRITES_PER_COMMIT`]), runs each in a savepoint of one transaction, commits once, then
+/// answers them all.
+fn run_writer(mut conn: Connection, queue: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!("cannot begin a write transaction: {e}");
+                for job in batch {
+                    fail_unrun(job, &e);
+                }
+                continue;
+            }
+        };
+        let mut ran = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for job in batch {
+            if let Some(e) = &broken {
+                fail_unrun(job, e);
+                continue;
+            }
+            if let Err(e) = tx.execute_batch("SAVEPOINT write_job") {
+                fail_unrun(job, &e);
+                broken = Some(e);
+                continue;
+            }
+            let outcome = job(&tx);
+            let ended = if outcome.succeeded {
+                tx.execute_batch("RELEASE write_job")
+            } else {
+                tx.execute_batch("ROLLBACK TO write_job; RELEASE write_job")
+            };
+            match ended {
+                Ok(()) => ran.push(outcome),
+                Err(e) => {
+                    // The transaction can no longer be trusted: nothing of it is committed.
+                    (outcome.finish)(Err(&e));
+                    broken = Some(e);
+                }
+            }
+        }
+        let committed = match broken {
+            Some(e) => {
+                let _ = tx.rollback();
+                Err(e)
+            }
+            None => tx.commit(),
+        };
+        for outcome in ran {
+            (outcome.finish)(committed.as_ref().map(|_| ()));
+        }
     }
+}
 
+/// Drops a write that never ran: its caller gets an error ([`write_not_run`]); the cause is
+/// logged here, once.
+fn fail_unrun(job: WriteJob, error: &rusqlite::Error) {
+    tracing::error!("a database write was not run: {error}");
+    drop(job);
+}
+
+fn clone_error(error: &rusqlite::Error) -> rusqlite::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    }
+}
+
+fn write_not_run() -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        "the database write was not run (see the log for the cause)".into(),
+    )
+}
+
+impl Inner {
     fn read_now<T, E: From<rusqlite::Error>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
@@ -203,4 +318,112 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+
+    async fn test_database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("test.db")).unwrap();
+        db.write(|tx| tx.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)"))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    async fn values(db: &Database) -> Vec<i64> {
+        db.read(|c| {
+            let mut statement = c.prepare("SELECT v FROM t ORDER BY v")?;
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Holds the writer thread in a write until the returned sender is dropped, so that the
+    /// writes queued meanwhile go into one transaction.
+    fn hold_the_writer(db: &Database) -> std_mpsc::Sender<()> {
+        let (release, held) = std_mpsc::channel::<()>();
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(move |_| {
+                let _ = held.recv();
+                Ok::<_, rusqlite::Error>(())
+            })
+            .await
+        });
+        release
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_committed_together_fail_alone() {
+        let (_dir, db) = test_database().await;
+        let release = hold_the_writer(&db);
+        let writes: Vec<_> = (1..=40i64)
+            .map(|v| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |tx| {
+                        tx.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                        if v % 4 == 0 {
+                            // Wrote, then failed: what it wrote must go.
+                            return Err(rusqlite::Error::QueryReturnedNoRows);
+                        }
+                        if v == 7 {
+                            panic!("a bug in one write");
+                        }
+                        Ok(v)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(release);
+        for (v, write) in (1..=40i64).zip(writes) {
+            match write.await {
+                Ok(Ok(written)) => assert_eq!(written, v),
+                Ok(Err(_)) => assert_eq!(v % 4, 0, "write {v} failed"),
+                Err(panicked) => {
+                    assert_eq!(v, 7);
+                    assert!(panicked.is_panic());
+                }
+            }
+        }
+        let expected: Vec<i64> = (1..=40).filter(|v| v % 4 != 0 && *v != 7).collect();
+        assert_eq!(values(&db).await, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_sees_the_writes_before_it_in_its_transaction() {
+        let (_dir, db) = test_database().await;
+        let release = hold_the_writer(&db);
+        let first = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (1)", []))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The same key again: refused, as it would be after a commit of its own.
+        let second = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (1)", []))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(release);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(second.await.unwrap().is_err());
+        assert_eq!(values(&db).await, [1]);
+    }
 }
