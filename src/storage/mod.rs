@@ -69,9 +69,11 @@ type WriteJob = Box<dyn FnOnce(&Transaction<'_>) -> RanJob + Send>;
 
 struct RanJob {
     succeeded: bool,
-    /// Hands the caller its result once the transaction is committed (or failed to commit).
-    finish: Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>,
+    finish: FinishJob,
 }
+
+/// Hands the caller its result once the transaction is committed (or failed to commit).
+type FinishJob = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
 
 /// Most writes one transaction takes: bounds how long the first of them waits for its commit.
 const MAX_WRITES_PER_COMMIT: usize = 256;
