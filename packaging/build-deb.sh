@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 # Element Web release shipped when no tarball is given, with the SHA-256 of its tarball. The
-# checksum is the one other deployments pin for this release; GitHub is not reachable from the
-# machine this was written on, so it was not recomputed here (see packaging/README.md). A
-# mismatch stops the build.
+# checksum is the one two independent public deployments pin for this release; GitHub is not
+# reachable from the machine this was written on, so it was cross-checked, not recomputed (see
+# packaging/README.md). A mismatch stops the build.
 ELEMENT_VERSION=1.12.25
 ELEMENT_URL="https://github.com/element-hq/element-web/releases/download/v${ELEMENT_VERSION}/element-v${ELEMENT_VERSION}.tar.gz"
 ELEMENT_SHA256=14d7f2671eb1fbccc690e7f176042d72ed2b4e34f7326a007e8b1540b1e748bb
