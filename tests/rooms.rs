@@ -131,6 +131,25 @@ async fn presets_set_the_spec_defaults() {
     assert!(joined_rooms(&server, bob).await.is_empty());
 }
 
+/// Since room version 12 a room ID is the create event's hash: rooms made at once by one user
+/// with the same options (their writes committed together, in the same millisecond) are still
+/// distinct rooms.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_room_created_many_times_at_once_gives_distinct_rooms() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let creations =
+        (0..12).map(|_| create_room(&server, &alice, json!({"preset": "private_chat"})));
+    let rooms: Vec<String> = futures_util::future::join_all(creations).await;
+    let distinct: std::collections::HashSet<&String> = rooms.iter().collect();
+    assert_eq!(distinct.len(), rooms.len(), "{rooms:?}");
+    let mut joined = joined_rooms(&server, &alice).await;
+    joined.sort();
+    let mut created = rooms.clone();
+    created.sort();
+    assert_eq!(joined, created);
+}
+
 #[tokio::test]
 async fn create_room_options() {
     let server = TestServer::start().await;

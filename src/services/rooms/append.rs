@@ -186,18 +186,10 @@ pub fn append_event(
         object.insert("redacts".into(), string(redacts.as_str()));
     }
 
-    ruma::signatures::hash_and_sign_event(
-        signer.server_name.as_str(),
-        signer.key.key_pair(),
-        &mut object,
-        &rules.redaction,
-    )
-    .map_err(|e| signing_error("sign", e))?;
-    let event_id = event_id_for(&object, &rules)?;
-    let room_id = match room_id {
-        Some(room_id) => room_id,
-        None => RoomId::new_v2(&event_id.as_str()[1..]).map_err(Error::internal)?,
-    };
+    let is_create = draft.kind == TimelineEventType::RoomCreate;
+    let (event_id, room_id) = sign_and_name(&mut object, signer, &rules, room_id, |id| {
+        Ok(is_create && store::room_version(tx, id.as_str())?.is_some())
+    })?;
     let json = serde_json::to_string(&object).map_err(Error::internal)?;
     if json.len() > MAX_EVENT_BYTES {
         return Err(Error::too_large("The event is larger than 64 KiB"));
@@ -324,6 +316,43 @@ fn with_replaced_state(
     serde_json::to_string(&object).map_err(Error::internal)
 }
 
+/// Hashes and signs the event and derives its ID, and the room ID of a new room (since v12 the
+/// create event's hash). The same creator making rooms with the same content in the same
+/// millisecond (writes committed together) would get one room ID: a create event whose room ID
+/// is `taken` moves to the next millisecond and is signed again.
+fn sign_and_name(
+    object: &mut CanonicalJsonObject,
+    signer: &Signer<'_>,
+    rules: &RoomVersionRules,
+    room_id: Option<OwnedRoomId>,
+    taken: impl Fn(&RoomId) -> Result<bool>,
+) -> Result<(OwnedEventId, OwnedRoomId)> {
+    loop {
+        ruma::signatures::hash_and_sign_event(
+            signer.server_name.as_str(),
+            signer.key.key_pair(),
+            object,
+            &rules.redaction,
+        )
+        .map_err(|e| signing_error("sign", e))?;
+        let event_id = event_id_for(object, rules)?;
+        let room_id = match &room_id {
+            Some(room_id) => room_id.clone(),
+            None => RoomId::new_v2(&event_id.as_str()[1..]).map_err(Error::internal)?,
+        };
+        if !taken(&room_id)? {
+            return Ok((event_id, room_id));
+        }
+        let next = match object.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(ts)) => *ts + ruma::int!(1),
+            _ => return Err(Error::internal("an event without origin_server_ts")),
+        };
+        object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(next));
+        object.remove("hashes");
+        object.remove("signatures");
+    }
+}
+
 fn event_id_for(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
     let hash =
         ruma::signatures::reference_hash(object, rules).map_err(|e| signing_error("hash", e))?;
@@ -354,4 +383,57 @@ fn relation_of(content: &Value) -> Option<(String, String)> {
         .and_then(Value::as_str)
         .unwrap_or("m.in_reply_to");
     Some((event_id.to_owned(), rel_type.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_event_whose_room_id_is_taken_moves_to_the_next_millisecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let server_name = OwnedServerName::try_from("example.org").unwrap();
+        let key = ServerKey::load_or_create(dir.path(), &server_name).unwrap();
+        let signer = Signer {
+            server_name: &server_name,
+            key: &key,
+        };
+        let rules = RoomVersionId::V12.rules().unwrap();
+        let create: CanonicalJsonObject = serde_json::from_value(serde_json::json!({
+            "type": "m.room.create", "state_key": "", "sender": "@alice:example.org",
+            "content": {"room_version": "12"}, "origin_server_ts": 1_700_000_000_000_u64,
+            "depth": 1, "prev_events": [], "auth_events": [],
+        }))
+        .unwrap();
+
+        let (first_event, first_room) =
+            sign_and_name(&mut create.clone(), &signer, &rules, None, |_| Ok(false)).unwrap();
+        let mut again = create.clone();
+        let (second_event, second_room) =
+            sign_and_name(&mut again, &signer, &rules, None, |room| {
+                Ok(*room == first_room)
+            })
+            .unwrap();
+        assert_ne!(second_room, first_room);
+        assert_ne!(second_event, first_event);
+        assert_eq!(second_room.as_str()[1..], second_event.as_str()[1..]);
+        assert_eq!(
+            again["origin_server_ts"],
+            CanonicalJsonValue::Integer(ruma::Int::new(1_700_000_000_001).unwrap())
+        );
+        ruma::signatures::verify_event(
+            &[(
+                "example.org".to_owned(),
+                [(
+                    key.key_id(),
+                    ruma::serde::Base64::parse(key.public_key_base64()).unwrap(),
+                )]
+                .into(),
+            )]
+            .into(),
+            &again,
+            &rules,
+        )
+        .expect("signed again after the move");
+    }
 }
