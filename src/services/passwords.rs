@@ -1,11 +1,13 @@
 //! Password hashing with argon2id (RustCrypto's `argon2`). Hashing is slow on purpose, so it
-//! runs on a blocking thread, and at most one hash per core runs at a time: a burst of logins
-//! queues instead of multiplying the process's memory (and the allocator keeping it afterwards).
+//! runs on a blocking thread, and one hash runs at a time: a burst of logins queues instead of
+//! multiplying the process's memory by the number of cores, and a flood of guesses from many
+//! addresses (each within its rate limit) can keep at most one core busy, never the whole box.
+//! Logins are rare on a personal server and a hash takes about 15 ms on a desktop core, so the
+//! queue stays short.
 //!
 //! The parameters are the low-memory end of OWASP's argon2id recommendations (m = 7 MiB, t = 5,
 //! p = 1), which OWASP rates as strong as its 19 MiB / t = 2 setting: the same work, in a third
-//! of the memory. On a Raspberry Pi class box that is the difference between 14 and 38 MiB held
-//! while two people log in. Each stored hash carries its own parameters (PHC string), so hashes
+//! of the memory: 7 MiB held while someone logs in instead of 19. Each stored hash carries its own parameters (PHC string), so hashes
 //! made with other settings (the crate's defaults, used before) keep verifying.
 
 use argon2::{
@@ -13,14 +15,11 @@ use argon2::{
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
 
-use std::sync::LazyLock;
-
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
-static HASHING_SLOTS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+static HASHING_SLOTS: Semaphore = Semaphore::const_new(1);
 
 /// Memory in KiB, passes and lanes of new hashes (see the module's doc).
 const MEMORY_KIB: u32 = 7 * 1024;
