@@ -1027,3 +1027,74 @@ async fn purge_remote_deletes_old_cached_remote_media_only() {
     assert_eq!(gone.status, 404);
     assert_eq!(download(&server, &alice, &local).await.bytes, b"local");
 }
+
+#[tokio::test]
+async fn purge_local_deletes_old_unused_media_but_keeps_avatars() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "correct horse").await;
+    let old_file = upload(&server, &alice, b"old".to_vec(), "text/plain", None).await;
+    let old_shared = upload(&server, &alice, b"shared".to_vec(), "text/plain", None).await;
+    let avatar = upload(&server, &alice, b"avatar".to_vec(), "image/png", None).await;
+    let room_avatar = upload(&server, &alice, b"room avatar".to_vec(), "image/png", None).await;
+    // The same bytes as `old_shared`, uploaded now: the content file stays for it.
+    let recent_shared = upload(&server, &alice, b"shared".to_vec(), "text/plain", None).await;
+    let (status, _) = server
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/avatar_url", alice.user_id),
+            alice.token(),
+            json!({"avatar_url": avatar}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"initial_state": [{"type": "m.room.avatar", "state_key": "", "content": {"url": room_avatar}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Everything but `recent_shared` was last used in 2001.
+    let old = 1_000_000_000_000i64;
+    let db = rusqlite::Connection::open(server.data_dir.join("appliance.db")).unwrap();
+    for mxc in [&old_file, &old_shared, &avatar, &room_avatar] {
+        let media_id = mxc.rsplit('/').next().unwrap();
+        let changed = db
+            .execute(
+                "UPDATE media SET created_ts = ?1, uploaded_ts = ?1, last_access_ts = ?1 WHERE media_id = ?2",
+                rusqlite::params![old, media_id],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let content_files = || count_files(&server.data_dir.join("media_store/content"));
+    let files_before = content_files();
+
+    let output = assert_success(&server.cli(
+        &["admin", "media", "purge-local", "--older-than", "30d"],
+        None,
+    ));
+    assert!(output.contains("deleted 2"), "{output}");
+    for gone in [&old_file, &old_shared] {
+        let reply = download(&server, &alice, gone).await;
+        assert_eq!(reply.status, 404, "{gone}");
+    }
+    for kept in [&avatar, &room_avatar, &recent_shared] {
+        assert_eq!(download(&server, &alice, kept).await.status, 200, "{kept}");
+    }
+    assert_eq!(
+        content_files(),
+        files_before - 1,
+        "only the unshared old file's content is deleted"
+    );
+}
+
+/// Regular files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| if path.is_dir() { count_files(&path) } else { 1 })
+        .sum()
+}

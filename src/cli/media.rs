@@ -1,4 +1,5 @@
-//! `appliance admin media …`: list a user's uploads, delete one, purge cached remote media.
+//! `appliance admin media …`: list a user's uploads, delete one, purge old local media or
+//! cached remote media.
 
 use clap::Subcommand;
 use ruma::MxcUri;
@@ -19,6 +20,13 @@ pub enum MediaCommand {
     /// again when needed). Defaults to `media_retention.remote_media_lifetime`.
     PurgeRemote {
         /// e.g. `30d`.
+        #[arg(long, value_parser = Duration::parse)]
+        older_than: Option<Duration>,
+    },
+    /// Delete this server's media not served (or, never served, not uploaded) for a while,
+    /// except users' and rooms' avatars. Defaults to `media_retention.local_media_lifetime`.
+    PurgeLocal {
+        /// e.g. `90d`.
         #[arg(long, value_parser = Duration::parse)]
         older_than: Option<Duration>,
     },
@@ -62,6 +70,17 @@ pub async fn run(services: &Services, command: MediaCommand) -> Result<(), Admin
             };
             let purged = services.media.purge_remote(age.0).await?;
             println!("deleted {purged} cached remote media not used for {age}");
+        }
+        MediaCommand::PurgeLocal { older_than } => {
+            let Some(age) = older_than.or(services.config.media_retention.local_media_lifetime)
+            else {
+                return Err(Error::invalid_param(
+                    "give --older-than (or set media_retention.local_media_lifetime)",
+                )
+                .into());
+            };
+            let purged = services.media.purge_local(age.0).await?;
+            println!("deleted {purged} local media not used for {age}");
         }
     }
     Ok(())

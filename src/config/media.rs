@@ -60,8 +60,9 @@ pub fn default_thumbnail_sizes() -> Vec<ThumbnailSize> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaRetention {
-    /// Deleting local media by age is not available: only `null` is accepted. (Synapse deletes
-    /// local media not accessed for this long.)
+    /// This server's media not served for this long (or, never served, not uploaded for this
+    /// long) is deleted, checked hourly; users' and rooms' avatars are kept. `null` keeps
+    /// everything; `appliance admin media purge-local` deletes by hand.
     pub local_media_lifetime: Option<Duration>,
     /// Cached copies of other servers' media not accessed for this long are deleted (checked
     /// hourly); they are fetched again when asked for. `null` keeps them;
@@ -120,12 +121,6 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
                 format!("`{range}` is not an IP range such as 10.0.0.0/8 or fe80::/10"),
             ));
         }
-    }
-    if config.media_retention.local_media_lifetime.is_some() {
-        return Err((
-            "media_retention.local_media_lifetime",
-            "deleting local media by age is not available; leave it unset".to_owned(),
-        ));
     }
     if config.max_pending_media_uploads == 0 {
         return Err(("max_pending_media_uploads", "must be at least 1".to_owned()));
@@ -190,11 +185,11 @@ mod tests {
             "thumbnail_sizes:\n  - {width: 10, height: 20, method: stretch}\n",
             "url_preview_enabled: true\n",
             "url_preview_ip_range_blacklist: ['10.0.0.0/33']\n",
-            "media_retention: {local_media_lifetime: 90d}\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         parse("url_preview_ip_range_blacklist: ['10.0.0.0/8', 'fe80::/10', '::1']\n").unwrap();
         parse("media_retention: {remote_media_lifetime: 14d}\n").unwrap();
+        parse("media_retention: {local_media_lifetime: 90d}\n").unwrap();
     }
 }

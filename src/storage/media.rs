@@ -145,3 +145,27 @@ pub fn remote_unused_since(
     stmt.query_map(params![local_origin, cutoff], from_row)?
         .collect()
 }
+
+/// Local media (uploaded, not pending) last served, or else uploaded, before `cutoff`, except
+/// what is in use as a picture: a user's avatar or a room's current avatar (Synapse keeps
+/// profile pictures too).
+pub fn local_unused_since(
+    conn: &Connection,
+    local_origin: &str,
+    cutoff: i64,
+) -> rusqlite::Result<Vec<MediaRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM media
+         WHERE origin = ?1 AND sha256 IS NOT NULL
+           AND coalesce(last_access_ts, uploaded_ts, created_ts) < ?2
+           AND 'mxc://' || origin || '/' || media_id NOT IN (
+               SELECT avatar_url FROM users WHERE avatar_url IS NOT NULL)
+           AND 'mxc://' || origin || '/' || media_id NOT IN (
+               SELECT json_extract(e.json, '$.content.url') FROM current_state s
+               JOIN events e ON e.event_id = s.event_id
+               WHERE s.type = 'm.room.avatar' AND s.state_key = ''
+                 AND json_extract(e.json, '$.content.url') IS NOT NULL)"
+    ))?;
+    stmt.query_map(params![local_origin, cutoff], from_row)?
+        .collect()
+}

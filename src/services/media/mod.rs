@@ -480,22 +480,55 @@ impl Media {
             })
             .await
     }
+
+    /// Deletes this server's media not served since `older_than` ago (or, never served, not
+    /// uploaded since), except users' and rooms' avatars; returns how many.
+    pub async fn purge_local(&self, older_than: Duration) -> Result<usize> {
+        let cutoff = now_ms() - older_than.as_millis() as i64;
+        let local = self.server_name.to_string();
+        let store = self.store.clone();
+        self.db
+            .write(move |tx| {
+                let rows = media_store::local_unused_since(tx, &local, cutoff)?;
+                for row in &rows {
+                    media_store::delete(tx, &row.origin, &row.media_id)?;
+                    remove_unused_content(tx, &store, row.sha256.as_deref())?;
+                }
+                Ok(rows.len())
+            })
+            .await
+    }
 }
 
-/// Runs `media_retention.remote_media_lifetime` hourly, as Synapse does daily.
+/// How often `media_retention` runs (Synapse: daily).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs `media_retention` hourly: `local_media_lifetime` and `remote_media_lifetime`.
 pub fn spawn_retention(services: &Arc<super::Services>) {
-    let Some(lifetime) = services.config.media_retention.remote_media_lifetime else {
+    let retention = services.config.media_retention.clone();
+    if retention.local_media_lifetime.is_none() && retention.remote_media_lifetime.is_none() {
         return;
-    };
+    }
     let services = services.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        let mut every = tokio::time::interval(RETENTION_INTERVAL);
         loop {
             every.tick().await;
-            match services.media.purge_remote(lifetime.0).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "deleted unused cached remote media"),
-                Err(e) => tracing::warn!(error = %e, "cannot purge cached remote media"),
+            if let Some(lifetime) = retention.local_media_lifetime {
+                match services.media.purge_local(lifetime.0).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(purged = n, "deleted local media unused for {lifetime}")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot purge old local media"),
+                }
+            }
+            if let Some(lifetime) = retention.remote_media_lifetime {
+                match services.media.purge_remote(lifetime.0).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "deleted unused cached remote media"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge cached remote media"),
+                }
             }
         }
     });
