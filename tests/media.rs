@@ -99,6 +99,18 @@ async fn fetch(
     }
 }
 
+/// A fresh server where alice has uploaded `bytes`: (server, alice, mxc URI).
+async fn alice_uploads(
+    bytes: Vec<u8>,
+    content_type: &str,
+    filename: Option<&str>,
+) -> (TestServer, Session, String) {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "correct horse").await;
+    let mxc = upload(&server, &alice, bytes, content_type, filename).await;
+    (server, alice, mxc)
+}
+
 async fn download(server: &TestServer, who: &Session, mxc: &str) -> Download {
     fetch(
         server,
@@ -287,17 +299,8 @@ async fn too_large_uploads_are_refused_and_leave_nothing() {
 
 #[tokio::test]
 async fn ranges_and_revalidation() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice", "correct horse").await;
     let bytes = noise(1000, 3);
-    let mxc = upload(
-        &server,
-        &alice,
-        bytes.clone(),
-        "video/mp4",
-        Some("clip.mp4"),
-    )
-    .await;
+    let (server, alice, mxc) = alice_uploads(bytes.clone(), "video/mp4", Some("clip.mp4")).await;
     let path = format!("{V1}/download/{}", id_of(&mxc));
 
     let part = fetch(&server, &path, alice.token(), &[("range", "bytes=10-19")]).await;
@@ -863,17 +866,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[tokio::test]
 async fn federation_media_is_multipart_for_signed_requests() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice", "correct horse").await;
     let bytes = noise(5000, 5);
-    let mxc = upload(
-        &server,
-        &alice,
-        bytes.clone(),
-        "application/pdf",
-        Some("doc.pdf"),
-    )
-    .await;
+    let (server, alice, mxc) =
+        alice_uploads(bytes.clone(), "application/pdf", Some("doc.pdf")).await;
     let media_id = id_of(&mxc).split('/').nth(1).unwrap().to_owned();
     let uri = format!("/_matrix/federation/v1/media/download/{media_id}");
 
