@@ -108,19 +108,30 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             ));
         }
     }
-    if config.url_preview_enabled {
-        return Err((
-            "url_preview_enabled",
-            "URL previews are not available yet; leave it `false`".to_owned(),
-        ));
-    }
-    for range in &config.url_preview_ip_range_blacklist {
-        if !is_cidr(range) {
+    for (key, ranges) in [
+        (
+            "url_preview_ip_range_blacklist",
+            &config.url_preview_ip_range_blacklist,
+        ),
+        (
+            "url_preview_ip_range_whitelist",
+            &config.url_preview_ip_range_whitelist,
+        ),
+    ] {
+        if let Some(range) = ranges.iter().find(|range| !is_cidr(range)) {
             return Err((
-                "url_preview_ip_range_blacklist",
+                key,
                 format!("`{range}` is not an IP range such as 10.0.0.0/8 or fe80::/10"),
             ));
         }
+    }
+    if let Err(e) =
+        crate::services::media::preview::UrlBlacklist::new(&config.url_preview_url_blacklist)
+    {
+        return Err(("url_preview_url_blacklist", e));
+    }
+    if config.max_spider_size.0 == 0 {
+        return Err(("max_spider_size", "must be above 0".to_owned()));
     }
     if config.max_pending_media_uploads == 0 {
         return Err(("max_pending_media_uploads", "must be at least 1".to_owned()));
@@ -183,12 +194,18 @@ mod tests {
         for bad in [
             "thumbnail_sizes:\n  - {width: 0, height: 20, method: scale}\n",
             "thumbnail_sizes:\n  - {width: 10, height: 20, method: stretch}\n",
-            "url_preview_enabled: true\n",
             "url_preview_ip_range_blacklist: ['10.0.0.0/33']\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         parse("url_preview_ip_range_blacklist: ['10.0.0.0/8', 'fe80::/10', '::1']\n").unwrap();
+        parse("url_preview_enabled: true\nurl_preview_ip_range_whitelist: ['127.0.0.1']\n")
+            .unwrap();
+        parse("url_preview_url_blacklist: [{netloc: '*.example.com'}, {path: '^/private/'}]\n")
+            .unwrap();
+        assert!(parse("url_preview_url_blacklist: [{path: '^(unclosed'}]\n").is_err());
+        assert!(parse("url_preview_url_blacklist: [{colour: 'red'}]\n").is_err());
+        assert!(parse("url_preview_ip_range_whitelist: ['localhost']\n").is_err());
         parse("media_retention: {remote_media_lifetime: 14d}\n").unwrap();
         parse("media_retention: {local_media_lifetime: 90d}\n").unwrap();
     }

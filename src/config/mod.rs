@@ -186,10 +186,26 @@ pub struct Config {
     /// `/_matrix/client/v1/media` endpoints (the legacy `/_matrix/media/v3` ones answer 404 for
     /// it), as Synapse's key does. `false` by default so that older clients can show media.
     pub enable_authenticated_media: bool,
-    /// URL previews (`/preview_url`). Not available yet: only `false` is accepted.
+    /// URL previews (`/preview_url`): the server fetches the pages users link to and answers
+    /// with their OpenGraph data (title, description, a picture stored as media). Off by
+    /// default: it makes the server fetch URLs for users.
     pub url_preview_enabled: bool,
-    /// IP ranges URL previews may never fetch from, as Synapse's list.
+    /// IP ranges URL previews never fetch from, checked on every address a host name resolves
+    /// to and on every redirect. Loopback, private (RFC 1918, ULA), CGNAT, link-local,
+    /// multicast, documentation and unspecified ranges are always refused besides these (the
+    /// list Synapse's sample config gives), unless `url_preview_ip_range_whitelist` allows them.
     pub url_preview_ip_range_blacklist: Vec<String>,
+    /// IP ranges URL previews may fetch from even though a blacklist names them.
+    pub url_preview_ip_range_whitelist: Vec<String>,
+    /// URLs never previewed, as Synapse's list: each entry maps URL parts (`scheme`, `netloc`,
+    /// `hostname`, `port`, `path`, `query`, `fragment`, `username`, `password`) to a glob
+    /// pattern, or a regular expression when it starts with `^`; an entry matches when all its
+    /// parts do.
+    pub url_preview_url_blacklist: Vec<std::collections::BTreeMap<String, String>>,
+    /// The most of a page (or picture) a URL preview downloads (`10M`, as Synapse).
+    pub max_spider_size: ByteSize,
+    /// `Accept-Language` of URL preview requests, most preferred first (Synapse's list).
+    pub url_preview_accept_language: Vec<String>,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -270,6 +286,10 @@ impl Default for Config {
             enable_authenticated_media: false,
             url_preview_enabled: false,
             url_preview_ip_range_blacklist: Vec::new(),
+            url_preview_ip_range_whitelist: Vec::new(),
+            url_preview_url_blacklist: Vec::new(),
+            max_spider_size: ByteSize::mebibytes(10),
+            url_preview_accept_language: vec!["en".to_owned()],
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

@@ -27,7 +27,7 @@ use ruma::{
                 create_mxc_uri::v1 as create_mxc_uri, get_content::v3 as legacy_content,
                 get_content_as_filename::v3 as legacy_filename,
                 get_content_thumbnail::v3 as legacy_thumbnail,
-                get_media_config::v3 as legacy_config,
+                get_media_config::v3 as legacy_config, get_media_preview::v3 as legacy_preview,
             },
         },
     },
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
     use auth_media::{
         get_content::v1 as content, get_content_as_filename::v1 as filename,
         get_content_thumbnail::v1 as thumbnail, get_media_config::v1 as config,
+        get_media_preview::v1 as preview,
     };
     Router::new()
         .ruma::<create_content::Request, _, _>(upload)
@@ -63,6 +64,8 @@ pub fn routes() -> Router<AppState> {
         .ruma::<legacy_content::Request, _, _>(legacy_download)
         .ruma::<legacy_filename::Request, _, _>(legacy_download_as)
         .ruma::<legacy_thumbnail::Request, _, _>(legacy_get_thumbnail)
+        .ruma::<preview::Request, _, _>(preview_url)
+        .ruma::<legacy_preview::Request, _, _>(legacy_preview_url)
         // matrix-nio asks for `/download/{serverName}/{mediaId}/` (an empty file name).
         .route_with_trailing_slash::<content::Request, _, _>(download)
         .route_with_trailing_slash::<legacy_content::Request, _, _>(legacy_download)
@@ -206,6 +209,36 @@ async fn get_config(
     _: Ruma<auth_media::get_media_config::v1::Request>,
 ) -> ApiResult<auth_media::get_media_config::v1::Response> {
     Ok(auth_media::get_media_config::v1::Response::new(upload_size(&services)).into())
+}
+
+/// `GET /_matrix/client/v1/media/preview_url`
+async fn preview_url(
+    State(services): State<AppState>,
+    request: Ruma<auth_media::get_media_preview::v1::Request>,
+) -> ApiResult<auth_media::get_media_preview::v1::Response> {
+    let sender = request.sender()?;
+    let preview = services
+        .media
+        .preview_url(&sender.user_id, &request.body.url)
+        .await?;
+    auth_media::get_media_preview::v1::Response::from_serialize(&*preview)
+        .map(Into::into)
+        .map_err(Error::internal)
+}
+
+/// `GET /_matrix/media/v3/preview_url` (deprecated, still authenticated)
+async fn legacy_preview_url(
+    State(services): State<AppState>,
+    request: Ruma<legacy_preview::Request>,
+) -> ApiResult<legacy_preview::Response> {
+    let sender = request.sender()?;
+    let preview = services
+        .media
+        .preview_url(&sender.user_id, &request.body.url)
+        .await?;
+    legacy_preview::Response::from_serialize(&*preview)
+        .map(Into::into)
+        .map_err(Error::internal)
 }
 
 /// `GET /_matrix/media/v3/config`

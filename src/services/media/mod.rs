@@ -2,6 +2,7 @@
 //! for downloads and thumbnails, deletion and the purge of cached remote media. Content lives on
 //! disk once per SHA-256 (`store`); the rows naming it in SQLite (`storage::media`).
 
+pub mod preview;
 pub mod store;
 pub mod thumbnail;
 
@@ -53,6 +54,8 @@ pub struct Media {
     /// Which cached thumbnail file answered a request, so that a repeated request is served
     /// without opening the original (whose size decides the choice) again.
     chosen: std::sync::Mutex<HashMap<ChoiceKey, String>>,
+    /// `None` unless `url_preview_enabled`.
+    previews: Option<preview::UrlPreviews>,
 }
 
 /// (content SHA-256, requested width, height, method).
@@ -108,6 +111,7 @@ impl Media {
             uploaded: watch::channel(0).0,
             thumbnailing: Semaphore::new(cores),
             chosen: std::sync::Mutex::new(HashMap::new()),
+            previews: preview::UrlPreviews::new(config)?,
         })
     }
 
