@@ -32,7 +32,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub fn homeserver_router(services: Arc<Services>) -> axum::Router {
     crate::services::presence::spawn_timeouts(&services);
     crate::services::media::spawn_retention(&services);
+    spawn_memory_release();
     web::router(services)
+}
+
+/// Gives memory freed by bursts of requests back to the system now and then.
+fn spawn_memory_release() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(crate::allocator::RELEASE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
+        }
+    });
 }
 
 /// Binds the config's listeners and serves `services` until a shutdown signal.

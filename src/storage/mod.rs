@@ -81,8 +81,11 @@ const MAX_WRITES_PER_COMMIT: usize = 256;
 /// How many idle read connections are kept; more are opened under load and then closed.
 const IDLE_READERS: usize = 4;
 
-/// The page cache of each read connection, in KiB (SQLite's negative `cache_size`).
-const READER_CACHE_KIB: i64 = -512;
+/// The page cache of each read connection and of the writer, in KiB (SQLite's negative
+/// `cache_size`; SQLite's default is 2 MiB each). The pages are in the kernel's page cache
+/// anyway, which all connections share, so small private caches mostly save copies.
+const READER_CACHE_KIB: i64 = -256;
+const WRITER_CACHE_KIB: i64 = -1024;
 
 impl Database {
     /// Opens (or creates) the database and applies pending migrations in one transaction.
@@ -299,12 +302,12 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     }
     // FULL: every commit is fsynced before the client hears about it.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    if read_only {
-        // Each connection has its own page cache (2 MiB by default); the readers share the
-        // kernel's page cache anyway, so a small one each keeps the pool from holding several
-        // copies of the same hot pages.
-        conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
-    }
+    let cache = if read_only {
+        READER_CACHE_KIB
+    } else {
+        WRITER_CACHE_KIB
+    };
+    conn.pragma_update(None, "cache_size", cache)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
 }
