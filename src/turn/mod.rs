@@ -16,6 +16,7 @@ pub mod peer_filter;
 pub mod public_ip;
 mod relay_address;
 pub mod status;
+mod udp_buffers;
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -149,6 +150,7 @@ pub async fn start(
                 "TURN relay: cannot listen on UDP port {port} of {ip} (`turn_listen_port`): {e}"
             )
         })?;
+        udp_buffers::enlarge(&udp);
         let udp_gate = gate();
         let local = udp.local_addr()?;
         listener_names.push(format!("udp {local}"));

@@ -80,6 +80,7 @@ impl RelayAddressGenerator for Generator {
                 .await
                 .ok_or_else(|| error("no free port in the relay range"))?
         };
+        super::udp_buffers::enlarge(&socket);
         let port = socket.local_addr()?.port();
         let advertised = SocketAddr::new(public, port);
         let (username, client) = pending.map_or_else(
