@@ -88,14 +88,18 @@ async fn start_site() -> SocketAddr {
 }
 
 async fn preview(server: &TestServer, who: &Session, url: &str) -> (StatusCode, Value) {
+    preview_at(server, who, V1, url).await
+}
+
+async fn preview_at(
+    server: &TestServer,
+    who: &Session,
+    endpoint: &str,
+    url: &str,
+) -> (StatusCode, Value) {
+    let url: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
     server
-        .get(
-            &format!(
-                "{V1}?url={}",
-                url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
-            ),
-            who.token(),
-        )
+        .get(&format!("{endpoint}?url={url}"), who.token())
         .await
 }
 
@@ -139,16 +143,13 @@ async fn a_page_is_previewed_with_its_picture_stored_as_media() {
     let (status, og) = preview(&server, &alice, &format!("http://{site}/moved")).await;
     assert_eq!(status, StatusCode::OK, "{og}");
     assert_eq!(og["og:title"], "A page worth sharing");
-    let url = format!("http://{site}/notes.txt");
-    let (status, og) = server
-        .get(
-            &format!(
-                "/_matrix/media/v3/preview_url?url={}",
-                url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
-            ),
-            alice.token(),
-        )
-        .await;
+    let (status, og) = preview_at(
+        &server,
+        &alice,
+        "/_matrix/media/v3/preview_url",
+        &format!("http://{site}/notes.txt"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(og, serde_json::json!({}), "plain text has no preview");
 

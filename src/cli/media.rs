@@ -61,27 +61,34 @@ pub async fn run(services: &Services, command: MediaCommand) -> Result<(), Admin
             println!("deleted {mxc}");
         }
         MediaCommand::PurgeRemote { older_than } => {
-            let Some(age) = older_than.or(services.config.media_retention.remote_media_lifetime)
-            else {
-                return Err(Error::invalid_param(
-                    "give --older-than (or set media_retention.remote_media_lifetime)",
-                )
-                .into());
-            };
+            let age = age_or_config(
+                older_than,
+                services.config.media_retention.remote_media_lifetime,
+                "remote_media_lifetime",
+            )?;
             let purged = services.media.purge_remote(age.0).await?;
             println!("deleted {purged} cached remote media not used for {age}");
         }
         MediaCommand::PurgeLocal { older_than } => {
-            let Some(age) = older_than.or(services.config.media_retention.local_media_lifetime)
-            else {
-                return Err(Error::invalid_param(
-                    "give --older-than (or set media_retention.local_media_lifetime)",
-                )
-                .into());
-            };
+            let age = age_or_config(
+                older_than,
+                services.config.media_retention.local_media_lifetime,
+                "local_media_lifetime",
+            )?;
             let purged = services.media.purge_local(age.0).await?;
             println!("deleted {purged} local media not used for {age}");
         }
     }
     Ok(())
+}
+
+/// `--older-than`, else the configured `media_retention.<key>`.
+fn age_or_config(
+    given: Option<Duration>,
+    configured: Option<Duration>,
+    key: &str,
+) -> Result<Duration, AdminError> {
+    given.or(configured).ok_or_else(|| {
+        Error::invalid_param(format!("give --older-than (or set media_retention.{key})")).into()
+    })
 }

@@ -470,30 +470,30 @@ impl Media {
     /// Deletes the cached copies of other servers' media not served since `older_than` ago;
     /// returns how many.
     pub async fn purge_remote(&self, older_than: Duration) -> Result<usize> {
-        let cutoff = now_ms() - older_than.as_millis() as i64;
-        let local = self.server_name.to_string();
-        let store = self.store.clone();
-        self.db
-            .write(move |tx| {
-                let rows = media_store::remote_unused_since(tx, &local, cutoff)?;
-                for row in &rows {
-                    media_store::delete(tx, &row.origin, &row.media_id)?;
-                    remove_unused_content(tx, &store, row.sha256.as_deref())?;
-                }
-                Ok(rows.len())
-            })
+        self.purge_unused(older_than, media_store::remote_unused_since)
             .await
     }
 
     /// Deletes this server's media not served since `older_than` ago (or, never served, not
     /// uploaded since), except users' and rooms' avatars; returns how many.
     pub async fn purge_local(&self, older_than: Duration) -> Result<usize> {
+        self.purge_unused(older_than, media_store::local_unused_since)
+            .await
+    }
+
+    /// Deletes the media IDs `unused` picks (given this server's name and the cutoff time),
+    /// and each content file no other ID shares; returns how many IDs.
+    async fn purge_unused(
+        &self,
+        older_than: Duration,
+        unused: fn(&rusqlite::Connection, &str, i64) -> rusqlite::Result<Vec<MediaRow>>,
+    ) -> Result<usize> {
         let cutoff = now_ms() - older_than.as_millis() as i64;
         let local = self.server_name.to_string();
         let store = self.store.clone();
         self.db
             .write(move |tx| {
-                let rows = media_store::local_unused_since(tx, &local, cutoff)?;
+                let rows = unused(tx, &local, cutoff)?;
                 for row in &rows {
                     media_store::delete(tx, &row.origin, &row.media_id)?;
                     remove_unused_content(tx, &store, row.sha256.as_deref())?;
