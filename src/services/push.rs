@@ -394,7 +394,10 @@ pub fn unread_counts(
                     Some(context) => context,
                     None => context.insert(room_context(conn, room_id, user)?),
                 };
-                let outcome = evaluate(&rules.ruleset, context, event.json);
+                let Some(json) = store::event_json(conn, event.stream_ordering)? else {
+                    continue;
+                };
+                let outcome = evaluate(&rules.ruleset, context, json);
                 evaluated.insert(key, outcome);
                 outcome
             }

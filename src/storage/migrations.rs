@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_presence.sql"),
     include_str!("migrations/0005_e2ee.sql"),
     include_str!("migrations/0006_media.sql"),
+    include_str!("migrations/0007_read_indexes.sql"),
 ];
 
 /// The schema version this binary writes.

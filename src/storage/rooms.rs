@@ -62,24 +62,25 @@ pub struct EventRow {
     pub stream_ordering: i64,
     pub event_id: String,
     pub room_id: String,
+    pub sender: String,
     pub topological_ordering: i64,
     pub state_group: i64,
     pub redacted_by: Option<String>,
     pub json: String,
 }
 
-const EVENT_COLUMNS: &str =
-    "stream_ordering, event_id, room_id, topological_ordering, state_group, redacted_by, json";
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, topological_ordering, state_group, redacted_by, json";
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         stream_ordering: row.get(0)?,
         event_id: row.get(1)?,
         room_id: row.get(2)?,
-        topological_ordering: row.get(3)?,
-        state_group: row.get(4)?,
-        redacted_by: row.get(5)?,
-        json: row.get(6)?,
+        sender: row.get(3)?,
+        topological_ordering: row.get(4)?,
+        state_group: row.get(5)?,
+        redacted_by: row.get(6)?,
+        json: row.get(7)?,
     })
 }
 

@@ -411,7 +411,9 @@ pub fn render(
         None => None,
     };
     let txn = match reader {
-        Some((user, Some(device))) => store::txn_of_event(conn, &row.event_id, user, device)?,
+        Some((user, Some(device))) if row.sender == user => {
+            store::txn_of_event(conn, &row.event_id, user, device)?
+        }
         _ => None,
     };
     let redaction = redaction
