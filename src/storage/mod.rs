@@ -83,8 +83,10 @@ type FinishJob = Box<dyn FnOnce(Result<(), &rusqlite::Error>) + Send>;
 /// Most writes one transaction takes: bounds how long the first of them waits for its commit.
 const MAX_WRITES_PER_COMMIT: usize = 256;
 
-/// How many idle read connections are kept; more are opened under load and then closed.
-const IDLE_READERS: usize = 4;
+/// How many idle read connections are kept; more are opened under load and then closed. Each
+/// holds its page cache, schema and statements (a few hundred KiB); two cover the common case of
+/// one /sync being built while another request reads.
+const IDLE_READERS: usize = 2;
 
 /// The page cache of each read connection and of the writer, in KiB (SQLite's negative
 /// `cache_size`; SQLite's default is 2 MiB each). The pages are in the kernel's page cache
