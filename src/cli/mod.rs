@@ -13,6 +13,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::bail;
@@ -129,10 +130,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     (None, true) => crate::setup::SetupAddresses::Development,
                     (None, false) => crate::setup::SetupAddresses::Installed,
                 };
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(crate::setup::run(target, addresses))?;
+                server_runtime()?.block_on(crate::setup::run(target, addresses))?;
                 return Ok(ExitCode::SUCCESS);
             }
             Command::Setup(args) => {
@@ -177,10 +175,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if let ConfigOrigin::File(path) = &origin {
                 tracing::info!(config = %path.display(), "starting matrix-appliance {}", env!("CARGO_PKG_VERSION"));
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::app::serve(config))?;
+            server_runtime()?.block_on(crate::app::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
@@ -221,6 +216,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Element(command) => element::run(&config, command),
     }
+}
+
+/// How long an idle thread of tokio's blocking pool (SQLite reads, password hashes) waits for
+/// more work before it exits, taking its stack and its allocator cache with it: a burst of
+/// requests leaves a dozen threads behind, for 10 s with tokio's default.
+const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// The multi-threaded runtime that the server and the setup wizard run on.
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
+        .build()
 }
 
 /// `--config` (or `APPLIANCE_CONFIG`) names the config file; a file that does not exist yet means

@@ -131,7 +131,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             };
             let public_ip = match config.turn_external_ip {
                 Some(ip) => Some(ip),
-                None => runtime()?
+                None => super::server_runtime()?
                     .block_on(crate::turn::public_ip::detect(&config.turn_stun_servers))
                     .ok()
                     .map(|(ip, _)| ip),
@@ -166,7 +166,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             Some(address) => crate::setup::SetupAddresses::Listen(address),
             None => crate::setup::SetupAddresses::Reconfigure,
         };
-        runtime()?.block_on(crate::setup::run(target, addresses))?;
+        super::server_runtime()?.block_on(crate::setup::run(target, addresses))?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(server_name) = args.server_name.clone() else {
@@ -211,7 +211,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::logging::init("warn");
-    let applied = runtime()?
+    let applied = super::server_runtime()?
         .block_on(apply(&answers, &target, |_| {}))
         .map_err(|e| anyhow::anyhow!("setup not applied: {e}"))?;
     println!("config written to {}", target.config_path.display());
@@ -281,10 +281,4 @@ fn redact_secrets(yaml: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }

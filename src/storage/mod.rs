@@ -92,7 +92,7 @@ const IDLE_READERS: usize = 2;
 /// `cache_size`; SQLite's default is 2 MiB each). The pages are in the kernel's page cache
 /// anyway, which all connections share, so small private caches mostly save copies.
 const READER_CACHE_KIB: i64 = -256;
-const WRITER_CACHE_KIB: i64 = -1024;
+const WRITER_CACHE_KIB: i64 = -512;
 
 /// Prepared statements kept per connection. A `/sync` runs about twenty distinct statements for
 /// each room in turn; with rusqlite's default of 16 that cycle missed the cache every time and
