@@ -392,24 +392,33 @@ pub fn new_state_group(
     Ok(id)
 }
 
-/// The full state of a group.
+/// The full state of a group: its entries over those of the groups before it in its chain.
 pub fn state_at_group(conn: &Connection, group: i64) -> rusqlite::Result<StateIds> {
     let mut state = StateIds::new();
-    let mut next = Some(group);
+    // One statement per group of the chain: its entries (none: one row of NULLs) and its parent.
     let mut entries = conn.prepare_cached(
-        "SELECT type, state_key, event_id FROM state_group_entries WHERE state_group = ?1",
+        "SELECT g.prev_group, e.type, e.state_key, e.event_id
+         FROM state_groups g LEFT JOIN state_group_entries e ON e.state_group = g.id
+         WHERE g.id = ?1",
     )?;
-    let mut prev_of = conn.prepare_cached("SELECT prev_group FROM state_groups WHERE id = ?1")?;
-    while let Some(group) = next {
-        let rows = entries.query_map([group], |row| {
-            Ok(((row.get(0)?, row.get(1)?), row.get::<_, String>(2)?))
-        })?;
-        for row in rows {
-            let (key, event_id) = row?;
-            // The newest group in the chain wins.
-            state.entry(key).or_insert(event_id);
+    let mut next = Some(group);
+    while let Some(group) = next.take() {
+        let mut rows = entries.query([group])?;
+        let mut known = false;
+        while let Some(row) = rows.next()? {
+            known = true;
+            next = row.get(0)?;
+            if let Some(event_type) = row.get::<_, Option<String>>(1)? {
+                // The newest group in the chain wins.
+                state
+                    .entry((event_type, row.get(2)?))
+                    .or_insert(row.get(3)?);
+            }
         }
-        next = prev_of.query_row([group], |row| row.get(0))?;
+        if !known {
+            // A chain never points at a missing group; the database is damaged.
+            return Err(rusqlite::Error::QueryReturnedNoRows);
+        }
     }
     Ok(state)
 }
@@ -487,19 +496,24 @@ pub fn state_event_at_group(
     event_type: &str,
     state_key: &str,
 ) -> rusqlite::Result<Option<String>> {
-    let mut entry = conn.prepare_cached(
-        "SELECT event_id FROM state_group_entries WHERE state_group = ?1 AND type = ?2 AND state_key = ?3",
+    // One statement per group of the chain: whether the group has a row for the key, the row's
+    // event (NULL: the key was removed), and the group's parent.
+    let mut step = conn.prepare_cached(
+        "SELECT e.state_group IS NOT NULL, e.event_id, g.prev_group
+         FROM state_groups g LEFT JOIN state_group_entries e
+              ON e.state_group = g.id AND e.type = ?2 AND e.state_key = ?3
+         WHERE g.id = ?1",
     )?;
-    let mut prev_of = conn.prepare_cached("SELECT prev_group FROM state_groups WHERE id = ?1")?;
     let mut next = Some(group);
     while let Some(group) = next {
-        if let Some(event_id) = entry
-            .query_row(params![group, event_type, state_key], |row| row.get(0))
-            .optional()?
-        {
+        let (has_row, event_id, prev): (bool, Option<String>, Option<i64>) = step
+            .query_row(params![group, event_type, state_key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+        if has_row {
             return Ok(event_id);
         }
-        next = prev_of.query_row([group], |row| row.get(0))?;
+        next = prev;
     }
     Ok(None)
 }
@@ -516,4 +530,65 @@ pub fn events_by_id(conn: &Connection, event_ids: &[String]) -> rusqlite::Result
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every group keeps the state at its step, across chains cut into snapshots, and reading one
+    /// key agrees with reading the whole state.
+    #[test]
+    fn state_groups_keep_the_state_of_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appliance.db");
+        drop(crate::storage::Database::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        insert_room(&conn, "!r:x", "12", "@a:x", 0).unwrap();
+        let topic = || ("m.room.topic".to_owned(), String::new());
+        let mut state = StateIds::new();
+        let mut groups = Vec::new();
+        let mut prev = None;
+        for step in 0..MAX_STATE_CHAIN * 2 + 5 {
+            let mut changes = StateIds::new();
+            changes.insert(
+                ("m.room.member".to_owned(), format!("@u{step}:x")),
+                format!("$join{step}"),
+            );
+            if step % 3 == 1 {
+                changes.insert(topic(), format!("$topic{step}"));
+            }
+            state.extend(changes.clone());
+            let group = new_state_group(&conn, "!r:x", prev, &changes).unwrap();
+            groups.push((group, state.clone()));
+            prev = Some(group);
+        }
+        let snapshots: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM state_groups WHERE prev_group IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(snapshots, 3, "the first group and one per full chain");
+        for (group, expected) in &groups {
+            assert_eq!(&state_at_group(&conn, *group).unwrap(), expected);
+            assert_eq!(
+                state_event_at_group(&conn, *group, "m.room.topic", "").unwrap(),
+                expected.get(&topic()).cloned(),
+            );
+            assert_eq!(
+                state_event_at_group(&conn, *group, "m.room.member", "@u0:x")
+                    .unwrap()
+                    .as_deref(),
+                Some("$join0"),
+            );
+            assert_eq!(
+                state_event_at_group(&conn, *group, "m.room.member", "@nobody:x").unwrap(),
+                None,
+            );
+        }
+        assert!(state_at_group(&conn, 1_000_000).is_err());
+        assert!(state_event_at_group(&conn, 1_000_000, "m.room.topic", "").is_err());
+    }
 }
