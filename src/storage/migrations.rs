@@ -54,9 +54,7 @@ mod tests {
 
     #[test]
     fn migrates_a_new_database_and_reopens_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("appliance.db");
-        drop(Database::open(&path).unwrap());
+        let (_dir, path) = crate::storage::migrated_test_file();
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -68,9 +66,7 @@ mod tests {
 
     #[test]
     fn refuses_a_database_from_a_newer_binary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("appliance.db");
-        drop(Database::open(&path).unwrap());
+        let (_dir, path) = crate::storage::migrated_test_file();
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)

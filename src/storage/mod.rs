@@ -342,6 +342,17 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// A database file in a new temporary directory, created and migrated by [`Database::open`]
+/// (whose writer thread is gone again), for tests that read or change it with a connection of
+/// their own.
+#[cfg(test)]
+pub(crate) fn migrated_test_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appliance.db");
+    drop(Database::open(&path).unwrap());
+    (dir, path)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc as std_mpsc;

@@ -540,9 +540,7 @@ mod tests {
     /// key agrees with reading the whole state.
     #[test]
     fn state_groups_keep_the_state_of_every_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("appliance.db");
-        drop(crate::storage::Database::open(&path).unwrap());
+        let (_dir, path) = crate::storage::migrated_test_file();
         let conn = Connection::open(&path).unwrap();
         insert_room(&conn, "!r:x", "12", "@a:x", 0).unwrap();
         let topic = || ("m.room.topic".to_owned(), String::new());
