@@ -36,7 +36,7 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::Services;
+use super::{Services, rooms::stored};
 use crate::{
     error::{Error, Result},
     storage::{account_data as data_store, push as store, rooms as room_store},
@@ -421,6 +421,11 @@ pub fn unread_counts(
 
 /// Runs one event through the ruleset.
 fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> Outcome {
+    // ruma flattens the event with serde_json and panics when it cannot (nested too deep, only
+    // from an older version); such an event is never shown, so it never notifies either.
+    if stored::nesting_depth(&json) > stored::MAX_EVENT_DEPTH {
+        return Outcome::Silent;
+    }
     let raw: Raw<Value> = match serde_json::value::RawValue::from_string(json) {
         Ok(json) => Raw::from_json(json),
         Err(_) => return Outcome::Silent,
@@ -463,16 +468,25 @@ fn room_context(
     })
 }
 
-/// The content and sender of a current state event.
+/// The content and sender of a current state event; an unreadable content (stored by an older
+/// version) reads as empty.
 fn state_event(
     conn: &Connection,
     room_id: &RoomId,
     event_type: &str,
     state_key: &str,
 ) -> Result<Option<Value>> {
-    store::current_state_json(conn, room_id.as_str(), event_type, state_key)?
-        .map(|json| serde_json::from_str::<Value>(&json).map_err(Error::internal))
-        .transpose()
+    let Some(json) = store::current_state_json(conn, room_id.as_str(), event_type, state_key)?
+    else {
+        return Ok(None);
+    };
+    let Some(event) = stored::Envelope::parse(&json) else {
+        return Ok(None);
+    };
+    Ok(Some(json!({
+        "sender": event.sender,
+        "content": event.content().unwrap_or_else(|| json!({})),
+    })))
 }
 
 fn state_content(

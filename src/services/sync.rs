@@ -22,7 +22,9 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::{
-    Services, filter::room_event_matches, rooms::read::Visibility, rooms::read::render,
+    Services,
+    filter::room_event_matches,
+    rooms::{read::Visibility, read::render, stored::Envelope},
     sent_members::DeviceMembers,
 };
 use crate::{
@@ -368,7 +370,8 @@ impl RoomContext<'_> {
         RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
     }
 
-    fn render(&self, row: &EventRow, version: &RoomVersionId) -> Result<Value> {
+    /// `None` for an event that cannot be shown (logged): the response goes without it.
+    fn render(&self, row: &EventRow, version: &RoomVersionId) -> Result<Option<Value>> {
         render(
             self.conn,
             row,
@@ -408,7 +411,9 @@ impl RoomContext<'_> {
                 if !visibility.allows(&row)? {
                     continue;
                 }
-                let event = self.render(&row, &version)?;
+                let Some(event) = self.render(&row, &version)? else {
+                    continue;
+                };
                 if !room_event_matches(filter, &event) {
                     continue;
                 }
@@ -452,15 +457,12 @@ impl RoomContext<'_> {
 
     /// The state group before an event (the group after its first parent), if it has one.
     fn group_before(&self, row: &EventRow) -> Result<Option<i64>> {
-        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-        let Some(parent) = json["prev_events"]
-            .as_array()
-            .and_then(|p| p.first())
-            .and_then(Value::as_str)
+        let Some(parent) =
+            Envelope::parse(&row.json).and_then(|e| e.prev_events.into_iter().next())
         else {
             return Ok(None);
         };
-        Ok(store::get_event(self.conn, parent)?.map(|parent| parent.state_group))
+        Ok(store::get_event(self.conn, &parent)?.map(|parent| parent.state_group))
     }
 
     /// The full state before an event.
@@ -498,15 +500,15 @@ impl RoomContext<'_> {
     ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
         let version = self.version()?;
         let rows = store::events_by_id(self.conn, &ids)?;
-        rows.iter()
-            .map(|row| self.render(row, &version))
-            .filter(|event| {
-                event
-                    .as_ref()
-                    .map_or(true, |e| room_event_matches(filter, e))
-            })
-            .map(|event| to_raw(event?))
-            .collect()
+        let mut events = Vec::new();
+        for row in &rows {
+            if let Some(event) = self.render(row, &version)?
+                && room_event_matches(filter, &event)
+            {
+                events.push(to_raw(event)?);
+            }
+        }
+        Ok(events)
     }
 }
 
@@ -556,14 +558,7 @@ fn joined_room(
         // Lazy loading: of the members, only the timeline's senders (and the user), and on a
         // later sync also the senders whose member event did not change since `since`: the
         // client may never have been sent it, unless the device's memo says it was.
-        let senders: HashSet<String> = shown
-            .iter()
-            .filter_map(|r| {
-                serde_json::from_str::<Value>(&r.json).ok()?["sender"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .collect();
+        let senders: HashSet<String> = shown.iter().map(|r| r.sender.clone()).collect();
         state.retain(|((kind, key), _)| {
             kind != "m.room.member" || senders.contains(key) || key == context.user.as_str()
         });

@@ -33,7 +33,7 @@ use crate::{
     error::{Error, Result},
     services::{
         filter::room_event_matches,
-        rooms::{Direction, EventDraft, MAX_EVENT_BYTES, PaginationToken},
+        rooms::{Direction, EventDraft, MAX_PDU_BYTES, PaginationToken, check_type_and_state_key},
     },
     web::{
         AppState,
@@ -46,8 +46,10 @@ const MAX_PAGE: usize = 1000;
 
 fn content_of<T>(raw: &Raw<T>) -> Result<Value> {
     let json = raw.json().get();
-    if json.len() > MAX_EVENT_BYTES {
-        return Err(Error::too_large("The event is larger than 64 KiB"));
+    if json.len() > MAX_PDU_BYTES {
+        return Err(Error::too_large(format!(
+            "The event is larger than {MAX_PDU_BYTES} bytes"
+        )));
     }
     let content: Value =
         serde_json::from_str(json).map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
@@ -70,6 +72,7 @@ pub async fn send_message_event(
 ) -> ApiResult<send_message_event::Response> {
     let sender = request.sender()?;
     let body = &request.body;
+    check_type_and_state_key(&body.event_type.to_string(), None)?;
     let content = content_of(&body.body)?;
     let kind = TimelineEventType::from(body.event_type.to_string());
     if kind == TimelineEventType::RoomRedaction {
@@ -96,6 +99,7 @@ pub async fn send_state_event(
 ) -> ApiResult<send_state_event::Response> {
     let sender = request.sender()?;
     let body = &request.body;
+    check_type_and_state_key(&body.event_type.to_string(), Some(&body.state_key))?;
     let content = content_of(&body.body)?;
     let kind = TimelineEventType::from(body.event_type.to_string());
     if kind == TimelineEventType::RoomMember || kind == TimelineEventType::RoomCreate {
@@ -205,11 +209,11 @@ pub async fn redact_event(
     let sender = request.sender()?;
     let body = &request.body;
     let version = services.rooms.room_version(&body.room_id).await?;
-    let target = services
+    let target_sender = services
         .rooms
-        .event(&body.room_id, &sender.user_id, None, body.event_id.as_str())
+        .visible_event_sender(&body.room_id, &sender.user_id, body.event_id.as_str())
         .await?;
-    if target["sender"] != sender.user_id.as_str()
+    if target_sender != sender.user_id.as_str()
         && !services
             .rooms
             .can_redact_others(&body.room_id, &sender.user_id)

@@ -69,13 +69,16 @@ pub(super) fn scan(
             if !visibility.allows(&row)? {
                 continue;
             }
-            let event = render(
+            let Some(event) = render(
                 conn,
                 &row,
                 version,
                 Some((reader.user, reader.device)),
                 true,
-            )?;
+            )?
+            else {
+                continue;
+            };
             if !keep(&event) {
                 continue;
             }
@@ -159,13 +162,10 @@ impl Rooms {
                     reader,
                     &keep,
                 )?;
-                let mut event = vec![render(
-                    c,
-                    &row,
-                    &version,
-                    Some((reader.user, reader.device)),
-                    true,
-                )?];
+                let mut event = vec![
+                    render(c, &row, &version, Some((reader.user, reader.device)), true)?
+                        .ok_or_else(|| Error::not_found("The event cannot be shown"))?,
+                ];
                 let mut before_events = before.events;
                 let mut after_events = after.events;
                 bundle_aggregations(c, &mut event, &room, reader)?;
@@ -189,7 +189,9 @@ impl Rooms {
                     .collect();
                 let mut state = Vec::new();
                 for state_row in store::events_by_id(c, &ids)? {
-                    let rendered = render(c, &state_row, &version, None, true)?;
+                    let Some(rendered) = render(c, &state_row, &version, None, true)? else {
+                        continue;
+                    };
                     if room_event_matches(&filter, &rendered) {
                         state.push(rendered);
                     }

@@ -4,8 +4,9 @@
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, canonical_json::RedactedBecause,
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 
+use super::stored::{self, MAX_EVENT_DEPTH, nesting_depth, value_depth};
 use crate::{
     error::{Error, Result},
     storage::{now_ms, rooms::EventRow},
@@ -25,42 +26,62 @@ const FEDERATION_FIELDS: &[&str] = &[
 
 /// The client view of a stored event. `redaction` is the redaction event's ID and JSON when the
 /// event was redacted; `transaction_id` is set when the reader's device sent the event.
+///
+/// `None` (logged with the event ID) when the stored event cannot be shown: JSON nested too deep
+/// for clients to parse (or for serde_json to read at all), stored by an older version of this
+/// server. Such an event is left out of the response rather than failing it. Once redacted, the
+/// deep content is gone and the event is shown again; a too deep `unsigned` (a `prev_content`)
+/// is left out and the event shown without it.
 pub fn client_event(
     row: &EventRow,
     room_version: &RoomVersionId,
     redaction: Option<(&str, &str)>,
     transaction_id: Option<String>,
     with_room_id: bool,
-) -> Result<Value> {
-    let unreadable =
-        |e: serde_json::Error| Error::internal(format!("stored event unreadable: {e}"));
-    // Only a redaction needs ruma's canonical form; every other event is read straight into the
-    // map that is sent.
+) -> Result<Option<Value>> {
+    let unrenderable = |why: &str| {
+        tracing::warn!(event_id = %row.event_id, "stored event left out of a response: {why}");
+        Ok(None)
+    };
     let mut event: Map<String, Value> = match redaction {
         Some((redaction_id, redaction)) => {
-            let mut object: CanonicalJsonObject =
-                serde_json::from_str(&row.json).map_err(unreadable)?;
+            let Some(mut object) = canonical_fields(&row.json) else {
+                return unrenderable("not a JSON object");
+            };
             let rules = room_version
                 .rules()
                 .ok_or_else(|| Error::internal("unknown room version"))?;
-            let mut because: CanonicalJsonObject =
-                serde_json::from_str(redaction).map_err(Error::internal)?;
+            let Some(mut because) = canonical_fields(redaction).and_then(|b| b.readable()) else {
+                return unrenderable("its redaction is unreadable");
+            };
             strip(&mut because);
             // Event IDs are not part of the PDU; clients need the redaction's.
             because.insert(
                 "event_id".to_owned(),
                 CanonicalJsonValue::String(redaction_id.to_owned()),
             );
-            ruma::canonical_json::redact_in_place(
-                &mut object,
+            if ruma::canonical_json::redact_in_place(
+                &mut object.fields,
                 &rules.redaction,
                 Some(RedactedBecause::from_json(because)),
             )
-            .map_err(Error::internal)?;
-            serde_json::from_value(serde_json::to_value(object).map_err(Error::internal)?)
-                .map_err(Error::internal)?
+            .is_err()
+            {
+                return unrenderable("it has no type");
+            }
+            let Some(object) = object.readable() else {
+                return unrenderable("nested too deep even once redacted");
+            };
+            let event = serde_json::to_value(object).map_err(Error::internal)?;
+            if value_depth(&event) > MAX_EVENT_DEPTH {
+                return unrenderable("nested too deep even once redacted");
+            }
+            serde_json::from_value(event).map_err(Error::internal)?
         }
-        None => serde_json::from_str(&row.json).map_err(unreadable)?,
+        None => match readable_fields(&row.json) {
+            Ok(event) => event,
+            Err(why) => return unrenderable(why),
+        },
     };
     for field in FEDERATION_FIELDS {
         event.remove(*field);
@@ -92,7 +113,90 @@ pub fn client_event(
             unsigned.insert("transaction_id".to_owned(), Value::String(txn));
         }
     }
-    Ok(Value::Object(event))
+    Ok(Some(Value::Object(event)))
+}
+
+/// The fields of a stored event that may be shown, or why it cannot be. Nearly every event takes
+/// the first branch (one parse); the others are read field by field.
+fn readable_fields(json: &str) -> std::result::Result<Map<String, Value>, &'static str> {
+    if nesting_depth(json) <= MAX_EVENT_DEPTH
+        && let Ok(event) = serde_json::from_str(json)
+    {
+        return Ok(event);
+    }
+    let fields = stored::top_level(json).map_err(|_| "not a JSON object")?;
+    let mut event = Map::new();
+    for (key, raw) in fields {
+        match stored::parse_within(raw, MAX_EVENT_DEPTH - 1) {
+            Some(value) => {
+                event.insert(key, value);
+            }
+            // What an event replaced is not part of it: show the event without it.
+            None if key == "unsigned" => {}
+            None => return Err("nested too deep"),
+        }
+    }
+    Ok(event)
+}
+
+/// A stored event as ruma's canonical JSON, for redaction: values (top-level or in `content`)
+/// too deep to show are placeholders, remembered so that they may be redacted away first.
+struct CanonicalFields {
+    fields: CanonicalJsonObject,
+    unreadable: Vec<(String, Option<String>)>,
+}
+
+fn canonical_fields(json: &str) -> Option<CanonicalFields> {
+    let parse = |raw: &RawValue, max_depth: usize| {
+        stored::parse_within(raw, max_depth).and_then(|v| CanonicalJsonValue::try_from(v).ok())
+    };
+    let mut fields = CanonicalJsonObject::new();
+    let mut unreadable = Vec::new();
+    for (key, raw) in stored::top_level(json).ok()? {
+        if let Some(value) = parse(raw, MAX_EVENT_DEPTH - 1) {
+            fields.insert(key, value);
+            continue;
+        }
+        let content_fields = match key.as_str() {
+            "content" => stored::top_level(raw.get()).ok(),
+            _ => None,
+        };
+        let Some(content_fields) = content_fields else {
+            if key == "unsigned" {
+                continue; // not part of the event; redaction replaces it anyway
+            }
+            unreadable.push((key.clone(), None));
+            fields.insert(key, CanonicalJsonValue::Null);
+            continue;
+        };
+        let mut content = CanonicalJsonObject::new();
+        for (content_key, raw) in content_fields {
+            let value = parse(raw, MAX_EVENT_DEPTH - 2).unwrap_or_else(|| {
+                unreadable.push((key.clone(), Some(content_key.clone())));
+                CanonicalJsonValue::Null
+            });
+            content.insert(content_key, value);
+        }
+        fields.insert(key, CanonicalJsonValue::Object(content));
+    }
+    Some(CanonicalFields { fields, unreadable })
+}
+
+impl CanonicalFields {
+    /// The object, unless a placeholder is still in it.
+    fn readable(self) -> Option<CanonicalJsonObject> {
+        let still_there = self.unreadable.iter().any(|(key, content_key)| {
+            match (self.fields.get(key), content_key) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(CanonicalJsonValue::Object(content)), Some(content_key)) => {
+                    content.contains_key(content_key)
+                }
+                (Some(_), Some(_)) => true,
+            }
+        });
+        (!still_there).then_some(self.fields)
+    }
 }
 
 fn strip(object: &mut CanonicalJsonObject) {
@@ -101,13 +205,14 @@ fn strip(object: &mut CanonicalJsonObject) {
     }
 }
 
-/// The stripped form of a state event shown to invitees and knockers.
+/// The stripped form of a state event shown to invitees and knockers; `None` if it cannot be
+/// shown (see [`client_event`]).
 pub fn stripped_state(json: &str) -> Option<Value> {
-    let value: Value = serde_json::from_str(json).ok()?;
+    let event = stored::Envelope::parse(json)?;
     Some(serde_json::json!({
-        "type": value.get("type")?,
-        "state_key": value.get("state_key")?,
-        "sender": value.get("sender")?,
-        "content": value.get("content")?,
+        "type": event.kind.as_ref()?,
+        "state_key": event.state_key.as_ref()?,
+        "sender": event.sender.as_ref()?,
+        "content": event.content()?,
     }))
 }

@@ -5,11 +5,13 @@ mod append;
 mod context;
 mod create;
 pub mod format;
+pub mod limits;
 mod membership;
 pub mod pdu;
 pub mod read;
 pub mod relations;
 mod search;
+pub mod stored;
 mod upgrade;
 
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use std::sync::Arc;
 use ruma::{OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
 use tokio::sync::watch;
 
-pub use append::{Appended, EventDraft, MAX_EVENT_BYTES};
+pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
+pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};

@@ -7,7 +7,11 @@ use ruma::{RoomId, RoomVersionId, UserId};
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::{Rooms, format::client_event};
+use super::{
+    Rooms,
+    format::client_event,
+    stored::{self, Envelope},
+};
 use crate::{
     error::{Error, Result},
     storage::rooms::{self as store, EventRow, StateIds, TopoPosition},
@@ -120,12 +124,17 @@ impl<'a> Visibility<'a> {
         if !row.json.contains("\"m.room.member\"") || !row.json.contains(&state_key) {
             return Ok(None);
         }
-        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-        if json["type"] != "m.room.member" || json["state_key"] != self.user.as_str() {
+        let Some(event) = Envelope::parse(&row.json) else {
+            return Ok(None);
+        };
+        if event.kind.as_deref() != Some("m.room.member")
+            || event.state_key.as_deref() != Some(self.user.as_str())
+        {
             return Ok(None);
         }
-        let after = json["content"]["membership"].as_str().unwrap_or("leave");
-        let before = match json["prev_events"][0].as_str() {
+        let after = event.content_str("membership");
+        let after = after.as_deref().unwrap_or("leave");
+        let before = match event.prev_events.first() {
             Some(parent) => match store::get_event(self.conn, parent)? {
                 Some(parent) => self.content_at(
                     parent.state_group,
@@ -173,8 +182,7 @@ impl<'a> Visibility<'a> {
         let Some(event) = store::get_event(self.conn, &event_id)? else {
             return Ok(None);
         };
-        let json: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
-        Ok(json["content"][field].as_str().map(str::to_owned))
+        Ok(Envelope::parse(&event.json).and_then(|event| event.content_str(field)))
     }
 }
 
@@ -213,9 +221,11 @@ impl Rooms {
                     .into_values()
                     .collect();
                 let rows = store::events_by_id(c, &ids)?;
-                rows.iter()
-                    .map(|row| render(c, row, &version, None, false))
-                    .collect()
+                let mut events = Vec::new();
+                for row in &rows {
+                    events.extend(render(c, row, &version, None, false)?);
+                }
+                Ok(events)
             })
             .await
     }
@@ -237,8 +247,10 @@ impl Rooms {
                     .ok_or_else(|| Error::not_found("Event not found"))?;
                 let row =
                     store::get_event(c, &id)?.ok_or_else(|| Error::not_found("Event not found"))?;
-                let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-                Ok(json["content"].clone())
+                stored::content(&row.json).ok_or_else(|| {
+                    tracing::warn!(event_id = %row.event_id, "stored state event unreadable");
+                    unreadable_event()
+                })
             })
             .await
     }
@@ -262,12 +274,35 @@ impl Rooms {
                     return Err(Error::not_found("Event not found"));
                 }
                 let reader = Some((user.as_str(), device.as_deref()));
-                let event = render(c, &row, &version, reader, true)?;
+                let event =
+                    render(c, &row, &version, reader, true)?.ok_or_else(unreadable_event)?;
                 let reader = super::relations::Reader {
                     user: user.as_str(),
                     device: device.as_deref(),
                 };
                 super::relations::bundle_one(c, event, &room, reader)
+            })
+            .await
+    }
+
+    /// The sender of an event the user may see (404 otherwise), whether or not it can be shown:
+    /// redacting an event that cannot be shown is how it is shown again.
+    pub async fn visible_event_sender(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        event_id: &str,
+    ) -> Result<String> {
+        let (room, user, event_id) = (room_id.to_string(), user.to_owned(), event_id.to_owned());
+        self.db
+            .read(move |c| {
+                let row = store::get_event(c, &event_id)?
+                    .filter(|r| r.room_id == room)
+                    .ok_or_else(|| Error::not_found("Event not found"))?;
+                if !Visibility::new(c, &room, &user)?.allows(&row)? {
+                    return Err(Error::not_found("Event not found"));
+                }
+                Ok(row.sender)
             })
             .await
     }
@@ -329,13 +364,16 @@ impl Rooms {
                         if !visibility.allows(&row)? {
                             continue;
                         }
-                        let event = render(
+                        let Some(event) = render(
                             c,
                             &row,
                             &version,
                             Some((user.as_str(), device.as_deref())),
                             true,
-                        )?;
+                        )?
+                        else {
+                            continue;
+                        };
                         if !keep(&event) {
                             continue;
                         }
@@ -377,6 +415,15 @@ impl Rooms {
     }
 }
 
+/// A single event that exists but cannot be shown (see [`client_event`]): the request for it
+/// fails, never a response that merely includes it.
+fn unreadable_event() -> Error {
+    Error::not_found(
+        "The event cannot be shown: it is stored nested too deeply for clients to read \
+         (redacting it makes it readable again)",
+    )
+}
+
 /// The position a token stands for. A stream token is turned into the position of the newest
 /// room event at or before it; for backwards pagination that event itself is included.
 pub(super) fn resolve(
@@ -398,14 +445,15 @@ pub(super) fn resolve(
     }
 }
 
-/// A stored event as the reader sees it (redaction applied, their transaction ID attached).
+/// A stored event as the reader sees it (redaction applied, their transaction ID attached);
+/// `None` (logged) when it cannot be shown: see [`client_event`]. Responses leave it out.
 pub fn render(
     conn: &Connection,
     row: &EventRow,
     version: &RoomVersionId,
     reader: Option<(&str, Option<&str>)>,
     with_room_id: bool,
-) -> Result<Value> {
+) -> Result<Option<Value>> {
     let redaction = match &row.redacted_by {
         Some(id) => store::get_event(conn, id)?.map(|r| (r.event_id, r.json)),
         None => None,
@@ -444,8 +492,7 @@ impl Rooms {
                 let Some(row) = store::get_event(c, &id)? else {
                     return Ok(None);
                 };
-                let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-                Ok(Some(json["content"].clone()))
+                Ok(stored::content(&row.json))
             })
             .await
     }
@@ -542,8 +589,8 @@ fn world_readable(conn: &Connection, room_id: &str) -> Result<bool> {
     let Some(row) = store::get_event(conn, &id)? else {
         return Ok(false);
     };
-    let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-    Ok(json["content"]["history_visibility"] == "world_readable")
+    let visibility = Envelope::parse(&row.json).and_then(|e| e.content_str("history_visibility"));
+    Ok(visibility.as_deref() == Some("world_readable"))
 }
 
 /// The state a user may read: members, and anyone in a world-readable room, read the current

@@ -212,14 +212,15 @@ impl RelatedRenderer<'_> {
                 continue;
             }
             let version = self.version(room_id)?;
-            return render(
+            if let Some(event) = render(
                 self.conn,
                 &row,
                 &version,
                 Some((self.reader.user, self.reader.device)),
                 with_room_id,
-            )
-            .map(Some);
+            )? {
+                return Ok(Some(event));
+            }
         }
         Ok(None)
     }
@@ -308,13 +309,17 @@ impl Pager<'_, '_> {
                 if !self.visibility.allows(&row)? {
                     continue;
                 }
-                chunk.push(render(
+                let Some(event) = render(
                     self.conn,
                     &row,
                     &self.version,
                     Some((reader.user, reader.device)),
                     true,
-                )?);
+                )?
+                else {
+                    continue;
+                };
+                chunk.push(event);
                 if chunk.len() >= limit {
                     let more = index + 1 < count || !exhausted;
                     return Ok((chunk, more.then_some(position)));

@@ -24,6 +24,7 @@ use super::{
     context::{scan, visible_row},
     read::{PaginationToken, Visibility, render},
     relations::{Reader, bundle_aggregations},
+    stored::Envelope,
 };
 use crate::{
     error::{Error, Result},
@@ -290,8 +291,11 @@ impl Rooms {
                         Err(Error::Matrix { .. }) => continue,
                         Err(other) => return Err(other),
                     };
-                    let event =
-                        render(c, &row, &version, Some((reader.user, reader.device)), true)?;
+                    let Some(event) =
+                        render(c, &row, &version, Some((reader.user, reader.device)), true)?
+                    else {
+                        continue;
+                    };
                     if !room_event_matches(&filter, &event) {
                         continue;
                     }
@@ -377,10 +381,10 @@ impl Rooms {
                             .ok_or_else(|| Error::internal("room without version"))?;
                         let ids: Vec<String> =
                             store::current_state(c, room)?.into_values().collect();
-                        let events = store::events_by_id(c, &ids)?
-                            .iter()
-                            .map(|row| render(c, row, &version, None, true))
-                            .collect::<Result<Vec<_>>>()?;
+                        let mut events = Vec::new();
+                        for row in &store::events_by_id(c, &ids)? {
+                            events.extend(render(c, row, &version, None, true)?);
+                        }
                         state.insert(room.to_owned(), events);
                     }
                 }
@@ -469,10 +473,12 @@ fn profiles(
         let Some(row) = store::get_event(conn, &id)? else {
             continue;
         };
-        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
+        let Some(member) = Envelope::parse(&row.json) else {
+            continue;
+        };
         let mut profile = UserProfile::new();
-        profile.displayname = json["content"]["displayname"].as_str().map(str::to_owned);
-        profile.avatar_url = json["content"]["avatar_url"].as_str().map(Into::into);
+        profile.displayname = member.content_str("displayname");
+        profile.avatar_url = member.content_str("avatar_url").map(Into::into);
         let user = OwnedUserId::try_from(*sender).map_err(Error::internal)?;
         profiles.insert(user, profile);
     }

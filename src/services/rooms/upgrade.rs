@@ -377,16 +377,16 @@ impl OldState<'_> {
         let Some(row) = self.row(kind, state_key)? else {
             return Ok(None);
         };
+        // An event that cannot be shown (logged) is not copied.
         let event = render(self.tx, &row, self.version, None, false)?;
-        Ok(event.get("content").cloned())
+        Ok(event.and_then(|event| event.get("content").cloned()))
     }
 
     fn sender(&self, kind: &str, state_key: &str) -> Result<Option<String>> {
         let Some(row) = self.row(kind, state_key)? else {
             return Ok(None);
         };
-        let json: Value = serde_json::from_str(&row.json).map_err(Error::internal)?;
-        Ok(json["sender"].as_str().map(str::to_owned))
+        Ok(Some(row.sender))
     }
 }
 
