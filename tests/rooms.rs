@@ -1334,6 +1334,60 @@ async fn oversized_and_malformed_events() {
     assert_eq!(events[0]["content"]["body"].as_str().unwrap().len(), 60_000);
 }
 
+/// The spec's size limits on `type` and `state_key` (255 bytes, not characters) hold for every
+/// way an event is made; like Synapse, a too long field is `413 M_TOO_LARGE`.
+#[tokio::test]
+async fn event_types_and_state_keys_longer_than_255_bytes_are_refused() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let since = sync(&server, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The lengths from the issue, and one byte over (128 two-byte characters).
+    let long_type = "t".repeat(5_000);
+    let long_key = "k".repeat(60_000);
+    let over = "é".repeat(128);
+    for event_type in [long_type.as_str(), over.as_str()] {
+        let sent = try_send(&server, &alice, &room, event_type, json!({"body": "x"})).await;
+        assert_error(&sent, 413, "M_TOO_LARGE");
+        let set = try_set_state(&server, &alice, &room, event_type, "", json!({})).await;
+        assert_error(&set, 413, "M_TOO_LARGE");
+    }
+    for state_key in [long_key.as_str(), over.as_str()] {
+        let set = try_set_state(&server, &alice, &room, "org.example", state_key, json!({})).await;
+        assert_error(&set, 413, "M_TOO_LARGE");
+    }
+    let rooms_before = joined_rooms(&server, &alice).await;
+    for initial in [
+        json!({"type": over, "state_key": "", "content": {}}),
+        json!({"type": "org.example", "state_key": over, "content": {}}),
+    ] {
+        let reply = server
+            .post(
+                "/_matrix/client/v3/createRoom",
+                alice.token(),
+                json!({"initial_state": [initial]}),
+            )
+            .await;
+        assert_error(&reply, 413, "M_TOO_LARGE");
+    }
+    assert_eq!(joined_rooms(&server, &alice).await, rooms_before, "no half-made room");
+
+    // 255 bytes fit.
+    let fits = format!("{}x", "é".repeat(127));
+    assert_eq!(fits.len(), 255);
+    let (status, body) = try_send(&server, &alice, &room, &fits, json!({"body": "x"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    set_state(&server, &alice, &room, &fits, &fits, json!({"v": 1})).await;
+    let news = sync_since(&server, &alice, &since, "").await;
+    let events = timeline(&news, "join", &room);
+    assert_eq!(events.len(), 2, "only the events that fit: {news}");
+    assert!(events.iter().all(|e| e["type"] == fits.as_str()));
+}
+
 #[tokio::test]
 async fn a_state_change_carries_what_it_replaced_in_unsigned() {
     let server = TestServer::start().await;
