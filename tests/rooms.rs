@@ -1242,6 +1242,10 @@ async fn redactions() {
             .await;
         assert_eq!(event["content"], json!({"join_rule": "public"}), "{event}");
         assert_eq!(event["state_key"], "");
+        // The state API serves the redacted content too.
+        let (status, content) = get_state(&server, alice, &room, "m.room.join_rules", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content, json!({"join_rule": "public"}));
         // Redacting an unknown event.
         let (status, _) = redact(alice, "$unknown", None).await;
         assert!(status.is_client_error(), "{status}");
@@ -1374,7 +1378,11 @@ async fn event_types_and_state_keys_longer_than_255_bytes_are_refused() {
             .await;
         assert_error(&reply, 413, "M_TOO_LARGE");
     }
-    assert_eq!(joined_rooms(&server, &alice).await, rooms_before, "no half-made room");
+    assert_eq!(
+        joined_rooms(&server, &alice).await,
+        rooms_before,
+        "no half-made room"
+    );
 
     // 255 bytes fit.
     let fits = format!("{}x", "é".repeat(127));

@@ -96,21 +96,25 @@ mod tests {
     }
 
     /// The margin [`MAX_CONTENT_DEPTH`] leaves: the deepest place this server's responses put
-    /// content still parses with serde_json, as Rust clients parse them.
+    /// content still parses with serde_json, as Rust clients parse them, with 14 levels to spare.
     #[test]
     fn the_deepest_response_with_the_deepest_content_still_parses() {
-        let mut content = json!({"body": "x"});
-        for _ in 1..MAX_CONTENT_DEPTH {
-            content = json!({ "n": content });
-        }
-        let latest = json!({"type": "m.room.topic", "unsigned": {"prev_content": content}});
-        let context_event = json!({"unsigned": {"m.relations": {"m.thread": {
-            "latest_event": latest,
-        }}}});
-        let response = json!({"search_categories": {"room_events": {"results": [{
-            "context": {"events_before": [context_event]},
-        }]}}});
-        let text = serde_json::to_string(&response).unwrap();
-        assert!(serde_json::from_str::<Value>(&text).is_ok());
+        let response_with = |depth: usize| {
+            let mut content = json!({"body": "x"});
+            for _ in 1..depth {
+                content = json!({ "n": content });
+            }
+            let latest = json!({"type": "m.room.topic", "unsigned": {"prev_content": content}});
+            let context_event = json!({"unsigned": {"m.relations": {"m.thread": {
+                "latest_event": latest,
+            }}}});
+            let response = json!({"search_categories": {"room_events": {"results": [{
+                "context": {"events_before": [context_event]},
+            }]}}});
+            serde_json::to_string(&response).unwrap()
+        };
+        assert!(serde_json::from_str::<Value>(&response_with(MAX_CONTENT_DEPTH)).is_ok());
+        assert!(serde_json::from_str::<Value>(&response_with(MAX_CONTENT_DEPTH + 14)).is_ok());
+        assert!(serde_json::from_str::<Value>(&response_with(MAX_CONTENT_DEPTH + 15)).is_err());
     }
 }

@@ -247,10 +247,12 @@ impl Rooms {
                     .ok_or_else(|| Error::not_found("Event not found"))?;
                 let row =
                     store::get_event(c, &id)?.ok_or_else(|| Error::not_found("Event not found"))?;
-                stored::content(&row.json).ok_or_else(|| {
-                    tracing::warn!(event_id = %row.event_id, "stored state event unreadable");
-                    unreadable_event()
-                })
+                let version = store::room_version(c, &room)?
+                    .and_then(|v| RoomVersionId::try_from(v).ok())
+                    .ok_or_else(|| Error::internal("room without version"))?;
+                // Rendered as for `/event`: a redacted event's content is what redaction keeps.
+                let event = render(c, &row, &version, None, false)?.ok_or_else(unreadable_event)?;
+                Ok(event["content"].clone())
             })
             .await
     }
