@@ -406,6 +406,27 @@ async fn one_unreadable_stored_event_never_fails_a_response() {
         get_state(&server, &bob, &room, "m.room.name", "").await.0,
         StatusCode::OK
     );
+    // An upgrade copies the state it can read and leaves the rest.
+    let (status, body) = room_request(
+        &server,
+        &alice,
+        Method::POST,
+        &room,
+        "upgrade",
+        Some(json!({"new_version": "11"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_room = body["replacement_room"].as_str().unwrap().to_owned();
+    let copied = full_state(&server, &alice, &new_room).await;
+    assert_eq!(
+        find_state(&copied, "m.room.name", "").unwrap()["content"]["name"],
+        "second"
+    );
+    assert!(
+        find_state(&copied, "m.room.topic", "").is_none(),
+        "{copied:?}"
+    );
     // A new topic replaces the unreadable one.
     set_state(
         &server,
