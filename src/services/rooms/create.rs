@@ -61,6 +61,11 @@ impl Rooms {
             ),
             None => None,
         };
+        // As Synapse: the request counts once against `rc_message`, not each initial event.
+        self.limits
+            .invites_at_creation(creator, spec.invite.len())
+            .await?;
+        self.limits.event(creator, false).await?;
         let (server_name, key, creator) = (
             self.server_name.clone(),
             self.server_key.clone(),
