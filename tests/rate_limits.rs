@@ -202,6 +202,7 @@ fn account_config(overrides: &[(&str, &str)]) -> String {
             format!("{{per_room: {GENEROUS}, per_user: {GENEROUS}, per_issuer: {GENEROUS}}}"),
         ),
         ("rc_media_create", GENEROUS.to_owned()),
+        ("rc_room_creation", GENEROUS.to_owned()),
     ];
     for (key, value) in overrides {
         keys.retain(|(k, _)| k != key);
@@ -653,4 +654,31 @@ async fn shared_secret_nonces_are_limited_per_address() {
     assert!(refused.1.get("nonce").is_none());
     // Registration through the client API has a bucket of its own.
     assert_eq!(register_raw(&server, "alice", true).await.0, 200);
+}
+
+#[tokio::test]
+async fn room_creations_and_upgrades_are_limited_per_account() {
+    let server = TestServer::start_with_config(&account_config(&[
+        ("rc_room_creation", &burst(2)),
+        ("rc_message", &burst(4)),
+    ]))
+    .await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = new_room(&server, &alice).await;
+    new_room(&server, &alice).await;
+    assert_limited_within(&create_room(&server, &alice, json!({})).await, 100_001);
+    let upgrade = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/upgrade"),
+            alice.token(),
+            json!({"new_version": "11"}),
+        )
+        .await;
+    assert_limited_within(&upgrade, 100_001);
+    // The refused creations spent no event: two of rc_message's four are left.
+    assert_ok(&say(&server, &alice, &room, "one").await);
+    assert_ok(&say(&server, &alice, &room, "two").await);
+    assert_limited_within(&say(&server, &alice, &room, "three").await, 100_001);
+    new_room(&server, &bob).await;
 }

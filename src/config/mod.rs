@@ -101,6 +101,9 @@ pub struct Config {
     /// Invites per room, per invited user and per inviter (Synapse's `rc_invites`).
     pub rc_invites: InviteRateLimits,
 
+    /// Rooms created or upgraded per account (Synapse's `rc_room_creation`).
+    pub rc_room_creation: RateLimit,
+
     /// `POST /_matrix/media/v1/create` per account (Synapse's `rc_media_create`).
     pub rc_media_create: RateLimit,
 
@@ -278,6 +281,10 @@ impl Default for Config {
             rc_admin_redaction: None,
             rc_joins: JoinRateLimits::default(),
             rc_invites: InviteRateLimits::default(),
+            rc_room_creation: RateLimit {
+                per_second: 0.016,
+                burst_count: 10.0,
+            },
             rc_media_create: RateLimit {
                 per_second: 10.0,
                 burst_count: 50.0,

@@ -42,6 +42,7 @@ fn synapse_rate_limits_have_synapse_defaults() {
     assert_eq!(config.rc_invites.per_room, limit(0.3, 10.0));
     assert_eq!(config.rc_invites.per_user, limit(0.003, 5.0));
     assert_eq!(config.rc_invites.per_issuer, limit(0.3, 10.0));
+    assert_eq!(config.rc_room_creation, limit(0.016, 10.0));
     assert_eq!(config.rc_media_create, limit(10.0, 50.0));
     assert_eq!(config.rc_delayed_event_mgmt, limit(1.0, 5.0));
 }
@@ -61,6 +62,7 @@ rc_invites:
   per_user: {per_second: 0.004, burst_count: 3}
   per_issuer: {per_second: 0.6, burst_count: 4}
 rc_media_create: {per_second: 2, burst_count: 7}
+rc_room_creation: {per_second: 0.5, burst_count: 2}
 rc_delayed_event_mgmt: {per_second: 3, burst_count: 9}
 ",
     )
@@ -73,6 +75,7 @@ rc_delayed_event_mgmt: {per_second: 3, burst_count: 9}
     assert_eq!(config.rc_invites.per_user.per_second, 0.004);
     assert_eq!(config.rc_invites.per_issuer.burst_count, 4.0);
     assert_eq!(config.rc_media_create.burst_count, 7.0);
+    assert_eq!(config.rc_room_creation.burst_count, 2.0);
     assert_eq!(config.rc_delayed_event_mgmt.per_second, 3.0);
     // One sub-key given, the other keeps Synapse's default.
     let config = parse("rc_invites:\n  per_user: {per_second: 1, burst_count: 2}\n").unwrap();

@@ -130,6 +130,7 @@ impl Config {
             ("rc_invites.per_room", self.rc_invites.per_room),
             ("rc_invites.per_user", self.rc_invites.per_user),
             ("rc_invites.per_issuer", self.rc_invites.per_issuer),
+            ("rc_room_creation", self.rc_room_creation),
             ("rc_media_create", self.rc_media_create),
             ("rc_delayed_event_mgmt", self.rc_delayed_event_mgmt),
         ]

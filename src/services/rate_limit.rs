@@ -117,6 +117,7 @@ pub struct AccountLimits {
     invites_per_room: RateLimiter<OwnedRoomId>,
     invites_per_user: RateLimiter<OwnedUserId>,
     invites_per_issuer: RateLimiter<OwnedUserId>,
+    room_creation: RateLimiter<OwnedUserId>,
     media_create: RateLimiter<OwnedUserId>,
 }
 
@@ -130,6 +131,7 @@ impl AccountLimits {
             invites_per_room: RateLimiter::new(config.rc_invites.per_room),
             invites_per_user: RateLimiter::new(config.rc_invites.per_user),
             invites_per_issuer: RateLimiter::new(config.rc_invites.per_issuer),
+            room_creation: RateLimiter::new(config.rc_room_creation),
             media_create: RateLimiter::new(config.rc_media_create),
         }
     }
@@ -179,6 +181,22 @@ impl AccountLimits {
             ruma::api::error::ErrorKind::Unknown,
             "Cannot invite so many users at once",
         ))
+    }
+
+    /// A room created or upgraded by `user`: one `rc_room_creation` and one `rc_message` action
+    /// (not one per event written), in Synapse's order: the creation limit is looked at first,
+    /// so a refused creation does not spend an event.
+    pub async fn room_creation(&self, user: &UserId) -> Result<()> {
+        let key = user.to_owned();
+        if let Err(refused) = self.room_creation.peek(&key) {
+            return if self.exempt(user).await? {
+                Ok(())
+            } else {
+                Err(refused)
+            };
+        }
+        self.event(user, false).await?;
+        self.take(&self.room_creation, &key, user).await
     }
 
     /// One `POST /_matrix/media/v1/create` (`rc_media_create`).
