@@ -48,6 +48,8 @@ server_name: bench.test
 enable_registration: true
 enable_registration_without_verification: true
 rc_registration: {per_second: 100000, burst_count: 100000}
+rc_message: {per_second: 100000, burst_count: 100000}
+rc_media_create: {per_second: 100000, burst_count: 100000}
 log_level: warn
 YAML
 "$APPLIANCE" --config "$WORK/config.yaml" --data-dir "$WORK/data" serve --listen 127.0.0.1:$A_PORT \

@@ -38,6 +38,10 @@ enable_registration: true
 enable_registration_without_verification: true
 rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_second: 100000, burst_count: 100000}, failed_attempts: {per_second: 100000, burst_count: 100000}}
 rc_registration: {per_second: 100000, burst_count: 100000}
+rc_message: {per_second: 100000, burst_count: 100000}
+rc_room_creation: {per_second: 100000, burst_count: 100000}
+rc_joins: {local: {per_second: 100000, burst_count: 100000}}
+rc_invites: {per_room: {per_second: 100000, burst_count: 100000}, per_user: {per_second: 100000, burst_count: 100000}, per_issuer: {per_second: 100000, burst_count: 100000}}
 log_level: warn
 YAML
 A_CMD="$APPLIANCE --config $WORK/config.yaml --data-dir $WORK/data serve --listen 127.0.0.1:$A_PORT"

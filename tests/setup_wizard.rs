@@ -274,6 +274,84 @@ async fn wrong_tokens_are_refused_and_slowed() {
     assert_eq!(browser.get("/setup/names").await.status, StatusCode::OK);
 }
 
+/// A client that does not follow redirects, connecting from `source` (any 127.0.0.0/8 address
+/// reaches the loopback listener), so the wizard sees different client addresses.
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_guesses_never_delay_the_right_token() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    let base = server.base_url.clone();
+    // A dozen wrong guesses at once from one address.
+    let guesser = client_from("127.0.0.1");
+    let guesses: Vec<_> = (0..12)
+        .map(|n| {
+            let (http, url) = (guesser.clone(), format!("{base}/setup/?token={n:032x}"));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let status = http.get(url).send().await.unwrap().status();
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The right token answers at once, from that address and from another; so does another
+    // address's wrong guess.
+    for (source, guess, expected) in [
+        ("127.0.0.1", token.as_str(), StatusCode::SEE_OTHER),
+        ("127.0.0.2", token.as_str(), StatusCode::SEE_OTHER),
+        (
+            "127.0.0.3",
+            "0123456789abcdef0123456789abcdef",
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let started = Instant::now();
+        let response = client_from(source)
+            .get(format!("{base}/setup/?token={guess}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "from {source}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "from {source}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        guesses.iter().any(|guess| !guess.is_finished()),
+        "the right token was answered while wrong guesses still waited"
+    );
+    // The wrong guesses are all refused: the first few after growing delays, the rest at once
+    // with 429 (the address's queue is full), none waiting long.
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        let (status, waited) = guess.await.unwrap();
+        assert!(waited < Duration::from_secs(20), "{waited:?}");
+        statuses.push(status);
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::FORBIDDEN, StatusCode::TOO_MANY_REQUESTS].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::FORBIDDEN), "{statuses:?}");
+}
+
 #[tokio::test]
 async fn forms_without_the_csrf_token_are_refused() {
     let server = TestServer::start_setup(None);

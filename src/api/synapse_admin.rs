@@ -19,9 +19,14 @@ struct NonceResponse {
     nonce: String,
 }
 
-async fn nonce(State(services): State<AppState>) -> Result<Json<NonceResponse>> {
+async fn nonce(
+    State(services): State<AppState>,
+    parts: http::request::Parts,
+) -> Result<Json<NonceResponse>> {
     Ok(Json(NonceResponse {
-        nonce: services.shared_secret.new_nonce()?,
+        nonce: services
+            .shared_secret
+            .new_nonce(ClientIp::from_parts(&parts))?,
     }))
 }
 

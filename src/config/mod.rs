@@ -82,8 +82,34 @@ pub struct Config {
     /// account.
     pub rc_login: LoginRateLimits,
 
-    /// Rate limit on `/register`, per client address.
+    /// Rate limit on `/register`, per client address. Nonces of `/_synapse/admin/v1/register`
+    /// (shared-secret registration) are limited per address with the same values.
     pub rc_registration: RateLimit,
+
+    /// Events a user sends, per account (Synapse's `rc_message`): messages, state events,
+    /// redactions and membership changes each count one; creating or upgrading a room and a
+    /// profile change count one in all. Server admins are exempt.
+    pub rc_message: RateLimit,
+
+    /// When set, redactions of other users' events (by room moderators) use this limit instead
+    /// of `rc_message` (Synapse's `rc_admin_redaction`), so moderators can clean up spam fast.
+    pub rc_admin_redaction: Option<RateLimit>,
+
+    /// Room joins per account (Synapse's `rc_joins`); rejoining a room one is in is free.
+    pub rc_joins: JoinRateLimits,
+
+    /// Invites per room, per invited user and per inviter (Synapse's `rc_invites`).
+    pub rc_invites: InviteRateLimits,
+
+    /// Rooms created or upgraded per account (Synapse's `rc_room_creation`).
+    pub rc_room_creation: RateLimit,
+
+    /// `POST /_matrix/media/v1/create` per account (Synapse's `rc_media_create`).
+    pub rc_media_create: RateLimit,
+
+    /// Synapse's limit on managing delayed events (MSC4140). This server has no delayed
+    /// events, so nothing uses it; the key is read so that a Synapse config still loads.
+    pub rc_delayed_event_mgmt: RateLimit,
 
     /// The version of rooms created without one, as Synapse's `default_room_version`.
     pub default_room_version: String,
@@ -246,6 +272,26 @@ impl Default for Config {
             rc_registration: RateLimit {
                 per_second: 0.17,
                 burst_count: 3.0,
+            },
+            // Synapse's defaults (synapse/config/ratelimiting.py).
+            rc_message: RateLimit {
+                per_second: 0.2,
+                burst_count: 10.0,
+            },
+            rc_admin_redaction: None,
+            rc_joins: JoinRateLimits::default(),
+            rc_invites: InviteRateLimits::default(),
+            rc_room_creation: RateLimit {
+                per_second: 0.016,
+                burst_count: 10.0,
+            },
+            rc_media_create: RateLimit {
+                per_second: 10.0,
+                burst_count: 50.0,
+            },
+            rc_delayed_event_mgmt: RateLimit {
+                per_second: 1.0,
+                burst_count: 5.0,
             },
             default_room_version: "12".to_owned(),
             max_upload_size: ByteSize::mebibytes(50),
@@ -434,6 +480,63 @@ impl Default for LoginRateLimits {
             failed_attempts: RateLimit {
                 per_second: 0.17,
                 burst_count: 3.0,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JoinRateLimits {
+    /// Joins of rooms this server is in.
+    pub local: RateLimit,
+    /// Joins of rooms on other servers. Read for Synapse's sake: it applies once federation
+    /// exists; until then every join is local.
+    pub remote: RateLimit,
+}
+
+impl Default for JoinRateLimits {
+    fn default() -> Self {
+        // Synapse's defaults.
+        Self {
+            local: RateLimit {
+                per_second: 0.1,
+                burst_count: 10.0,
+            },
+            remote: RateLimit {
+                per_second: 0.01,
+                burst_count: 10.0,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InviteRateLimits {
+    /// Invites into one room, whoever sends them.
+    pub per_room: RateLimit,
+    /// Invites one user receives, from anyone into any room.
+    pub per_user: RateLimit,
+    /// Invites one user sends, into any room.
+    pub per_issuer: RateLimit,
+}
+
+impl Default for InviteRateLimits {
+    fn default() -> Self {
+        // Synapse's defaults.
+        Self {
+            per_room: RateLimit {
+                per_second: 0.3,
+                burst_count: 10.0,
+            },
+            per_user: RateLimit {
+                per_second: 0.003,
+                burst_count: 5.0,
+            },
+            per_issuer: RateLimit {
+                per_second: 0.3,
+                burst_count: 10.0,
             },
         }
     }

@@ -25,6 +25,105 @@ fn a_partial_file_keeps_other_defaults() {
 }
 
 #[test]
+fn synapse_rate_limits_have_synapse_defaults() {
+    let config = parse("server_name: example.org\n").unwrap();
+    let limit = |per_second, burst_count| RateLimit {
+        per_second,
+        burst_count,
+    };
+    // synapse/config/ratelimiting.py
+    assert_eq!(config.rc_message, limit(0.2, 10.0));
+    assert_eq!(
+        config.rc_admin_redaction, None,
+        "rc_message applies unless set"
+    );
+    assert_eq!(config.rc_joins.local, limit(0.1, 10.0));
+    assert_eq!(config.rc_joins.remote, limit(0.01, 10.0));
+    assert_eq!(config.rc_invites.per_room, limit(0.3, 10.0));
+    assert_eq!(config.rc_invites.per_user, limit(0.003, 5.0));
+    assert_eq!(config.rc_invites.per_issuer, limit(0.3, 10.0));
+    assert_eq!(config.rc_room_creation, limit(0.016, 10.0));
+    assert_eq!(config.rc_media_create, limit(10.0, 50.0));
+    assert_eq!(config.rc_delayed_event_mgmt, limit(1.0, 5.0));
+}
+
+#[test]
+fn synapse_rate_limit_keys_are_read() {
+    let config = parse(
+        "rc_message: {per_second: 0.5, burst_count: 15}
+rc_admin_redaction:
+  per_second: 1
+  burst_count: 50
+rc_joins:
+  local: {per_second: 0.2, burst_count: 15}
+  remote: {per_second: 0.03, burst_count: 12}
+rc_invites:
+  per_room: {per_second: 0.5, burst_count: 5}
+  per_user: {per_second: 0.004, burst_count: 3}
+  per_issuer: {per_second: 0.6, burst_count: 4}
+rc_media_create: {per_second: 2, burst_count: 7}
+rc_room_creation: {per_second: 0.5, burst_count: 2}
+rc_delayed_event_mgmt: {per_second: 3, burst_count: 9}
+",
+    )
+    .unwrap();
+    assert_eq!(config.rc_message.burst_count, 15.0);
+    assert_eq!(config.rc_admin_redaction.unwrap().burst_count, 50.0);
+    assert_eq!(config.rc_joins.local.per_second, 0.2);
+    assert_eq!(config.rc_joins.remote.burst_count, 12.0);
+    assert_eq!(config.rc_invites.per_room.burst_count, 5.0);
+    assert_eq!(config.rc_invites.per_user.per_second, 0.004);
+    assert_eq!(config.rc_invites.per_issuer.burst_count, 4.0);
+    assert_eq!(config.rc_media_create.burst_count, 7.0);
+    assert_eq!(config.rc_room_creation.burst_count, 2.0);
+    assert_eq!(config.rc_delayed_event_mgmt.per_second, 3.0);
+    // One sub-key given, the other keeps Synapse's default.
+    let config = parse("rc_invites:\n  per_user: {per_second: 1, burst_count: 2}\n").unwrap();
+    assert_eq!(
+        config.rc_invites.per_room,
+        InviteRateLimits::default().per_room
+    );
+}
+
+#[test]
+fn rate_limit_keys_are_checked_by_name() {
+    for (yaml, key) in [
+        (
+            "rc_message: {per_second: 0, burst_count: 10}\n",
+            "rc_message",
+        ),
+        (
+            "rc_admin_redaction: {per_second: 1, burst_count: 0}\n",
+            "rc_admin_redaction",
+        ),
+        (
+            "rc_joins:\n  remote: {per_second: -1, burst_count: 10}\n",
+            "rc_joins.remote",
+        ),
+        (
+            "rc_invites:\n  per_issuer: {per_second: .inf, burst_count: 10}\n",
+            "rc_invites.per_issuer",
+        ),
+        (
+            "rc_media_create: {per_second: 1, burst_count: 0.5}\n",
+            "rc_media_create",
+        ),
+    ] {
+        let err = parse(yaml).unwrap_err().to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+    // Misspelt sub-keys are refused like any unknown key.
+    let err = parse("rc_invites:\n  per_inviter: {per_second: 1, burst_count: 2}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("per_inviter"), "{err}");
+    let err = parse("rc_messages: {per_second: 1, burst_count: 2}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rc_messages"), "{err}");
+}
+
+#[test]
 fn a_server_name_may_carry_a_port() {
     assert_eq!(
         parse("server_name: localhost:8448").unwrap().server_name,

@@ -124,7 +124,21 @@ impl Config {
             ("rc_login.account", self.rc_login.account),
             ("rc_login.failed_attempts", self.rc_login.failed_attempts),
             ("rc_registration", self.rc_registration),
-        ] {
+            ("rc_message", self.rc_message),
+            ("rc_joins.local", self.rc_joins.local),
+            ("rc_joins.remote", self.rc_joins.remote),
+            ("rc_invites.per_room", self.rc_invites.per_room),
+            ("rc_invites.per_user", self.rc_invites.per_user),
+            ("rc_invites.per_issuer", self.rc_invites.per_issuer),
+            ("rc_room_creation", self.rc_room_creation),
+            ("rc_media_create", self.rc_media_create),
+            ("rc_delayed_event_mgmt", self.rc_delayed_event_mgmt),
+        ]
+        .into_iter()
+        .chain(
+            self.rc_admin_redaction
+                .map(|limit| ("rc_admin_redaction", limit)),
+        ) {
             let valid =
                 limit.per_second.is_finite() && limit.per_second > 0.0 && limit.burst_count >= 1.0;
             if !valid {

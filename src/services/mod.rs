@@ -52,6 +52,8 @@ pub struct Services {
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
     pub registration_limit: rate_limit::RateLimiter<IpAddr>,
+    /// What accounts do in rooms and the media repository (`rc_message`, `rc_joins`, …).
+    pub limits: Arc<rate_limit::AccountLimits>,
     /// TURN credentials for `/voip/turnServer` (and the built-in relay's secret).
     pub voip: voip::Voip,
     /// Push actions already worked out, for /sync's notification counts.
@@ -83,12 +85,14 @@ impl Services {
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
+        let limits = Arc::new(rate_limit::AccountLimits::new(db.clone(), &config));
         let rooms = rooms::Rooms::new(
             db.clone(),
             server_name.clone(),
             server_key.clone(),
             default_room_version,
             position,
+            limits.clone(),
         );
         let voip = voip::Voip::new(&config, &data_dir)?;
         Ok(Arc::new(Self {
@@ -101,6 +105,7 @@ impl Services {
             registration: registration::Registration::new(db.clone(), &config),
             shared_secret: shared_secret::SharedSecretRegistration::new(
                 config.registration_shared_secret.clone(),
+                config.rc_registration,
             ),
             login_limits: LoginLimits {
                 per_address: rate_limit::RateLimiter::new(config.rc_login.address),
@@ -108,6 +113,7 @@ impl Services {
                 failed_attempts: rate_limit::RateLimiter::new(config.rc_login.failed_attempts),
             },
             registration_limit: rate_limit::RateLimiter::new(config.rc_registration),
+            limits,
             typing: typing::Typing::default(),
             account_data: account_data::AccountData::new(db.clone()),
             presence: presence::Presence::new(db.clone(), config.presence.enabled),

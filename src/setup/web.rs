@@ -25,7 +25,7 @@ use super::{
     checklist::Checklist,
     dns::{self, DnsAnswer},
     i18n::{self, Catalogue},
-    token::TokenGuard,
+    token::{ClientAddress, TokenGuard, Verdict},
 };
 use crate::config::Config;
 
@@ -566,6 +566,7 @@ fn read_step(
 
 async fn token_page(
     State(state): State<Arc<SetupState>>,
+    ClientAddress(client): ClientAddress,
     Query(query): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -578,21 +579,22 @@ async fn token_page(
     if let Some(token) = query.token {
         // The link from the log: the token in the query; the session cookie replaces it at once,
         // and the redirect takes it out of the address bar.
-        if state.guard.check(&token).await {
+        let verdict = state.guard.check(client, &token).await;
+        if verdict == Verdict::Right {
             let session = state.open_session();
             context
                 .set_cookies
                 .push(set_cookie(SESSION_COOKIE, &session));
             return redirect(&context, "/setup/names");
         }
-        let page = Page::new("token", &context, &state).with_errors(&[("token", "error.token")]);
-        return page.render_page(StatusCode::FORBIDDEN, &context);
+        return wrong_token(&context, &state, verdict);
     }
     Page::new("token", &context, &state).render_page(StatusCode::OK, &context)
 }
 
 async fn token_submit(
     State(state): State<Arc<SetupState>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -601,17 +603,33 @@ async fn token_submit(
         return csrf_refused(&context, &state);
     }
     let guess = form.get("token").map(String::as_str).unwrap_or_default();
-    if !state.guard.check(guess).await {
-        let mut page =
-            Page::new("token", &context, &state).with_errors(&[("token", "error.token")]);
-        page.values.insert("token".into(), String::new());
-        return page.render_page(StatusCode::FORBIDDEN, &context);
+    let verdict = state.guard.check(client, guess).await;
+    if verdict != Verdict::Right {
+        return wrong_token(&context, &state, verdict);
     }
     let session = state.open_session();
     context
         .set_cookies
         .push(set_cookie(SESSION_COOKIE, &session));
     redirect(&context, "/setup/names")
+}
+
+/// The token page again after a wrong token: `403`, or `429` with `Retry-After` when the
+/// address's earlier wrong guesses are still being answered.
+fn wrong_token(context: &Context, state: &SetupState, verdict: Verdict) -> Response {
+    let mut page = Page::new("token", context, state).with_errors(&[("token", "error.token")]);
+    page.values.insert("token".into(), String::new());
+    match verdict {
+        Verdict::Refused { retry_after } => {
+            let mut response = page.render_page(StatusCode::TOO_MANY_REQUESTS, context);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs() + 1),
+            );
+            response
+        }
+        _ => page.render_page(StatusCode::FORBIDDEN, context),
+    }
 }
 
 fn csrf_refused(context: &Context, state: &SetupState) -> Response {

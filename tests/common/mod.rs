@@ -27,6 +27,15 @@ rc_login:
   account: {per_second: 1000, burst_count: 1000}
   failed_attempts: {per_second: 1000, burst_count: 1000}
 rc_registration: {per_second: 1000, burst_count: 1000}
+rc_message: {per_second: 1000, burst_count: 1000}
+rc_joins:
+  local: {per_second: 1000, burst_count: 1000}
+rc_invites:
+  per_room: {per_second: 1000, burst_count: 1000}
+  per_user: {per_second: 1000, burst_count: 1000}
+  per_issuer: {per_second: 1000, burst_count: 1000}
+rc_room_creation: {per_second: 1000, burst_count: 1000}
+rc_media_create: {per_second: 1000, burst_count: 1000}
 ";
 
 pub struct TestServer {

@@ -115,7 +115,7 @@ pub async fn send_state_event(
     }
     let appended = services
         .rooms
-        .append(
+        .send_state(
             &body.room_id,
             &sender.user_id,
             EventDraft::state(kind, body.state_key.clone(), content),

@@ -157,6 +157,7 @@ async fn create_mxc(
     request: Ruma<create_mxc_uri::Request>,
 ) -> ApiResult<create_mxc_uri::Response> {
     let sender = request.sender()?;
+    services.limits.media_create(&sender.user_id).await?;
     let (uri, expires_at) = services.media.create_pending(&sender.user_id).await?;
     let mut response = create_mxc_uri::Response::new(uri);
     response.unused_expires_at = UInt::try_from(expires_at)

@@ -71,6 +71,9 @@ pub async fn set_display_name(
             "You can only change your own display name",
         ));
     }
+    // Synapse counts a profile change once against `rc_message` (its member events are not
+    // counted one by one); checked before the change, so a refused one changes nothing.
+    services.limits.event(&sender.user_id, false).await?;
     services
         .users
         .set_displayname(&sender.user_id, request.body.displayname.clone())
@@ -100,6 +103,7 @@ pub async fn set_avatar_url(
         return Err(Error::forbidden("You can only change your own avatar"));
     }
     let url = request.body.avatar_url.as_ref().map(|u| u.to_string());
+    services.limits.event(&sender.user_id, false).await?;
     services.users.set_avatar_url(&sender.user_id, url).await?;
     propagate_profile(&services, &sender.user_id).await?;
     Ok(set_avatar_url::Response::new().into())

@@ -61,6 +61,12 @@ impl Rooms {
             ),
             None => None,
         };
+        // As Synapse: the request counts once (`rc_room_creation`, `rc_message`), not each
+        // initial event.
+        self.limits
+            .invites_at_creation(creator, spec.invite.len())
+            .await?;
+        self.limits.room_creation(creator).await?;
         let (server_name, key, creator) = (
             self.server_name.clone(),
             self.server_key.clone(),

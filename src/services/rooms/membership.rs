@@ -40,6 +40,11 @@ impl Rooms {
         self.room_version(room_id)
             .await
             .map_err(|_| Error::not_found("This server does not know that room"))?;
+        // Synapse's `rc_joins.local` counts joins of rooms one is not joined to yet.
+        if self.membership(room_id, user).await?.as_deref() != Some("join") {
+            self.limits.local_join(user).await?;
+        }
+        self.limits.event(user, false).await?;
         let mut content = member_content("join", reason);
         with_profile(&mut content, profile);
         self.set_member(room_id, user, user, content).await
@@ -54,6 +59,8 @@ impl Rooms {
         reason: Option<String>,
         is_direct: bool,
     ) -> Result<Appended> {
+        self.limits.invite(sender, room_id, invitee).await?;
+        self.limits.event(sender, false).await?;
         let mut content = member_content("invite", reason);
         with_profile(&mut content, profile);
         if is_direct {
@@ -62,7 +69,8 @@ impl Rooms {
         self.set_member(room_id, sender, invitee, content).await
     }
 
-    /// Leaving, rejecting an invite or withdrawing a knock (sender == target), or kicking.
+    /// Leaving, rejecting an invite or withdrawing a knock (sender == target), or kicking (or
+    /// unbanning: `unban` ends here and is counted here, once).
     pub async fn leave(
         &self,
         room_id: &RoomId,
@@ -70,6 +78,7 @@ impl Rooms {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<Appended> {
+        self.limits.event(sender, false).await?;
         let content = member_content("leave", reason);
         self.set_member(room_id, sender, target, content).await
     }
@@ -81,6 +90,7 @@ impl Rooms {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<Appended> {
+        self.limits.event(sender, false).await?;
         let content = member_content("ban", reason);
         self.set_member(room_id, sender, target, content).await
     }
@@ -108,6 +118,7 @@ impl Rooms {
         self.room_version(room_id)
             .await
             .map_err(|_| Error::not_found("This server does not know that room"))?;
+        self.limits.event(user, false).await?;
         let mut content = member_content("knock", reason);
         with_profile(&mut content, profile);
         self.set_member(room_id, user, user, content).await

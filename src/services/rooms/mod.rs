@@ -27,7 +27,7 @@ pub use read::{Direction, PaginationToken};
 use self::append::{Signer, Target, append_event};
 use crate::{
     error::{Error, Result},
-    services::{server_key::ServerKey, sessions::Identity},
+    services::{rate_limit::AccountLimits, server_key::ServerKey, sessions::Identity},
     storage::{Database, rooms as store},
 };
 
@@ -54,6 +54,10 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// The newest stream position; /sync waits on it.
     stream: watch::Sender<i64>,
+    /// Synapse's per-account limits, checked by the methods clients reach (the `send_*`
+    /// methods, membership changes, room creation and upgrade); `append` is not limited, for
+    /// the events the server sends itself.
+    limits: Arc<AccountLimits>,
 }
 
 impl Rooms {
@@ -63,6 +67,7 @@ impl Rooms {
         server_key: Arc<ServerKey>,
         default_version: RoomVersionId,
         position: i64,
+        limits: Arc<AccountLimits>,
     ) -> Self {
         Self {
             db,
@@ -70,6 +75,7 @@ impl Rooms {
             server_key,
             default_version,
             stream: watch::Sender::new(position),
+            limits,
         }
     }
 
@@ -117,7 +123,20 @@ impl Rooms {
         Ok(appended)
     }
 
+    /// A client's state event: `append` within the sender's `rc_message`.
+    pub async fn send_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<Appended> {
+        self.limits.event(sender, false).await?;
+        self.append(room_id, sender, draft).await
+    }
+
     /// Sends a client event once per (device, txnId): a retry returns the first event's ID.
+    /// Counts against the sender's `rc_message` (or `rc_admin_redaction` for a redaction of
+    /// someone else's event), a retry too: Synapse refuses it as well once the limit is reached.
     pub async fn send_with_txn(
         &self,
         room_id: &RoomId,
@@ -125,6 +144,16 @@ impl Rooms {
         txn_id: &str,
         draft: EventDraft,
     ) -> Result<OwnedEventId> {
+        let redacts_another_sender = match &draft.redacts {
+            Some(target) if self.limits.distinguishes_admin_redactions() => self
+                .event_sender(target)
+                .await?
+                .is_some_and(|target_sender| target_sender != sender.user_id.as_str()),
+            _ => false,
+        };
+        self.limits
+            .event(&sender.user_id, redacts_another_sender)
+            .await?;
         let (room_id, user, device, txn) = (
             room_id.to_owned(),
             sender.user_id.clone(),
@@ -174,6 +203,16 @@ impl Rooms {
                 "{user_id} is not in room {room_id}"
             ))),
         }
+    }
+
+    /// Who sent an event this server has, for telling moderators' redactions apart.
+    async fn event_sender(&self, event_id: &ruma::EventId) -> Result<Option<String>> {
+        let event_id = event_id.to_string();
+        let row = self
+            .db
+            .read(move |c| store::get_event(c, &event_id).map_err(Error::from))
+            .await?;
+        Ok(row.map(|row| row.sender))
     }
 
     pub async fn room_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {

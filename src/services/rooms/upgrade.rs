@@ -73,6 +73,9 @@ impl Rooms {
         }
         self.room_version(room_id).await?;
         self.require_joined(room_id, user).await?;
+        // As Synapse: the upgrade counts once (`rc_room_creation`, `rc_message`), not each event
+        // it sends.
+        self.limits.room_creation(user).await?;
         let (server_name, key) = (self.server_name.clone(), self.server_key.clone());
         let (old_room, user, new_version) =
             (room_id.to_owned(), user.to_owned(), new_version.clone());
