@@ -76,7 +76,10 @@ pub fn client_event(
             if value_depth(&event) > MAX_EVENT_DEPTH {
                 return unrenderable("nested too deep even once redacted");
             }
-            serde_json::from_value(event).map_err(Error::internal)?
+            match event {
+                Value::Object(event) => event,
+                _ => return unrenderable("not a JSON object"),
+            }
         }
         None => match readable_fields(&row.json) {
             Ok(event) => event,
@@ -91,7 +94,7 @@ pub fn client_event(
     // that clients written for older rooms read.
     if event.get("type").and_then(Value::as_str) == Some("m.room.redaction")
         && !event.contains_key("redacts")
-        && let Some(redacts) = event["content"].get("redacts").cloned()
+        && let Some(redacts) = event.get("content").and_then(|c| c.get("redacts")).cloned()
     {
         event.insert("redacts".to_owned(), redacts);
     }
