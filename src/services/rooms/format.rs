@@ -1,6 +1,8 @@
 //! Turning stored PDUs into the client-server event format: federation-only fields removed,
 //! redactions applied, `unsigned` filled in for the reader.
 
+use std::{collections::BTreeSet, sync::Mutex};
+
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, canonical_json::RedactedBecause,
 };
@@ -40,7 +42,9 @@ pub fn client_event(
     with_room_id: bool,
 ) -> Result<Option<Value>> {
     let unrenderable = |why: &str| {
-        tracing::warn!(event_id = %row.event_id, "stored event left out of a response: {why}");
+        if first_time_unrenderable(&row.event_id) {
+            tracing::warn!(event_id = %row.event_id, "stored event left out of responses: {why}");
+        }
         Ok(None)
     };
     let mut event: Map<String, Value> = match redaction {
@@ -117,6 +121,17 @@ pub fn client_event(
         }
     }
     Ok(Some(Value::Object(event)))
+}
+
+/// Whether an event is left out for the first time since the start: every /sync of every member
+/// meets it again, and one warning per event is enough (at most 1,000 remembered).
+fn first_time_unrenderable(event_id: &str) -> bool {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.len() >= 1_000 {
+        return !seen.contains(event_id);
+    }
+    seen.insert(event_id.to_owned())
 }
 
 /// The fields of a stored event that may be shown, or why it cannot be. Nearly every event takes
