@@ -356,10 +356,14 @@ async fn one_unreadable_stored_event_never_fails_a_response() {
         format!("context/{}", enc(&victim)),
         format!("event/{}", enc(&victim)),
     ] {
-        assert_error(
-            &get(&server, &alice, &room_path(&room, &path)).await,
-            404,
-            "M_NOT_FOUND",
+        let reply = get(&server, &alice, &room_path(&room, &path)).await;
+        assert_error(&reply, 404, "M_NOT_FOUND");
+        assert!(
+            reply.1["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot be shown")),
+            "a clear error: {}",
+            reply.1
         );
     }
 
