@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     Rooms,
-    read::{PaginationToken, Visibility, render},
+    read::{PaginationToken, Visibility, render, unreadable_event},
     relations::{Reader, bundle_aggregations},
 };
 use crate::{
@@ -164,7 +164,7 @@ impl Rooms {
                 )?;
                 let mut event = vec![
                     render(c, &row, &version, Some((reader.user, reader.device)), true)?
-                        .ok_or_else(|| Error::not_found("The event cannot be shown"))?,
+                        .ok_or_else(unreadable_event)?,
                 ];
                 let mut before_events = before.events;
                 let mut after_events = after.events;

@@ -1,6 +1,8 @@
 //! Turning stored PDUs into the client-server event format: federation-only fields removed,
 //! redactions applied, `unsigned` filled in for the reader.
 
+use std::{collections::BTreeSet, sync::Mutex};
+
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, canonical_json::RedactedBecause,
 };
@@ -40,7 +42,9 @@ pub fn client_event(
     with_room_id: bool,
 ) -> Result<Option<Value>> {
     let unrenderable = |why: &str| {
-        tracing::warn!(event_id = %row.event_id, "stored event left out of a response: {why}");
+        if first_time_unrenderable(&row.event_id) {
+            tracing::warn!(event_id = %row.event_id, "stored event left out of responses: {why}");
+        }
         Ok(None)
     };
     let mut event: Map<String, Value> = match redaction {
@@ -76,7 +80,10 @@ pub fn client_event(
             if value_depth(&event) > MAX_EVENT_DEPTH {
                 return unrenderable("nested too deep even once redacted");
             }
-            serde_json::from_value(event).map_err(Error::internal)?
+            match event {
+                Value::Object(event) => event,
+                _ => return unrenderable("not a JSON object"),
+            }
         }
         None => match readable_fields(&row.json) {
             Ok(event) => event,
@@ -91,7 +98,7 @@ pub fn client_event(
     // that clients written for older rooms read.
     if event.get("type").and_then(Value::as_str) == Some("m.room.redaction")
         && !event.contains_key("redacts")
-        && let Some(redacts) = event["content"].get("redacts").cloned()
+        && let Some(redacts) = event.get("content").and_then(|c| c.get("redacts")).cloned()
     {
         event.insert("redacts".to_owned(), redacts);
     }
@@ -114,6 +121,17 @@ pub fn client_event(
         }
     }
     Ok(Some(Value::Object(event)))
+}
+
+/// Whether an event is left out for the first time since the start: every /sync of every member
+/// meets it again, and one warning per event is enough (at most 1,000 remembered).
+fn first_time_unrenderable(event_id: &str) -> bool {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.len() >= 1_000 {
+        return !seen.contains(event_id);
+    }
+    seen.insert(event_id.to_owned())
 }
 
 /// The fields of a stored event that may be shown, or why it cannot be. Nearly every event takes

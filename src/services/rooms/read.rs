@@ -419,7 +419,7 @@ impl Rooms {
 
 /// A single event that exists but cannot be shown (see [`client_event`]): the request for it
 /// fails, never a response that merely includes it.
-fn unreadable_event() -> Error {
+pub(super) fn unreadable_event() -> Error {
     Error::not_found(
         "The event cannot be shown: it is stored nested too deeply for clients to read \
          (redacting it makes it readable again)",
