@@ -140,6 +140,7 @@ impl Config {
             return Err(("registration_shared_secret", "must not be empty".to_owned()));
         }
         super::media::validate(self)?;
+        super::backup::validate(self)?;
         Ok(())
     }
 

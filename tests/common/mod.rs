@@ -46,11 +46,19 @@ impl TestServer {
     }
 
     pub async fn start_with_config(yaml: &str) -> Self {
+        let mut server = Self::prepare(yaml);
+        server.launch();
+        server
+    }
+
+    /// The config file and a data directory path, without starting the server (for commands
+    /// that run before the first start, such as a restore); `relaunch` starts it.
+    pub fn prepare(yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let data_dir = dir.path().join("data");
-        let mut server = Self {
+        Self {
             child: None,
             base_url: String::new(),
             dir,
@@ -61,9 +69,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
-        };
-        server.launch();
-        server
+        }
     }
 
     /// Starts the server with no config file yet: setup mode, the wizard on a free port. The

@@ -162,7 +162,8 @@ impl MediaStore {
 }
 
 /// `ab/cd/abcdef…`: at most 65536 folders of few files each, instead of one huge folder.
-fn fan_out(sha256: &str) -> PathBuf {
+/// Under `content/` (backups use the same layout).
+pub fn fan_out(sha256: &str) -> PathBuf {
     let prefix = |range: std::ops::Range<usize>| sha256.get(range).unwrap_or("__");
     Path::new(prefix(0..2)).join(prefix(2..4)).join(sha256)
 }
