@@ -33,7 +33,8 @@ pub fn backup(config: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let made = backup::create(config, &args.dest, &AtomicBool::new(false))?;
     for sha256 in &made.missing_media {
         eprintln!(
-            "warning: media {sha256} was deleted while the backup ran (or is lost); it is not in the backup"
+            "warning: media {sha256} was deleted while the backup ran (or is lost); it is not \
+             in the backup"
         );
     }
     println!(

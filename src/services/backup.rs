@@ -268,7 +268,11 @@ impl BackupWriter {
                     });
                 }
                 Ok((_, found)) => {
-                    tracing::warn!(%sha256, %found, "a media file does not match its name; left out of the backup");
+                    tracing::warn!(
+                        %sha256,
+                        %found,
+                        "a media file does not match its name; left out of the backup"
+                    );
                     let _ = fs::remove_file(&dest);
                     missing_media.push(sha256.clone());
                 }
@@ -546,7 +550,8 @@ pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
     }
     if !conflicts.is_empty() && !request.force {
         bail!(
-            "refusing to replace {} without --force (the database replaced is kept as {}.before-restore)",
+            "refusing to replace {} without --force (the database replaced is kept as \
+             {}.before-restore)",
             conflicts.join(", "),
             DATABASE_FILE
         );
@@ -933,6 +938,8 @@ fn next_run(now: i64, time: TimeOfDay) -> i64 {
             tm.tm_min = i32::from(time.minute);
             tm.tm_sec = i32::from(time.second);
             tm.tm_isdst = -1;
+            // `time_t` is 32 bits on some of the boxes this runs on.
+            #[allow(clippy::useless_conversion)]
             i64::from(libc::mktime(&mut tm))
         }
     };

@@ -118,7 +118,8 @@ mod tests {
                 for i in 0..400i64 {
                     // Two rows per transaction: a copy must never hold one without the other.
                     conn.execute_batch(&format!(
-                        "BEGIN; INSERT INTO pairs VALUES ({i}, 0); INSERT INTO pairs VALUES ({i}, 1); COMMIT;"
+                        "BEGIN; INSERT INTO pairs VALUES ({i}, 0);
+                         INSERT INTO pairs VALUES ({i}, 1); COMMIT;"
                     ))
                     .unwrap();
                 }
@@ -143,7 +144,8 @@ mod tests {
             if table {
                 let unpaired: i64 = copy
                     .query_row(
-                        "SELECT count(*) FROM (SELECT a FROM pairs GROUP BY a HAVING count(*) != 2)",
+                        "SELECT count(*) FROM
+                         (SELECT a FROM pairs GROUP BY a HAVING count(*) != 2)",
                         [],
                         |r| r.get(0),
                     )

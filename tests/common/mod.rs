@@ -443,3 +443,106 @@ pub fn assert_error(response: &(StatusCode, Value), status: u16, errcode: &str) 
         response.1
     );
 }
+
+/// `clients` tasks sending `m.room.message` events to `room` as fast as the server answers,
+/// until stopped or the server goes away; every event ID acknowledged with 200 is recorded at
+/// the moment it is acknowledged.
+pub struct MessageLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+}
+
+impl MessageLoad {
+    /// `tag` keeps the transaction IDs of different loads apart.
+    pub fn start(server: &TestServer, token: &str, room: &str, clients: usize, tag: &str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|client| {
+                let (http, stop, acknowledged) =
+                    (server.http.clone(), stop.clone(), acknowledged.clone());
+                let url = format!(
+                    "{}/_matrix/client/v3/rooms/{room}/send/m.room.message",
+                    server.base_url
+                );
+                let (token, tag) = (token.to_owned(), tag.to_owned());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let body =
+                            json!({"msgtype": "m.text", "body": format!("{tag} {client} {n}")});
+                        let reply = http
+                            .put(format!("{url}/{tag}-{client}-{n}"))
+                            .bearer_auth(&token)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let Ok(reply) = reply else {
+                            break; // the server is gone
+                        };
+                        let status = reply.status();
+                        let Ok(body) = reply.json::<Value>().await else {
+                            break;
+                        };
+                        match status.as_u16() {
+                            200 => acknowledged
+                                .lock()
+                                .unwrap()
+                                .push(body["event_id"].as_str().expect("event_id").to_owned()),
+                            429 => tokio::time::sleep(Duration::from_millis(50)).await,
+                            _ => panic!("send answered {status}: {body}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            acknowledged,
+        }
+    }
+
+    /// The event IDs acknowledged so far.
+    pub fn acknowledged(&self) -> Vec<String> {
+        self.acknowledged.lock().unwrap().clone()
+    }
+
+    /// Stops the clients; returns every event ID acknowledged.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a sender failed");
+        }
+        self.acknowledged.lock().unwrap().clone()
+    }
+}
+
+/// The IDs of every event of `room`, oldest first, read with `/messages`.
+pub async fn room_event_ids(server: &TestServer, token: &str, room: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000");
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, body) = server.get(&path, Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        let chunk = body["chunk"].as_array().expect("chunk");
+        ids.extend(
+            chunk
+                .iter()
+                .map(|event| event["event_id"].as_str().expect("event_id").to_owned()),
+        );
+        match body["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    ids.reverse();
+    ids
+}
