@@ -265,6 +265,46 @@ async fn admin_commands_work_with_the_server_stopped() {
     server.login_session("bob", "pw").await;
 }
 
+/// An admin command opens the media store too; an upload the server is receiving at that
+/// moment still completes.
+#[tokio::test]
+async fn an_admin_command_leaves_uploads_in_progress_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = vec![b'u'; 256 * 1024];
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        alice.access_token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    // The first half is in the server's `tmp/` file by now.
+    let tmp = server.data_dir.join("media_store/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_success(&server.cli(&["admin", "list-users"], None));
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut reply))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
 /// Uploads device keys for `session`'s device, self-signed with a new ed25519 key; returns them.
 async fn upload_device_keys(server: &TestServer, session: &Session) -> Value {
     let device = &session.device_id;
@@ -517,15 +557,29 @@ async fn restore_refuses_a_damaged_backup_and_an_existing_database() {
         std::fs::read(&config).unwrap(),
         std::fs::read(&server.config_path).unwrap()
     );
-    // Now there is a database: a second restore needs --force, and keeps the one it replaces.
+    // Now there is a database, and a config that differs: a second restore needs --force, and
+    // keeps what it replaces.
+    let edited = format!("{}# edited\n", std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, &edited).unwrap();
     let stderr = assert_failure(&restore(false));
     assert!(
-        stderr.contains("--force") && stderr.contains("appliance.db"),
+        stderr.contains("--force")
+            && stderr.contains(path_str(&data.join("appliance.db")))
+            && stderr.contains(path_str(&config)),
         "{stderr}"
     );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
     let out = assert_success(&restore(true));
     assert!(out.contains("appliance.db.before-restore"), "{out}");
     assert!(data.join("appliance.db.before-restore").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.yaml.before-restore")).unwrap(),
+        edited
+    );
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(&server.config_path).unwrap()
+    );
 
     let mut new_box = TestServer::prepare(OPEN_REGISTRATION);
     new_box.config_path = config.clone();

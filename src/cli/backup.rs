@@ -22,8 +22,8 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// A backup folder (the one holding `manifest.json`).
     source: PathBuf,
-    /// Replace an existing database (kept as `appliance.db.before-restore`), and keys or a
-    /// config that differ from the backup's.
+    /// Replace an existing database, and keys or a config that differ from the backup's (each
+    /// is kept beside as `<name>.before-restore`).
     #[arg(long)]
     force: bool,
 }

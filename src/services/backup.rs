@@ -22,7 +22,7 @@
 //! A restore checks every file against the manifest before anything is replaced, holds the data
 //! directory's lock (so no server runs meanwhile), refuses to replace a database or a different
 //! key or config without `--force`, and puts each file in place with a rename (the database
-//! last; the one it replaces is kept as `appliance.db.before-restore`).
+//! last; what it replaces is kept beside as `<name>.before-restore`).
 
 use std::{
     collections::BTreeSet,
@@ -550,10 +550,9 @@ pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
     }
     if !conflicts.is_empty() && !request.force {
         bail!(
-            "refusing to replace {} without --force (the database replaced is kept as \
-             {}.before-restore)",
-            conflicts.join(", "),
-            DATABASE_FILE
+            "refusing to replace {} without --force (what is replaced is kept beside, \
+             as <name>.before-restore)",
+            conflicts.join(", ")
         );
     }
 
@@ -599,8 +598,16 @@ pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
                 Item::DataFile(name) => data_dir.join(name),
                 _ => continue,
             };
-            if fs::read(&path).is_ok_and(|current| current == *bytes) {
-                continue;
+            match fs::read(&path) {
+                Ok(current) if current == *bytes => continue,
+                Ok(current) => {
+                    // A key or config replaced (with --force) is kept beside, as the database.
+                    let kept = before_restore(&path);
+                    write_atomically(&kept, &current, 0o600)
+                        .with_context(|| format!("cannot write {}", kept.display()))?;
+                    owner.apply(&kept)?;
+                }
+                Err(_) => {}
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 create_dirs(dir, &owner)?;
@@ -625,6 +632,13 @@ pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
         previous_database,
         media: media.len(),
     })
+}
+
+/// `<path>.before-restore`: where a restore keeps what it replaced.
+fn before_restore(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".before-restore");
+    PathBuf::from(name)
 }
 
 /// Reads a small file of a backup and checks it against its entry.
@@ -696,10 +710,10 @@ fn replace_database(database: &Path, staged: &Path) -> anyhow::Result<Option<Pat
         name.push(suffix);
         PathBuf::from(name)
     };
-    let kept = side(".before-restore");
+    let kept = before_restore(database);
     let mut previous = None;
     if database.exists() {
-        for old in [side(".before-restore"), side(".before-restore-wal")] {
+        for old in [kept.clone(), side(".before-restore-wal")] {
             match fs::remove_file(&old) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(e).with_context(|| format!("cannot remove {}", old.display()));
