@@ -179,7 +179,7 @@ pub fn create(config: &Config, dest: &Path, stop: &AtomicBool) -> anyhow::Result
             .with_context(|| format!("cannot remove the leftover {}", temp.display()))?;
     }
     let mut writer = BackupWriter::new(temp.clone())?;
-    let made = writer.write_all(config, stop);
+    let made = writer.fill(config, stop);
     let made = made.and_then(|(manifest, media)| {
         writer.sync_dirs()?;
         fs::rename(&temp, dest)
@@ -222,11 +222,7 @@ impl BackupWriter {
         })
     }
 
-    fn write_all(
-        &mut self,
-        config: &Config,
-        stop: &AtomicBool,
-    ) -> anyhow::Result<(Manifest, usize)> {
+    fn fill(&mut self, config: &Config, stop: &AtomicBool) -> anyhow::Result<(Manifest, usize)> {
         let created = SystemTime::now();
         // First the database: the media copied next are those its rows point at.
         let db_copy = self.prepare(&format!("{DATA_PREFIX}{DATABASE_FILE}"))?;
@@ -681,8 +677,8 @@ fn stage(
             Item::Media(sha256) => {
                 if media.is_empty() {
                     let _ = fs::remove_dir_all(staging_media);
-                    fs::create_dir_all(staging_media)
-                        .with_context(|| format!("cannot create {}", staging_media.display()))?;
+                    // As root, the media store's folders made here must be the service's.
+                    create_dirs(staging_media, owner)?;
                 }
                 // The file's name is its content's SHA-256, and so must its checksum be.
                 if entry.sha256 != *sha256 {
