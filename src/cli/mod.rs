@@ -53,7 +53,8 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Manage accounts, registration tokens and media (works while the server runs).
+    /// Manage accounts, registration tokens and media, make backups (works while the server
+    /// runs), restore one.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// First-run setup without a browser, the setup token, the reachability checklist, and
