@@ -24,6 +24,8 @@ use crate::{
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Held until the process ends: a second server on this data directory refuses to start.
+    let _lock = crate::services::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
     serve_services(Services::open(config)?).await
 }
 
@@ -32,6 +34,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub fn homeserver_router(services: Arc<Services>) -> axum::Router {
     crate::services::presence::spawn_timeouts(&services);
     crate::services::media::spawn_retention(&services);
+    crate::services::backup::spawn_schedule(&services);
     spawn_memory_release();
     web::router(services)
 }

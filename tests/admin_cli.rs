@@ -1,7 +1,20 @@
-//! `appliance admin …` against a running server: its changes are seen over HTTP at once.
+//! `appliance admin …` against a running server: its changes are seen over HTTP at once; and
+//! backups made while it runs, restored on a new box.
 mod common;
 
-use common::{TestServer, assert_error, assert_failure, assert_success};
+use std::{path::Path, time::Duration};
+
+use common::{
+    MessageLoad, OPEN_REGISTRATION, Session, TestServer, appliance, assert_error, assert_failure,
+    assert_success, path_str, room_event_ids,
+};
+use reqwest::Method;
+use ruma::{
+    CanonicalJsonObject,
+    serde::{Base64, base64::Standard},
+    signatures::{Ed25519KeyPair, sign_json},
+};
+use serde_json::{Value, json};
 
 /// The columns of `admin list-users` for `user_id`: user, admin, deactivated, created, last seen.
 fn user_row(server: &TestServer, user_id: &str) -> Option<Vec<String>> {
@@ -250,4 +263,407 @@ async fn admin_commands_work_with_the_server_stopped() {
     ));
     server.relaunch();
     server.login_session("bob", "pw").await;
+}
+
+/// An admin command opens the media store too; an upload the server is receiving at that
+/// moment still completes.
+#[tokio::test]
+async fn an_admin_command_leaves_uploads_in_progress_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = vec![b'u'; 256 * 1024];
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        alice.access_token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    // The first half is in the server's `tmp/` file by now.
+    let tmp = server.data_dir.join("media_store/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_success(&server.cli(&["admin", "list-users"], None));
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut reply))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// Uploads device keys for `session`'s device, self-signed with a new ed25519 key; returns them.
+async fn upload_device_keys(server: &TestServer, session: &Session) -> Value {
+    let device = &session.device_id;
+    let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device.clone()).unwrap();
+    let public = Base64::<Standard>::new(pair.public_key().to_vec()).encode();
+    let mut keys: CanonicalJsonObject = serde_json::from_value(json!({
+        "user_id": session.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): Base64::<Standard>::new([7u8; 32].to_vec()).encode(),
+            format!("ed25519:{device}"): public,
+        },
+    }))
+    .unwrap();
+    sign_json(&session.user_id, &pair, &mut keys).unwrap();
+    let keys = serde_json::to_value(keys).unwrap();
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            session.token(),
+            json!({"device_keys": keys}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    keys
+}
+
+async fn upload_media(server: &TestServer, session: &Session, bytes: Vec<u8>) -> String {
+    let reply = common::send(
+        server
+            .builder(Method::POST, "/_matrix/media/v3/upload")
+            .bearer_auth(&session.access_token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body["content_uri"].as_str().unwrap().to_owned()
+}
+
+async fn download(server: &TestServer, session: &Session, mxc: &str) -> (u16, Vec<u8>) {
+    let path = mxc.strip_prefix("mxc://").unwrap();
+    let response = server
+        .builder(
+            Method::GET,
+            &format!("/_matrix/client/v1/media/download/{path}"),
+        )
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+async fn create_room(server: &TestServer, session: &Session) -> String {
+    let (status, body) = server
+        .post("/_matrix/client/v3/createRoom", session.token(), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["room_id"].as_str().unwrap().to_owned()
+}
+
+/// `appliance admin backup DEST` for `server`, run on a blocking thread so that the test's
+/// clients go on meanwhile.
+async fn backup(server: &TestServer, dest: &Path) -> std::process::Output {
+    let args: Vec<String> = [
+        "--config",
+        path_str(&server.config_path),
+        "--data-dir",
+        path_str(&server.data_dir),
+        "admin",
+        "backup",
+        path_str(dest),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    tokio::task::spawn_blocking(move || {
+        appliance(&args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    })
+    .await
+    .unwrap()
+}
+
+fn media_files(backup: &Path) -> Vec<std::path::PathBuf> {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(backup.join("manifest.json")).unwrap()).unwrap();
+    manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .filter(|p| p.starts_with("media/"))
+        .map(|p| backup.join(p))
+        .collect()
+}
+
+/// A backup made while clients keep sending messages restores on a new box: every message
+/// acknowledged before it started (and no half of anything later), the media byte for byte,
+/// the account, its session and device keys, and the server's signing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_made_under_write_load_restores_on_a_new_box() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let keys = upload_device_keys(&server, &alice).await;
+    let picture: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mxc = upload_media(&server, &alice, picture.clone()).await;
+    let room = create_room(&server, &alice).await;
+    let load = MessageLoad::start(&server, &alice.access_token, &room, 6, "load");
+    while load.acknowledged().len() < 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_backup = load.acknowledged();
+    let dest = server.dir.path().join("backup");
+    let out = assert_success(&backup(&server, &dest).await);
+    assert!(out.contains("1 media files"), "{out}");
+    let all = load.finish().await;
+    assert!(
+        all.len() > before_backup.len(),
+        "the clients kept writing during the backup"
+    );
+    let original_timeline = room_event_ids(&server, &alice.access_token, &room).await;
+    let (_, original_key) = server.get("/_matrix/key/v2/server", None).await;
+
+    // While the server runs, its data directory cannot be restored over.
+    let stderr = assert_failure(&server.cli(&["admin", "restore", path_str(&dest)], None));
+    assert!(
+        stderr.contains(&format!("PID {}", server.pid())),
+        "{stderr}"
+    );
+
+    let mut new_box = TestServer::prepare(OPEN_REGISTRATION);
+    let out = assert_success(&new_box.cli(&["admin", "restore", path_str(&dest)], None));
+    assert!(out.contains("restored"), "{out}");
+    new_box.relaunch();
+
+    let timeline = room_event_ids(&new_box, &alice.access_token, &room).await;
+    eprintln!(
+        "acknowledged: {} before the backup, {} in all; restored timeline: {} of {}",
+        before_backup.len(),
+        all.len(),
+        timeline.len(),
+        original_timeline.len()
+    );
+    for id in &before_backup {
+        assert!(
+            timeline.contains(id),
+            "{id}, acknowledged before the backup, is missing"
+        );
+    }
+    // One snapshot: the events up to some point of the original's timeline, nothing else.
+    assert_eq!(
+        timeline[..],
+        original_timeline[..timeline.len()],
+        "the restored room is not a prefix of the original"
+    );
+    assert_eq!(new_box.whoami(&alice.access_token).await.0, 200);
+    new_box.login_session("alice", "pw").await;
+    assert_eq!(download(&new_box, &alice, &mxc).await, (200, picture));
+    let (status, body) = new_box
+        .post(
+            "/_matrix/client/v3/keys/query",
+            alice.token(),
+            json!({"device_keys": {&alice.user_id: []}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["device_keys"][&alice.user_id][&alice.device_id]["keys"], keys["keys"],
+        "{body}"
+    );
+    let (_, key) = new_box.get("/_matrix/key/v2/server", None).await;
+    assert_eq!(key["verify_keys"], original_key["verify_keys"]);
+    assert!(
+        key["verify_keys"]
+            .as_object()
+            .is_some_and(|k| !k.is_empty())
+    );
+    // And it goes on from there.
+    let (status, body) = new_box
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/after"),
+            alice.token(),
+            json!({"msgtype": "m.text", "body": "after the restore"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Restore checks every file before it changes anything, writes a config on a box that has
+/// none, and replaces an existing database only with --force.
+#[tokio::test]
+async fn restore_refuses_a_damaged_backup_and_an_existing_database() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let mxc = upload_media(&server, &alice, b"backed-up bytes".to_vec()).await;
+    let dest = server.dir.path().join("backup");
+    assert_success(&backup(&server, &dest).await);
+    let out = assert_success(&server.cli(&["admin", "verify-backup", path_str(&dest)], None));
+    assert!(out.contains("good"), "{out}");
+    // A backup folder is never overwritten.
+    let stderr = assert_failure(&backup(&server, &dest).await);
+    assert!(stderr.contains("not empty"), "{stderr}");
+
+    // A new box without even a config file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let data = dir.path().join("data");
+    let restore = |force: bool| {
+        let mut args = vec![
+            "--config",
+            path_str(&config),
+            "--data-dir",
+            path_str(&data),
+            "admin",
+            "restore",
+            path_str(&dest),
+        ];
+        if force {
+            args.push("--force");
+        }
+        appliance(&args, None)
+    };
+
+    for damaged in [
+        media_files(&dest)[0].clone(),
+        dest.join("data/appliance.db"),
+    ] {
+        let original = std::fs::read(&damaged).unwrap();
+        let mut flipped = original.clone();
+        flipped[original.len() / 2] ^= 0x01;
+        std::fs::write(&damaged, &flipped).unwrap();
+        let stderr = assert_failure(&restore(true));
+        assert!(
+            stderr.contains("damaged") && stderr.contains(path_str(&damaged)),
+            "{stderr}"
+        );
+        assert!(!data.join("appliance.db").exists(), "nothing is restored");
+        assert!(!config.exists(), "nothing is restored");
+        let stderr =
+            assert_failure(&server.cli(&["admin", "verify-backup", path_str(&dest)], None));
+        assert!(stderr.contains("damaged"), "{stderr}");
+        std::fs::write(&damaged, &original).unwrap();
+    }
+
+    let out = assert_success(&restore(false));
+    assert!(out.contains("config written"), "{out}");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(&server.config_path).unwrap()
+    );
+    // Now there is a database, and a config that differs: a second restore needs --force, and
+    // keeps what it replaces.
+    let edited = format!("{}# edited\n", std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, &edited).unwrap();
+    let stderr = assert_failure(&restore(false));
+    assert!(
+        stderr.contains("--force")
+            && stderr.contains(path_str(&data.join("appliance.db")))
+            && stderr.contains(path_str(&config)),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    let out = assert_success(&restore(true));
+    assert!(out.contains("appliance.db.before-restore"), "{out}");
+    assert!(data.join("appliance.db.before-restore").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.yaml.before-restore")).unwrap(),
+        edited
+    );
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(&server.config_path).unwrap()
+    );
+
+    let mut new_box = TestServer::prepare(OPEN_REGISTRATION);
+    new_box.config_path = config.clone();
+    new_box.data_dir = data.clone();
+    new_box.relaunch();
+    new_box.login_session("alice", "pw").await;
+    assert_eq!(
+        download(&new_box, &alice, &mxc).await,
+        (200, b"backed-up bytes".to_vec())
+    );
+}
+
+/// `backup_schedule` makes a backup at the time set and deletes the scheduled backups older
+/// than `keep_days`, and nothing else in the folder.
+#[tokio::test]
+async fn scheduled_backups_are_made_and_old_ones_deleted() {
+    let backups = tempfile::tempdir().unwrap();
+    let old = backups.path().join("backup-20200101T033000Z");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("manifest.json"),
+        json!({"format": "matrix-appliance-backup", "format_version": 1,
+               "created": "2020-01-01T03:30:00Z", "created_ms": 1_577_849_400_000i64,
+               "appliance_version": "0.1.0", "schema_version": 1, "server_name": "test.local",
+               "files": []})
+        .to_string(),
+    )
+    .unwrap();
+    let unrelated = backups.path().join("backup-notes");
+    std::fs::create_dir_all(&unrelated).unwrap();
+
+    // A few seconds from now on the box's local clock (the server reads the same clock).
+    let local_time = |seconds_from_now: u64| {
+        let at = std::time::SystemTime::now() + Duration::from_secs(seconds_from_now);
+        let epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let output = std::process::Command::new("date")
+            .args([format!("--date=@{epoch}"), "+%H:%M:%S".to_owned()])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    // Enough ahead for a slow start on a loaded machine: the server reads the time once it runs.
+    if local_time(30) < local_time(0) {
+        // Midnight is near: the time would be tomorrow's.
+        tokio::time::sleep(Duration::from_secs(32)).await;
+    }
+    let time = local_time(15);
+    let mut server = TestServer::start_with_config(&format!(
+        "{OPEN_REGISTRATION}backup_schedule: \
+         {{enabled: true, time: \"{time}\", directory: {}, keep_days: 1}}\n",
+        path_str(backups.path())
+    ))
+    .await;
+    server.register("alice", "pw").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let made = loop {
+        let made = std::fs::read_dir(backups.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p != &old && p != &unrelated && p.join("manifest.json").exists());
+        if let Some(made) = made
+            && !old.exists()
+        {
+            break made;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled backup at {time}; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        made.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("backup-"),
+        "{made:?}"
+    );
+    assert!(unrelated.exists(), "only scheduled backups are deleted");
+    assert_success(&server.cli(&["admin", "verify-backup", path_str(&made)], None));
+    assert!(server.log_text().contains("scheduled backup made"));
+    // The schedule's task does not hold up a clean stop.
+    assert!(server.stop());
 }

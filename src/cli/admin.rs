@@ -1,5 +1,6 @@
-//! `appliance admin …`: accounts, registration tokens and media, through the same services as the API,
-//! on the same database, so a running server sees each change at once.
+//! `appliance admin …`: accounts, registration tokens and media, through the same services as
+//! the API, on the same database, so a running server sees each change at once; and backups
+//! (`cli/backup.rs`).
 
 use std::process::ExitCode;
 
@@ -50,6 +51,12 @@ pub enum AdminCommand {
     /// The media repository: list, delete, purge cached remote media.
     #[command(subcommand)]
     Media(super::media::MediaCommand),
+    /// Back up the database, media, keys and config into a new folder, while the server runs.
+    Backup(super::backup::BackupArgs),
+    /// Check a backup's files against its manifest.
+    VerifyBackup(super::backup::VerifyArgs),
+    /// Restore a backup onto a stopped or new box (refuses while the server runs).
+    Restore(super::backup::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -73,6 +80,16 @@ pub enum TokenCommand {
 }
 
 pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<ExitCode> {
+    // These read the data directory as files: opening the services would run migrations on
+    // the live database and clear the media store's unfinished uploads.
+    let command = match command {
+        AdminCommand::Backup(args) => return super::backup::backup(&config, args),
+        AdminCommand::VerifyBackup(args) => return super::backup::verify(args),
+        AdminCommand::Restore(_) => {
+            unreachable!("restore is dispatched before a config is required")
+        }
+        command => command,
+    };
     let services = Services::open(config)?;
     let result = execute(&services, command).await;
     match result {
@@ -169,6 +186,9 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
         }
         AdminCommand::RegistrationToken(command) => registration_token(services, command).await?,
         AdminCommand::Media(command) => super::media::run(services, command).await?,
+        AdminCommand::Backup(_) | AdminCommand::VerifyBackup(_) | AdminCommand::Restore(_) => {
+            unreachable!("handled in `run`")
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! HTTP API.
 
 mod admin;
+mod backup;
 mod cert;
 mod element;
 mod media;
@@ -52,7 +53,8 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Manage accounts, registration tokens and media (works while the server runs).
+    /// Manage accounts, registration tokens and media, make backups (works while the server
+    /// runs), restore one.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// First-run setup without a browser, the setup token, the reachability checklist, and
@@ -101,8 +103,17 @@ pub fn run() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit_data_dir = cli.data_dir.clone();
     let (mut config, origin) = load_config(cli.config.as_deref(), cli.data_dir)?;
     let command = cli.command.unwrap_or(Command::Serve { listen: None });
+    // A restore also works on a new box, before any config exists: it brings the config.
+    if let Command::Admin(admin::AdminCommand::Restore(args)) = command {
+        let (config_path, existing) = match origin {
+            ConfigOrigin::File(path) => (path, Some(config)),
+            ConfigOrigin::Setup { config_path, .. } => (config_path, None),
+        };
+        return backup::restore(args, config_path, explicit_data_dir, existing.as_ref());
+    }
     if let ConfigOrigin::Setup {
         config_path,
         development,

@@ -4,6 +4,7 @@
 //! `homeserver.yaml` has the same setting, the key and its meaning are Synapse's, so that people who
 //! follow the Synapse guides feel at home. Unknown keys are refused with their line.
 
+pub mod backup;
 mod element;
 pub mod media;
 mod tls;
@@ -43,6 +44,12 @@ pub struct Config {
 
     /// Directory for the database, the signing key and media. `--data-dir` overrides it.
     pub data_dir: PathBuf,
+    /// Nightly backups made by the server (`appliance admin backup` by hand); off by default.
+    /// Not a Synapse key.
+    pub backup_schedule: backup::BackupSchedule,
+    /// The file this config was read from (not a key): backups copy it.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 
     /// Where the server listens (Synapse's form). `serve --listen` replaces them all with one
     /// plain-HTTP listener, for development and tests.
@@ -261,6 +268,8 @@ impl Default for Config {
             server_name: "localhost".to_owned(),
             public_baseurl: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            backup_schedule: backup::BackupSchedule::default(),
+            config_file: None,
             listeners: vec![Listener::default()],
             log_level: "info".to_owned(),
             enable_registration: false,
@@ -588,7 +597,7 @@ impl Config {
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         // An empty file (or one with only comments) is a valid, all-default config.
-        let config = if text
+        let mut config = if text
             .lines()
             .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
         {
@@ -616,6 +625,7 @@ impl Config {
                 key,
                 reason,
             })?;
+        config.config_file = Some(path.to_owned());
         Ok(config)
     }
 

@@ -154,6 +154,7 @@ impl Config {
             return Err(("registration_shared_secret", "must not be empty".to_owned()));
         }
         super::media::validate(self)?;
+        super::backup::validate(self)?;
         Ok(())
     }
 

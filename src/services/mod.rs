@@ -3,6 +3,8 @@
 //! through the client API.
 
 pub mod account_data;
+pub mod backup;
+pub mod data_dir_lock;
 pub mod directory;
 pub mod e2ee;
 pub mod filter;
@@ -75,7 +77,9 @@ impl Services {
     /// Opens the data directory (creating it, the database and the signing key if needed).
     pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.data_dir.clone();
-        create_private_dir(&data_dir)?;
+        create_private_dir(&data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())
+        })?;
         let db = Database::open(&data_dir.join(DATABASE_FILE))?;
         let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
         let server_key = Arc::new(server_key::ServerKey::load_or_create(
@@ -138,14 +142,14 @@ impl Services {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// Creates the data directory (0750) and its parents when missing.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
-            .create(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+            .create(dir)?;
     }
     Ok(())
 }

@@ -91,6 +91,11 @@ impl SwitchableRouter {
 
 /// Runs the wizard until it is applied (then serves the homeserver) or the process is stopped.
 pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()> {
+    // Setup mode becomes the server on this data directory, so it holds the lock for the
+    // process's life; `--reconfigure` runs beside the server, which holds it.
+    let _lock = (!target.reconfigure)
+        .then(|| crate::services::data_dir_lock::DataDirLock::acquire(&target.data_dir))
+        .transpose()?;
     let token = token::create(&target.data_dir).with_context(|| {
         format!(
             "cannot write the setup token to {}",

@@ -14,6 +14,7 @@
 //! bindings; that was a sixth of the CPU of an initial `/sync`.
 
 pub mod account_data;
+pub mod backup;
 pub mod directory;
 pub mod e2ee_keys;
 pub mod key_backup;
@@ -28,6 +29,8 @@ pub mod rooms;
 pub mod search;
 pub mod to_device;
 pub mod users;
+
+pub use migrations::SCHEMA_VERSION;
 
 use std::{
     path::{Path, PathBuf},

@@ -55,11 +55,19 @@ impl TestServer {
     }
 
     pub async fn start_with_config(yaml: &str) -> Self {
+        let mut server = Self::prepare(yaml);
+        server.launch();
+        server
+    }
+
+    /// The config file and a data directory path, without starting the server (for commands
+    /// that run before the first start, such as a restore); `relaunch` starts it.
+    pub fn prepare(yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let data_dir = dir.path().join("data");
-        let mut server = Self {
+        Self {
             child: None,
             base_url: String::new(),
             dir,
@@ -70,9 +78,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
-        };
-        server.launch();
-        server
+        }
     }
 
     /// Starts the server with no config file yet: setup mode, the wizard on a free port. The
@@ -445,4 +451,107 @@ pub fn assert_error(response: &(StatusCode, Value), status: u16, errcode: &str) 
         "unexpected errcode; body: {}",
         response.1
     );
+}
+
+/// `clients` tasks sending `m.room.message` events to `room` as fast as the server answers,
+/// until stopped or the server goes away; every event ID acknowledged with 200 is recorded at
+/// the moment it is acknowledged.
+pub struct MessageLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+}
+
+impl MessageLoad {
+    /// `tag` keeps the transaction IDs of different loads apart.
+    pub fn start(server: &TestServer, token: &str, room: &str, clients: usize, tag: &str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|client| {
+                let (http, stop, acknowledged) =
+                    (server.http.clone(), stop.clone(), acknowledged.clone());
+                let url = format!(
+                    "{}/_matrix/client/v3/rooms/{room}/send/m.room.message",
+                    server.base_url
+                );
+                let (token, tag) = (token.to_owned(), tag.to_owned());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let body =
+                            json!({"msgtype": "m.text", "body": format!("{tag} {client} {n}")});
+                        let reply = http
+                            .put(format!("{url}/{tag}-{client}-{n}"))
+                            .bearer_auth(&token)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let Ok(reply) = reply else {
+                            break; // the server is gone
+                        };
+                        let status = reply.status();
+                        let Ok(body) = reply.json::<Value>().await else {
+                            break;
+                        };
+                        match status.as_u16() {
+                            200 => acknowledged
+                                .lock()
+                                .unwrap()
+                                .push(body["event_id"].as_str().expect("event_id").to_owned()),
+                            429 => tokio::time::sleep(Duration::from_millis(50)).await,
+                            _ => panic!("send answered {status}: {body}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            acknowledged,
+        }
+    }
+
+    /// The event IDs acknowledged so far.
+    pub fn acknowledged(&self) -> Vec<String> {
+        self.acknowledged.lock().unwrap().clone()
+    }
+
+    /// Stops the clients; returns every event ID acknowledged.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a sender failed");
+        }
+        self.acknowledged.lock().unwrap().clone()
+    }
+}
+
+/// The IDs of every event of `room`, oldest first, read with `/messages`.
+pub async fn room_event_ids(server: &TestServer, token: &str, room: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000");
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let (status, body) = server.get(&path, Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        let chunk = body["chunk"].as_array().expect("chunk");
+        ids.extend(
+            chunk
+                .iter()
+                .map(|event| event["event_id"].as_str().expect("event_id").to_owned()),
+        );
+        match body["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    ids.reverse();
+    ids
 }

@@ -16,6 +16,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 
+/// Files in `tmp/` untouched for this long are left-overs of a crash (an upload in progress
+/// writes at least every `client_body_timeout`, and one waiting for its commit is seconds old).
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Writes to disk in pieces of this size: large enough for throughput, small enough that an
 /// upload never holds much in memory.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -40,7 +44,9 @@ impl Drop for Received {
 }
 
 impl MediaStore {
-    /// Creates the folders; left-over partial uploads of a previous run are deleted.
+    /// Creates the folders; left-over partial uploads of a previous run are deleted. Only old
+    /// ones: the admin CLI opens the store too, beside a running server whose uploads in
+    /// progress are in `tmp/`.
     pub fn open(root: &Path) -> io::Result<Self> {
         let store = Self {
             root: root.to_owned(),
@@ -49,7 +55,13 @@ impl MediaStore {
             fs::create_dir_all(root.join(dir))?;
         }
         for entry in fs::read_dir(root.join("tmp"))?.flatten() {
-            let _ = fs::remove_file(entry.path());
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > LEFTOVER_AGE));
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(store)
     }
@@ -162,7 +174,8 @@ impl MediaStore {
 }
 
 /// `ab/cd/abcdef…`: at most 65536 folders of few files each, instead of one huge folder.
-fn fan_out(sha256: &str) -> PathBuf {
+/// Under `content/` (backups use the same layout).
+pub fn fan_out(sha256: &str) -> PathBuf {
     let prefix = |range: std::ops::Range<usize>| sha256.get(range).unwrap_or("__");
     Path::new(prefix(0..2)).join(prefix(2..4)).join(sha256)
 }
@@ -198,6 +211,27 @@ mod tests {
         store.remove_content(&sha).unwrap();
         assert!(!store.content_path(&sha).exists());
         assert!(!store.thumbnail_path(&sha, "32x32-crop").exists());
+    }
+
+    #[test]
+    fn opening_the_store_deletes_only_old_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        MediaStore::open(dir.path()).unwrap();
+        let (old, fresh) = (
+            dir.path().join("tmp/upload-old"),
+            dir.path().join("tmp/upload-new"),
+        );
+        fs::write(&old, b"crashed").unwrap();
+        fs::write(&fresh, b"in progress").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * LEFTOVER_AGE)
+            .unwrap();
+        MediaStore::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(fresh.exists(), "an upload of the running server is kept");
     }
 
     #[tokio::test]
