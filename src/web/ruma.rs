@@ -12,6 +12,7 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::StatusCode;
 use ruma::api::{
     IncomingRequest, IncomingRequestExt, OutgoingResponse,
@@ -85,7 +86,7 @@ impl<T> Ruma<T> {
 
 impl<T> FromRequest<AppState> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: AuthRequirement,
 {
     type Rejection = Error;
@@ -100,6 +101,11 @@ where
             path_args.push(String::new());
         }
         let client_ip = ClientIp::from_parts(&parts);
+        // Before the token is looked up: a body announced too large is refused at once.
+        let limit = json_body_limit::<T>();
+        if announced_length(&parts.headers).is_some_and(|length| length > limit as u64) {
+            return Err(refuse_too_large(body, &parts.headers).await);
+        }
 
         // Endpoints that ignore tokens are not held to their form: a federation request's
         // `Authorization` header is `X-Matrix …`, not `Bearer …`.
@@ -118,15 +124,7 @@ where
             }
         };
 
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::too_large("The request body is too large")
-                } else {
-                    Error::body_unreadable("Cannot read the request body", &rejection)
-                }
-            })?;
+        let bytes = read_json_body(body, &parts.headers, limit).await?;
         check_is_json(&bytes)?;
 
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
@@ -150,6 +148,64 @@ where
             client_ip,
         })
     }
+}
+
+/// The largest JSON body most endpoints accept. The spec caps an event at 64 KiB; no other
+/// request of the client-server API but the bulk end-to-end-encryption ones below comes near.
+pub const JSON_BODY_LIMIT: usize = 256 * 1024;
+/// The largest JSON body of the bulk end-to-end-encryption requests: `/sendToDevice` (clients
+/// send a room key to up to a few hundred devices at once, ~1.5 KiB each), key backup uploads
+/// (clients send up to a few hundred sessions per request), `/keys/upload` and
+/// `/keys/signatures/upload`. Each needs a valid access token before its body is read.
+pub const LARGE_JSON_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The body limit of the endpoint `T`.
+fn json_body_limit<T: 'static>() -> usize {
+    use ruma::api::client::{backup, keys, to_device};
+    use std::any::TypeId;
+    let large = [
+        TypeId::of::<to_device::send_event_to_device::v3::Request>(),
+        TypeId::of::<backup::add_backup_keys::v3::Request>(),
+        TypeId::of::<backup::add_backup_keys_for_room::v3::Request>(),
+        TypeId::of::<keys::upload_keys::v3::Request>(),
+        TypeId::of::<keys::upload_signatures::v3::Request>(),
+    ];
+    if large.contains(&TypeId::of::<T>()) {
+        LARGE_JSON_BODY_LIMIT
+    } else {
+        JSON_BODY_LIMIT
+    }
+}
+
+/// The `Content-Length` a request announces, if it is a number.
+pub fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a JSON body of at most `limit` bytes: chunk by chunk, so a larger one is refused with
+/// `413 M_TOO_LARGE` as soon as it passes the limit, with no more than `limit` bytes held.
+async fn read_json_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::body_unreadable("Cannot read the request body", &e))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(refuse_too_large(Body::from_stream(stream), headers).await);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+/// `413 M_TOO_LARGE`, after reading and dropping the rest of the body (bounded; see
+/// [`super::drain`]) so that the client gets to read the answer.
+pub async fn refuse_too_large(body: Body, headers: &http::HeaderMap) -> Error {
+    super::drain(body, headers).await;
+    Error::too_large("The request body is too large")
 }
 
 /// `M_NOT_JSON` for a body that is not JSON at all, before ruma reports the finer `M_BAD_JSON`.
