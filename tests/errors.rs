@@ -105,6 +105,32 @@ async fn json_of_the_wrong_shape_is_bad_json() {
 }
 
 #[tokio::test]
+async fn a_login_without_a_type_is_missing_param_not_a_panic() {
+    let server = TestServer::start().await;
+    for body in [
+        json!({}),
+        json!({"identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"}),
+    ] {
+        assert_error(
+            &server.post(LOGIN, None, body).await,
+            400,
+            "M_MISSING_PARAM",
+        );
+    }
+    // A type that is not a string is the wrong shape.
+    assert_error(
+        &server.post(LOGIN, None, json!({"type": 1})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert!(
+        !server.log_text().contains("panicked"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[tokio::test]
 async fn missing_and_unknown_tokens() {
     let server = TestServer::start().await;
     let whoami = "/_matrix/client/v3/account/whoami";

@@ -5,6 +5,8 @@ pub mod client_ip;
 pub mod element;
 mod error;
 pub mod front_door;
+#[cfg(test)]
+mod hostile_requests;
 pub mod ruma;
 pub mod server_auth;
 
@@ -27,6 +29,7 @@ use tower_http::{
 use tracing::Span;
 
 use crate::{api, error::Error, services::Services};
+pub use ruma::JsonBody;
 
 /// The state every handler gets.
 pub type AppState = Arc<Services>;

@@ -93,10 +93,11 @@ where
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
+        // A parameter that is not UTF-8 once percent-decoded, say.
         let mut path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
             .await
             .map(|Path(args)| args)
-            .unwrap_or_default();
+            .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
         if parts.extensions.get::<EmptyLastPathArg>().is_some() {
             path_args.push(String::new());
         }
@@ -127,21 +128,12 @@ where
         let bytes = read_json_body(body, &parts.headers, limit).await?;
         check_is_json(&bytes)?;
 
+        check_known_panics::<T>(&bytes)?;
+        // Clients (matrix-nio among them) send no body at all where every field is optional,
+        // e.g. to `/join`; like Synapse, take that as `{}`.
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = match T::try_from_http_request(
-            http::Request::from_parts(parts.clone(), &*bytes),
-            &path_args,
-        ) {
-            // Clients (matrix-nio among them) send no body at all where every field is optional,
-            // e.g. to `/join`; like Synapse, take that as `{}`.
-            Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_)))
-                if bytes.is_empty() =>
-            {
-                T::try_from_http_request(http::Request::from_parts(parts, &b"{}"[..]), &path_args)
-            }
-            other => other,
-        }
-        .map_err(request_error)?;
+        let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
         Ok(Self {
             body,
             sender,
@@ -201,6 +193,24 @@ async fn read_json_body(body: Body, headers: &http::HeaderMap, limit: usize) -> 
     Ok(buffer.freeze())
 }
 
+/// A JSON body read with [`JSON_BODY_LIMIT`] and the spec's errors, for the few endpoints that
+/// have no ruma type (`/_synapse/admin/v1/register`).
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self> {
+        let (parts, body) = request.into_parts();
+        if announced_length(&parts.headers).is_some_and(|length| length > JSON_BODY_LIMIT as u64) {
+            return Err(refuse_too_large(body, &parts.headers).await);
+        }
+        read_json_body(body, &parts.headers, JSON_BODY_LIMIT)
+            .await
+            .map(Self)
+    }
+}
+
 /// `413 M_TOO_LARGE`, after reading and dropping the rest of the body (bounded; see
 /// [`super::drain`]) so that the client gets to read the answer.
 pub async fn refuse_too_large(body: Body, headers: &http::HeaderMap) -> Error {
@@ -219,6 +229,47 @@ fn check_is_json(bytes: &[u8]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Bodies that make ruma's deserializers panic instead of failing, refused with the error the
+/// spec asks for: ruma 0.17's `LoginInfo` indexes its object with `["type"]`, which panics when
+/// the key is missing (`POST /login` with `{}`).
+fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
+    use std::any::TypeId;
+    if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
+        #[derive(serde::Deserialize)]
+        struct LoginType {
+            #[serde(rename = "type")]
+            login_type: Option<serde::de::IgnoredAny>,
+        }
+        // Any other shape is left for ruma to refuse.
+        if let Ok(LoginType { login_type: None }) = serde_json::from_slice::<LoginType>(bytes) {
+            return Err(Error::missing_param("Missing the login `type`"));
+        }
+    }
+    Ok(())
+}
+
+/// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does
+/// not know yet) turned into `400 M_BAD_JSON` for this request instead of a `500`.
+fn parse_without_panics<T: IncomingRequest>(
+    parts: http::request::Parts,
+    body: &[u8],
+    path_args: &[&str],
+) -> Result<T> {
+    let parse = std::panic::AssertUnwindSafe(|| {
+        T::try_from_http_request(http::Request::from_parts(parts, body), path_args)
+    });
+    match std::panic::catch_unwind(parse) {
+        Ok(parsed) => parsed.map_err(request_error),
+        Err(_) => {
+            tracing::warn!(
+                endpoint = std::any::type_name::<T>(),
+                "ruma's request parser panicked; answered 400"
+            );
+            Err(Error::bad_json("Invalid request body"))
+        }
+    }
 }
 
 fn request_error(error: FromHttpRequestError) -> Error {
@@ -283,6 +334,8 @@ impl RumaRoutes for axum::Router<AppState> {
     {
         let filter =
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        #[cfg(test)]
+        record_route(Req::METHOD, Req::PATH_BUILDER.all_paths().last());
         for path in Req::PATH_BUILDER.all_paths() {
             self = self.route(path, on(filter, handler.clone()));
         }
@@ -301,11 +354,27 @@ impl RumaRoutes for axum::Router<AppState> {
             let Some((prefix, _last)) = path.rsplit_once('/') else {
                 continue;
             };
+            #[cfg(test)]
+            record_route(Req::METHOD, Some(prefix));
             let route = on(filter, handler.clone()).layer(axum::Extension(EmptyLastPathArg));
             self = self
                 .route(prefix, route.clone())
                 .route(&format!("{prefix}/"), route);
         }
         self
+    }
+}
+
+/// Every ruma route registered so far, for the tests that send each one hostile requests.
+#[cfg(test)]
+pub static REGISTERED_ROUTES: std::sync::Mutex<Vec<(http::Method, &'static str)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn record_route(method: http::Method, path: Option<&'static str>) {
+    let Some(path) = path else { return };
+    let mut routes = REGISTERED_ROUTES.lock().unwrap();
+    if !routes.iter().any(|(m, p)| *m == method && *p == path) {
+        routes.push((method, path));
     }
 }

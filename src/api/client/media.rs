@@ -174,9 +174,14 @@ struct MediaPath {
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
 async fn upload_to_created(
     State(services): State<AppState>,
-    axum::extract::Path(path): axum::extract::Path<MediaPath>,
+    path: std::result::Result<
+        axum::extract::Path<MediaPath>,
+        axum::extract::rejection::PathRejection,
+    >,
     request: Request,
 ) -> Result<axum::Json<serde_json::Value>> {
+    let axum::extract::Path(path) =
+        path.map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
     let server_name = parse_server_name(&path.server_name)?;
     let (parts, body) = request.into_parts();
     let head = upload_head(&services, &parts).await?;
