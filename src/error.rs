@@ -87,7 +87,8 @@ impl Error {
     }
 
     /// A request body that could not be read: `408` when the client paused longer than
-    /// `client_body_timeout` (the connection is closed after it), otherwise `400 M_BAD_JSON`.
+    /// `client_body_timeout` or took longer than `client_body_deadline` (the connection is
+    /// closed after it), otherwise `400 M_BAD_JSON`.
     pub fn body_unreadable(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
         let mut cause = Some(error);
         while let Some(e) = cause {
@@ -96,6 +97,13 @@ impl Error {
                     StatusCode::REQUEST_TIMEOUT,
                     ErrorKind::Unknown,
                     format!("{what}: the request body stopped arriving"),
+                );
+            }
+            if e.is::<crate::net::deadline::BodyDeadlineExceeded>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorKind::Unknown,
+                    format!("{what}: the request body took too long"),
                 );
             }
             cause = e.source();

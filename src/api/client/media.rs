@@ -114,6 +114,10 @@ async fn upload_head(services: &AppState, parts: &http::request::Parts) -> Resul
         .sessions
         .authenticate(&token, Some(ClientIp::from_parts(parts)))
         .await?;
+    // A file may take far longer to arrive than a JSON body (only for a known sender).
+    if let Some(deadline) = parts.extensions.get::<crate::net::deadline::BodyDeadline>() {
+        deadline.extend_to(services.config.client_upload_deadline.0);
+    }
     let Query(query) = Query::<UploadQuery>::try_from_uri(&parts.uri)
         .map_err(|e| Error::invalid_param(format!("Invalid query: {e}")))?;
     let content_type = parts
