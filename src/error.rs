@@ -118,6 +118,39 @@ impl Error {
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::Internal(message.to_string())
     }
+
+    /// `507 Insufficient Storage` (RFC 4918: the server cannot store what the request needs)
+    /// when the disk is full, with a message a person can act on; `M_UNKNOWN`, since the
+    /// spec's `M_RESOURCE_LIMIT_EXCEEDED` is for limits an administrator imposed and needs an
+    /// `admin_contact`. `what` failed; it goes to the log as an error, which names the cause.
+    pub fn disk_full(what: impl std::fmt::Display) -> Self {
+        tracing::error!(
+            "the disk is full: {what}; writes fail until space is freed on the file system of \
+             the data directory"
+        );
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Unknown,
+            "The server's disk is full; ask its administrator to free some space",
+        )
+    }
+
+    /// An I/O failure doing `what`: [`Error::disk_full`] for a full disk or quota, otherwise
+    /// an internal error.
+    pub fn io(what: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        if is_disk_full(e) {
+            Self::disk_full(format_args!("{what}: {e}"))
+        } else {
+            Self::internal(format_args!("{what}: {e}"))
+        }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 impl std::fmt::Display for Error {
@@ -138,6 +171,14 @@ impl std::error::Error for Error {}
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Internal(format!("database: {e}"))
+        // SQLite reports a write that found no space as SQLITE_FULL.
+        match &e {
+            rusqlite::Error::SqliteFailure(failure, _)
+                if failure.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                Self::disk_full(format_args!("database: {e}"))
+            }
+            _ => Self::Internal(format!("database: {e}")),
+        }
     }
 }

@@ -445,3 +445,153 @@ async fn every_response_carries_cors_headers() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_oversized_upload_expecting_100_continue_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with_config(SMALL_UPLOADS).await;
+    let alice = server.register("alice", "pw").await;
+    let address = server.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // 2 MB announced against a 1M `max_upload_size`; the body waits for `100 Continue`.
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        alice.access_token,
+        2 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    // Well under the 10 s an oversized body is drained for when the client sends it anyway.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(6), stream.read(&mut buf))
+        .await
+        .expect("no answer before the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "expected 413 without asking for the body, got: {answer}"
+    );
+}
+
+/// Runs `command`, panicking with its output when it fails.
+fn run(command: &str, args: &[&str]) {
+    let output = std::process::Command::new(command)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Fills the file system of `dir` to the last byte.
+fn fill_disk(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    let mut small = vec![0u8; 512];
+    while !small.is_empty() {
+        if file.write_all(&small).is_err() {
+            small.truncate(small.len() / 2);
+        }
+    }
+    let _ = file.sync_all();
+}
+
+#[tokio::test]
+#[ignore = "needs root (mounts a small tmpfs as the data directory); tests/run.sh runs it as root"]
+async fn a_full_disk_is_a_clear_507_and_a_log_line() {
+    let mut server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let (status, room) = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), json!({}))
+        .await;
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    // Move the data directory onto a 16 MiB tmpfs.
+    server.stop();
+    let data = common::path_str(&server.data_dir).to_owned();
+    let saved = server.dir.path().join("saved");
+    run("cp", &["-a", &data, common::path_str(&saved)]);
+    run("mount", &["-t", "tmpfs", "-o", "size=16m", "tmpfs", &data]);
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    run(
+        "cp",
+        &["-a", &format!("{}/.", common::path_str(&saved)), &data],
+    );
+    server.relaunch();
+    let (status, _) = server.whoami(&alice.access_token).await;
+    assert_eq!(status, 200);
+
+    fill_disk(&server.data_dir);
+
+    // A media upload: its temporary file cannot be written.
+    let reply = send(
+        server
+            .builder(Method::POST, "/_matrix/media/v3/upload")
+            .bearer_auth(&alice.access_token)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(vec![7u8; 256 * 1024]),
+    )
+    .await;
+    assert_eq!(reply.status, 507, "{:?}", reply.body);
+    assert_eq!(reply.body["errcode"], "M_UNKNOWN", "{:?}", reply.body);
+    assert!(
+        reply.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk is full"),
+        "{:?}",
+        reply.body
+    );
+
+    // Database writes: messages until SQLite finds no room for its log. Each is stored or
+    // refused with the same 507, never a 500.
+    let mut refused = false;
+    for i in 0..500 {
+        let (status, body) = server
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/full{i}"),
+                alice.token(),
+                json!({"msgtype": "m.text", "body": "x".repeat(4000)}),
+            )
+            .await;
+        if status == 507 {
+            assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
+            refused = true;
+            break;
+        }
+        assert_eq!(status, 200, "message {i}: {body}");
+    }
+    assert!(refused, "500 messages stored on a full disk");
+    // Reads still work.
+    let (status, _) = server.whoami(&alice.access_token).await;
+    assert_eq!(status, 200);
+    let log = server.log_text();
+    assert!(log.contains("the disk is full"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Space comes back: writes work again.
+    std::fs::remove_file(server.data_dir.join("filler")).unwrap();
+    let (status, body) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/after"),
+            alice.token(),
+            json!({"msgtype": "m.text", "body": "space again"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+}

@@ -622,5 +622,5 @@ fn thumbnail_content(
 }
 
 fn store_error(e: std::io::Error) -> Error {
-    Error::internal(format!("media store: {e}"))
+    Error::io("media store", &e)
 }
