@@ -103,7 +103,8 @@ pub struct Config {
     /// The version of rooms created without one, as Synapse's `default_room_version`.
     pub default_room_version: String,
 
-    /// Largest accepted request body (uploads included), e.g. `50M`.
+    /// Largest media upload, e.g. `50M` (JSON request bodies have a fixed cap of 256 KiB, 4 MiB
+    /// for the bulk end-to-end-encryption requests).
     pub max_upload_size: ByteSize,
 
     /// TURN server URIs handed to clients by `/voip/turnServer`.
