@@ -378,3 +378,43 @@ fn record_route(method: http::Method, path: Option<&'static str>) {
         routes.push((method, path));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::api::client::session::login::v3::Request as Login;
+
+    use super::*;
+
+    fn errcode(error: &Error) -> (StatusCode, String) {
+        match error {
+            Error::Matrix { status, kind, .. } => (*status, kind.errcode().to_string()),
+            other => panic!("not a Matrix error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_login_without_a_type_is_refused_before_ruma_sees_it() {
+        let error = check_known_panics::<Login>(b"{}").unwrap_err();
+        assert_eq!(
+            errcode(&error),
+            (StatusCode::BAD_REQUEST, "M_MISSING_PARAM".to_owned())
+        );
+        // Other shapes are ruma's to judge.
+        assert!(check_known_panics::<Login>(br#"{"type": "m.login.token"}"#).is_ok());
+        assert!(check_known_panics::<Login>(b"[]").is_ok());
+    }
+
+    #[test]
+    fn a_panic_inside_rumas_parser_is_a_400_for_that_request() {
+        let (parts, ()) = http::Request::post("/_matrix/client/v3/login")
+            .body(())
+            .unwrap()
+            .into_parts();
+        // Past `check_known_panics`: ruma 0.17's `LoginInfo` panics on an object without `type`.
+        let error = parse_without_panics::<Login>(parts, b"{}", &[]).unwrap_err();
+        assert_eq!(
+            errcode(&error),
+            (StatusCode::BAD_REQUEST, "M_BAD_JSON".to_owned())
+        );
+    }
+}
