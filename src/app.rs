@@ -77,16 +77,28 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
     let timeouts = net::Timeouts {
         header: services.config.client_header_timeout.0,
         body: services.config.client_body_timeout.0,
+        body_deadline: services.config.client_body_deadline.0,
     };
+    let fd_limit = net::limits::raise_fd_limit();
+    tracing::info!(fd_limit, "file descriptor limit");
+    // One set of caps for every listener: descriptors are the process's.
+    let connection_limits = net::limits::ConnectionLimits::new(
+        services.config.client_max_connections as usize,
+        services.config.client_max_connections_per_address as usize,
+    );
     for listener_config in &services.config.listeners {
         let router =
             web::front_door::listener_router(&router, listener_config, &http01, https_port);
-        let router = if listener_config.x_forwarded {
-            router.layer(Extension(web::client_ip::TrustForwardedFor::new(
-                &listener_config.trusted_proxies,
-            )))
-        } else {
-            router
+        let trusted_proxies = listener_config
+            .x_forwarded
+            .then(|| web::client_ip::TrustForwardedFor::new(&listener_config.trusted_proxies));
+        let router = match &trusted_proxies {
+            Some(trust) => router.layer(Extension(trust.clone())),
+            None => router,
+        };
+        let admission = net::Admission {
+            limits: connection_limits.clone(),
+            trusted_proxies,
         };
         let tls = listener_config
             .tls
@@ -110,6 +122,7 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
                 tls.clone(),
                 router.clone(),
                 timeouts,
+                admission.clone(),
                 stop_rx.clone(),
                 SHUTDOWN_GRACE,
             ));

@@ -87,7 +87,8 @@ impl Error {
     }
 
     /// A request body that could not be read: `408` when the client paused longer than
-    /// `client_body_timeout` (the connection is closed after it), otherwise `400 M_BAD_JSON`.
+    /// `client_body_timeout` or took longer than `client_body_deadline` (the connection is
+    /// closed after it), otherwise `400 M_BAD_JSON`.
     pub fn body_unreadable(what: &str, error: &(dyn std::error::Error + 'static)) -> Self {
         let mut cause = Some(error);
         while let Some(e) = cause {
@@ -96,6 +97,13 @@ impl Error {
                     StatusCode::REQUEST_TIMEOUT,
                     ErrorKind::Unknown,
                     format!("{what}: the request body stopped arriving"),
+                );
+            }
+            if e.is::<crate::net::deadline::BodyDeadlineExceeded>() {
+                return Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorKind::Unknown,
+                    format!("{what}: the request body took too long"),
                 );
             }
             cause = e.source();
@@ -110,6 +118,39 @@ impl Error {
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::Internal(message.to_string())
     }
+
+    /// `507 Insufficient Storage` (RFC 4918: the server cannot store what the request needs)
+    /// when the disk is full, with a message a person can act on; `M_UNKNOWN`, since the
+    /// spec's `M_RESOURCE_LIMIT_EXCEEDED` is for limits an administrator imposed and needs an
+    /// `admin_contact`. `what` failed; it goes to the log as an error, which names the cause.
+    pub fn disk_full(what: impl std::fmt::Display) -> Self {
+        tracing::error!(
+            "the disk is full: {what}; writes fail until space is freed on the file system of \
+             the data directory"
+        );
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Unknown,
+            "The server's disk is full; ask its administrator to free some space",
+        )
+    }
+
+    /// An I/O failure doing `what`: [`Error::disk_full`] for a full disk or quota, otherwise
+    /// an internal error.
+    pub fn io(what: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        if is_disk_full(e) {
+            Self::disk_full(format_args!("{what}: {e}"))
+        } else {
+            Self::internal(format_args!("{what}: {e}"))
+        }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 impl std::fmt::Display for Error {
@@ -130,6 +171,14 @@ impl std::error::Error for Error {}
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Internal(format!("database: {e}"))
+        // SQLite reports a write that found no space as SQLITE_FULL.
+        match &e {
+            rusqlite::Error::SqliteFailure(failure, _)
+                if failure.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                Self::disk_full(format_args!("database: {e}"))
+            }
+            _ => Self::Internal(format!("database: {e}")),
+        }
     }
 }

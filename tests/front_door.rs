@@ -335,6 +335,13 @@ async fn element_hosting() {
             !body.contains("TOP-SECRET") && !body.contains("root:"),
             "{path} leaked a file"
         );
+        // A refusal is a Matrix error, like every other 400 of the server.
+        if reply.status == 400 {
+            assert!(
+                body.contains("\"errcode\":\"M_INVALID_PARAM\""),
+                "{path}: {body}"
+            );
+        }
     }
 
     // The homeserver's host does not serve Element.

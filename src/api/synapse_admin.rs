@@ -2,12 +2,11 @@
 //! that self-hosters already have. Not part of the Matrix spec, so the shapes are written here.
 
 use axum::{Json, Router, extract::State, routing::get};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Result,
-    web::{AppState, client_ip::ClientIp},
+    web::{AppState, JsonBody, client_ip::ClientIp},
 };
 
 pub fn routes() -> Router<AppState> {
@@ -52,7 +51,7 @@ struct RegisterResponse {
 async fn register(
     State(services): State<AppState>,
     parts: http::request::Parts,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<RegisterResponse>> {
     let request: RegisterRequest = crate::web::parse_json(&body)?;
     services.shared_secret.verify(

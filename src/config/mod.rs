@@ -63,6 +63,21 @@ pub struct Config {
     /// `408` (or the connection closed) instead of holding it (nginx's `client_body_timeout`;
     /// not a Synapse key).
     pub client_body_timeout: Duration,
+    /// Longest time a whole request body may take, however steadily it arrives; past it the
+    /// client gets a `408` and the connection is closed (against clients that send one byte
+    /// just before each `client_body_timeout`; not a Synapse key). Media uploads have
+    /// `client_upload_deadline` instead.
+    pub client_body_deadline: Duration,
+    /// Longest time a media upload's body may take in all (not a Synapse key). The default
+    /// lets a 50 MiB file come in over a link of about 250 kbit/s.
+    pub client_upload_deadline: Duration,
+    /// Most connections open at once, over every listener; more are closed as they are
+    /// accepted (not a Synapse key). New connections are also closed while fewer than 128 file
+    /// descriptors are left, so that the database and media files keep working.
+    pub client_max_connections: u32,
+    /// Most connections open at once from one client address (IPv6: one /64); a listener's
+    /// `trusted_proxies` are exempt, since they carry many clients (not a Synapse key).
+    pub client_max_connections_per_address: u32,
 
     /// Minimum level of log lines: `error`, `warn`, `info`, `debug` or `trace`. `RUST_LOG`
     /// overrides it with a full filter.
@@ -121,7 +136,8 @@ pub struct Config {
     /// The version of rooms created without one, as Synapse's `default_room_version`.
     pub default_room_version: String,
 
-    /// Largest accepted request body (uploads included), e.g. `50M`.
+    /// Largest media upload, e.g. `50M` (JSON request bodies have a fixed cap of 256 KiB, 4 MiB
+    /// for the bulk end-to-end-encryption requests).
     pub max_upload_size: ByteSize,
 
     /// TURN server URIs handed to clients by `/voip/turnServer`.
@@ -319,6 +335,10 @@ impl Default for Config {
             element: ElementConfig::default(),
             client_header_timeout: Duration::from_secs(30),
             client_body_timeout: Duration::from_secs(30),
+            client_body_deadline: Duration::from_secs(60),
+            client_upload_deadline: Duration::from_secs(30 * 60),
+            client_max_connections: 1024,
+            client_max_connections_per_address: 64,
             turn_relay_enabled: false,
             turn_listen_port: 3478,
             turn_tls_port: Some(5349),

@@ -246,4 +246,17 @@ fn trusted_proxies_and_client_timeouts_are_checked() {
     assert!(error.to_string().contains("client_body_timeout"), "{error}");
     let config = parse("client_header_timeout: 5s\n").unwrap();
     assert_eq!(config.client_header_timeout.0.as_secs(), 5);
+    for key in [
+        "client_body_deadline: 0s",
+        "client_upload_deadline: 0s",
+        "client_max_connections: 0",
+        "client_max_connections_per_address: 0",
+    ] {
+        let error = parse(&format!("{key}\n")).unwrap_err().to_string();
+        let name = key.split(':').next().unwrap();
+        assert!(error.contains(name), "{key}: {error}");
+    }
+    let config = parse("").unwrap();
+    assert_eq!(config.client_body_deadline.0.as_secs(), 60);
+    assert_eq!(config.client_max_connections_per_address, 64);
 }

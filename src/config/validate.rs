@@ -42,9 +42,22 @@ impl Config {
         for (key, value) in [
             ("client_header_timeout", self.client_header_timeout),
             ("client_body_timeout", self.client_body_timeout),
+            ("client_body_deadline", self.client_body_deadline),
+            ("client_upload_deadline", self.client_upload_deadline),
         ] {
             if value.0.is_zero() {
                 return Err((key, "must be longer than 0".to_owned()));
+            }
+        }
+        for (key, value) in [
+            ("client_max_connections", self.client_max_connections),
+            (
+                "client_max_connections_per_address",
+                self.client_max_connections_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".to_owned()));
             }
         }
         if self.listeners.is_empty() {

@@ -3,6 +3,8 @@
 //! HTTP/2 (by ALPN on TLS) with limits against slow or greedy clients.
 
 pub mod certificates;
+pub mod deadline;
+pub mod limits;
 pub mod tls;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -72,11 +74,21 @@ fn dual_stack(socket: &TcpSocket) -> std::io::Result<()> {
     }
 }
 
-/// Limits on slow clients (`client_header_timeout`, `client_body_timeout`).
+/// Limits on slow clients (`client_header_timeout`, `client_body_timeout`,
+/// `client_body_deadline`).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub header: Duration,
     pub body: Duration,
+    pub body_deadline: Duration,
+}
+
+/// Who may open a connection to one listener: the process-wide caps, and the peers exempt from
+/// the per-address cap (an `x_forwarded` listener's trusted proxies).
+#[derive(Clone)]
+pub struct Admission {
+    pub limits: Arc<limits::ConnectionLimits>,
+    pub trusted_proxies: Option<crate::web::client_ip::TrustForwardedFor>,
 }
 
 /// The HTTP/1.1 and HTTP/2 connection settings; `version` pins one (known from ALPN) so no
@@ -131,6 +143,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     timeouts: Timeouts,
+    admission: Admission,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -153,12 +166,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let exempt = admission
+            .trusted_proxies
+            .as_ref()
+            .is_some_and(|proxies| proxies.trusts(peer.ip()));
+        // Dropping the stream closes it; the slot counts the connection out when it ends.
+        let Ok(slot) = admission.limits.admit(peer.ip(), exempt) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = per_connection_service(router.clone(), peer, timeouts.body);
+        let service = per_connection_service(router.clone(), peer, timeouts);
         let (sniffing, http1, http2) = (sniffing.clone(), http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let result =
                 match acceptor {
                     None => {
@@ -209,11 +231,13 @@ pub async fn serve(
 }
 
 /// The router with the peer address put where axum's `ConnectInfo` extractor looks for it, and
-/// the request body cut off when the client pauses longer than `body_timeout`.
+/// the request body cut off when the client pauses longer than `client_body_timeout` or takes
+/// longer than `client_body_deadline` in all (which upload handlers may extend through the
+/// [`deadline::BodyDeadline`] extension).
 fn per_connection_service(
     router: Router,
     peer: SocketAddr,
-    body_timeout: Duration,
+    timeouts: Timeouts,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -223,9 +247,12 @@ fn per_connection_service(
 + Send
 + 'static {
     hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-        let mut request =
-            request.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
+        let (parts, body) = request.into_parts();
+        let (body, deadline) = deadline::DeadlineBody::new(body, timeouts.body_deadline);
+        let body = axum::body::Body::new(TimeoutBody::new(timeouts.body, body));
+        let mut request = http::Request::from_parts(parts, body);
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(deadline);
         router.clone().oneshot(request)
     })
 }

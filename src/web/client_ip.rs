@@ -27,7 +27,7 @@ impl TrustForwardedFor {
         }
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.proxies.iter().any(|net| net.contains(&ip))
     }

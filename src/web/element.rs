@@ -137,7 +137,7 @@ async fn refuse_traversal(request: Request, next: Next) -> Response {
             .split('/')
             .any(|segment| segment == ".." || segment == ".");
     if suspicious {
-        return (StatusCode::BAD_REQUEST, "Bad path").into_response();
+        return crate::error::Error::invalid_param("Bad path").into_response();
     }
     // A request for another host's `config.<host>.json` must not find a stale file: Element
     // asks for it before `config.json`.

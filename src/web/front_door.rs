@@ -11,7 +11,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{acme::challenges::Http01Answers, config::Listener};
+use crate::{acme::challenges::Http01Answers, config::Listener, error::Error};
 
 /// Two years, as the HSTS preload list asks; no `includeSubDomains`: other hosts of the domain
 /// are not this box's to decide.
@@ -33,8 +33,10 @@ pub fn listener_router(
         let answers = http01.clone();
         router = router.merge(Router::new().route(
             "/.well-known/acme-challenge/{token}",
-            get(move |Path(token): Path<String>| async move {
-                match answers.get(&token) {
+            // A token that is not UTF-8 is no token this server handed out.
+            get(move |token: Result<Path<String>, _>| async move {
+                let token: Result<Path<String>, axum::extract::rejection::PathRejection> = token;
+                match token.ok().and_then(|Path(token)| answers.get(&token)) {
                     Some(answer) => ([(header::CONTENT_TYPE, "application/octet-stream")], answer)
                         .into_response(),
                     None => StatusCode::NOT_FOUND.into_response(),
@@ -66,7 +68,7 @@ fn redirect_to_https(request: &Request, https_port: Option<u16>) -> Response {
                     .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
         });
     let Some(host) = host else {
-        return (StatusCode::BAD_REQUEST, "A Host header is needed").into_response();
+        return Error::missing_param("A Host header is needed").into_response();
     };
     let host = if host.contains(':') {
         format!("[{host}]")
@@ -89,7 +91,7 @@ fn redirect_to_https(request: &Request, https_port: Option<u16>) -> Response {
             [(header::LOCATION, location)],
         )
             .into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, "Bad request").into_response(),
+        Err(_) => Error::invalid_param("The request cannot be redirected").into_response(),
     }
 }
 

@@ -5,6 +5,8 @@ pub mod client_ip;
 pub mod element;
 mod error;
 pub mod front_door;
+#[cfg(test)]
+mod hostile_requests;
 pub mod ruma;
 pub mod server_auth;
 
@@ -12,6 +14,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    body::Body,
     extract::{DefaultBodyLimit, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -26,12 +29,12 @@ use tower_http::{
 use tracing::Span;
 
 use crate::{api, error::Error, services::Services};
+pub use ruma::JsonBody;
 
 /// The state every handler gets.
 pub type AppState = Arc<Services>;
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = usize::try_from(state.config.max_upload_size.0).unwrap_or(usize::MAX);
     let config = state.config.clone();
     let router = Router::new()
         .merge(api::client::routes())
@@ -42,7 +45,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Unrecognized request")
         })
-        .layer(DefaultBodyLimit::max(body_limit))
+        // For the few handlers that read a body with axum's extractors instead of `Ruma`.
+        .layer(DefaultBodyLimit::max(ruma::JSON_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.config.max_upload_size.0,
             refuse_oversized_bodies,
@@ -75,22 +79,34 @@ const DRAIN_AT_MOST: usize = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Refuses a request whose `Content-Length` exceeds `max_upload_size` with `M_TOO_LARGE`, on every
-/// route, before any handler runs. Bodies without a length are cut off by [`DefaultBodyLimit`]
-/// while they are read.
+/// route, before any handler runs. JSON bodies have a far smaller limit, checked by the `Ruma`
+/// extractor (`ruma::JSON_BODY_LIMIT`); media uploads are cut off while they stream to disk.
 async fn refuse_oversized_bodies(
     State(limit): State<u64>,
     request: Request,
     next: Next,
 ) -> Response {
-    let announced = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_none_or(|length| length <= limit) {
+    if ruma::announced_length(request.headers()).is_none_or(|length| length <= limit) {
         return next.run(request).await;
     }
-    let mut body = request.into_body().into_data_stream();
+    let (parts, body) = request.into_parts();
+    ruma::refuse_too_large(Body::new(body), &parts.headers)
+        .await
+        .into_response()
+}
+
+/// Reads and drops what is left of a refused body (bounded by [`DRAIN_AT_MOST`] and
+/// [`DRAIN_TIMEOUT`]). Not when the client waits for `100 Continue` before sending it: reading
+/// would ask for the body, and not reading lets the refusal go out at once.
+pub async fn drain(body: Body, headers: &http::HeaderMap) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        return;
+    }
+    let mut body = body.into_data_stream();
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         let mut drained = 0;
         while let Some(Ok(chunk)) = body.next().await {
@@ -101,7 +117,6 @@ async fn refuse_oversized_bodies(
         }
     })
     .await;
-    Error::too_large("The request body is too large").into_response()
 }
 
 /// The headers the spec asks of every client-server API response.

@@ -12,6 +12,7 @@ use axum::{
     routing::{MethodFilter, on},
 };
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::StatusCode;
 use ruma::api::{
     IncomingRequest, IncomingRequestExt, OutgoingResponse,
@@ -85,21 +86,27 @@ impl<T> Ruma<T> {
 
 impl<T> FromRequest<AppState> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: AuthRequirement,
 {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
+        // A parameter that is not UTF-8 once percent-decoded, say.
         let mut path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
             .await
             .map(|Path(args)| args)
-            .unwrap_or_default();
+            .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
         if parts.extensions.get::<EmptyLastPathArg>().is_some() {
             path_args.push(String::new());
         }
         let client_ip = ClientIp::from_parts(&parts);
+        // Before the token is looked up: a body announced too large is refused at once.
+        let limit = json_body_limit::<T>();
+        if announced_length(&parts.headers).is_some_and(|length| length > limit as u64) {
+            return Err(refuse_too_large(body, &parts.headers).await);
+        }
 
         // Endpoints that ignore tokens are not held to their form: a federation request's
         // `Authorization` header is `X-Matrix …`, not `Bearer …`.
@@ -118,38 +125,97 @@ where
             }
         };
 
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::too_large("The request body is too large")
-                } else {
-                    Error::body_unreadable("Cannot read the request body", &rejection)
-                }
-            })?;
+        let bytes = read_json_body(body, &parts.headers, limit).await?;
         check_is_json(&bytes)?;
 
+        check_known_panics::<T>(&bytes)?;
+        // Clients (matrix-nio among them) send no body at all where every field is optional,
+        // e.g. to `/join`; like Synapse, take that as `{}`.
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = match T::try_from_http_request(
-            http::Request::from_parts(parts.clone(), &*bytes),
-            &path_args,
-        ) {
-            // Clients (matrix-nio among them) send no body at all where every field is optional,
-            // e.g. to `/join`; like Synapse, take that as `{}`.
-            Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_)))
-                if bytes.is_empty() =>
-            {
-                T::try_from_http_request(http::Request::from_parts(parts, &b"{}"[..]), &path_args)
-            }
-            other => other,
-        }
-        .map_err(request_error)?;
+        let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
         Ok(Self {
             body,
             sender,
             client_ip,
         })
     }
+}
+
+/// The largest JSON body most endpoints accept. The spec caps an event at 64 KiB; no other
+/// request of the client-server API but the bulk end-to-end-encryption ones below comes near.
+pub const JSON_BODY_LIMIT: usize = 256 * 1024;
+/// The largest JSON body of the bulk end-to-end-encryption requests: `/sendToDevice` (clients
+/// send a room key to up to a few hundred devices at once, ~1.5 KiB each), key backup uploads
+/// (clients send up to a few hundred sessions per request), `/keys/upload` and
+/// `/keys/signatures/upload`. Each needs a valid access token before its body is read.
+pub const LARGE_JSON_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The body limit of the endpoint `T`.
+fn json_body_limit<T: 'static>() -> usize {
+    use ruma::api::client::{backup, keys, to_device};
+    use std::any::TypeId;
+    let large = [
+        TypeId::of::<to_device::send_event_to_device::v3::Request>(),
+        TypeId::of::<backup::add_backup_keys::v3::Request>(),
+        TypeId::of::<backup::add_backup_keys_for_room::v3::Request>(),
+        TypeId::of::<keys::upload_keys::v3::Request>(),
+        TypeId::of::<keys::upload_signatures::v3::Request>(),
+    ];
+    if large.contains(&TypeId::of::<T>()) {
+        LARGE_JSON_BODY_LIMIT
+    } else {
+        JSON_BODY_LIMIT
+    }
+}
+
+/// The `Content-Length` a request announces, if it is a number.
+pub fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a JSON body of at most `limit` bytes: chunk by chunk, so a larger one is refused with
+/// `413 M_TOO_LARGE` as soon as it passes the limit, with no more than `limit` bytes held.
+async fn read_json_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::body_unreadable("Cannot read the request body", &e))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(refuse_too_large(Body::from_stream(stream), headers).await);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+/// A JSON body read with [`JSON_BODY_LIMIT`] and the spec's errors, for the few endpoints that
+/// have no ruma type (`/_synapse/admin/v1/register`).
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self> {
+        let (parts, body) = request.into_parts();
+        if announced_length(&parts.headers).is_some_and(|length| length > JSON_BODY_LIMIT as u64) {
+            return Err(refuse_too_large(body, &parts.headers).await);
+        }
+        read_json_body(body, &parts.headers, JSON_BODY_LIMIT)
+            .await
+            .map(Self)
+    }
+}
+
+/// `413 M_TOO_LARGE`, after reading and dropping the rest of the body (bounded; see
+/// [`super::drain`]) so that the client gets to read the answer.
+pub async fn refuse_too_large(body: Body, headers: &http::HeaderMap) -> Error {
+    super::drain(body, headers).await;
+    Error::too_large("The request body is too large")
 }
 
 /// `M_NOT_JSON` for a body that is not JSON at all, before ruma reports the finer `M_BAD_JSON`.
@@ -163,6 +229,47 @@ fn check_is_json(bytes: &[u8]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Bodies that make ruma's deserializers panic instead of failing, refused with the error the
+/// spec asks for: ruma 0.17's `LoginInfo` indexes its object with `["type"]`, which panics when
+/// the key is missing (`POST /login` with `{}`).
+fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
+    use std::any::TypeId;
+    if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
+        #[derive(serde::Deserialize)]
+        struct LoginType {
+            #[serde(rename = "type")]
+            login_type: Option<serde::de::IgnoredAny>,
+        }
+        // Any other shape is left for ruma to refuse.
+        if let Ok(LoginType { login_type: None }) = serde_json::from_slice::<LoginType>(bytes) {
+            return Err(Error::missing_param("Missing the login `type`"));
+        }
+    }
+    Ok(())
+}
+
+/// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does
+/// not know yet) turned into `400 M_BAD_JSON` for this request instead of a `500`.
+fn parse_without_panics<T: IncomingRequest>(
+    parts: http::request::Parts,
+    body: &[u8],
+    path_args: &[&str],
+) -> Result<T> {
+    let parse = std::panic::AssertUnwindSafe(|| {
+        T::try_from_http_request(http::Request::from_parts(parts, body), path_args)
+    });
+    match std::panic::catch_unwind(parse) {
+        Ok(parsed) => parsed.map_err(request_error),
+        Err(_) => {
+            tracing::warn!(
+                endpoint = std::any::type_name::<T>(),
+                "ruma's request parser panicked; answered 400"
+            );
+            Err(Error::bad_json("Invalid request body"))
+        }
+    }
 }
 
 fn request_error(error: FromHttpRequestError) -> Error {
@@ -227,6 +334,8 @@ impl RumaRoutes for axum::Router<AppState> {
     {
         let filter =
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        #[cfg(test)]
+        record_route(Req::METHOD, Req::PATH_BUILDER.all_paths().last());
         for path in Req::PATH_BUILDER.all_paths() {
             self = self.route(path, on(filter, handler.clone()));
         }
@@ -245,11 +354,67 @@ impl RumaRoutes for axum::Router<AppState> {
             let Some((prefix, _last)) = path.rsplit_once('/') else {
                 continue;
             };
+            #[cfg(test)]
+            record_route(Req::METHOD, Some(prefix));
             let route = on(filter, handler.clone()).layer(axum::Extension(EmptyLastPathArg));
             self = self
                 .route(prefix, route.clone())
                 .route(&format!("{prefix}/"), route);
         }
         self
+    }
+}
+
+/// Every ruma route registered so far, for the tests that send each one hostile requests.
+#[cfg(test)]
+pub static REGISTERED_ROUTES: std::sync::Mutex<Vec<(http::Method, &'static str)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn record_route(method: http::Method, path: Option<&'static str>) {
+    let Some(path) = path else { return };
+    let mut routes = REGISTERED_ROUTES.lock().unwrap();
+    if !routes.iter().any(|(m, p)| *m == method && *p == path) {
+        routes.push((method, path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::api::client::session::login::v3::Request as Login;
+
+    use super::*;
+
+    fn errcode(error: &Error) -> (StatusCode, String) {
+        match error {
+            Error::Matrix { status, kind, .. } => (*status, kind.errcode().to_string()),
+            other => panic!("not a Matrix error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_login_without_a_type_is_refused_before_ruma_sees_it() {
+        let error = check_known_panics::<Login>(b"{}").unwrap_err();
+        assert_eq!(
+            errcode(&error),
+            (StatusCode::BAD_REQUEST, "M_MISSING_PARAM".to_owned())
+        );
+        // Other shapes are ruma's to judge.
+        assert!(check_known_panics::<Login>(br#"{"type": "m.login.token"}"#).is_ok());
+        assert!(check_known_panics::<Login>(b"[]").is_ok());
+    }
+
+    #[test]
+    fn a_panic_inside_rumas_parser_is_a_400_for_that_request() {
+        let (parts, ()) = http::Request::post("/_matrix/client/v3/login")
+            .body(())
+            .unwrap()
+            .into_parts();
+        // Past `check_known_panics`: ruma 0.17's `LoginInfo` panics on an object without `type`.
+        let error = parse_without_panics::<Login>(parts, b"{}", &[]).unwrap_err();
+        assert_eq!(
+            errcode(&error),
+            (StatusCode::BAD_REQUEST, "M_BAD_JSON".to_owned())
+        );
     }
 }

@@ -114,6 +114,10 @@ async fn upload_head(services: &AppState, parts: &http::request::Parts) -> Resul
         .sessions
         .authenticate(&token, Some(ClientIp::from_parts(parts)))
         .await?;
+    // A file may take far longer to arrive than a JSON body (only for a known sender).
+    if let Some(deadline) = parts.extensions.get::<crate::net::deadline::BodyDeadline>() {
+        deadline.extend_to(services.config.client_upload_deadline.0);
+    }
     let Query(query) = Query::<UploadQuery>::try_from_uri(&parts.uri)
         .map_err(|e| Error::invalid_param(format!("Invalid query: {e}")))?;
     let content_type = parts
@@ -175,9 +179,14 @@ struct MediaPath {
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
 async fn upload_to_created(
     State(services): State<AppState>,
-    axum::extract::Path(path): axum::extract::Path<MediaPath>,
+    path: std::result::Result<
+        axum::extract::Path<MediaPath>,
+        axum::extract::rejection::PathRejection,
+    >,
     request: Request,
 ) -> Result<axum::Json<serde_json::Value>> {
+    let axum::extract::Path(path) =
+        path.map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
     let server_name = parse_server_name(&path.server_name)?;
     let (parts, body) = request.into_parts();
     let head = upload_head(&services, &parts).await?;

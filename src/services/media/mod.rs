@@ -349,7 +349,9 @@ impl Media {
                 return Ok((cached, metadata.len(), name));
             }
             let bytes = thumbnail::render(source, target, output)?;
-            let path = store.put_thumbnail(&sha256, &name, &bytes)?;
+            let path = store
+                .put_thumbnail(&sha256, &name, &bytes)
+                .map_err(ThumbnailError::Store)?;
             Ok::<_, ThumbnailError>((path, bytes.len() as u64, name))
         })
         .await
@@ -361,6 +363,7 @@ impl Media {
             ThumbnailError::Unreadable(_) => {
                 Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, e.to_string())
             }
+            ThumbnailError::Store(e) => Error::io("cannot store a thumbnail", &e),
         })?;
         let mut chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
         if chosen.len() >= MAX_REMEMBERED_CHOICES {
@@ -622,5 +625,5 @@ fn thumbnail_content(
 }
 
 fn store_error(e: std::io::Error) -> Error {
-    Error::internal(format!("media store: {e}"))
+    Error::io("media store", &e)
 }

@@ -93,7 +93,7 @@ impl MediaStore {
         ));
         let file = tokio::fs::File::create(&temp)
             .await
-            .map_err(|e| Error::internal(format!("cannot create {}: {e}", temp.display())))?;
+            .map_err(|e| Error::io(format_args!("cannot create {}", temp.display()), &e))?;
         // From here on, dropping `received` deletes the temp file, whatever goes wrong.
         let mut received = Received {
             temp: Some(temp),
@@ -181,7 +181,7 @@ pub fn fan_out(sha256: &str) -> PathBuf {
 }
 
 fn write_error(e: io::Error) -> Error {
-    Error::internal(format!("cannot write an upload: {e}"))
+    Error::io("cannot write an upload", &e)
 }
 
 #[cfg(test)]

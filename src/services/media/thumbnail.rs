@@ -157,6 +157,9 @@ pub enum ThumbnailError {
     TooManyPixels { pixels: u64, limit: u64 },
     #[error("the image cannot be read: {0}")]
     Unreadable(String),
+    /// The thumbnail was made but cannot be kept (a full disk, say).
+    #[error("cannot store the thumbnail: {0}")]
+    Store(std::io::Error),
 }
 
 impl From<image::ImageError> for ThumbnailError {
