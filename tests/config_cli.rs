@@ -165,6 +165,54 @@ fn a_missing_config_file_fails_clearly() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// A mistyped `--config` path on `serve` is an error naming the file, not the first-run wizard
+/// (which on an installed box would open ports 80 and 8080 as root); `setup wizard` is the
+/// explicit way to create a config at another path.
+#[test]
+fn serve_with_a_missing_config_file_is_an_error_not_the_wizard() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("confg.yaml");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(common::BINARY)
+        .args([
+            "--config",
+            path_str(&missing),
+            "--data-dir",
+            path_str(&data),
+        ])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("APPLIANCE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run appliance");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "`serve` with a missing --config kept running (the wizard?):\n{}",
+                stderr(&output)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let message = assert_failure(&output);
+    assert!(
+        message.contains(path_str(&missing))
+            && message.contains("does not exist")
+            && message.contains("setup wizard"),
+        "{message}"
+    );
+    assert!(
+        !data.join("setup-token").exists(),
+        "no setup token was made"
+    );
+}
+
 #[test]
 fn the_config_can_come_from_the_environment() {
     let (_dir, path) = write_config("server_name: from-env.example\n");

@@ -703,7 +703,8 @@ fn without_any_config_the_wizard_starts_in_the_working_directory() {
     assert!(!data.join("config.yaml").exists());
 }
 
-/// Starts `appliance serve` with no config and no `--listen`, as the package's unit does, in a
+/// Starts the wizard with no config and no `--listen`, as the package's unit does (it runs
+/// `serve` with the packaged path; any other path needs `setup wizard`), in a
 /// network namespace of its own (loopback only), so that the installed box's fixed ports (80,
 /// 8080, then 443 and 8448) are free whatever else runs. Needs root, as CI has.
 fn start_installed_box(config_path: &Path, data_dir: &Path) -> (std::process::Child, String) {
@@ -723,7 +724,7 @@ fn start_installed_box(config_path: &Path, data_dir: &Path) -> (std::process::Ch
             "--data-dir",
             path_str(data_dir),
         ])
-        .arg("serve")
+        .args(["setup", "wizard"])
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -109,28 +109,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     } = &origin
     {
         match command {
+            // Only the packaged default path (or no `--config` at all) turns a missing file into
+            // the wizard: a mistyped `--config` must not start the installed box's wizard on port
+            // 80 as root.
+            Command::Serve { .. }
+                if cli.config.is_some() && config_path != Path::new(DEFAULT_CONFIG_PATH) =>
+            {
+                bail!(
+                    "config file {path} does not exist (check the --config path or APPLIANCE_CONFIG); to \
+                     create it with the setup wizard, run `appliance --config {path} setup wizard`",
+                    path = config_path.display()
+                )
+            }
             Command::Serve { listen } => {
-                crate::logging::init(&config.log_level);
-                let target = crate::setup::Target {
-                    config_path: config_path.clone(),
-                    data_dir: config.data_dir.clone(),
-                    base: crate::config::Config::default(),
-                    reconfigure: false,
-                    plain_listener: development.then(|| match listen {
-                        Some(address) => crate::config::Listener {
-                            port: address.port(),
-                            bind_addresses: vec![address.ip().to_string()],
-                            ..crate::config::Listener::default()
-                        },
-                        None => crate::setup::SetupAddresses::development_listener(),
-                    }),
-                };
-                let addresses = match (listen, development) {
-                    (Some(address), _) => crate::setup::SetupAddresses::Listen(address),
-                    (None, true) => crate::setup::SetupAddresses::Development,
-                    (None, false) => crate::setup::SetupAddresses::Installed,
-                };
-                server_runtime()?.block_on(crate::setup::run(target, addresses))?;
+                serve_wizard(config, config_path.clone(), *development, listen)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Command::Setup(args) if args.is_wizard() => {
+                serve_wizard(
+                    config,
+                    config_path.clone(),
+                    *development,
+                    args.wizard_listen(),
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             Command::Setup(args) => {
@@ -216,6 +217,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Element(command) => element::run(&config, command),
     }
+}
+
+/// Setup mode: the wizard writes `config_path`, then the same process serves the homeserver.
+fn serve_wizard(
+    config: Config,
+    config_path: PathBuf,
+    development: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    crate::logging::init(&config.log_level);
+    let target = crate::setup::Target {
+        config_path,
+        data_dir: config.data_dir.clone(),
+        base: crate::config::Config::default(),
+        reconfigure: false,
+        plain_listener: development.then(|| match listen {
+            Some(address) => crate::config::Listener {
+                port: address.port(),
+                bind_addresses: vec![address.ip().to_string()],
+                ..crate::config::Listener::default()
+            },
+            None => crate::setup::SetupAddresses::development_listener(),
+        }),
+    };
+    let addresses = match (listen, development) {
+        (Some(address), _) => crate::setup::SetupAddresses::Listen(address),
+        (None, true) => crate::setup::SetupAddresses::Development,
+        (None, false) => crate::setup::SetupAddresses::Installed,
+    };
+    server_runtime()?.block_on(crate::setup::run(target, addresses))
 }
 
 /// How long an idle thread of tokio's blocking pool (SQLite reads, password hashes) waits for

@@ -98,6 +98,29 @@ enum SetupAction {
     /// Print what to do outside the box so that it is reachable: DNS records, router ports, the
     /// well-known files of a delegated server name, and where Element is.
     Checklist,
+    /// Open the first-run wizard to write a config file that does not exist yet: what a bare
+    /// `appliance serve` does with the packaged config path or with no `--config` at all, for
+    /// any other `--config` path. After apply the same process serves the homeserver.
+    Wizard {
+        /// Serve the wizard, then the homeserver, on this one plain-HTTP address (default: the
+        /// installed box's ports 80 and 8080 on every interface).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+impl SetupArgs {
+    /// `appliance setup wizard`.
+    pub fn is_wizard(&self) -> bool {
+        matches!(self.action, Some(SetupAction::Wizard { .. }))
+    }
+
+    pub fn wizard_listen(&self) -> Option<SocketAddr> {
+        match self.action {
+            Some(SetupAction::Wizard { listen }) => listen,
+            _ => None,
+        }
+    }
 }
 
 /// Where the config is (or is to be) and what is in it.
@@ -142,6 +165,10 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        Some(SetupAction::Wizard { .. }) => bail!(
+            "{} exists already: `appliance setup --reconfigure` changes it",
+            context.config_path.display()
+        ),
         None => {}
     }
     if args.reconfigure {
@@ -186,7 +213,11 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
     let errors = answers.check_all(false);
     if !errors.is_empty() {
         for (field, key) in &errors {
-            eprintln!("--{}: {}", field.replace('_', "-"), tr.t(key));
+            eprintln!(
+                "--{}: {}",
+                field.replace('_', "-"),
+                answers.error_text(tr, key)
+            );
         }
         return Ok(ExitCode::FAILURE);
     }
@@ -244,6 +275,11 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
     let Some(tls) = args.tls.as_deref() else {
         bail!("choose where the certificate comes from: --tls acme|files|self-signed");
     };
+    let admin_user = args
+        .admin
+        .as_deref()
+        .map(|typed| crate::setup::answers::normalize_user_name(typed, &server_name))
+        .unwrap_or(defaults.admin_user.clone());
     Ok(Answers {
         host: args.host.clone().unwrap_or_else(|| server_name.clone()),
         server_name,
@@ -254,7 +290,7 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
         acme_staging: args.acme_staging,
         tls_certificate_path: args.tls_certificate_path.clone().unwrap_or_default(),
         tls_private_key_path: args.tls_private_key_path.clone().unwrap_or_default(),
-        admin_user: args.admin.clone().unwrap_or(defaults.admin_user),
+        admin_user,
         admin_password: password,
         registration: RegistrationChoice::parse(&args.registration).unwrap_or_default(),
         turn_enabled: args.turn == "on",
@@ -265,6 +301,7 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
         element: ElementChoice::parse(&args.element).unwrap_or_default(),
         element_host: args.element_host.clone().unwrap_or_default(),
         federation: args.federation == "on",
+        password_policy: defaults.password_policy,
     })
 }
 

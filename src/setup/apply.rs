@@ -67,7 +67,7 @@ pub async fn apply(
 ) -> Result<Applied, ApplyError> {
     let errors = answers.check_all(target.reconfigure);
     if let Some((field, key)) = errors.first() {
-        let reason = super::i18n::Catalogue::english().t(key);
+        let reason = answers.error_text(super::i18n::Catalogue::english(), key);
         return Err(ApplyError(format!("`{field}`: {reason}")));
     }
     let (config, yaml) = build_config(answers, target)?;

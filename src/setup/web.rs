@@ -307,6 +307,8 @@ pub struct Page {
     pub checklist: Option<Checklist>,
     pub registration_token: String,
     pub admin_id: String,
+    /// `password_config.policy.minimum_length` of the config being written, for `{length}`.
+    pub password_minimum_length: String,
 }
 
 impl Page {
@@ -331,11 +333,16 @@ impl Page {
             checklist: None,
             registration_token: String::new(),
             admin_id: String::new(),
+            password_minimum_length: state
+                .initial_answers()
+                .password_policy
+                .minimum_length
+                .to_string(),
         }
     }
 
     pub fn t(&self, key: &str) -> String {
-        self.tr.t(key)
+        self.tr.tf(key, "length", &self.password_minimum_length)
     }
 
     pub fn tf(&self, key: &str, name: &str, value: &str) -> String {
@@ -528,7 +535,8 @@ fn read_step(
             errors = answers.check_tls();
         }
         "admin" => {
-            answers.admin_user = text("admin_user").trim_start_matches('@').to_lowercase();
+            answers.admin_user =
+                super::answers::normalize_user_name(&text("admin_user"), &answers.server_name);
             // Passwords are taken as typed: spaces may be part of them.
             answers.admin_password = form.get("admin_password").cloned().unwrap_or_default();
             let again = form

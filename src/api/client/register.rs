@@ -11,7 +11,7 @@ use ruma::api::{
 
 use crate::{
     error::Error,
-    services::registration::consume_token,
+    services::{registration::consume_token, users::normalize_new_user_name},
     web::{
         AppState,
         ruma::{ApiResult, Ruma},
@@ -38,7 +38,7 @@ pub async fn register(
     let body = request.body;
     // Check the name before the client goes through the auth stages, as Synapse does.
     let user_id = match &body.username {
-        Some(name) => services.users.new_user_id(&name.to_lowercase())?,
+        Some(name) => services.users.new_user_id(&normalize_new_user_name(name))?,
         None => services.users.new_user_id(&random_localpart())?,
     };
     if services.users.exists(&user_id).await? {
@@ -47,6 +47,11 @@ pub async fn register(
             ErrorKind::UserInUse,
             "User ID already taken",
         ));
+    }
+    // And the password, before the auth stages too (Synapse's order): a token is not spent on
+    // a password the policy refuses.
+    if let Some(password) = &body.password {
+        services.users.check_password_policy(password)?;
     }
     let completed = services
         .uiaa
@@ -95,7 +100,7 @@ pub async fn username_available(
     services.registration_limit.peek(&request.client_ip)?;
     let user_id = services
         .users
-        .new_user_id(&request.body.username.to_lowercase())?;
+        .new_user_id(&normalize_new_user_name(&request.body.username))?;
     if services.users.exists(&user_id).await? {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,
