@@ -629,3 +629,25 @@ async fn the_password_policy_applies_to_registration_password_change_and_the_cli
     ));
     assert!(refused.contains("at least 10 characters"), "{refused}");
 }
+
+/// `password_config.enabled: false`: no password login is offered or accepted.
+#[tokio::test]
+async fn password_login_can_be_turned_off() {
+    let server = TestServer::start_with_config(&format!(
+        "{}password_config: {{enabled: false}}\n",
+        common::OPEN_REGISTRATION
+    ))
+    .await;
+    assert_success(&server.cli(
+        &["admin", "add-user", "ivan", "--password-stdin"],
+        Some("ivan-password\n"),
+    ));
+    let (status, body) = server.get("/_matrix/client/v3/login", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["flows"], json!([]), "{body}");
+    assert_error(
+        &server.login("ivan", "ivan-password").await,
+        400,
+        "M_UNKNOWN",
+    );
+}
