@@ -180,9 +180,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            if let ConfigOrigin::File(path) = &origin {
-                eprintln!("{}: valid", path.display());
+            let shown = match &origin {
+                ConfigOrigin::File(path) => path.display().to_string(),
+                ConfigOrigin::Setup { .. } => "the config".to_owned(),
+            };
+            let files = config.check_files();
+            for (key, warning) in &files.warnings {
+                eprintln!("{shown}: warning: `{key}`: {warning}");
             }
+            for (key, error) in &files.errors {
+                eprintln!("{shown}: `{key}`: {error}");
+            }
+            if !files.errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!("{shown}: valid");
             print!("{}", config.to_redacted_yaml());
             Ok(ExitCode::SUCCESS)
         }

@@ -24,6 +24,7 @@ pub use password::{PasswordConfig, PasswordPolicy};
 pub use tls::AcmeChallenge;
 pub use tls::AcmeConfig;
 pub use units::{ByteSize, Duration};
+pub use validate::FileReport;
 
 /// Where the installed appliance keeps its configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/matrix-appliance/config.yaml";
@@ -503,11 +504,14 @@ impl Config {
             serde_path_to_error::deserialize::<_, Config>(serde_yaml::Deserializer::from_str(text))
                 .map_err(|e| {
                     let key = e.path().to_string();
-                    let message = if key == "." {
+                    let mut message = if key == "." {
                         e.inner().to_string()
                     } else {
                         format!("`{key}`: {}", e.inner())
                     };
+                    if let Some(known) = validate::suggest_known_key(&e.inner().to_string()) {
+                        message.push_str(&format!(" (did you mean `{known}`?)"));
+                    }
                     ConfigError::Parse {
                         path: path.to_owned(),
                         message,
