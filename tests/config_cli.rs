@@ -151,7 +151,7 @@ fn check_reports_missing_and_unreadable_files() {
     std::fs::write(dir.path().join("chian.pem"), "chain").unwrap();
     let output = check(&config);
     assert_success(&output);
-    assert!(stderr(&output).contains("valid"));
+    assert!(common::stderr(&output).contains("valid"));
 }
 
 #[test]

@@ -116,8 +116,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if cli.config.is_some() && config_path != Path::new(DEFAULT_CONFIG_PATH) =>
             {
                 bail!(
-                    "config file {path} does not exist (check the --config path or APPLIANCE_CONFIG); to \
-                     create it with the setup wizard, run `appliance --config {path} setup wizard`",
+                    "config file {path} does not exist (check the --config path or \
+                     APPLIANCE_CONFIG); to create it with the setup wizard, run \
+                     `appliance --config {path} setup wizard`",
                     path = config_path.display()
                 )
             }
@@ -252,6 +253,7 @@ fn serve_wizard(
             },
             None => crate::setup::SetupAddresses::development_listener(),
         }),
+        in_place: false,
     };
     let addresses = match (listen, development) {
         (Some(address), _) => crate::setup::SetupAddresses::Listen(address),

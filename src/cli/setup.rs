@@ -159,10 +159,9 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
                     .ok()
                     .map(|(ip, _)| ip),
             };
-            print!(
-                "{}",
-                Checklist::new(config, public_ip).to_text(Catalogue::english())
-            );
+            let mut checklist = Checklist::new(config, public_ip);
+            checklist.read_turn_status(config);
+            print!("{}", checklist.to_text(Catalogue::english()));
             return Ok(ExitCode::SUCCESS);
         }
         Some(SetupAction::Wizard { .. }) => bail!(
@@ -188,6 +187,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             base: config,
             reconfigure: true,
             plain_listener,
+            in_place: false,
         };
         let addresses = match args.listen {
             Some(address) => crate::setup::SetupAddresses::Listen(address),
@@ -229,6 +229,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
         plain_listener: context
             .development
             .then(crate::setup::SetupAddresses::development_listener),
+        in_place: false,
     };
     if !args.yes {
         let (_, yaml) = crate::setup::apply::build_config(&answers, &target)
@@ -252,6 +253,10 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(token) = &applied.registration_token {
         println!("first registration token: {token}");
+        println!(
+            "{}",
+            crate::setup::apply::first_token_note(tr, applied.registration_token_expiry)
+        );
     }
     println!();
     print!(

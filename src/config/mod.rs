@@ -24,7 +24,6 @@ pub use password::{PasswordConfig, PasswordPolicy};
 pub use tls::AcmeChallenge;
 pub use tls::AcmeConfig;
 pub use units::{ByteSize, Duration};
-pub use validate::FileReport;
 
 /// Where the installed appliance keeps its configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/matrix-appliance/config.yaml";

@@ -365,8 +365,14 @@ impl Answers {
         let mut config = base.clone();
         config.server_name = self.server_name.clone();
         config.public_baseurl = Some(format!("https://{}/", self.host));
+        let development = plain_listener.is_some();
         config.listeners = match plain_listener {
-            Some(listener) => vec![listener],
+            Some(listener) => {
+                // What is really served: plain HTTP on this address, so that well-known answers,
+                // Element's config and the checklist name it rather than the installed box's TLS.
+                config.public_baseurl = Some(plain_url(&listener));
+                vec![listener]
+            }
             None => installed_listeners(self.federation),
         };
         config.tls_certificate_path = None;
@@ -395,6 +401,12 @@ impl Answers {
             }
             TlsChoice::SelfSigned => {}
         }
+        if development {
+            // No TLS listener: a certificate would be neither used nor true.
+            config.acme.enabled = false;
+            config.tls_certificate_path = None;
+            config.tls_private_key_path = None;
+        }
         config.serve_server_wellknown = !self.delegated() || self.wellknown_here;
         (
             config.enable_registration,
@@ -413,11 +425,27 @@ impl Answers {
         config.turn_external_ip = self.turn_external_ip.parse().ok();
         config.element = ElementConfig {
             enabled: self.element != ElementChoice::Off,
-            host: (self.element == ElementChoice::Host).then(|| self.element_host_or_default()),
+            // A host name of its own needs DNS, which a development machine does not have.
+            host: (self.element == ElementChoice::Host && !development)
+                .then(|| self.element_host_or_default()),
             ..base.element.clone()
         };
         config
     }
+}
+
+/// `http://<address>:<port>/` of a plain listener (loopback for an unspecified address).
+pub fn plain_url(listener: &Listener) -> String {
+    let ip = listener
+        .bind_addresses
+        .first()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |ip| match ip {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            other => other,
+        });
+    format!("http://{}/", std::net::SocketAddr::new(ip, listener.port))
 }
 
 /// Port 80 for ACME challenges and the redirect to https, 443 for clients (and Element), 8448

@@ -38,13 +38,51 @@ pub struct Checklist {
     pub ports: Vec<Port>,
     /// Empty unless the server name is delegated and its well-known files are served elsewhere.
     pub well_known: Vec<WellKnown>,
+    /// Only when an Element release is installed: nothing is served there otherwise.
     pub element_url: Option<String>,
+    /// Element is enabled but no release is installed (`appliance element install`).
+    pub element_missing: bool,
     pub client_url: String,
+    /// A development server (plain HTTP, no TLS listener, no proxy in front): its URL. Nothing
+    /// outside the machine is to be set up then, so there are no DNS records or ports.
+    pub development: Option<String>,
+    /// Whether the TURN relay runs, when that is known (the relay is on and this process started
+    /// it, or its status file says so); `None` when it is off or not started yet.
+    pub turn_running: Option<bool>,
+    /// The relay's ports, for the line that says whether it runs.
+    pub turn_ports: String,
 }
 
 impl Checklist {
     pub fn new(config: &Config, public_ip: Option<IpAddr>) -> Self {
         let client_url = public_baseurl(config);
+        let element_installed = crate::web::element::release_dir(config)
+            .join("index.html")
+            .is_file();
+        let turn_ports = format!(
+            "UDP+TCP {}, UDP {}-{}",
+            config.turn_listen_port, config.turn_min_port, config.turn_max_port
+        );
+        if is_development(config) {
+            let element_url = (config.element.enabled && element_installed).then(|| {
+                format!(
+                    "{}{}/",
+                    client_url.trim_end_matches('/'),
+                    config.element.path_prefix.trim_end_matches('/')
+                )
+            });
+            return Self {
+                dns: Vec::new(),
+                ports: Vec::new(),
+                well_known: Vec::new(),
+                element_url,
+                element_missing: config.element.enabled && !element_installed,
+                development: Some(client_url.clone()),
+                client_url,
+                turn_running: None,
+                turn_ports,
+            };
+        }
         let host = host_of_url(&client_url);
         let address = public_ip.or(config.turn_external_ip);
         let (kind, value) = match address {
@@ -127,29 +165,49 @@ impl Checklist {
             });
         }
 
-        let mut well_known = Vec::new();
-        if delegated && !config.serve_server_wellknown {
-            well_known.push(WellKnown {
-                url: format!("https://{server_host}/.well-known/matrix/server"),
-                json: json!({"m.server": delegated_server(config)}).to_string(),
-            });
-            well_known.push(WellKnown {
-                url: format!("https://{server_host}/.well-known/matrix/client"),
-                json: json!({"m.homeserver": {"base_url": client_url}}).to_string(),
-            });
-        }
+        let well_known = if config.serve_server_wellknown {
+            Vec::new()
+        } else {
+            delegation_files(config)
+        };
         Self {
             dns,
             ports,
             well_known,
-            element_url,
+            element_url: element_url.filter(|_| element_installed),
+            element_missing: config.element.enabled && !element_installed,
             client_url,
+            development: None,
+            turn_running: None,
+            turn_ports,
         }
+    }
+
+    /// Records whether the relay runs (only meaningful when `turn_relay_enabled`).
+    pub fn set_turn_running(&mut self, running: bool) {
+        self.turn_running = Some(running);
+    }
+
+    /// For `appliance setup checklist`: whether the server's relay runs, from its status file
+    /// (written by the running relay, `running: false` once it stopped) and its process.
+    pub fn read_turn_status(&mut self, config: &Config) {
+        if !config.turn_relay_enabled {
+            return;
+        }
+        let running = crate::turn::status::read(&config.data_dir).is_ok_and(|status| {
+            status.running && std::path::Path::new(&format!("/proc/{}", status.pid)).exists()
+        });
+        self.turn_running = Some(running);
     }
 
     /// The checklist as plain text, for the terminal.
     pub fn to_text(&self, tr: &Catalogue) -> String {
         let mut out = String::new();
+        if let Some(url) = &self.development {
+            out.push_str(&format!("{}\n", tr.tf("checklist.development", "url", url)));
+            self.push_services(&mut out, tr);
+            return out;
+        }
         out.push_str(&format!("{}\n", tr.t("checklist.dns")));
         for record in &self.dns {
             out.push_str(&format!(
@@ -172,6 +230,12 @@ impl Checklist {
                 out.push_str(&format!("  {}\n    {}\n", file.url, file.json));
             }
         }
+        self.push_services(&mut out, tr);
+        out
+    }
+
+    /// What is served: the client URL, Element (or how to install it), the relay's state.
+    fn push_services(&self, out: &mut String, tr: &Catalogue) {
         out.push_str(&format!(
             "\n{} {}\n",
             tr.t("checklist.client_url"),
@@ -180,8 +244,53 @@ impl Checklist {
         if let Some(url) = &self.element_url {
             out.push_str(&format!("{} {url}\n", tr.t("checklist.element")));
         }
-        out
+        if self.element_missing {
+            out.push_str(&format!("{}\n", tr.t("checklist.element_missing")));
+        }
+        if let Some(line) = self.turn_line(tr) {
+            out.push_str(&format!("{line}\n"));
+        }
     }
+
+    /// "TURN relay: running on …" or "not running", when known.
+    pub fn turn_line(&self, tr: &Catalogue) -> Option<String> {
+        self.turn_running.map(|running| {
+            if running {
+                tr.tf("checklist.turn_running", "ports", &self.turn_ports)
+            } else {
+                tr.t("checklist.turn_not_running")
+            }
+        })
+    }
+}
+
+/// The two well-known files a delegated server name's web site must serve, as the wizard's names
+/// page, its finish page and `appliance setup checklist` all show them (one source, so the
+/// advice never differs); empty when the server name is not delegated or on a development
+/// server.
+pub fn delegation_files(config: &Config) -> Vec<WellKnown> {
+    let client_url = public_baseurl(config);
+    let server_host = server_name_host(&config.server_name);
+    if server_host == host_of_url(&client_url) || is_development(config) {
+        return Vec::new();
+    }
+    vec![
+        WellKnown {
+            url: format!("https://{server_host}/.well-known/matrix/server"),
+            json: json!({"m.server": delegated_server(config)}).to_string(),
+        },
+        WellKnown {
+            url: format!("https://{server_host}/.well-known/matrix/client"),
+            json: json!({"m.homeserver": {"base_url": client_url}}).to_string(),
+        },
+    ]
+}
+
+/// Plain HTTP only, with no TLS listener and no reverse proxy in front: the development server
+/// `cargo run` sets up, reachable from this machine only.
+pub fn is_development(config: &Config) -> bool {
+    public_baseurl(config).starts_with("http://")
+        && !config.listeners.iter().any(|l| l.tls || l.x_forwarded)
 }
 
 #[cfg(test)]

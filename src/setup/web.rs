@@ -93,12 +93,30 @@ impl SetupState {
         } else {
             Answers::default()
         };
+        // Not proposed when there is nothing to serve (a package built offline has no Element).
+        if !self.target.reconfigure && !self.element_installed() {
+            answers.element = ElementChoice::Off;
+        }
         if answers.turn_external_ip.is_empty()
             && let Some(ip) = self.public_ip()
         {
             answers.turn_external_ip = ip.to_string();
         }
         answers
+    }
+
+    /// Where an Element release is (or would be) installed.
+    fn element_dir(&self) -> std::path::PathBuf {
+        self.target
+            .base
+            .element
+            .path
+            .clone()
+            .unwrap_or_else(|| self.target.data_dir.join("element"))
+    }
+
+    fn element_installed(&self) -> bool {
+        self.element_dir().join("index.html").is_file()
     }
 
     fn answers(&self, session: &str) -> Option<Answers> {
@@ -141,6 +159,8 @@ pub fn router(state: Arc<SetupState>) -> Router {
         .route("/setup/assets/{file}", get(asset))
         .route("/setup/apply", post(apply_submit))
         .route("/setup/{step}", get(step_page).post(step_submit))
+        // Browsers ask for it on every page: a quiet 404, not the 503 below.
+        .route("/favicon.ico", get(|| async { StatusCode::NOT_FOUND }))
         .fallback(|| async {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -153,7 +173,12 @@ pub fn router(state: Arc<SetupState>) -> Router {
                 // The path only: the first URL carries the setup token in its query.
                 .make_span_with(|request: &http::Request<_>| {
                     tracing::info_span!("setup", method = %request.method(), path = %request.uri().path())
-                }),
+                })
+                // The 503 above is the expected answer to clients that come too early, not an
+                // error of the server; real failures are logged where they happen.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
         )
         .with_state(state)
 }
@@ -305,7 +330,11 @@ pub struct Page {
     pub element_dir: String,
     pub summary: Vec<SummaryRow>,
     pub checklist: Option<Checklist>,
+    /// The well-known files of a delegated server name (`checklist::delegation_files`).
+    pub delegation: Vec<super::checklist::WellKnown>,
     pub registration_token: String,
+    /// How long the first registration token lasts and how many accounts it makes.
+    pub registration_token_note: String,
     pub admin_id: String,
     /// `password_config.policy.minimum_length` of the config being written, for `{length}`.
     pub password_minimum_length: String,
@@ -327,11 +356,13 @@ impl Page {
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
             dns: None,
-            element_installed: false,
-            element_dir: String::new(),
+            element_installed: state.element_installed(),
+            element_dir: state.element_dir().display().to_string(),
             summary: Vec::new(),
             checklist: None,
+            delegation: Vec::new(),
             registration_token: String::new(),
+            registration_token_note: String::new(),
             admin_id: String::new(),
             password_minimum_length: state
                 .initial_answers()
@@ -421,23 +452,8 @@ impl Page {
             .collect()
     }
 
-    /// The well-known JSON of a delegated server name, from the values on the page.
-    pub fn well_known_server(&self) -> String {
-        serde_json::json!({"m.server": format!("{}:{}", self.v("host"), if self.v("federation") == "off" { 443 } else { 8448 })})
-            .to_string()
-    }
-
-    pub fn well_known_client(&self) -> String {
-        serde_json::json!({"m.homeserver": {"base_url": format!("https://{}/", self.v("host"))}})
-            .to_string()
-    }
-
     pub fn delegated(&self) -> bool {
-        !self.v("host").is_empty()
-            && !self.v("server_name").is_empty()
-            && !self.has_error("server_name")
-            && !self.has_error("host")
-            && self.v("host") != self.v("server_name")
+        !self.delegation.is_empty()
     }
 
     fn with_answers(mut self, answers: &Answers) -> Self {
@@ -447,7 +463,7 @@ impl Page {
 
     fn with_errors(mut self, errors: &[(&'static str, &'static str)]) -> Self {
         for (field, key) in errors {
-            self.errors.insert((*field).to_owned(), self.tr.t(key));
+            self.errors.insert((*field).to_owned(), self.t(key));
         }
         self
     }
@@ -659,17 +675,11 @@ async fn step_view(mut page: Page, state: &SetupState, answers: &Answers) -> Pag
     match page.step {
         "names" if !answers.host.is_empty() => {
             page.dns = Some(dns_view(&page, &answers.host).await);
-        }
-        "element" => {
-            let dir = state
-                .target
-                .base
-                .element
-                .path
-                .clone()
-                .unwrap_or_else(|| state.target.data_dir.join("element"));
-            page.element_installed = dir.join("index.html").is_file();
-            page.element_dir = dir.display().to_string();
+            if answers.check_names().is_empty() {
+                let config =
+                    answers.to_config(&state.target.base, state.target.plain_listener.clone());
+                page.delegation = super::checklist::delegation_files(&config);
+            }
         }
         "summary" => {
             let errors = answers.check_all(state.target.reconfigure);
@@ -756,9 +766,10 @@ fn summary(page: &Page, a: &Answers) -> Vec<SummaryRow> {
         SummaryRow {
             label: "element.title",
             value: match a.element {
+                ElementChoice::Off => yes_no(false),
+                _ if !page.element_installed => page.t("summary.element_not_installed"),
                 ElementChoice::Host => format!("https://{}/", a.element_host_or_default()),
                 ElementChoice::Path => format!("https://{}/element/", a.host),
-                ElementChoice::Off => yes_no(false),
             },
             step: "element",
         },
@@ -849,11 +860,19 @@ async fn apply_submit(
         return page.render_page(StatusCode::UNPROCESSABLE_ENTITY, &context);
     }
     match apply(&answers, &state.target, &state.serve_with).await {
-        Ok(applied) => {
+        Ok(mut applied) => {
             *applying = true;
             let mut page = Page::new("finish", &context, &state).with_answers(&answers);
-            page.checklist = Some(Checklist::new(&applied.config, state.public_ip()));
+            let mut checklist = Checklist::new(&applied.config, state.public_ip());
+            if state.target.in_place {
+                // This process serves now: say whether its relay really runs.
+                applied.turn_relay = crate::app::start_turn_relay_in_place(&applied.services).await;
+                checklist.set_turn_running(applied.turn_relay.is_some());
+            }
+            page.checklist = Some(checklist);
             page.registration_token = applied.registration_token.clone().unwrap_or_default();
+            page.registration_token_note =
+                super::apply::first_token_note(page.tr, applied.registration_token_expiry);
             if !answers.admin_user.is_empty() {
                 page.admin_id = format!("@{}:{}", answers.admin_user, answers.server_name);
             }
@@ -933,6 +952,7 @@ mod tests {
                 base: Config::default(),
                 reconfigure: false,
                 plain_listener: None,
+                in_place: false,
             },
             "t".into(),
             Box::new(|_| {}),
@@ -960,8 +980,12 @@ mod tests {
         if step == "finish" {
             let target = state.target.clone();
             let (config, _) = build_config(&answers, &target).unwrap();
-            page.checklist = Some(Checklist::new(&config, None));
+            let mut checklist = Checklist::new(&config, None);
+            checklist.set_turn_running(false);
+            page.checklist = Some(checklist);
             page.registration_token = "tok".into();
+            page.registration_token_note =
+                crate::setup::apply::first_token_note(page.tr, 1_800_000_000_000);
             page.admin_id = "@admin:example.org".into();
         }
         page.with_errors(&[("server_name", "error.server_name")])
@@ -995,11 +1019,38 @@ mod tests {
             ..Answers::default()
         }
         .to_config(&Config::default(), None);
+        let development = Answers {
+            server_name: "example.org".into(),
+            host: "matrix.example.org".into(),
+            ..Answers::default()
+        }
+        .to_config(
+            &Config::default(),
+            Some(crate::setup::SetupAddresses::development_listener()),
+        );
         for lang in i18n::LANGUAGES {
-            let text = Checklist::new(&config, None).to_text(Catalogue::get(lang));
+            let mut checklist = Checklist::new(&config, None);
+            checklist.set_turn_running(true);
+            let text = checklist.to_text(Catalogue::get(lang));
             assert!(!text.contains("[["), "{lang}: {text}");
             assert!(text.contains("/.well-known/matrix/server"), "{text}");
             assert!(text.contains("8448"), "{text}");
+            assert!(text.contains("element install"), "not installed: {text}");
+            let text = Checklist::new(&development, None).to_text(Catalogue::get(lang));
+            assert!(!text.contains("[["), "{lang}: {text}");
+            assert!(text.contains("http://127.0.0.1:8080/"), "{text}");
+            assert!(!text.contains("8448"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_first_token_note_says_uses_and_lifetime_in_every_language() {
+        for lang in i18n::LANGUAGES {
+            let note =
+                crate::setup::apply::first_token_note(Catalogue::get(lang), 1_800_000_000_000);
+            assert!(note.contains('5') && note.contains('7'), "{lang}: {note}");
+            assert!(note.contains("2027-01-15T08:00:00Z"), "{lang}: {note}");
+            assert!(!note.contains('{'), "{lang}: {note}");
         }
     }
 }
