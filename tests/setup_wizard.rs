@@ -919,6 +919,41 @@ async fn a_development_server_describes_what_it_really_serves() {
     child.wait().unwrap();
 }
 
+/// `appliance setup checklist` says when the data directory's disk is full: a 16 MiB tmpfs in a
+/// mount namespace of its own, filled up.
+#[test]
+#[ignore = "needs root (a mount namespace of its own); tests/run.sh runs it as root"]
+fn the_checklist_says_when_the_data_disk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: example.org\ndata_dir: {}\n",
+            path_str(&mount.join("data"))
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o size=16m tmpfs \"$1\" && \
+             dd if=/dev/zero of=\"$1/filler\" bs=1M count=15 2>/dev/null; \
+             exec \"$2\" --config \"$3\" setup checklist",
+        )
+        .args(["sh", path_str(&mount), common::BINARY, path_str(&config)])
+        .env_remove("APPLIANCE_CONFIG")
+        .output()
+        .expect("unshare (util-linux)");
+    let text = assert_success(&output);
+    assert!(
+        text.contains("is full") && text.contains(path_str(&mount.join("data"))),
+        "{text}"
+    );
+}
+
 /// Starts the wizard with no config and no `--listen`, as the package's unit does (it runs
 /// `serve` with the packaged path; any other path needs `setup wizard`), in a
 /// network namespace of its own (loopback only), so that the installed box's fixed ports (80,

@@ -51,6 +51,94 @@ pub struct Checklist {
     pub turn_running: Option<bool>,
     /// The relay's ports, for the line that says whether it runs.
     pub turn_ports: String,
+    /// The data directory's disk, when it is full or nearly full.
+    pub disk: Option<DiskSpace>,
+}
+
+/// A data directory whose disk is (nearly) full: the database and media cannot grow.
+pub struct DiskSpace {
+    pub path: String,
+    pub full: bool,
+    pub available: u64,
+    pub total: u64,
+}
+
+/// Less than this left and the disk is full for the server: SQLite's journal, a media upload
+/// or a log line may not fit.
+const DISK_FULL_BYTES: u64 = 100 * 1024 * 1024;
+/// Less than this left (or less than 5 % of the disk) is worth a warning.
+const DISK_LOW_BYTES: u64 = 1024 * 1024 * 1024;
+
+impl DiskSpace {
+    /// The disk of `dir` (or of its nearest existing parent, before the server made it), when
+    /// it is full or nearly full; `None` when there is room or statvfs cannot tell.
+    pub fn of(dir: &std::path::Path) -> Option<Self> {
+        let dir = std::path::absolute(dir).ok()?;
+        let existing = dir.ancestors().find(|p| p.exists())?;
+        let (total, available) = statvfs(existing)?;
+        Self::assess(&dir.display().to_string(), total, available)
+    }
+
+    /// The thresholds: full under 100 MiB, nearly full under 1 GiB or 5 % of the disk (at
+    /// most 10 GiB, so a big disk is not "nearly full" with hundreds of gigabytes left).
+    pub fn assess(path: &str, total: u64, available: u64) -> Option<Self> {
+        let low = DISK_LOW_BYTES.max((total / 20).min(10 * DISK_LOW_BYTES));
+        (available < low).then(|| Self {
+            path: path.to_owned(),
+            full: available < DISK_FULL_BYTES,
+            available,
+            total,
+        })
+    }
+
+    pub fn text(&self, tr: &Catalogue) -> String {
+        let key = if self.full {
+            "checklist.disk_full"
+        } else {
+            "checklist.disk_low"
+        };
+        tr.tf(key, "path", &self.path)
+            .replace("{free}", &human_size(self.available))
+            .replace("{total}", &human_size(self.total))
+    }
+}
+
+/// `(total, available to unprivileged users)` bytes of the filesystem holding `path`.
+// The fields are `u64` here but 32 bits wide on armhf, which the package is built for too.
+#[allow(clippy::useless_conversion)]
+fn statvfs(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated and `stat` is a valid place for the result, which is
+    // only read when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    let block = u64::from(stat.f_frsize);
+    Some((
+        u64::from(stat.f_blocks).saturating_mul(block),
+        u64::from(stat.f_bavail).saturating_mul(block),
+    ))
+}
+
+/// 1.5 GiB, 12 MiB, 300 KiB.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 impl Checklist {
@@ -81,6 +169,7 @@ impl Checklist {
                 client_url,
                 turn_running: None,
                 turn_ports,
+                disk: DiskSpace::of(&config.data_dir),
             };
         }
         let host = host_of_url(&client_url);
@@ -180,6 +269,7 @@ impl Checklist {
             development: None,
             turn_running: None,
             turn_ports,
+            disk: DiskSpace::of(&config.data_dir),
         }
     }
 
@@ -236,6 +326,9 @@ impl Checklist {
 
     /// What is served: the client URL, Element (or how to install it), the relay's state.
     fn push_services(&self, out: &mut String, tr: &Catalogue) {
+        if let Some(disk) = &self.disk {
+            out.push_str(&format!("\n{}\n", disk.text(tr)));
+        }
         out.push_str(&format!(
             "\n{} {}\n",
             tr.t("checklist.client_url"),
@@ -362,6 +455,23 @@ mod tests {
             json!({"m.server": "matrix.example.org:443"})
         );
         assert!(!forwarded_ports(&list).contains(&"8448"));
+    }
+
+    #[test]
+    fn a_full_or_nearly_full_disk_is_reported() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        assert!(DiskSpace::assess("/d", 100 * GIB, 50 * GIB).is_none());
+        let low = DiskSpace::assess("/d", 100 * GIB, 4 * GIB).expect("under 5 %");
+        assert!(!low.full);
+        assert!(
+            DiskSpace::assess("/d", 4000 * GIB, 50 * GIB).is_none(),
+            "5 % is capped at 10 GiB"
+        );
+        let full = DiskSpace::assess("/d", 8 * GIB, 20 * 1024 * 1024).expect("20 MiB left");
+        assert!(full.full);
+        let text = full.text(Catalogue::english());
+        assert!(text.contains("/d") && text.contains("20 MiB"), "{text}");
+        assert_eq!(human_size(1536 * 1024 * 1024), "1.5 GiB");
     }
 
     #[test]
