@@ -297,18 +297,13 @@ impl Config {
             }
         }
         if self.element.enabled {
-            // As `web::element::release_dir`.
-            let dir = self
-                .element
-                .path
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("element"));
-            if !dir.join("index.html").is_file() {
+            let dir = self.element_release_dir();
+            if !self.element_installed() {
                 report.warnings.push((
                     "element.path",
                     format!(
-                        "no Element release in {} (Element is not served): install one with \
-                         `appliance element install`",
+                        "no Element release in {} (Element is not served): download a release \
+                         tarball and install it with `appliance element install TARBALL`",
                         dir.display()
                     ),
                 ));

@@ -144,9 +144,7 @@ fn human_size(bytes: u64) -> String {
 impl Checklist {
     pub fn new(config: &Config, public_ip: Option<IpAddr>) -> Self {
         let client_url = public_baseurl(config);
-        let element_installed = crate::web::element::release_dir(config)
-            .join("index.html")
-            .is_file();
+        let element_installed = config.element_installed();
         let turn_ports = format!(
             "UDP+TCP {}, UDP {}-{}",
             config.turn_listen_port, config.turn_min_port, config.turn_max_port

@@ -105,18 +105,20 @@ impl SetupState {
         answers
     }
 
+    /// The config the wizard starts from, on the data directory it writes.
+    fn base_on_data_dir(&self) -> Config {
+        let mut base = self.target.base.clone();
+        base.data_dir = self.target.data_dir.clone();
+        base
+    }
+
     /// Where an Element release is (or would be) installed.
     fn element_dir(&self) -> std::path::PathBuf {
-        self.target
-            .base
-            .element
-            .path
-            .clone()
-            .unwrap_or_else(|| self.target.data_dir.join("element"))
+        self.base_on_data_dir().element_release_dir()
     }
 
     fn element_installed(&self) -> bool {
-        self.element_dir().join("index.html").is_file()
+        self.base_on_data_dir().element_installed()
     }
 
     fn answers(&self, session: &str) -> Option<Answers> {
