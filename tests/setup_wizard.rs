@@ -390,6 +390,65 @@ async fn invalid_answers_are_shown_beside_their_fields() {
     );
 }
 
+/// The delegation advice is one thing, shown alike on the names page and the finish page (a
+/// server name with a port publishes its files on the host without the port), and the admin's
+/// user name is normalised as registration does (`@Root:example.org:8448` is `root`).
+#[tokio::test]
+async fn the_delegation_advice_and_the_admin_name_are_the_same_everywhere() {
+    let server = TestServer::start_setup(None);
+    let token = setup_token(&server);
+    let mut browser = Browser::new(&server.base_url);
+    browser.sign_in(&token).await;
+    let mut choices = browser_choices();
+    for (step, fields) in &mut choices {
+        match *step {
+            "names" => fields[0].1 = "example.org:8448",
+            "admin" => fields[0].1 = "@Root:example.org:8448",
+            _ => {}
+        }
+    }
+    browser.walk(&choices).await;
+    let pre_blocks = |body: &str| -> Vec<String> {
+        body.split("<pre>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</pre>").next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let names = browser.get("/setup/names").await;
+    assert!(
+        names
+            .body
+            .contains("https://example.org/.well-known/matrix/server"),
+        "{}",
+        names.body
+    );
+    assert!(
+        !names.body.contains("example.org:8448/.well-known"),
+        "{}",
+        names.body
+    );
+    let advice = pre_blocks(&names.body);
+    assert_eq!(advice.len(), 2, "{}", names.body);
+    let summary = browser.get("/setup/summary").await;
+    assert!(
+        summary.body.contains("@root:example.org:8448"),
+        "{}",
+        summary.body
+    );
+    let finish = browser.post("/setup/apply", &[]).await;
+    assert_eq!(finish.status, StatusCode::OK, "{}", finish.body);
+    assert_eq!(pre_blocks(&finish.body), advice, "{}", finish.body);
+    let checklist = assert_success(&server.cli(&["setup", "checklist"], None));
+    for json in &advice {
+        assert!(
+            checklist.contains(&json.replace("&#34;", "\"")),
+            "{json} in {checklist}"
+        );
+    }
+    assert_eq!(server.login("root", PASSWORD).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_failed_apply_leaves_nothing_behind_and_can_be_retried() {
     // The config's directory is a file: nothing can be written there (this works as root too).

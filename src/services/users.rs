@@ -261,7 +261,8 @@ pub fn normalize_new_user_name(requested: &str) -> String {
 pub fn typed_user_name(typed: &str, server_name: &ServerName) -> String {
     let localpart = typed
         .strip_prefix('@')
-        .and_then(|rest| rest.rsplit_once(':'))
+        // A localpart has no colon: the server name (which may have a port) is all after the first.
+        .and_then(|rest| rest.split_once(':'))
         .filter(|(_, server)| server.eq_ignore_ascii_case(server_name.as_str()))
         .map_or(typed, |(localpart, _)| localpart);
     normalize_new_user_name(localpart)
