@@ -950,6 +950,11 @@ async fn a_development_server_describes_what_it_really_serves() {
         .await
         .unwrap();
     assert_eq!(client["m.homeserver"]["base_url"], base.as_str());
+    // No TLS, so no federation to announce (not the installed box's port 8448 or 443).
+    let server = reqwest::get(format!("{base}/.well-known/matrix/server"))
+        .await
+        .unwrap();
+    assert_eq!(server.status(), StatusCode::NOT_FOUND);
     let config: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(cwd.path().join("appliance-data/config.yaml")).unwrap(),
     )

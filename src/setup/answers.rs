@@ -407,7 +407,9 @@ impl Answers {
             config.tls_certificate_path = None;
             config.tls_private_key_path = None;
         }
-        config.serve_server_wellknown = !self.delegated() || self.wellknown_here;
+        // Other servers reach a server over TLS only: a development server has no federation
+        // to announce, so `/.well-known/matrix/server` answers 404 there.
+        config.serve_server_wellknown = !development && (!self.delegated() || self.wellknown_here);
         (
             config.enable_registration,
             config.registration_requires_token,
