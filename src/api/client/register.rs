@@ -36,6 +36,11 @@ pub async fn register(
     }
     services.registration_limit.peek(&request.client_ip)?;
     let body = request.body;
+    // The password first, then the name, both before the auth stages (Synapse's order): no
+    // registration token is spent on an account that cannot be made.
+    if let Some(password) = &body.password {
+        services.users.check_password_policy(password)?;
+    }
     // Check the name before the client goes through the auth stages, as Synapse does.
     let user_id = match &body.username {
         Some(name) => services.users.new_user_id(&normalize_new_user_name(name))?,
@@ -47,11 +52,6 @@ pub async fn register(
             ErrorKind::UserInUse,
             "User ID already taken",
         ));
-    }
-    // And the password, before the auth stages too (Synapse's order): a token is not spent on
-    // a password the policy refuses.
-    if let Some(password) = &body.password {
-        services.users.check_password_policy(password)?;
     }
     let completed = services
         .uiaa
