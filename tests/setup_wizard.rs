@@ -390,6 +390,38 @@ async fn invalid_answers_are_shown_beside_their_fields() {
     );
 }
 
+/// `setup` without a browser does not propose Element either when no release is installed.
+#[test]
+fn the_command_line_setup_leaves_element_off_when_it_is_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let config = dir.path().join("config.yaml");
+    let data = dir.path().join("data");
+    let printed = assert_success(&appliance(
+        &[
+            "--config",
+            path_str(&config),
+            "--data-dir",
+            path_str(&data),
+            "setup",
+            "--server-name",
+            "example.org",
+            "--admin-password-file",
+            path_str(&password_file),
+            "--tls",
+            "self-signed",
+        ],
+        None,
+    ));
+    let yaml = printed
+        .split_once("\n\n")
+        .and_then(|(_, rest)| rest.split("\nNothing was changed").next())
+        .expect("the config it would write");
+    let written: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    assert_eq!(written["element"]["enabled"], false, "{printed}");
+}
+
 /// The delegation advice is one thing, shown alike on the names page and the finish page (a
 /// server name with a port publishes its files on the host without the port), and the admin's
 /// user name is normalised as registration does (`@Root:example.org:8448` is `root`).
@@ -630,6 +662,10 @@ async fn apply_switches_to_serving_and_the_cli_writes_the_same_config() {
     assert!(
         printed.contains("50000-50100"),
         "the checklist is printed: {printed}"
+    );
+    assert!(
+        printed.contains("up to 5 accounts") && printed.contains("in 7 days"),
+        "the first token's limits: {printed}"
     );
     assert_eq!(mode(&cli_config), 0o600);
     assert_eq!(comparable(&cli_config), comparable(&server.config_path));

@@ -78,8 +78,9 @@ pub struct SetupArgs {
     #[arg(long)]
     turn_external_ip: Option<String>,
     /// Element Web on its own host name, under the main host (/element), or off.
-    #[arg(long, default_value = "host", value_parser = ["host", "path", "off"])]
-    element: String,
+    /// (default: host when an Element release is installed, off otherwise).
+    #[arg(long, value_parser = ["host", "path", "off"])]
+    element: Option<String>,
     /// With --element host: its host name (default: element.<server name>).
     #[arg(long)]
     element_host: Option<String>,
@@ -208,7 +209,12 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             context.config_path.display()
         );
     }
-    let answers = answers_from_args(server_name, &args)?;
+    let element_installed = crate::config::Config {
+        data_dir: context.data_dir.clone(),
+        ..crate::config::Config::default()
+    }
+    .element_installed();
+    let answers = answers_from_args(server_name, &args, element_installed)?;
     let tr = Catalogue::english();
     let errors = answers.check_all(false);
     if !errors.is_empty() {
@@ -266,7 +272,11 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<Answers> {
+fn answers_from_args(
+    server_name: String,
+    args: &SetupArgs,
+    element_installed: bool,
+) -> anyhow::Result<Answers> {
     let defaults = Answers::default();
     let password = match &args.admin_password_file {
         Some(path) => std::fs::read_to_string(path)
@@ -303,7 +313,12 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
         turn_min_port: args.turn_min_port.unwrap_or(defaults.turn_min_port),
         turn_max_port: args.turn_max_port.unwrap_or(defaults.turn_max_port),
         turn_external_ip: args.turn_external_ip.clone().unwrap_or_default(),
-        element: ElementChoice::parse(&args.element).unwrap_or_default(),
+        element: match args.element.as_deref() {
+            Some(choice) => ElementChoice::parse(choice).unwrap_or_default(),
+            // Not proposed when there is nothing to serve, as in the browser.
+            None if element_installed => ElementChoice::Host,
+            None => ElementChoice::Off,
+        },
         element_host: args.element_host.clone().unwrap_or_default(),
         federation: args.federation == "on",
         password_policy: defaults.password_policy,
