@@ -194,6 +194,25 @@ async fn start_turn_relay(
     Ok(Some(crate::turn::start(config, secret, tls).await?))
 }
 
+/// The TURN relay for a homeserver that the setup wizard swapped in behind its own sockets
+/// (no TLS listener, so no `turns:`); `None`, with a warning, when it could not start (a port
+/// taken, no permission), so that the wizard's finish page can say so.
+pub async fn start_turn_relay_in_place(services: &Services) -> Option<crate::turn::Relay> {
+    let mut config = services.config.clone();
+    config.turn_tls_port = None;
+    if !config.turn_relay_enabled {
+        return None;
+    }
+    let secret = services.voip.secret()?.to_owned();
+    match crate::turn::start(&config, secret, None).await {
+        Ok(relay) => Some(relay),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the TURN relay did not start");
+            None
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT. A SIGHUP (`systemctl reload`) in the meantime does not stop the
 /// server: it is announced to systemd, and the parts that reload live (the certificate files)
 /// listen for it themselves.

@@ -93,6 +93,68 @@ fn unknown_keys_are_named_with_their_line() {
 }
 
 #[test]
+fn a_mistyped_key_suggests_the_closest_known_one() {
+    let (_dir, path) = write_config("server_name: example.org\nmax_uplod_size: 10M\n");
+    let stderr = assert_failure(&check(&path));
+    assert!(
+        stderr.contains("did you mean `max_upload_size`?"),
+        "{stderr}"
+    );
+    // In a nested section, the section's own keys.
+    let (_dir, path) =
+        write_config("server_name: example.org\nacme:\n  contact_emial: ops@example.org\n");
+    let stderr = assert_failure(&check(&path));
+    assert!(stderr.contains("did you mean `contact_email`?"), "{stderr}");
+    let (_dir, path) =
+        write_config("server_name: example.org\npassword_config:\n  policy: {minimum_lenght: 8}\n");
+    let stderr = assert_failure(&check(&path));
+    assert!(
+        stderr.contains("did you mean `minimum_length`?"),
+        "{stderr}"
+    );
+    // Nothing close: no guess.
+    let (_dir, path) = write_config("server_name: example.org\nfavourite_colour: blue\n");
+    let stderr = assert_failure(&check(&path));
+    assert!(!stderr.contains("did you mean"), "{stderr}");
+}
+
+/// The files the config names must be there and readable; directories that do not exist yet
+/// are only a warning (the server makes them), and so is Element without a release.
+#[test]
+fn check_reports_missing_and_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not checked here").unwrap();
+    let yaml = format!(
+        "server_name: example.org\ndata_dir: {data}\ntls_certificate_path: {cert}\n\
+         tls_private_key_path: {key}\nelement: {{enabled: true}}\n",
+        data = path_str(&dir.path().join("data")),
+        cert = path_str(&dir.path().join("chian.pem")),
+        key = path_str(&key),
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let stderr = assert_failure(&check(&config));
+    assert!(
+        stderr.contains("`tls_certificate_path`") && stderr.contains("chian.pem"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("`tls_private_key_path`"), "{stderr}");
+    assert!(stderr.contains("warning: `data_dir`"), "{stderr}");
+    assert!(stderr.contains("appliance element install"), "{stderr}");
+
+    // A directory where a file belongs.
+    std::fs::create_dir(dir.path().join("chian.pem")).unwrap();
+    let stderr = assert_failure(&check(&config));
+    assert!(stderr.contains("is not a file"), "{stderr}");
+    std::fs::remove_dir(dir.path().join("chian.pem")).unwrap();
+    std::fs::write(dir.path().join("chian.pem"), "chain").unwrap();
+    let output = check(&config);
+    assert_success(&output);
+    assert!(common::stderr(&output).contains("valid"));
+}
+
+#[test]
 fn invalid_values_name_their_key() {
     for (yaml, key) in [
         ("server_name: \"bad name\"\n", "server_name"),
@@ -163,6 +225,54 @@ fn a_missing_config_file_fails_clearly() {
     }
     // Nothing was created next to the missing file.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A mistyped `--config` path on `serve` is an error naming the file, not the first-run wizard
+/// (which on an installed box would open ports 80 and 8080 as root); `setup wizard` is the
+/// explicit way to create a config at another path.
+#[test]
+fn serve_with_a_missing_config_file_is_an_error_not_the_wizard() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("confg.yaml");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(common::BINARY)
+        .args([
+            "--config",
+            path_str(&missing),
+            "--data-dir",
+            path_str(&data),
+        ])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("APPLIANCE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run appliance");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "`serve` with a missing --config kept running (the wizard?):\n{}",
+                stderr(&output)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let message = assert_failure(&output);
+    assert!(
+        message.contains(path_str(&missing))
+            && message.contains("does not exist")
+            && message.contains("setup wizard"),
+        "{message}"
+    );
+    assert!(
+        !data.join("setup-token").exists(),
+        "no setup token was made"
+    );
 }
 
 #[test]

@@ -556,3 +556,98 @@ async fn token_validity_is_forbidden_without_token_registration() {
         "M_FORBIDDEN",
     );
 }
+
+/// Synapse's `password_config.policy`, one check for every way a password is set: registration
+/// (before the auth stages, with Synapse's errcodes), password change, shared-secret
+/// registration's admin CLI twin (`admin add-user`) and `admin reset-password`.
+#[tokio::test]
+async fn the_password_policy_applies_to_registration_password_change_and_the_cli() {
+    let server = TestServer::start_with_config(&format!(
+        "{}password_config:\n  policy:\n    enabled: true\n    minimum_length: 10\n    \
+         require_digit: true\n    require_symbol: true\n    require_uppercase: true\n    \
+         require_lowercase: true\n",
+        common::OPEN_REGISTRATION
+    ))
+    .await;
+    for (password, errcode) in [
+        ("Sh0rt!", "M_PASSWORD_TOO_SHORT"),
+        ("Long-enough-but-no-digit", "M_PASSWORD_NO_DIGIT"),
+        ("Long3nough0rNoSymbol", "M_PASSWORD_NO_SYMBOL"),
+        ("long-3nough-no-upper", "M_PASSWORD_NO_UPPERCASE"),
+        ("LONG-3NOUGH-NO-LOWER", "M_PASSWORD_NO_LOWERCASE"),
+    ] {
+        // Refused before the auth stages: no UIA session is opened for it.
+        let response = server
+            .post(
+                REGISTER,
+                None,
+                json!({"username": "grace", "password": password}),
+            )
+            .await;
+        assert_error(&response, 400, errcode);
+        let response = server
+            .post(
+                REGISTER,
+                None,
+                json!({"username": "grace", "password": password, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        assert_error(&response, 400, errcode);
+    }
+    let strong = "Str0ng-enough!";
+    let grace = server.register("Grace", strong).await;
+    assert_eq!(grace.user_id, "@grace:test.local");
+
+    // Password change.
+    let response = server
+        .with_password_auth(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/account/password",
+            &grace,
+            strong,
+            json!({"new_password": "weak"}),
+        )
+        .await;
+    assert_error(&response, 400, "M_PASSWORD_TOO_SHORT");
+    assert_eq!(server.login("grace", strong).await.0, 200, "unchanged");
+
+    // The admin CLI: the same rule and the same words, and user names normalised as at
+    // registration (`Heidi` and `@Heidi:test.local` are `heidi`).
+    let refused = assert_failure(&server.cli(
+        &["admin", "add-user", "heidi", "--password-stdin"],
+        Some("no-digits-Here!\n"),
+    ));
+    assert!(refused.contains("at least one digit"), "{refused}");
+    let created = assert_success(&server.cli(
+        &["admin", "add-user", "@Heidi:test.local", "--password-stdin"],
+        Some("Str0ng-enough!\n"),
+    ));
+    assert!(created.contains("@heidi:test.local"), "{created}");
+    let refused = assert_failure(&server.cli(
+        &["admin", "reset-password", "heidi", "--password-stdin"],
+        Some("Sh0rt!\n"),
+    ));
+    assert!(refused.contains("at least 10 characters"), "{refused}");
+}
+
+/// `password_config.enabled: false`: no password login is offered or accepted.
+#[tokio::test]
+async fn password_login_can_be_turned_off() {
+    let server = TestServer::start_with_config(&format!(
+        "{}password_config: {{enabled: false}}\n",
+        common::OPEN_REGISTRATION
+    ))
+    .await;
+    assert_success(&server.cli(
+        &["admin", "add-user", "ivan", "--password-stdin"],
+        Some("ivan-password\n"),
+    ));
+    let (status, body) = server.get("/_matrix/client/v3/login", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["flows"], json!([]), "{body}");
+    assert_error(
+        &server.login("ivan", "ivan-password").await,
+        400,
+        "M_UNKNOWN",
+    );
+}

@@ -242,7 +242,8 @@ async fn a_browser_walks_the_wizard_and_the_server_runs() {
     screenshot(&browser, "06-calls").await;
     next(&browser, "/setup/element").await;
 
-    // 7. Element on its own host.
+    // 7. Element on its own host (chosen: with no release installed, "off" is proposed).
+    choose(&browser, "element", "host").await;
     screenshot(&browser, "07-element").await;
     next(&browser, "/setup/federation").await;
 

@@ -61,7 +61,13 @@ async fn register(
         request.admin,
         &request.mac,
     )?;
-    let user_id = services.users.new_user_id(&request.username)?;
+    // The MAC is over the name as sent; the account's name is normalised as everywhere else
+    // (Synapse lowercases it here too).
+    let user_id = services
+        .users
+        .new_user_id(&crate::services::users::normalize_new_user_name(
+            &request.username,
+        ))?;
     services
         .users
         .create(&user_id, Some(request.password), request.admin, |_| Ok(()))

@@ -128,13 +128,12 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
             admin,
             password_stdin,
         } => {
-            // A full user ID of this server is accepted too, as by the other commands.
-            let localpart = if localpart.starts_with('@') {
-                users.parse_local_user(&localpart)?.localpart().to_owned()
-            } else {
-                localpart
-            };
-            let user_id = users.new_user_id(&localpart)?;
+            // A full user ID of this server is accepted too; names are lowercased as at
+            // registration.
+            let user_id = users.new_user_id(&crate::services::users::typed_user_name(
+                &localpart,
+                &services.server_name,
+            ))?;
             if users.exists(&user_id).await? {
                 return Err(Error::invalid_param(format!("{user_id} already exists")).into());
             }

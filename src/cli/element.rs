@@ -34,7 +34,7 @@ pub enum ElementCommand {
 pub fn run(config: &Config, command: ElementCommand) -> anyhow::Result<ExitCode> {
     match command {
         ElementCommand::Install { source, sha256 } => {
-            let version = install(&element::release_dir(config), &source, sha256.as_deref())?;
+            let version = install(&config.element_install_dir(), &source, sha256.as_deref())?;
             println!("installed Element {version}");
             if !config.element.enabled {
                 println!("note: `element.enabled` is off in the config, so it is not served yet");

@@ -120,28 +120,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     } = &origin
     {
         match command {
+            // Only the packaged default path (or no `--config` at all) turns a missing file into
+            // the wizard: a mistyped `--config` must not start the installed box's wizard on port
+            // 80 as root.
+            Command::Serve { .. }
+                if cli.config.is_some() && config_path != Path::new(DEFAULT_CONFIG_PATH) =>
+            {
+                bail!(
+                    "config file {path} does not exist (check the --config path or \
+                     APPLIANCE_CONFIG); to create it with the setup wizard, run \
+                     `appliance --config {path} setup wizard`",
+                    path = config_path.display()
+                )
+            }
             Command::Serve { listen } => {
-                crate::logging::init(&config.log_level);
-                let target = crate::setup::Target {
-                    config_path: config_path.clone(),
-                    data_dir: config.data_dir.clone(),
-                    base: crate::config::Config::default(),
-                    reconfigure: false,
-                    plain_listener: development.then(|| match listen {
-                        Some(address) => crate::config::Listener {
-                            port: address.port(),
-                            bind_addresses: vec![address.ip().to_string()],
-                            ..crate::config::Listener::default()
-                        },
-                        None => crate::setup::SetupAddresses::development_listener(),
-                    }),
-                };
-                let addresses = match (listen, development) {
-                    (Some(address), _) => crate::setup::SetupAddresses::Listen(address),
-                    (None, true) => crate::setup::SetupAddresses::Development,
-                    (None, false) => crate::setup::SetupAddresses::Installed,
-                };
-                server_runtime()?.block_on(crate::setup::run(target, addresses))?;
+                serve_wizard(config, config_path.clone(), *development, listen)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Command::Setup(args) if args.is_wizard() => {
+                serve_wizard(
+                    config,
+                    config_path.clone(),
+                    *development,
+                    args.wizard_listen(),
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             Command::Setup(args) => {
@@ -190,9 +192,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            if let ConfigOrigin::File(path) = &origin {
-                eprintln!("{}: valid", path.display());
+            let shown = match &origin {
+                ConfigOrigin::File(path) => path.display().to_string(),
+                ConfigOrigin::Setup { .. } => "the config".to_owned(),
+            };
+            let files = config.check_files();
+            for (key, warning) in &files.warnings {
+                eprintln!("{shown}: warning: `{key}`: {warning}");
             }
+            for (key, error) in &files.errors {
+                eprintln!("{shown}: `{key}`: {error}");
+            }
+            if !files.errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!("{shown}: valid");
             print!("{}", config.to_redacted_yaml());
             Ok(ExitCode::SUCCESS)
         }
@@ -227,6 +241,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Element(command) => element::run(&config, command),
     }
+}
+
+/// Setup mode: the wizard writes `config_path`, then the same process serves the homeserver.
+fn serve_wizard(
+    config: Config,
+    config_path: PathBuf,
+    development: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    crate::logging::init(&config.log_level);
+    let target = crate::setup::Target {
+        config_path,
+        data_dir: config.data_dir.clone(),
+        base: crate::config::Config::default(),
+        reconfigure: false,
+        plain_listener: development.then(|| match listen {
+            Some(address) => crate::config::Listener {
+                port: address.port(),
+                bind_addresses: vec![address.ip().to_string()],
+                ..crate::config::Listener::default()
+            },
+            None => crate::setup::SetupAddresses::development_listener(),
+        }),
+        in_place: false,
+    };
+    let addresses = match (listen, development) {
+        (Some(address), _) => crate::setup::SetupAddresses::Listen(address),
+        (None, true) => crate::setup::SetupAddresses::Development,
+        (None, false) => crate::setup::SetupAddresses::Installed,
+    };
+    server_runtime()?.block_on(crate::setup::run(target, addresses))
 }
 
 /// How long an idle thread of tokio's blocking pool (SQLite reads, password hashes) waits for

@@ -78,8 +78,9 @@ pub struct SetupArgs {
     #[arg(long)]
     turn_external_ip: Option<String>,
     /// Element Web on its own host name, under the main host (/element), or off.
-    #[arg(long, default_value = "host", value_parser = ["host", "path", "off"])]
-    element: String,
+    /// (default: host when an Element release is installed, off otherwise).
+    #[arg(long, value_parser = ["host", "path", "off"])]
+    element: Option<String>,
     /// With --element host: its host name (default: element.<server name>).
     #[arg(long)]
     element_host: Option<String>,
@@ -98,6 +99,29 @@ enum SetupAction {
     /// Print what to do outside the box so that it is reachable: DNS records, router ports, the
     /// well-known files of a delegated server name, and where Element is.
     Checklist,
+    /// Open the first-run wizard to write a config file that does not exist yet: what a bare
+    /// `appliance serve` does with the packaged config path or with no `--config` at all, for
+    /// any other `--config` path. After apply the same process serves the homeserver.
+    Wizard {
+        /// Serve the wizard, then the homeserver, on this one plain-HTTP address (default: the
+        /// installed box's ports 80 and 8080 on every interface).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+impl SetupArgs {
+    /// `appliance setup wizard`.
+    pub fn is_wizard(&self) -> bool {
+        matches!(self.action, Some(SetupAction::Wizard { .. }))
+    }
+
+    pub fn wizard_listen(&self) -> Option<SocketAddr> {
+        match self.action {
+            Some(SetupAction::Wizard { listen }) => listen,
+            _ => None,
+        }
+    }
 }
 
 /// Where the config is (or is to be) and what is in it.
@@ -136,12 +160,15 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
                     .ok()
                     .map(|(ip, _)| ip),
             };
-            print!(
-                "{}",
-                Checklist::new(config, public_ip).to_text(Catalogue::english())
-            );
+            let mut checklist = Checklist::new(config, public_ip);
+            checklist.read_turn_status(config);
+            print!("{}", checklist.to_text(Catalogue::english()));
             return Ok(ExitCode::SUCCESS);
         }
+        Some(SetupAction::Wizard { .. }) => bail!(
+            "{} exists already: `appliance setup --reconfigure` changes it",
+            context.config_path.display()
+        ),
         None => {}
     }
     if args.reconfigure {
@@ -161,6 +188,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             base: config,
             reconfigure: true,
             plain_listener,
+            in_place: false,
         };
         let addresses = match args.listen {
             Some(address) => crate::setup::SetupAddresses::Listen(address),
@@ -181,12 +209,21 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
             context.config_path.display()
         );
     }
-    let answers = answers_from_args(server_name, &args)?;
+    let element_installed = crate::config::Config {
+        data_dir: context.data_dir.clone(),
+        ..crate::config::Config::default()
+    }
+    .element_installed();
+    let answers = answers_from_args(server_name, &args, element_installed)?;
     let tr = Catalogue::english();
     let errors = answers.check_all(false);
     if !errors.is_empty() {
         for (field, key) in &errors {
-            eprintln!("--{}: {}", field.replace('_', "-"), tr.t(key));
+            eprintln!(
+                "--{}: {}",
+                field.replace('_', "-"),
+                answers.error_text(tr, key)
+            );
         }
         return Ok(ExitCode::FAILURE);
     }
@@ -198,6 +235,7 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
         plain_listener: context
             .development
             .then(crate::setup::SetupAddresses::development_listener),
+        in_place: false,
     };
     if !args.yes {
         let (_, yaml) = crate::setup::apply::build_config(&answers, &target)
@@ -221,6 +259,10 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(token) = &applied.registration_token {
         println!("first registration token: {token}");
+        println!(
+            "{}",
+            crate::setup::apply::first_token_note(tr, applied.registration_token_expiry)
+        );
     }
     println!();
     print!(
@@ -230,7 +272,11 @@ pub fn run(context: SetupContext, args: SetupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<Answers> {
+fn answers_from_args(
+    server_name: String,
+    args: &SetupArgs,
+    element_installed: bool,
+) -> anyhow::Result<Answers> {
     let defaults = Answers::default();
     let password = match &args.admin_password_file {
         Some(path) => std::fs::read_to_string(path)
@@ -244,6 +290,11 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
     let Some(tls) = args.tls.as_deref() else {
         bail!("choose where the certificate comes from: --tls acme|files|self-signed");
     };
+    let admin_user = args
+        .admin
+        .as_deref()
+        .map(|typed| crate::setup::answers::normalize_user_name(typed, &server_name))
+        .unwrap_or(defaults.admin_user.clone());
     Ok(Answers {
         host: args.host.clone().unwrap_or_else(|| server_name.clone()),
         server_name,
@@ -254,7 +305,7 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
         acme_staging: args.acme_staging,
         tls_certificate_path: args.tls_certificate_path.clone().unwrap_or_default(),
         tls_private_key_path: args.tls_private_key_path.clone().unwrap_or_default(),
-        admin_user: args.admin.clone().unwrap_or(defaults.admin_user),
+        admin_user,
         admin_password: password,
         registration: RegistrationChoice::parse(&args.registration).unwrap_or_default(),
         turn_enabled: args.turn == "on",
@@ -262,9 +313,15 @@ fn answers_from_args(server_name: String, args: &SetupArgs) -> anyhow::Result<An
         turn_min_port: args.turn_min_port.unwrap_or(defaults.turn_min_port),
         turn_max_port: args.turn_max_port.unwrap_or(defaults.turn_max_port),
         turn_external_ip: args.turn_external_ip.clone().unwrap_or_default(),
-        element: ElementChoice::parse(&args.element).unwrap_or_default(),
+        element: match args.element.as_deref() {
+            Some(choice) => ElementChoice::parse(choice).unwrap_or_default(),
+            // Not proposed when there is nothing to serve, as in the browser.
+            None if element_installed => ElementChoice::Host,
+            None => ElementChoice::Off,
+        },
         element_host: args.element_host.clone().unwrap_or_default(),
         federation: args.federation == "on",
+        password_policy: defaults.password_policy,
     })
 }
 

@@ -39,3 +39,38 @@ impl Default for ElementConfig {
         }
     }
 }
+
+/// Where the Debian package puts the Element release it ships (when it was built with one).
+pub const PACKAGED_ELEMENT_DIR: &str = "/usr/share/matrix-appliance/element";
+
+impl super::Config {
+    /// Where `appliance element install` puts a release: `element.path`, or
+    /// `<data_dir>/element`.
+    pub fn element_install_dir(&self) -> PathBuf {
+        self.element
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("element"))
+    }
+
+    /// The release that is served: `element.path` when set; otherwise one installed with
+    /// `appliance element install`, else the one the package shipped, else (none installed)
+    /// the install directory.
+    pub fn element_release_dir(&self) -> PathBuf {
+        let installed = self.element_install_dir();
+        if self.element.path.is_some() || installed.join("index.html").is_file() {
+            return installed;
+        }
+        let packaged = PathBuf::from(PACKAGED_ELEMENT_DIR);
+        if packaged.join("index.html").is_file() {
+            packaged
+        } else {
+            installed
+        }
+    }
+
+    /// Whether an Element release is there to be served.
+    pub fn element_installed(&self) -> bool {
+        self.element_release_dir().join("index.html").is_file()
+    }
+}

@@ -7,6 +7,7 @@
 pub mod backup;
 mod element;
 pub mod media;
+mod password;
 mod tls;
 mod units;
 mod validate;
@@ -20,6 +21,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use element::ElementConfig;
+pub use password::{PasswordConfig, PasswordPolicy};
 pub use tls::AcmeChallenge;
 pub use tls::AcmeConfig;
 pub use units::{ByteSize, Duration};
@@ -96,6 +98,11 @@ pub struct Config {
     /// Shared secret for `/_synapse/admin/v1/register` (Synapse's `register_new_matrix_user`).
     /// Registration through it is disabled while this is unset.
     pub registration_shared_secret: Option<String>,
+
+    /// Synapse's `password_config`: password login on or off, and the policy new passwords
+    /// must meet (`policy: {enabled, minimum_length, require_digit, require_symbol,
+    /// require_lowercase, require_uppercase}`).
+    pub password_config: PasswordConfig,
 
     /// Guest accounts are not supported; the key exists so a Synapse config can be read.
     pub allow_guest_access: bool,
@@ -292,6 +299,7 @@ impl Default for Config {
             enable_registration_without_verification: false,
             registration_requires_token: false,
             registration_shared_secret: None,
+            password_config: PasswordConfig::default(),
             allow_guest_access: false,
             rc_login: LoginRateLimits::default(),
             rc_registration: RateLimit {
@@ -627,11 +635,14 @@ impl Config {
             serde_path_to_error::deserialize::<_, Config>(serde_yaml::Deserializer::from_str(text))
                 .map_err(|e| {
                     let key = e.path().to_string();
-                    let message = if key == "." {
+                    let mut message = if key == "." {
                         e.inner().to_string()
                     } else {
                         format!("`{key}`: {}", e.inner())
                     };
+                    if let Some(known) = validate::suggest_known_key(&e.inner().to_string()) {
+                        message.push_str(&format!(" (did you mean `{known}`?)"));
+                    }
                     ConfigError::Parse {
                         path: path.to_owned(),
                         message,

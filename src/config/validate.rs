@@ -266,3 +266,130 @@ impl Config {
         Ok(())
     }
 }
+
+/// What `appliance config check` found wrong with the files and directories the config names:
+/// `errors` stop the server (or the feature), `warnings` are worth knowing.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    pub errors: Vec<(&'static str, String)>,
+    pub warnings: Vec<(&'static str, String)>,
+}
+
+impl Config {
+    /// Checks that the files the config names exist and can be read by this user, and that its
+    /// directories are directories. Separate from `validate`, which only reads the text: the
+    /// wizard and the tests parse configs whose files are not there yet.
+    pub fn check_files(&self) -> FileReport {
+        let mut report = FileReport::default();
+        let files = [
+            ("tls_certificate_path", self.tls_certificate_path.as_ref()),
+            ("tls_private_key_path", self.tls_private_key_path.as_ref()),
+            (
+                "acme.directory_ca_path",
+                self.acme.directory_ca_path.as_ref(),
+            ),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            match std::fs::File::open(path).and_then(|f| f.metadata()) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => report
+                    .errors
+                    .push((key, format!("{} is not a file", path.display()))),
+                Err(e) => report
+                    .errors
+                    .push((key, format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        let directories = [
+            ("data_dir", Some(self.data_dir.clone())),
+            ("media_store_path", Some(self.media_store_path())),
+        ];
+        for (key, path) in directories {
+            let Some(path) = path else { continue };
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => report
+                    .errors
+                    .push((key, format!("{} is not a directory", path.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.warnings.push((
+                    key,
+                    format!(
+                        "{} does not exist yet (the server creates it)",
+                        path.display()
+                    ),
+                )),
+                Err(e) => report
+                    .errors
+                    .push((key, format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        if self.element.enabled {
+            let dir = self.element_release_dir();
+            if !self.element_installed() {
+                report.warnings.push((
+                    "element.path",
+                    format!(
+                        "no Element release in {} (Element is not served): download a release \
+                         tarball and install it with `appliance element install TARBALL`",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        report
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" with the closest known name added, so
+/// a typo in any section (`max_uplod_size`, `acme.contact_emial`) points at the right key.
+pub(super) fn suggest_known_key(message: &str) -> Option<String> {
+    // serde_yaml puts the section in front: "acme: unknown field `…`".
+    let rest = message.split_once("unknown field `")?.1;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected")?.1;
+    let known = expected.split('`').skip(1).step_by(2);
+    let (distance, closest) = known
+        .map(|name| (edit_distance(unknown, name), name))
+        .min()?;
+    // Close enough to be a typo: a third of the name, at least 2 edits.
+    (distance <= (unknown.chars().count() / 3).max(2)).then(|| closest.to_owned())
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), with the two-row table.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_get_the_closest_known_key() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let message = "unknown field `max_uplod_size`, expected one of `server_name`, \
+                       `max_upload_size`, `max_image_pixels`";
+        assert_eq!(
+            suggest_known_key(message).as_deref(),
+            Some("max_upload_size")
+        );
+        let far = "unknown field `colour`, expected one of `server_name`, `listeners`";
+        assert_eq!(suggest_known_key(far), None);
+        // serde's wording for a struct with one or two fields.
+        assert_eq!(
+            suggest_known_key("unknown field `enabld`, expected `enabled`").as_deref(),
+            Some("enabled")
+        );
+    }
+}

@@ -103,7 +103,12 @@ impl Services {
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),
-            users: users::Users::new(db.clone(), server_name.clone(), rooms.stream_sender()),
+            users: users::Users::new(
+                db.clone(),
+                server_name.clone(),
+                rooms.stream_sender(),
+                config.password_config.policy.clone(),
+            ),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),
             registration: registration::Registration::new(db.clone(), &config),

@@ -1,11 +1,12 @@
 //! Accounts: creating them, naming them, passwords, admin flag, deactivation, profiles.
 
 use http::StatusCode;
-use ruma::{MxcUri, OwnedServerName, OwnedUserId, UserId, api::error::ErrorKind};
+use ruma::{MxcUri, OwnedServerName, OwnedUserId, ServerName, UserId, api::error::ErrorKind};
 use tokio::sync::watch;
 
 use super::passwords;
 use crate::{
+    config::PasswordPolicy,
     error::{Error, Result},
     services::rooms::publish,
     storage::{Database, rooms::current_stream_position, users as store, users::UserRow},
@@ -16,18 +17,31 @@ pub struct Users {
     server_name: OwnedServerName,
     /// Signing devices out changes device lists (stream positions): /sync must wake for it.
     stream: watch::Sender<i64>,
+    /// `password_config.policy`: every new password is checked against it.
+    password_policy: PasswordPolicy,
 }
 
 /// Longest user ID the spec allows, sigil and server name included.
 const MAX_USER_ID_LENGTH: usize = 255;
 
 impl Users {
-    pub fn new(db: Database, server_name: OwnedServerName, stream: watch::Sender<i64>) -> Self {
+    pub fn new(
+        db: Database,
+        server_name: OwnedServerName,
+        stream: watch::Sender<i64>,
+        password_policy: PasswordPolicy,
+    ) -> Self {
         Self {
             db,
             server_name,
             stream,
+            password_policy,
         }
+    }
+
+    /// Checks a new password against `password_config.policy` (Synapse's errcodes).
+    pub fn check_password_policy(&self, password: &str) -> Result<()> {
+        passwords::check_policy(&self.password_policy, password)
     }
 
     /// Reads a localpart or a full user ID of this server; the ID need not exist.
@@ -49,38 +63,9 @@ impl Users {
     }
 
     /// The user ID a new account with this localpart would get, checked with Synapse's rules.
+    /// `localpart` is taken as typed: [`normalize_new_user_name`] first for a name a person typed.
     pub fn new_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
-        let invalid = |why: &str| {
-            Error::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::InvalidUsername,
-                why.to_owned(),
-            )
-        };
-        if localpart.is_empty() {
-            return Err(invalid("The user name must not be empty"));
-        }
-        if !localpart.bytes().all(
-            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
-        ) {
-            return Err(invalid(
-                "User names may only contain a-z, 0-9 and . _ = - / +",
-            ));
-        }
-        if localpart.starts_with('_') {
-            return Err(invalid(
-                "User names may not begin with _ (reserved for bridges)",
-            ));
-        }
-        if localpart.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid("Numeric user names are reserved"));
-        }
-        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
-            .map_err(|e| invalid(&format!("Invalid user name: {e}")))?;
-        if user_id.as_str().len() > MAX_USER_ID_LENGTH {
-            return Err(invalid("The user ID would be longer than 255 characters"));
-        }
-        Ok(user_id)
+        new_user_id(localpart, &self.server_name)
     }
 
     pub async fn exists(&self, user_id: &UserId) -> Result<bool> {
@@ -120,7 +105,7 @@ impl Users {
     ) -> Result<()> {
         let hash = match password {
             Some(password) => {
-                passwords::check_policy(&password)?;
+                passwords::check_policy(&self.password_policy, &password)?;
                 Some(passwords::hash(password).await?)
             }
             None => None,
@@ -173,7 +158,7 @@ impl Users {
         logout_devices: bool,
         keep_device: Option<String>,
     ) -> Result<()> {
-        passwords::check_policy(&password)?;
+        passwords::check_policy(&self.password_policy, &password)?;
         let hash = passwords::hash(password).await?;
         let user_id = user_id.to_string();
         let position = self
@@ -261,6 +246,64 @@ impl Users {
             )
             .await
     }
+}
+
+/// A requested new user name as the localpart to check: lowercased, as Synapse does at
+/// registration (client and shared-secret) and as the admin CLI and the setup wizard do.
+/// Everything else is then checked, not changed, by [`new_user_id`].
+pub fn normalize_new_user_name(requested: &str) -> String {
+    requested.to_lowercase()
+}
+
+/// What a person typed as a new user name in the admin CLI or the setup wizard: a full user ID
+/// of this server (`@Alice:example.org`) names its localpart; then [`normalize_new_user_name`].
+/// (The client API takes only localparts, as Synapse does.)
+pub fn typed_user_name(typed: &str, server_name: &ServerName) -> String {
+    let localpart = typed
+        .strip_prefix('@')
+        // A localpart has no colon: the server name (which may have a port) is all after the first.
+        .and_then(|rest| rest.split_once(':'))
+        .filter(|(_, server)| server.eq_ignore_ascii_case(server_name.as_str()))
+        .map_or(typed, |(localpart, _)| localpart);
+    normalize_new_user_name(localpart)
+}
+
+/// The user ID a new account with this localpart gets on `server_name`, checked with Synapse's
+/// rules (`RegistrationHandler.check_username`): only `a-z 0-9 . _ = - / +`, not empty, not
+/// starting with `_`, not all digits, and the whole ID at most 255 characters.
+pub fn new_user_id(localpart: &str, server_name: &ServerName) -> Result<OwnedUserId> {
+    let invalid = |why: &str| {
+        Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidUsername,
+            why.to_owned(),
+        )
+    };
+    if localpart.is_empty() {
+        return Err(invalid("The user name must not be empty"));
+    }
+    if !localpart
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+    {
+        return Err(invalid(
+            "User names may only contain a-z, 0-9 and . _ = - / +",
+        ));
+    }
+    if localpart.starts_with('_') {
+        return Err(invalid(
+            "User names may not begin with _ (reserved for bridges)",
+        ));
+    }
+    if localpart.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("Numeric user names are reserved"));
+    }
+    let user_id = UserId::parse_with_server_name(localpart, server_name)
+        .map_err(|e| invalid(&format!("Invalid user name: {e}")))?;
+    if user_id.as_str().len() > MAX_USER_ID_LENGTH {
+        return Err(invalid("The user ID would be longer than 255 characters"));
+    }
+    Ok(user_id)
 }
 
 /// A valid argon2id hash of a random password, verified against when the user does not exist.

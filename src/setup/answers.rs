@@ -4,9 +4,15 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use ruma::ServerName;
+use ruma::{OwnedServerName, ServerName};
 
-use crate::config::{AcmeConfig, Config, ElementConfig, Listener, ListenerResource};
+use crate::{
+    config::{AcmeConfig, Config, ElementConfig, Listener, ListenerResource, PasswordPolicy},
+    services::{
+        passwords::policy_violation,
+        users::{new_user_id, typed_user_name},
+    },
+};
 
 /// Let's Encrypt's staging directory, for a dry run that does not count against the rate limits.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -117,6 +123,9 @@ pub struct Answers {
     pub element: ElementChoice,
     pub element_host: String,
     pub federation: bool,
+    /// `password_config.policy` of the config written: the admin's password is checked against
+    /// it, as every later password is.
+    pub password_policy: PasswordPolicy,
 }
 
 impl Default for Answers {
@@ -143,6 +152,7 @@ impl Default for Answers {
             element: ElementChoice::default(),
             element_host: String::new(),
             federation: true,
+            password_policy: PasswordPolicy::wizard(),
         }
     }
 }
@@ -211,8 +221,18 @@ impl Answers {
                 .listeners
                 .iter()
                 .any(|l| l.serves("federation") && l.tls),
+            password_policy: config.password_config.policy.clone(),
             host,
         }
+    }
+
+    /// The text of a check's catalogue key, with the policy's minimum length filled in.
+    pub fn error_text(&self, tr: &super::i18n::Catalogue, key: &str) -> String {
+        tr.tf(
+            key,
+            "length",
+            &self.password_policy.minimum_length.to_string(),
+        )
     }
 
     pub fn delegated(&self) -> bool {
@@ -283,11 +303,11 @@ impl Answers {
         }
         if self.admin_user.is_empty() {
             errors.push(("admin_user", "error.required"));
-        } else if !is_localpart(&self.admin_user) {
+        } else if !is_localpart(&self.admin_user, &self.server_name) {
             errors.push(("admin_user", "error.localpart"));
         }
-        if let Some(weakness) = password_weakness(&self.admin_password, &self.admin_user) {
-            errors.push(("admin_password", weakness));
+        if let Some(violation) = policy_violation(&self.password_policy, &self.admin_password) {
+            errors.push(("admin_password", violation.catalogue_key()));
         } else if self.admin_password != password_again {
             errors.push(("admin_password_again", "error.password_mismatch"));
         }
@@ -345,8 +365,14 @@ impl Answers {
         let mut config = base.clone();
         config.server_name = self.server_name.clone();
         config.public_baseurl = Some(format!("https://{}/", self.host));
+        let development = plain_listener.is_some();
         config.listeners = match plain_listener {
-            Some(listener) => vec![listener],
+            Some(listener) => {
+                // What is really served: plain HTTP on this address, so that well-known answers,
+                // Element's config and the checklist name it rather than the installed box's TLS.
+                config.public_baseurl = Some(plain_url(&listener));
+                vec![listener]
+            }
             None => installed_listeners(self.federation),
         };
         config.tls_certificate_path = None;
@@ -375,7 +401,15 @@ impl Answers {
             }
             TlsChoice::SelfSigned => {}
         }
-        config.serve_server_wellknown = !self.delegated() || self.wellknown_here;
+        if development {
+            // No TLS listener: a certificate would be neither used nor true.
+            config.acme.enabled = false;
+            config.tls_certificate_path = None;
+            config.tls_private_key_path = None;
+        }
+        // Other servers reach a server over TLS only: a development server has no federation
+        // to announce, so `/.well-known/matrix/server` answers 404 there.
+        config.serve_server_wellknown = !development && (!self.delegated() || self.wellknown_here);
         (
             config.enable_registration,
             config.registration_requires_token,
@@ -385,6 +419,7 @@ impl Answers {
             RegistrationChoice::Token => (true, true, false),
             RegistrationChoice::Open => (true, false, true),
         };
+        config.password_config.policy = self.password_policy.clone();
         config.turn_relay_enabled = self.turn_enabled;
         config.turn_listen_port = self.turn_listen_port;
         config.turn_min_port = self.turn_min_port;
@@ -392,11 +427,27 @@ impl Answers {
         config.turn_external_ip = self.turn_external_ip.parse().ok();
         config.element = ElementConfig {
             enabled: self.element != ElementChoice::Off,
-            host: (self.element == ElementChoice::Host).then(|| self.element_host_or_default()),
+            // A host name of its own needs DNS, which a development machine does not have.
+            host: (self.element == ElementChoice::Host && !development)
+                .then(|| self.element_host_or_default()),
             ..base.element.clone()
         };
         config
     }
+}
+
+/// `http://<address>:<port>/` of a plain listener (loopback for an unspecified address).
+pub fn plain_url(listener: &Listener) -> String {
+    let ip = listener
+        .bind_addresses
+        .first()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |ip| match ip {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            other => other,
+        });
+    format!("http://{}/", std::net::SocketAddr::new(ip, listener.port))
 }
 
 /// Port 80 for ACME challenges and the redirect to https, 443 for clients (and Element), 8448
@@ -455,35 +506,23 @@ fn is_email(text: &str) -> bool {
     }) && !text.contains(char::is_whitespace)
 }
 
-/// The characters the spec allows in a new user's localpart.
-pub fn is_localpart(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 200
-        && text
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/'))
+/// The server name the wizard checks user names against: the chosen one, or a stand-in while
+/// it is not valid yet (the names step reports that).
+fn server_name_or_stand_in(server_name: &str) -> OwnedServerName {
+    ServerName::parse(server_name)
+        .unwrap_or_else(|_| ServerName::parse("localhost").expect("a literal server name"))
 }
 
-/// Why a password is too weak (a catalogue key), or `None`. Long passphrases pass on length
-/// alone; shorter passwords need a mix of character kinds.
-pub fn password_weakness(password: &str, user: &str) -> Option<&'static str> {
-    let length = password.chars().count();
-    let kinds = [
-        password.chars().any(|c| c.is_lowercase()),
-        password.chars().any(|c| c.is_uppercase()),
-        password.chars().any(|c| c.is_ascii_digit()),
-        password.chars().any(|c| !c.is_alphanumeric()),
-    ]
-    .iter()
-    .filter(|k| **k)
-    .count();
-    if length < 10 || (length < 16 && kinds < 3) {
-        Some("error.password_weak")
-    } else if !user.is_empty() && password.to_lowercase().contains(&user.to_lowercase()) {
-        Some("error.password_contains_user")
-    } else {
-        None
-    }
+/// The admin's user name as typed, normalised as every new user name is
+/// (`services::users::typed_user_name`: `@alice:<server name>` or `Alice` is `alice`).
+pub fn normalize_user_name(typed: &str, server_name: &str) -> String {
+    typed_user_name(typed.trim(), &server_name_or_stand_in(server_name))
+}
+
+/// Whether a new account may have this localpart: the homeserver's own rules
+/// (`services::users::new_user_id`), so the wizard accepts exactly what registration does.
+pub fn is_localpart(localpart: &str, server_name: &str) -> bool {
+    new_user_id(localpart, &server_name_or_stand_in(server_name)).is_ok()
 }
 
 #[cfg(test)]
@@ -552,12 +591,7 @@ mod tests {
         answers.admin_password = "short".into();
         let errors = answers.check_all(false);
         assert!(errors.contains(&("server_name", "error.server_name")));
-        assert!(errors.contains(&("admin_password", "error.password_weak")));
-        assert_eq!(password_weakness("Tr0ub4dor&3x", "admin"), None);
-        assert_eq!(
-            password_weakness("admin-password-long", "admin"),
-            Some("error.password_contains_user")
-        );
+        assert!(errors.contains(&("admin_password", "error.password_too_short")));
         assert_eq!(server_name_host("example.org:8448"), "example.org");
     }
 }

@@ -10,6 +10,13 @@ use crate::{
     services::Services,
 };
 
+/// How many accounts the wizard's first registration token makes: enough for a family or a few
+/// friends, few enough that a token that leaks cannot fill the server.
+pub const FIRST_TOKEN_USES: i64 = 5;
+/// How long the first registration token lasts: a week to hand it out. More tokens come from
+/// `appliance admin registration-token create`.
+pub const FIRST_TOKEN_LIFETIME_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Where the wizard writes and what it starts from.
 #[derive(Clone)]
 pub struct Target {
@@ -21,6 +28,9 @@ pub struct Target {
     pub reconfigure: bool,
     /// The development server writes one plain-HTTP listener instead of the installed box's.
     pub plain_listener: Option<Listener>,
+    /// The homeserver takes over the wizard's sockets after apply (development, `--listen`);
+    /// set by `setup::run`. The wizard then also starts the TURN relay itself.
+    pub in_place: bool,
 }
 
 /// What apply did.
@@ -30,6 +40,10 @@ pub struct Applied {
     /// The services opened on it (with the serving address override, if any).
     pub services: Arc<Services>,
     pub registration_token: Option<String>,
+    /// When the first registration token expires (Unix milliseconds).
+    pub registration_token_expiry: i64,
+    /// The TURN relay started for a homeserver that serves in place (see `Target::in_place`).
+    pub turn_relay: Option<crate::turn::Relay>,
 }
 
 /// Why apply failed, in words that say what to fix.
@@ -67,7 +81,7 @@ pub async fn apply(
 ) -> Result<Applied, ApplyError> {
     let errors = answers.check_all(target.reconfigure);
     if let Some((field, key)) = errors.first() {
-        let reason = super::i18n::Catalogue::english().t(key);
+        let reason = answers.error_text(super::i18n::Catalogue::english(), key);
         return Err(ApplyError(format!("`{field}`: {reason}")));
     }
     let (config, yaml) = build_config(answers, target)?;
@@ -79,6 +93,7 @@ pub async fn apply(
     let registration_token = (answers.registration == RegistrationChoice::Token
         && !target.reconfigure)
         .then(|| hex::encode(rand::random::<[u8; 8]>()));
+    let first_token_expiry = crate::storage::now_ms() + FIRST_TOKEN_LIFETIME_MS;
     let config_path = target.config_path.clone();
     let existed_before = config_path.exists();
     let yaml_for_file = yaml.clone();
@@ -87,7 +102,12 @@ pub async fn apply(
         let token = registration_token.clone();
         move |tx: &rusqlite::Transaction<'_>| -> crate::error::Result<()> {
             if let Some(token) = &token {
-                crate::storage::registration_tokens::insert(tx, token, None, None)?;
+                crate::storage::registration_tokens::insert(
+                    tx,
+                    token,
+                    Some(FIRST_TOKEN_USES),
+                    Some(first_token_expiry),
+                )?;
             }
             // Last: once the file is in place, only the commit remains.
             write_atomically(&config_path, yaml.as_bytes(), 0o600).map_err(|e| {
@@ -138,7 +158,24 @@ pub async fn apply(
         config,
         services,
         registration_token,
+        registration_token_expiry: first_token_expiry,
+        turn_relay: None,
     })
+}
+
+/// "It makes up to 5 accounts and expires on … (in 7 days)", in the page's language.
+pub fn first_token_note(tr: &super::i18n::Catalogue, expiry_ms: i64) -> String {
+    let expiry = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(expiry_ms).unwrap_or_default());
+    tr.tf("finish.token_limits", "uses", &FIRST_TOKEN_USES.to_string())
+        .replace(
+            "{expiry}",
+            &humantime::format_rfc3339_seconds(expiry).to_string(),
+        )
+        .replace(
+            "{days}",
+            &(FIRST_TOKEN_LIFETIME_MS / (24 * 3600 * 1000)).to_string(),
+        )
 }
 
 /// A random secret for shared-secret registration and TURN credentials.

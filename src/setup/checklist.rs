@@ -38,13 +38,138 @@ pub struct Checklist {
     pub ports: Vec<Port>,
     /// Empty unless the server name is delegated and its well-known files are served elsewhere.
     pub well_known: Vec<WellKnown>,
+    /// Only when an Element release is installed: nothing is served there otherwise.
     pub element_url: Option<String>,
+    /// Element is enabled but no release is installed (`appliance element install`).
+    pub element_missing: bool,
     pub client_url: String,
+    /// A development server (plain HTTP, no TLS listener, no proxy in front): its URL. Nothing
+    /// outside the machine is to be set up then, so there are no DNS records or ports.
+    pub development: Option<String>,
+    /// Whether the TURN relay runs, when that is known (the relay is on and this process started
+    /// it, or its status file says so); `None` when it is off or not started yet.
+    pub turn_running: Option<bool>,
+    /// The relay's ports, for the line that says whether it runs.
+    pub turn_ports: String,
+    /// The data directory's disk, when it is full or nearly full.
+    pub disk: Option<DiskSpace>,
+}
+
+/// A data directory whose disk is (nearly) full: the database and media cannot grow.
+pub struct DiskSpace {
+    pub path: String,
+    pub full: bool,
+    pub available: u64,
+    pub total: u64,
+}
+
+/// Less than this left and the disk is full for the server: SQLite's journal, a media upload
+/// or a log line may not fit.
+const DISK_FULL_BYTES: u64 = 100 * 1024 * 1024;
+/// Less than this left (or less than 5 % of the disk) is worth a warning.
+const DISK_LOW_BYTES: u64 = 1024 * 1024 * 1024;
+
+impl DiskSpace {
+    /// The disk of `dir` (or of its nearest existing parent, before the server made it), when
+    /// it is full or nearly full; `None` when there is room or statvfs cannot tell.
+    pub fn of(dir: &std::path::Path) -> Option<Self> {
+        let dir = std::path::absolute(dir).ok()?;
+        let existing = dir.ancestors().find(|p| p.exists())?;
+        let (total, available) = statvfs(existing)?;
+        Self::assess(&dir.display().to_string(), total, available)
+    }
+
+    /// The thresholds: full under 100 MiB, nearly full under 1 GiB or 5 % of the disk (at
+    /// most 10 GiB, so a big disk is not "nearly full" with hundreds of gigabytes left).
+    pub fn assess(path: &str, total: u64, available: u64) -> Option<Self> {
+        let low = DISK_LOW_BYTES.max((total / 20).min(10 * DISK_LOW_BYTES));
+        (available < low).then(|| Self {
+            path: path.to_owned(),
+            full: available < DISK_FULL_BYTES,
+            available,
+            total,
+        })
+    }
+
+    pub fn text(&self, tr: &Catalogue) -> String {
+        let key = if self.full {
+            "checklist.disk_full"
+        } else {
+            "checklist.disk_low"
+        };
+        tr.tf(key, "path", &self.path)
+            .replace("{free}", &human_size(self.available))
+            .replace("{total}", &human_size(self.total))
+    }
+}
+
+/// `(total, available to unprivileged users)` bytes of the filesystem holding `path`.
+// The fields are `u64` here but 32 bits wide on armhf, which the package is built for too.
+#[allow(clippy::useless_conversion)]
+fn statvfs(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated and `stat` is a valid place for the result, which is
+    // only read when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    let block = u64::from(stat.f_frsize);
+    Some((
+        u64::from(stat.f_blocks).saturating_mul(block),
+        u64::from(stat.f_bavail).saturating_mul(block),
+    ))
+}
+
+/// 1.5 GiB, 12 MiB, 300 KiB.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 impl Checklist {
     pub fn new(config: &Config, public_ip: Option<IpAddr>) -> Self {
         let client_url = public_baseurl(config);
+        let element_installed = config.element_installed();
+        let turn_ports = format!(
+            "UDP+TCP {}, UDP {}-{}",
+            config.turn_listen_port, config.turn_min_port, config.turn_max_port
+        );
+        if is_development(config) {
+            let element_url = (config.element.enabled && element_installed).then(|| {
+                format!(
+                    "{}{}/",
+                    client_url.trim_end_matches('/'),
+                    config.element.path_prefix.trim_end_matches('/')
+                )
+            });
+            return Self {
+                dns: Vec::new(),
+                ports: Vec::new(),
+                well_known: Vec::new(),
+                element_url,
+                element_missing: config.element.enabled && !element_installed,
+                development: Some(client_url.clone()),
+                client_url,
+                turn_running: None,
+                turn_ports,
+                disk: DiskSpace::of(&config.data_dir),
+            };
+        }
         let host = host_of_url(&client_url);
         let address = public_ip.or(config.turn_external_ip);
         let (kind, value) = match address {
@@ -127,29 +252,50 @@ impl Checklist {
             });
         }
 
-        let mut well_known = Vec::new();
-        if delegated && !config.serve_server_wellknown {
-            well_known.push(WellKnown {
-                url: format!("https://{server_host}/.well-known/matrix/server"),
-                json: json!({"m.server": delegated_server(config)}).to_string(),
-            });
-            well_known.push(WellKnown {
-                url: format!("https://{server_host}/.well-known/matrix/client"),
-                json: json!({"m.homeserver": {"base_url": client_url}}).to_string(),
-            });
-        }
+        let well_known = if config.serve_server_wellknown {
+            Vec::new()
+        } else {
+            delegation_files(config)
+        };
         Self {
             dns,
             ports,
             well_known,
-            element_url,
+            element_url: element_url.filter(|_| element_installed),
+            element_missing: config.element.enabled && !element_installed,
             client_url,
+            development: None,
+            turn_running: None,
+            turn_ports,
+            disk: DiskSpace::of(&config.data_dir),
         }
+    }
+
+    /// Records whether the relay runs (only meaningful when `turn_relay_enabled`).
+    pub fn set_turn_running(&mut self, running: bool) {
+        self.turn_running = Some(running);
+    }
+
+    /// For `appliance setup checklist`: whether the server's relay runs, from its status file
+    /// (written by the running relay, `running: false` once it stopped) and its process.
+    pub fn read_turn_status(&mut self, config: &Config) {
+        if !config.turn_relay_enabled {
+            return;
+        }
+        let running = crate::turn::status::read(&config.data_dir).is_ok_and(|status| {
+            status.running && std::path::Path::new(&format!("/proc/{}", status.pid)).exists()
+        });
+        self.turn_running = Some(running);
     }
 
     /// The checklist as plain text, for the terminal.
     pub fn to_text(&self, tr: &Catalogue) -> String {
         let mut out = String::new();
+        if let Some(url) = &self.development {
+            out.push_str(&format!("{}\n", tr.tf("checklist.development", "url", url)));
+            self.push_services(&mut out, tr);
+            return out;
+        }
         out.push_str(&format!("{}\n", tr.t("checklist.dns")));
         for record in &self.dns {
             out.push_str(&format!(
@@ -172,6 +318,15 @@ impl Checklist {
                 out.push_str(&format!("  {}\n    {}\n", file.url, file.json));
             }
         }
+        self.push_services(&mut out, tr);
+        out
+    }
+
+    /// What is served: the client URL, Element (or how to install it), the relay's state.
+    fn push_services(&self, out: &mut String, tr: &Catalogue) {
+        if let Some(disk) = &self.disk {
+            out.push_str(&format!("\n{}\n", disk.text(tr)));
+        }
         out.push_str(&format!(
             "\n{} {}\n",
             tr.t("checklist.client_url"),
@@ -180,8 +335,53 @@ impl Checklist {
         if let Some(url) = &self.element_url {
             out.push_str(&format!("{} {url}\n", tr.t("checklist.element")));
         }
-        out
+        if self.element_missing {
+            out.push_str(&format!("{}\n", tr.t("checklist.element_missing")));
+        }
+        if let Some(line) = self.turn_line(tr) {
+            out.push_str(&format!("{line}\n"));
+        }
     }
+
+    /// "TURN relay: running on …" or "not running", when known.
+    pub fn turn_line(&self, tr: &Catalogue) -> Option<String> {
+        self.turn_running.map(|running| {
+            if running {
+                tr.tf("checklist.turn_running", "ports", &self.turn_ports)
+            } else {
+                tr.t("checklist.turn_not_running")
+            }
+        })
+    }
+}
+
+/// The two well-known files a delegated server name's web site must serve, as the wizard's names
+/// page, its finish page and `appliance setup checklist` all show them (one source, so the
+/// advice never differs); empty when the server name is not delegated or on a development
+/// server.
+pub fn delegation_files(config: &Config) -> Vec<WellKnown> {
+    let client_url = public_baseurl(config);
+    let server_host = server_name_host(&config.server_name);
+    if server_host == host_of_url(&client_url) || is_development(config) {
+        return Vec::new();
+    }
+    vec![
+        WellKnown {
+            url: format!("https://{server_host}/.well-known/matrix/server"),
+            json: json!({"m.server": delegated_server(config)}).to_string(),
+        },
+        WellKnown {
+            url: format!("https://{server_host}/.well-known/matrix/client"),
+            json: json!({"m.homeserver": {"base_url": client_url}}).to_string(),
+        },
+    ]
+}
+
+/// Plain HTTP only, with no TLS listener and no reverse proxy in front: the development server
+/// `cargo run` sets up, reachable from this machine only.
+pub fn is_development(config: &Config) -> bool {
+    public_baseurl(config).starts_with("http://")
+        && !config.listeners.iter().any(|l| l.tls || l.x_forwarded)
 }
 
 #[cfg(test)]
@@ -253,6 +453,23 @@ mod tests {
             json!({"m.server": "matrix.example.org:443"})
         );
         assert!(!forwarded_ports(&list).contains(&"8448"));
+    }
+
+    #[test]
+    fn a_full_or_nearly_full_disk_is_reported() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        assert!(DiskSpace::assess("/d", 100 * GIB, 50 * GIB).is_none());
+        let low = DiskSpace::assess("/d", 100 * GIB, 4 * GIB).expect("under 5 %");
+        assert!(!low.full);
+        assert!(
+            DiskSpace::assess("/d", 4000 * GIB, 50 * GIB).is_none(),
+            "5 % is capped at 10 GiB"
+        );
+        let full = DiskSpace::assess("/d", 8 * GIB, 20 * 1024 * 1024).expect("20 MiB left");
+        assert!(full.full);
+        let text = full.text(Catalogue::english());
+        assert!(text.contains("/d") && text.contains("20 MiB"), "{text}");
+        assert_eq!(human_size(1536 * 1024 * 1024), "1.5 GiB");
     }
 
     #[test]

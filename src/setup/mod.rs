@@ -134,6 +134,23 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             }];
         }
     });
+    // Bind first: a development server on port 0 (`--listen 127.0.0.1:0`) writes the port it
+    // really got into its config.
+    let mut target = target;
+    target.in_place = in_place;
+    let mut bound_listeners = Vec::new();
+    for socket in addresses.sockets() {
+        let listener = TcpListener::bind(socket)
+            .await
+            .with_context(|| format!("cannot listen on {socket} for the setup wizard"))?;
+        let bound = listener.local_addr()?;
+        if let Some(plain) = target.plain_listener.as_mut()
+            && plain.port == 0
+        {
+            plain.port = bound.port();
+        }
+        bound_listeners.push((listener, bound));
+    }
     let state = web::SetupState::new(target.clone(), token.clone(), on_applied, serve_with);
     {
         let state = state.clone();
@@ -151,11 +168,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
     switch.set(web::router(state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for socket in addresses.sockets() {
-        let listener = TcpListener::bind(socket)
-            .await
-            .with_context(|| format!("cannot listen on {socket} for the setup wizard"))?;
-        let bound = listener.local_addr()?;
+    for (listener, bound) in bound_listeners {
         tracing::info!("listening on http://{bound}");
         let shown = if bound.ip().is_unspecified() {
             SocketAddr::new([127, 0, 0, 1].into(), bound.port())
@@ -204,7 +217,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             );
             Ok(())
         }
-        Some(applied) if in_place => {
+        Some(mut applied) if in_place => {
             tracing::info!(
                 "setup applied: serving the homeserver for `{}`",
                 applied.config.server_name
@@ -214,6 +227,9 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             crate::app::wait_for_shutdown_signal().await;
             crate::systemd::stopping();
             let _ = stop_tx.send(true);
+            if let Some(relay) = applied.turn_relay.take() {
+                relay.stop().await;
+            }
             crate::app::drain(servers).await;
             if let Some(watchdog) = watchdog {
                 watchdog.abort();

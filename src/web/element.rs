@@ -23,13 +23,9 @@ use crate::config::Config;
 const NO_CACHE: &str = "no-cache";
 const ONE_YEAR: &str = "public, max-age=31536000, immutable";
 
-/// Where the release lives: `element.path`, or `<data_dir>/element` (`appliance element install`).
+/// Where the served release lives ([`Config::element_release_dir`]).
 pub fn release_dir(config: &Config) -> PathBuf {
-    config
-        .element
-        .path
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("element"))
+    config.element_release_dir()
 }
 
 /// Adds Element to `router` when it is enabled.

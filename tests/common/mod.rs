@@ -111,7 +111,13 @@ impl TestServer {
                 "--data-dir",
                 path_str(&self.data_dir),
             ])
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            // A config path that does not exist yet is the wizard's to write; `serve` would
+            // refuse it (only the packaged path starts the wizard on its own).
+            .args(if self.config_path.exists() {
+                &["serve", "--listen", "127.0.0.1:0"][..]
+            } else {
+                &["setup", "wizard", "--listen", "127.0.0.1:0"][..]
+            })
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

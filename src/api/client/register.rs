@@ -11,7 +11,7 @@ use ruma::api::{
 
 use crate::{
     error::Error,
-    services::registration::consume_token,
+    services::{registration::consume_token, users::normalize_new_user_name},
     web::{
         AppState,
         ruma::{ApiResult, Ruma},
@@ -36,9 +36,14 @@ pub async fn register(
     }
     services.registration_limit.peek(&request.client_ip)?;
     let body = request.body;
+    // The password first, then the name, both before the auth stages (Synapse's order): no
+    // registration token is spent on an account that cannot be made.
+    if let Some(password) = &body.password {
+        services.users.check_password_policy(password)?;
+    }
     // Check the name before the client goes through the auth stages, as Synapse does.
     let user_id = match &body.username {
-        Some(name) => services.users.new_user_id(&name.to_lowercase())?,
+        Some(name) => services.users.new_user_id(&normalize_new_user_name(name))?,
         None => services.users.new_user_id(&random_localpart())?,
     };
     if services.users.exists(&user_id).await? {
@@ -95,7 +100,7 @@ pub async fn username_available(
     services.registration_limit.peek(&request.client_ip)?;
     let user_id = services
         .users
-        .new_user_id(&request.body.username.to_lowercase())?;
+        .new_user_id(&normalize_new_user_name(&request.body.username))?;
     if services.users.exists(&user_id).await? {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,

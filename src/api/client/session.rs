@@ -23,10 +23,16 @@ use crate::{
 
 /// `GET /_matrix/client/v3/login`
 pub async fn get_login_types(
-    State(_): State<AppState>,
+    State(services): State<AppState>,
     _: Ruma<get_login_types::Request>,
 ) -> ApiResult<get_login_types::Response> {
-    Ok(get_login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new())]).into())
+    // `password_config.enabled: false` offers no password login (Synapse's rule).
+    let types = if services.config.password_config.enabled {
+        vec![LoginType::Password(PasswordLoginType::new())]
+    } else {
+        Vec::new()
+    };
+    Ok(get_login_types::Response::new(types).into())
 }
 
 /// `POST /_matrix/client/v3/login`
@@ -37,6 +43,15 @@ pub async fn login(
 ) -> ApiResult<login::Response> {
     let limits = &services.login_limits;
     limits.per_address.take(&request.client_ip)?;
+    if !services.config.password_config.enabled
+        && matches!(request.body.login_info, LoginInfo::Password(_))
+    {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "Password login has been disabled",
+        ));
+    }
     let LoginInfo::Password(password) = &request.body.login_info else {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,
