@@ -112,9 +112,15 @@ async fn acknowledged_changes_survive_sigkill() {
     assert_eq!(body["displayname"], "Alice");
 }
 
-/// Runs `appliance serve` on `config` and `data_dir` and waits (a bounded time) for it to exit;
-/// a server that keeps running fails the test.
+/// Runs `appliance serve` on `config` and `data_dir` (`setup wizard` when the config file does not
+/// exist yet) and waits (a bounded time) for it to exit; a server that keeps running fails the
+/// test.
 fn serve_expecting_exit(config: &Path, data_dir: &Path) -> Output {
+    let command: &[&str] = if config.exists() {
+        &["serve", "--listen", "127.0.0.1:0"]
+    } else {
+        &["setup", "wizard", "--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(BINARY)
         .args([
             "--config",
@@ -122,7 +128,7 @@ fn serve_expecting_exit(config: &Path, data_dir: &Path) -> Output {
             "--data-dir",
             path_str(data_dir),
         ])
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(command)
         .env_remove("APPLIANCE_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
