@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod directory;
 pub mod e2ee;
 pub mod filter;
+pub mod json_depth;
 pub mod media;
 pub mod passwords;
 pub mod presence;
