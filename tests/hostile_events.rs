@@ -769,6 +769,34 @@ async fn deep_client_json_is_refused_wherever_it_is_stored() {
             );
         }
     }
+    // Deeper than serde_json reads a value (ruma skips over it, unparsed, in a request body).
+    let path = format!("/_matrix/client/v3/sendToDevice/x.deep/{}", txn());
+    let messages = json!({&u.bob.user_id: {&u.bob.device_id: nested(130)}});
+    let reply = server
+        .put(&path, u.alice.token(), json!({ "messages": messages }))
+        .await;
+    assert_error(&reply, 400, "M_BAD_JSON");
+    assert!(
+        reply.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than 100 levels deep")),
+        "{}",
+        reply.1
+    );
+    let path = format!(
+        "/_matrix/client/v3/user/{}/account_data/x.deep",
+        enc(&u.alice.user_id)
+    );
+    assert_error(
+        &server.put(&path, u.alice.token(), nested(130)).await,
+        400,
+        "M_BAD_JSON",
+    );
+    // A push rule's custom tweak value (kept as raw JSON by ruma).
+    let rule = json!({"actions": [{"set_tweak": "x.deep", "value": nested(130)}]});
+    let path = "/_matrix/client/v3/pushrules/global/override/x.deep";
+    let reply = server.put(path, u.alice.token(), rule).await;
+    assert_error(&reply, 400, "M_BAD_JSON");
     // Nothing was stored.
     let path = format!(
         "/_matrix/client/v3/user/{}/account_data/x.deep",
