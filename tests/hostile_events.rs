@@ -557,9 +557,9 @@ const BACKUP_ROOM: &str = "!backup:test.local";
 impl Kind {
     /// The depth of the stored value that made a response carrying it too deep for serde_json
     /// on today's main (every request carrying it still parsed): /sync for account data (4 and
-    /// 7 levels down), to-device messages (4) and `m.push_rules` (a rule's action value 11 levels
-    /// down, the stored rules 4); `/keys/query` for device keys (3) and the master key (2);
-    /// `/keys/claim` for one-time and fallback keys (4); `/room_keys/keys` for session data (5).
+    /// 7 levels down), to-device messages (4) and `m.push_rules` (4); `/keys/query` for device
+    /// keys (3) and the master key (2); `/keys/claim` for one-time and fallback keys (4);
+    /// `/room_keys/keys` for session data (5).
     /// A backup's `auth_data` is shown as deep as it arrives: any depth over the limit will do.
     fn breaking_depth(self) -> usize {
         match self {

@@ -3,14 +3,14 @@
 //! backups, push rules.
 //!
 //! serde_json refuses to parse anything nested deeper than 127 levels; ruma, this server's own
-//! reads and Rust clients (matrix-rust-sdk) all parse with it. A request body is at most 127
-//! levels deep when it arrives, but responses put what it carried further down: account data
-//! sits 7 levels deep in a room of /sync, a to-device message 4, a device's keys 4 in
-//! `/keys/query`, a one-time key 4 in `/keys/claim`, a backed-up session 5 in `/room_keys/keys`,
-//! a push rule's action 11 in /sync's `m.push_rules`. Accepted as is, one such value made every
-//! later response that carries it unreadable, for its owner and, through to-device messages and
-//! keys, for other users. So each stored value is refused at the door past [`MAX_DEPTH`] (`400
-//! M_BAD_JSON`), and one stored by an older version is left out of responses with one warning.
+//! reads and Rust clients (matrix-rust-sdk) all parse with it. A value that parsed when it
+//! arrived is shown further down in responses: account data 7 levels down in a room of /sync, a
+//! to-device message 4, a device's keys 3 in `/keys/query`, a one-time key 4 in `/keys/claim`, a
+//! backed-up session's data 5 in `/room_keys/keys`, a push rule's tweak value 12 in /sync.
+//! Accepted as is, one such value made every later response that carries it unreadable, for its
+//! owner and, through to-device messages and keys, for other users. So each stored value is
+//! refused at the door past [`MAX_DEPTH`] (`400 M_BAD_JSON`), and one stored by an older version
+//! is left out of responses with one warning.
 
 use std::{collections::BTreeSet, sync::Mutex};
 
