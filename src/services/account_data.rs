@@ -4,7 +4,7 @@
 use ruma::{EventId, RoomId, UserId};
 use serde_json::Value;
 
-use super::rooms::Rooms;
+use super::{json_depth, rooms::Rooms};
 use crate::{
     error::{Error, Result},
     storage::{Database, account_data as store, now_ms},
@@ -12,6 +12,15 @@ use crate::{
 
 /// Largest account data content accepted.
 const MAX_CONTENT_BYTES: usize = 65_536;
+
+/// How a warning names stored account data (never its content).
+pub fn stored_name(user: &str, room: &str, data_type: &str) -> String {
+    if room.is_empty() {
+        format!("account data {data_type} of {user}")
+    } else {
+        format!("account data {data_type} of {user} in {room}")
+    }
+}
 
 pub struct AccountData {
     db: Database,
@@ -36,6 +45,7 @@ impl AccountData {
                 "Account data content must be a JSON object",
             ));
         }
+        json_depth::check("Account data content", content)?;
         let content = serde_json::to_string(content).map_err(Error::internal)?;
         if content.len() > MAX_CONTENT_BYTES {
             return Err(Error::too_large("Account data is larger than 64 KiB"));
@@ -69,6 +79,8 @@ impl AccountData {
             .await
     }
 
+    /// The stored content; `404` also for content an older version stored too deeply nested to
+    /// hand out (replacing it works).
     pub async fn get(
         &self,
         user: &UserId,
@@ -80,12 +92,15 @@ impl AccountData {
             room.map(|r| r.to_string()).unwrap_or_default(),
             data_type.to_owned(),
         );
+        let (u, r, t) = (user.clone(), room.clone(), data_type.clone());
         let json = self
             .db
-            .read(move |c| store::get(c, &user, &room, &data_type).map_err(Error::from))
+            .read(move |c| store::get(c, &u, &r, &t).map_err(Error::from))
             .await?
             .ok_or_else(|| Error::not_found("Account data not found"))?;
-        serde_json::from_str(&json).map_err(Error::internal)
+        json_depth::readable(|| stored_name(&user, &room, &data_type), &json).ok_or_else(|| {
+            Error::not_found("This account data is nested too deeply to be shown; replace it")
+        })
     }
 
     /// Records a receipt (`thread` empty when unthreaded) and wakes /sync.

@@ -8,6 +8,7 @@ pub mod data_dir_lock;
 pub mod directory;
 pub mod e2ee;
 pub mod filter;
+pub mod json_depth;
 pub mod media;
 pub mod passwords;
 pub mod presence;

@@ -36,7 +36,7 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::{Services, rooms::stored};
+use super::{Services, json_depth, rooms::stored};
 use crate::{
     error::{Error, Result},
     storage::{account_data as data_store, push as store, rooms as room_store},
@@ -128,6 +128,13 @@ pub fn ruleset_from_content(user: &UserId, content: Option<&str>) -> Ruleset {
     let Some(content) = content else {
         return defaults;
     };
+    if json_depth::nesting_depth(content) > json_depth::MAX_DEPTH {
+        // Stored by an older version; /sync leaves the event out, and the next change replaces it.
+        if json_depth::first_time(&format!("m.push_rules of {user}")) {
+            tracing::warn!(%user, "m.push_rules nested too deep; using the defaults");
+        }
+        return defaults;
+    }
     match serde_json::from_str::<PushRulesEventContent>(content) {
         Ok(stored) => {
             let mut ruleset = stored.global;
@@ -177,7 +184,11 @@ async fn modify<T: Send + 'static>(
         .write(move |tx| {
             let mut ruleset = load(tx, &user)?;
             let value = change(&mut ruleset)?;
-            let content = serde_json::to_string(&content(ruleset)?).map_err(Error::internal)?;
+            // Custom actions, tweak values and conditions hold any JSON; /sync shows the rules
+            // 4 levels further down.
+            let content = content(ruleset)?;
+            json_depth::check("A push rule", &content)?;
+            let content = serde_json::to_string(&content).map_err(Error::internal)?;
             let position = data_store::put(tx, user.as_str(), "", EVENT_TYPE, &content)?;
             Ok::<_, Error>((value, position))
         })

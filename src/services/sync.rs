@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use super::{
     Services,
     filter::room_event_matches,
+    json_depth,
     rooms::{read::Visibility, read::render, stored::Envelope},
     sent_members::DeviceMembers,
 };
@@ -290,8 +291,8 @@ async fn build(
             let global: Vec<Value> = changed_data
                 .iter()
                 .filter(|(room, ..)| room.is_empty())
-                .map(|(_, data_type, content)| Ok(json!({"type": data_type, "content": serde_json::from_str::<Value>(content).map_err(Error::internal)?})))
-                .collect::<Result<_>>()?;
+                .filter_map(|(room, data_type, content)| Some(json!({"type": data_type, "content": account_data_content(&user, room, data_type, content)?})))
+                .collect();
             Ok::<_, Error>((updates, global))
         })
         .await?;
@@ -631,7 +632,8 @@ fn joined_room(
     joined.ephemeral.events = ephemeral.into_iter().map(to_raw).collect::<Result<_>>()?;
     joined.account_data.events = room_data
         .iter()
-        .map(|(_, data_type, content)| to_raw(json!({"type": data_type, "content": serde_json::from_str::<Value>(content).map_err(Error::internal)?})))
+        .filter_map(|(room, data_type, content)| Some(json!({"type": data_type, "content": account_data_content(context.user, room, data_type, content)?})))
+        .map(to_raw)
         .collect::<Result<_>>()?;
 
     // Push rules decide what counts; with per-thread counts, the room's own counts are the
@@ -692,6 +694,18 @@ fn stripped_state(
         .filter_map(|row| super::rooms::format::stripped_state(&row.json))
         .map(to_raw)
         .collect()
+}
+
+/// Stored account data content, unless it cannot be handed out (see [`json_depth::readable`]):
+/// then the event is left out and the rest of the response goes on.
+fn account_data_content(
+    user: &UserId,
+    room: &str,
+    data_type: &str,
+    content: &str,
+) -> Option<Value> {
+    let what = || super::account_data::stored_name(user.as_str(), room, data_type);
+    json_depth::readable(what, content)
 }
 
 fn to_raw<T>(value: Value) -> Result<Raw<T>> {

@@ -83,8 +83,11 @@ async fn change(
         .rooms
         .db()
         .write(move |tx| {
+            // Tags an older version stored too deeply nested (through the account data API)
+            // are dropped rather than kept unreadable.
+            let what = || super::account_data::stored_name(&user, &room, EVENT_TYPE);
             let mut content: Value = data_store::get(tx, &user, &room, EVENT_TYPE)?
-                .and_then(|json| serde_json::from_str(&json).ok())
+                .and_then(|json| super::json_depth::readable(what, &json))
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
             if !content["tags"].is_object() {

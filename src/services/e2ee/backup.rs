@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::object;
 use crate::{
     error::{Error, Result},
-    services::Services,
+    services::{Services, json_depth},
     storage::key_backup::{self as store, KeyRow, VersionRow},
 };
 
@@ -61,6 +61,7 @@ fn algorithm_parts(algorithm: &Raw<BackupAlgorithm>) -> Result<(String, Map<Stri
         .and_then(Value::as_object)
         .cloned()
         .ok_or_else(|| Error::bad_json("`auth_data` must be an object"))?;
+    json_depth::check("auth_data", &body["auth_data"])?;
     Ok((name, auth_data))
 }
 
@@ -208,14 +209,16 @@ pub async fn put_keys(
             // the server checks the fields it orders by and keeps the rest as it came.
             let parsed: BackupFields = serde_json::from_str(key.data.json().get())
                 .map_err(|e| Error::bad_json(format!("Invalid key backup data: {e}")))?;
+            let session_data = Value::Object(parsed.session_data);
+            // `/room_keys/keys` shows it 5 levels further down than a one-session upload.
+            json_depth::check("session_data", &session_data)?;
             Ok(KeyRow {
                 room_id: key.room_id,
                 session_id: key.session_id,
                 first_message_index: i64::from(parsed.first_message_index),
                 forwarded_count: i64::from(parsed.forwarded_count),
                 is_verified: parsed.is_verified,
-                session_data: serde_json::to_string(&parsed.session_data)
-                    .map_err(Error::internal)?,
+                session_data: serde_json::to_string(&session_data).map_err(Error::internal)?,
             })
         })
         .collect::<Result<_>>()?;
@@ -270,6 +273,7 @@ pub async fn get_keys(
 ) -> Result<Vec<KeyRow>> {
     let number = parse_version(version)?;
     let user = user.to_string();
+    let user_name = user.clone();
     let (room_id, session_id) = (room_id.map(str::to_owned), session_id.map(str::to_owned));
     let one_session = session_id.is_some();
     let keys = services
@@ -286,6 +290,16 @@ pub async fn get_keys(
             )?)
         })
         .await?;
+    // A key an older version stored too deeply nested is left out: the response would be
+    // unreadable. Uploading the session again replaces it.
+    let keys: Vec<KeyRow> = keys
+        .into_iter()
+        .filter(|row| {
+            let (room, session) = (&row.room_id, &row.session_id);
+            let what = || format!("backed-up key {room} {session} of {user_name} version {number}");
+            json_depth::readable(what, &row.session_data).is_some()
+        })
+        .collect();
     if one_session && keys.is_empty() {
         return Err(Error::not_found("No backed-up key for this session"));
     }

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::{invalid_signature, object, signatures, signed_part};
 use crate::{
     error::{Error, Result},
-    services::{Services, sessions::Identity},
+    services::{Services, json_depth, sessions::Identity},
     storage::e2ee_keys::{self as store, SignatureRow},
 };
 
@@ -146,6 +146,7 @@ fn checked_key(
     key_type: &'static str,
     user: &UserId,
 ) -> Result<NewKey> {
+    json_depth::check_text(&format!("The {key_type} key"), raw.json().get())?;
     let parsed: CrossSigningKey = raw
         .deserialize()
         .map_err(|e| Error::bad_json(format!("Invalid {key_type} key: {e}")))?;

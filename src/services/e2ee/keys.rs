@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::{device_lists, invalid_signature, object, signatures};
 use crate::{
     error::{Error, Result},
-    services::{Services, sessions::Identity, sync::SyncToken},
+    services::{Services, json_depth, sessions::Identity, sync::SyncToken},
     storage::e2ee_keys as store,
 };
 
@@ -93,6 +93,7 @@ pub async fn upload(
 /// The device keys to store (without `unsigned`), checked: they are this device's and carry its
 /// own signature.
 fn checked_device_keys(raw: &Raw<DeviceKeys>, user: &str, device: &str) -> Result<String> {
+    json_depth::check_text("device_keys", raw.json().get())?;
     raw.deserialize()
         .map_err(|e| Error::bad_json(format!("Invalid device_keys: {e}")))?;
     let mut keys = object(raw.json(), "device_keys")?;
@@ -117,6 +118,7 @@ fn checked_one_time_keys(
 ) -> Result<Vec<(String, String, String)>> {
     keys.iter()
         .map(|(id, raw)| {
+            json_depth::check_text(&format!("Key {id}"), raw.json().get())?;
             raw.deserialize()
                 .map_err(|e| Error::bad_json(format!("Invalid key {id}: {e}")))?;
             let (algorithm, name) = id
@@ -221,8 +223,10 @@ pub fn query_local(
         if !devices.is_empty() && !devices.iter().any(|d| d.as_str() == device.device_id) {
             continue;
         }
-        let mut keys: Map<String, Value> =
-            serde_json::from_str(&device.key_json).map_err(Error::internal)?;
+        let what = || format!("device keys of {user} {}", device.device_id);
+        let Some(Value::Object(mut keys)) = json_depth::readable(what, &device.key_json) else {
+            continue;
+        };
         merge_signatures(conn, &mut keys, user, &device.device_id, viewer_or_owner)?;
         if let Some(name) = device.display_name {
             keys.insert("unsigned".into(), json!({"device_display_name": name}));
@@ -231,22 +235,22 @@ pub fn query_local(
             .devices
             .insert(device.device_id.as_str().into(), to_raw(&keys)?);
     }
-    if let Some((public_key, json)) = store::cross_signing_key(conn, user, "master")? {
-        let mut key: Map<String, Value> = serde_json::from_str(&json).map_err(Error::internal)?;
+    if let Some((public_key, json)) = store::cross_signing_key(conn, user, "master")?
+        && let Some(Value::Object(mut key)) = readable_cross_signing_key(user, "master", &json)
+    {
         merge_signatures(conn, &mut key, user, &public_key, viewer_or_owner)?;
         result.master = Some(to_raw(&key)?);
     }
-    if let Some((_, json)) = store::cross_signing_key(conn, user, "self_signing")? {
-        result.self_signing = Some(Raw::from_json(
-            serde_json::value::RawValue::from_string(json).map_err(Error::internal)?,
-        ));
+    if let Some((_, json)) = store::cross_signing_key(conn, user, "self_signing")?
+        && let Some(key) = readable_cross_signing_key(user, "self_signing", &json)
+    {
+        result.self_signing = Some(to_raw_value(&key)?);
     }
     if viewer == Some(user)
         && let Some((_, json)) = store::cross_signing_key(conn, user, "user_signing")?
+        && let Some(key) = readable_cross_signing_key(user, "user_signing", &json)
     {
-        result.user_signing = Some(Raw::from_json(
-            serde_json::value::RawValue::from_string(json).map_err(Error::internal)?,
-        ));
+        result.user_signing = Some(to_raw_value(&key)?);
     }
     Ok(result)
 }
@@ -278,6 +282,17 @@ fn merge_signatures(
         }
     }
     Ok(())
+}
+
+/// A stored cross-signing key, unless an older version stored it too deeply nested to hand out.
+fn readable_cross_signing_key(user: &str, key_type: &str, json: &str) -> Option<Value> {
+    json_depth::readable(|| format!("{key_type} key of {user}"), json)
+}
+
+fn to_raw_value<T>(value: &Value) -> Result<Raw<T>> {
+    Ok(Raw::from_json(
+        serde_json::value::to_raw_value(value).map_err(Error::internal)?,
+    ))
 }
 
 fn to_raw<T>(value: &Map<String, Value>) -> Result<Raw<T>> {
@@ -342,9 +357,13 @@ pub fn claim_local(
             let Ok(key_id) = OwnedOneTimeKeyId::try_from(format!("{algorithm}:{key_id}")) else {
                 continue;
             };
-            let raw = Raw::from_json(
-                serde_json::value::RawValue::from_string(json).map_err(Error::internal)?,
-            );
+            // A key an older version stored too deeply nested is used up without being handed
+            // out: the response would be unreadable.
+            let what = || format!("one-time key {key_id} of {user} {device}");
+            let Some(key) = json_depth::readable(what, &json) else {
+                continue;
+            };
+            let raw = to_raw_value(&key)?;
             user_keys.insert(device.clone(), BTreeMap::from([(key_id, raw)]));
         }
         if !user_keys.is_empty() {

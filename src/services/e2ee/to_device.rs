@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::object;
 use crate::{
     error::{Error, Result},
-    services::{Services, sessions::Identity},
+    services::{Services, json_depth, sessions::Identity},
     storage::to_device as store,
 };
 
@@ -35,6 +35,7 @@ pub async fn send(
     let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user, by_device) in messages {
         for (target, content) in by_device {
+            json_depth::check_text("A to-device message's content", content.json().get())?;
             let content = object(content.json(), "A to-device message's content")?;
             if user.server_name() == services.server_name {
                 let json = serde_json::to_string(&content).map_err(Error::internal)?;
@@ -131,8 +132,17 @@ pub fn pending(
     let events = rows
         .into_iter()
         .take(MAX_PER_SYNC)
-        .map(|row| {
-            let content: Value = serde_json::from_str(&row.content).map_err(Error::internal)?;
+        // A message stored too deeply nested by an older version is left out (and deleted with
+        // the others once this sync is acknowledged): it would make the response unreadable.
+        .filter_map(|row| {
+            let what = || {
+                let position = row.stream_position;
+                format!("to-device message {position} for {user} {device}")
+            };
+            let content = json_depth::readable(what, &row.content)?;
+            Some((row, content))
+        })
+        .map(|(row, content)| {
             let event = json!({"sender": row.sender, "type": row.event_type, "content": content});
             Ok(Raw::from_json(
                 serde_json::value::to_raw_value(&event).map_err(Error::internal)?,

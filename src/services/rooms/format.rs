@@ -1,8 +1,6 @@
 //! Turning stored PDUs into the client-server event format: federation-only fields removed,
 //! redactions applied, `unsigned` filled in for the reader.
 
-use std::{collections::BTreeSet, sync::Mutex};
-
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, canonical_json::RedactedBecause,
 };
@@ -11,6 +9,7 @@ use serde_json::{Map, Value, value::RawValue};
 use super::stored::{self, MAX_EVENT_DEPTH, nesting_depth, value_depth};
 use crate::{
     error::{Error, Result},
+    services::json_depth,
     storage::{now_ms, rooms::EventRow},
 };
 
@@ -42,7 +41,7 @@ pub fn client_event(
     with_room_id: bool,
 ) -> Result<Option<Value>> {
     let unrenderable = |why: &str| {
-        if first_time_unrenderable(&row.event_id) {
+        if json_depth::first_time(&row.event_id) {
             tracing::warn!(event_id = %row.event_id, "stored event left out of responses: {why}");
         }
         Ok(None)
@@ -121,17 +120,6 @@ pub fn client_event(
         }
     }
     Ok(Some(Value::Object(event)))
-}
-
-/// Whether an event is left out for the first time since the start: every /sync of every member
-/// meets it again, and one warning per event is enough (at most 1,000 remembered).
-fn first_time_unrenderable(event_id: &str) -> bool {
-    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if seen.len() >= 1_000 {
-        return !seen.contains(event_id);
-    }
-    seen.insert(event_id.to_owned())
 }
 
 /// The fields of a stored event that may be shown, or why it cannot be. Nearly every event takes

@@ -9,24 +9,23 @@
 use ruma::CanonicalJsonObject;
 use serde_json::Value;
 
-use super::stored::value_depth;
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    services::json_depth,
+};
 
 /// The largest PDU, as canonical JSON with its signatures.
 pub const MAX_PDU_BYTES: usize = 65_536;
 /// The longest `type`, `state_key`, `sender`, `room_id` and `event_id`, in bytes.
 pub const MAX_FIELD_BYTES: usize = 255;
 
-/// How deeply event content may nest objects and arrays (the content object itself is level 1).
-///
-/// serde_json refuses to parse anything nested deeper than 127 levels; ruma, this server's own
-/// reads and Rust clients (matrix-rust-sdk) all parse with it. An event stored with content 127
-/// levels deep could never be read back, and content 126 deep broke the next state event, whose
-/// `unsigned.prev_content` holds it one level further down. Clients see content even deeper in
-/// responses: a `/search` result's context event's thread summary's latest event's
-/// `prev_content` is 13 levels down. 100 leaves room for every such wrapper; real content nests a
-/// handful of levels.
-pub const MAX_CONTENT_DEPTH: usize = 100;
+/// How deeply event content may nest objects and arrays (the content object itself is level 1):
+/// the limit of every stored client value ([`json_depth::MAX_DEPTH`]). An event stored with
+/// content 127 levels deep could never be read back, and content 126 deep broke the next state
+/// event, whose `unsigned.prev_content` holds it one level further down. Clients see content
+/// even deeper in responses: a `/search` result's context event's thread summary's latest
+/// event's `prev_content` is 13 levels down.
+pub const MAX_CONTENT_DEPTH: usize = json_depth::MAX_DEPTH;
 
 /// The limits a client's path values must meet, cheap to check before anything else.
 pub fn check_type_and_state_key(event_type: &str, state_key: Option<&str>) -> Result<()> {
@@ -42,12 +41,7 @@ pub fn check_content(content: &Value) -> Result<()> {
     if !content.is_object() {
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
-    if value_depth(content) > MAX_CONTENT_DEPTH {
-        return Err(Error::bad_json(format!(
-            "Event content nests objects and arrays more than {MAX_CONTENT_DEPTH} levels deep"
-        )));
-    }
-    Ok(())
+    json_depth::check("Event content", content)
 }
 
 /// The spec's limits on the signed PDU: its canonical JSON (`json`) and its identifiers.

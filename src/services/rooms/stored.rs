@@ -10,56 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
 use super::limits::MAX_CONTENT_DEPTH;
+pub use crate::services::json_depth::{nesting_depth, value_depth};
 
 /// The deepest client event this server hands out before bundled aggregations are added:
 /// content at most [`MAX_CONTENT_DEPTH`] levels deep, one level down in the event and two in
 /// `unsigned.prev_content`. Anything deeper (stored by an older version) is not rendered.
 pub const MAX_EVENT_DEPTH: usize = MAX_CONTENT_DEPTH + 2;
-
-/// How deeply a JSON text nests objects and arrays (`{}` is 1, a string 0). The text is assumed
-/// to be valid JSON (it was stored as such); brackets inside strings do not count.
-pub fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for byte in json.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// How deeply a JSON value nests objects and arrays (`{}` is 1, a string 0), without recursion.
-pub fn value_depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1)];
-    while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(map) => Box::new(map.values()),
-            Value::Array(items) => Box::new(items.iter()),
-            _ => continue,
-        };
-        deepest = deepest.max(depth);
-        stack.extend(children.map(|child| (child, depth + 1)));
-    }
-    deepest
-}
 
 /// The top-level fields of a stored event, each kept as its JSON text. Fails only when the text
 /// is not a JSON object.
@@ -123,20 +79,6 @@ mod tests {
             value = json!({ "n": [value] });
         }
         value
-    }
-
-    #[test]
-    fn depth_is_measured_outside_strings_and_without_recursion() {
-        assert_eq!(nesting_depth("\"{[\""), 0);
-        assert_eq!(nesting_depth("{}"), 1);
-        assert_eq!(nesting_depth(r#"{"a":"\"{","b":[1,{"c":[]}]}"#), 4);
-        let deep = nested(150);
-        let text = serde_json::to_string(&deep).unwrap();
-        // `{"n": [ ... ]}` adds two levels per step.
-        assert_eq!(nesting_depth(&text), 2 * 149 + 1);
-        assert_eq!(value_depth(&deep), 2 * 149 + 1);
-        assert_eq!(value_depth(&json!("x")), 0);
-        assert_eq!(value_depth(&json!({"a": {}, "b": [[]]})), 3);
     }
 
     #[test]
