@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Held until the process ends: a second server on this data directory refuses to start.
@@ -74,18 +74,8 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
         .iter()
         .find(|l| l.tls && l.serves("client"))
         .map(|l| l.port);
-    let timeouts = net::Timeouts {
-        header: services.config.client_header_timeout.0,
-        body: services.config.client_body_timeout.0,
-        body_deadline: services.config.client_body_deadline.0,
-    };
-    let fd_limit = net::limits::raise_fd_limit();
-    tracing::info!(fd_limit, "file descriptor limit");
-    // One set of caps for every listener: descriptors are the process's.
-    let connection_limits = net::limits::ConnectionLimits::new(
-        services.config.client_max_connections as usize,
-        services.config.client_max_connections_per_address as usize,
-    );
+    let timeouts = net::Timeouts::from_config(&services.config);
+    let connection_limits = net::limits::ConnectionLimits::from_config(&services.config);
     for listener_config in &services.config.listeners {
         let router =
             web::front_door::listener_router(&router, listener_config, &http01, https_port);

@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
 /// New connections are closed at accept while fewer descriptors than this are left under
 /// `RLIMIT_NOFILE`: SQLite (database, WAL, shared memory per connection), media files being
 /// sent or received and the TURN relay's sockets need them.
@@ -25,41 +27,18 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (systemd and most shells start services
 /// with a soft limit of 1024), and returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return fd_limit();
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: a valid pointer to an rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "cannot raise the file descriptor limit"
-            );
-        }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, "cannot raise the file descriptor limit");
     }
     fd_limit()
 }
 
 /// The soft `RLIMIT_NOFILE` (read each time: an operator may change it with `prlimit`).
 fn fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return u64::MAX;
-    }
-    limit.rlim_cur
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft)
 }
 
 /// Descriptors open in this process.
@@ -106,6 +85,18 @@ fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 impl ConnectionLimits {
+    /// The process's caps from `client_max_connections` and `client_max_connections_per_address`,
+    /// with the descriptor limit raised first (see [`raise_fd_limit`]). One set serves every
+    /// listener: descriptors are the process's.
+    pub fn from_config(config: &crate::config::Config) -> Arc<Self> {
+        let fd_limit = raise_fd_limit();
+        tracing::info!(fd_limit, "file descriptor limit");
+        Self::new(
+            config.client_max_connections as usize,
+            config.client_max_connections_per_address as usize,
+        )
+    }
+
     pub fn new(total_cap: usize, per_address_cap: usize) -> Arc<Self> {
         Arc::new(Self {
             total_cap,

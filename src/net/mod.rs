@@ -83,6 +83,16 @@ pub struct Timeouts {
     pub body_deadline: Duration,
 }
 
+impl Timeouts {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            header: config.client_header_timeout.0,
+            body: config.client_body_timeout.0,
+            body_deadline: config.client_body_deadline.0,
+        }
+    }
+}
+
 /// Who may open a connection to one listener: the process-wide caps, and the peers exempt from
 /// the per-address cap (an `x_forwarded` listener's trusted proxies).
 #[derive(Clone)]

@@ -168,6 +168,11 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
     switch.set(web::router(state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let timeouts = crate::net::Timeouts::from_config(&target.base);
+    let admission = crate::net::Admission {
+        limits: crate::net::limits::ConnectionLimits::from_config(&target.base),
+        trusted_proxies: None,
+    };
     for (listener, bound) in bound_listeners {
         tracing::info!("listening on http://{bound}");
         let shown = if bound.ip().is_unspecified() {
@@ -182,17 +187,17 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
              http://{shown}/setup/ and enter the token printed by `appliance setup token`)",
             target.config_path.display()
         );
-        let mut stop = stop_rx.clone();
-        let service = switch
-            .as_router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        servers.spawn(async move {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        // The same sockets serve the homeserver after an in-place apply: the same limits on
+        // slow and greedy clients as `serve`'s listeners.
+        servers.spawn(crate::net::serve(
+            listener,
+            None,
+            switch.as_router(),
+            timeouts,
+            admission.clone(),
+            stop_rx.clone(),
+            crate::app::SHUTDOWN_GRACE,
+        ));
     }
 
     crate::systemd::ready("setup wizard: waiting for the setup token");
