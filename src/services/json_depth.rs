@@ -121,11 +121,12 @@ pub fn value_depth(value: &Value) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn nested(depth: usize) -> Value {
+    /// A value nesting `2 * depth - 1` levels, with brackets and escapes inside its one string.
+    pub(crate) fn nested(depth: usize) -> Value {
         let mut value = json!({"leaf": "]]]}}}\"\\"});
         for _ in 1..depth {
             value = json!({ "n": [value] });

@@ -269,12 +269,7 @@ impl Rooms {
         let (room, user, event_id) = (room_id.to_string(), user.to_owned(), event_id.to_owned());
         self.db
             .read(move |c| {
-                let row = store::get_event(c, &event_id)?
-                    .filter(|r| r.room_id == room)
-                    .ok_or_else(|| Error::not_found("Event not found"))?;
-                if !Visibility::new(c, &room, &user)?.allows(&row)? {
-                    return Err(Error::not_found("Event not found"));
-                }
+                let row = visible_row(c, &room, &user, &event_id)?;
                 let reader = Some((user.as_str(), device.as_deref()));
                 let event =
                     render(c, &row, &version, reader, true)?.ok_or_else(unreadable_event)?;
@@ -298,12 +293,7 @@ impl Rooms {
         let (room, user, event_id) = (room_id.to_string(), user.to_owned(), event_id.to_owned());
         self.db
             .read(move |c| {
-                let row = store::get_event(c, &event_id)?
-                    .filter(|r| r.room_id == room)
-                    .ok_or_else(|| Error::not_found("Event not found"))?;
-                if !Visibility::new(c, &room, &user)?.allows(&row)? {
-                    return Err(Error::not_found("Event not found"));
-                }
+                let row = visible_row(c, &room, &user, &event_id)?;
                 Ok(row.sender)
             })
             .await
@@ -415,6 +405,18 @@ impl Rooms {
             })
             .await
     }
+}
+
+/// An event of `room` that `user` may see; `404` for one that is unknown, elsewhere or hidden
+/// (the spec does not tell them apart).
+fn visible_row(conn: &Connection, room: &str, user: &UserId, event_id: &str) -> Result<EventRow> {
+    let row = store::get_event(conn, event_id)?
+        .filter(|r| r.room_id == room)
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    if !Visibility::new(conn, room, user)?.allows(&row)? {
+        return Err(Error::not_found("Event not found"));
+    }
+    Ok(row)
 }
 
 /// A single event that exists but cannot be shown (see [`client_event`]): the request for it

@@ -73,13 +73,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn nested(depth: usize) -> Value {
-        let mut value = json!({"leaf": "]]]}}}\"\\"});
-        for _ in 1..depth {
-            value = json!({ "n": [value] });
-        }
-        value
-    }
+    use crate::services::json_depth::tests::nested;
 
     #[test]
     fn fields_of_an_event_too_deep_for_serde_json_can_still_be_read() {
