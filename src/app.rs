@@ -17,6 +17,7 @@ use crate::{
         tls::{ACME_TLS_ALPN, LiveCertificate},
     },
     services::Services,
+    shutdown::BackgroundTasks,
     web,
 };
 
@@ -31,21 +32,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// The homeserver's router with its background tasks started (also used by setup mode, which
 /// swaps it in after apply).
-pub fn homeserver_router(services: Arc<Services>) -> axum::Router {
-    crate::services::presence::spawn_timeouts(&services);
-    crate::services::media::spawn_retention(&services);
-    crate::services::backup::spawn_schedule(&services);
-    spawn_memory_release();
+pub fn homeserver_router(services: Arc<Services>, tasks: &BackgroundTasks) -> axum::Router {
+    crate::services::presence::spawn_timeouts(&services, tasks);
+    crate::services::media::spawn_retention(&services, tasks);
+    crate::services::backup::spawn_schedule(&services, tasks);
+    spawn_memory_release(tasks);
     web::router(services)
 }
 
 /// Gives memory freed by bursts of requests back to the system now and then.
-fn spawn_memory_release() {
-    tokio::spawn(async {
+fn spawn_memory_release(tasks: &BackgroundTasks) {
+    tasks.spawn(|shutdown| async move {
         let mut every = tokio::time::interval(crate::allocator::RELEASE_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.stopping() => break,
+            }
             let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
         }
     });
@@ -53,7 +57,8 @@ fn spawn_memory_release() {
 
 /// Binds the config's listeners and serves `services` until a shutdown signal.
 pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
-    let router = homeserver_router(services.clone());
+    let tasks = BackgroundTasks::default();
+    let router = homeserver_router(services.clone(), &tasks);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
@@ -129,6 +134,7 @@ pub async fn serve_services(services: Arc<Services>) -> anyhow::Result<()> {
         relay.stop().await;
     }
     drain(servers).await;
+    tasks.stop(SHUTDOWN_GRACE).await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }

@@ -11,6 +11,7 @@ mod logging;
 mod net;
 mod services;
 mod setup;
+mod shutdown;
 mod storage;
 mod systemd;
 mod turn;

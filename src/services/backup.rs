@@ -42,7 +42,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{DATABASE_FILE, data_dir_lock::DataDirLock, media::store::fan_out};
-use crate::config::{Config, backup::TimeOfDay, write::write_atomically};
+use crate::{
+    config::{Config, backup::TimeOfDay, write::write_atomically},
+    shutdown::BackgroundTasks,
+};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 const FORMAT: &str = "matrix-appliance-backup";
@@ -792,17 +795,17 @@ const SCHEDULED_PREFIX: &str = "backup-";
 /// from suspend) is noticed.
 const CLOCK_CHECK: Duration = Duration::from_secs(600);
 
-/// Starts the nightly backups of `backup_schedule`, when enabled. The task stops at SIGTERM or
-/// SIGINT; a backup under way is then abandoned (its partial folder removed).
-pub fn spawn_schedule(services: &Arc<super::Services>) {
+/// Starts the nightly backups of `backup_schedule`, when enabled. The task stops with the
+/// server; a backup under way is then abandoned (its partial folder removed) before the server
+/// exits.
+pub fn spawn_schedule(services: &Arc<super::Services>, tasks: &BackgroundTasks) {
     let config = services.config.clone();
     if !config.backup_schedule.enabled {
         return;
     }
-    tokio::spawn(async move {
+    tasks.spawn(|shutdown| async move {
+        // What the blocking backup code looks at between files.
         let stop = Arc::new(AtomicBool::new(false));
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
         loop {
             let at = next_run(unix_now(), config.backup_schedule.time);
             tracing::info!(
@@ -818,7 +821,7 @@ pub fn spawn_schedule(services: &Arc<super::Services>) {
                 let wait = Duration::from_secs((at - now) as u64).min(CLOCK_CHECK);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = &mut shutdown => return,
+                    () = shutdown.stopping() => return,
                 }
             }
             let job = {
@@ -829,7 +832,7 @@ pub fn spawn_schedule(services: &Arc<super::Services>) {
             tokio::pin!(job);
             let result = tokio::select! {
                 result = &mut job => result,
-                () = &mut shutdown => {
+                () = shutdown.stopping() => {
                     stop.store(true, Ordering::Relaxed);
                     let _ = job.await;
                     return;
@@ -848,22 +851,6 @@ pub fn spawn_schedule(services: &Arc<super::Services>) {
             }
         }
     });
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 /// One scheduled backup, then the old ones go.

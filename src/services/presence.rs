@@ -23,6 +23,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{Services, filter::room_event_matches, rooms::Rooms};
+use crate::shutdown::BackgroundTasks;
 use crate::{
     error::{Error, Result},
     storage::{
@@ -296,16 +297,19 @@ impl Presence {
 
 /// Starts the task that applies presence timeouts while the server runs (nothing when presence
 /// is disabled).
-pub fn spawn_timeouts(services: &Arc<Services>) {
+pub fn spawn_timeouts(services: &Arc<Services>, tasks: &BackgroundTasks) {
     if !services.presence.enabled {
         return;
     }
     let services = Arc::downgrade(services);
-    tokio::spawn(async move {
+    tasks.spawn(|shutdown| async move {
         let mut interval = tokio::time::interval(TIMEOUT_CHECK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = shutdown.stopping() => break,
+            }
             let Some(services) = services.upgrade() else {
                 break;
             };

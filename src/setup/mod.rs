@@ -113,12 +113,18 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
             addresses,
             SetupAddresses::Listen(_) | SetupAddresses::Development
         );
+    // The homeserver's background tasks, when it takes over these sockets.
+    let tasks = crate::shutdown::BackgroundTasks::default();
     let on_applied: Box<dyn Fn(Applied) + Send + Sync> = {
         let switch = switch.clone();
+        let tasks = tasks.clone();
         let applied_tx = std::sync::Mutex::new(Some(applied_tx));
         Box::new(move |applied: Applied| {
             if in_place {
-                switch.set(crate::app::homeserver_router(applied.services.clone()));
+                switch.set(crate::app::homeserver_router(
+                    applied.services.clone(),
+                    &tasks,
+                ));
             }
             if let Some(tx) = applied_tx.lock().ok().and_then(|mut tx| tx.take()) {
                 let _ = tx.send(applied);
@@ -236,6 +242,7 @@ pub async fn run(target: Target, addresses: SetupAddresses) -> anyhow::Result<()
                 relay.stop().await;
             }
             crate::app::drain(servers).await;
+            tasks.stop(crate::app::SHUTDOWN_GRACE).await;
             if let Some(watchdog) = watchdog {
                 watchdog.abort();
             }

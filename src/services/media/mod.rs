@@ -8,6 +8,7 @@ pub mod thumbnail;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
+use crate::shutdown::BackgroundTasks;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::StatusCode;
@@ -511,16 +512,19 @@ impl Media {
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Runs `media_retention` hourly: `local_media_lifetime` and `remote_media_lifetime`.
-pub fn spawn_retention(services: &Arc<super::Services>) {
+pub fn spawn_retention(services: &Arc<super::Services>, tasks: &BackgroundTasks) {
     let retention = services.config.media_retention.clone();
     if retention.local_media_lifetime.is_none() && retention.remote_media_lifetime.is_none() {
         return;
     }
     let services = services.clone();
-    tokio::spawn(async move {
+    tasks.spawn(|shutdown| async move {
         let mut every = tokio::time::interval(RETENTION_INTERVAL);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.stopping() => break,
+            }
             if let Some(lifetime) = retention.local_media_lifetime {
                 match services.media.purge_local(lifetime.0).await {
                     Ok(0) => {}
