@@ -400,6 +400,23 @@ async fn the_message_limit_recovers_after_retry_after_ms() {
     let refused = refused.expect("a burst of messages is refused at some point");
     // Two per second: the next slot is at most half a second away.
     let retry = assert_limited_within(&refused, 501);
+    // A retried send that was stored (the client lost the answer) is answered with its event,
+    // not refused, while the limit holds.
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/kept-txn");
+    let content = json!({"msgtype": "m.text", "body": "kept"});
+    tokio::time::sleep(std::time::Duration::from_millis(retry)).await;
+    let (status, first) = server.put(&path, alice.token(), content.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let mut retried = 0;
+    while say(&server, &alice, &room, "filler").await.0 == 200 {
+        retried += 1;
+        assert!(retried < 40, "the limit is reached again");
+    }
+    let (status, again) = server.put(&path, alice.token(), content).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["event_id"], first["event_id"]);
+    let refused = say(&server, &alice, &room, "still limited").await;
+    let retry = assert_limited_within(&refused, 501);
     tokio::time::sleep(std::time::Duration::from_millis(retry)).await;
     assert_ok(&say(&server, &alice, &room, "after the wait").await);
 }

@@ -136,7 +136,9 @@ impl Rooms {
 
     /// Sends a client event once per (device, txnId): a retry returns the first event's ID.
     /// Counts against the sender's `rc_message` (or `rc_admin_redaction` for a redaction of
-    /// someone else's event), a retry too: Synapse refuses it as well once the limit is reached.
+    /// someone else's event); a retry of a send that was stored is answered before the limit is
+    /// looked at, as Synapse answers it from its transaction cache: a client that lost the
+    /// response must learn its event ID, not be told to wait.
     pub async fn send_with_txn(
         &self,
         room_id: &RoomId,
@@ -144,6 +146,18 @@ impl Rooms {
         txn_id: &str,
         draft: EventDraft,
     ) -> Result<OwnedEventId> {
+        let (user, device, txn) = (
+            sender.user_id.to_string(),
+            sender.device_id.to_string(),
+            txn_id.to_owned(),
+        );
+        let earlier = self
+            .db
+            .read(move |c| store::txn_event(c, &user, &device, &txn).map_err(Error::from))
+            .await?;
+        if let Some(existing) = earlier {
+            return OwnedEventId::try_from(existing).map_err(Error::internal);
+        }
         let redacts_another_sender = match &draft.redacts {
             Some(target) if self.limits.distinguishes_admin_redactions() => self
                 .event_sender(target)
