@@ -115,7 +115,20 @@ log_config: '{log}'
         );
         std::fs::write(path("homeserver.yaml"), config).unwrap();
         let log = File::create(path("synapse.log")).unwrap();
-        let child = Command::new(&python)
+        let mut command = Command::new(&python);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            // Killed with the test binary too (Ctrl-C, a timeout), which skips Drop: the signal
+            // comes when the thread that started it ends, and a test's runtime threads outlive
+            // the Synapse it starts.
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .args(["-m", "synapse.app.homeserver", "--no-redirect-stdio"])
             .arg("--config-path")
             .arg(path("homeserver.yaml"))
