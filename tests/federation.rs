@@ -164,10 +164,6 @@ async fn synapse_fetches_the_appliance_keys_as_a_notary() {
         only_verify_key(relayed),
         (key_id.clone(), public_key.clone())
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     assert!(
         relayed["valid_until_ts"].as_u64().unwrap() > now_ms,
         "{relayed}"
