@@ -3,19 +3,19 @@
 //!
 //! The Python interpreter is the one `APPLIANCE_TEST_PYTHON` names (tests/run.sh sets it);
 //! without it, the test makes or reuses `<target dir>/test-venv` with tests/nio/requirements.txt
-//! itself (via tests/nio/venv.py), so a plain `cargo test` works on a machine with python3 and
-//! PyPI access.
+//! itself (tests/common/python.rs runs tests/venv.py), so a plain `cargo test` works on a machine
+//! with python3 and PyPI access.
 
 mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::OnceLock,
     time::Duration,
 };
 
-use common::{OPEN_REGISTRATION, TestServer};
+use common::{OPEN_REGISTRATION, TestServer, python::Venv};
 
 /// A scenario that takes longer than this is stuck (nio retries are bounded in the scripts).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -29,30 +29,13 @@ fn python() -> PathBuf {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
-            if let Some(python) = std::env::var_os("APPLIANCE_TEST_PYTHON") {
-                return Ok(PathBuf::from(python));
+            Venv {
+                env_var: "APPLIANCE_TEST_PYTHON",
+                dir_name: "test-venv",
+                requirements: "tests/nio/requirements.txt",
+                module: "nio",
             }
-            // CARGO_TARGET_TMPDIR is <target dir>/tmp, wherever CARGO_TARGET_DIR points.
-            let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .parent()
-                .expect("target dir");
-            let output = Command::new("python3")
-                .arg(nio_dir().join("venv.py"))
-                .arg(target_dir.join("test-venv"))
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run python3 (is it installed?): {e}"))?;
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            if !output.status.success() {
-                return Err(format!(
-                    "tests/nio/venv.py failed ({}):\n{stderr}",
-                    output.status
-                ));
-            }
-            eprint!("{stderr}");
-            Ok(PathBuf::from(
-                String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-            ))
+            .python()
         })
         .clone()
         .unwrap_or_else(|e| panic!("no Python with matrix-nio: {e}"))

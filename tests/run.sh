@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Runs every test, as CI does: prepares the Python virtualenv for the third-party client tests
-# (<target dir>/test-venv with tests/nio/requirements.txt; reused while those stay the same),
-# then `cargo test --all-targets`, and as root also the tests that need root. Arguments, when
-# given, go to cargo test instead, e.g. `bash tests/run.sh --test nio_client -- --nocapture`.
+# Runs every test, as CI does: prepares the Python virtualenvs of the tests that run third-party
+# Python programs (<target dir>/test-venv with tests/nio/requirements.txt for the matrix-nio
+# clients, <target dir>/synapse-venv with tests/federation/requirements.txt for Synapse; each
+# reused while its requirements stay the same), then `cargo test --all-targets`, and as root also
+# the tests that need root. Arguments, when given, go to cargo test instead, e.g.
+# `bash tests/run.sh --test nio_client -- --nocapture`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+venvs="${CARGO_TARGET_DIR:-target}"
 if [[ -z "${APPLIANCE_TEST_PYTHON:-}" ]]; then
-    echo "--- Python test venv: ${CARGO_TARGET_DIR:-target}/test-venv"
-    APPLIANCE_TEST_PYTHON="$(python3 tests/nio/venv.py "${CARGO_TARGET_DIR:-target}/test-venv")"
+    echo "--- Python test venv: $venvs/test-venv"
+    APPLIANCE_TEST_PYTHON="$(python3 tests/venv.py "$venvs/test-venv" \
+        tests/nio/requirements.txt nio)"
 fi
 export APPLIANCE_TEST_PYTHON
 echo "--- Python for client tests: $APPLIANCE_TEST_PYTHON"
+if [[ -z "${APPLIANCE_TEST_SYNAPSE_PYTHON:-}" ]]; then
+    echo "--- Synapse venv: $venvs/synapse-venv"
+    APPLIANCE_TEST_SYNAPSE_PYTHON="$(python3 tests/venv.py "$venvs/synapse-venv" \
+        tests/federation/requirements.txt synapse)"
+fi
+export APPLIANCE_TEST_SYNAPSE_PYTHON
+echo "--- Python with Synapse for the federation tests: $APPLIANCE_TEST_SYNAPSE_PYTHON"
 
 if [[ $# -gt 0 ]]; then
     echo "--- cargo test $*"

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Makes (or reuses) the virtualenv that the Python-client tests run in, and prints its
+"""Makes (or reuses) a virtualenv that tests run Python programs from, and prints its
 interpreter's path on stdout. Progress goes to stderr.
 
-Usage: python3 tests/nio/venv.py VENV_DIR     (tests/run.sh and tests/nio_client.rs use
-<target dir>/test-venv)
+Usage: python3 tests/venv.py VENV_DIR REQUIREMENTS MODULE
 
-The venv is rebuilt when requirements.txt or the base interpreter changed, or when a previous
-build did not finish. Concurrent callers (test binaries running in parallel, or run.sh and a test)
-take turns on a lock file beside the venv; whoever comes second reuses what the first built.
+MODULE is imported to check that a finished venv still works. The venvs the tests use:
+  <target dir>/test-venv     tests/nio/requirements.txt         nio      (tests/nio_client.rs)
+  <target dir>/synapse-venv  tests/federation/requirements.txt  synapse  (tests/federation.rs)
+tests/run.sh makes both; the tests make them themselves when run without it.
+
+The venv is rebuilt when REQUIREMENTS or the base interpreter changed, or when a previous build
+did not finish. Concurrent callers (test binaries running in parallel, or run.sh and a test) take
+turns on a lock file beside the venv; whoever comes second reuses what the first built.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
 # Written last, once everything is installed: a venv without it is unfinished.
 STAMP = ".appliance-test-venv"
 
@@ -29,8 +32,8 @@ def log(message: str) -> None:
     print(f"test-venv: {message}", file=sys.stderr, flush=True)
 
 
-def wanted_stamp() -> str:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+def wanted_stamp(requirements: Path) -> str:
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
     return f"requirements {digest}\nbase {sys.executable} {sys.version.split()[0]}\n"
 
 
@@ -38,7 +41,7 @@ def interpreter(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def usable(venv: Path, stamp: str) -> bool:
+def usable(venv: Path, stamp: str, module: str) -> bool:
     try:
         if (venv / STAMP).read_text() != stamp:
             return False
@@ -46,14 +49,14 @@ def usable(venv: Path, stamp: str) -> bool:
         return False
     # The base interpreter may have gone away under the venv's symlinks.
     check = subprocess.run(
-        [str(interpreter(venv)), "-c", "import nio"],
+        [str(interpreter(venv)), "-c", f"import {module}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     return check.returncode == 0
 
 
-def build(venv: Path, stamp: str) -> None:
+def build(venv: Path, stamp: str, requirements: Path) -> None:
     if venv.exists():
         log(f"rebuilding {venv} (requirements or interpreter changed, or unfinished)")
         shutil.rmtree(venv)
@@ -65,15 +68,15 @@ def build(venv: Path, stamp: str) -> None:
             f"test-venv: `{sys.executable} -m venv` failed; on Debian or Ubuntu install the "
             "python3-venv package (apt-get install python3-venv)"
         )
-    log(f"installing {REQUIREMENTS.name} from PyPI")
+    log(f"installing {requirements} from PyPI into {venv}")
     pip = [str(interpreter(venv)), "-m", "pip", "--disable-pip-version-check", "--no-input"]
     installed = subprocess.run(
-        [*pip, "install", "--quiet", "--requirement", str(REQUIREMENTS)],
+        [*pip, "install", "--quiet", "--requirement", str(requirements)],
         # pip's output is progress: keep stdout for the interpreter's path alone.
         stdout=sys.stderr,
     )
     if installed.returncode != 0:
-        sys.exit(f"test-venv: pip could not install {REQUIREMENTS}")
+        sys.exit(f"test-venv: pip could not install {requirements}")
     partial = venv / (STAMP + ".partial")
     partial.write_text(stamp)
     os.replace(partial, venv / STAMP)
@@ -81,15 +84,17 @@ def build(venv: Path, stamp: str) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} VENV_DIR")
+    if len(sys.argv) != 4:
+        sys.exit(f"usage: {sys.argv[0]} VENV_DIR REQUIREMENTS MODULE")
     venv = Path(sys.argv[1]).absolute()
+    requirements = Path(sys.argv[2]).absolute()
+    module = sys.argv[3]
     venv.parent.mkdir(parents=True, exist_ok=True)
-    stamp = wanted_stamp()
+    stamp = wanted_stamp(requirements)
     with open(venv.parent / (venv.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not usable(venv, stamp):
-            build(venv, stamp)
+        if not usable(venv, stamp, module):
+            build(venv, stamp, requirements)
     print(interpreter(venv))
 
 

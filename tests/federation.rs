@@ -1,0 +1,205 @@
+//! Federation against a real Synapse from PyPI. Every federation test lives in this one test
+//! binary (one link, one Synapse venv).
+//!
+//! How the harness works:
+//! - **Synapse** comes from PyPI, pinned in tests/federation/requirements.txt, installed once into
+//!   `<target dir>/synapse-venv` by tests/venv.py: tests/run.sh (and CI, in the background while
+//!   clippy runs) builds it and sets `APPLIANCE_TEST_SYNAPSE_PYTHON`; without that variable the
+//!   test builds or reuses the venv itself (tests/common/python.rs), so a plain `cargo test` works
+//!   with python3 and PyPI access. `federation/synapse.rs` starts one Synapse per test in a temp
+//!   dir (generated homeserver.yaml, SQLite, its log in `synapse.log`, shown on failure) and kills
+//!   its process group when the test ends.
+//! - **Names**: both servers are `localhost:<their TLS port>`. An explicit port means no
+//!   `.well-known` and no SRV lookup: a server connects straight to localhost on that port, with
+//!   SNI `localhost`.
+//! - **TLS**: a test CA made with rcgen (tests/front_door_support) issues both servers a
+//!   certificate for `localhost`. Synapse trusts that CA alone (`federation_custom_ca_list`) and
+//!   may reach loopback (`ip_range_whitelist`, Synapse refuses it by default); the test's own
+//!   HTTPS client verifies both servers against the same CA.
+//! - **The appliance** runs from its config file with one TLS listener (client + federation) on
+//!   127.0.0.1, like a box's port 8448.
+
+#[path = "common/python.rs"]
+mod python;
+#[path = "front_door_support/mod.rs"]
+mod support;
+#[path = "federation/synapse.rs"]
+mod synapse;
+
+use std::collections::BTreeMap;
+
+use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
+use serde_json::{Value, json};
+use support::{Appliance, TestCa, free_port, https_get, https_post_json};
+use synapse::Synapse;
+
+/// The appliance as a federating server: `localhost:<port>`, one TLS listener with a certificate
+/// from `ca`.
+struct FederatingAppliance {
+    appliance: Appliance,
+    port: u16,
+    server_name: String,
+}
+
+impl FederatingAppliance {
+    fn start(ca: &TestCa) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (chain, key) = ca.leaf(&["localhost"]);
+        std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let port = free_port();
+        let server_name = format!("localhost:{port}");
+        let yaml = format!(
+            "server_name: '{server_name}'
+tls_certificate_path: {dir}/chain.pem
+tls_private_key_path: {dir}/key.pem
+listeners:
+  - port: {port}
+    bind_addresses: ['127.0.0.1']
+    tls: true
+    resources: [{{names: [client, federation]}}]
+",
+            dir = dir.path().display()
+        );
+        Self {
+            appliance: Appliance::start(dir, &yaml, 1),
+            port,
+            server_name,
+        }
+    }
+}
+
+/// The one key of a `/_matrix/key/v2/server` answer: (key ID, unpadded base64 public key).
+fn only_verify_key(keys: &Value) -> (String, String) {
+    let verify_keys = keys["verify_keys"].as_object().expect("verify_keys");
+    assert_eq!(verify_keys.len(), 1, "{keys}");
+    let (id, key) = verify_keys.iter().next().unwrap();
+    (id.clone(), key["key"].as_str().expect("key").to_owned())
+}
+
+/// Verifies every signature `object` carries (ruma checks one per signing server, and refuses a
+/// server missing from `keys`): `keys` are (server, key ID, unpadded base64 public key).
+#[track_caller]
+fn assert_signed_by(object: &Value, keys: &[(&str, &str, &str)]) {
+    let mut map = BTreeMap::new();
+    for (server, key_id, key) in keys {
+        map.entry(server.to_string())
+            .or_insert_with(BTreeMap::new)
+            .insert(key_id.to_string(), Base64::parse(*key).unwrap());
+    }
+    let canonical: CanonicalJsonObject = serde_json::from_value(object.clone()).unwrap();
+    if let Err(e) = verify_json(&map, &canonical) {
+        panic!("signatures of {keys:?} do not verify ({e}): {object}");
+    }
+}
+
+/// Synapse, acting as a notary, fetches the appliance's keys over TLS by its name with an explicit
+/// port, checks them (Synapse refuses keys without the origin's valid signature or with a
+/// `valid_until_ts` in the past) and serves them on, signed by both servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn synapse_fetches_the_appliance_keys_as_a_notary() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, "").await;
+    let ours_name = ours.server_name.as_str();
+
+    let own = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/key/v2/server",
+        &[],
+    )
+    .await;
+    assert_eq!(own.status, 200);
+    let own = own.json();
+    let (key_id, public_key) = only_verify_key(&own);
+    let synapse_keys = https_get(
+        synapse.port,
+        "localhost",
+        &roots,
+        "/_matrix/key/v2/server",
+        &[],
+    )
+    .await
+    .json();
+    let (synapse_key_id, synapse_public_key) = only_verify_key(&synapse_keys);
+
+    // The key ID is given: Synapse's notary fetches from the origin only for a cache miss on a
+    // named key (asking for all keys of a server answers from its cache alone), and it requires
+    // `minimum_valid_until_ts`, which the spec makes optional.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let query = json!({"server_keys": {ours_name: {&key_id: {"minimum_valid_until_ts": now_ms}}}});
+    let reply = https_post_json(
+        synapse.port,
+        "localhost",
+        &roots,
+        "/_matrix/key/v2/query",
+        &query,
+    )
+    .await;
+    let body = reply.json();
+    assert_eq!(
+        reply.status,
+        200,
+        "{body}\nSynapse's log:\n{}",
+        synapse.log_tail()
+    );
+    let server_keys = body["server_keys"].as_array().expect("server_keys");
+    assert_eq!(
+        server_keys.len(),
+        1,
+        "Synapse did not get the appliance's keys: {body}\nSynapse's log:\n{}\n\
+         the appliance's log:\n{}",
+        synapse.log_tail(),
+        ours.appliance.log_text()
+    );
+    let relayed = &server_keys[0];
+    assert_eq!(relayed["server_name"], ours_name);
+    assert_eq!(
+        only_verify_key(relayed),
+        (key_id.clone(), public_key.clone())
+    );
+    assert!(
+        relayed["valid_until_ts"].as_u64().unwrap() > now_ms,
+        "{relayed}"
+    );
+    // Signed by the appliance (the copy Synapse fetched and checked) and by Synapse as notary.
+    assert_signed_by(
+        relayed,
+        &[
+            (ours_name, &key_id, &public_key),
+            (&synapse.server_name, &synapse_key_id, &synapse_public_key),
+        ],
+    );
+    let signers = relayed["signatures"].as_object().expect("signatures");
+    assert!(
+        signers.contains_key(ours_name) && signers.contains_key(&synapse.server_name),
+        "{relayed}"
+    );
+
+    // Now cached: the GET form (all keys of the server) answers with the same key.
+    let cached = https_get(
+        synapse.port,
+        "localhost",
+        &roots,
+        &format!("/_matrix/key/v2/query/{ours_name}"),
+        &[],
+    )
+    .await;
+    assert_eq!(cached.status, 200);
+    let cached = cached.json();
+    assert_eq!(
+        cached["server_keys"].as_array().map(Vec::len),
+        Some(1),
+        "{cached}"
+    );
+    assert_eq!(
+        only_verify_key(&cached["server_keys"][0]),
+        (key_id, public_key)
+    );
+}
