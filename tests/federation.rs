@@ -16,6 +16,8 @@
 //!   certificate for `localhost`. Synapse trusts that CA alone (`federation_custom_ca_list`) and
 //!   may reach loopback (`ip_range_whitelist`, Synapse refuses it by default); the test's own
 //!   HTTPS client verifies both servers against the same CA.
+//! - **Outbound**: `appliance admin federation check` runs with a config of its own (the test CA in
+//!   `federation_custom_ca_list`, loopback in `ip_range_whitelist`).
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
@@ -30,7 +32,7 @@ use std::collections::BTreeMap;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
 use serde_json::{Value, json};
-use support::{Appliance, TestCa, free_port, https_get, https_post_json};
+use support::{Appliance, TestCa, cli, free_port, https_get, https_post_json, text};
 use synapse::Synapse;
 
 /// The appliance as a federating server: `localhost:<port>`, one TLS listener with a certificate
@@ -202,4 +204,103 @@ async fn synapse_fetches_the_appliance_keys_as_a_notary() {
         only_verify_key(&cached["server_keys"][0]),
         (key_id, public_key)
     );
+}
+
+/// `appliance admin federation check`, run with its own config (`extra_yaml` after a server
+/// name): (success, stdout + stderr).
+fn federation_check(server_name: &str, extra_yaml: &str, args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("server_name: '{server_name}'\n{extra_yaml}"),
+    )
+    .unwrap();
+    let mut all = vec!["admin", "federation", "check"];
+    all.extend_from_slice(args);
+    let output = cli(&config, &dir.path().join("data"), &all);
+    (output.status.success(), text(&output))
+}
+
+/// The outbound client finds Synapse by `localhost:<port>` (explicit port: straight there, SNI
+/// `localhost`), verifies its certificate against `federation_custom_ca_list`, may reach loopback
+/// only through `ip_range_whitelist`, and checks the keys' self-signature; with no name it checks
+/// the config's own server through its public name, as another server would.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_federation_check_fetches_keys_as_a_server_would() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, "").await;
+    let ca_path = synapse.dir.path().join("ca.pem");
+    let trust_ca = format!("federation_custom_ca_list: ['{}']\n", ca_path.display());
+    let loopback = "ip_range_whitelist: ['127.0.0.0/8']\n";
+
+    let synapse_keys = https_get(
+        synapse.port,
+        "localhost",
+        &roots,
+        "/_matrix/key/v2/server",
+        &[],
+    )
+    .await
+    .json();
+    let (synapse_key_id, synapse_key) = only_verify_key(&synapse_keys);
+    let (ok, output) = federation_check(
+        "localhost",
+        &format!("{trust_ca}{loopback}"),
+        &[&synapse.server_name],
+    );
+    assert!(ok, "{output}\nSynapse's log:\n{}", synapse.log_tail());
+    assert!(output.contains("explicit port"), "{output}");
+    assert!(
+        output.contains(&format!("{synapse_key_id} {synapse_key}")),
+        "{output}"
+    );
+
+    // Without the test CA the certificate is unknown.
+    let (ok, output) = federation_check("localhost", loopback, &[&synapse.server_name]);
+    assert!(!ok, "{output}");
+    assert!(output.contains("TLS with 127.0.0.1"), "{output}");
+    assert!(output.contains("UnknownIssuer"), "{output}");
+
+    // Without the whitelist loopback is refused before any connection.
+    let (ok, output) = federation_check("localhost", &trust_ca, &[&synapse.server_name]);
+    assert!(!ok, "{output}");
+    assert!(output.contains("refused address"), "{output}");
+
+    // A domain whitelist without Synapse: not contacted.
+    let (ok, output) = federation_check(
+        "localhost",
+        &format!("{trust_ca}{loopback}federation_domain_whitelist: ['example.org']\n"),
+        &[&synapse.server_name],
+    );
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("not in federation_domain_whitelist"),
+        "{output}"
+    );
+
+    // No name: the config's own server_name, here the running appliance.
+    let own = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/key/v2/server",
+        &[],
+    )
+    .await
+    .json();
+    let (key_id, key) = only_verify_key(&own);
+    let (ok, output) = federation_check(&ours.server_name, &format!("{trust_ca}{loopback}"), &[]);
+    assert!(
+        ok,
+        "{output}\nthe appliance's log:\n{}",
+        ours.appliance.log_text()
+    );
+    assert!(
+        output.starts_with(&format!("{}:", ours.server_name)),
+        "{output}"
+    );
+    assert!(output.contains(&format!("{key_id} {key}")), "{output}");
 }

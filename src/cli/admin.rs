@@ -51,6 +51,9 @@ pub enum AdminCommand {
     /// The media repository: list, delete, purge cached remote media.
     #[command(subcommand)]
     Media(super::media::MediaCommand),
+    /// Federation with other servers: `check` finds a server and verifies its keys.
+    #[command(subcommand)]
+    Federation(super::federation::FederationCommand),
     /// Back up the database, media, keys and config into a new folder, while the server runs.
     Backup(super::backup::BackupArgs),
     /// Check a backup's files against its manifest.
@@ -85,6 +88,8 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<ExitCo
     let command = match command {
         AdminCommand::Backup(args) => return super::backup::backup(&config, args),
         AdminCommand::VerifyBackup(args) => return super::backup::verify(args),
+        // Only the network: no database needed.
+        AdminCommand::Federation(command) => return super::federation::run(&config, command).await,
         AdminCommand::Restore(_) => {
             unreachable!("restore is dispatched before a config is required")
         }
@@ -185,7 +190,10 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
         }
         AdminCommand::RegistrationToken(command) => registration_token(services, command).await?,
         AdminCommand::Media(command) => super::media::run(services, command).await?,
-        AdminCommand::Backup(_) | AdminCommand::VerifyBackup(_) | AdminCommand::Restore(_) => {
+        AdminCommand::Backup(_)
+        | AdminCommand::VerifyBackup(_)
+        | AdminCommand::Restore(_)
+        | AdminCommand::Federation(_) => {
             unreachable!("handled in `run`")
         }
     }

@@ -5,6 +5,7 @@ mod admin;
 mod backup;
 mod cert;
 mod element;
+mod federation;
 mod media;
 mod password;
 mod setup;

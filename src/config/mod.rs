@@ -262,6 +262,19 @@ pub struct Config {
     pub max_spider_size: ByteSize,
     /// `Accept-Language` of URL preview requests, most preferred first (Synapse's list).
     pub url_preview_accept_language: Vec<String>,
+    /// IP ranges outbound federation requests never go to, checked on every address a server's
+    /// name resolves to. Unset: loopback, private, CGNAT, link-local, multicast, documentation
+    /// and reserved ranges (Synapse's default list); a list given replaces it. `0.0.0.0` and `::`
+    /// are always refused.
+    pub ip_range_blacklist: Option<Vec<String>>,
+    /// IP ranges outbound federation may reach even though `ip_range_blacklist` names them.
+    pub ip_range_whitelist: Vec<String>,
+    /// The only servers federated with (server names); unset: every server.
+    pub federation_domain_whitelist: Option<Vec<String>>,
+    /// Check the TLS certificates of other servers (`false` only for test setups).
+    pub federation_verify_certificates: bool,
+    /// PEM files of CAs trusted for other servers' certificates besides the system's.
+    pub federation_custom_ca_list: Vec<PathBuf>,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -373,6 +386,11 @@ impl Default for Config {
             url_preview_url_blacklist: Vec::new(),
             max_spider_size: ByteSize::mebibytes(10),
             url_preview_accept_language: vec!["en".to_owned()],
+            ip_range_blacklist: None,
+            ip_range_whitelist: Vec::new(),
+            federation_domain_whitelist: None,
+            federation_verify_certificates: true,
+            federation_custom_ca_list: Vec::new(),
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

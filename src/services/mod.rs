@@ -7,6 +7,7 @@ pub mod backup;
 pub mod data_dir_lock;
 pub mod directory;
 pub mod e2ee;
+pub mod federation;
 pub mod filter;
 pub mod json_depth;
 pub mod media;

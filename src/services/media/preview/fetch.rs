@@ -195,8 +195,11 @@ impl Fetcher {
     }
 }
 
-/// The body up to `max_bytes`, and whether it went on beyond.
-async fn read_at_most(mut body: Incoming, max_bytes: usize) -> Result<(Vec<u8>, bool), FetchError> {
+/// The body up to `max_bytes`, and whether it went on beyond (the federation client's too).
+pub(crate) async fn read_at_most(
+    mut body: Incoming,
+    max_bytes: usize,
+) -> Result<(Vec<u8>, bool), FetchError> {
     let mut data = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| failed(format!("reading the body: {e}")))?;

@@ -55,6 +55,31 @@ impl IpPolicy {
         Ok(Self { refused, allowed })
     }
 
+    /// Synapse's `ip_range_blacklist` (outbound federation): the default list when unset,
+    /// replaced by a list given; `0.0.0.0` and `::` are refused whatever the list.
+    pub fn replacing_defaults(
+        blacklist: Option<&[String]>,
+        whitelist: &[String],
+    ) -> Result<Self, String> {
+        let refused = match blacklist {
+            None => ALWAYS_REFUSED
+                .iter()
+                .map(|range| (*range).to_owned())
+                .collect(),
+            Some(list) => list.to_vec(),
+        };
+        let refused = ["0.0.0.0".to_owned(), "::".to_owned()]
+            .into_iter()
+            .chain(refused)
+            .map(|range| parse_range(&range))
+            .collect::<Result<_, _>>()?;
+        let allowed = whitelist
+            .iter()
+            .map(|range| parse_range(range))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { refused, allowed })
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
         // An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is that IPv4 address.
         let ip = ip.to_canonical();
@@ -199,6 +224,17 @@ mod tests {
         let policy = IpPolicy::new(&[], &["127.0.0.1".to_owned()]).unwrap();
         assert!(policy.allows("127.0.0.1".parse().unwrap()));
         assert!(!policy.allows("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_federation_blacklist_replaces_the_default() {
+        let default = IpPolicy::replacing_defaults(None, &[]).unwrap();
+        assert!(!default.allows("10.1.2.3".parse().unwrap()));
+        assert!(default.allows("93.184.215.14".parse().unwrap()));
+        let replaced = IpPolicy::replacing_defaults(Some(&["93.0.0.0/8".to_owned()]), &[]).unwrap();
+        assert!(replaced.allows("10.1.2.3".parse().unwrap()));
+        assert!(!replaced.allows("93.184.215.14".parse().unwrap()));
+        assert!(!replaced.allows("0.0.0.0".parse().unwrap()));
     }
 
     #[test]
