@@ -57,12 +57,15 @@ pub trait Lookups {
     -> impl Future<Output = Result<Option<(String, u16)>, String>> + Send;
 }
 
-/// Well-known results by host name: the delegated server name, or why there is none.
+/// A well-known result: the delegated server name, or why there is none.
+type Delegation = Result<String, String>;
+
+/// Well-known results by host name, each with the instant it expires.
 #[derive(Default)]
-pub struct WellKnownCache(Mutex<HashMap<String, (Instant, Result<String, String>)>>);
+pub struct WellKnownCache(Mutex<HashMap<String, (Instant, Delegation)>>);
 
 impl WellKnownCache {
-    fn get(&self, hostname: &str) -> Option<Result<String, String>> {
+    fn get(&self, hostname: &str) -> Option<Delegation> {
         let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(hostname)
@@ -70,7 +73,7 @@ impl WellKnownCache {
             .map(|(_, result)| result.clone())
     }
 
-    fn put(&self, hostname: &str, result: Result<String, String>, lifetime: Duration) {
+    fn put(&self, hostname: &str, result: Delegation, lifetime: Duration) {
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= WELL_KNOWN_CACHE_SIZE {
             let now = Instant::now();
@@ -209,7 +212,7 @@ fn bare_ip(host: &str) -> String {
 }
 
 /// The delegated server name of a well-known answer and how long to keep the result.
-fn parse_well_known(response: &WellKnownResponse) -> (Result<String, String>, Duration) {
+fn parse_well_known(response: &WellKnownResponse) -> (Delegation, Duration) {
     if response.status != 200 {
         return (
             Err(format!("the server answered {}", response.status)),
