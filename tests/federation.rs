@@ -264,6 +264,15 @@ async fn admin_federation_check_fetches_keys_as_a_server_would() {
     assert!(output.contains("TLS with 127.0.0.1"), "{output}");
     assert!(output.contains("UnknownIssuer"), "{output}");
 
+    // Unless certificates are not checked at all (test setups).
+    let (ok, output) = federation_check(
+        "localhost",
+        &format!("{loopback}federation_verify_certificates: false\n"),
+        &[&synapse.server_name],
+    );
+    assert!(ok, "{output}");
+    assert!(output.contains(&synapse_key_id), "{output}");
+
     // Without the whitelist loopback is refused before any connection.
     let (ok, output) = federation_check("localhost", &trust_ca, &[&synapse.server_name]);
     assert!(!ok, "{output}");

@@ -260,3 +260,20 @@ fn trusted_proxies_and_client_timeouts_are_checked() {
     assert_eq!(config.client_body_deadline.0.as_secs(), 60);
     assert_eq!(config.client_max_connections_per_address, 64);
 }
+
+#[test]
+fn outbound_federation_keys_have_synapse_defaults_and_are_checked() {
+    let config = parse("server_name: example.org\n").unwrap();
+    assert_eq!(config.ip_range_blacklist, None, "Synapse's default list");
+    assert!(config.federation_verify_certificates);
+    assert_eq!(config.federation_domain_whitelist, None, "every server");
+    parse("ip_range_blacklist: []\nip_range_whitelist: ['127.0.0.1', '::1/128']\n").unwrap();
+    parse("federation_domain_whitelist: ['matrix.org', 'example.com:8448']\n").unwrap();
+    for bad in [
+        "ip_range_blacklist: ['10.0.0.0/33']\n",
+        "ip_range_whitelist: ['localhost']\n",
+        "federation_domain_whitelist: ['not a name']\n",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}

@@ -166,8 +166,33 @@ impl Config {
         {
             return Err(("registration_shared_secret", "must not be empty".to_owned()));
         }
+        self.validate_federation_client()?;
         super::media::validate(self)?;
         super::backup::validate(self)?;
+        Ok(())
+    }
+
+    /// Outbound federation's keys, so that a bad range or name stops the start, not a request.
+    fn validate_federation_client(&self) -> Result<(), Invalid> {
+        use crate::services::media::preview::policy::IpPolicy;
+        if let Some(blacklist) = &self.ip_range_blacklist
+            && let Err(e) = IpPolicy::replacing_defaults(Some(blacklist), &[])
+        {
+            return Err(("ip_range_blacklist", e));
+        }
+        if let Err(e) = IpPolicy::replacing_defaults(None, &self.ip_range_whitelist) {
+            return Err(("ip_range_whitelist", e));
+        }
+        let names = self.federation_domain_whitelist.iter().flatten();
+        if let Some(name) = names
+            .into_iter()
+            .find(|name| <&ServerName>::try_from(name.as_str()).is_err())
+        {
+            return Err((
+                "federation_domain_whitelist",
+                format!("`{name}` is not a server name"),
+            ));
+        }
         Ok(())
     }
 
