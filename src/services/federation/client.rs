@@ -30,7 +30,10 @@ use tokio::net::TcpStream;
 use super::resolve::{self, Destination, Lookups, WellKnownCache, WellKnownResponse};
 use crate::{
     config::Config,
-    services::media::preview::{fetch::read_at_most, policy::IpPolicy},
+    services::media::preview::{
+        fetch::{FetchError, read_at_most},
+        policy::IpPolicy,
+    },
 };
 
 /// Synapse's default `federation.client_timeout`.
@@ -190,7 +193,10 @@ impl FederationClient {
             .map(str::to_owned);
         let (body, truncated) = read_at_most(response.into_body(), max_bytes)
             .await
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| match e {
+                FetchError::Failed(reason) => reason,
+                FetchError::Blocked(reason) => reason.to_owned(),
+            })?;
         if truncated {
             return Err(format!("the answer is longer than {max_bytes} bytes"));
         }
