@@ -42,17 +42,8 @@ pub struct IpPolicy {
 
 impl IpPolicy {
     pub fn new(blacklist: &[String], whitelist: &[String]) -> Result<Self, String> {
-        let refused = ALWAYS_REFUSED
-            .iter()
-            .map(|range| (*range).to_owned())
-            .chain(blacklist.iter().cloned())
-            .map(|range| parse_range(&range))
-            .collect::<Result<_, _>>()?;
-        let allowed = whitelist
-            .iter()
-            .map(|range| parse_range(range))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { refused, allowed })
+        let refused = always_refused().chain(blacklist.iter().cloned());
+        Self::from_ranges(refused, whitelist)
     }
 
     /// Synapse's `ip_range_blacklist` (outbound federation): the default list when unset,
@@ -61,16 +52,22 @@ impl IpPolicy {
         blacklist: Option<&[String]>,
         whitelist: &[String],
     ) -> Result<Self, String> {
-        let refused = match blacklist {
-            None => ALWAYS_REFUSED
-                .iter()
-                .map(|range| (*range).to_owned())
-                .collect(),
+        let listed: Vec<String> = match blacklist {
+            None => always_refused().collect(),
             Some(list) => list.to_vec(),
         };
         let refused = ["0.0.0.0".to_owned(), "::".to_owned()]
             .into_iter()
-            .chain(refused)
+            .chain(listed);
+        Self::from_ranges(refused, whitelist)
+    }
+
+    fn from_ranges(
+        refused: impl IntoIterator<Item = String>,
+        whitelist: &[String],
+    ) -> Result<Self, String> {
+        let refused = refused
+            .into_iter()
             .map(|range| parse_range(&range))
             .collect::<Result<_, _>>()?;
         let allowed = whitelist
@@ -86,6 +83,10 @@ impl IpPolicy {
         self.allowed.iter().any(|range| range.contains(&ip))
             || !self.refused.iter().any(|range| range.contains(&ip))
     }
+}
+
+fn always_refused() -> impl Iterator<Item = String> {
+    ALWAYS_REFUSED.iter().map(|range| (*range).to_owned())
 }
 
 /// `10.0.0.0/8`, or a bare address for that one address.
