@@ -31,6 +31,7 @@ mod synapse;
 use std::collections::BTreeMap;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
+use rustls::RootCertStore;
 use serde_json::{Value, json};
 use support::{Appliance, TestCa, cli, free_port, https_get, https_post_json, text};
 use synapse::Synapse;
@@ -71,6 +72,13 @@ listeners:
     }
 }
 
+/// The one key of a server's own `/_matrix/key/v2/server` answer, fetched over TLS as `localhost`.
+async fn own_key(port: u16, roots: &RootCertStore) -> (String, String) {
+    let reply = https_get(port, "localhost", roots, "/_matrix/key/v2/server", &[]).await;
+    assert_eq!(reply.status, 200);
+    only_verify_key(&reply.json())
+}
+
 /// The one key of a `/_matrix/key/v2/server` answer: (key ID, unpadded base64 public key).
 fn only_verify_key(keys: &Value) -> (String, String) {
     let verify_keys = keys["verify_keys"].as_object().expect("verify_keys");
@@ -106,27 +114,8 @@ async fn synapse_fetches_the_appliance_keys_as_a_notary() {
     let synapse = Synapse::start(&ca, "").await;
     let ours_name = ours.server_name.as_str();
 
-    let own = https_get(
-        ours.port,
-        "localhost",
-        &roots,
-        "/_matrix/key/v2/server",
-        &[],
-    )
-    .await;
-    assert_eq!(own.status, 200);
-    let own = own.json();
-    let (key_id, public_key) = only_verify_key(&own);
-    let synapse_keys = https_get(
-        synapse.port,
-        "localhost",
-        &roots,
-        "/_matrix/key/v2/server",
-        &[],
-    )
-    .await
-    .json();
-    let (synapse_key_id, synapse_public_key) = only_verify_key(&synapse_keys);
+    let (key_id, public_key) = own_key(ours.port, &roots).await;
+    let (synapse_key_id, synapse_public_key) = own_key(synapse.port, &roots).await;
 
     // The key ID is given: Synapse's notary fetches from the origin only for a cache miss on a
     // named key (asking for all keys of a server answers from its cache alone), and it requires
@@ -236,16 +225,7 @@ async fn admin_federation_check_fetches_keys_as_a_server_would() {
     let trust_ca = format!("federation_custom_ca_list: ['{}']\n", ca_path.display());
     let loopback = "ip_range_whitelist: ['127.0.0.0/8']\n";
 
-    let synapse_keys = https_get(
-        synapse.port,
-        "localhost",
-        &roots,
-        "/_matrix/key/v2/server",
-        &[],
-    )
-    .await
-    .json();
-    let (synapse_key_id, synapse_key) = only_verify_key(&synapse_keys);
+    let (synapse_key_id, synapse_key) = own_key(synapse.port, &roots).await;
     let (ok, output) = federation_check(
         "localhost",
         &format!("{trust_ca}{loopback}"),
@@ -291,16 +271,7 @@ async fn admin_federation_check_fetches_keys_as_a_server_would() {
     );
 
     // No name: the config's own server_name, here the running appliance.
-    let own = https_get(
-        ours.port,
-        "localhost",
-        &roots,
-        "/_matrix/key/v2/server",
-        &[],
-    )
-    .await
-    .json();
-    let (key_id, key) = only_verify_key(&own);
+    let (key_id, key) = own_key(ours.port, &roots).await;
     let (ok, output) = federation_check(&ours.server_name, &format!("{trust_ca}{loopback}"), &[]);
     assert!(
         ok,
