@@ -901,62 +901,12 @@ async fn reconfigure_reopens_the_wizard_prefilled_and_keeps_the_server_name() {
     );
 }
 
-#[test]
-fn without_any_config_the_wizard_starts_in_the_working_directory() {
-    // What `cargo run --release` does on a machine with nothing installed: the wizard, with its
-    // data (and later its config) in ./appliance-data.
-    let cwd = tempfile::tempdir().unwrap();
+/// `serve` with nothing installed in `cwd` (what `cargo run --release` does), and its log line
+/// with the setup link.
+fn start_development_server(cwd: &std::path::Path) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(common::BINARY)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(cwd.path())
-        .env_remove("APPLIANCE_CONFIG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the setup line");
-        if line.contains("/setup/?token=") {
-            break line;
-        }
-    };
-    assert!(line.contains("appliance-data/config.yaml"), "{line}");
-    let data = cwd.path().join("appliance-data");
-    let token = std::fs::read_to_string(data.join("setup-token")).unwrap();
-    let output = std::process::Command::new(common::BINARY)
-        .args(["setup", "token"])
-        .current_dir(cwd.path())
-        .env_remove("APPLIANCE_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(assert_success(&output).trim(), token.trim());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!data.join("config.yaml").exists());
-}
-
-/// After the wizard of a development server (`cargo run`: nothing installed, no --config), the
-/// finish page, the well-known answers, the config and the checklist describe what it really
-/// serves: plain HTTP on its one address, no DNS records or router ports, Element only if
-/// installed, and the TURN relay as it really runs (this process started it).
-#[tokio::test]
-async fn a_development_server_describes_what_it_really_serves() {
-    let cwd = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(common::BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(cwd.path())
+        .current_dir(cwd)
         .env_remove("APPLIANCE_CONFIG")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -981,6 +931,37 @@ async fn a_development_server_describes_what_it_really_serves() {
             break line;
         }
     };
+    (child, line)
+}
+#[test]
+fn without_any_config_the_wizard_starts_in_the_working_directory() {
+    // What `cargo run --release` does on a machine with nothing installed: the wizard, with its
+    // data (and later its config) in ./appliance-data.
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut child, line) = start_development_server(cwd.path());
+    assert!(line.contains("appliance-data/config.yaml"), "{line}");
+    let data = cwd.path().join("appliance-data");
+    let token = std::fs::read_to_string(data.join("setup-token")).unwrap();
+    let output = std::process::Command::new(common::BINARY)
+        .args(["setup", "token"])
+        .current_dir(cwd.path())
+        .env_remove("APPLIANCE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(assert_success(&output).trim(), token.trim());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!data.join("config.yaml").exists());
+}
+
+/// After the wizard of a development server (`cargo run`: nothing installed, no --config), the
+/// finish page, the well-known answers, the config and the checklist describe what it really
+/// serves: plain HTTP on its one address, no DNS records or router ports, Element only if
+/// installed, and the TURN relay as it really runs (this process started it).
+#[tokio::test]
+async fn a_development_server_describes_what_it_really_serves() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (mut child, line) = start_development_server(cwd.path());
     let link = line
         .split("open ")
         .nth(1)
