@@ -467,3 +467,89 @@ listeners:
         200
     );
 }
+
+/// Listeners serve the resources they name, as Synapse's: the client port answers no federation
+/// request and the federation port no client request (both `404 M_UNRECOGNIZED`, as any unknown
+/// path); with no listener serving `federation`, federation is off and
+/// `/.well-known/matrix/server` is not served even with `serve_server_wellknown`.
+#[tokio::test(flavor = "multi_thread")]
+async fn listeners_serve_only_their_resources_and_federation_can_be_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("front door test CA");
+    let (chain, key) = ca.leaf(&["example.test"]);
+    std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+    let (client_port, federation_port) = (free_port(), free_port());
+    let listeners = |federation: bool| {
+        let mut yaml = format!(
+            "  - port: {client_port}
+    bind_addresses: ['127.0.0.1']
+    tls: true
+    resources: [{{names: [client]}}]
+"
+        );
+        if federation {
+            yaml.push_str(&format!(
+                "  - port: {federation_port}
+    bind_addresses: ['127.0.0.1']
+    tls: true
+    resources: [{{names: [federation]}}]
+"
+            ));
+        }
+        yaml
+    };
+    let dir_path = dir.path().to_owned();
+    let config = |federation: bool, dir: &Path| {
+        format!(
+            "server_name: example.test
+public_baseurl: https://example.test/
+serve_server_wellknown: true
+tls_certificate_path: {dir}/chain.pem
+tls_private_key_path: {dir}/key.pem
+listeners:
+{}",
+            listeners(federation),
+            dir = dir.display()
+        )
+    };
+    let roots = ca.roots();
+    let get = |port: u16, path: &'static str| {
+        let roots = roots.clone();
+        async move { https_get(port, "example.test", &roots, path, &[]).await }
+    };
+
+    let yaml = config(true, &dir_path);
+    let appliance = Appliance::start(dir, &yaml, 2);
+    let keys = get(federation_port, "/_matrix/key/v2/server").await;
+    assert_eq!(keys.status, 200);
+    let on_client_port = get(client_port, "/_matrix/key/v2/server").await;
+    assert_eq!(on_client_port.status, 404);
+    assert_eq!(on_client_port.json()["errcode"], "M_UNRECOGNIZED");
+    let versions = get(client_port, "/_matrix/client/versions").await;
+    assert_eq!(versions.status, 200);
+    let on_federation_port = get(federation_port, "/_matrix/client/versions").await;
+    assert_eq!(on_federation_port.status, 404);
+    assert_eq!(on_federation_port.json()["errcode"], "M_UNRECOGNIZED");
+    let server = get(client_port, "/.well-known/matrix/server").await;
+    assert_eq!(server.status, 200);
+    assert_eq!(
+        server.json(),
+        serde_json::json!({"m.server": format!("example.test:{federation_port}")})
+    );
+    drop(appliance);
+
+    // Federation off: no listener serves it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+    let yaml = config(false, dir.path());
+    let _appliance = Appliance::start(dir, &yaml, 1);
+    let server = get(client_port, "/.well-known/matrix/server").await;
+    assert_eq!(server.status, 404, "{:?}", server.json());
+    assert_eq!(server.json()["errcode"], "M_NOT_FOUND");
+    let keys = get(client_port, "/_matrix/key/v2/server").await;
+    assert_eq!(keys.status, 404);
+    let versions = get(client_port, "/_matrix/client/versions").await;
+    assert_eq!(versions.status, 200);
+}

@@ -49,6 +49,9 @@ async fn server(
     if !state.config.serve_server_wellknown {
         return Err(Error::not_found("serve_server_wellknown is off"));
     }
+    if !state.config.federation_enabled() {
+        return Err(Error::not_found("Federation is off on this server"));
+    }
     let server = OwnedServerName::try_from(delegated_server(&state.config))
         .map_err(|e| Error::internal(format!("public_baseurl has no valid host: {e}")))?;
     Ok(discover_server::Response::new(server).into())

@@ -616,6 +616,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Federation is on when a listener serves the `federation` resource: then other servers
+    /// reach this one and it reaches them; off, neither (no federation endpoint is served, no
+    /// request goes out, `/.well-known/matrix/server` is not served).
+    pub fn federation_enabled(&self) -> bool {
+        self.listeners.iter().any(|l| l.serves("federation"))
+    }
+
     /// The port other servers reach this one on, which `/.well-known/matrix/server` and the
     /// setup checklist name: a TLS listener on 443 that serves federation, else the first TLS
     /// listener that does (8448 as the wizard sets it up), else 443, where a reverse proxy in

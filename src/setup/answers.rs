@@ -409,7 +409,8 @@ impl Answers {
         }
         // Other servers reach a server over TLS only: a development server has no federation
         // to announce, so `/.well-known/matrix/server` answers 404 there.
-        config.serve_server_wellknown = !development && (!self.delegated() || self.wellknown_here);
+        config.serve_server_wellknown =
+            self.federation && !development && (!self.delegated() || self.wellknown_here);
         (
             config.enable_registration,
             config.registration_requires_token,

@@ -25,7 +25,14 @@ pub fn listener_router(
 ) -> Router {
     let serves_app = listener.serves("client") || listener.serves("federation");
     let mut router = if serves_app {
+        let resources = ServedResources {
+            client: listener.serves("client"),
+            federation: listener.serves("federation"),
+        };
         app.clone()
+            .layer(middleware::from_fn(move |request: Request, next: Next| {
+                only_served_resources(resources, request, next)
+            }))
     } else {
         Router::new()
     };
@@ -53,6 +60,41 @@ pub fn listener_router(
         router = router.layer(middleware::from_fn(strict_transport_security));
     }
     router
+}
+
+/// Which of the app's resources a listener serves, as Synapse's listener `resources` names:
+/// `federation` is the server-server API and key publication (`/_matrix/federation/`,
+/// `/_matrix/key/`), `client` everything else (client API, media, well-known, Element).
+#[derive(Clone, Copy)]
+struct ServedResources {
+    client: bool,
+    federation: bool,
+}
+
+/// Whether a path belongs to the `federation` resource.
+pub fn is_federation_path(path: &str) -> bool {
+    path.starts_with("/_matrix/federation/") || path.starts_with("/_matrix/key/")
+}
+
+/// `404 M_UNRECOGNIZED` for paths of a resource this listener does not serve, as for any unknown
+/// path: a client-only listener answers no federation request, and the federation port serves
+/// no client API.
+async fn only_served_resources(
+    resources: ServedResources,
+    request: Request,
+    next: Next,
+) -> Response {
+    let federation_path = is_federation_path(request.uri().path());
+    let served = if federation_path {
+        resources.federation
+    } else {
+        resources.client
+    };
+    if served {
+        next.run(request).await
+    } else {
+        Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request").into_response()
+    }
 }
 
 /// The same URL on https (`https_port` when it is not 443, for a box on other ports).
