@@ -19,6 +19,7 @@ pub mod directory;
 pub mod e2ee_keys;
 pub mod key_backup;
 pub mod media;
+pub mod pdus;
 mod migrations;
 pub mod presence;
 pub mod push;

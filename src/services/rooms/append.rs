@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     services::server_key::ServerKey,
     storage::{
-        now_ms,
+        now_ms, pdus,
         rooms::{self as store, NewEventRow, StateIds},
     },
 };
@@ -207,9 +207,13 @@ pub fn append_event(
     };
 
     // The spec's authorization rules, against the state before the event.
+    // Auth events may be outliers (the state of a room joined over federation); never rejected.
     let fetch = |id: &EventId| -> Option<Pdu> {
-        let row = store::get_event(tx, id.as_str()).ok()??;
-        Pdu::from_json(id.to_owned(), &row.json).ok()
+        let found = pdus::auth_pdu(tx, id.as_str()).ok()??;
+        if found.rejected {
+            return None;
+        }
+        Pdu::from_json(id.to_owned(), &found.json).ok()
     };
     state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
         .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
@@ -232,7 +236,20 @@ pub fn append_event(
             now_ms(),
         )?;
     }
+    let several_parents = prev_events.len() > 1;
     let state_group = match &draft.state_key {
+        // After a fork the state before the event (the current state, resolved) is not the state
+        // of the first parent's group: the new group holds the difference from that group.
+        _ if several_parents => {
+            let mut after = state_before.clone();
+            if let Some(state_key) = &draft.state_key {
+                after.insert(
+                    (draft.kind.to_string(), state_key.clone()),
+                    event_id.to_string(),
+                );
+            }
+            super::state::group_for_state(tx, room_id.as_str(), prev_group, &after)?
+        }
         Some(state_key) => {
             let change = StateIds::from([(
                 (draft.kind.to_string(), state_key.clone()),
@@ -380,7 +397,7 @@ fn to_canonical(value: &Value) -> Result<CanonicalJsonValue> {
 }
 
 /// `m.relates_to` of a content: `(event_id, rel_type)`.
-fn relation_of(content: &Value) -> Option<(String, String)> {
+pub(super) fn relation_of(content: &Value) -> Option<(String, String)> {
     let relates_to = content.get("m.relates_to")?;
     let event_id = relates_to.get("event_id")?.as_str()?;
     let rel_type = relates_to
