@@ -8,7 +8,7 @@ use ruma::api::federation::{
 
 use crate::{
     services::federation::{inbound, joins},
-    web::{AppState, federation::Federation, ruma::ApiResult},
+    web::{AppState, ruma::ApiResult, server_auth::Federation},
 };
 
 /// `PUT /_matrix/federation/v1/send/{txnId}`

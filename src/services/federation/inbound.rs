@@ -76,7 +76,7 @@ pub async fn handle_transaction(
         return Err(Error::forbidden("The transaction's origin is not the signing server"));
     }
     let txn_id = request.transaction_id.to_string();
-    if let Some(answer) = services.federation.inbound_answer(origin, &txn_id).await? {
+    if let Some(answer) = services.federation_inbound.answer(origin, &txn_id).await? {
         return Ok(answer);
     }
     let mut results = BTreeMap::new();
@@ -98,8 +98,8 @@ pub async fn handle_transaction(
     }
     let response = send_transaction::Response::new(results);
     services
-        .federation
-        .remember_inbound_answer(origin, &txn_id, &response)
+        .federation_inbound
+        .remember(origin, &txn_id, &response)
         .await?;
     Ok(response)
 }
@@ -156,8 +156,8 @@ async fn room_of_pdu(
         .await
         .map_err(|_| format!("this server is not in room {room_id}"))?;
     if !services
-        .rooms
-        .server_allowed_by_acl(&room_id, origin)
+        .federation_serve
+        .acl_allows(&room_id, origin)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -239,7 +239,6 @@ async fn fetch_auth_chain(
 ) -> Result<(), String> {
     let response = services
         .federation
-        .client
         .send(
             origin,
             get_event_authorization::v1::Request::new(room_id.to_owned(), event_id.clone()),
@@ -270,14 +269,9 @@ async fn fill_gap(
     version: &RoomVersionId,
 ) -> Result<(), String> {
     let room_id = &incoming.room_id;
-    let earliest = services
+    let (earliest, min_depth) = services
         .rooms
-        .forward_extremity_ids(room_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let min_depth = services
-        .rooms
-        .min_depth_of(&earliest)
+        .forward_extremities_with_min_depth(room_id)
         .await
         .map_err(|e| e.to_string())?;
     let mut request = get_missing_events::v1::Request::new(
@@ -289,7 +283,6 @@ async fn fill_gap(
     request.min_depth = UInt::try_from(min_depth).unwrap_or_default();
     let response = services
         .federation
-        .client
         .send(origin, request)
         .await
         .map_err(|e| format!("cannot fetch missing events from {origin}: {e}"))?;
@@ -336,9 +329,9 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
             ) {
                 return;
             }
-            services
-                .typing
-                .set_remote(&typing.room_id, &typing.user_id, typing.typing);
+            // Synapse's timeout for a remote user's typing: it ends unless renewed.
+            let timeout = typing.typing.then_some(Duration::from_secs(30));
+            services.typing.set(&typing.room_id, &typing.user_id, timeout);
             services.rooms.wake();
         }
         Edu::Receipt(receipts) => {
@@ -350,9 +343,15 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                     let Some(event_id) = data.event_ids.last() else {
                         continue;
                     };
+                    if !matches!(
+                        services.rooms.membership(&room_id, &user_id).await,
+                        Ok(Some(ref m)) if m == "join"
+                    ) {
+                        continue;
+                    }
                     if let Err(e) = services
                         .account_data
-                        .set_remote_receipt(&room_id, &user_id, event_id, &data.data)
+                        .put_remote_receipt(&room_id, &user_id, event_id, &data.data)
                         .await
                     {
                         tracing::info!(%origin, %room_id, "receipt not stored: {e}");
@@ -361,5 +360,59 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
             }
         }
         _ => {}
+    }
+}
+
+/// Inbound transactions already answered, per origin (`federation_inbound_transactions`).
+pub struct InboundTransactions {
+    db: crate::storage::Database,
+}
+
+/// How long an answered transaction is remembered: far longer than any server retries one.
+const REMEMBER_ANSWERS_MS: i64 = 24 * 3600 * 1000;
+
+impl InboundTransactions {
+    pub fn new(db: crate::storage::Database) -> Self {
+        Self { db }
+    }
+
+    /// The answer given before to `origin`'s transaction `txn_id`.
+    pub async fn answer(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+    ) -> Result<Option<send_transaction::Response>> {
+        let (origin, txn_id) = (origin.to_string(), txn_id.to_owned());
+        let stored = self
+            .db
+            .read(move |c| {
+                crate::storage::federation_inbound::answer(c, &origin, &txn_id).map_err(Error::from)
+            })
+            .await?;
+        Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    pub async fn remember(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        response: &send_transaction::Response,
+    ) -> Result<()> {
+        let json = serde_json::to_string(response).map_err(Error::internal)?;
+        let (origin, txn_id) = (origin.to_string(), txn_id.to_owned());
+        let now = crate::storage::now_ms();
+        self.db
+            .write(move |tx| {
+                crate::storage::federation_inbound::remember(
+                    tx,
+                    &origin,
+                    &txn_id,
+                    &json,
+                    now,
+                    now - REMEMBER_ANSWERS_MS,
+                )
+                .map_err(Error::from)
+            })
+            .await
     }
 }

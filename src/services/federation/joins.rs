@@ -84,17 +84,17 @@ async fn join_through(
     server: &ServerName,
     content: serde_json::Map<String, serde_json::Value>,
 ) -> Result<OwnedEventId, JoinError> {
-    let client = &services.federation.client;
+    let client = &services.federation;
     let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
     make.ver = supported_versions();
     let template = client
         .send(server, make)
         .await
-        .map_err(|e| match e.matrix_error() {
-            Some(error) if error.status_code() == http::StatusCode::FORBIDDEN => {
+        .map_err(|e| match (e.status(), e.kind()) {
+            (Some(http::StatusCode::FORBIDDEN), _) => {
                 JoinError::Refused(Error::forbidden(format!("{server} refused the join: {e}")))
             }
-            Some(error) if error.is_incompatible_room_version() => JoinError::Refused(Error::new(
+            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion { .. })) => JoinError::Refused(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::IncompatibleRoomVersion {
                     room_version: RoomVersionId::V1,
@@ -226,7 +226,7 @@ pub async fn make_join(
             "The joining server does not support the room's version",
         ));
     }
-    if !services.rooms.server_allowed_by_acl(room_id, origin).await? {
+    if !services.federation_serve.acl_allows(room_id, origin).await? {
         return Err(Error::forbidden("The room's server ACL denies your server"));
     }
     let template = services
@@ -256,7 +256,7 @@ pub async fn send_join(
     raw: &RawJsonValue,
 ) -> Result<create_join_event::v2::Response> {
     let version = services.rooms.room_version(room_id).await?;
-    if !services.rooms.server_allowed_by_acl(room_id, origin).await? {
+    if !services.federation_serve.acl_allows(room_id, origin).await? {
         return Err(Error::forbidden("The room's server ACL denies your server"));
     }
     let incoming = pdu::verify(services, raw, room_id, &version)
@@ -298,11 +298,18 @@ pub async fn send_join(
         }
     }
     // The other servers in the room learn of the join from us.
-    services.federation.sender.enqueue_remote_event(room_id, event_id, origin).await?;
+    services
+        .federation_sender
+        .forward_remote_event(room_id, event_id, origin)
+        .await?;
     let state_ids = services.rooms.state_ids_before(event_id).await?;
-    let state = services.rooms.pdus_for_federation(&state_ids).await?;
+    let state_ids: Vec<OwnedEventId> = state_ids
+        .values()
+        .filter_map(|id| OwnedEventId::try_from(id.as_str()).ok())
+        .collect();
+    let state = services.federation_serve.pdus(&state_ids).await?;
     let auth_ids = services.rooms.auth_chain(&state_ids).await?;
-    let auth_chain = services.rooms.pdus_for_federation(&auth_ids).await?;
+    let auth_chain = services.federation_serve.pdus(&auth_ids).await?;
     let mut room_state = create_join_event::v2::RoomState::new();
     room_state.state = state;
     room_state.auth_chain = auth_chain;

@@ -43,14 +43,13 @@ pub fn parse(
     let object: CanonicalJsonObject = serde_json::from_str(raw.get())
         .map_err(|e| DroppedPdu::Invalid(format!("not canonical JSON: {e}")))?;
     state_res::check_pdu_format(&object, &rules.event_format).map_err(DroppedPdu::Invalid)?;
+    let event_id = event_id(&object, rules)?;
     let found = match object.get("room_id") {
         Some(ruma::CanonicalJsonValue::String(id)) => id.clone(),
         // Since v12 the create event has no room ID: it is derived from the event's ID.
-        _ => String::new(),
+        _ => format!("!{}", &event_id.as_str()[1..]),
     };
-    let event_id = event_id(&object, rules)?;
-    let derived = format!("!{}", &event_id.as_str()[1..]);
-    if found != room_id.as_str() && derived != room_id.as_str() {
+    if found != room_id.as_str() {
         return Err(DroppedPdu::WrongRoom {
             expected: room_id.to_owned(),
             found,

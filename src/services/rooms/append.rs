@@ -88,105 +88,16 @@ pub fn append_event(
     // before anything is built.
     limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
     limits::check_content(&draft.content)?;
-    let (room_id, version) = match target {
-        Target::Room(room_id) => {
-            let version = store::room_version(tx, room_id.as_str())?
-                .ok_or_else(|| Error::not_found("Unknown room"))?;
-            let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
-            (Some(room_id.to_owned()), version)
-        }
-        Target::NewRoom { version } => (None, version.clone()),
-    };
-    let rules = version
-        .rules()
-        .ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
-    // Before v12 a new room gets a random ID; since, the ID is the hash of its create event.
-    let is_new_room = room_id.is_none();
-    let room_id = match room_id {
-        None if !rules.authorization.room_create_event_id_as_room_id => {
-            Some(RoomId::new_v1(signer.server_name))
-        }
-        other => other,
-    };
-
-    // Parents and the state before the event. Local rooms grow linearly, so the state after the
-    // single forward extremity is the current state.
-    let (prev_events, depth, state_before, prev_group) = match &room_id {
-        Some(room_id) if !is_new_room => {
-            let mut extremities = store::forward_extremities(tx, room_id.as_str())?;
-            extremities.sort_by_key(|e| std::cmp::Reverse(e.1));
-            extremities.truncate(MAX_PREV_EVENTS);
-            let depth = extremities.iter().map(|e| e.1).max().unwrap_or(0) + 1;
-            let prev_group = match extremities.first() {
-                Some((event_id, _)) => store::get_event(tx, event_id)?.map(|row| row.state_group),
-                None => None,
-            };
-            let state = store::current_state(tx, room_id.as_str())?;
-            (
-                extremities.into_iter().map(|e| e.0).collect::<Vec<_>>(),
-                depth,
-                state,
-                prev_group,
-            )
-        }
-        _ => (Vec::new(), 1, StateIds::new(), None),
-    };
-
-    let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(Error::internal)?;
-    let auth_types = state_res::auth_types_for_event(
-        &draft.kind,
-        sender,
-        draft.state_key.as_deref(),
-        &content_raw,
-        &rules.authorization,
-    )
-    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
-    let mut auth_events: Vec<String> = Vec::new();
-    for (event_type, state_key) in &auth_types {
-        if rules.authorization.room_create_event_id_as_room_id
-            && *event_type == StateEventType::RoomCreate
-        {
-            continue; // since v12 the create event is implied by the room ID
-        }
-        if let Some(id) = state_before.get(&(event_type.to_string(), state_key.clone()))
-            && !auth_events.contains(id)
-        {
-            auth_events.push(id.clone());
-        }
-    }
-
-    let mut object = CanonicalJsonObject::new();
-    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
-    if let Some(room_id) = &room_id {
-        object.insert("room_id".into(), string(room_id.as_str()));
-    }
-    object.insert("sender".into(), string(sender.as_str()));
-    object.insert("type".into(), string(&draft.kind.to_string()));
-    object.insert("content".into(), to_canonical(&draft.content)?);
-    if let Some(state_key) = &draft.state_key {
-        object.insert("state_key".into(), string(state_key));
-    }
-    object.insert(
-        "origin_server_ts".into(),
-        CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
-    );
-    object.insert(
-        "depth".into(),
-        CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?),
-    );
-    object.insert(
-        "prev_events".into(),
-        CanonicalJsonValue::Array(prev_events.iter().map(|e| string(e)).collect()),
-    );
-    object.insert(
-        "auth_events".into(),
-        CanonicalJsonValue::Array(auth_events.iter().map(|e| string(e)).collect()),
-    );
-    if let Some(redacts) = &draft.redacts
-        && !rules.redaction.content_field_redacts
-    {
-        object.insert("redacts".into(), string(redacts.as_str()));
-    }
+    let Built {
+        mut object,
+        room_id,
+        version,
+        rules,
+        prev_events,
+        depth,
+        state_before,
+        prev_group,
+    } = build(tx, signer.server_name, target, sender, &draft)?;
 
     let is_create = draft.kind == TimelineEventType::RoomCreate;
     let (event_id, room_id) = sign_and_name(&mut object, signer, &rules, room_id, |id| {
@@ -305,6 +216,154 @@ pub fn append_event(
         room_id,
         stream,
     })
+}
+
+/// An event before it is hashed and signed: the PDU's fields, and what building it found out.
+struct Built {
+    object: CanonicalJsonObject,
+    /// `None` for a create event of room version 12 and later (the ID is its hash).
+    room_id: Option<OwnedRoomId>,
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    prev_events: Vec<String>,
+    depth: i64,
+    state_before: StateIds,
+    prev_group: Option<i64>,
+}
+
+/// Chooses `prev_events` (the forward extremities, newest first, at most ten), `depth` and
+/// `auth_events` (from the state before the event, which is the room's current state) and lays
+/// out the PDU's fields.
+fn build(
+    tx: &Connection,
+    server_name: &OwnedServerName,
+    target: Target<'_>,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<Built> {
+    let (room_id, version) = match target {
+        Target::Room(room_id) => {
+            let version = store::room_version(tx, room_id.as_str())?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
+            (Some(room_id.to_owned()), version)
+        }
+        Target::NewRoom { version } => (None, version.clone()),
+    };
+    let rules = version
+        .rules()
+        .ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+    // Before v12 a new room gets a random ID; since, the ID is the hash of its create event.
+    let is_new_room = room_id.is_none();
+    let room_id = match room_id {
+        None if !rules.authorization.room_create_event_id_as_room_id => {
+            Some(RoomId::new_v1(server_name))
+        }
+        other => other,
+    };
+
+    // Parents and the state before the event. Local rooms grow linearly, so the state after the
+    // single forward extremity is the current state.
+    let (prev_events, depth, state_before, prev_group) = match &room_id {
+        Some(room_id) if !is_new_room => {
+            let mut extremities = store::forward_extremities(tx, room_id.as_str())?;
+            extremities.sort_by_key(|e| std::cmp::Reverse(e.1));
+            extremities.truncate(MAX_PREV_EVENTS);
+            let depth = extremities.iter().map(|e| e.1).max().unwrap_or(0) + 1;
+            let prev_group = match extremities.first() {
+                Some((event_id, _)) => store::get_event(tx, event_id)?.map(|row| row.state_group),
+                None => None,
+            };
+            let state = store::current_state(tx, room_id.as_str())?;
+            (
+                extremities.into_iter().map(|e| e.0).collect::<Vec<_>>(),
+                depth,
+                state,
+                prev_group,
+            )
+        }
+        _ => (Vec::new(), 1, StateIds::new(), None),
+    };
+
+    let content_raw = serde_json::value::to_raw_value(&draft.content).map_err(Error::internal)?;
+    let auth_types = state_res::auth_types_for_event(
+        &draft.kind,
+        sender,
+        draft.state_key.as_deref(),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+    let mut auth_events: Vec<String> = Vec::new();
+    for (event_type, state_key) in &auth_types {
+        if rules.authorization.room_create_event_id_as_room_id
+            && *event_type == StateEventType::RoomCreate
+        {
+            continue; // since v12 the create event is implied by the room ID
+        }
+        if let Some(id) = state_before.get(&(event_type.to_string(), state_key.clone()))
+            && !auth_events.contains(id)
+        {
+            auth_events.push(id.clone());
+        }
+    }
+
+    let mut object = CanonicalJsonObject::new();
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    if let Some(room_id) = &room_id {
+        object.insert("room_id".into(), string(room_id.as_str()));
+    }
+    object.insert("sender".into(), string(sender.as_str()));
+    object.insert("type".into(), string(&draft.kind.to_string()));
+    object.insert("content".into(), to_canonical(&draft.content)?);
+    if let Some(state_key) = &draft.state_key {
+        object.insert("state_key".into(), string(state_key));
+    }
+    object.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
+    );
+    object.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?),
+    );
+    object.insert(
+        "prev_events".into(),
+        CanonicalJsonValue::Array(prev_events.iter().map(|e| string(e)).collect()),
+    );
+    object.insert(
+        "auth_events".into(),
+        CanonicalJsonValue::Array(auth_events.iter().map(|e| string(e)).collect()),
+    );
+    if let Some(redacts) = &draft.redacts
+        && !rules.redaction.content_field_redacts
+    {
+        object.insert("redacts".into(), string(redacts.as_str()));
+    }
+    Ok(Built {
+        object,
+        room_id,
+        version,
+        rules,
+        prev_events,
+        depth,
+        state_before,
+        prev_group,
+    })
+}
+
+/// The unsigned event a `make_join` (or `make_leave`, `make_knock`) answer holds: what
+/// `append_event` would build for `sender` in `room_id`, for the sender's server to sign.
+pub fn event_template(
+    tx: &Connection,
+    server_name: &OwnedServerName,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<CanonicalJsonObject> {
+    limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
+    limits::check_content(&draft.content)?;
+    Ok(build(tx, server_name, Target::Room(room_id), sender, draft)?.object)
 }
 
 /// The stored form of a state event: the PDU plus `unsigned.replaces_state`, `prev_content` and

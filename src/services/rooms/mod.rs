@@ -10,6 +10,7 @@ mod federation;
 pub mod format;
 pub mod limits;
 mod membership;
+mod resident;
 pub mod pdu;
 pub mod read;
 pub mod relations;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
+pub use membership::Profile;
 #[allow(unused_imports)]
 pub use federation::{Arrival, IncomingPdu, PduOutcome, RoomLock, joined_servers_in};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
