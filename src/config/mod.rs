@@ -275,6 +275,9 @@ pub struct Config {
     pub federation_verify_certificates: bool,
     /// PEM files of CAs trusted for other servers' certificates besides the system's.
     pub federation_custom_ca_list: Vec<PathBuf>,
+    /// Let other servers read this server's public room list (`/_matrix/federation/v1/publicRooms`);
+    /// `false` answers them `403`, as Synapse's default.
+    pub allow_public_rooms_over_federation: bool,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -391,6 +394,7 @@ impl Default for Config {
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
             federation_custom_ca_list: Vec::new(),
+            allow_public_rooms_over_federation: false,
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

@@ -48,6 +48,8 @@ pub struct Services {
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
     pub rooms: rooms::Rooms,
+    /// Room data served to other servers (`/state`, `/backfill`, …).
+    pub federation_serve: federation::serve::Serve,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
@@ -134,6 +136,7 @@ impl Services {
                 &config.user_directory,
             ),
             media: media::Media::open(db.clone(), &config)?,
+            federation_serve: federation::serve::Serve::new(db.clone()),
             rooms,
             server_key,
             server_name,

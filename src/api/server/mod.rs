@@ -1,7 +1,8 @@
-//! The server-server API. Key publication and media for now; federation grows here.
+//! The server-server API: key publication, media, and room data for other servers.
 
 mod keys;
 mod media;
+mod rooms;
 
 use axum::Router;
 use ruma::api::federation::discovery::get_server_keys;
@@ -12,4 +13,5 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .ruma::<get_server_keys::v2::Request, _, _>(keys::get_server_keys)
         .merge(media::routes())
+        .merge(rooms::routes())
 }

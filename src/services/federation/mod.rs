@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod resolve;
+pub mod serve;
 
 use std::collections::BTreeMap;
 
