@@ -22,9 +22,12 @@ use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, RoomVersionId,
     ServerName, UInt,
     api::Direction,
-    events::room::{
-        history_visibility::HistoryVisibility, member::MembershipState,
-        server_acl::RoomServerAclEventContent,
+    events::{
+        TimelineEventType,
+        room::{
+            history_visibility::HistoryVisibility, member::MembershipState,
+            server_acl::RoomServerAclEventContent,
+        },
     },
     state_res::Event as _,
 };
@@ -85,7 +88,7 @@ impl Serve {
                 let room = RoomReader::open(c, &origin, &room)?;
                 let state = room.state_before(&event_id)?;
                 let state_ids: Vec<String> = state.into_values().collect();
-                let auth_chain = auth_chain(c, room.room_id, &state_ids)?;
+                let auth_chain = auth_chain(c, room.room_id, &room.version, &state_ids)?;
                 Ok(StateAtEvent {
                     pdus: room.pdus(&store::events_by_id(c, &state_ids)?)?,
                     auth_chain: room.pdus(&auth_chain)?,
@@ -107,7 +110,7 @@ impl Serve {
                 let room = RoomReader::open(c, &origin, &room)?;
                 let state = room.state_before(&event_id)?;
                 let mut state_ids: Vec<String> = state.into_values().collect();
-                let auth_chain = auth_chain(c, room.room_id, &state_ids)?;
+                let auth_chain = auth_chain(c, room.room_id, &room.version, &state_ids)?;
                 state_ids.sort();
                 Ok(StateIdsAtEvent {
                     pdu_ids: event_ids(state_ids),
@@ -145,11 +148,7 @@ impl Serve {
             .read(move |c| {
                 let room = RoomReader::open(c, &origin, &room)?;
                 let row = room.event(&event_id)?;
-                let pdu = Pdu::from_json(event_id.clone(), &row.json)?;
-                let auth_events: Vec<String> = pdu.auth_events().map(ToString::to_string).collect();
-                let mut chain = auth_chain(c, room.room_id, &auth_events)?;
-                chain.extend(room_rows(c, room.room_id, &auth_events)?);
-                chain.sort_by_key(|row| (row.topological_ordering, row.stream_ordering));
+                let chain = auth_chain(c, room.room_id, &room.version, &[row.event_id])?;
                 room.pdus(&chain)
             })
             .await
@@ -479,16 +478,34 @@ fn room_rows(conn: &Connection, room_id: &RoomId, ids: &[String]) -> Result<Vec<
 }
 
 /// The auth chain of `ids`: their auth events, and theirs, down to the create event, without
-/// `ids` themselves unless one is an auth event of another; oldest first.
-fn auth_chain(conn: &Connection, room_id: &RoomId, ids: &[String]) -> Result<Vec<EventRow>> {
+/// `ids` themselves unless one is an auth event of another; oldest first. Since room version 12
+/// the create event is an auth event of every other event without being listed (its ID is the
+/// room ID's), as Synapse counts it.
+fn auth_chain(
+    conn: &Connection,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    ids: &[String],
+) -> Result<Vec<EventRow>> {
+    let implicit_create = version
+        .rules()
+        .is_some_and(|rules| rules.authorization.room_create_event_id_as_room_id)
+        .then(|| format!("${}", &room_id.as_str()[1..]));
+    let auth_events_of = |row: &EventRow| -> Result<Vec<String>> {
+        let event_id = OwnedEventId::try_from(row.event_id.clone()).map_err(Error::internal)?;
+        let pdu = Pdu::from_json(event_id, &row.json)?;
+        let mut auth_events: Vec<String> = pdu.auth_events().map(ToString::to_string).collect();
+        if let Some(create) = &implicit_create
+            && *pdu.event_type() != TimelineEventType::RoomCreate
+        {
+            auth_events.push(create.clone());
+        }
+        Ok(auth_events)
+    };
     let mut seen: HashSet<String> = HashSet::new();
     let mut queue: VecDeque<String> = VecDeque::new();
     for row in room_rows(conn, room_id, ids)? {
-        let pdu = Pdu::from_json(
-            OwnedEventId::try_from(row.event_id.clone()).map_err(Error::internal)?,
-            &row.json,
-        )?;
-        queue.extend(pdu.auth_events().map(ToString::to_string));
+        queue.extend(auth_events_of(&row)?);
     }
     let mut chain = Vec::new();
     while let Some(id) = queue.pop_front() {
@@ -499,11 +516,9 @@ fn auth_chain(conn: &Connection, room_id: &RoomId, ids: &[String]) -> Result<Vec
         else {
             continue;
         };
-        let event_id = OwnedEventId::try_from(row.event_id.clone()).map_err(Error::internal)?;
-        let pdu = Pdu::from_json(event_id, &row.json)?;
         queue.extend(
-            pdu.auth_events()
-                .map(ToString::to_string)
+            auth_events_of(&row)?
+                .into_iter()
                 .filter(|id| !seen.contains(id)),
         );
         chain.push(row);
