@@ -47,6 +47,8 @@ pub struct Services {
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
+    /// Requests to other servers, signed as this one.
+    pub federation: Arc<federation::client::FederationClient>,
     pub rooms: rooms::Rooms,
     /// Room data served to other servers (`/state`, `/backfill`, …).
     pub federation_serve: federation::serve::Serve,
@@ -103,6 +105,10 @@ impl Services {
             limits.clone(),
         );
         let voip = voip::Voip::new(&config, &data_dir)?;
+        let federation = Arc::new(federation::client::FederationClient::new(
+            &config,
+            Some(server_key.clone()),
+        )?);
         Ok(Arc::new(Self {
             voip,
             evaluated_actions: Arc::default(),
@@ -139,6 +145,7 @@ impl Services {
             federation_serve: federation::serve::Serve::new(db.clone()),
             rooms,
             server_key,
+            federation,
             server_name,
             config,
             db,
