@@ -29,8 +29,11 @@ mod fake_server;
 mod hostile;
 #[path = "federation/joins.rs"]
 mod joins;
+mod common;
 #[path = "common/python.rs"]
 mod python;
+#[path = "federation/serve.rs"]
+mod serve;
 #[path = "front_door_support/mod.rs"]
 mod support;
 #[path = "federation/synapse.rs"]

@@ -282,6 +282,9 @@ pub struct Config {
     /// Keys this server signed with before its current one (Synapse's key): `{key_id: {key,
     /// expired_ts}}`, published as `old_verify_keys` so that old events still verify.
     pub old_signing_keys: std::collections::BTreeMap<String, federation::OldSigningKey>,
+    /// Let other servers read this server's public room list (`/_matrix/federation/v1/publicRooms`);
+    /// `false` answers them `403`, as Synapse's default.
+    pub allow_public_rooms_over_federation: bool,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -400,6 +403,7 @@ impl Default for Config {
             federation_custom_ca_list: Vec::new(),
             trusted_key_servers: federation::default_trusted_key_servers(),
             old_signing_keys: std::collections::BTreeMap::new(),
+            allow_public_rooms_over_federation: false,
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

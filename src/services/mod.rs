@@ -53,6 +53,8 @@ pub struct Services {
     /// Other servers' signing keys (fetched, cached, checked) and signature checks with them.
     pub server_keys: Arc<federation::keys::ServerKeys>,
     pub rooms: rooms::Rooms,
+    /// Room data served to other servers (`/state`, `/backfill`, …).
+    pub federation_serve: federation::serve::Serve,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
@@ -151,6 +153,7 @@ impl Services {
                 federation.clone(),
             ),
             media: media::Media::open(db.clone(), &config)?,
+            federation_serve: federation::serve::Serve::new(db.clone()),
             rooms,
             server_key,
             federation,

@@ -17,6 +17,7 @@ pub mod account_data;
 pub mod backup;
 pub mod directory;
 pub mod e2ee_keys;
+pub mod federation_reads;
 pub mod key_backup;
 pub mod media;
 pub mod pdus;

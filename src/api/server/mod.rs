@@ -1,8 +1,12 @@
-//! The server-server API: keys (own and as a notary), queries, media; federation grows here.
+//! The server-server API: keys (own and as a notary), queries, room data for other servers,
+//! transactions and joins.
 
 mod keys;
 mod media;
+mod membership;
 mod query;
+mod rooms;
+mod transactions;
 
 use axum::Router;
 use ruma::api::federation::{
@@ -23,4 +27,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_room_information::v1::Request, _, _>(query::directory)
         .ruma::<get_profile_information::v1::Request, _, _>(query::profile)
         .merge(media::routes())
+        .merge(rooms::routes())
+        .merge(transactions::routes())
+        .merge(membership::routes())
 }

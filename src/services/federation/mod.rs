@@ -5,6 +5,7 @@
 pub mod client;
 pub mod keys;
 pub mod resolve;
+pub mod serve;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,471 @@
+//! Room data served to other servers (`/state`, `/state_ids`, `/event`, `/event_auth`,
+//! `/backfill`, `/get_missing_events`, `/timestamp_to_event`, `/publicRooms`), over HTTP to the
+//! real binary. Until other servers' keys can be fetched, the only origin the server can verify
+//! is itself: requests are signed with the key in its data directory, as `test.local`. What a
+//! server with no user in the room, or one whose users joined late, may read is checked in
+//! process (`services::federation::serve`'s tests) with members of another server.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send};
+
+const SERVER: &str = "test.local";
+
+/// The `Authorization` header of a request signed by the server itself. `body`: the JSON that
+/// `ServerOrigin` checks the signature with — none yet, whatever the request carries.
+fn x_matrix(server: &TestServer, method: &Method, uri: &str) -> String {
+    use base64::Engine;
+    use ruma::{
+        api::federation::authentication::{XMatrix, XMatrixSigningInput},
+        signatures::Ed25519KeyPair,
+    };
+    let text = std::fs::read_to_string(server.data_dir.join("signing.key")).unwrap();
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let document = base64::engine::general_purpose::STANDARD
+        .decode(parts[2])
+        .unwrap();
+    let key_pair = Ed25519KeyPair::from_der(&document, parts[1].to_owned()).unwrap();
+    let request = http::Request::builder()
+        .method(method.as_str())
+        .uri(uri)
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let input = XMatrixSigningInput::new(
+        SERVER.try_into().unwrap(),
+        SERVER.try_into().unwrap(),
+        &key_pair,
+    );
+    XMatrix::sign_http_request(&request, input)
+        .unwrap()
+        .to_string()
+}
+
+/// A federation request signed by the server itself: (status, JSON body).
+async fn signed(
+    server: &TestServer,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .builder(method.clone(), uri)
+        .header("authorization", x_matrix(server, &method, uri));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let reply = send(request).await;
+    (reply.status.as_u16(), reply.body)
+}
+
+async fn get(server: &TestServer, uri: &str) -> (u16, Value) {
+    signed(server, Method::GET, uri, None).await
+}
+
+#[track_caller]
+fn assert_errcode(reply: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(reply.0, status, "{}", reply.1);
+    assert_eq!(reply.1["errcode"], errcode, "{}", reply.1);
+}
+
+/// The PDUs of a list.
+fn pdus(list: &Value) -> &Vec<Value> {
+    list.as_array().expect("a list of PDUs")
+}
+
+fn types(list: &[Value]) -> BTreeSet<String> {
+    list.iter()
+        .map(|pdu| pdu["type"].as_str().expect("type").to_owned())
+        .collect()
+}
+
+fn id_set(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .expect("event IDs")
+        .iter()
+        .map(|id| id.as_str().expect("an event ID").to_owned())
+        .collect()
+}
+
+/// A PDU as servers exchange it: signed and hashed by this server, no `unsigned` of ours.
+#[track_caller]
+fn assert_pdu(pdu: &Value) {
+    assert!(pdu["signatures"][SERVER].is_object(), "{pdu}");
+    assert!(pdu["hashes"]["sha256"].is_string(), "{pdu}");
+    assert!(pdu["depth"].is_i64(), "{pdu}");
+    assert!(pdu.get("unsigned").is_none(), "{pdu}");
+}
+
+async fn send_text(server: &TestServer, alice: &Session, room: &str, body: &str) -> String {
+    let txn = format!("t{}", body.replace(' ', "_"));
+    let (status, reply) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            alice.token(),
+            json!({"msgtype": "m.text", "body": body}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply["event_id"].as_str().unwrap().to_owned()
+}
+
+async fn set_state(
+    server: &TestServer,
+    alice: &Session,
+    room: &str,
+    kind: &str,
+    content: Value,
+) -> String {
+    let (status, reply) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"),
+            alice.token(),
+            content,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn serves_a_room_to_a_server_of_its_members() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "correct horse").await;
+    let (status, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "public_chat", "name": "Served", "topic": "first topic"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let m1 = send_text(&server, &alice, &room, "m1").await;
+    let m2 = send_text(&server, &alice, &room, "m2").await;
+    let m3 = send_text(&server, &alice, &room, "m3").await;
+    let topic2 = set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.topic",
+        json!({"topic": "second topic"}),
+    )
+    .await;
+    let joined_only = set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.history_visibility",
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let m4 = send_text(&server, &alice, &room, "m4").await;
+    let m5 = send_text(&server, &alice, &room, "m5").await;
+    let (status, reply) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{m2}/r1"),
+            alice.token(),
+            json!({"reason": "oops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let ids = room_event_ids(&server, alice.token().unwrap(), &room).await;
+    let create = ids[0].clone();
+
+    // /event: the PDU in a transaction of this server; a redacted event as redacted.
+    let (status, reply) = get(&server, &format!("/_matrix/federation/v1/event/{m1}")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["origin"], SERVER);
+    assert!(reply["origin_server_ts"].is_u64(), "{reply}");
+    let pdu = &pdus(&reply["pdus"])[0];
+    assert_eq!(pdus(&reply["pdus"]).len(), 1);
+    assert_pdu(pdu);
+    assert_eq!(pdu["content"]["body"], "m1");
+    assert_eq!(pdu["room_id"], room.as_str());
+    let (status, reply) = get(&server, &format!("/_matrix/federation/v1/event/{m2}")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["pdus"][0]["content"], json!({}), "redacted: {reply}");
+    assert_errcode(
+        &get(&server, "/_matrix/federation/v1/event/$nosuchevent").await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // /state_ids and /state: the state before the event, and its auth chain.
+    let (status, client_state) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let current: BTreeSet<String> = client_state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let (status, state_ids) = get(
+        &server,
+        &format!("/_matrix/federation/v1/state_ids/{room}?event_id={m5}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{state_ids}");
+    assert_eq!(id_set(&state_ids["pdu_ids"]), current);
+    let auth_chain_ids = id_set(&state_ids["auth_chain_ids"]);
+    assert!(auth_chain_ids.contains(&create), "{state_ids}");
+    assert!(
+        auth_chain_ids.iter().all(|id| ids.contains(id)),
+        "{state_ids}"
+    );
+    let (status, before_topic) = get(
+        &server,
+        &format!("/_matrix/federation/v1/state_ids/{room}?event_id={topic2}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{before_topic}");
+    let before_topic_ids = id_set(&before_topic["pdu_ids"]);
+    assert!(!before_topic_ids.contains(&topic2), "the state *before* it");
+    assert!(!before_topic_ids.contains(&joined_only));
+    let (status, before_topic) = get(
+        &server,
+        &format!("/_matrix/federation/v1/state/{room}?event_id={topic2}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{before_topic}");
+    let topics: Vec<&Value> = pdus(&before_topic["pdus"])
+        .iter()
+        .filter(|pdu| pdu["type"] == "m.room.topic")
+        .map(|pdu| &pdu["content"]["topic"])
+        .collect();
+    assert_eq!(topics, ["first topic"], "the topic it replaced");
+
+    let (status, state) = get(
+        &server,
+        &format!("/_matrix/federation/v1/state/{room}?event_id={m5}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{state}");
+    let state_pdus = pdus(&state["pdus"]);
+    assert_eq!(state_pdus.len(), current.len());
+    state_pdus.iter().for_each(assert_pdu);
+    assert!(types(state_pdus).contains("m.room.topic"));
+    let chain = pdus(&state["auth_chain"]);
+    assert_eq!(chain.len(), auth_chain_ids.len());
+    assert!(types(chain).contains("m.room.create"), "{state}");
+    assert_errcode(
+        &get(
+            &server,
+            &format!("/_matrix/federation/v1/state_ids/{room}?event_id=$nosuchevent"),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_errcode(
+        &get(
+            &server,
+            &format!("/_matrix/federation/v1/state/!nosuchroom:{SERVER}?event_id={m5}"),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // /event_auth: the event's auth events and theirs, not the event.
+    let (status, auth) = get(
+        &server,
+        &format!("/_matrix/federation/v1/event_auth/{room}/{m5}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{auth}");
+    let auth_types = types(pdus(&auth["auth_chain"]));
+    for kind in ["m.room.create", "m.room.power_levels", "m.room.member"] {
+        assert!(auth_types.contains(kind), "{auth_types:?}");
+    }
+    assert!(!auth_types.contains("m.room.message"), "{auth_types:?}");
+
+    // /backfill: the given event first, deeper events first, at most `limit`, at most 100.
+    let (status, backfill) = get(
+        &server,
+        &format!("/_matrix/federation/v1/backfill/{room}?v={m5}&limit=3"),
+    )
+    .await;
+    assert_eq!(status, 200, "{backfill}");
+    assert_eq!(backfill["origin"], SERVER);
+    let page = pdus(&backfill["pdus"]);
+    assert_eq!(page.len(), 3, "{backfill}");
+    assert_eq!(page[0]["content"]["body"], "m5");
+    assert_eq!(page[1]["content"]["body"], "m4");
+    assert_eq!(page[2]["type"], "m.room.history_visibility");
+    page.iter().for_each(assert_pdu);
+    for i in 0..100 {
+        send_text(&server, &alice, &room, &format!("filler {i}")).await;
+    }
+    let ids = room_event_ids(&server, alice.token().unwrap(), &room).await;
+    let newest = ids.last().unwrap();
+    let (status, backfill) = get(
+        &server,
+        &format!("/_matrix/federation/v1/backfill/{room}?v={newest}&limit=1000"),
+    )
+    .await;
+    assert_eq!(status, 200, "{backfill}");
+    let page = pdus(&backfill["pdus"]);
+    assert_eq!(page.len(), 100, "capped at 100");
+    let depths: Vec<i64> = page.iter().map(|p| p["depth"].as_i64().unwrap()).collect();
+    assert!(depths.windows(2).all(|w| w[0] > w[1]), "{depths:?}");
+
+    // /get_missing_events: between `earliest` and `latest` (neither included), oldest first.
+    let uri = format!("/_matrix/federation/v1/get_missing_events/{room}");
+    let (status, missing) = signed(
+        &server,
+        Method::POST,
+        &uri,
+        Some(json!({"earliest_events": [m3], "latest_events": [m5]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{missing}");
+    let events = pdus(&missing["events"]);
+    let bodies: Vec<&Value> = events.iter().map(|e| &e["type"]).collect();
+    assert_eq!(
+        bodies,
+        [
+            "m.room.topic",
+            "m.room.history_visibility",
+            "m.room.message"
+        ],
+        "{missing}"
+    );
+    assert_eq!(events[2]["content"]["body"], "m4");
+    let (status, missing) = signed(
+        &server,
+        Method::POST,
+        &uri,
+        Some(json!({"earliest_events": [m3], "latest_events": [m4], "limit": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{missing}");
+    let events = pdus(&missing["events"]);
+    assert_eq!(events.len(), 1, "{missing}");
+    assert_eq!(
+        events[0]["type"], "m.room.history_visibility",
+        "the nearest first"
+    );
+    let (status, missing) = signed(
+        &server,
+        Method::POST,
+        &uri,
+        Some(json!({"earliest_events": [], "latest_events": [newest], "limit": 500})),
+    )
+    .await;
+    assert_eq!(status, 200, "{missing}");
+    assert_eq!(pdus(&missing["events"]).len(), 20, "capped at 20");
+
+    // /timestamp_to_event: the first event at or after, the last at or before.
+    let (status, found) = get(
+        &server,
+        &format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts=0&dir=f"),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], create.as_str());
+    assert!(found["origin_server_ts"].is_u64());
+    let future = 4_000_000_000_000u64;
+    let (status, found) = get(
+        &server,
+        &format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts={future}&dir=b"),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], newest.as_str());
+    assert_errcode(
+        &get(
+            &server,
+            &format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts={future}&dir=f"),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // A server the ACL denies reads nothing.
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.server_acl",
+        json!({"allow": ["*"], "deny": [SERVER], "allow_ip_literals": false}),
+    )
+    .await;
+    let room_endpoints = [
+        format!("/_matrix/federation/v1/event/{m1}"),
+        format!("/_matrix/federation/v1/state_ids/{room}?event_id={m5}"),
+        format!("/_matrix/federation/v1/state/{room}?event_id={m5}"),
+        format!("/_matrix/federation/v1/event_auth/{room}/{m5}"),
+        format!("/_matrix/federation/v1/backfill/{room}?v={m5}&limit=10"),
+        format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts=0&dir=f"),
+    ];
+    for uri in &room_endpoints {
+        assert_errcode(&get(&server, uri).await, 403, "M_FORBIDDEN");
+    }
+    let (status, denied) = signed(
+        &server,
+        Method::POST,
+        &uri,
+        Some(json!({"earliest_events": [], "latest_events": [m5]})),
+    )
+    .await;
+    assert_errcode(&(status, denied), 403, "M_FORBIDDEN");
+
+    // Allowed again; then a server with nobody left in a room that is not world-readable.
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.server_acl",
+        json!({"allow": ["*"]}),
+    )
+    .await;
+    assert_eq!(get(&server, &room_endpoints[1]).await.0, 200);
+    let (status, reply) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    for uri in &room_endpoints {
+        assert_errcode(&get(&server, uri).await, 403, "M_FORBIDDEN");
+    }
+}
+
+#[tokio::test]
+async fn public_rooms_over_federation_only_when_allowed() {
+    for allowed in [false, true] {
+        let config = format!("{OPEN_REGISTRATION}allow_public_rooms_over_federation: {allowed}\n");
+        let server = TestServer::start_with_config(&config).await;
+        let alice = server.register("alice", "correct horse").await;
+        let (status, created) = server
+            .post(
+                "/_matrix/client/v3/createRoom",
+                alice.token(),
+                json!({"preset": "public_chat", "visibility": "public", "name": "Listed"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let reply = get(&server, "/_matrix/federation/v1/publicRooms?limit=5").await;
+        if !allowed {
+            assert_errcode(&reply, 403, "M_FORBIDDEN");
+            continue;
+        }
+        assert_eq!(reply.0, 200, "{}", reply.1);
+        let chunk = reply.1["chunk"].as_array().expect("chunk");
+        assert_eq!(chunk.len(), 1, "{}", reply.1);
+        assert_eq!(chunk[0]["room_id"], created["room_id"]);
+        assert_eq!(chunk[0]["name"], "Listed");
+        assert_eq!(reply.1["total_room_count_estimate"], 1);
+    }
+}
