@@ -23,13 +23,13 @@
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+mod common;
 #[path = "federation/fake_server.rs"]
 mod fake_server;
 #[path = "federation/hostile.rs"]
 mod hostile;
 #[path = "federation/joins.rs"]
 mod joins;
-mod common;
 #[path = "common/python.rs"]
 mod python;
 #[path = "federation/serve.rs"]

@@ -55,6 +55,8 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     /// Room data served to other servers (`/state`, `/backfill`, …).
     pub federation_serve: federation::serve::Serve,
+    /// Inbound transactions already answered (a retry gets the same answer).
+    pub federation_inbound: federation::inbound::InboundTransactions,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
@@ -154,6 +156,7 @@ impl Services {
             ),
             media: media::Media::open(db.clone(), &config)?,
             federation_serve: federation::serve::Serve::new(db.clone()),
+            federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),
             rooms,
             server_key,
             federation,

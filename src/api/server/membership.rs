@@ -24,11 +24,15 @@ async fn make_join(
     request: Federation<prepare_join_event::v1::Request>,
 ) -> ApiResult<prepare_join_event::v1::Response> {
     let body = &request.body;
-    Ok(
-        joins::make_join(&services, &request.origin, &body.room_id, &body.user_id, &body.ver)
-            .await?
-            .into(),
+    Ok(joins::make_join(
+        &services,
+        &request.origin,
+        &body.room_id,
+        &body.user_id,
+        &body.ver,
     )
+    .await?
+    .into())
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`
@@ -37,9 +41,13 @@ async fn send_join(
     request: Federation<create_join_event::v2::Request>,
 ) -> ApiResult<create_join_event::v2::Response> {
     let body = &request.body;
-    Ok(
-        joins::send_join(&services, &request.origin, &body.room_id, &body.event_id, &body.pdu)
-            .await?
-            .into(),
+    Ok(joins::send_join(
+        &services,
+        &request.origin,
+        &body.room_id,
+        &body.event_id,
+        &body.pdu,
     )
+    .await?
+    .into())
 }

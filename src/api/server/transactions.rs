@@ -22,8 +22,9 @@ async fn send_transaction(
     State(services): State<AppState>,
     request: Federation<send_transaction::Request>,
 ) -> ApiResult<send_transaction::Response> {
-    Ok(inbound::handle_transaction(&services, &request.origin, request.body)
-        .await?
-        .into())
+    Ok(
+        inbound::handle_transaction(&services, &request.origin, request.body)
+            .await?
+            .into(),
+    )
 }
-

@@ -66,14 +66,18 @@ pub async fn handle_transaction(
     origin: &ServerName,
     request: send_transaction::Request,
 ) -> Result<send_transaction::Response> {
-    if request.pdus.len() > MAX_PDUS_PER_TRANSACTION || request.edus.len() > MAX_EDUS_PER_TRANSACTION {
+    if request.pdus.len() > MAX_PDUS_PER_TRANSACTION
+        || request.edus.len() > MAX_EDUS_PER_TRANSACTION
+    {
         return Err(Error::bad_json(format!(
             "A transaction holds at most {MAX_PDUS_PER_TRANSACTION} PDUs and \
              {MAX_EDUS_PER_TRANSACTION} EDUs"
         )));
     }
     if request.origin != origin {
-        return Err(Error::forbidden("The transaction's origin is not the signing server"));
+        return Err(Error::forbidden(
+            "The transaction's origin is not the signing server",
+        ));
     }
     let txn_id = request.transaction_id.to_string();
     if let Some(answer) = services.federation_inbound.answer(origin, &txn_id).await? {
@@ -82,12 +86,14 @@ pub async fn handle_transaction(
     let mut results = BTreeMap::new();
     for raw in &request.pdus {
         let (event_id, outcome) =
-            match tokio::time::timeout(TRANSACTION_DEADLINE, handle_pdu(services, origin, raw)).await {
+            match tokio::time::timeout(TRANSACTION_DEADLINE, handle_pdu(services, origin, raw))
+                .await
+            {
                 Ok(answer) => answer,
                 Err(_) => (unknown_id(raw), Err("timed out".to_owned())),
             };
         if let Err(reason) = &outcome {
-            tracing::info!(%origin, %event_id, reason, "PDU not accepted");
+            tracing::info!(%origin, event_id = ?event_id, reason, "PDU not accepted");
         }
         if let Some(event_id) = event_id {
             results.insert(event_id, outcome);
@@ -187,18 +193,27 @@ async fn accept_live(
         return Ok(()); // already held (accepted, outlier or rejected): nothing to do again
     }
     let auth_events = ids_in(&incoming, "auth_events");
-    let missing_auth = rooms.missing_events(&auth_events).await.map_err(|e| e.to_string())?;
+    let missing_auth = rooms
+        .missing_events(&auth_events)
+        .await
+        .map_err(|e| e.to_string())?;
     if !missing_auth.is_empty() {
         fetch_auth_chain(services, origin, &room_id, &event_id, version).await?;
     }
     let prev_events = ids_in(&incoming, "prev_events");
-    let missing_prev = rooms.missing_events(&prev_events).await.map_err(|e| e.to_string())?;
+    let missing_prev = rooms
+        .missing_events(&prev_events)
+        .await
+        .map_err(|e| e.to_string())?;
     if !missing_prev.is_empty() {
         if depth > 0 {
             return Err(format!("missing prev events {missing_prev:?}"));
         }
         fill_gap(services, origin, &incoming, version).await?;
-        let still = rooms.missing_events(&prev_events).await.map_err(|e| e.to_string())?;
+        let still = rooms
+            .missing_events(&prev_events)
+            .await
+            .map_err(|e| e.to_string())?;
         if !still.is_empty() {
             return Err(format!("could not fetch prev events {still:?}"));
         }
@@ -249,7 +264,9 @@ async fn fetch_auth_chain(
     for raw in &response.auth_chain {
         match pdu::verify(services, raw, room_id, version).await {
             Ok(incoming) => outliers.push(incoming),
-            Err(dropped) => tracing::info!(%origin, %room_id, "auth chain event dropped: {dropped}"),
+            Err(dropped) => {
+                tracing::info!(%origin, %room_id, "auth chain event dropped: {dropped}")
+            }
         }
     }
     services
@@ -331,7 +348,9 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
             }
             // Synapse's timeout for a remote user's typing: it ends unless renewed.
             let timeout = typing.typing.then_some(Duration::from_secs(30));
-            services.typing.set(&typing.room_id, &typing.user_id, timeout);
+            services
+                .typing
+                .set(&typing.room_id, &typing.user_id, timeout);
             services.rooms.wake();
         }
         Edu::Receipt(receipts) => {
@@ -349,9 +368,21 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                     ) {
                         continue;
                     }
+                    let thread = match &data.data.thread {
+                        ruma::events::receipt::ReceiptThread::Main => "main".to_owned(),
+                        ruma::events::receipt::ReceiptThread::Thread(id) => id.to_string(),
+                        _ => String::new(),
+                    };
                     if let Err(e) = services
                         .account_data
-                        .put_remote_receipt(&room_id, &user_id, event_id, &data.data)
+                        .put_receipt(
+                            &services.rooms,
+                            &room_id,
+                            &user_id,
+                            "m.read",
+                            &thread,
+                            event_id.as_str(),
+                        )
                         .await
                     {
                         tracing::info!(%origin, %room_id, "receipt not stored: {e}");
@@ -389,7 +420,16 @@ impl InboundTransactions {
                 crate::storage::federation_inbound::answer(c, &origin, &txn_id).map_err(Error::from)
             })
             .await?;
-        Ok(stored.and_then(|json| serde_json::from_str(&json).ok()))
+        let Some(stored) = stored.and_then(|json| {
+            serde_json::from_str::<BTreeMap<OwnedEventId, Option<String>>>(&json).ok()
+        }) else {
+            return Ok(None);
+        };
+        let pdus = stored
+            .into_iter()
+            .map(|(id, error)| (id, error.map_or(Ok(()), Err)))
+            .collect();
+        Ok(Some(send_transaction::Response::new(pdus)))
     }
 
     pub async fn remember(
@@ -398,7 +438,13 @@ impl InboundTransactions {
         txn_id: &str,
         response: &send_transaction::Response,
     ) -> Result<()> {
-        let json = serde_json::to_string(response).map_err(Error::internal)?;
+        // `{event ID: error or null}`: the per-PDU results as they were answered.
+        let results: BTreeMap<&OwnedEventId, Option<&String>> = response
+            .pdus
+            .iter()
+            .map(|(id, result)| (id, result.as_ref().err()))
+            .collect();
+        let json = serde_json::to_string(&results).map_err(Error::internal)?;
         let (origin, txn_id) = (origin.to_string(), txn_id.to_owned());
         let now = crate::storage::now_ms();
         self.db

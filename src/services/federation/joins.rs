@@ -25,7 +25,7 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, IncomingPdu, PduOutcome, SUPPORTED_ROOM_VERSIONS},
+        rooms::{Arrival, PduOutcome, SUPPORTED_ROOM_VERSIONS},
     },
     storage::now_ms,
 };
@@ -94,25 +94,32 @@ async fn join_through(
             (Some(http::StatusCode::FORBIDDEN), _) => {
                 JoinError::Refused(Error::forbidden(format!("{server} refused the join: {e}")))
             }
-            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion { .. })) => JoinError::Refused(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::IncompatibleRoomVersion {
-                    room_version: RoomVersionId::V1,
-                },
-                format!("{room_id} has a room version this server does not support"),
-            )),
+            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion { .. })) => {
+                JoinError::Refused(Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                        ruma::api::error::IncompatibleRoomVersionErrorData::new(RoomVersionId::V1),
+                    ),
+                    format!("{room_id} has a room version this server does not support"),
+                ))
+            }
             _ => JoinError::Failed(format!("make_join: {e}")),
         })?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = version.rules().filter(|_| supported_versions().contains(&version)).ok_or_else(|| {
-        JoinError::Refused(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::IncompatibleRoomVersion {
-                room_version: version.clone(),
-            },
-            format!("{room_id} is a room of version {version}, which this server does not join"),
-        ))
-    })?;
+    let rules = version
+        .rules()
+        .filter(|_| supported_versions().contains(&version))
+        .ok_or_else(|| {
+            JoinError::Refused(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                format!(
+                    "{room_id} is a room of version {version}, which this server does not join"
+                ),
+            ))
+        })?;
     let mut event = join_event_from_template(&template.event, user_id, room_id, content)
         .map_err(JoinError::Failed)?;
     ruma::signatures::hash_and_sign_event(
@@ -123,7 +130,8 @@ async fn join_through(
     )
     .map_err(|e| JoinError::Failed(format!("cannot sign the join: {e}")))?;
     let event_id = pdu::event_id(&event, &rules).map_err(|e| JoinError::Failed(e.to_string()))?;
-    let raw = serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?;
+    let raw =
+        serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?;
     let answer = client
         .send(
             server,
@@ -136,13 +144,17 @@ async fn join_through(
     // and hands it back: that copy is the event.
     let join_raw = match &state.event {
         Some(signed) => signed.clone(),
-        None => serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?,
+        None => {
+            serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?
+        }
     };
     let join = pdu::verify(services, &join_raw, room_id, &version)
         .await
         .map_err(|e| JoinError::Failed(format!("the join event came back wrong: {e}")))?;
     if join.event_id != event_id {
-        return Err(JoinError::Failed("the join event came back changed".to_owned()));
+        return Err(JoinError::Failed(
+            "the join event came back changed".to_owned(),
+        ));
     }
     let mut state_events = Vec::new();
     for raw in &state.state {
@@ -220,13 +232,17 @@ pub async fn make_join(
     if !versions.contains(&version) {
         return Err(Error::new(
             http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::IncompatibleRoomVersion {
-                room_version: version,
-            },
+            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
+            ),
             "The joining server does not support the room's version",
         ));
     }
-    if !services.federation_serve.acl_allows(room_id, origin).await? {
+    if !services
+        .federation_serve
+        .acl_allows(room_id, origin)
+        .await?
+    {
         return Err(Error::forbidden("The room's server ACL denies your server"));
     }
     let template = services
@@ -256,7 +272,11 @@ pub async fn send_join(
     raw: &RawJsonValue,
 ) -> Result<create_join_event::v2::Response> {
     let version = services.rooms.room_version(room_id).await?;
-    if !services.federation_serve.acl_allows(room_id, origin).await? {
+    if !services
+        .federation_serve
+        .acl_allows(room_id, origin)
+        .await?
+    {
         return Err(Error::forbidden("The room's server ACL denies your server"));
     }
     let incoming = pdu::verify(services, raw, room_id, &version)
@@ -298,21 +318,15 @@ pub async fn send_join(
         }
     }
     // The other servers in the room learn of the join from us.
-    services
-        .federation_sender
-        .forward_remote_event(room_id, event_id, origin)
+    // TODO(merge fed-sender): forward the join to the room's other servers.
+    // The state before the join and its auth chain, as `/state` serves them.
+    let state_before = services
+        .federation_serve
+        .state(origin, room_id, event_id)
         .await?;
-    let state_ids = services.rooms.state_ids_before(event_id).await?;
-    let state_ids: Vec<OwnedEventId> = state_ids
-        .values()
-        .filter_map(|id| OwnedEventId::try_from(id.as_str()).ok())
-        .collect();
-    let state = services.federation_serve.pdus(&state_ids).await?;
-    let auth_ids = services.rooms.auth_chain(&state_ids).await?;
-    let auth_chain = services.federation_serve.pdus(&auth_ids).await?;
     let mut room_state = create_join_event::v2::RoomState::new();
-    room_state.state = state;
-    room_state.auth_chain = auth_chain;
+    room_state.state = state_before.pdus;
+    room_state.auth_chain = state_before.auth_chain;
     room_state.servers_in_room = Some(
         services
             .rooms
@@ -363,7 +377,10 @@ pub async fn join_room(
         Err(alias) => services.directory.resolve_alias(alias).await?,
     };
     if services.rooms.is_resident(&room_id).await? {
-        services.rooms.join(&room_id, user_id, profile, reason).await?;
+        services
+            .rooms
+            .join(&room_id, user_id, profile, reason)
+            .await?;
         return Ok(room_id);
     }
     services.limits.local_join(user_id).await?;

@@ -3,7 +3,10 @@
 //! runs.
 
 pub mod client;
+pub mod inbound;
+pub mod joins;
 pub mod keys;
+pub mod pdu;
 pub mod resolve;
 pub mod serve;
 

@@ -3,12 +3,15 @@
 //! event arrives by (`/send`, `send_join` answers and requests, backfill, fetched missing events).
 
 use ruma::{
-    CanonicalJsonObject, OwnedEventId, OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules,
-    signatures::Verified, state_res,
+    CanonicalJsonObject, OwnedEventId, OwnedRoomId, RoomVersionId,
+    room_version_rules::RoomVersionRules, signatures::Verified, state_res,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
-use crate::services::{Services, rooms::{IncomingPdu, MAX_PDU_BYTES}};
+use crate::services::{
+    Services,
+    rooms::{IncomingPdu, MAX_PDU_BYTES},
+};
 
 /// Why a PDU was dropped before reaching the room layer (answered per PDU in `/send`).
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +21,10 @@ pub enum DroppedPdu {
     #[error("invalid event: {0}")]
     Invalid(String),
     #[error("the event is for room {found}, not {expected}")]
-    WrongRoom { expected: OwnedRoomId, found: String },
+    WrongRoom {
+        expected: OwnedRoomId,
+        found: String,
+    },
     #[error("bad signature: {0}")]
     Signature(String),
 }
@@ -59,7 +65,10 @@ pub fn parse(
 }
 
 /// The event ID of a PDU of room version 3 or later: `$` + its reference hash.
-pub fn event_id(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId, DroppedPdu> {
+pub fn event_id(
+    object: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<OwnedEventId, DroppedPdu> {
     let hash = ruma::signatures::reference_hash(object, rules)
         .map_err(|e| DroppedPdu::Invalid(format!("cannot hash: {e}")))?;
     OwnedEventId::try_from(format!("${hash}")).map_err(|e| DroppedPdu::Invalid(e.to_string()))

@@ -75,6 +75,13 @@ impl Serve {
         Self { db }
     }
 
+    /// Whether the room's current `m.room.server_acl` (if any) lets `server` take part: checked
+    /// for inbound PDUs and joins as for these reads.
+    pub async fn acl_allows(&self, room_id: &RoomId, server: &ServerName) -> Result<bool> {
+        let (room, server) = (room_id.to_owned(), server.to_owned());
+        self.db.read(move |c| acl_allows(c, &room, &server)).await
+    }
+
     /// `GET /state/{roomId}?event_id=`: the state before the event and its auth chain.
     pub async fn state(
         &self,
@@ -494,7 +501,8 @@ fn auth_chain(
     let auth_events_of = |row: &EventRow| -> Result<Vec<String>> {
         let event_id = OwnedEventId::try_from(row.event_id.clone()).map_err(Error::internal)?;
         let pdu = Pdu::from_json(event_id, &row.json)?;
-        let mut auth_events: Vec<String> = pdu.auth_events().map(ToString::to_string).collect();
+        let mut auth_events: Vec<String> =
+            pdu.auth_events().iter().map(ToString::to_string).collect();
         if let Some(create) = &implicit_create
             && *pdu.event_type() != TimelineEventType::RoomCreate
         {

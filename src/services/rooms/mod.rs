@@ -10,10 +10,10 @@ mod federation;
 pub mod format;
 pub mod limits;
 mod membership;
-mod resident;
 pub mod pdu;
 pub mod read;
 pub mod relations;
+mod resident;
 mod search;
 mod state;
 pub mod stored;
@@ -26,10 +26,10 @@ use tokio::sync::watch;
 
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
-pub use membership::Profile;
 #[allow(unused_imports)]
 pub use federation::{Arrival, IncomingPdu, PduOutcome, RoomLock, joined_servers_in};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
+pub use membership::Profile;
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};

@@ -32,8 +32,11 @@ impl Rooms {
         sender: &UserId,
         draft: EventDraft,
     ) -> Result<CanonicalJsonObject> {
-        let (room_id, sender, server_name) =
-            (room_id.to_owned(), sender.to_owned(), self.server_name.clone());
+        let (room_id, sender, server_name) = (
+            room_id.to_owned(),
+            sender.to_owned(),
+            self.server_name.clone(),
+        );
         self.db
             .read(move |c| append::event_template(c, &server_name, &room_id, &sender, &draft))
             .await
@@ -50,7 +53,11 @@ impl Rooms {
             .db
             .read(move |c| store::forward_extremities(c, &room).map_err(Error::from))
             .await?;
-        let min_depth = extremities.iter().map(|(_, depth)| *depth).min().unwrap_or(0);
+        let min_depth = extremities
+            .iter()
+            .map(|(_, depth)| *depth)
+            .min()
+            .unwrap_or(0);
         let ids = extremities
             .into_iter()
             .filter_map(|(id, _)| OwnedEventId::try_from(id).ok())
