@@ -313,8 +313,11 @@ pub async fn send_join(
     };
     match outcome {
         PduOutcome::Accepted { .. } | PduOutcome::AlreadyKnown => {}
-        PduOutcome::SoftFailed | PduOutcome::Rejected(_) => {
-            return Err(Error::forbidden("The join is not allowed"));
+        PduOutcome::SoftFailed => {
+            return Err(Error::forbidden("The join is not allowed by the room's current state"));
+        }
+        PduOutcome::Rejected(reason) => {
+            return Err(Error::forbidden(format!("The join is not allowed: {reason}")));
         }
     }
     // The other servers in the room learn of the join from us.
