@@ -171,24 +171,6 @@ pub fn outside_info(conn: &Connection, event_id: &str) -> rusqlite::Result<Optio
         .optional()
 }
 
-/// The `auth_events` of stored events (timeline or outside), for walking auth chains.
-pub fn auth_event_ids(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<Vec<String>>> {
-    let json: Option<String> = match conn
-        .prepare_cached("SELECT json_extract(json, '$.auth_events') FROM events WHERE event_id = ?1")?
-        .query_row([event_id], |row| row.get(0))
-        .optional()?
-    {
-        Some(json) => Some(json),
-        None => conn
-            .prepare_cached(
-                "SELECT json_extract(json, '$.auth_events') FROM pdus_outside_timeline WHERE event_id = ?1",
-            )?
-            .query_row([event_id], |row| row.get(0))
-            .optional()?,
-    };
-    Ok(json.map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()))
-}
-
 // ---- the graph ----
 
 pub fn insert_edges(
@@ -333,7 +315,11 @@ pub fn joined_servers(conn: &Connection, room_id: &str) -> rusqlite::Result<BTre
 }
 
 /// Records the state group holding the state before an event.
-pub fn set_state_before(conn: &Connection, event_id: &str, state_group: i64) -> rusqlite::Result<()> {
+pub fn set_state_before(
+    conn: &Connection,
+    event_id: &str,
+    state_group: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO event_state_before (event_id, state_group) VALUES (?1, ?2)
          ON CONFLICT (event_id) DO UPDATE SET state_group = excluded.state_group",
@@ -365,7 +351,10 @@ pub fn insert_room_if_absent(
 }
 
 /// The room version of the room of a held event (timeline or outside).
-pub fn room_version_of_event(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<String>> {
+pub fn room_version_of_event(
+    conn: &Connection,
+    event_id: &str,
+) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(
         "SELECT r.room_version FROM rooms r
          WHERE r.room_id = coalesce((SELECT room_id FROM events WHERE event_id = ?1),

@@ -241,14 +241,27 @@ fn check_against_auth_events(
             }
         }
     }
+    // Since room version 12 the create event is not listed: the room ID names it.
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = state_res::Event::room_id(pdu)
+    {
+        let create_id = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+            .map_err(|_| Error::bad_json("Invalid room ID"))?;
+        match cache.get(&create_id) {
+            None => absent.push(create_id.to_string()),
+            Some(create) => {
+                auth_state.insert((StateEventType::RoomCreate, String::new()), create);
+            }
+        }
+    }
     if !absent.is_empty() {
         return Err(missing("auth events", &absent));
     }
-    if let Err(reason) = state_res::check_state_independent_auth_rules(
-        &rules.authorization,
-        pdu,
-        |id: &EventId| cache.get_valid(id),
-    ) {
+    if let Err(reason) =
+        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id: &EventId| {
+            cache.get_valid(id)
+        })
+    {
         return Ok(Err(reason));
     }
     Ok(state_res::check_state_dependent_auth_rules(
@@ -386,7 +399,11 @@ fn decide(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let new_current_state = if soft_failed || pdus::has_timeline_child(conn, parsed.id())? {
+    // A backfilled event is older than what the room shows: extremities and current state stay.
+    let new_current_state = if soft_failed
+        || arrival == Arrival::Backfill
+        || pdus::has_timeline_child(conn, parsed.id())?
+    {
         None
     } else {
         let others: Vec<String> = extremities
@@ -404,10 +421,16 @@ fn decide(
     };
 
     let redacts = match parsed.pdu.redacts() {
-        Some(target) if !soft_failed => {
-            redaction_applies(conn, &rules, room, &parsed.pdu, target, &state_before, &cache)?
-                .then(|| target.to_string())
-        }
+        Some(target) if !soft_failed => redaction_applies(
+            conn,
+            &rules,
+            room,
+            &parsed.pdu,
+            target,
+            &state_before,
+            &cache,
+        )?
+        .then(|| target.to_string()),
         _ => None,
     };
     Ok(Decision::Store(Box::new(ToStore {
@@ -449,7 +472,11 @@ fn redaction_applies(
 }
 
 /// The power levels of a room state, with its creators (ruma's `RoomPowerLevels`).
-fn power_levels(rules: &RoomVersionRules, state: &StateIds, cache: &EventCache<'_>) -> RoomPowerLevels {
+fn power_levels(
+    rules: &RoomVersionRules,
+    state: &StateIds,
+    cache: &EventCache<'_>,
+) -> RoomPowerLevels {
     let event = |kind: &str| {
         let id = state.get(&(kind.to_owned(), String::new()))?;
         cache.get_valid(&OwnedEventId::try_from(id.as_str()).ok()?)
@@ -459,7 +486,10 @@ fn power_levels(rules: &RoomVersionRules, state: &StateIds, cache: &EventCache<'
         let content: Value = serde_json::from_str(create.content().get()).unwrap_or_default();
         if rules.authorization.use_room_create_sender {
             creators.push(create.sender().to_owned());
-        } else if let Some(creator) = content["creator"].as_str().and_then(|c| UserId::parse(c).ok()) {
+        } else if let Some(creator) = content["creator"]
+            .as_str()
+            .and_then(|c| UserId::parse(c).ok())
+        {
             creators.push(creator);
         }
         if rules.authorization.additional_room_creators
@@ -559,7 +589,9 @@ fn store_decision(
         state_group,
         stream,
     )?;
-    pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
+    if arrival == Arrival::Live {
+        pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
+    }
     pdus::update_backward_extremities(
         tx,
         room,
@@ -794,8 +826,14 @@ impl Rooms {
         let (room, version_str) = (room_id.to_string(), version.to_string());
         self.db
             .write(move |tx| {
-                pdus::insert_room_if_absent(tx, &room, &version_str, &creator, crate::storage::now_ms())
-                    .map_err(Error::from)
+                pdus::insert_room_if_absent(
+                    tx,
+                    &room,
+                    &version_str,
+                    &creator,
+                    crate::storage::now_ms(),
+                )
+                .map_err(Error::from)
             })
             .await?;
         let event_id = join.event_id.clone();
@@ -810,9 +848,9 @@ impl Rooms {
             }),
             PduOutcome::AlreadyKnown => Err(Error::forbidden("The join event is known already")),
             PduOutcome::SoftFailed => Err(Error::forbidden("The join event was soft-failed")),
-            PduOutcome::Rejected(reason) => {
-                Err(Error::forbidden(format!("The join event was rejected: {reason}")))
-            }
+            PduOutcome::Rejected(reason) => Err(Error::forbidden(format!(
+                "The join event was rejected: {reason}"
+            ))),
         }
     }
 
@@ -828,7 +866,10 @@ impl Rooms {
                 let Some(found) = pdus::auth_pdu(c, &event_id)? else {
                     return Err(Error::not_found("Event not found"));
                 };
-                let pdu = Pdu::from_json(OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?, &found.json)?;
+                let pdu = Pdu::from_json(
+                    OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?,
+                    &found.json,
+                )?;
                 // A local event: the state after its parents.
                 let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
                 let after = state::states_after(c, &prevs)?;

@@ -118,7 +118,10 @@ impl Pdu {
 
 /// The event IDs of the auth chain of `events` (not including them), bounded by
 /// [`MAX_AUTH_CHAIN`]; events not held end the walk there.
-pub fn auth_chain(cache: &EventCache<'_>, events: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
+pub fn auth_chain(
+    cache: &EventCache<'_>,
+    events: &[OwnedEventId],
+) -> Result<HashSet<OwnedEventId>> {
     let mut chain = HashSet::new();
     let mut queue: VecDeque<OwnedEventId> = VecDeque::new();
     for id in events {
