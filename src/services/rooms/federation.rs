@@ -57,6 +57,10 @@ impl IncomingPdu {
     /// version 12 create event: from its event ID).
     pub fn new(version: &RoomVersionId, object: CanonicalJsonObject) -> Result<Self> {
         let rules = rules_of(version)?;
+        // The caller checked it already; checked again here because everything below relies on
+        // it (sizes, at most 20 `prev_events` and 10 `auth_events`: bounded work per event).
+        state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
         let hash = ruma::signatures::reference_hash(&object, &rules)
             .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}"))

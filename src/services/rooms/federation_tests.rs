@@ -9,7 +9,10 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{Arrival, CreateRoom, Direction, EventDraft, IncomingPdu, PduOutcome, Preset, Rooms};
+use super::{
+    Arrival, CreateRoom, Direction, EventDraft, IncomingPdu, PaginationToken, PduOutcome, Preset,
+    Rooms,
+};
 use crate::{
     config::Config,
     services::{rate_limit::AccountLimits, server_key::ServerKey},
@@ -110,6 +113,7 @@ async fn depth_of(rooms: &Rooms, event: &OwnedEventId) -> i64 {
 }
 
 /// A remote event in a room of this server, on top of `prev` (state: after `prev`).
+#[allow(clippy::too_many_arguments)]
 async fn remote_event(
     s: &Setup,
     room_id: &OwnedRoomId,
@@ -714,6 +718,42 @@ async fn joined_remote_room_and_backfill() {
     assert_eq!(
         messages(&s.rooms, &room_id, "@dave:local.test").await,
         expected
+    );
+    // Page by page: the tokens carry the negative stream positions.
+    let mut paged = Vec::new();
+    let mut from = None;
+    loop {
+        let page = s
+            .rooms
+            .messages(
+                &room_id,
+                &user("@dave:local.test"),
+                None,
+                from,
+                None,
+                Direction::Backward,
+                1,
+                |_| true,
+            )
+            .await
+            .unwrap();
+        paged.extend(
+            page.chunk
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page.end {
+            Some(end) => from = Some(end.parse::<PaginationToken>().unwrap()),
+            None => break,
+        }
+        assert!(paged.len() <= expected.len(), "pagination ends");
+    }
+    assert_eq!(paged, expected);
+    assert_eq!(
+        format!("t6_{}", streams[0])
+            .parse::<PaginationToken>()
+            .unwrap(),
+        PaginationToken::Topological((6, streams[0]))
     );
     // The join's parent is held now; the oldest message's parent (an outlier) is where
     // backfill goes on.
