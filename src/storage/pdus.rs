@@ -171,24 +171,6 @@ pub fn outside_info(conn: &Connection, event_id: &str) -> rusqlite::Result<Optio
         .optional()
 }
 
-/// The `auth_events` of stored events (timeline or outside), for walking auth chains.
-pub fn auth_event_ids(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<Vec<String>>> {
-    let json: Option<String> = match conn
-        .prepare_cached("SELECT json_extract(json, '$.auth_events') FROM events WHERE event_id = ?1")?
-        .query_row([event_id], |row| row.get(0))
-        .optional()?
-    {
-        Some(json) => Some(json),
-        None => conn
-            .prepare_cached(
-                "SELECT json_extract(json, '$.auth_events') FROM pdus_outside_timeline WHERE event_id = ?1",
-            )?
-            .query_row([event_id], |row| row.get(0))
-            .optional()?,
-    };
-    Ok(json.map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()))
-}
-
 // ---- the graph ----
 
 pub fn insert_edges(

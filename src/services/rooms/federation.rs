@@ -57,6 +57,10 @@ impl IncomingPdu {
     /// version 12 create event: from its event ID).
     pub fn new(version: &RoomVersionId, object: CanonicalJsonObject) -> Result<Self> {
         let rules = rules_of(version)?;
+        // The caller checked it already; checked again here because everything below relies on
+        // it (sizes, at most 20 `prev_events` and 10 `auth_events`: bounded work per event).
+        state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
         let hash = ruma::signatures::reference_hash(&object, &rules)
             .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}"))
@@ -241,6 +245,19 @@ fn check_against_auth_events(
             }
         }
     }
+    // Since room version 12 the create event is not listed: the room ID names it.
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = state_res::Event::room_id(pdu)
+    {
+        let create_id = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+            .map_err(|_| Error::bad_json("Invalid room ID"))?;
+        match cache.get(&create_id) {
+            None => absent.push(create_id.to_string()),
+            Some(create) => {
+                auth_state.insert((StateEventType::RoomCreate, String::new()), create);
+            }
+        }
+    }
     if !absent.is_empty() {
         return Err(missing("auth events", &absent));
     }
@@ -386,7 +403,11 @@ fn decide(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let new_current_state = if soft_failed || pdus::has_timeline_child(conn, parsed.id())? {
+    // A backfilled event is older than what the room shows: extremities and current state stay.
+    let new_current_state = if soft_failed
+        || arrival == Arrival::Backfill
+        || pdus::has_timeline_child(conn, parsed.id())?
+    {
         None
     } else {
         let others: Vec<String> = extremities
@@ -572,7 +593,9 @@ fn store_decision(
         state_group,
         stream,
     )?;
-    pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
+    if arrival == Arrival::Live {
+        pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
+    }
     pdus::update_backward_extremities(
         tx,
         room,

@@ -7,6 +7,8 @@ mod create;
 // Called by the inbound federation handlers (built on another branch) and by tests.
 #[allow(dead_code)]
 mod federation;
+#[cfg(test)]
+mod federation_tests;
 pub mod format;
 pub mod limits;
 mod membership;

@@ -132,8 +132,8 @@ pub fn auth_chain(
             continue;
         }
         if chain.len() >= MAX_AUTH_CHAIN {
-            return Err(Error::internal(format!(
-                "auth chain larger than {MAX_AUTH_CHAIN} events"
+            return Err(Error::forbidden(format!(
+                "Auth chain larger than {MAX_AUTH_CHAIN} events"
             )));
         }
         if let Some(next) = cache.auth_events_of(&id) {
@@ -238,7 +238,8 @@ pub fn resolve(
         |id| cache.get(id),
         |conflicted| conflicted_state_subgraph(cache, conflicted),
     )
-    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
+    // Only what other servers sent can make it fail: a refusal, not a server error.
+    .map_err(|e| Error::forbidden(format!("State resolution failed: {e}")))?;
     Ok(from_state_map(resolved))
 }
 
