@@ -314,10 +314,14 @@ pub async fn send_join(
     match outcome {
         PduOutcome::Accepted { .. } | PduOutcome::AlreadyKnown => {}
         PduOutcome::SoftFailed => {
-            return Err(Error::forbidden("The join is not allowed by the room's current state"));
+            return Err(Error::forbidden(
+                "The join is not allowed by the room's current state",
+            ));
         }
         PduOutcome::Rejected(reason) => {
-            return Err(Error::forbidden(format!("The join is not allowed: {reason}")));
+            return Err(Error::forbidden(format!(
+                "The join is not allowed: {reason}"
+            )));
         }
     }
     // The other servers in the room learn of the join from us.

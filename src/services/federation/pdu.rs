@@ -46,8 +46,15 @@ pub fn parse(
     if raw.get().len() > MAX_PDU_BYTES {
         return Err(DroppedPdu::TooLarge);
     }
-    let object: CanonicalJsonObject = serde_json::from_str(raw.get())
+    let mut object: CanonicalJsonObject = serde_json::from_str(raw.get())
         .map_err(|e| DroppedPdu::Invalid(format!("not canonical JSON: {e}")))?;
+    // Since v12 the create event has no `room_id` (the room ID is its hash); Synapse adds one
+    // when it serves the event. It is not part of the event: dropped before anything is hashed.
+    let is_create =
+        object.get("type") == Some(&ruma::CanonicalJsonValue::String("m.room.create".into()));
+    if is_create && rules.authorization.room_create_event_id_as_room_id {
+        object.remove("room_id");
+    }
     state_res::check_pdu_format(&object, &rules.event_format).map_err(DroppedPdu::Invalid)?;
     let event_id = event_id(&object, rules)?;
     let found = match object.get("room_id") {

@@ -821,6 +821,11 @@ impl Rooms {
         let mut all = auth_chain;
         all.extend(state);
         let outcomes = self.store_outliers(version, all).await?;
+        for (id, outcome) in &outcomes {
+            if !matches!(outcome, PduOutcome::Accepted { .. }) {
+                tracing::info!(event_id = %id, ?outcome, "room state from the join: not stored as an outlier");
+            }
+        }
         let rejected: HashSet<String> = outcomes
             .into_iter()
             .filter(|(_, outcome)| matches!(outcome, PduOutcome::Rejected(_)))

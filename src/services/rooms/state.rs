@@ -86,9 +86,13 @@ impl<'c> EventCache<'c> {
             return found.clone();
         }
         let found = match pdus::auth_pdu(self.conn, id.as_str()) {
-            Ok(Some(found)) => Pdu::from_json(id.to_owned(), &found.json)
-                .ok()
-                .map(|pdu| pdu.with_rejected(found.rejected)),
+            Ok(Some(found)) => match Pdu::from_json(id.to_owned(), &found.json) {
+                Ok(pdu) => Some(pdu.with_rejected(found.rejected)),
+                Err(e) => {
+                    tracing::warn!(event_id = %id, "a held event is unreadable for auth: {e}");
+                    None
+                }
+            },
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(event_id = %id, "reading an event for auth: {e}");
