@@ -523,10 +523,10 @@ fn check_server_keys(
         return Err("the answer has no verify_keys".to_owned());
     }
     let mut signers = vec![(server, &public)];
-    if let Some((notary, notary_keys)) = notary {
-        if notary != server {
-            signers.push((notary, notary_keys));
-        }
+    if let Some((notary, notary_keys)) = notary
+        && notary != server
+    {
+        signers.push((notary, notary_keys));
     }
     verify_signed_by(object, &signers)?;
     for (key_id, old) in &old_verify_keys {
