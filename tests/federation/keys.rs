@@ -566,7 +566,7 @@ async fn forged_requests_are_refused() {
         )
         .await,
     );
-    // An origin outside `federation_domain_whitelist`: 403, and its keys are not fetched.
+    // An origin outside `federation_domain_whitelist`: 403.
     let closed = FederatingAppliance::start_with(
         &ca,
         &outbound_yaml(
