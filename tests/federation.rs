@@ -39,6 +39,9 @@ mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
 
+#[path = "federation/keys.rs"]
+mod keys;
+
 use std::collections::BTreeMap;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
@@ -59,6 +62,22 @@ impl FederatingAppliance {
     /// With open registration and relaxed rate limits (test accounts), outbound federation
     /// trusting `ca` and allowed to reach loopback.
     fn start(ca: &TestCa) -> Self {
+        Self::start_with(
+            ca,
+            "federation_custom_ca_list: ['{dir}/ca.pem']
+ip_range_whitelist: ['127.0.0.0/8', '::1/128']
+enable_registration: true
+enable_registration_without_verification: true
+rc_message: {per_second: 1000, burst_count: 1000}
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_joins: {local: {per_second: 1000, burst_count: 1000}, remote: {per_second: 1000, burst_count: 1000}}
+",
+        )
+    }
+
+    /// `extra_yaml`: more top-level keys of its config (`{dir}` in it: the directory holding
+    /// the config and `ca.pem`, the test CA).
+    fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
@@ -75,15 +94,9 @@ listeners:
     bind_addresses: ['127.0.0.1']
     tls: true
     resources: [{{names: [client, federation]}}]
-federation_custom_ca_list: ['{dir}/ca.pem']
-ip_range_whitelist: ['127.0.0.0/8', '::1/128']
-enable_registration: true
-enable_registration_without_verification: true
-rc_message: {{per_second: 1000, burst_count: 1000}}
-rc_registration: {{per_second: 1000, burst_count: 1000}}
-rc_joins: {{local: {{per_second: 1000, burst_count: 1000}}, remote: {{per_second: 1000, burst_count: 1000}}}}
-",
-            dir = dir.path().display()
+{extra}",
+            dir = dir.path().display(),
+            extra = extra_yaml.replace("{dir}", &dir.path().display().to_string()),
         );
         Self {
             appliance: Appliance::start(dir, &yaml, 1),
