@@ -49,6 +49,11 @@ struct FederatingAppliance {
 
 impl FederatingAppliance {
     fn start(ca: &TestCa) -> Self {
+        Self::start_with(ca, "")
+    }
+
+    /// `start` with more config lines.
+    fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
@@ -64,7 +69,7 @@ listeners:
     bind_addresses: ['127.0.0.1']
     tls: true
     resources: [{{names: [client, federation]}}]
-",
+{extra_yaml}",
             dir = dir.path().display()
         );
         Self {

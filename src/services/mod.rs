@@ -140,6 +140,7 @@ impl Services {
                 db.clone(),
                 server_name.clone(),
                 &config.user_directory,
+                federation.clone(),
             ),
             media: media::Media::open(db.clone(), &config)?,
             federation_serve: federation::serve::Serve::new(db.clone()),

@@ -469,3 +469,128 @@ async fn public_rooms_over_federation_only_when_allowed() {
         assert_eq!(reply.1["total_room_count_estimate"], 1);
     }
 }
+
+/// A client of the appliance reads a Synapse's public room list (`/publicRooms?server=`, and
+/// `POST` with a filter): the appliance asks Synapse over federation, Synapse checks the
+/// appliance's signature with the keys it fetches from it. A server that cannot be reached is
+/// `502`.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_read_another_servers_public_rooms() {
+    use crate::{
+        FederatingAppliance,
+        support::{TestCa, https_get, https_post_json},
+        synapse::Synapse,
+    };
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let synapse = Synapse::start(
+        &ca,
+        "allow_public_rooms_over_federation: true
+enable_registration: true
+enable_registration_without_verification: true
+room_list_publication_rules: [{action: allow}]
+",
+    )
+    .await;
+    let ca_path = synapse.dir.path().join("ca.pem");
+    let ours = FederatingAppliance::start_with(
+        &ca,
+        &format!(
+            "federation_custom_ca_list: ['{}']\nip_range_whitelist: ['127.0.0.0/8']\n\
+             enable_registration: true\nenable_registration_without_verification: true\n",
+            ca_path.display()
+        ),
+    );
+
+    let registered = https_post_json(
+        synapse.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/register",
+        &json!({"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(registered.status, 200, "{}", registered.json());
+    let token = registered.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = https_post_json(
+        synapse.port,
+        "localhost",
+        &roots,
+        &format!("/_matrix/client/v3/createRoom?access_token={token}"),
+        &json!({"preset": "public_chat", "visibility": "public", "name": "On Synapse"}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.json());
+    let room_id = created.json()["room_id"].clone();
+
+    let synapse_name = &synapse.server_name;
+    let listed = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        &format!("/_matrix/client/v3/publicRooms?server={synapse_name}&limit=10"),
+        &[],
+    )
+    .await;
+    let body = listed.json();
+    assert_eq!(
+        listed.status,
+        200,
+        "{body}\nthe appliance's log:\n{}\nSynapse's log:\n{}",
+        ours.appliance.log_text(),
+        synapse.log_tail()
+    );
+    let chunk = body["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk.len(), 1, "{body}");
+    assert_eq!(chunk[0]["room_id"], room_id);
+    assert_eq!(chunk[0]["name"], "On Synapse");
+
+    // The filtered list needs an account here.
+    let ours_registered = https_post_json(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/register",
+        &json!({"username": "alice", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(ours_registered.status, 200, "{}", ours_registered.json());
+    let our_token = ours_registered.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (term, expected) in [("synapse", 1), ("nothing like it", 0)] {
+        let filtered = https_post_json(
+            ours.port,
+            "localhost",
+            &roots,
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={synapse_name}&access_token={our_token}"
+            ),
+            &json!({"filter": {"generic_search_term": term}}),
+        )
+        .await;
+        let body = filtered.json();
+        assert_eq!(filtered.status, 200, "{body}\n{}", synapse.log_tail());
+        assert_eq!(
+            body["chunk"].as_array().expect("chunk").len(),
+            expected,
+            "{body}"
+        );
+    }
+
+    // Nobody listens on port 1.
+    let unreachable = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/publicRooms?server=localhost:1",
+        &[],
+    )
+    .await;
+    assert_eq!(unreachable.status, 502, "{}", unreachable.json());
+    assert_eq!(unreachable.json()["errcode"], "M_UNKNOWN");
+}
