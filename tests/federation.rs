@@ -31,6 +31,9 @@ mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
 
+#[path = "federation/keys.rs"]
+mod keys;
+
 use std::collections::BTreeMap;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
@@ -52,7 +55,7 @@ impl FederatingAppliance {
         Self::start_with(ca, "")
     }
 
-    /// `start` with more config lines.
+    /// `extra_yaml`: more top-level keys of its config.
     fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);

@@ -47,8 +47,11 @@ pub struct Services {
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
-    /// Requests to other servers, signed as this one.
+    /// Requests to other servers, signed as this one (the federation sender and joins use it).
+    #[allow(dead_code)]
     pub federation: Arc<federation::client::FederationClient>,
+    /// Other servers' signing keys (fetched, cached, checked) and signature checks with them.
+    pub server_keys: Arc<federation::keys::ServerKeys>,
     pub rooms: rooms::Rooms,
     /// Room data served to other servers (`/state`, `/backfill`, …).
     pub federation_serve: federation::serve::Serve,
@@ -88,10 +91,10 @@ impl Services {
         })?;
         let db = Database::open(&data_dir.join(DATABASE_FILE))?;
         let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
-        let server_key = Arc::new(server_key::ServerKey::load_or_create(
-            &data_dir,
-            &server_name,
-        )?);
+        let server_key = Arc::new(
+            server_key::ServerKey::load_or_create(&data_dir, &server_name)?
+                .with_old_keys(config.old_signing_keys.clone()),
+        );
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
@@ -109,6 +112,12 @@ impl Services {
             &config,
             Some(server_key.clone()),
         )?);
+        let server_keys = Arc::new(federation::keys::ServerKeys::new(
+            db.clone(),
+            federation.clone(),
+            server_key.clone(),
+            &config,
+        ));
         Ok(Arc::new(Self {
             voip,
             evaluated_actions: Arc::default(),
@@ -118,6 +127,7 @@ impl Services {
                 server_name.clone(),
                 rooms.stream_sender(),
                 config.password_config.policy.clone(),
+                federation.clone(),
             ),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),
@@ -147,6 +157,7 @@ impl Services {
             rooms,
             server_key,
             federation,
+            server_keys,
             server_name,
             config,
             db,

@@ -1,9 +1,9 @@
 //! Room data served to other servers (`/state`, `/state_ids`, `/event`, `/event_auth`,
 //! `/backfill`, `/get_missing_events`, `/timestamp_to_event`, `/publicRooms`), over HTTP to the
-//! real binary. Until other servers' keys can be fetched, the only origin the server can verify
-//! is itself: requests are signed with the key in its data directory, as `test.local`. What a
-//! server with no user in the room, or one whose users joined late, may read is checked in
-//! process (`services::federation::serve`'s tests) with members of another server.
+//! real binary. Requests are signed with the key in the server's data directory, as `test.local`
+//! itself (no other server is needed to verify them). What a server with no user in the room,
+//! or one whose users joined late, may read is checked in process (`services::federation::
+//! serve`'s tests) with members of another server.
 
 use std::collections::BTreeSet;
 
@@ -14,9 +14,8 @@ use crate::common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send
 
 const SERVER: &str = "test.local";
 
-/// The `Authorization` header of a request signed by the server itself. `body`: the JSON that
-/// `ServerOrigin` checks the signature with — none yet, whatever the request carries.
-fn x_matrix(server: &TestServer, method: &Method, uri: &str) -> String {
+/// The `Authorization` header of a request signed by the server itself, over its JSON `body`.
+fn x_matrix(server: &TestServer, method: &Method, uri: &str, body: Option<&Value>) -> String {
     use base64::Engine;
     use ruma::{
         api::federation::authentication::{XMatrix, XMatrixSigningInput},
@@ -31,7 +30,7 @@ fn x_matrix(server: &TestServer, method: &Method, uri: &str) -> String {
     let request = http::Request::builder()
         .method(method.as_str())
         .uri(uri)
-        .body(Vec::<u8>::new())
+        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
         .unwrap();
     let input = XMatrixSigningInput::new(
         SERVER.try_into().unwrap(),
@@ -50,9 +49,10 @@ async fn signed(
     uri: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = server
-        .builder(method.clone(), uri)
-        .header("authorization", x_matrix(server, &method, uri));
+    let mut request = server.builder(method.clone(), uri).header(
+        "authorization",
+        x_matrix(server, &method, uri, body.as_ref()),
+    );
     if let Some(body) = body {
         request = request.json(&body);
     }

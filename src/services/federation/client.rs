@@ -85,12 +85,28 @@ impl FederationError {
     }
 
     /// The Matrix errcode of an error answer.
+    #[allow(dead_code)] // for the callers that retry on some errcodes (joins, the sender)
     pub fn kind(&self) -> Option<&ErrorKind> {
         match self {
             Self::Matrix(error) => error.error_kind(),
             _ => None,
         }
     }
+}
+
+/// A failed query of another server as this server's answer to its client: the remote's
+/// `404` as `404 M_NOT_FOUND` with `not_found`, anything else `502`.
+pub fn remote_error(error: FederationError, not_found: String) -> crate::error::Error {
+    use crate::error::Error;
+    if error.status() == Some(StatusCode::NOT_FOUND) {
+        return Error::not_found(not_found);
+    }
+    tracing::info!("federation query failed: {error}");
+    Error::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorKind::Unknown,
+        format!("The other server could not be asked: {error}"),
+    )
 }
 
 fn describe_matrix_error(error: &MatrixError) -> String {
@@ -293,6 +309,7 @@ impl FederationClient {
     /// Sends a signed request built by hand: `path_and_query` (e.g.
     /// `/_matrix/federation/v1/send/1`), `body` JSON (`None` for none). The answer is returned
     /// whatever its status.
+    #[allow(dead_code)] // for the transaction sender
     pub async fn send_raw(
         &self,
         destination: &ServerName,
