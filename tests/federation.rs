@@ -22,8 +22,6 @@
 //!   127.0.0.1, like a box's port 8448.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 #[path = "federation/serve.rs"]
 mod serve;
 #[path = "front_door_support/mod.rs"]
@@ -35,6 +33,8 @@ mod synapse;
 mod keys;
 
 use std::collections::BTreeMap;
+
+use common::python;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
 use rustls::RootCertStore;
