@@ -8,38 +8,29 @@
 use std::collections::BTreeSet;
 
 use reqwest::Method;
+use ruma::signatures::Ed25519KeyPair;
 use serde_json::{Value, json};
 
-use crate::common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send};
+use crate::{
+    FederatingAppliance,
+    common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send},
+    keys,
+    support::TestCa,
+    synapse::Synapse,
+};
 
 const SERVER: &str = "test.local";
 
 /// The `Authorization` header of a request signed by the server itself, over its JSON `body`.
 fn x_matrix(server: &TestServer, method: &Method, uri: &str, body: Option<&Value>) -> String {
     use base64::Engine;
-    use ruma::{
-        api::federation::authentication::{XMatrix, XMatrixSigningInput},
-        signatures::Ed25519KeyPair,
-    };
     let text = std::fs::read_to_string(server.data_dir.join("signing.key")).unwrap();
     let parts: Vec<&str> = text.split_whitespace().collect();
     let document = base64::engine::general_purpose::STANDARD
         .decode(parts[2])
         .unwrap();
     let key_pair = Ed25519KeyPair::from_der(&document, parts[1].to_owned()).unwrap();
-    let request = http::Request::builder()
-        .method(method.as_str())
-        .uri(uri)
-        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
-        .unwrap();
-    let input = XMatrixSigningInput::new(
-        SERVER.try_into().unwrap(),
-        SERVER.try_into().unwrap(),
-        &key_pair,
-    );
-    XMatrix::sign_http_request(&request, input)
-        .unwrap()
-        .to_string()
+    keys::x_matrix(&key_pair, SERVER, SERVER, method.as_str(), uri, body)
 }
 
 /// A federation request signed by the server itself: (status, JSON body).
@@ -476,11 +467,7 @@ async fn public_rooms_over_federation_only_when_allowed() {
 /// `502`.
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_read_another_servers_public_rooms() {
-    use crate::{
-        FederatingAppliance,
-        support::{TestCa, https_get, https_post_json},
-        synapse::Synapse,
-    };
+    use crate::support::{https_get, https_post_json};
     let ca = TestCa::new("federation test CA");
     let roots = ca.roots();
     let synapse = Synapse::start(
@@ -593,4 +580,107 @@ room_list_publication_rules: [{action: allow}]
     .await;
     assert_eq!(unreachable.status, 502, "{}", unreachable.json());
     assert_eq!(unreachable.json()["errcode"], "M_UNKNOWN");
+}
+
+/// Another server, whose keys the appliance fetches (requests signed with Synapse's key, as
+/// Synapse): with no user in a room it reads nothing unless the room is world-readable, then it
+/// gets events its users could not have seen redacted; the room's ACL shuts it out.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_server_reads_only_what_it_may() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let synapse = Synapse::start(&ca, "").await;
+    let ours = FederatingAppliance::start_with(&ca, &keys::outbound_yaml(&synapse, ""));
+    let key = keys::synapse_key_pair(&synapse);
+    let as_synapse = |path: String| {
+        let (synapse_name, ours_name, roots) = (&synapse.server_name, &ours.server_name, &roots);
+        let key = &key;
+        async move {
+            let header = keys::x_matrix(key, synapse_name, ours_name, "GET", &path, None);
+            keys::https_json(
+                ours.port,
+                roots,
+                "GET",
+                &path,
+                &[("authorization", &header)],
+                None,
+            )
+            .await
+        }
+    };
+    let token = keys::register(ours.port, &roots, "alice").await;
+    let auth = keys::bearer(&token);
+    let client = |method: &'static str, path: String, body: Value| {
+        let (roots, auth) = (&roots, auth.clone());
+        async move {
+            let reply = keys::https_json(
+                ours.port,
+                roots,
+                method,
+                &path,
+                &[("authorization", &auth)],
+                Some(&body),
+            )
+            .await;
+            assert_eq!(reply.0, 200, "{path}: {}", reply.1);
+            reply.1
+        }
+    };
+    let created = client(
+        "POST",
+        "/_matrix/client/v3/createRoom".to_owned(),
+        json!({"preset": "public_chat"}),
+    )
+    .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let state = |kind: &str| format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+    client(
+        "PUT",
+        state("m.room.history_visibility"),
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let hidden = client(
+        "PUT",
+        format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+        json!({"msgtype": "m.text", "body": "members only"}),
+    )
+    .await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let state_ids = format!("/_matrix/federation/v1/state_ids/{room}?event_id={hidden}");
+    let event = format!("/_matrix/federation/v1/event/{hidden}");
+    let reply = as_synapse(state_ids.clone()).await;
+    assert_eq!(reply.0, 403, "{}\n{}", reply.1, ours.appliance.log_text());
+    assert_eq!(reply.1["errcode"], "M_FORBIDDEN");
+    assert_eq!(as_synapse(event.clone()).await.0, 403);
+
+    // World-readable now: the room is open to it, the earlier message still redacted.
+    client(
+        "PUT",
+        state("m.room.history_visibility"),
+        json!({"history_visibility": "world_readable"}),
+    )
+    .await;
+    let reply = as_synapse(state_ids.clone()).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    let reply = as_synapse(event.clone()).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["pdus"][0]["content"], json!({}), "{}", reply.1);
+    assert_eq!(reply.1["pdus"][0]["type"], "m.room.message");
+
+    // Denied by the ACL: nothing.
+    client(
+        "PUT",
+        state("m.room.server_acl"),
+        json!({"allow": ["*"], "deny": ["localhost*"]}),
+    )
+    .await;
+    for path in [state_ids, event] {
+        let reply = as_synapse(path).await;
+        assert_eq!(reply.0, 403, "{}", reply.1);
+        assert_eq!(reply.1["errcode"], "M_FORBIDDEN");
+    }
 }
