@@ -30,6 +30,7 @@ use ruma::{
     directory::{Filter, PublicRoomsChunk, PublicRoomsChunkInit, RoomNetwork, RoomTypeFilter},
     events::{
         StateEventType, TimelineEventType,
+        room::member::MembershipState,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
     },
     room::{JoinRuleKind, RoomType},
@@ -165,8 +166,7 @@ impl Directory {
         Ok((response.room_id, servers))
     }
 
-    /// An alias of this server: the room and this server (other servers of the room's members
-    /// come with the room layer's federation).
+    /// An alias of this server: the room, this server and the servers of its joined members.
     pub async fn resolve_local_alias(
         &self,
         alias: &RoomAliasId,
@@ -178,9 +178,26 @@ impl Directory {
             .await?;
         let (room_id, _creator) =
             found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+        let room = room_id.clone();
+        let joined = self
+            .db
+            .read(move |c| {
+                rooms_store::members_with(c, &room, MembershipState::Join.as_str())
+                    .map_err(Error::from)
+            })
+            .await?;
+        // This server first, then the other servers of joined members, each once.
+        let mut servers = vec![self.server_name.clone()];
+        let others: std::collections::BTreeSet<OwnedServerName> = joined
+            .iter()
+            .filter_map(|user| <&UserId>::try_from(user.as_str()).ok())
+            .map(|user| user.server_name().to_owned())
+            .filter(|server| *server != self.server_name)
+            .collect();
+        servers.extend(others);
         Ok((
             OwnedRoomId::try_from(room_id).map_err(Error::internal)?,
-            vec![self.server_name.clone()],
+            servers,
         ))
     }
 
