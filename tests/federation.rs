@@ -30,8 +30,6 @@ mod fake_server;
 mod hostile;
 #[path = "federation/joins.rs"]
 mod joins;
-#[path = "common/python.rs"]
-mod python;
 #[path = "federation/serve.rs"]
 mod serve;
 #[path = "front_door_support/mod.rs"]
@@ -43,6 +41,8 @@ mod synapse;
 mod keys;
 
 use std::collections::BTreeMap;
+
+use common::python;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
 use rustls::RootCertStore;

@@ -13,14 +13,15 @@
 //!   `m.room.canonical_alias`;
 //! * the public room list shows published rooms that have joined members and that anyone can
 //!   join (join rule `public`, `knock` or `knock_restricted`) or read (`world_readable`), largest
-//!   first;
+//!   first; another server's list is asked of that server (`/_matrix/federation/v1/publicRooms`,
+//!   `POST` when there is a filter), and its error passed on as Synapse does (`502` when it
+//!   cannot be reached);
 //! * the user directory finds users who share a room with the searcher or who are in a public
 //!   room (join rule `public` or world-readable history), or every active local user with
 //!   `user_directory.search_all_users`.
 
 use std::{cmp::Reverse, sync::Arc};
 
-use crate::services::federation::client::FederationClient;
 use http::StatusCode;
 use ruma::{
     OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
@@ -37,7 +38,10 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
-use super::rooms::{EventDraft, Rooms};
+use super::{
+    federation::client::{FederationClient, FederationError},
+    rooms::{EventDraft, Rooms},
+};
 use crate::{
     config::UserDirectoryConfig,
     error::{Error, Result},
@@ -48,6 +52,26 @@ use crate::{
     },
 };
 
+/// The error a client gets when another server's room list cannot be had: that server's own
+/// Matrix error, else `502` (Synapse's "Failed to fetch room list").
+fn remote_list_error(server: &ServerName, error: FederationError) -> Error {
+    tracing::info!(%server, "cannot fetch the public room list: {error}");
+    match (error.status(), error.kind()) {
+        (Some(status), Some(kind)) if status.is_client_error() || status.is_server_error() => {
+            Error::new(
+                status,
+                kind.clone(),
+                format!("{server} refused to list its rooms: {error}"),
+            )
+        }
+        _ => Error::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Unknown,
+            format!("Failed to fetch room list from {server}"),
+        ),
+    }
+}
+
 /// The most users one user directory search returns.
 const MAX_SEARCH_LIMIT: usize = 1000;
 
@@ -55,14 +79,14 @@ pub struct Directory {
     db: Database,
     server_name: OwnedServerName,
     search_all_users: bool,
-    /// Aliases of other servers are asked of them.
+    /// Other servers' aliases and public room lists are asked of them.
     federation: Arc<FederationClient>,
 }
 
 /// What `/publicRooms` asks for.
 #[derive(Debug, Default)]
 pub struct PublicRoomsQuery<'a> {
-    /// Another server's directory (not reachable without federation).
+    /// Another server's directory, asked of that server.
     pub server: Option<&'a ServerName>,
     /// At most this many rooms; `None` or 0: all of them.
     pub limit: Option<UInt>,
@@ -100,8 +124,8 @@ impl Directory {
         Self {
             db,
             server_name,
-            federation,
             search_all_users: config.search_all_users,
+            federation,
         }
     }
 
@@ -375,9 +399,7 @@ impl Directory {
         if let Some(server) = query.server
             && server != self.server_name
         {
-            return Err(Error::invalid_param(format!(
-                "Cannot list the rooms of {server}: other servers cannot be reached yet"
-            )));
+            return self.remote_public_rooms(server, query).await;
         }
         if let Some(RoomNetwork::ThirdParty(_)) = query.network {
             // No application service provides third-party networks.
@@ -447,6 +469,61 @@ impl Directory {
             next_batch,
             prev_batch,
             total_room_count_estimate: total,
+        })
+    }
+
+    /// Another server's public room list, asked over federation.
+    async fn remote_public_rooms(
+        &self,
+        server: &ServerName,
+        query: PublicRoomsQuery<'_>,
+    ) -> Result<PublicRoomsPage> {
+        use ruma::api::federation::directory::{
+            get_public_rooms::v1 as get, get_public_rooms_filtered::v1 as filtered,
+        };
+        let network = query.network.cloned().unwrap_or_default();
+        let (chunk, next_batch, prev_batch, total) = match query.filter {
+            Some(filter) => {
+                let mut request = filtered::Request::new();
+                request.limit = query.limit;
+                request.since = query.since.map(str::to_owned);
+                request.filter = filter.clone();
+                request.room_network = network;
+                let response = self
+                    .federation
+                    .send(server, request)
+                    .await
+                    .map_err(|e| remote_list_error(server, e))?;
+                (
+                    response.chunk,
+                    response.next_batch,
+                    response.prev_batch,
+                    response.total_room_count_estimate,
+                )
+            }
+            None => {
+                let mut request = get::Request::new();
+                request.limit = query.limit;
+                request.since = query.since.map(str::to_owned);
+                request.room_network = network;
+                let response = self
+                    .federation
+                    .send(server, request)
+                    .await
+                    .map_err(|e| remote_list_error(server, e))?;
+                (
+                    response.chunk,
+                    response.next_batch,
+                    response.prev_batch,
+                    response.total_room_count_estimate,
+                )
+            }
+        };
+        Ok(PublicRoomsPage {
+            total_room_count_estimate: total.map_or(chunk.len() as u64, u64::from),
+            chunk,
+            next_batch,
+            prev_batch,
         })
     }
 

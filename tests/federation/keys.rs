@@ -58,7 +58,7 @@ pub async fn https_json(
 }
 
 /// Registers `username` through the client API (dummy auth) on either server: its access token.
-async fn register(port: u16, roots: &RootCertStore, username: &str) -> String {
+pub(crate) async fn register(port: u16, roots: &RootCertStore, username: &str) -> String {
     let (status, body) = https_json(
         port,
         roots,
@@ -72,7 +72,7 @@ async fn register(port: u16, roots: &RootCertStore, username: &str) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
@@ -84,7 +84,7 @@ fn encode(text: &str) -> String {
 
 /// The appliance config that reaches Synapse: the test CA, loopback allowed, no notary unless
 /// given.
-fn outbound_yaml(synapse: &Synapse, extra: &str) -> String {
+pub(crate) fn outbound_yaml(synapse: &Synapse, extra: &str) -> String {
     let ca = synapse.dir.path().join("ca.pem");
     format!(
         "federation_custom_ca_list: ['{}']\nip_range_whitelist: ['127.0.0.0/8']\n{REGISTRATION}{extra}",
@@ -411,7 +411,7 @@ async fn keys_are_fetched_directly_and_through_a_notary() {
 
 /// Synapse's signing key, read from the config the harness wrote: the fake server signs as
 /// Synapse, whose keys the appliance fetches from the real Synapse.
-fn synapse_key_pair(synapse: &Synapse) -> Ed25519KeyPair {
+pub(crate) fn synapse_key_pair(synapse: &Synapse) -> Ed25519KeyPair {
     let config = std::fs::read_to_string(synapse.dir.path().join("homeserver.yaml")).unwrap();
     let line = config
         .lines()
@@ -434,7 +434,7 @@ fn hex_literal_prefix() -> Vec<u8> {
 
 /// The X-Matrix header for `method path` with `body`, signed by `key` as `origin` for
 /// `destination`.
-fn x_matrix(
+pub(crate) fn x_matrix(
     key: &Ed25519KeyPair,
     origin: &str,
     destination: &str,

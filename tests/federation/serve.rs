@@ -1,46 +1,36 @@
 //! Room data served to other servers (`/state`, `/state_ids`, `/event`, `/event_auth`,
 //! `/backfill`, `/get_missing_events`, `/timestamp_to_event`, `/publicRooms`), over HTTP to the
-//! real binary. Until other servers' keys can be fetched, the only origin the server can verify
-//! is itself: requests are signed with the key in its data directory, as `test.local`. What a
-//! server with no user in the room, or one whose users joined late, may read is checked in
-//! process (`services::federation::serve`'s tests) with members of another server.
+//! real binary. Requests are signed with the key in the server's data directory, as `test.local`
+//! itself (no other server is needed to verify them). What a server with no user in the room,
+//! or one whose users joined late, may read is checked in process (`services::federation::
+//! serve`'s tests) with members of another server.
 
 use std::collections::BTreeSet;
 
 use reqwest::Method;
+use ruma::signatures::Ed25519KeyPair;
 use serde_json::{Value, json};
 
-use crate::common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send};
+use crate::{
+    FederatingAppliance,
+    common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send},
+    keys,
+    support::TestCa,
+    synapse::Synapse,
+};
 
 const SERVER: &str = "test.local";
 
-/// The `Authorization` header of a request signed by the server itself. `body`: the JSON that
-/// `ServerOrigin` checks the signature with — none yet, whatever the request carries.
-fn x_matrix(server: &TestServer, method: &Method, uri: &str) -> String {
+/// The `Authorization` header of a request signed by the server itself, over its JSON `body`.
+fn x_matrix(server: &TestServer, method: &Method, uri: &str, body: Option<&Value>) -> String {
     use base64::Engine;
-    use ruma::{
-        api::federation::authentication::{XMatrix, XMatrixSigningInput},
-        signatures::Ed25519KeyPair,
-    };
     let text = std::fs::read_to_string(server.data_dir.join("signing.key")).unwrap();
     let parts: Vec<&str> = text.split_whitespace().collect();
     let document = base64::engine::general_purpose::STANDARD
         .decode(parts[2])
         .unwrap();
     let key_pair = Ed25519KeyPair::from_der(&document, parts[1].to_owned()).unwrap();
-    let request = http::Request::builder()
-        .method(method.as_str())
-        .uri(uri)
-        .body(Vec::<u8>::new())
-        .unwrap();
-    let input = XMatrixSigningInput::new(
-        SERVER.try_into().unwrap(),
-        SERVER.try_into().unwrap(),
-        &key_pair,
-    );
-    XMatrix::sign_http_request(&request, input)
-        .unwrap()
-        .to_string()
+    keys::x_matrix(&key_pair, SERVER, SERVER, method.as_str(), uri, body)
 }
 
 /// A federation request signed by the server itself: (status, JSON body).
@@ -50,9 +40,10 @@ async fn signed(
     uri: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = server
-        .builder(method.clone(), uri)
-        .header("authorization", x_matrix(server, &method, uri));
+    let mut request = server.builder(method.clone(), uri).header(
+        "authorization",
+        x_matrix(server, &method, uri, body.as_ref()),
+    );
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -467,5 +458,229 @@ async fn public_rooms_over_federation_only_when_allowed() {
         assert_eq!(chunk[0]["room_id"], created["room_id"]);
         assert_eq!(chunk[0]["name"], "Listed");
         assert_eq!(reply.1["total_room_count_estimate"], 1);
+    }
+}
+
+/// A client of the appliance reads a Synapse's public room list (`/publicRooms?server=`, and
+/// `POST` with a filter): the appliance asks Synapse over federation, Synapse checks the
+/// appliance's signature with the keys it fetches from it. A server that cannot be reached is
+/// `502`.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_read_another_servers_public_rooms() {
+    use crate::support::{https_get, https_post_json};
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let synapse = Synapse::start(
+        &ca,
+        "allow_public_rooms_over_federation: true
+enable_registration: true
+enable_registration_without_verification: true
+room_list_publication_rules: [{action: allow}]
+",
+    )
+    .await;
+    let ca_path = synapse.dir.path().join("ca.pem");
+    let ours = FederatingAppliance::start_with(
+        &ca,
+        &format!(
+            "federation_custom_ca_list: ['{}']\nip_range_whitelist: ['127.0.0.0/8']\n\
+             enable_registration: true\nenable_registration_without_verification: true\n",
+            ca_path.display()
+        ),
+    );
+
+    let registered = https_post_json(
+        synapse.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/register",
+        &json!({"username": "sam", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(registered.status, 200, "{}", registered.json());
+    let token = registered.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = https_post_json(
+        synapse.port,
+        "localhost",
+        &roots,
+        &format!("/_matrix/client/v3/createRoom?access_token={token}"),
+        &json!({"preset": "public_chat", "visibility": "public", "name": "On Synapse"}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.json());
+    let room_id = created.json()["room_id"].clone();
+
+    let synapse_name = &synapse.server_name;
+    let listed = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        &format!("/_matrix/client/v3/publicRooms?server={synapse_name}&limit=10"),
+        &[],
+    )
+    .await;
+    let body = listed.json();
+    assert_eq!(
+        listed.status,
+        200,
+        "{body}\nthe appliance's log:\n{}\nSynapse's log:\n{}",
+        ours.appliance.log_text(),
+        synapse.log_tail()
+    );
+    let chunk = body["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk.len(), 1, "{body}");
+    assert_eq!(chunk[0]["room_id"], room_id);
+    assert_eq!(chunk[0]["name"], "On Synapse");
+
+    // The filtered list needs an account here.
+    let ours_registered = https_post_json(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/register",
+        &json!({"username": "alice", "password": "correct horse battery", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(ours_registered.status, 200, "{}", ours_registered.json());
+    let our_token = ours_registered.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (term, expected) in [("synapse", 1), ("nothing like it", 0)] {
+        let filtered = https_post_json(
+            ours.port,
+            "localhost",
+            &roots,
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={synapse_name}&access_token={our_token}"
+            ),
+            &json!({"filter": {"generic_search_term": term}}),
+        )
+        .await;
+        let body = filtered.json();
+        assert_eq!(filtered.status, 200, "{body}\n{}", synapse.log_tail());
+        assert_eq!(
+            body["chunk"].as_array().expect("chunk").len(),
+            expected,
+            "{body}"
+        );
+    }
+
+    // Nobody listens on port 1.
+    let unreachable = https_get(
+        ours.port,
+        "localhost",
+        &roots,
+        "/_matrix/client/v3/publicRooms?server=localhost:1",
+        &[],
+    )
+    .await;
+    assert_eq!(unreachable.status, 502, "{}", unreachable.json());
+    assert_eq!(unreachable.json()["errcode"], "M_UNKNOWN");
+}
+
+/// Another server, whose keys the appliance fetches (requests signed with Synapse's key, as
+/// Synapse): with no user in a room it reads nothing unless the room is world-readable, then it
+/// gets events its users could not have seen redacted; the room's ACL shuts it out.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_server_reads_only_what_it_may() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let synapse = Synapse::start(&ca, "").await;
+    let ours = FederatingAppliance::start_with(&ca, &keys::outbound_yaml(&synapse, ""));
+    let key = keys::synapse_key_pair(&synapse);
+    let as_synapse = |path: String| {
+        let (synapse_name, ours_name, roots) = (&synapse.server_name, &ours.server_name, &roots);
+        let key = &key;
+        async move {
+            let header = keys::x_matrix(key, synapse_name, ours_name, "GET", &path, None);
+            keys::https_json(
+                ours.port,
+                roots,
+                "GET",
+                &path,
+                &[("authorization", &header)],
+                None,
+            )
+            .await
+        }
+    };
+    let token = keys::register(ours.port, &roots, "alice").await;
+    let auth = keys::bearer(&token);
+    let client = |method: &'static str, path: String, body: Value| {
+        let (roots, auth) = (&roots, auth.clone());
+        async move {
+            let reply = keys::https_json(
+                ours.port,
+                roots,
+                method,
+                &path,
+                &[("authorization", &auth)],
+                Some(&body),
+            )
+            .await;
+            assert_eq!(reply.0, 200, "{path}: {}", reply.1);
+            reply.1
+        }
+    };
+    let created = client(
+        "POST",
+        "/_matrix/client/v3/createRoom".to_owned(),
+        json!({"preset": "public_chat"}),
+    )
+    .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let state = |kind: &str| format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+    client(
+        "PUT",
+        state("m.room.history_visibility"),
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let hidden = client(
+        "PUT",
+        format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+        json!({"msgtype": "m.text", "body": "members only"}),
+    )
+    .await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let state_ids = format!("/_matrix/federation/v1/state_ids/{room}?event_id={hidden}");
+    let event = format!("/_matrix/federation/v1/event/{hidden}");
+    let reply = as_synapse(state_ids.clone()).await;
+    assert_eq!(reply.0, 403, "{}\n{}", reply.1, ours.appliance.log_text());
+    assert_eq!(reply.1["errcode"], "M_FORBIDDEN");
+    assert_eq!(as_synapse(event.clone()).await.0, 403);
+
+    // World-readable now: the room is open to it, the earlier message still redacted.
+    client(
+        "PUT",
+        state("m.room.history_visibility"),
+        json!({"history_visibility": "world_readable"}),
+    )
+    .await;
+    let reply = as_synapse(state_ids.clone()).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    let reply = as_synapse(event.clone()).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["pdus"][0]["content"], json!({}), "{}", reply.1);
+    assert_eq!(reply.1["pdus"][0]["type"], "m.room.message");
+
+    // Denied by the ACL: nothing.
+    client(
+        "PUT",
+        state("m.room.server_acl"),
+        json!({"allow": ["*"], "deny": ["localhost*"]}),
+    )
+    .await;
+    for path in [state_ids, event] {
+        let reply = as_synapse(path).await;
+        assert_eq!(reply.0, 403, "{}", reply.1);
+        assert_eq!(reply.1["errcode"], "M_FORBIDDEN");
     }
 }

@@ -26,8 +26,8 @@ use crate::{
     services::directory::{PublicRoomsPage, PublicRoomsQuery},
     web::{
         AppState,
-        ruma::{ApiResult, Ruma, RumaRoutes},
-        server_auth::ServerOrigin,
+        ruma::{ApiResult, RumaRoutes},
+        server_auth::Federation,
     },
 };
 
@@ -47,13 +47,13 @@ pub fn routes() -> Router<AppState> {
 /// `GET /_matrix/federation/v1/state/{roomId}`
 async fn state(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_room_state::Request>,
+    request: Federation<get_room_state::Request>,
 ) -> ApiResult<get_room_state::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let state = services
         .federation_serve
-        .state(&origin, &body.room_id, &body.event_id)
+        .state(origin, &body.room_id, &body.event_id)
         .await?;
     Ok(get_room_state::Response::new(state.auth_chain, state.pdus).into())
 }
@@ -61,13 +61,13 @@ async fn state(
 /// `GET /_matrix/federation/v1/state_ids/{roomId}`
 async fn state_ids(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_room_state_ids::Request>,
+    request: Federation<get_room_state_ids::Request>,
 ) -> ApiResult<get_room_state_ids::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let state = services
         .federation_serve
-        .state_ids(&origin, &body.room_id, &body.event_id)
+        .state_ids(origin, &body.room_id, &body.event_id)
         .await?;
     Ok(get_room_state_ids::Response::new(state.auth_chain_ids, state.pdu_ids).into())
 }
@@ -75,12 +75,12 @@ async fn state_ids(
 /// `GET /_matrix/federation/v1/event/{eventId}`
 async fn event(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_event::Request>,
+    request: Federation<get_event::Request>,
 ) -> ApiResult<get_event::Response> {
+    let origin = &request.origin;
     let pdu = services
         .federation_serve
-        .event(&origin, &request.body.event_id)
+        .event(origin, &request.body.event_id)
         .await?;
     Ok(get_event::Response::new(
         services.server_name.clone(),
@@ -93,13 +93,13 @@ async fn event(
 /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
 async fn event_auth(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_event_auth::Request>,
+    request: Federation<get_event_auth::Request>,
 ) -> ApiResult<get_event_auth::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let chain = services
         .federation_serve
-        .event_auth(&origin, &body.room_id, &body.event_id)
+        .event_auth(origin, &body.room_id, &body.event_id)
         .await?;
     Ok(get_event_auth::Response::new(chain).into())
 }
@@ -107,13 +107,13 @@ async fn event_auth(
 /// `GET /_matrix/federation/v1/backfill/{roomId}`
 async fn backfill(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_backfill::Request>,
+    request: Federation<get_backfill::Request>,
 ) -> ApiResult<get_backfill::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let pdus = services
         .federation_serve
-        .backfill(&origin, &body.room_id, body.v, body.limit)
+        .backfill(origin, &body.room_id, body.v, body.limit)
         .await?;
     Ok(get_backfill::Response::new(
         services.server_name.clone(),
@@ -124,19 +124,16 @@ async fn backfill(
 }
 
 /// `POST /_matrix/federation/v1/get_missing_events/{roomId}`
-///
-/// `ServerOrigin` verifies signatures of bodyless requests only: until the extractor that
-/// verifies the body too arrives, a correctly signed request to this endpoint is refused `401`.
 async fn missing_events(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_missing_events::Request>,
+    request: Federation<get_missing_events::Request>,
 ) -> ApiResult<get_missing_events::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let events = services
         .federation_serve
         .missing_events(
-            &origin,
+            origin,
             &body.room_id,
             body.earliest_events,
             body.latest_events,
@@ -150,13 +147,13 @@ async fn missing_events(
 /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`
 async fn timestamp_to_event(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_event_by_timestamp::Request>,
+    request: Federation<get_event_by_timestamp::Request>,
 ) -> ApiResult<get_event_by_timestamp::Response> {
+    let origin = &request.origin;
     let body = request.body;
     let found = services
         .federation_serve
-        .timestamp_to_event(&origin, &body.room_id, body.ts, body.dir)
+        .timestamp_to_event(origin, &body.room_id, body.ts, body.dir)
         .await?;
     Ok(get_event_by_timestamp::Response::new(found.event_id, found.origin_server_ts).into())
 }
@@ -189,9 +186,9 @@ async fn public_room_page(
 /// `GET /_matrix/federation/v1/publicRooms`
 async fn public_rooms(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_public_rooms::Request>,
+    request: Federation<get_public_rooms::Request>,
 ) -> ApiResult<get_public_rooms::Response> {
+    let origin = &request.origin;
     tracing::debug!(%origin, "public room list over federation");
     let body = &request.body;
     let page = public_room_page(
@@ -211,14 +208,11 @@ async fn public_rooms(
 }
 
 /// `POST /_matrix/federation/v1/publicRooms`
-///
-/// As `get_missing_events`: correctly signed requests (their body is signed) need the
-/// body-verifying extractor, which is not there yet.
 async fn public_rooms_filtered(
     State(services): State<AppState>,
-    ServerOrigin(origin): ServerOrigin,
-    request: Ruma<get_public_rooms_filtered::Request>,
+    request: Federation<get_public_rooms_filtered::Request>,
 ) -> ApiResult<get_public_rooms_filtered::Response> {
+    let origin = &request.origin;
     tracing::debug!(%origin, "filtered public room list over federation");
     let body = &request.body;
     let page = public_room_page(

@@ -39,7 +39,7 @@ use crate::{
     services::rooms::{pdu::Pdu, stored::Envelope},
     storage::{
         Database, federation_reads as reads,
-        rooms::{self as store, EventRow, StateIds},
+        rooms::{self as store, EventRow, StateIds, StateKey},
     },
 };
 
@@ -303,9 +303,8 @@ impl<'a> RoomReader<'a> {
     fn state_before(&self, event_id: &EventId) -> Result<StateIds> {
         let row = self.event(event_id)?;
         let mut state = store::state_at_group(self.conn, row.state_group)?;
-        if let Some(Ok(fields)) = reads_state_fields(&row.json) {
-            let key = (fields.kind, fields.state_key);
-            match fields.replaces_state {
+        if let Some((key, replaced)) = replaced_state(&row.json) {
+            match replaced {
                 Some(replaced) => state.insert(key, replaced),
                 None => state.remove(&key),
             };
@@ -443,38 +442,25 @@ fn visibility_at_group(conn: &Connection, group: i64) -> Result<HistoryVisibilit
     Ok(row.map_or(HistoryVisibility::Shared, |row| parse_visibility(&row.json)))
 }
 
-/// The fields of a stored state event that say which state it replaced.
-#[derive(serde::Deserialize)]
-struct StateFields {
-    #[serde(rename = "type")]
-    kind: String,
-    state_key: String,
-    #[serde(default)]
-    unsigned: ReplacedState,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ReplacedState {
-    replaces_state: Option<String>,
-}
-
-struct StateEventFields {
-    kind: String,
-    state_key: String,
-    replaces_state: Option<String>,
-}
-
-/// `None` for a message event.
-fn reads_state_fields(json: &str) -> Option<serde_json::Result<StateEventFields>> {
+/// A stored state event's key and the event it replaced (`unsigned.replaces_state`, written when
+/// it was stored); `None` for a message event.
+fn replaced_state(json: &str) -> Option<(StateKey, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        unsigned: Unsigned,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Unsigned {
+        replaces_state: Option<String>,
+    }
     let envelope = Envelope::parse(json)?;
-    envelope.state_key.as_ref()?;
-    Some(
-        serde_json::from_str::<StateFields>(json).map(|f| StateEventFields {
-            kind: f.kind,
-            state_key: f.state_key,
-            replaces_state: f.unsigned.replaces_state,
-        }),
-    )
+    let key = (envelope.kind?, envelope.state_key?);
+    // Fields not asked for are skipped whatever their depth.
+    let replaced = serde_json::from_str::<Stored>(json)
+        .ok()
+        .and_then(|stored| stored.unsigned.replaces_state);
+    Some((key, replaced))
 }
 
 /// The events of `room_id` among `ids` (unknown ones and those of other rooms left out).
