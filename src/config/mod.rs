@@ -6,6 +6,7 @@
 
 pub mod backup;
 mod element;
+pub mod federation_backoff;
 pub mod media;
 mod password;
 mod tls;
@@ -275,6 +276,8 @@ pub struct Config {
     pub federation_verify_certificates: bool,
     /// PEM files of CAs trusted for other servers' certificates besides the system's.
     pub federation_custom_ca_list: Vec<PathBuf>,
+    /// Synapse's `federation` section: the backoff of the outbound sender.
+    pub federation: federation_backoff::FederationConfig,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -391,6 +394,7 @@ impl Default for Config {
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
             federation_custom_ca_list: Vec::new(),
+            federation: federation_backoff::FederationConfig::default(),
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

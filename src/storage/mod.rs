@@ -16,6 +16,7 @@
 pub mod account_data;
 pub mod backup;
 pub mod directory;
+pub mod federation_queue;
 pub mod e2ee_keys;
 pub mod key_backup;
 pub mod media;

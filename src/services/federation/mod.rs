@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod resolve;
+pub mod sender;
 
 use std::collections::BTreeMap;
 
