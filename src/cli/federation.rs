@@ -29,7 +29,7 @@ pub async fn run(config: &Config, command: FederationCommand) -> anyhow::Result<
         eprintln!("error: `{name}` is not a server name");
         return Ok(ExitCode::FAILURE);
     };
-    let client = FederationClient::new(config)?;
+    let client = FederationClient::new(config, None)?;
     let now = u64::try_from(now_ms()).unwrap_or(0);
     match check_server_keys(&client, &server_name, now).await {
         Ok(check) => {

@@ -47,6 +47,8 @@ pub struct Services {
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
+    /// Requests to other servers, signed as this one.
+    pub federation: Arc<federation::client::FederationClient>,
     pub rooms: rooms::Rooms,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
@@ -101,6 +103,10 @@ impl Services {
             limits.clone(),
         );
         let voip = voip::Voip::new(&config, &data_dir)?;
+        let federation = Arc::new(federation::client::FederationClient::new(
+            &config,
+            Some(server_key.clone()),
+        )?);
         Ok(Arc::new(Self {
             voip,
             evaluated_actions: Arc::default(),
@@ -136,6 +142,7 @@ impl Services {
             media: media::Media::open(db.clone(), &config)?,
             rooms,
             server_key,
+            federation,
             server_name,
             config,
             db,

@@ -67,6 +67,10 @@ impl ServerKey {
         })
     }
 
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
     pub fn key_id(&self) -> String {
         format!("ed25519:{}", self.key_pair.version())
     }
