@@ -21,8 +21,12 @@
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "common/python.rs"]
 mod python;
+#[path = "federation/sender.rs"]
+mod sender;
 #[path = "front_door_support/mod.rs"]
 mod support;
 #[path = "federation/synapse.rs"]

@@ -49,6 +49,8 @@ pub struct Services {
     pub server_key: Arc<server_key::ServerKey>,
     /// Requests to other servers, signed as this one.
     pub federation: Arc<federation::client::FederationClient>,
+    /// The outbound transaction queues (`services/federation/sender`).
+    pub federation_sender: Arc<federation::sender::Sender>,
     pub rooms: rooms::Rooms,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
@@ -107,7 +109,14 @@ impl Services {
             &config,
             Some(server_key.clone()),
         )?);
+        let federation_sender = federation::sender::Sender::new(
+            db.clone(),
+            server_name.clone(),
+            &config.federation,
+            Arc::new(federation::sender::ClientTransport(federation.clone())),
+        )?;
         Ok(Arc::new(Self {
+            federation_sender,
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),

@@ -20,6 +20,9 @@ impl FromRequestParts<AppState> for ServerOrigin {
         state: &AppState,
     ) -> Result<Self, Error> {
         let request = http::Request::from_parts(parts.clone(), &[][..]);
-        server_auth::verify_request(state, &request).map(Self)
+        let origin = server_auth::verify_request(state, &request)?;
+        // A server that talks to us is up: the sender stops backing off from it.
+        state.federation_sender.destination_is_up(&origin).await;
+        Ok(Self(origin))
     }
 }

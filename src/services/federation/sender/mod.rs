@@ -29,9 +29,15 @@ use std::{
 
 use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName,
-    OwnedTransactionId, RoomId, ServerName,
-    api::federation::transactions::{edu::Edu, send_transaction_message},
-    events::room::member::MembershipState,
+    OwnedTransactionId, RoomId, ServerName, UserId,
+    api::federation::transactions::{
+        edu::{Edu, ReceiptContent, ReceiptData, ReceiptMap, TypingContent},
+        send_transaction_message,
+    },
+    events::{
+        receipt::{Receipt, ReceiptThread},
+        room::member::MembershipState,
+    },
     serde::Raw,
 };
 use rusqlite::Connection;
@@ -453,9 +459,7 @@ impl Sender {
                     return;
                 }
             };
-            let Ok(txn_id) = OwnedTransactionId::try_from(batch.txn_id.clone()) else {
-                return;
-            };
+            let txn_id = OwnedTransactionId::from(batch.txn_id.clone());
             let mut request = send_transaction_message::v1::Request::new(
                 txn_id,
                 self.server_name.clone(),
@@ -550,3 +554,88 @@ impl Sender {
 
 #[cfg(test)]
 mod tests;
+
+/// The real transport: the federation client, signed as this server. A transaction answer is
+/// small (one result per PDU): 1 MiB at most.
+pub struct ClientTransport(pub Arc<super::client::FederationClient>);
+
+const TXN_RESPONSE_MAX_BYTES: usize = 1024 * 1024;
+
+impl TransactionTransport for ClientTransport {
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        request: send_transaction_message::v1::Request,
+    ) -> TransportFuture<'a> {
+        Box::pin(async move {
+            use super::client::FederationError;
+            match self
+                .0
+                .send_with_limit(destination, request, TXN_RESPONSE_MAX_BYTES)
+                .await
+            {
+                Ok(response) => Ok(response.pdus),
+                Err(FederationError::Matrix(error)) => Err(SendFailure::Status(
+                    error.status_code.as_u16(),
+                    FederationError::Matrix(error).to_string(),
+                )),
+                Err(e @ FederationError::BadResponse(_)) => {
+                    Err(SendFailure::BadResponse(e.to_string()))
+                }
+                Err(e) => Err(SendFailure::Unreachable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Queues the `m.receipt` EDU of a public read receipt (`m.read`; private ones never leave this
+/// server) for every other server in the room, in the write transaction that stores it.
+pub fn enqueue_read_receipt(
+    tx: &Connection,
+    room_id: &RoomId,
+    user_id: &UserId,
+    thread: &str,
+    event_id: &EventId,
+    ts: MilliSecondsSinceUnixEpoch,
+) -> rusqlite::Result<()> {
+    let destinations: Vec<String> =
+        store::servers_in_room(tx, room_id.as_str(), MembershipState::Join.as_str())?
+            .into_iter()
+            .filter(|server| server != user_id.server_name().as_str())
+            .collect();
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    let thread = ReceiptThread::try_from((!thread.is_empty()).then_some(thread))
+        .unwrap_or(ReceiptThread::Unthreaded);
+    let mut receipt = Receipt::new(ts);
+    receipt.thread = thread;
+    let data = ReceiptData::new(receipt, vec![event_id.to_owned()]);
+    let map = ReceiptMap::new(BTreeMap::from([(user_id.to_owned(), data)]));
+    let edu = Edu::Receipt(ReceiptContent::new(BTreeMap::from([(
+        room_id.to_owned(),
+        map,
+    )])));
+    let json = serde_json::to_string(&edu)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    for destination in destinations {
+        store::enqueue_edu(tx, &destination, "m.receipt", &json)?;
+    }
+    Ok(())
+}
+
+impl Sender {
+    /// A local user started or stopped typing: the `m.typing` EDU for the room's other servers.
+    pub async fn typing(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
+        let destinations = self.servers_in_room(room_id).await;
+        if destinations.is_empty() {
+            return;
+        }
+        let edu = Edu::Typing(TypingContent::new(
+            room_id.to_owned(),
+            user_id.to_owned(),
+            typing,
+        ));
+        self.enqueue_edu(destinations, edu).await;
+    }
+}
