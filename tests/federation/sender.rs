@@ -238,7 +238,13 @@ federation:
     (server, alice.access_token, room_id)
 }
 
-async fn send_messages(server: &TestServer, token: &str, room_id: &str, range: std::ops::Range<usize>) {
+async fn send_messages(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut event_ids = Vec::new();
     for i in range {
         let (status, body) = server
             .put(
@@ -248,7 +254,9 @@ async fn send_messages(server: &TestServer, token: &str, room_id: &str, range: s
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        event_ids.push(body["event_id"].as_str().unwrap().to_owned());
     }
+    event_ids
 }
 
 fn names(range: std::ops::Range<usize>) -> Vec<String> {
@@ -277,7 +285,7 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
     receiver.set_failing(true);
     let (server, token, room_id) = appliance_with_remote_member(&ca, &receiver).await;
 
-    send_messages(&server, &token, &room_id, 0..120).await;
+    let event_ids = send_messages(&server, &token, &room_id, 0..120).await;
     // The first attempt failed; the others wait behind it in the backoff.
     let deadline = Instant::now() + Duration::from_secs(30);
     while receiver.received().is_empty() {
@@ -324,6 +332,46 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
     assert!(status.contains("  up\n"), "{status}");
     assert!(status.contains("queued: 0 PDUs, 0 EDUs"), "{status}");
     assert!(!status.contains("last success: -"), "{status}");
+
+    // EDUs: a public read receipt and typing go to the room's other server; a private receipt
+    // does not.
+    let last = event_ids.last().unwrap();
+    for receipt_type in ["m.read.private", "m.read"] {
+        let (status, body) = server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room_id}/receipt/{receipt_type}/{last}"),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/typing/@alice:test.local"),
+            Some(&token),
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let edus = loop {
+        let edus: Vec<Value> = receiver.received().into_iter().flat_map(|r| r.edus).collect();
+        if edus.len() >= 2 {
+            break edus;
+        }
+        assert!(Instant::now() < deadline, "{edus:?}\n{}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(edus.len(), 2, "{edus:?}");
+    assert_eq!(edus[0]["edu_type"], "m.receipt", "{edus:?}");
+    let read = &edus[0]["content"][&room_id]["m.read"]["@alice:test.local"];
+    assert_eq!(read["event_ids"], json!([last]), "{edus:?}");
+    assert_eq!(edus[1]["edu_type"], "m.typing", "{edus:?}");
+    assert_eq!(
+        edus[1]["content"],
+        json!({"room_id": room_id, "user_id": "@alice:test.local", "typing": true})
+    );
 }
 
 /// `kill -9` with events queued and the destination down: after the restart the backoff is
