@@ -82,11 +82,7 @@ pub fn servers_in_room(
     .collect()
 }
 
-pub fn enqueue_pdu(
-    conn: &Connection,
-    destination: &str,
-    pdu: &QueuedPdu,
-) -> rusqlite::Result<()> {
+pub fn enqueue_pdu(conn: &Connection, destination: &str, pdu: &QueuedPdu) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO federation_outbound_pdus
              (destination, stream_ordering, room_id, event_id) VALUES (?1, ?2, ?3, ?4)",
@@ -226,13 +222,16 @@ pub fn queued_pdus(
         "SELECT stream_ordering, room_id, event_id FROM federation_outbound_pdus
          WHERE destination = ?1 AND stream_ordering <= ?2 ORDER BY stream_ordering LIMIT ?3",
     )?
-    .query_map(params![destination, max.unwrap_or(i64::MAX), limit], |row| {
-        Ok(QueuedPdu {
-            stream_ordering: row.get(0)?,
-            room_id: row.get(1)?,
-            event_id: row.get(2)?,
-        })
-    })?
+    .query_map(
+        params![destination, max.unwrap_or(i64::MAX), limit],
+        |row| {
+            Ok(QueuedPdu {
+                stream_ordering: row.get(0)?,
+                room_id: row.get(1)?,
+                event_id: row.get(2)?,
+            })
+        },
+    )?
     .collect()
 }
 
@@ -247,12 +246,15 @@ pub fn queued_edus(
         "SELECT id, content FROM federation_outbound_edus
          WHERE destination = ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
     )?
-    .query_map(params![destination, max.unwrap_or(i64::MAX), limit], |row| {
-        Ok(QueuedEdu {
-            id: row.get(0)?,
-            json: row.get(1)?,
-        })
-    })?
+    .query_map(
+        params![destination, max.unwrap_or(i64::MAX), limit],
+        |row| {
+            Ok(QueuedEdu {
+                id: row.get(0)?,
+                json: row.get(1)?,
+            })
+        },
+    )?
     .collect()
 }
 
@@ -264,10 +266,8 @@ pub fn event_json(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<
 }
 
 fn ensure_destination(conn: &Connection, destination: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO federation_destinations (destination) VALUES (?1)",
-    )?
-    .execute([destination])?;
+    conn.prepare_cached("INSERT OR IGNORE INTO federation_destinations (destination) VALUES (?1)")?
+        .execute([destination])?;
     Ok(())
 }
 
@@ -413,11 +413,9 @@ pub fn clear_backoff(conn: &Connection, destination: &str) -> rusqlite::Result<b
 
 /// The destinations that are backing off now.
 pub fn failing_destinations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    conn.prepare_cached(
-        "SELECT destination FROM federation_destinations WHERE retry_interval > 0",
-    )?
-    .query_map([], |row| row.get(0))?
-    .collect()
+    conn.prepare_cached("SELECT destination FROM federation_destinations WHERE retry_interval > 0")?
+        .query_map([], |row| row.get(0))?
+        .collect()
 }
 
 /// Every destination with something queued, and when it may be tried.

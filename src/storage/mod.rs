@@ -16,8 +16,8 @@
 pub mod account_data;
 pub mod backup;
 pub mod directory;
-pub mod federation_queue;
 pub mod e2ee_keys;
+pub mod federation_queue;
 pub mod key_backup;
 pub mod media;
 mod migrations;

@@ -160,7 +160,10 @@ async fn answer(
         .to_owned();
     let put = request.method() == http::Method::PUT;
     let body = request.into_body().collect().await?.to_bytes();
-    let Some(txn_id) = path.strip_prefix("/_matrix/federation/v1/send/").filter(|_| put) else {
+    let Some(txn_id) = path
+        .strip_prefix("/_matrix/federation/v1/send/")
+        .filter(|_| put)
+    else {
         return Ok(json_response(404, json!({"errcode": "M_UNRECOGNIZED"})));
     };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -182,7 +185,10 @@ async fn answer(
     Ok(if status == 200 {
         json_response(200, json!({"pdus": {}}))
     } else {
-        json_response(500, json!({"errcode": "M_UNKNOWN", "error": "down for the test"}))
+        json_response(
+            500,
+            json!({"errcode": "M_UNKNOWN", "error": "down for the test"}),
+        )
     })
 }
 
@@ -306,7 +312,11 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
 
     let received = receiver.received();
     for txn in &received {
-        assert!(txn.bodies.len() <= 50, "{} PDUs in one transaction", txn.bodies.len());
+        assert!(
+            txn.bodies.len() <= 50,
+            "{} PDUs in one transaction",
+            txn.bodies.len()
+        );
         assert_eq!(txn.origin, "test.local");
         assert!(txn.authorized, "signed with X-Matrix and a destination");
     }
@@ -315,7 +325,10 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
         "the backlog went in full transactions: {received:?}"
     );
     // The failed transaction came again with its ID and its contents, and was then accepted.
-    let retries: Vec<&Received> = received.iter().filter(|r| r.txn_id == first.txn_id).collect();
+    let retries: Vec<&Received> = received
+        .iter()
+        .filter(|r| r.txn_id == first.txn_id)
+        .collect();
     assert!(retries.len() >= 2, "{received:?}");
     assert!(retries.iter().all(|r| r.bodies == first.bodies));
     assert_eq!(retries.last().unwrap().answered, 200);
@@ -356,7 +369,11 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let edus = loop {
-        let edus: Vec<Value> = receiver.received().into_iter().flat_map(|r| r.edus).collect();
+        let edus: Vec<Value> = receiver
+            .received()
+            .into_iter()
+            .flat_map(|r| r.edus)
+            .collect();
         if edus.len() >= 2 {
             break edus;
         }

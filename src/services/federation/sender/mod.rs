@@ -217,7 +217,11 @@ pub fn prepare_batch(
     } else {
         let pdus = store::queued_pdus(tx, destination, None, pdu_limit)?;
         let max = pdus.last().map(|pdu| pdu.stream_ordering);
-        (pdus.into_iter().map(|pdu| pdu.event_id).collect(), max, None)
+        (
+            pdus.into_iter().map(|pdu| pdu.event_id).collect(),
+            max,
+            None,
+        )
     };
     let edus = store::queued_edus(tx, destination, None, edu_limit)?;
     if event_ids.is_empty() && edus.is_empty() {
@@ -325,7 +329,11 @@ impl Sender {
         };
         let edu_type = serde_json::from_str::<serde_json::Value>(&json)
             .ok()
-            .and_then(|v| v.get("edu_type").and_then(|t| t.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("edu_type")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_default();
         let result = self
             .db
@@ -379,7 +387,8 @@ impl Sender {
                         }
                         if destination.retry_at > now {
                             next_retry = Some(
-                                next_retry.map_or(destination.retry_at, |t| t.min(destination.retry_at)),
+                                next_retry
+                                    .map_or(destination.retry_at, |t| t.min(destination.retry_at)),
                             );
                             continue;
                         }
@@ -430,7 +439,10 @@ impl Sender {
     /// empty, a send fails (backoff) or the server stops.
     async fn work(&self, destination: &str, shutdown: &Shutdown) {
         let Ok(server) = OwnedServerName::try_from(destination) else {
-            tracing::warn!(destination, "not a server name; its federation queue is not sent");
+            tracing::warn!(
+                destination,
+                "not a server name; its federation queue is not sent"
+            );
             return;
         };
         loop {
@@ -443,7 +455,10 @@ impl Sender {
                     };
                     let mut pdus = Vec::with_capacity(batch.event_ids.len());
                     for event_id in &batch.event_ids {
-                        match store::event_json(tx, event_id)?.as_deref().and_then(federation_pdu) {
+                        match store::event_json(tx, event_id)?
+                            .as_deref()
+                            .and_then(federation_pdu)
+                        {
                             Some(pdu) => pdus.push(pdu),
                             None => tracing::warn!(event_id, "queued event missing; not sent"),
                         }
@@ -529,8 +544,8 @@ impl Sender {
         let result = self
             .db
             .write(move |tx| {
-                let previous = store::destination_state(tx, &name)?
-                    .map_or(0, |state| state.retry_interval);
+                let previous =
+                    store::destination_state(tx, &name)?.map_or(0, |state| state.retry_interval);
                 let interval = backoff.next_interval(previous, random);
                 store::record_failure(tx, &name, now_ms(), interval)?;
                 Ok::<_, rusqlite::Error>(interval)

@@ -103,10 +103,7 @@ fn destinations_are_the_joined_servers_and_the_member_server_never_this_one() {
         .collect();
     let mut pending = pending;
     pending.sort();
-    assert_eq!(
-        pending,
-        ["left.example", "one.example", "two.example:8448"]
-    );
+    assert_eq!(pending, ["left.example", "one.example", "two.example:8448"]);
     // A room with only local members queues nothing.
     member(&conn, "!local:us", "@a:us", MembershipState::Join);
     enqueue_pdu(
@@ -136,7 +133,15 @@ fn a_backlog_over_the_bound_falls_back_to_catch_up_with_the_newest_event_of_each
     for stream in 1..=MAX_BACKLOG_PDUS + 1 {
         let room = if stream % 2 == 0 { "!a:us" } else { "!b:us" };
         let event = OwnedEventId::try_from(format!("$e{stream}")).unwrap();
-        enqueue_pdu(&conn, us, &RoomId::parse(room).unwrap(), &event, stream, &[]).unwrap();
+        enqueue_pdu(
+            &conn,
+            us,
+            &RoomId::parse(room).unwrap(),
+            &event,
+            stream,
+            &[],
+        )
+        .unwrap();
     }
     let status = store::all_status(&conn).unwrap();
     assert_eq!(status.len(), 1);
@@ -146,13 +151,38 @@ fn a_backlog_over_the_bound_falls_back_to_catch_up_with_the_newest_event_of_each
 
     // While catching up, a new event replaces its room's row.
     let event = owned_event_id!("$newest");
-    enqueue_pdu(&conn, us, &RoomId::parse("!a:us").unwrap(), &event, 5000, &[]).unwrap();
+    enqueue_pdu(
+        &conn,
+        us,
+        &RoomId::parse("!a:us").unwrap(),
+        &event,
+        5000,
+        &[],
+    )
+    .unwrap();
     let batch = prepare_batch(&conn, "remote", 1).unwrap().unwrap();
-    assert_eq!(batch.event_ids, [format!("$e{}", MAX_BACKLOG_PDUS + 1), "$newest".to_owned()]);
+    assert_eq!(
+        batch.event_ids,
+        [format!("$e{}", MAX_BACKLOG_PDUS + 1), "$newest".to_owned()]
+    );
     // A newer event arriving while that transaction is in flight stays for the next one.
     let later = owned_event_id!("$later");
-    enqueue_pdu(&conn, us, &RoomId::parse("!a:us").unwrap(), &later, 5001, &[]).unwrap();
-    assert_eq!(prepare_batch(&conn, "remote", 2).unwrap().unwrap(), Batch { retry: true, ..batch.clone() });
+    enqueue_pdu(
+        &conn,
+        us,
+        &RoomId::parse("!a:us").unwrap(),
+        &later,
+        5001,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        prepare_batch(&conn, "remote", 2).unwrap().unwrap(),
+        Batch {
+            retry: true,
+            ..batch.clone()
+        }
+    );
     store::finish_txn(&conn, "remote", &batch.txn_id, 3, true).unwrap();
     let next = prepare_batch(&conn, "remote", 4).unwrap().unwrap();
     assert_eq!(next.event_ids, ["$later"]);
@@ -161,8 +191,19 @@ fn a_backlog_over_the_bound_falls_back_to_catch_up_with_the_newest_event_of_each
 
     // Caught up: events are queued again.
     let again = owned_event_id!("$again");
-    enqueue_pdu(&conn, us, &RoomId::parse("!b:us").unwrap(), &again, 5002, &[]).unwrap();
-    assert_eq!(store::queued_pdus(&conn, "remote", None, 10).unwrap().len(), 1);
+    enqueue_pdu(
+        &conn,
+        us,
+        &RoomId::parse("!b:us").unwrap(),
+        &again,
+        5002,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        store::queued_pdus(&conn, "remote", None, 10).unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -171,12 +212,20 @@ fn backoff_is_stored_and_cleared() {
     queue(&conn, "down.example", 1, 1);
     store::record_failure(&conn, "down.example", 1_000, 600_000).unwrap();
     store::record_failure(&conn, "down.example", 2_000, 1_200_000).unwrap();
-    let state = store::destination_state(&conn, "down.example").unwrap().unwrap();
+    let state = store::destination_state(&conn, "down.example")
+        .unwrap()
+        .unwrap();
     assert_eq!(state.failure_ts, Some(1_000), "when it started failing");
-    assert_eq!((state.retry_last_ts, state.retry_interval), (2_000, 1_200_000));
+    assert_eq!(
+        (state.retry_last_ts, state.retry_interval),
+        (2_000, 1_200_000)
+    );
     let pending = store::pending_destinations(&conn).unwrap();
     assert_eq!(pending[0].retry_at, 1_202_000);
-    assert_eq!(store::failing_destinations(&conn).unwrap(), ["down.example"]);
+    assert_eq!(
+        store::failing_destinations(&conn).unwrap(),
+        ["down.example"]
+    );
     assert!(store::clear_backoff(&conn, "down.example").unwrap());
     assert!(!store::clear_backoff(&conn, "down.example").unwrap());
     assert_eq!(store::pending_destinations(&conn).unwrap()[0].retry_at, 0);
@@ -188,5 +237,8 @@ fn a_pdu_goes_out_without_the_unsigned_this_server_adds() {
         r#"{"type":"m.room.name","content":{"name":"x"},"unsigned":{"prev_content":{}}}"#,
     )
     .unwrap();
-    assert_eq!(pdu.get(), r#"{"content":{"name":"x"},"type":"m.room.name"}"#);
+    assert_eq!(
+        pdu.get(),
+        r#"{"content":{"name":"x"},"type":"m.room.name"}"#
+    );
 }
