@@ -32,6 +32,9 @@ mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
 
+#[path = "federation/keys.rs"]
+mod keys;
+
 use std::collections::BTreeMap;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
@@ -50,6 +53,11 @@ struct FederatingAppliance {
 
 impl FederatingAppliance {
     fn start(ca: &TestCa) -> Self {
+        Self::start_with(ca, "")
+    }
+
+    /// `extra_yaml`: more top-level keys of its config.
+    fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
@@ -65,7 +73,7 @@ listeners:
     bind_addresses: ['127.0.0.1']
     tls: true
     resources: [{{names: [client, federation]}}]
-",
+{extra_yaml}",
             dir = dir.path().display()
         );
         Self {

@@ -169,6 +169,7 @@ impl Config {
         self.validate_federation_client()?;
         super::media::validate(self)?;
         super::backup::validate(self)?;
+        super::federation::validate(self)?;
         Ok(())
     }
 

@@ -18,8 +18,9 @@
 //!   room (join rule `public` or world-readable history), or every active local user with
 //!   `user_directory.search_all_users`.
 
-use std::cmp::Reverse;
+use std::{cmp::Reverse, sync::Arc};
 
+use crate::services::federation::client::FederationClient;
 use http::StatusCode;
 use ruma::{
     OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
@@ -53,6 +54,8 @@ pub struct Directory {
     db: Database,
     server_name: OwnedServerName,
     search_all_users: bool,
+    /// Aliases of other servers are asked of them.
+    federation: Arc<FederationClient>,
 }
 
 /// What `/publicRooms` asks for.
@@ -87,10 +90,16 @@ pub struct FoundUser {
 }
 
 impl Directory {
-    pub fn new(db: Database, server_name: OwnedServerName, config: &UserDirectoryConfig) -> Self {
+    pub fn new(
+        db: Database,
+        server_name: OwnedServerName,
+        config: &UserDirectoryConfig,
+        federation: Arc<FederationClient>,
+    ) -> Self {
         Self {
             db,
             server_name,
+            federation,
             search_all_users: config.search_all_users,
         }
     }
@@ -103,10 +112,41 @@ impl Directory {
         alias: &RoomAliasId,
     ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         if alias.server_name() != self.server_name {
-            return Err(Error::not_found(format!(
-                "Room alias {alias} not found: aliases of other servers cannot be resolved yet"
-            )));
+            return self.resolve_remote_alias(alias).await;
         }
+        self.resolve_local_alias(alias).await
+    }
+
+    /// An alias of another server, asked of that server (`/query/directory`).
+    async fn resolve_remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        use ruma::api::federation::query::get_room_information::v1 as query;
+        let response = self
+            .federation
+            .send(alias.server_name(), query::Request::new(alias.to_owned()))
+            .await
+            .map_err(|e| {
+                crate::services::federation::client::remote_error(
+                    e,
+                    format!("Room alias {alias} not found"),
+                )
+            })?;
+        let mut servers = response.servers;
+        // The alias's server knows the room, whatever it listed.
+        if !servers.iter().any(|s| s == alias.server_name()) {
+            servers.insert(0, alias.server_name().to_owned());
+        }
+        Ok((response.room_id, servers))
+    }
+
+    /// An alias of this server: the room and this server (other servers of the room's members
+    /// come with the room layer's federation).
+    pub async fn resolve_local_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let key = alias.to_string();
         let found = self
             .db

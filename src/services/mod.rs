@@ -47,10 +47,13 @@ pub struct Services {
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
-    /// Requests to other servers, signed as this one.
+    /// Requests to other servers, signed as this one (the federation sender and joins use it).
+    #[allow(dead_code)]
     pub federation: Arc<federation::client::FederationClient>,
     /// The outbound transaction queues (`services/federation/sender`).
     pub federation_sender: Arc<federation::sender::Sender>,
+    /// Other servers' signing keys (fetched, cached, checked) and signature checks with them.
+    pub server_keys: Arc<federation::keys::ServerKeys>,
     pub rooms: rooms::Rooms,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
@@ -88,10 +91,10 @@ impl Services {
         })?;
         let db = Database::open(&data_dir.join(DATABASE_FILE))?;
         let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
-        let server_key = Arc::new(server_key::ServerKey::load_or_create(
-            &data_dir,
-            &server_name,
-        )?);
+        let server_key = Arc::new(
+            server_key::ServerKey::load_or_create(&data_dir, &server_name)?
+                .with_old_keys(config.old_signing_keys.clone()),
+        );
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
@@ -115,6 +118,12 @@ impl Services {
             &config.federation,
             Arc::new(federation::sender::ClientTransport(federation.clone())),
         )?;
+        let server_keys = Arc::new(federation::keys::ServerKeys::new(
+            db.clone(),
+            federation.clone(),
+            server_key.clone(),
+            &config,
+        ));
         Ok(Arc::new(Self {
             federation_sender,
             voip,
@@ -125,6 +134,7 @@ impl Services {
                 server_name.clone(),
                 rooms.stream_sender(),
                 config.password_config.policy.clone(),
+                federation.clone(),
             ),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),
@@ -147,11 +157,13 @@ impl Services {
                 db.clone(),
                 server_name.clone(),
                 &config.user_directory,
+                federation.clone(),
             ),
             media: media::Media::open(db.clone(), &config)?,
             rooms,
             server_key,
             federation,
+            server_keys,
             server_name,
             config,
             db,

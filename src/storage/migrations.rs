@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_e2ee.sql"),
     include_str!("migrations/0006_media.sql"),
     include_str!("migrations/0007_read_indexes.sql"),
+    include_str!("migrations/0008_server_keys.sql"),
     include_str!("migrations/0010_federation_queue.sql"),
 ];
 

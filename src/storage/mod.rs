@@ -28,6 +28,7 @@ pub mod relations;
 pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
+pub mod server_keys;
 pub mod to_device;
 pub mod users;
 

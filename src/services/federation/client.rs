@@ -39,11 +39,11 @@ use tokio::net::TcpStream;
 use super::resolve::{self, Destination, Lookups, WellKnownCache, WellKnownResponse};
 use crate::{
     config::Config,
-    services::server_key::ServerKey,
     services::media::preview::{
         fetch::{FetchError, read_at_most},
         policy::IpPolicy,
     },
+    services::server_key::ServerKey,
 };
 
 /// Synapse's default `federation.client_timeout`.
@@ -85,6 +85,7 @@ impl FederationError {
     }
 
     /// The Matrix errcode of an error answer.
+    #[allow(dead_code)] // for the callers that retry on some errcodes (joins, the sender)
     pub fn kind(&self) -> Option<&ErrorKind> {
         match self {
             Self::Matrix(error) => error.error_kind(),
@@ -93,13 +94,29 @@ impl FederationError {
     }
 }
 
+/// A failed query of another server as this server's answer to its client: the remote's
+/// `404` as `404 M_NOT_FOUND` with `not_found`, anything else `502`.
+pub fn remote_error(error: FederationError, not_found: String) -> crate::error::Error {
+    use crate::error::Error;
+    if error.status() == Some(StatusCode::NOT_FOUND) {
+        return Error::not_found(not_found);
+    }
+    tracing::info!("federation query failed: {error}");
+    Error::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorKind::Unknown,
+        format!("The other server could not be asked: {error}"),
+    )
+}
+
 fn describe_matrix_error(error: &MatrixError) -> String {
     use ruma::api::error::ErrorBody;
     match &error.body {
         ErrorBody::Standard(body) => format!("{} {}", body.kind.errcode(), body.message),
         ErrorBody::Json(json) => json.to_string().chars().take(200).collect(),
-        ErrorBody::NotJson { bytes, .. } => String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            .into_owned(),
+        ErrorBody::NotJson { bytes, .. } => {
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+        }
     }
 }
 
@@ -292,6 +309,7 @@ impl FederationClient {
     /// Sends a signed request built by hand: `path_and_query` (e.g.
     /// `/_matrix/federation/v1/send/1`), `body` JSON (`None` for none). The answer is returned
     /// whatever its status.
+    #[allow(dead_code)] // for the transaction sender
     pub async fn send_raw(
         &self,
         destination: &ServerName,
@@ -301,7 +319,9 @@ impl FederationClient {
         max_bytes: usize,
     ) -> Result<RawResponse, FederationError> {
         let body = match body {
-            Some(json) => serde_json::to_vec(json).map_err(|e| FederationError::Request(e.to_string()))?,
+            Some(json) => {
+                serde_json::to_vec(json).map_err(|e| FederationError::Request(e.to_string()))?
+            }
             None => Vec::new(),
         };
         let mut builder = Request::builder()
@@ -410,12 +430,15 @@ impl FederationClient {
             .await
             .map_err(|e| unreachable(format!("cannot connect to {address}: {e}")))?;
         let tls_name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
-            .map_err(|e| unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name)))?;
-        let tls = self
-            .tls
-            .connect(tls_name, tcp)
-            .await
-            .map_err(|e| unreachable(format!("TLS with {address} ({}): {e}", destination.tls_name)))?;
+            .map_err(|e| {
+                unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name))
+            })?;
+        let tls = self.tls.connect(tls_name, tcp).await.map_err(|e| {
+            unreachable(format!(
+                "TLS with {address} ({}): {e}",
+                destination.tls_name
+            ))
+        })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(format!("HTTP: {e}")))?;
@@ -435,21 +458,20 @@ impl FederationClient {
                 .parse()
                 .map_err(|e| unreachable(format!("bad Host header: {e}")))?,
         );
-        parts
-            .headers
-            .insert(header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
+        parts.headers.insert(
+            header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
         let request = Request::from_parts(parts, Full::new(Bytes::from(body)));
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| unreachable(format!("HTTP: {e}")))?;
         let (parts, body) = response.into_parts();
-        let (body, truncated) = read_at_most(body, max_bytes)
-            .await
-            .map_err(|e| match e {
-                FetchError::Failed(reason) => unreachable(reason),
-                FetchError::Blocked(reason) => unreachable(reason.to_owned()),
-            })?;
+        let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
+            FetchError::Failed(reason) => unreachable(reason),
+            FetchError::Blocked(reason) => unreachable(reason.to_owned()),
+        })?;
         if truncated {
             return Err(Failure::TooLarge(max_bytes));
         }
@@ -633,16 +655,16 @@ mod tests {
         let http = client
             .signed_request(server_name!("remote.test"), request)
             .unwrap();
-        assert_eq!(
-            http.uri().path(),
-            "/_matrix/federation/v1/query/profile"
-        );
+        assert_eq!(http.uri().path(), "/_matrix/federation/v1/query/profile");
         let x_matrix = XMatrix::extract_from_http_headers(http.headers()).unwrap();
         assert_eq!(x_matrix.origin, "origin.test");
         assert_eq!(x_matrix.destination.as_deref().unwrap(), "remote.test");
         let keys = BTreeMap::from([(
             "origin.test".to_owned(),
-            BTreeMap::from([(key.key_id(), Base64::new(key.key_pair().public_key().to_vec()))]),
+            BTreeMap::from([(
+                key.key_id(),
+                Base64::new(key.key_pair().public_key().to_vec()),
+            )]),
         )]);
         x_matrix
             .verify_http_request(&http, server_name!("remote.test"), &keys)
@@ -653,9 +675,10 @@ mod tests {
                 .is_err()
         );
         let (mut parts, body) = http.into_parts();
-        parts.uri = "https://remote.test/_matrix/federation/v1/query/profile?user_id=%40eve%3Aremote.test"
-            .parse()
-            .unwrap();
+        parts.uri =
+            "https://remote.test/_matrix/federation/v1/query/profile?user_id=%40eve%3Aremote.test"
+                .parse()
+                .unwrap();
         let changed = Request::from_parts(parts, body);
         assert!(
             x_matrix
@@ -679,7 +702,10 @@ mod tests {
         .unwrap();
         let keys = BTreeMap::from([(
             "origin.test".to_owned(),
-            BTreeMap::from([(key.key_id(), Base64::new(key.key_pair().public_key().to_vec()))]),
+            BTreeMap::from([(
+                key.key_id(),
+                Base64::new(key.key_pair().public_key().to_vec()),
+            )]),
         )]);
         x_matrix
             .verify_http_request(&request, server_name!("remote.test"), &keys)
@@ -717,6 +743,9 @@ mod tests {
             body: br#"{"displayname":"Alice"}"#.to_vec(),
         })
         .unwrap();
-        assert_eq!(profile.get("displayname"), Some(&serde_json::json!("Alice")));
+        assert_eq!(
+            profile.get("displayname"),
+            Some(&serde_json::json!("Alice"))
+        );
     }
 }

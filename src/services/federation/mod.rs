@@ -3,6 +3,7 @@
 //! runs.
 
 pub mod client;
+pub mod keys;
 pub mod resolve;
 pub mod sender;
 
