@@ -6,8 +6,8 @@
 
 pub mod backup;
 mod element;
-pub mod federation_backoff;
 pub mod federation;
+pub mod federation_backoff;
 pub mod media;
 mod password;
 mod tls;
