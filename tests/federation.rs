@@ -23,8 +23,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "common/python.rs"]
-mod python;
+#[path = "federation/keys.rs"]
+mod keys;
 #[path = "federation/sender.rs"]
 mod sender;
 #[path = "front_door_support/mod.rs"]
@@ -32,10 +32,9 @@ mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
 
-#[path = "federation/keys.rs"]
-mod keys;
-
 use std::collections::BTreeMap;
+
+use common::python;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
 use rustls::RootCertStore;

@@ -205,8 +205,8 @@ async fn appliance_with_remote_member(
     ca: &TestCa,
     receiver: &Receiver,
 ) -> (TestServer, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
+    let mut server = TestServer::prepare(OPEN_REGISTRATION);
+    let ca_path = server.dir.path().join("ca.pem");
     std::fs::write(&ca_path, &ca.cert_pem).unwrap();
     let yaml = format!(
         "{OPEN_REGISTRATION}federation_custom_ca_list: ['{}']
@@ -218,9 +218,8 @@ federation:
 ",
         ca_path.display()
     );
-    let mut server = TestServer::start_with_config(&yaml).await;
-    // The CA file must outlive the test.
-    std::mem::forget(dir);
+    std::fs::write(&server.config_path, yaml).unwrap();
+    server.relaunch();
     let alice = server.register("alice", "password-alice-1").await;
     let (status, body) = server
         .post(
