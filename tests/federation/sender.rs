@@ -12,6 +12,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, service::service_fn};
 use hyper_util::rt::TokioIo;
+use ruma::{
+    CanonicalJsonObject,
+    serde::{Base64, base64::Standard},
+    signatures::{Ed25519KeyPair, sign_json},
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -37,7 +42,11 @@ struct Received {
 struct ReceiverState {
     failing: bool,
     received: Vec<Received>,
+    /// Its `/_matrix/key/v2/server` answer.
+    keys: Value,
 }
+
+const KEY_ID: &str = "ed25519:k1";
 
 /// The receiving server.
 struct Receiver {
@@ -46,6 +55,7 @@ struct Receiver {
     tls: tokio_rustls::TlsAcceptor,
     state: Arc<Mutex<ReceiverState>>,
     task: Option<JoinHandle<()>>,
+    key: Ed25519KeyPair,
 }
 
 impl Receiver {
@@ -64,13 +74,62 @@ impl Receiver {
         .with_single_cert(certs, key)
         .unwrap();
         let port = free_port();
+        let server_name = format!("localhost:{port}");
+        let key = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "k1".to_owned()).unwrap();
+        let valid_until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 24 * 3600 * 1000;
+        let mut keys: CanonicalJsonObject = serde_json::from_value(json!({
+            "server_name": server_name,
+            "valid_until_ts": valid_until,
+            "verify_keys": {KEY_ID: {"key": Base64::<Standard>::new(key.public_key().to_vec()).encode()}},
+            "old_verify_keys": {},
+        }))
+        .unwrap();
+        sign_json(&server_name, &key, &mut keys).unwrap();
+        let state = ReceiverState {
+            keys: serde_json::to_value(&keys).unwrap(),
+            ..ReceiverState::default()
+        };
         Self {
             port,
-            server_name: format!("localhost:{port}"),
+            server_name,
             tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             task: None,
+            key,
         }
+    }
+
+    /// A GET to the appliance signed by this server (X-Matrix): the answer's status.
+    async fn signed_get(&self, server: &TestServer, uri: &str) -> (u16, Value) {
+        let mut object: CanonicalJsonObject = serde_json::from_value(json!({
+            "method": "GET",
+            "uri": uri,
+            "origin": self.server_name,
+            "destination": "test.local",
+        }))
+        .unwrap();
+        sign_json(&self.server_name, &self.key, &mut object).unwrap();
+        let signature = serde_json::to_value(&object).unwrap()["signatures"][&self.server_name]
+            [KEY_ID]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let header = format!(
+            "X-Matrix origin=\"{}\",destination=\"test.local\",key=\"{KEY_ID}\",sig=\"{signature}\"",
+            self.server_name
+        );
+        let response = server
+            .builder(reqwest::Method::GET, uri)
+            .header("Authorization", header)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Starts listening (again).
@@ -160,6 +219,10 @@ async fn answer(
         .to_owned();
     let put = request.method() == http::Method::PUT;
     let body = request.into_body().collect().await?.to_bytes();
+    if path == "/_matrix/key/v2/server" {
+        let keys = state.lock().unwrap().keys.clone();
+        return Ok(json_response(200, keys));
+    }
     let Some(txn_id) = path
         .strip_prefix("/_matrix/federation/v1/send/")
         .filter(|_| put)
@@ -204,6 +267,7 @@ fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
 async fn appliance_with_remote_member(
     ca: &TestCa,
     receiver: &Receiver,
+    min_retry_interval: &str,
 ) -> (TestServer, String, String) {
     let mut server = TestServer::prepare(OPEN_REGISTRATION);
     let ca_path = server.dir.path().join("ca.pem");
@@ -212,9 +276,9 @@ async fn appliance_with_remote_member(
         "{OPEN_REGISTRATION}federation_custom_ca_list: ['{}']
 ip_range_whitelist: ['127.0.0.0/8']
 federation:
-  destination_min_retry_interval: 1s
+  destination_min_retry_interval: {min_retry_interval}
   destination_retry_multiplier: 2
-  destination_max_retry_interval: 3s
+  destination_max_retry_interval: 3h
 ",
         ca_path.display()
     );
@@ -288,7 +352,7 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
     let mut receiver = Receiver::new(&ca);
     receiver.up().await;
     receiver.set_failing(true);
-    let (server, token, room_id) = appliance_with_remote_member(&ca, &receiver).await;
+    let (server, token, room_id) = appliance_with_remote_member(&ca, &receiver, "1s").await;
 
     let event_ids = send_messages(&server, &token, &room_id, 0..120).await;
     // The first attempt failed; the others wait behind it in the backoff.
@@ -397,7 +461,7 @@ async fn events_go_out_in_order_in_batches_and_a_failed_transaction_is_retried_w
 async fn queued_events_survive_kill_9_and_arrive_in_order_when_the_destination_is_back() {
     let ca = TestCa::new("federation sender test CA");
     let mut receiver = Receiver::new(&ca);
-    let (mut server, token, room_id) = appliance_with_remote_member(&ca, &receiver).await;
+    let (mut server, token, room_id) = appliance_with_remote_member(&ca, &receiver, "1s").await;
 
     send_messages(&server, &token, &room_id, 0..30).await;
     server_waits_for(&server, "backing off");
@@ -438,4 +502,31 @@ fn server_waits_for(server: &TestServer, text: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A destination backing off for an hour sends us a signed request: it is up, so its backoff
+/// ends and its queue goes out at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_request_from_a_failing_server_ends_its_backoff() {
+    let ca = TestCa::new("federation sender test CA");
+    let mut receiver = Receiver::new(&ca);
+    let (server, token, room_id) = appliance_with_remote_member(&ca, &receiver, "1h").await;
+    send_messages(&server, &token, &room_id, 0..3).await;
+    server_waits_for(&server, "backing off");
+    let status = federation_status(&server);
+    assert!(status.contains("backing off until"), "{status}");
+
+    receiver.up().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.accepted_bodies().is_empty(), "still backing off");
+    let (status, body) = receiver
+        .signed_get(
+            &server,
+            "/_matrix/federation/v1/query/profile?user_id=%40alice%3Atest.local",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert_eq!(receiver.wait_for_bodies(3, &server).await, names(0..3));
+    let status = federation_status(&server);
+    assert!(status.contains("  up\n"), "{status}");
 }
