@@ -566,6 +566,29 @@ async fn forged_requests_are_refused() {
         )
         .await,
     );
+    // An origin outside `federation_domain_whitelist`: 403.
+    let closed = FederatingAppliance::start_with(
+        &ca,
+        &outbound_yaml(
+            &synapse,
+            "trusted_key_servers: []\nfederation_domain_whitelist: ['example.org']\n",
+        ),
+    );
+    let header = x_matrix(&key, origin, &closed.server_name, "GET", &path, None);
+    let (status, body) = https_json(
+        closed.port,
+        &roots,
+        "GET",
+        &path,
+        &[("authorization", header.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (403, &json!("M_FORBIDDEN")),
+        "{body}"
+    );
     // The path changed after signing.
     let other_path = format!("{path}&field=avatar_url");
     refused(

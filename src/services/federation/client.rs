@@ -139,7 +139,7 @@ impl FederationAuth for ServerSignatures {
 }
 
 impl FederationAuth for NoAuthentication {
-    fn input<'a>(_: &'a FederationClient, _: &ServerName) -> Result<(), FederationError> {
+    fn input(_: &FederationClient, _: &ServerName) -> Result<(), FederationError> {
         Ok(())
     }
 }

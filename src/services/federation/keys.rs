@@ -57,6 +57,9 @@ pub struct ServerKeys {
     notaries: Vec<Notary>,
     /// Per server: when it was last asked (the lock is held during the fetch).
     fetches: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// How many fetches were started (for the tests of deduplication).
+    #[cfg(test)]
+    attempts: std::sync::atomic::AtomicUsize,
 }
 
 struct Notary {
@@ -109,6 +112,8 @@ impl ServerKeys {
             own_old,
             notaries,
             fetches: Mutex::default(),
+            #[cfg(test)]
+            attempts: Default::default(),
         }
     }
 
@@ -272,6 +277,9 @@ impl ServerKeys {
             return Ok(());
         }
         *last_fetch = Some(Instant::now());
+        #[cfg(test)]
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match self.fetch_direct(server).await {
             Ok(checked) => self.store(server, vec![checked]).await?,
             Err(reason) => tracing::info!(%server, "cannot fetch the server's keys: {reason}"),
@@ -649,6 +657,42 @@ mod tests {
         let mut wrongly = object.clone();
         ruma::signatures::sign_json("notary.test", &other_notary, &mut wrongly).unwrap();
         assert!(check_server_keys(&wrongly, remote, Some((notary, &notary_keys)), now).is_err());
+    }
+
+    /// Concurrent requests for an unreachable server's keys make one fetch, and the failure is
+    /// remembered: asking again at once fetches nothing.
+    #[tokio::test]
+    async fn fetches_are_shared_and_failures_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "server_name: origin.test\ntrusted_key_servers: []\n",
+            std::path::Path::new("c.yaml"),
+        )
+        .unwrap();
+        let name = OwnedServerName::try_from("origin.test").unwrap();
+        let own = Arc::new(ServerKey::load_or_create(dir.path(), &name).unwrap());
+        let db = Database::open(&dir.path().join("appliance.db")).unwrap();
+        let client = Arc::new(FederationClient::new(&config, Some(own.clone())).unwrap());
+        let keys = Arc::new(ServerKeys::new(db, client, own, &config));
+        // Loopback is refused by the default IP policy: the fetch fails at once.
+        let unreachable = server_name!("127.0.0.1:1");
+        let key_ids = vec!["ed25519:a".to_owned()];
+        let asks = (0..10).map(|_| {
+            let keys = keys.clone();
+            let key_ids = key_ids.clone();
+            tokio::spawn(async move { keys.public_keys(unreachable, &key_ids, 0).await })
+        });
+        let asks: Vec<_> = asks.collect();
+        for ask in asks {
+            assert!(ask.await.unwrap().unwrap().is_empty());
+        }
+        assert!(
+            keys.public_keys(unreachable, &key_ids, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(keys.attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// Events and JSON signed by this server verify without a fetch; a changed event does not,
