@@ -23,6 +23,7 @@
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+#[path = "common/mod.rs"]
 mod common;
 #[path = "federation/fake_server.rs"]
 mod fake_server;
@@ -32,13 +33,14 @@ mod hostile;
 mod joins;
 #[path = "federation/serve.rs"]
 mod serve;
+#[path = "federation/keys.rs"]
+mod keys;
+#[path = "federation/sender.rs"]
+mod sender;
 #[path = "front_door_support/mod.rs"]
 mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
-
-#[path = "federation/keys.rs"]
-mod keys;
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,7 @@
 pub mod backup;
 mod element;
 pub mod federation;
+pub mod federation_backoff;
 pub mod media;
 mod password;
 mod tls;
@@ -276,6 +277,8 @@ pub struct Config {
     pub federation_verify_certificates: bool,
     /// PEM files of CAs trusted for other servers' certificates besides the system's.
     pub federation_custom_ca_list: Vec<PathBuf>,
+    /// Synapse's `federation` section: the backoff of the outbound sender.
+    pub federation: federation_backoff::FederationConfig,
     /// Notaries asked for a server's signing keys when the server itself cannot be reached
     /// (Synapse's key): `[{server_name, verify_keys: {key_id: key}}]`; default matrix.org.
     pub trusted_key_servers: Vec<federation::TrustedKeyServer>,
@@ -401,6 +404,7 @@ impl Default for Config {
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
             federation_custom_ca_list: Vec::new(),
+            federation: federation_backoff::FederationConfig::default(),
             trusted_key_servers: federation::default_trusted_key_servers(),
             old_signing_keys: std::collections::BTreeMap::new(),
             allow_public_rooms_over_federation: false,

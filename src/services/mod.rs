@@ -50,6 +50,8 @@ pub struct Services {
     /// Requests to other servers, signed as this one (the federation sender and joins use it).
     #[allow(dead_code)]
     pub federation: Arc<federation::client::FederationClient>,
+    /// The outbound transaction queues (`services/federation/sender`).
+    pub federation_sender: Arc<federation::sender::Sender>,
     /// Other servers' signing keys (fetched, cached, checked) and signature checks with them.
     pub server_keys: Arc<federation::keys::ServerKeys>,
     pub rooms: rooms::Rooms,
@@ -114,6 +116,12 @@ impl Services {
             &config,
             Some(server_key.clone()),
         )?);
+        let federation_sender = federation::sender::Sender::new(
+            db.clone(),
+            server_name.clone(),
+            &config.federation,
+            Arc::new(federation::sender::ClientTransport(federation.clone())),
+        )?;
         let server_keys = Arc::new(federation::keys::ServerKeys::new(
             db.clone(),
             federation.clone(),
@@ -121,6 +129,7 @@ impl Services {
             &config,
         ));
         Ok(Arc::new(Self {
+            federation_sender,
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),

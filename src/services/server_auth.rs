@@ -71,5 +71,10 @@ pub async fn verify_request(
     x_matrix
         .verify_http_request(request, &services.server_name, &public_keys)
         .map_err(|e| unauthorized(format!("Invalid X-Matrix signature: {e}")))?;
+    // A server that talks to us is up: the outbound sender stops backing off from it.
+    services
+        .federation_sender
+        .destination_is_up(&x_matrix.origin)
+        .await;
     Ok(x_matrix.origin)
 }

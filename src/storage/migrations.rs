@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_read_indexes.sql"),
     include_str!("migrations/0008_server_keys.sql"),
     include_str!("migrations/0009_federated_rooms.sql"),
+    include_str!("migrations/0010_federation_queue.sql"),
     include_str!("migrations/0011_federation_inbound.sql"),
 ];
 

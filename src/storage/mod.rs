@@ -19,6 +19,7 @@ pub mod directory;
 pub mod e2ee_keys;
 pub mod federation_inbound;
 pub mod federation_reads;
+pub mod federation_queue;
 pub mod key_backup;
 pub mod media;
 mod migrations;

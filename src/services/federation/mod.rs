@@ -9,6 +9,7 @@ pub mod keys;
 pub mod pdu;
 pub mod resolve;
 pub mod serve;
+pub mod sender;
 
 use std::collections::BTreeMap;
 

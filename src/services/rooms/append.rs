@@ -5,7 +5,7 @@
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
     RoomId, RoomVersionId, UserId,
-    events::{StateEventType, TimelineEventType},
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room_version_rules::RoomVersionRules,
     state_res,
 };
@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{limits, pdu::Pdu, stored};
 use crate::{
     error::{Error, Result},
-    services::server_key::ServerKey,
+    services::{federation::sender, server_key::ServerKey},
     storage::{
         now_ms, pdus,
         rooms::{self as store, NewEventRow, StateIds},
@@ -211,6 +211,28 @@ pub fn append_event(
     if let Some(redacts) = &draft.redacts {
         store::mark_redacted(tx, redacts.as_str(), event_id.as_str())?;
     }
+    // Every local event passes here: queue it for the other servers in the same transaction,
+    // so that an acknowledged event is never lost to a crash. A membership change also goes to
+    // the member's server (a kick must reach them); invites go by `/invite`, not the queue.
+    let member_server = match (&draft.kind, &draft.state_key) {
+        (TimelineEventType::RoomMember, Some(member))
+            if draft.content.get("membership").and_then(Value::as_str)
+                != Some(MembershipState::Invite.as_str()) =>
+        {
+            <&UserId>::try_from(member.as_str())
+                .ok()
+                .map(UserId::server_name)
+        }
+        _ => None,
+    };
+    sender::enqueue_pdu(
+        tx,
+        signer.server_name,
+        &room_id,
+        &event_id,
+        stream,
+        member_server.as_slice(),
+    )?;
     Ok(Appended {
         event_id,
         room_id,
