@@ -662,6 +662,27 @@ async fn joined_remote_room_and_backfill() {
         s.rooms.backward_extremities(&room_id).await.unwrap(),
         vec![(history[2].event_id.clone(), 9)]
     );
+    // The room's state (outliers) is what state reads see: push rules, the directory.
+    let room = room_id.to_string();
+    let (levels_json, contents) = s
+        .rooms
+        .db
+        .read(move |c| {
+            Ok::<_, rusqlite::Error>((
+                crate::storage::push::current_state_json(c, &room, "m.room.power_levels", "")?,
+                crate::storage::directory::current_state_contents(
+                    c,
+                    &room,
+                    &["m.room.create", "m.room.join_rules"],
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    let levels_json: Value = serde_json::from_str(&levels_json.unwrap()).unwrap();
+    assert_eq!(levels_json["type"], "m.room.power_levels");
+    assert_eq!(levels_json["sender"], "@bob:remote.test");
+    assert_eq!(contents.len(), 2);
     // Outliers are held, not in the timeline.
     assert!(
         s.rooms
