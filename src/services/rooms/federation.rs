@@ -550,11 +550,16 @@ fn store_decision(
     if extremities != to_store.extremities {
         return Ok(None);
     }
-    let state_group = state::group_for_state(tx, room, to_store.base_group, &to_store.state_after)?;
+    // The state before (a delta on the first parent's group), then the state after (a delta of
+    // at most one key on it).
     let before_group = match to_store.state_before_group {
         Some(group) => group,
-        None if to_store.state_before == to_store.state_after => state_group,
-        None => state::group_for_state(tx, room, Some(state_group), &to_store.state_before)?,
+        None => state::group_for_state(tx, room, to_store.base_group, &to_store.state_before)?,
+    };
+    let state_group = if to_store.state_after == to_store.state_before {
+        before_group
+    } else {
+        state::group_for_state(tx, room, Some(before_group), &to_store.state_after)?
     };
     pdus::set_state_before(tx, parsed.id(), before_group)?;
     if to_store.soft_failed {

@@ -275,7 +275,7 @@ async fn a_fork_is_resolved_by_state_resolution() {
         "m.room.topic",
         Some(""),
         json!({"topic": "bob's"}),
-        &[levels.clone()],
+        std::slice::from_ref(&levels),
         5_000,
     )
     .await;
@@ -298,7 +298,7 @@ async fn a_fork_is_resolved_by_state_resolution() {
         "m.room.power_levels",
         Some(""),
         json!({"users": {"@bob:remote.test": 0, "@carol:remote.test": 50}}),
-        &[levels.clone()],
+        std::slice::from_ref(&levels),
         &state,
         depth_of(&s.rooms, &levels).await + 1,
         4_000,
@@ -406,7 +406,7 @@ async fn rejected_and_soft_failed_events_are_not_served() {
         "m.room.message",
         None,
         json!({"msgtype": "m.text", "body": "after the ban"}),
-        &[ban.event_id.clone()],
+        std::slice::from_ref(&ban.event_id),
         &before_ban,
         depth_of(&s.rooms, &ban.event_id).await + 1,
         9_000,
@@ -425,7 +425,7 @@ async fn rejected_and_soft_failed_events_are_not_served() {
     );
     assert!(
         s.rooms
-            .missing_events(&[rejected_id.clone()])
+            .missing_events(std::slice::from_ref(&rejected_id))
             .await
             .unwrap()
             .is_empty(),
@@ -440,7 +440,7 @@ async fn rejected_and_soft_failed_events_are_not_served() {
         "m.room.message",
         None,
         json!({"msgtype": "m.text", "body": "before the ban"}),
-        &[levels.clone()],
+        std::slice::from_ref(&levels),
         9_500,
     )
     .await;
@@ -467,7 +467,7 @@ async fn rejected_and_soft_failed_events_are_not_served() {
         "m.room.message",
         None,
         json!({"msgtype": "m.text", "body": "x"}),
-        &[ban.event_id.clone()],
+        std::slice::from_ref(&ban.event_id),
         &state,
         depth_of(&s.rooms, &ban.event_id).await + 1,
         9_600,
@@ -662,6 +662,27 @@ async fn joined_remote_room_and_backfill() {
         s.rooms.backward_extremities(&room_id).await.unwrap(),
         vec![(history[2].event_id.clone(), 9)]
     );
+    // The room's state (outliers) is what state reads see: push rules, the directory.
+    let room = room_id.to_string();
+    let (levels_json, contents) = s
+        .rooms
+        .db
+        .read(move |c| {
+            Ok::<_, rusqlite::Error>((
+                crate::storage::push::current_state_json(c, &room, "m.room.power_levels", "")?,
+                crate::storage::directory::current_state_contents(
+                    c,
+                    &room,
+                    &["m.room.create", "m.room.join_rules"],
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    let levels_json: Value = serde_json::from_str(&levels_json.unwrap()).unwrap();
+    assert_eq!(levels_json["type"], "m.room.power_levels");
+    assert_eq!(levels_json["sender"], "@bob:remote.test");
+    assert_eq!(contents.len(), 2);
     // Outliers are held, not in the timeline.
     assert!(
         s.rooms
@@ -678,7 +699,11 @@ async fn joined_remote_room_and_backfill() {
         messages(&s.rooms, &room_id, "@dave:local.test").await,
         vec![join.event_id.to_string()]
     );
-    let auth_chain = s.rooms.auth_chain(&[join.event_id.clone()]).await.unwrap();
+    let auth_chain = s
+        .rooms
+        .auth_chain(std::slice::from_ref(&join.event_id))
+        .await
+        .unwrap();
     // Room version 12: the create event is named by the room ID, not listed.
     for outlier in [&bob_join, &levels, &rules] {
         assert!(auth_chain.contains(&outlier.event_id));
@@ -785,7 +810,7 @@ async fn outliers_are_checked_against_their_auth_events() {
         "m.room.member",
         Some("@eve:remote.test"),
         json!({"membership": "join"}),
-        &[levels.clone()],
+        std::slice::from_ref(&levels),
         &state,
         depth,
         20_000,
@@ -803,7 +828,7 @@ async fn outliers_are_checked_against_their_auth_events() {
         "m.room.power_levels",
         Some(""),
         json!({"users": {"@eve:remote.test": 100}}),
-        &[eve_join.event_id.clone()],
+        std::slice::from_ref(&eve_join.event_id),
         &with_eve,
         depth + 1,
         20_001,
@@ -815,7 +840,7 @@ async fn outliers_are_checked_against_their_auth_events() {
         "m.room.name",
         Some(""),
         json!({"name": "eve's"}),
-        &[eve_join.event_id.clone()],
+        std::slice::from_ref(&eve_join.event_id),
         &with_eve,
         depth + 1,
         20_002,
@@ -879,7 +904,7 @@ async fn outliers_are_checked_against_their_auth_events() {
         "m.room.name",
         Some(""),
         json!({"name": "x"}),
-        &[eve_join.event_id.clone()],
+        std::slice::from_ref(&eve_join.event_id),
         &unknown,
         depth + 1,
         20_003,
@@ -898,7 +923,7 @@ async fn outliers_are_checked_against_their_auth_events() {
     assert!(error.to_string().contains("$unknown"), "{error}");
     assert_eq!(
         s.rooms
-            .missing_events(&[orphan.event_id.clone()])
+            .missing_events(std::slice::from_ref(&orphan.event_id))
             .await
             .unwrap(),
         vec![orphan.event_id.clone()]

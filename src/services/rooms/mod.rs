@@ -26,6 +26,8 @@ use std::sync::Arc;
 use ruma::{OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
 use tokio::sync::watch;
 
+#[allow(unused_imports)]
+pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
 #[allow(unused_imports)]
