@@ -31,12 +31,12 @@ mod fake_server;
 mod hostile;
 #[path = "federation/joins.rs"]
 mod joins;
-#[path = "federation/serve.rs"]
-mod serve;
 #[path = "federation/keys.rs"]
 mod keys;
 #[path = "federation/sender.rs"]
 mod sender;
+#[path = "federation/serve.rs"]
+mod serve;
 #[path = "front_door_support/mod.rs"]
 mod support;
 #[path = "federation/synapse.rs"]

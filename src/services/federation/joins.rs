@@ -312,7 +312,14 @@ pub async fn send_join(
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
-        PduOutcome::Accepted { .. } | PduOutcome::AlreadyKnown => {}
+        // The other servers in the room learn of the join from us.
+        PduOutcome::Accepted { stream } => {
+            services
+                .federation_sender
+                .forward_remote_event(room_id, event_id, stream, origin)
+                .await?;
+        }
+        PduOutcome::AlreadyKnown => {}
         PduOutcome::SoftFailed => {
             return Err(Error::forbidden(
                 "The join is not allowed by the room's current state",
@@ -325,7 +332,6 @@ pub async fn send_join(
         }
     }
     // The other servers in the room learn of the join from us.
-    // TODO(merge fed-sender): forward the join to the room's other servers.
     // The state before the join and its auth chain, as `/state` serves them.
     let state_before = services
         .federation_serve

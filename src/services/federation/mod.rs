@@ -8,8 +8,8 @@ pub mod joins;
 pub mod keys;
 pub mod pdu;
 pub mod resolve;
-pub mod serve;
 pub mod sender;
+pub mod serve;
 
 use std::collections::BTreeMap;
 

@@ -128,6 +128,28 @@ pub fn enqueue_pdu(
     stream_ordering: i64,
     extra_destinations: &[&ServerName],
 ) -> rusqlite::Result<()> {
+    enqueue_pdu_except(
+        tx,
+        our_server,
+        room_id,
+        event_id,
+        stream_ordering,
+        extra_destinations,
+        None,
+    )
+}
+
+/// [`enqueue_pdu`] for an event another server sent us that we hand on to the room's other
+/// servers (a join accepted through `send_join`): never back to `origin`.
+pub fn enqueue_pdu_except(
+    tx: &Connection,
+    our_server: &ServerName,
+    room_id: &RoomId,
+    event_id: &EventId,
+    stream_ordering: i64,
+    extra_destinations: &[&ServerName],
+    origin: Option<&ServerName>,
+) -> rusqlite::Result<()> {
     let mut destinations: BTreeSet<String> =
         store::servers_in_room(tx, room_id.as_str(), MembershipState::Join.as_str())?
             .into_iter()
@@ -135,6 +157,9 @@ pub fn enqueue_pdu(
             .collect();
     destinations.extend(extra_destinations.iter().map(|s| s.to_string()));
     destinations.remove(our_server.as_str());
+    if let Some(origin) = origin {
+        destinations.remove(origin.as_str());
+    }
     if destinations.is_empty() {
         return Ok(());
     }
@@ -262,6 +287,39 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Queues an event of `origin` that this server accepted for the room's other servers (a
+    /// join through `send_join`: the resident server tells the rest of the room).
+    pub async fn forward_remote_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        stream_ordering: i64,
+        origin: &ServerName,
+    ) -> crate::error::Result<()> {
+        let (ours, room, event, origin) = (
+            self.server_name.clone(),
+            room_id.to_owned(),
+            event_id.to_owned(),
+            origin.to_owned(),
+        );
+        self.db
+            .write(move |tx| {
+                enqueue_pdu_except(
+                    tx,
+                    &ours,
+                    &room,
+                    &event,
+                    stream_ordering,
+                    &[],
+                    Some(&origin),
+                )
+                .map_err(crate::error::Error::from)
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
     pub fn new(
         db: Database,
         server_name: OwnedServerName,
