@@ -1001,19 +1001,30 @@ fn as_str(value: &CanonicalJsonValue) -> Option<&str> {
 }
 
 /// Orders a batch so that every event comes after the events of the batch among its auth
-/// events; events in an auth cycle come last (and fail their checks).
+/// events, and after the room's create event (since v12 no event lists it: the room ID names
+/// it); events in an auth cycle come last (and fail their checks).
 fn order_by_auth(batch: Vec<Parsed>) -> Vec<Parsed> {
     let ids: HashSet<OwnedEventId> = batch.iter().map(|p| p.pdu.event_id.clone()).collect();
+    let is_create = |p: &Parsed| {
+        *state_res::Event::event_type(&p.pdu) == ruma::events::TimelineEventType::RoomCreate
+    };
+    let creates: HashSet<OwnedEventId> = batch
+        .iter()
+        .filter(|p| is_create(p))
+        .map(|p| p.pdu.event_id.clone())
+        .collect();
     let mut pending: Vec<Parsed> = batch;
     let mut placed: HashSet<OwnedEventId> = HashSet::new();
     let mut ordered = Vec::with_capacity(pending.len());
     loop {
         let before = pending.len();
         let (ready, rest): (Vec<Parsed>, Vec<Parsed>) = pending.into_iter().partition(|p| {
-            p.pdu
-                .auth_events()
-                .iter()
-                .all(|a| !ids.contains(a) || placed.contains(a))
+            let after_create = is_create(p) || creates.iter().all(|c| placed.contains(c));
+            after_create
+                && p.pdu
+                    .auth_events()
+                    .iter()
+                    .all(|a| !ids.contains(a) || placed.contains(a))
         });
         for p in &ready {
             placed.insert(p.pdu.event_id.clone());
