@@ -85,7 +85,6 @@ impl FederationError {
     }
 
     /// The Matrix errcode of an error answer.
-    #[allow(dead_code)] // for the callers that retry on some errcodes (joins, the sender)
     pub fn kind(&self) -> Option<&ErrorKind> {
         match self {
             Self::Matrix(error) => error.error_kind(),

@@ -90,7 +90,7 @@ pub async fn handle_transaction(
                 .await
             {
                 Ok(answer) => answer,
-                Err(_) => (unknown_id(raw), Err("timed out".to_owned())),
+                Err(_) => (None, Err("timed out".to_owned())),
             };
         if let Err(reason) = &outcome {
             tracing::info!(%origin, event_id = ?event_id, reason, "PDU not accepted");
@@ -108,12 +108,6 @@ pub async fn handle_transaction(
         .remember(origin, &txn_id, &response)
         .await?;
     Ok(response)
-}
-
-/// The event ID a PDU claims to be about, for answers about PDUs that could not be parsed (only
-/// room versions 1-2 carry one; for later versions it is derived once the room is known).
-fn unknown_id(_raw: &RawJsonValue) -> Option<OwnedEventId> {
-    None
 }
 
 /// One PDU of a transaction, through the list of the module's doc comment.
@@ -311,7 +305,7 @@ async fn fill_gap(
             Err(dropped) => tracing::info!(%origin, %room_id, "missing event dropped: {dropped}"),
         }
     }
-    events.sort_by_key(|event| depth_of(event));
+    events.sort_by_key(depth_of);
     for event in events {
         // Each missing event is a PDU of its own; one that cannot be placed leaves the gap open.
         let id = event.event_id.clone();

@@ -144,7 +144,6 @@ impl ServerKeys {
     /// content hash with ruma. `Verified::Signatures` means the content hash does not match:
     /// the caller redacts the event. Keys must be good at the event's `origin_server_ts` when
     /// the room version enforces key validity (v5+). Bad signatures are `403 M_FORBIDDEN`.
-    #[allow(dead_code)] // for inbound PDUs (transactions, joins)
     pub async fn verify_event(
         &self,
         object: &CanonicalJsonObject,

@@ -4,7 +4,8 @@
 mod append;
 mod context;
 mod create;
-// Called by the inbound federation handlers (built on another branch) and by tests.
+// Parts wait for their callers: filling larger gaps with `/state_ids` (`accept_with_state`)
+// and backfill from `/messages` (`backward_extremities`).
 #[allow(dead_code)]
 mod federation;
 #[cfg(test)]
@@ -30,8 +31,7 @@ use tokio::sync::watch;
 pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
-#[allow(unused_imports)]
-pub use federation::{Arrival, IncomingPdu, PduOutcome, RoomLock, joined_servers_in};
+pub use federation::{Arrival, IncomingPdu, PduOutcome};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
 pub use membership::Profile;
 pub use read::{Direction, PaginationToken};
