@@ -120,6 +120,9 @@ impl AccountData {
             thread.to_owned(),
             event_id.to_owned(),
         );
+        // Only our own users' receipts go out; those of other servers' users came from them.
+        let local = <&UserId>::try_from(user.as_str())
+            .is_ok_and(|u| u.server_name() == rooms.server_name());
         let position = self
             .db
             .write(move |tx| {
@@ -134,6 +137,7 @@ impl AccountData {
                 // Public read receipts go to the room's other servers (queued in this
                 // transaction, sent by services/federation/sender).
                 if receipt_type == "m.read"
+                    && local
                     && let (Ok(room), Ok(user), Ok(event)) = (
                         <&ruma::RoomId>::try_from(room.as_str()),
                         <&UserId>::try_from(user.as_str()),

@@ -48,7 +48,6 @@ pub struct Services {
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
     /// Requests to other servers, signed as this one (the federation sender and joins use it).
-    #[allow(dead_code)]
     pub federation: Arc<federation::client::FederationClient>,
     /// The outbound transaction queues (`services/federation/sender`).
     pub federation_sender: Arc<federation::sender::Sender>,

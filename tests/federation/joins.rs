@@ -126,3 +126,70 @@ async fn an_appliance_user_joins_a_synapse_room_by_alias() {
         .await;
     assert_eq!(seen["event_id"], from_us.as_str());
 }
+
+/// A kick made on Synapse holds on the appliance: Synapse's moderator kicks an appliance user out
+/// of a Synapse room, the appliance then shows the room as left and refuses to send there, and the
+/// kicked user joins again through Synapse.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kick_on_synapse_holds_on_the_appliance() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    // A Synapse room: bob kicks alice, who then cannot send, and joins again.
+    let theirs = bob.create_room(json!({"preset": "public_chat"})).await;
+    let (status, reply) = alice.join(&theirs, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "{reply}\n{}", ours.appliance.log_text());
+    bob.wait_for_event(&theirs, "alice's join", |e| {
+        e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str()
+    })
+    .await;
+    let (status, reply) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/kick",
+                crate::accounts::encode(&theirs)
+            ),
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let deadline = std::time::Instant::now() + crate::accounts::FEDERATION_DELAY;
+    loop {
+        let state = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                crate::accounts::encode(&theirs),
+                crate::accounts::encode(&alice.user_id)
+            ))
+            .await;
+        let (_, sync) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
+        if sync["rooms"]["join"].get(&theirs).is_none() && state.1["membership"] == "leave" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kick never reached the appliance: {state:?}\n{}",
+            ours.appliance.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let txn = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/kicked",
+        crate::accounts::encode(&theirs)
+    );
+    let (status, _) = alice
+        .put(&txn, json!({"msgtype": "m.text", "body": "hello?"}))
+        .await;
+    assert_eq!(status, 403, "a kicked user cannot send");
+    let (status, reply) = alice.join(&theirs, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "joining again after a kick: {reply}");
+    let back = alice.send_text(&theirs, "back again").await;
+    let seen = bob
+        .wait_for_text(&theirs, &alice.user_id, "back again")
+        .await;
+    assert_eq!(seen["event_id"], back.as_str());
+}

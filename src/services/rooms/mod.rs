@@ -254,6 +254,11 @@ impl Rooms {
         RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
     }
 
+    /// This server's name: events of users of other names came over federation.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
     pub fn db(&self) -> &Database {
         &self.db
     }
