@@ -285,7 +285,8 @@ pub struct Config {
     /// Keys this server signed with before its current one (Synapse's key): `{key_id: {key,
     /// expired_ts}}`, published as `old_verify_keys` so that old events still verify.
     pub old_signing_keys: std::collections::BTreeMap<String, federation::OldSigningKey>,
-    /// Let other servers read this server's public room list (`/_matrix/federation/v1/publicRooms`);
+    /// Let other servers read this server's public room list
+    /// (`/_matrix/federation/v1/publicRooms`);
     /// `false` answers them `403`, as Synapse's default.
     pub allow_public_rooms_over_federation: bool,
     /// How long media is kept, as Synapse's `media_retention`.

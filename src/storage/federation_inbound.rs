@@ -21,7 +21,8 @@ pub fn remember(
     keep_after_ts: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO federation_inbound_transactions (origin, txn_id, response, received_ts)
+        "INSERT OR REPLACE INTO federation_inbound_transactions
+             (origin, txn_id, response, received_ts)
          VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![origin, txn_id, response, now_ts])?;

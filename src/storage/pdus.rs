@@ -357,8 +357,9 @@ pub fn room_version_of_event(
 ) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(
         "SELECT r.room_version FROM rooms r
-         WHERE r.room_id = coalesce((SELECT room_id FROM events WHERE event_id = ?1),
-                                    (SELECT room_id FROM pdus_outside_timeline WHERE event_id = ?1))",
+         WHERE r.room_id = coalesce(
+             (SELECT room_id FROM events WHERE event_id = ?1),
+             (SELECT room_id FROM pdus_outside_timeline WHERE event_id = ?1))",
     )?
     .query_row([event_id], |row| row.get(0))
     .optional()

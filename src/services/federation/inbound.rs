@@ -17,8 +17,8 @@
 //!    missing **auth events** are fetched from the origin (`/event_auth`) and stored as outliers,
 //!    each through steps 1-4 itself (`fetch_auth_chain`); missing **prev events** are fetched with
 //!    `/get_missing_events` (at most `MAX_MISSING_EVENTS`, oldest first, each through this whole
-//!    list: `fill_gap`); when the gap is larger, the PDU is refused for now (the origin retries, and
-//!    backfill fills older history).
+//!    list: `fill_gap`); when the gap is larger, the PDU is refused for now (the origin
+//!    retries, and backfill fills older history).
 //! 4. **Passes authorization rules based on the event's auth events**, otherwise it is rejected;
 //! 5. **passes authorization rules based on the state before the event**, otherwise it is
 //!    rejected;

@@ -532,7 +532,10 @@ fn federation_pdu(
     let mut object: CanonicalJsonObject = match serde_json::from_str(&row.json) {
         Ok(object) => object,
         Err(e) => {
-            tracing::warn!(event_id = %row.event_id, "stored event not served over federation: {e}");
+            tracing::warn!(
+                event_id = %row.event_id,
+                "stored event not served over federation: {e}"
+            );
             return Ok(None);
         }
     };

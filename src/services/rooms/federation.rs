@@ -828,7 +828,11 @@ impl Rooms {
         let outcomes = self.store_outliers(version, all).await?;
         for (id, outcome) in &outcomes {
             if !matches!(outcome, PduOutcome::Accepted { .. }) {
-                tracing::info!(event_id = %id, ?outcome, "room state from the join: not stored as an outlier");
+                tracing::info!(
+                    event_id = %id,
+                    ?outcome,
+                    "room state from the join: not stored as an outlier"
+                );
             }
         }
         let rejected: HashSet<String> = outcomes

@@ -181,7 +181,8 @@ pub fn enqueue_pdu_except(
         if backlog > MAX_BACKLOG_PDUS || too_old {
             tracing::warn!(
                 %destination,
-                "federation backlog too long; sending only the newest event of each room when it is back"
+                "federation backlog too long; \
+                 sending only the newest event of each room when it is back"
             );
             store::drop_backlog_to_catch_up(tx, &destination)?;
         }
@@ -359,7 +360,10 @@ impl Sender {
             .await
         {
             Ok(_) => {
-                tracing::info!(%origin, "heard from a server that was failing; sending to it again");
+                tracing::info!(
+                    %origin,
+                    "heard from a server that was failing; sending to it again"
+                );
                 self.wake();
             }
             Err(e) => tracing::warn!(%origin, "cannot clear the federation backoff: {e}"),
@@ -561,7 +565,12 @@ impl Sender {
                 Ok(results) => {
                     for (event_id, result) in &results {
                         if let Err(reason) = result {
-                            tracing::warn!(destination, %event_id, reason, "the destination refused a PDU");
+                            tracing::warn!(
+                                destination,
+                                %event_id,
+                                reason,
+                                "the destination refused a PDU"
+                            );
                         }
                     }
                     self.finish(destination, &batch.txn_id, true).await;
