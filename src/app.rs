@@ -36,6 +36,9 @@ pub fn homeserver_router(services: Arc<Services>, tasks: &BackgroundTasks) -> ax
     crate::services::presence::spawn_timeouts(&services, tasks);
     crate::services::media::spawn_retention(&services, tasks);
     crate::services::backup::spawn_schedule(&services, tasks);
+    services
+        .federation_sender
+        .spawn(tasks, services.rooms.subscribe());
     spawn_memory_release(tasks);
     web::router(services)
 }

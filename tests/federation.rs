@@ -21,14 +21,30 @@
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
-#[path = "common/python.rs"]
-mod python;
+#[path = "federation/accounts.rs"]
+mod accounts;
+#[path = "common/mod.rs"]
+mod common;
+#[path = "federation/fake_server.rs"]
+mod fake_server;
+#[path = "federation/hostile.rs"]
+mod hostile;
+#[path = "federation/joins.rs"]
+mod joins;
+#[path = "federation/keys.rs"]
+mod keys;
+#[path = "federation/sender.rs"]
+mod sender;
+#[path = "federation/serve.rs"]
+mod serve;
 #[path = "front_door_support/mod.rs"]
 mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
 
 use std::collections::BTreeMap;
+
+use common::python;
 
 use ruma::{CanonicalJsonObject, serde::Base64, signatures::verify_json};
 use rustls::RootCertStore;
@@ -45,11 +61,30 @@ struct FederatingAppliance {
 }
 
 impl FederatingAppliance {
+    /// With open registration and relaxed rate limits (test accounts), outbound federation
+    /// trusting `ca` and allowed to reach loopback.
     fn start(ca: &TestCa) -> Self {
+        Self::start_with(
+            ca,
+            "federation_custom_ca_list: ['{dir}/ca.pem']
+ip_range_whitelist: ['127.0.0.0/8', '::1/128']
+enable_registration: true
+enable_registration_without_verification: true
+rc_message: {per_second: 1000, burst_count: 1000}
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_joins: {local: {per_second: 1000, burst_count: 1000}, remote: {per_second: 1000, burst_count: 1000}}
+",
+        )
+    }
+
+    /// `extra_yaml`: more top-level keys of its config (`{dir}` in it: the directory holding
+    /// the config and `ca.pem`, the test CA).
+    fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
         let port = free_port();
         let server_name = format!("localhost:{port}");
         let yaml = format!(
@@ -61,8 +96,9 @@ listeners:
     bind_addresses: ['127.0.0.1']
     tls: true
     resources: [{{names: [client, federation]}}]
-",
-            dir = dir.path().display()
+{extra}",
+            dir = dir.path().display(),
+            extra = extra_yaml.replace("{dir}", &dir.path().display().to_string()),
         );
         Self {
             appliance: Appliance::start(dir, &yaml, 1),

@@ -6,6 +6,8 @@
 
 pub mod backup;
 mod element;
+pub mod federation;
+pub mod federation_backoff;
 pub mod media;
 mod password;
 mod tls;
@@ -275,6 +277,18 @@ pub struct Config {
     pub federation_verify_certificates: bool,
     /// PEM files of CAs trusted for other servers' certificates besides the system's.
     pub federation_custom_ca_list: Vec<PathBuf>,
+    /// Synapse's `federation` section: the backoff of the outbound sender.
+    pub federation: federation_backoff::FederationConfig,
+    /// Notaries asked for a server's signing keys when the server itself cannot be reached
+    /// (Synapse's key): `[{server_name, verify_keys: {key_id: key}}]`; default matrix.org.
+    pub trusted_key_servers: Vec<federation::TrustedKeyServer>,
+    /// Keys this server signed with before its current one (Synapse's key): `{key_id: {key,
+    /// expired_ts}}`, published as `old_verify_keys` so that old events still verify.
+    pub old_signing_keys: std::collections::BTreeMap<String, federation::OldSigningKey>,
+    /// Let other servers read this server's public room list
+    /// (`/_matrix/federation/v1/publicRooms`);
+    /// `false` answers them `403`, as Synapse's default.
+    pub allow_public_rooms_over_federation: bool,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
@@ -391,6 +405,10 @@ impl Default for Config {
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
             federation_custom_ca_list: Vec::new(),
+            federation: federation_backoff::FederationConfig::default(),
+            trusted_key_servers: federation::default_trusted_key_servers(),
+            old_signing_keys: std::collections::BTreeMap::new(),
+            allow_public_rooms_over_federation: false,
             media_retention: media::MediaRetention::default(),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,

@@ -277,3 +277,34 @@ fn outbound_federation_keys_have_synapse_defaults_and_are_checked() {
         assert!(parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn federation_backoff_keys_are_synapses_with_its_defaults() {
+    let config = parse("server_name: example.org\n").unwrap();
+    assert_eq!(
+        config.federation.destination_min_retry_interval.0.as_secs(),
+        600
+    );
+    assert_eq!(config.federation.destination_retry_multiplier, 2.0);
+    assert_eq!(
+        config.federation.destination_max_retry_interval.0.as_secs(),
+        7 * 86_400
+    );
+    let config = parse(
+        "federation:\n  destination_min_retry_interval: 30s\n  destination_retry_multiplier: 3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.federation.destination_min_retry_interval.0.as_secs(),
+        30
+    );
+    assert_eq!(config.federation.destination_retry_multiplier, 3.0);
+    for bad in [
+        "federation:\n  destination_retry_multiplier: 0.5\n",
+        "federation:\n  destination_min_retry_interval: 0s\n",
+        "federation:\n  destination_min_retry_interval: 2h\n  destination_max_retry_interval: 1h\n",
+        "federation:\n  destination_retry_interval: 1h\n",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}

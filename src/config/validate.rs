@@ -169,6 +169,7 @@ impl Config {
         self.validate_federation_client()?;
         super::media::validate(self)?;
         super::backup::validate(self)?;
+        super::federation::validate(self)?;
         Ok(())
     }
 
@@ -191,6 +192,23 @@ impl Config {
             return Err((
                 "federation_domain_whitelist",
                 format!("`{name}` is not a server name"),
+            ));
+        }
+        let backoff = &self.federation;
+        if !(backoff.destination_retry_multiplier >= 1.0
+            && backoff.destination_retry_multiplier <= 1000.0)
+        {
+            return Err((
+                "federation.destination_retry_multiplier",
+                "must be between 1 and 1000".to_owned(),
+            ));
+        }
+        if backoff.destination_min_retry_interval.0.is_zero()
+            || backoff.destination_max_retry_interval.0 < backoff.destination_min_retry_interval.0
+        {
+            return Err((
+                "federation.destination_max_retry_interval",
+                "must be at least destination_min_retry_interval, which must not be 0".to_owned(),
             ));
         }
         Ok(())

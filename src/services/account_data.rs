@@ -120,6 +120,9 @@ impl AccountData {
             thread.to_owned(),
             event_id.to_owned(),
         );
+        // Only our own users' receipts go out; those of other servers' users came from them.
+        let local = <&UserId>::try_from(user.as_str())
+            .is_ok_and(|u| u.server_name() == rooms.server_name());
         let position = self
             .db
             .write(move |tx| {
@@ -128,15 +131,27 @@ impl AccountData {
                 if !found {
                     return Err(Error::not_found("Event not found in this room"));
                 }
-                Ok(store::put_receipt(
-                    tx,
-                    &room,
-                    &user,
-                    &receipt_type,
-                    &thread,
-                    &event_id,
-                    now_ms(),
-                )?)
+                let now = now_ms();
+                let position =
+                    store::put_receipt(tx, &room, &user, &receipt_type, &thread, &event_id, now)?;
+                // Public read receipts go to the room's other servers (queued in this
+                // transaction, sent by services/federation/sender).
+                if receipt_type == "m.read"
+                    && local
+                    && let (Ok(room), Ok(user), Ok(event)) = (
+                        <&ruma::RoomId>::try_from(room.as_str()),
+                        <&UserId>::try_from(user.as_str()),
+                        <&ruma::EventId>::try_from(event_id.as_str()),
+                    )
+                {
+                    let ts = ruma::MilliSecondsSinceUnixEpoch(
+                        ruma::UInt::try_from(now).unwrap_or_default(),
+                    );
+                    crate::services::federation::sender::enqueue_read_receipt(
+                        tx, room, user, &thread, event, ts,
+                    )?;
+                }
+                Ok(position)
             })
             .await?;
         rooms.notify(position);

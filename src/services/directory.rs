@@ -13,12 +13,14 @@
 //!   `m.room.canonical_alias`;
 //! * the public room list shows published rooms that have joined members and that anyone can
 //!   join (join rule `public`, `knock` or `knock_restricted`) or read (`world_readable`), largest
-//!   first;
+//!   first; another server's list is asked of that server (`/_matrix/federation/v1/publicRooms`,
+//!   `POST` when there is a filter), and its error passed on as Synapse does (`502` when it
+//!   cannot be reached);
 //! * the user directory finds users who share a room with the searcher or who are in a public
 //!   room (join rule `public` or world-readable history), or every active local user with
 //!   `user_directory.search_all_users`.
 
-use std::cmp::Reverse;
+use std::{cmp::Reverse, sync::Arc};
 
 use http::StatusCode;
 use ruma::{
@@ -28,6 +30,7 @@ use ruma::{
     directory::{Filter, PublicRoomsChunk, PublicRoomsChunkInit, RoomNetwork, RoomTypeFilter},
     events::{
         StateEventType, TimelineEventType,
+        room::member::MembershipState,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
     },
     room::{JoinRuleKind, RoomType},
@@ -35,7 +38,10 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
-use super::rooms::{EventDraft, Rooms};
+use super::{
+    federation::client::{FederationClient, FederationError},
+    rooms::{EventDraft, Rooms},
+};
 use crate::{
     config::UserDirectoryConfig,
     error::{Error, Result},
@@ -46,6 +52,26 @@ use crate::{
     },
 };
 
+/// The error a client gets when another server's room list cannot be had: that server's own
+/// Matrix error, else `502` (Synapse's "Failed to fetch room list").
+fn remote_list_error(server: &ServerName, error: FederationError) -> Error {
+    tracing::info!(%server, "cannot fetch the public room list: {error}");
+    match (error.status(), error.kind()) {
+        (Some(status), Some(kind)) if status.is_client_error() || status.is_server_error() => {
+            Error::new(
+                status,
+                kind.clone(),
+                format!("{server} refused to list its rooms: {error}"),
+            )
+        }
+        _ => Error::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Unknown,
+            format!("Failed to fetch room list from {server}"),
+        ),
+    }
+}
+
 /// The most users one user directory search returns.
 const MAX_SEARCH_LIMIT: usize = 1000;
 
@@ -53,12 +79,14 @@ pub struct Directory {
     db: Database,
     server_name: OwnedServerName,
     search_all_users: bool,
+    /// Other servers' aliases and public room lists are asked of them.
+    federation: Arc<FederationClient>,
 }
 
 /// What `/publicRooms` asks for.
 #[derive(Debug, Default)]
 pub struct PublicRoomsQuery<'a> {
-    /// Another server's directory (not reachable without federation).
+    /// Another server's directory, asked of that server.
     pub server: Option<&'a ServerName>,
     /// At most this many rooms; `None` or 0: all of them.
     pub limit: Option<UInt>,
@@ -87,11 +115,17 @@ pub struct FoundUser {
 }
 
 impl Directory {
-    pub fn new(db: Database, server_name: OwnedServerName, config: &UserDirectoryConfig) -> Self {
+    pub fn new(
+        db: Database,
+        server_name: OwnedServerName,
+        config: &UserDirectoryConfig,
+        federation: Arc<FederationClient>,
+    ) -> Self {
         Self {
             db,
             server_name,
             search_all_users: config.search_all_users,
+            federation,
         }
     }
 
@@ -103,10 +137,40 @@ impl Directory {
         alias: &RoomAliasId,
     ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         if alias.server_name() != self.server_name {
-            return Err(Error::not_found(format!(
-                "Room alias {alias} not found: aliases of other servers cannot be resolved yet"
-            )));
+            return self.resolve_remote_alias(alias).await;
         }
+        self.resolve_local_alias(alias).await
+    }
+
+    /// An alias of another server, asked of that server (`/query/directory`).
+    async fn resolve_remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        use ruma::api::federation::query::get_room_information::v1 as query;
+        let response = self
+            .federation
+            .send(alias.server_name(), query::Request::new(alias.to_owned()))
+            .await
+            .map_err(|e| {
+                crate::services::federation::client::remote_error(
+                    e,
+                    format!("Room alias {alias} not found"),
+                )
+            })?;
+        let mut servers = response.servers;
+        // The alias's server knows the room, whatever it listed.
+        if !servers.iter().any(|s| s == alias.server_name()) {
+            servers.insert(0, alias.server_name().to_owned());
+        }
+        Ok((response.room_id, servers))
+    }
+
+    /// An alias of this server: the room, this server and the servers of its joined members.
+    pub async fn resolve_local_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let key = alias.to_string();
         let found = self
             .db
@@ -114,9 +178,26 @@ impl Directory {
             .await?;
         let (room_id, _creator) =
             found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+        let room = room_id.clone();
+        let joined = self
+            .db
+            .read(move |c| {
+                rooms_store::members_with(c, &room, MembershipState::Join.as_str())
+                    .map_err(Error::from)
+            })
+            .await?;
+        // This server first, then the other servers of joined members, each once.
+        let mut servers = vec![self.server_name.clone()];
+        let others: std::collections::BTreeSet<OwnedServerName> = joined
+            .iter()
+            .filter_map(|user| <&UserId>::try_from(user.as_str()).ok())
+            .map(|user| user.server_name().to_owned())
+            .filter(|server| *server != self.server_name)
+            .collect();
+        servers.extend(others);
         Ok((
             OwnedRoomId::try_from(room_id).map_err(Error::internal)?,
-            vec![self.server_name.clone()],
+            servers,
         ))
     }
 
@@ -318,9 +399,7 @@ impl Directory {
         if let Some(server) = query.server
             && server != self.server_name
         {
-            return Err(Error::invalid_param(format!(
-                "Cannot list the rooms of {server}: other servers cannot be reached yet"
-            )));
+            return self.remote_public_rooms(server, query).await;
         }
         if let Some(RoomNetwork::ThirdParty(_)) = query.network {
             // No application service provides third-party networks.
@@ -390,6 +469,61 @@ impl Directory {
             next_batch,
             prev_batch,
             total_room_count_estimate: total,
+        })
+    }
+
+    /// Another server's public room list, asked over federation.
+    async fn remote_public_rooms(
+        &self,
+        server: &ServerName,
+        query: PublicRoomsQuery<'_>,
+    ) -> Result<PublicRoomsPage> {
+        use ruma::api::federation::directory::{
+            get_public_rooms::v1 as get, get_public_rooms_filtered::v1 as filtered,
+        };
+        let network = query.network.cloned().unwrap_or_default();
+        let (chunk, next_batch, prev_batch, total) = match query.filter {
+            Some(filter) => {
+                let mut request = filtered::Request::new();
+                request.limit = query.limit;
+                request.since = query.since.map(str::to_owned);
+                request.filter = filter.clone();
+                request.room_network = network;
+                let response = self
+                    .federation
+                    .send(server, request)
+                    .await
+                    .map_err(|e| remote_list_error(server, e))?;
+                (
+                    response.chunk,
+                    response.next_batch,
+                    response.prev_batch,
+                    response.total_room_count_estimate,
+                )
+            }
+            None => {
+                let mut request = get::Request::new();
+                request.limit = query.limit;
+                request.since = query.since.map(str::to_owned);
+                request.room_network = network;
+                let response = self
+                    .federation
+                    .send(server, request)
+                    .await
+                    .map_err(|e| remote_list_error(server, e))?;
+                (
+                    response.chunk,
+                    response.next_batch,
+                    response.prev_batch,
+                    response.total_room_count_estimate,
+                )
+            }
+        };
+        Ok(PublicRoomsPage {
+            total_room_count_estimate: total.map_or(chunk.len() as u64, u64::from),
+            chunk,
+            next_batch,
+            prev_batch,
         })
     }
 

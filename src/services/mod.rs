@@ -47,7 +47,17 @@ pub struct Services {
     pub registration: registration::Registration,
     pub shared_secret: shared_secret::SharedSecretRegistration,
     pub server_key: Arc<server_key::ServerKey>,
+    /// Requests to other servers, signed as this one (the federation sender and joins use it).
+    pub federation: Arc<federation::client::FederationClient>,
+    /// The outbound transaction queues (`services/federation/sender`).
+    pub federation_sender: Arc<federation::sender::Sender>,
+    /// Other servers' signing keys (fetched, cached, checked) and signature checks with them.
+    pub server_keys: Arc<federation::keys::ServerKeys>,
     pub rooms: rooms::Rooms,
+    /// Room data served to other servers (`/state`, `/backfill`, …).
+    pub federation_serve: federation::serve::Serve,
+    /// Inbound transactions already answered (a retry gets the same answer).
+    pub federation_inbound: federation::inbound::InboundTransactions,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
@@ -84,10 +94,10 @@ impl Services {
         })?;
         let db = Database::open(&data_dir.join(DATABASE_FILE))?;
         let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
-        let server_key = Arc::new(server_key::ServerKey::load_or_create(
-            &data_dir,
-            &server_name,
-        )?);
+        let server_key = Arc::new(
+            server_key::ServerKey::load_or_create(&data_dir, &server_name)?
+                .with_old_keys(config.old_signing_keys.clone()),
+        );
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
@@ -101,7 +111,24 @@ impl Services {
             limits.clone(),
         );
         let voip = voip::Voip::new(&config, &data_dir)?;
+        let federation = Arc::new(federation::client::FederationClient::new(
+            &config,
+            Some(server_key.clone()),
+        )?);
+        let federation_sender = federation::sender::Sender::new(
+            db.clone(),
+            server_name.clone(),
+            &config.federation,
+            Arc::new(federation::sender::ClientTransport(federation.clone())),
+        )?;
+        let server_keys = Arc::new(federation::keys::ServerKeys::new(
+            db.clone(),
+            federation.clone(),
+            server_key.clone(),
+            &config,
+        ));
         Ok(Arc::new(Self {
+            federation_sender,
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),
@@ -110,6 +137,7 @@ impl Services {
                 server_name.clone(),
                 rooms.stream_sender(),
                 config.password_config.policy.clone(),
+                federation.clone(),
             ),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),
@@ -132,10 +160,15 @@ impl Services {
                 db.clone(),
                 server_name.clone(),
                 &config.user_directory,
+                federation.clone(),
             ),
             media: media::Media::open(db.clone(), &config)?,
+            federation_serve: federation::serve::Serve::new(db.clone()),
+            federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),
             rooms,
             server_key,
+            federation,
+            server_keys,
             server_name,
             config,
             db,

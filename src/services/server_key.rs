@@ -2,6 +2,7 @@
 //! published signed at `/_matrix/key/v2/server` so that federation comes without a migration.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::ErrorKind,
     path::Path,
@@ -18,7 +19,7 @@ use ruma::{
     signatures::Ed25519KeyPair,
 };
 
-use crate::config::write::write_atomically;
+use crate::config::{federation::OldSigningKey, write::write_atomically};
 
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 
@@ -28,6 +29,8 @@ const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct ServerKey {
     server_name: OwnedServerName,
     key_pair: Ed25519KeyPair,
+    /// `old_signing_keys`: published as `old_verify_keys`.
+    old_keys: BTreeMap<String, OldSigningKey>,
 }
 
 impl ServerKey {
@@ -64,7 +67,21 @@ impl ServerKey {
         Ok(Self {
             server_name: server_name.clone(),
             key_pair,
+            old_keys: BTreeMap::new(),
         })
+    }
+
+    /// The keys this server used before (Synapse's `old_signing_keys`), for `old_verify_keys`.
+    pub fn with_old_keys(mut self, old_keys: BTreeMap<String, OldSigningKey>) -> Self {
+        // The current key is never an old one.
+        let current = self.key_id();
+        self.old_keys = old_keys;
+        self.old_keys.remove(&current);
+        self
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
     }
 
     pub fn key_id(&self) -> String {
@@ -109,9 +126,19 @@ impl ServerKey {
             "verify_keys".into(),
             CanonicalJsonValue::Object(verify_keys),
         );
+        let mut old_verify_keys = CanonicalJsonObject::new();
+        for (key_id, old) in &self.old_keys {
+            let mut entry = CanonicalJsonObject::new();
+            entry.insert("key".into(), CanonicalJsonValue::String(old.key.clone()));
+            entry.insert(
+                "expired_ts".into(),
+                CanonicalJsonValue::Integer(i64::try_from(old.expired_ts)?.try_into()?),
+            );
+            old_verify_keys.insert(key_id.clone(), CanonicalJsonValue::Object(entry));
+        }
         object.insert(
             "old_verify_keys".into(),
-            CanonicalJsonValue::Object(CanonicalJsonObject::new()),
+            CanonicalJsonValue::Object(old_verify_keys),
         );
         object.insert(
             "valid_until_ts".into(),

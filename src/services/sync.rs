@@ -456,8 +456,12 @@ impl RoomContext<'_> {
         Ok((timeline, shown))
     }
 
-    /// The state group before an event (the group after its first parent), if it has one.
+    /// The state group before an event (the group after its first parent, or the one recorded
+    /// for an event whose parents' state is not its own: a fork, a room joined elsewhere).
     fn group_before(&self, row: &EventRow) -> Result<Option<i64>> {
+        if let Some(group) = crate::storage::pdus::state_before(self.conn, &row.event_id)? {
+            return Ok(Some(group));
+        }
         let Some(parent) =
             Envelope::parse(&row.json).and_then(|e| e.prev_events.into_iter().next())
         else {

@@ -1,10 +1,19 @@
 //! Accounts: creating them, naming them, passwords, admin flag, deactivation, profiles.
 
+use std::sync::Arc;
+
 use http::StatusCode;
-use ruma::{MxcUri, OwnedServerName, OwnedUserId, ServerName, UserId, api::error::ErrorKind};
+use ruma::{
+    MxcUri, OwnedServerName, OwnedUserId, ServerName, UserId,
+    api::{error::ErrorKind, federation::query::get_profile_information::v1 as get_profile},
+    profile::{ProfileFieldName, UserProfile},
+};
 use tokio::sync::watch;
 
-use super::passwords;
+use super::{
+    federation::client::{FederationClient, remote_error},
+    passwords,
+};
 use crate::{
     config::PasswordPolicy,
     error::{Error, Result},
@@ -19,6 +28,8 @@ pub struct Users {
     stream: watch::Sender<i64>,
     /// `password_config.policy`: every new password is checked against it.
     password_policy: PasswordPolicy,
+    /// Profiles of other servers' users are asked of them.
+    federation: Arc<FederationClient>,
 }
 
 /// Longest user ID the spec allows, sigil and server name included.
@@ -30,13 +41,54 @@ impl Users {
         server_name: OwnedServerName,
         stream: watch::Sender<i64>,
         password_policy: PasswordPolicy,
+        federation: Arc<FederationClient>,
     ) -> Self {
         Self {
             db,
             server_name,
             stream,
             password_policy,
+            federation,
         }
+    }
+
+    /// A user's profile (`displayname`, `avatar_url`), or only `field` of it: a local user's
+    /// from the database, another server's user's asked of that server (`/query/profile`).
+    /// `404 M_NOT_FOUND` for a user that does not exist.
+    pub async fn profile(
+        &self,
+        user_id: &UserId,
+        field: Option<&ProfileFieldName>,
+    ) -> Result<UserProfile> {
+        if user_id.server_name() != self.server_name {
+            let mut request = get_profile::Request::new(user_id.to_owned());
+            request.field = field.cloned();
+            let response = self
+                .federation
+                .send(user_id.server_name(), request)
+                .await
+                .map_err(|e| remote_error(e, "Profile not found".to_owned()))?;
+            let mut profile = UserProfile::new();
+            for (name, value) in response.iter() {
+                if field.is_none_or(|field| field.as_str() == name) {
+                    profile.set(name.clone(), value.clone());
+                }
+            }
+            return Ok(profile);
+        }
+        let user = self
+            .get(user_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Profile not found"))?;
+        let mut profile = UserProfile::new();
+        let wanted = |name: &str| field.is_none_or(|field| field.as_str() == name);
+        if let Some(name) = user.displayname.filter(|_| wanted("displayname")) {
+            profile.set("displayname".to_owned(), name.into());
+        }
+        if let Some(url) = user.avatar_url.filter(|_| wanted("avatar_url")) {
+            profile.set("avatar_url".to_owned(), url.into());
+        }
+        Ok(profile)
     }
 
     /// Checks a new password against `password_config.policy` (Synapse's errcodes).

@@ -63,9 +63,14 @@ pub fn current_state_contents(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT cs.type, e.sender, json_extract(e.json, '$.content'), e.redacted_by IS NOT NULL
-         FROM current_state cs JOIN events e ON e.event_id = cs.event_id
-         WHERE cs.room_id = ?1 AND cs.state_key = '' AND cs.type IN ({placeholders})"
+        // The state of a room joined over federation may be outliers (`storage::pdus`).
+        "SELECT cs.type, coalesce(e.sender, o.sender),
+                json_extract(coalesce(e.json, o.json), '$.content'), e.redacted_by IS NOT NULL
+         FROM current_state cs
+         LEFT JOIN events e ON e.event_id = cs.event_id
+         LEFT JOIN pdus_outside_timeline o ON o.event_id = cs.event_id AND o.status != 'rejected'
+         WHERE cs.room_id = ?1 AND cs.state_key = '' AND cs.type IN ({placeholders})
+           AND coalesce(e.json, o.json) IS NOT NULL"
     );
     let mut values: Vec<&str> = Vec::with_capacity(types.len() + 1);
     values.push(room_id);
@@ -125,12 +130,16 @@ pub fn active_users(conn: &Connection) -> rusqlite::Result<Vec<DirectoryUser>> {
 pub fn users_visible_to(conn: &Connection, searcher: &str) -> rusqlite::Result<Vec<DirectoryUser>> {
     conn.prepare_cached(
         "WITH public_rooms AS (
-             SELECT cs.room_id FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+             SELECT cs.room_id FROM current_state cs
+             LEFT JOIN events e ON e.event_id = cs.event_id
+             LEFT JOIN pdus_outside_timeline o
+                 ON o.event_id = cs.event_id AND o.status != 'rejected'
              WHERE cs.state_key = '' AND (
                  (cs.type = 'm.room.join_rules'
-                     AND json_extract(e.json, '$.content.join_rule') = 'public')
+                     AND json_extract(coalesce(e.json, o.json), '$.content.join_rule') = 'public')
                  OR (cs.type = 'm.room.history_visibility'
-                     AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))
+                     AND json_extract(coalesce(e.json, o.json), '$.content.history_visibility')
+                         = 'world_readable'))
          ),
          visible AS (
              SELECT m.user_id FROM memberships m

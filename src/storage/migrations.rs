@@ -15,6 +15,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_e2ee.sql"),
     include_str!("migrations/0006_media.sql"),
     include_str!("migrations/0007_read_indexes.sql"),
+    include_str!("migrations/0008_server_keys.sql"),
+    include_str!("migrations/0009_federated_rooms.sql"),
+    include_str!("migrations/0010_federation_queue.sql"),
+    include_str!("migrations/0011_federation_inbound.sql"),
 ];
 
 /// The schema version this binary writes.

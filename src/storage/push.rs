@@ -103,8 +103,12 @@ pub fn current_state_json(
     state_key: &str,
 ) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(
-        "SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-         WHERE c.room_id = ?1 AND c.type = ?2 AND c.state_key = ?3",
+        // The state of a room joined over federation may be outliers (`storage::pdus`).
+        "SELECT coalesce(e.json, o.json) FROM current_state c
+         LEFT JOIN events e ON e.event_id = c.event_id
+         LEFT JOIN pdus_outside_timeline o ON o.event_id = c.event_id AND o.status != 'rejected'
+         WHERE c.room_id = ?1 AND c.type = ?2 AND c.state_key = ?3
+           AND coalesce(e.json, o.json) IS NOT NULL",
     )?
     .query_row([room_id, event_type, state_key], |row| row.get(0))
     .optional()

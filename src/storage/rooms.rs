@@ -115,6 +115,32 @@ pub fn insert_event(
     state_group: i64,
 ) -> rusqlite::Result<i64> {
     let stream = next_stream_position(conn)?;
+    insert_event_row(conn, event, state_group, stream)?;
+    let mut remove = conn
+        .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
+    for prev in event.prev_events {
+        remove.execute([event.room_id, prev])?;
+    }
+    conn.prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?
+        .execute([event.room_id, event.event_id])?;
+    if let Some(state_key) = event.state_key {
+        conn.prepare_cached(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )?
+        .execute([event.room_id, event.event_type, state_key, event.event_id])?;
+    }
+    Ok(stream)
+}
+
+/// Stores an event's row and its `prev_events` edges at a given stream position, and nothing
+/// else: the caller moves extremities and current state.
+pub fn insert_event_row(
+    conn: &Connection,
+    event: &NewEventRow<'_>,
+    state_group: i64,
+    stream: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts,
                              topological_ordering, state_group, redacts, relates_to, rel_type, json)
@@ -135,21 +161,7 @@ pub fn insert_event(
         event.relates_to.map(|r| r.1),
         event.json,
     ])?;
-    let mut remove = conn
-        .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
-    for prev in event.prev_events {
-        remove.execute([event.room_id, prev])?;
-    }
-    conn.prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?
-        .execute([event.room_id, event.event_id])?;
-    if let Some(state_key) = event.state_key {
-        conn.prepare_cached(
-            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
-        )?
-        .execute([event.room_id, event.event_type, state_key, event.event_id])?;
-    }
-    Ok(stream)
+    super::pdus::insert_edges(conn, event.room_id, event.event_id, event.prev_events)
 }
 
 /// Records a user's membership event. `stream_ordering` stays where the membership last
@@ -518,14 +530,23 @@ pub fn state_event_at_group(
     Ok(None)
 }
 
-/// The JSON of several events at once, by ID.
+/// The JSON of several events at once, by ID: the events of a room's *state*. Besides timeline
+/// events, these are the outliers (the state of a room joined over federation arrives as outliers)
+/// and soft-failed events a later event's state took in; never rejected ones. Timeline reads
+/// (by stream or topological order) never see any of them.
 pub fn events_by_id(conn: &Connection, event_ids: &[String]) -> rusqlite::Result<Vec<EventRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
     ))?;
+    let mut outside = conn.prepare_cached(
+        "SELECT 0, event_id, room_id, sender, depth, coalesce(state_group, 0), NULL, json
+         FROM pdus_outside_timeline WHERE event_id = ?1 AND status IN ('outlier', 'soft_failed')",
+    )?;
     let mut rows = Vec::with_capacity(event_ids.len());
     for id in event_ids {
         if let Some(row) = stmt.query_row([id], event_from_row).optional()? {
+            rows.push(row);
+        } else if let Some(row) = outside.query_row([id], event_from_row).optional()? {
             rows.push(row);
         }
     }

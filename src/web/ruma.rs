@@ -179,7 +179,11 @@ pub fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
 
 /// Reads a JSON body of at most `limit` bytes: chunk by chunk, so a larger one is refused with
 /// `413 M_TOO_LARGE` as soon as it passes the limit, with no more than `limit` bytes held.
-async fn read_json_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes> {
+pub(super) async fn read_json_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes> {
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
@@ -219,7 +223,7 @@ pub async fn refuse_too_large(body: Body, headers: &http::HeaderMap) -> Error {
 }
 
 /// `M_NOT_JSON` for a body that is not JSON at all, before ruma reports the finer `M_BAD_JSON`.
-fn check_is_json(bytes: &[u8]) -> Result<()> {
+pub(super) fn check_is_json(bytes: &[u8]) -> Result<()> {
     // Like Synapse, the Content-Type is not trusted: clients such as curl send a form type.
     if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
         return Err(Error::new(
@@ -252,7 +256,7 @@ fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
 
 /// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does
 /// not know yet) turned into `400 M_BAD_JSON` for this request instead of a `500`.
-fn parse_without_panics<T: IncomingRequest>(
+pub(super) fn parse_without_panics<T: IncomingRequest>(
     parts: http::request::Parts,
     body: &[u8],
     path_args: &[&str],

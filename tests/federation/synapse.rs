@@ -19,6 +19,16 @@ use crate::{
     support::{TestCa, free_port, tls_connect},
 };
 
+/// `extra_yaml` for a Synapse where anyone may register with `m.login.dummy` (test accounts), and
+/// whose rate limits do not slow a test down.
+pub const OPEN_REGISTRATION: &str = "enable_registration: true
+enable_registration_without_verification: true
+rc_message: {per_second: 1000, burst_count: 1000}
+rc_joins: {local: {per_second: 1000, burst_count: 1000}, remote: {per_second: 1000, burst_count: 1000}}
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_login: {address: {per_second: 1000, burst_count: 1000}, account: {per_second: 1000, burst_count: 1000}}
+";
+
 /// Synapse's first start creates its SQLite schema: slow on a loaded 2-core machine.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -41,6 +41,12 @@ pub async fn create_typing_event(
     {
         // Typing is not in the persisted stream; waking waiters makes them re-check it.
         services.rooms.wake();
+        let (sender, room, user) = (
+            services.federation_sender.clone(),
+            body.room_id.clone(),
+            sender.user_id.clone(),
+        );
+        tokio::spawn(async move { sender.typing(&room, &user, timeout.is_some()).await });
     }
     Ok(create_typing_event::Response::new().into())
 }

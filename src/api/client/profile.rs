@@ -1,53 +1,30 @@
 use axum::extract::State;
 use ruma::{
-    OwnedMxcUri, UserId,
+    UserId,
     api::client::profile::{
         get_avatar_url::v3 as get_avatar_url, get_display_name::v3 as get_display_name,
         get_profile::v3 as get_profile, set_avatar_url::v3 as set_avatar_url,
         set_display_name::v3 as set_display_name,
     },
-    profile::UserProfile,
+    profile::{AvatarUrl, DisplayName, ProfileFieldName},
 };
 
 use crate::{
     error::{Error, Result},
     services::Services,
-    storage::users::UserRow,
     web::{
         AppState,
         ruma::{ApiResult, Ruma},
     },
 };
 
-/// The profile of a local user; remote profiles come with federation.
-async fn local_profile(services: &Services, user_id: &UserId) -> Result<UserRow> {
-    if user_id.server_name() != services.server_name {
-        return Err(Error::not_found(
-            "Profiles of other servers are not available yet",
-        ));
-    }
-    services
-        .users
-        .get(user_id)
-        .await?
-        .ok_or_else(|| Error::not_found("Profile not found"))
-}
-
-/// `GET /_matrix/client/v3/profile/{userId}`
+/// `GET /_matrix/client/v3/profile/{userId}`: a local user's, or asked of the user's server.
 pub async fn get_profile(
     State(services): State<AppState>,
     request: Ruma<get_profile::Request>,
 ) -> ApiResult<get_profile::Response> {
-    let user = local_profile(&services, &request.body.user_id).await?;
-    let mut profile = UserProfile::new();
-    if let Some(name) = user.displayname {
-        profile.set("displayname".to_owned(), name.into());
-    }
-    if let Some(url) = user.avatar_url {
-        profile.set("avatar_url".to_owned(), url.into());
-    }
     let mut response = get_profile::Response::new();
-    response.data = profile;
+    response.data = services.users.profile(&request.body.user_id, None).await?;
     Ok(response.into())
 }
 
@@ -56,8 +33,14 @@ pub async fn get_display_name(
     State(services): State<AppState>,
     request: Ruma<get_display_name::Request>,
 ) -> ApiResult<get_display_name::Response> {
-    let user = local_profile(&services, &request.body.user_id).await?;
-    Ok(get_display_name::Response::new(user.displayname).into())
+    let profile = services
+        .users
+        .profile(&request.body.user_id, Some(&ProfileFieldName::DisplayName))
+        .await?;
+    let name = profile
+        .get_static::<DisplayName>()
+        .map_err(|e| Error::internal(format!("bad display name: {e}")))?;
+    Ok(get_display_name::Response::new(name).into())
 }
 
 /// `PUT /_matrix/client/v3/profile/{userId}/displayname`
@@ -87,9 +70,13 @@ pub async fn get_avatar_url(
     State(services): State<AppState>,
     request: Ruma<get_avatar_url::Request>,
 ) -> ApiResult<get_avatar_url::Response> {
-    let user = local_profile(&services, &request.body.user_id).await?;
+    let profile = services
+        .users
+        .profile(&request.body.user_id, Some(&ProfileFieldName::AvatarUrl))
+        .await?;
     let mut response = get_avatar_url::Response::new(None);
-    response.avatar_url = user.avatar_url.map(OwnedMxcUri::from);
+    // Another server's answer may hold anything there: shown only if it is an MXC URI.
+    response.avatar_url = profile.get_static::<AvatarUrl>().ok().flatten();
     Ok(response.into())
 }
 

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
+    services::federation::joins,
     services::{
         Services,
         rooms::{CreateRoom, Preset},
@@ -115,15 +116,15 @@ pub async fn join_room_by_id(
 ) -> ApiResult<join_room_by_id::Response> {
     let user = request.sender()?.user_id.clone();
     let room_id = request.body.room_id.clone();
-    services
-        .rooms
-        .join(
-            &room_id,
-            &user,
-            profile(&services, &user).await?,
-            request.body.reason.clone(),
-        )
-        .await?;
+    joins::join_room(
+        &services,
+        &user,
+        <&ruma::RoomOrAliasId>::from(&*room_id),
+        &[],
+        profile(&services, &user).await?,
+        request.body.reason.clone(),
+    )
+    .await?;
     Ok(join_room_by_id::Response::new(room_id).into())
 }
 
@@ -133,19 +134,15 @@ pub async fn join_room_by_id_or_alias(
     request: Ruma<join_by_id_or_alias::Request>,
 ) -> ApiResult<join_by_id_or_alias::Response> {
     let user = request.sender()?.user_id.clone();
-    let room_id = services
-        .rooms
-        .resolve_room(&request.body.room_id_or_alias)
-        .await?;
-    services
-        .rooms
-        .join(
-            &room_id,
-            &user,
-            profile(&services, &user).await?,
-            request.body.reason.clone(),
-        )
-        .await?;
+    let room_id = joins::join_room(
+        &services,
+        &user,
+        &request.body.room_id_or_alias,
+        &request.body.via,
+        profile(&services, &user).await?,
+        request.body.reason.clone(),
+    )
+    .await?;
     Ok(join_by_id_or_alias::Response::new(room_id).into())
 }
 

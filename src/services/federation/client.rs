@@ -15,10 +15,19 @@ use std::{
 use anyhow::Context;
 use bytes::Bytes;
 use hickory_resolver::TokioResolver;
-use http::{Request, header};
-use http_body_util::Empty;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use ruma::{OwnedServerName, ServerName};
+use ruma::{
+    OwnedServerName, ServerName,
+    api::{
+        IncomingResponse, OutgoingRequest, OutgoingRequestExt,
+        auth_scheme::{AuthScheme, NoAuthentication},
+        error::{Error as MatrixError, ErrorKind},
+        federation::authentication::{ServerSignatures, XMatrix, XMatrixSigningInput},
+        path_builder::SinglePath,
+    },
+};
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -34,6 +43,7 @@ use crate::{
         fetch::{FetchError, read_at_most},
         policy::IpPolicy,
     },
+    services::server_key::ServerKey,
 };
 
 /// Synapse's default `federation.client_timeout`.
@@ -41,6 +51,128 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Synapse's limit for a well-known answer.
 const WELL_KNOWN_MAX_BYTES: usize = 50 * 1024;
 const USER_AGENT: &str = concat!("matrix-appliance/", env!("CARGO_PKG_VERSION"));
+/// The most `send` reads of an answer (`send_with_limit` for more or less): bounded memory per
+/// request. Synapse allows 100 MiB; the answers that can be that large (`send_join` of a big
+/// room, `/state`) are asked for with their own limit.
+pub const DEFAULT_RESPONSE_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why a request to another server failed, for callers to match on.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The server could not be asked: refused by `federation_domain_whitelist` or the IP policy,
+    /// no address, no connection, TLS or HTTP failure, no answer in time.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+    /// The server answered with an error status (and, usually, a Matrix errcode).
+    #[error("the server answered HTTP {}: {}", .0.status_code, describe_matrix_error(.0))]
+    Matrix(MatrixError),
+    /// The server answered something that is not a valid answer to the request (too large, not
+    /// the endpoint's JSON).
+    #[error("bad answer from the server: {0}")]
+    BadResponse(String),
+    /// This server could not make the request (a bug, or no signing key in this process).
+    #[error("cannot make the request: {0}")]
+    Request(String),
+}
+
+impl FederationError {
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Matrix(error) => Some(error.status_code),
+            _ => None,
+        }
+    }
+
+    /// The Matrix errcode of an error answer.
+    pub fn kind(&self) -> Option<&ErrorKind> {
+        match self {
+            Self::Matrix(error) => error.error_kind(),
+            _ => None,
+        }
+    }
+}
+
+/// A failed query of another server as this server's answer to its client: the remote's
+/// `404` as `404 M_NOT_FOUND` with `not_found`, anything else `502`.
+pub fn remote_error(error: FederationError, not_found: String) -> crate::error::Error {
+    use crate::error::Error;
+    if error.status() == Some(StatusCode::NOT_FOUND) {
+        return Error::not_found(not_found);
+    }
+    tracing::info!("federation query failed: {error}");
+    Error::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorKind::Unknown,
+        format!("The other server could not be asked: {error}"),
+    )
+}
+
+fn describe_matrix_error(error: &MatrixError) -> String {
+    use ruma::api::error::ErrorBody;
+    match &error.body {
+        ErrorBody::Standard(body) => format!("{} {}", body.kind.errcode(), body.message),
+        ErrorBody::Json(json) => json.to_string().chars().take(200).collect(),
+        ErrorBody::NotJson { bytes, .. } => {
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+        }
+    }
+}
+
+/// The authentication schemes of federation endpoints: `ServerSignatures` (X-Matrix, signed
+/// as this server for the destination) and `NoAuthentication` (the key endpoints).
+pub trait FederationAuth: AuthScheme {
+    fn input<'a>(
+        client: &'a FederationClient,
+        destination: &ServerName,
+    ) -> Result<Self::Input<'a>, FederationError>;
+}
+
+impl FederationAuth for ServerSignatures {
+    fn input<'a>(
+        client: &'a FederationClient,
+        destination: &ServerName,
+    ) -> Result<XMatrixSigningInput<'a>, FederationError> {
+        client.signing_input(destination)
+    }
+}
+
+impl FederationAuth for NoAuthentication {
+    fn input(_: &FederationClient, _: &ServerName) -> Result<(), FederationError> {
+        Ok(())
+    }
+}
+
+/// A raw answer of `send_raw`.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Why one HTTPS exchange failed.
+enum Failure {
+    Unreachable(String),
+    TooLarge(usize),
+}
+
+impl From<Failure> for FederationError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Unreachable(reason) => Self::Unreachable(reason),
+            Failure::TooLarge(max) => {
+                Self::BadResponse(format!("the answer is longer than {max} bytes"))
+            }
+        }
+    }
+}
+
+impl From<Failure> for String {
+    fn from(failure: Failure) -> Self {
+        FederationError::from(failure).to_string()
+    }
+}
 
 pub struct FederationClient {
     dns: TokioResolver,
@@ -49,6 +181,9 @@ pub struct FederationClient {
     /// `None`: every server may be contacted.
     domain_whitelist: Option<Vec<OwnedServerName>>,
     well_known: WellKnownCache,
+    /// Signs requests as this server; `None` in processes that only read (`admin federation
+    /// check`), whose `send` fails with `FederationError::Request`.
+    signer: Option<Arc<ServerKey>>,
 }
 
 /// An answer of another server.
@@ -61,7 +196,8 @@ pub struct Response {
 }
 
 impl FederationClient {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    /// `signer`: this server's key, for the X-Matrix signature of `send`/`send_raw`.
+    pub fn new(config: &Config, signer: Option<Arc<ServerKey>>) -> anyhow::Result<Self> {
         let ip_policy = IpPolicy::replacing_defaults(
             config.ip_range_blacklist.as_deref(),
             &config.ip_range_whitelist,
@@ -112,95 +248,240 @@ impl FederationClient {
             ip_policy,
             domain_whitelist,
             well_known: WellKnownCache::default(),
+            signer,
         })
     }
 
-    /// GETs `path` from `server_name`, reading at most `max_bytes` of the answer.
+    /// GETs `path` from `server_name`, unsigned, reading at most `max_bytes` of the answer.
     pub async fn get(
         &self,
         server_name: &ServerName,
         path: &str,
         max_bytes: usize,
     ) -> Result<Response, String> {
-        if let Some(whitelist) = &self.domain_whitelist
-            && !whitelist.iter().any(|allowed| allowed == server_name)
-        {
-            return Err(format!(
-                "{server_name} is not in federation_domain_whitelist"
-            ));
-        }
+        self.check_whitelist(server_name)
+            .map_err(|e| e.to_string())?;
         let destination = resolve::resolve(self, &self.well_known, server_name).await;
-        let (address, status, _, body) = self.https_get(&destination, path, max_bytes).await?;
+        let request = Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| format!("cannot make the request: {e}"))?;
+        let (address, response) = self.https(&destination, request, max_bytes).await?;
         Ok(Response {
             destination,
             address,
-            status,
-            body,
+            status: response.status.as_u16(),
+            body: response.body,
         })
     }
 
-    /// One GET over TLS to a checked address of `destination`, within the request timeout:
-    /// (address, status, `Cache-Control`, body).
-    async fn https_get(
+    /// Sends a ruma federation request to `destination`, signed with X-Matrix (with
+    /// `destination`), and parses the answer (at most `DEFAULT_RESPONSE_MAX_BYTES`).
+    pub async fn send<R>(
         &self,
-        destination: &Destination,
-        path: &str,
-        max_bytes: usize,
-    ) -> Result<(SocketAddr, u16, Option<String>, Vec<u8>), String> {
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.https_get_untimed(destination, path, max_bytes),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+        destination: &ServerName,
+        request: R,
+    ) -> Result<R::IncomingResponse, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath, EndpointError = MatrixError>,
+        R::Authentication: FederationAuth,
+    {
+        self.send_with_limit(destination, request, DEFAULT_RESPONSE_MAX_BYTES)
+            .await
     }
 
-    async fn https_get_untimed(
+    /// `send`, reading at most `max_bytes` of the answer.
+    pub async fn send_with_limit<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        max_bytes: usize,
+    ) -> Result<R::IncomingResponse, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath, EndpointError = MatrixError>,
+        R::Authentication: FederationAuth,
+    {
+        let request = self.signed_request(destination, request)?;
+        let response = self.send_http(destination, request, max_bytes).await?;
+        parse_response::<R::IncomingResponse>(response)
+    }
+
+    /// Sends a signed request built by hand: `path_and_query` (e.g.
+    /// `/_matrix/federation/v1/send/1`), `body` JSON (`None` for none). The answer is returned
+    /// whatever its status.
+    #[allow(dead_code)] // for the transaction sender
+    pub async fn send_raw(
+        &self,
+        destination: &ServerName,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+        max_bytes: usize,
+    ) -> Result<RawResponse, FederationError> {
+        let body = match body {
+            Some(json) => {
+                serde_json::to_vec(json).map_err(|e| FederationError::Request(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("https://{destination}{path_and_query}"));
+        if !body.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let mut request = builder
+            .body(body)
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let x_matrix = XMatrix::sign_http_request(&request, self.signing_input(destination)?)
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, (&x_matrix).into());
+        self.send_http(destination, request, max_bytes).await
+    }
+
+    fn signing_input(
+        &self,
+        destination: &ServerName,
+    ) -> Result<XMatrixSigningInput<'_>, FederationError> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            FederationError::Request("this process has no signing key".to_owned())
+        })?;
+        Ok(XMatrixSigningInput::new(
+            signer.server_name().to_owned(),
+            destination.to_owned(),
+            signer.key_pair(),
+        ))
+    }
+
+    /// The `http::Request` of a ruma request, with its X-Matrix authorization.
+    pub(crate) fn signed_request<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<Request<Vec<u8>>, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: FederationAuth,
+    {
+        request
+            .try_into_http_request::<Vec<u8>>(
+                &format!("https://{destination}"),
+                R::Authentication::input(self, destination)?,
+                (),
+            )
+            .map_err(|e| FederationError::Request(e.to_string()))
+    }
+
+    /// Resolves `destination` and sends it `request` (whose URI may be absolute: only its path
+    /// and query are sent).
+    async fn send_http(
+        &self,
+        destination: &ServerName,
+        request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<RawResponse, FederationError> {
+        self.check_whitelist(destination)?;
+        let resolved = resolve::resolve(self, &self.well_known, destination).await;
+        let (_, response) = self.https(&resolved, request, max_bytes).await?;
+        Ok(response)
+    }
+
+    fn check_whitelist(&self, server_name: &ServerName) -> Result<(), FederationError> {
+        if let Some(whitelist) = &self.domain_whitelist
+            && !whitelist.iter().any(|allowed| allowed == server_name)
+        {
+            return Err(FederationError::Unreachable(format!(
+                "{server_name} is not in federation_domain_whitelist"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One request over TLS to a checked address of `destination`, within the request timeout.
+    async fn https(
         &self,
         destination: &Destination,
-        path: &str,
+        request: Request<Vec<u8>>,
         max_bytes: usize,
-    ) -> Result<(SocketAddr, u16, Option<String>, Vec<u8>), String> {
-        let address = self.address_of(destination).await?;
+    ) -> Result<(SocketAddr, RawResponse), Failure> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.https_untimed(destination, request, max_bytes),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Unreachable(format!(
+                "no answer within {REQUEST_TIMEOUT:?}"
+            )))
+        })
+    }
+
+    async fn https_untimed(
+        &self,
+        destination: &Destination,
+        request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<(SocketAddr, RawResponse), Failure> {
+        let unreachable = Failure::Unreachable;
+        let address = self.address_of(destination).await.map_err(unreachable)?;
         let tcp = TcpStream::connect(address)
             .await
-            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+            .map_err(|e| unreachable(format!("cannot connect to {address}: {e}")))?;
         let tls_name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
-            .map_err(|e| format!("`{}` is not a TLS name: {e}", destination.tls_name))?;
-        let tls = self
-            .tls
-            .connect(tls_name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {address} ({}): {e}", destination.tls_name))?;
+            .map_err(|e| {
+                unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name))
+            })?;
+        let tls = self.tls.connect(tls_name, tcp).await.map_err(|e| {
+            unreachable(format!(
+                "TLS with {address} ({}): {e}",
+                destination.tls_name
+            ))
+        })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+            .map_err(|e| unreachable(format!("HTTP: {e}")))?;
         tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(header::HOST, &destination.host_header)
-            .header(header::USER_AGENT, USER_AGENT)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("cannot make the request: {e}"))?;
+        let (mut parts, body) = request.into_parts();
+        // Origin form: the path and query only, the server in `Host`.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e| unreachable(format!("bad request URI: {e}")))?;
+        parts.headers.insert(
+            header::HOST,
+            destination
+                .host_header
+                .parse()
+                .map_err(|e| unreachable(format!("bad Host header: {e}")))?,
+        );
+        parts.headers.insert(
+            header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        let request = Request::from_parts(parts, Full::new(Bytes::from(body)));
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = response.status().as_u16();
-        let cache_control = response
-            .headers()
-            .get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (body, truncated) = read_at_most(response.into_body(), max_bytes)
-            .await
-            .map_err(|e| match e {
-                FetchError::Failed(reason) => reason,
-                FetchError::Blocked(reason) => reason.to_owned(),
-            })?;
+            .map_err(|e| unreachable(format!("HTTP: {e}")))?;
+        let (parts, body) = response.into_parts();
+        let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
+            FetchError::Failed(reason) => unreachable(reason),
+            FetchError::Blocked(reason) => unreachable(reason.to_owned()),
+        })?;
         if truncated {
-            return Err(format!("the answer is longer than {max_bytes} bytes"));
+            return Err(Failure::TooLarge(max_bytes));
         }
-        Ok((address, status, cache_control, body))
+        Ok((
+            address,
+            RawResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            },
+        ))
     }
 
     /// The address to connect to, once every address of the host has passed the IP policy
@@ -242,17 +523,20 @@ impl Lookups for FederationClient {
             tls_name: hostname.to_owned(),
             steps: Vec::new(),
         };
-        let (_, status, cache_control, body) = self
-            .https_get(
-                &destination,
-                "/.well-known/matrix/server",
-                WELL_KNOWN_MAX_BYTES,
-            )
+        let request = Request::get("/.well-known/matrix/server")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let (_, response) = self
+            .https(&destination, request, WELL_KNOWN_MAX_BYTES)
             .await?;
         Ok(WellKnownResponse {
-            status,
-            cache_control,
-            body,
+            status: response.status.as_u16(),
+            cache_control: response
+                .headers
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: response.body,
         })
     }
 
@@ -316,5 +600,151 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A ruma response from a raw answer: error statuses as `FederationError::Matrix`.
+fn parse_response<T>(response: RawResponse) -> Result<T, FederationError>
+where
+    T: IncomingResponse<EndpointError = MatrixError>,
+{
+    use ruma::api::{IncomingResponseExt, error::FromHttpResponseError};
+    let mut http_response = http::Response::new(response.body.as_slice());
+    *http_response.status_mut() = response.status;
+    *http_response.headers_mut() = response.headers;
+    T::try_from_http_response(http_response).map_err(|e| match e {
+        FromHttpResponseError::Server(error) => FederationError::Matrix(error),
+        FromHttpResponseError::Deserialization(e) => FederationError::BadResponse(e.to_string()),
+        other => FederationError::BadResponse(format!("{other:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ruma::{
+        api::federation::query::get_profile_information::v1 as get_profile, owned_user_id,
+        serde::Base64, server_name,
+    };
+
+    use super::*;
+
+    fn client(dir: &std::path::Path) -> (FederationClient, Arc<ServerKey>) {
+        let name = OwnedServerName::try_from("origin.test").unwrap();
+        let key = Arc::new(ServerKey::load_or_create(dir, &name).unwrap());
+        let config = Config::parse(
+            "server_name: origin.test\n",
+            std::path::Path::new("config.yaml"),
+        )
+        .unwrap();
+        (
+            FederationClient::new(&config, Some(key.clone())).unwrap(),
+            key,
+        )
+    }
+
+    /// A ruma request signed by `send`'s code verifies with ruma's X-Matrix check for its
+    /// destination and no other, and not once its path changed.
+    #[test]
+    fn outbound_requests_are_signed_for_their_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, key) = client(dir.path());
+        let request = get_profile::Request::new(owned_user_id!("@alice:remote.test"));
+        let http = client
+            .signed_request(server_name!("remote.test"), request)
+            .unwrap();
+        assert_eq!(http.uri().path(), "/_matrix/federation/v1/query/profile");
+        let x_matrix = XMatrix::extract_from_http_headers(http.headers()).unwrap();
+        assert_eq!(x_matrix.origin, "origin.test");
+        assert_eq!(x_matrix.destination.as_deref().unwrap(), "remote.test");
+        let keys = BTreeMap::from([(
+            "origin.test".to_owned(),
+            BTreeMap::from([(
+                key.key_id(),
+                Base64::new(key.key_pair().public_key().to_vec()),
+            )]),
+        )]);
+        x_matrix
+            .verify_http_request(&http, server_name!("remote.test"), &keys)
+            .unwrap();
+        assert!(
+            x_matrix
+                .verify_http_request(&http, server_name!("other.test"), &keys)
+                .is_err()
+        );
+        let (mut parts, body) = http.into_parts();
+        parts.uri =
+            "https://remote.test/_matrix/federation/v1/query/profile?user_id=%40eve%3Aremote.test"
+                .parse()
+                .unwrap();
+        let changed = Request::from_parts(parts, body);
+        assert!(
+            x_matrix
+                .verify_http_request(&changed, server_name!("remote.test"), &keys)
+                .is_err()
+        );
+    }
+
+    /// A request with a JSON body is signed over the body too.
+    #[test]
+    fn raw_signing_covers_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, key) = client(dir.path());
+        let mut request = Request::put("https://remote.test/_matrix/federation/v1/send/1")
+            .body(br#"{"pdus":[]}"#.to_vec())
+            .unwrap();
+        let x_matrix = XMatrix::sign_http_request(
+            &request,
+            client.signing_input(server_name!("remote.test")).unwrap(),
+        )
+        .unwrap();
+        let keys = BTreeMap::from([(
+            "origin.test".to_owned(),
+            BTreeMap::from([(
+                key.key_id(),
+                Base64::new(key.key_pair().public_key().to_vec()),
+            )]),
+        )]);
+        x_matrix
+            .verify_http_request(&request, server_name!("remote.test"), &keys)
+            .unwrap();
+        *request.body_mut() = br#"{"pdus":[{}]}"#.to_vec();
+        assert!(
+            x_matrix
+                .verify_http_request(&request, server_name!("remote.test"), &keys)
+                .is_err()
+        );
+    }
+
+    /// Error answers keep their status and errcode; success bodies that are not the endpoint's
+    /// JSON are bad answers.
+    #[test]
+    fn answers_are_parsed_into_typed_errors() {
+        let error = parse_response::<get_profile::Response>(RawResponse {
+            status: StatusCode::NOT_FOUND,
+            headers: HeaderMap::new(),
+            body: br#"{"errcode":"M_NOT_FOUND","error":"no such user"}"#.to_vec(),
+        })
+        .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::NOT_FOUND));
+        assert_eq!(error.kind(), Some(&ErrorKind::NotFound));
+        let bad = parse_response::<get_profile::Response>(RawResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: b"not json".to_vec(),
+        })
+        .unwrap_err();
+        assert!(matches!(bad, FederationError::BadResponse(_)), "{bad:?}");
+        let profile = parse_response::<get_profile::Response>(RawResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: br#"{"displayname":"Alice"}"#.to_vec(),
+        })
+        .unwrap();
+        assert_eq!(
+            profile.get("displayname"),
+            Some(&serde_json::json!("Alice"))
+        );
     }
 }

@@ -3,7 +3,13 @@
 //! runs.
 
 pub mod client;
+pub mod inbound;
+pub mod joins;
+pub mod keys;
+pub mod pdu;
 pub mod resolve;
+pub mod sender;
+pub mod serve;
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
     RoomId, RoomVersionId, UserId,
-    events::{StateEventType, TimelineEventType},
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room_version_rules::RoomVersionRules,
     state_res,
 };
@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::{limits, pdu::Pdu, stored};
 use crate::{
     error::{Error, Result},
-    services::server_key::ServerKey,
+    services::{federation::sender, server_key::ServerKey},
     storage::{
-        now_ms,
+        now_ms, pdus,
         rooms::{self as store, NewEventRow, StateIds},
     },
 };
@@ -88,6 +88,181 @@ pub fn append_event(
     // before anything is built.
     limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
     limits::check_content(&draft.content)?;
+    let Built {
+        mut object,
+        room_id,
+        version,
+        rules,
+        prev_events,
+        depth,
+        state_before,
+        prev_group,
+    } = build(tx, signer.server_name, target, sender, &draft)?;
+
+    let is_create = draft.kind == TimelineEventType::RoomCreate;
+    let (event_id, room_id) = sign_and_name(&mut object, signer, &rules, room_id, |id| {
+        Ok(is_create && store::room_version(tx, id.as_str())?.is_some())
+    })?;
+    let json = serde_json::to_string(&object).map_err(Error::internal)?;
+    limits::check_pdu(&object, &json, event_id.as_str())?;
+    let pdu = Pdu::from_json(event_id.clone(), &json)?;
+    // What a state event replaced goes in `unsigned`, which hashes and signatures do not cover;
+    // clients read `prev_content` to describe the change ("Alice changed her name from ...").
+    let json = match draft
+        .state_key
+        .as_ref()
+        .and_then(|key| state_before.get(&(draft.kind.to_string(), key.clone())))
+    {
+        Some(replaced) => with_replaced_state(tx, object, replaced)?,
+        None => json,
+    };
+
+    // The spec's authorization rules, against the state before the event.
+    // Auth events may be outliers (the state of a room joined over federation); never rejected.
+    let fetch = |id: &EventId| -> Option<Pdu> {
+        let found = pdus::auth_pdu(tx, id.as_str()).ok()??;
+        if found.rejected {
+            return None;
+        }
+        Pdu::from_json(id.to_owned(), &found.json).ok()
+    };
+    state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+    state_res::check_state_dependent_auth_rules(
+        &rules.authorization,
+        &pdu,
+        |event_type, state_key| {
+            let id = state_before.get(&(event_type.to_string(), state_key.to_owned()))?;
+            fetch(&OwnedEventId::try_from(id.as_str()).ok()?)
+        },
+    )
+    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+
+    if draft.kind == TimelineEventType::RoomCreate {
+        store::insert_room(
+            tx,
+            room_id.as_str(),
+            version.as_str(),
+            sender.as_str(),
+            now_ms(),
+        )?;
+    }
+    let several_parents = prev_events.len() > 1;
+    let state_group = match &draft.state_key {
+        // After a fork the state before the event (the current state, resolved) is not the state
+        // of the first parent's group: the new group holds the difference from that group.
+        _ if several_parents => {
+            let mut after = state_before.clone();
+            if let Some(state_key) = &draft.state_key {
+                after.insert(
+                    (draft.kind.to_string(), state_key.clone()),
+                    event_id.to_string(),
+                );
+            }
+            super::state::group_for_state(tx, room_id.as_str(), prev_group, &after)?
+        }
+        Some(state_key) => {
+            let change = StateIds::from([(
+                (draft.kind.to_string(), state_key.clone()),
+                event_id.to_string(),
+            )]);
+            store::new_state_group(tx, room_id.as_str(), prev_group, &change)?
+        }
+        None => match prev_group {
+            Some(group) => group,
+            None => return Err(Error::internal("a non-state event needs a room with state")),
+        },
+    };
+    let relation = relation_of(&draft.content);
+    let stream = store::insert_event(
+        tx,
+        &NewEventRow {
+            event_id: event_id.as_str(),
+            room_id: room_id.as_str(),
+            event_type: &draft.kind.to_string(),
+            state_key: draft.state_key.as_deref(),
+            sender: sender.as_str(),
+            origin_server_ts: pdu.origin_server_ts().get().into(),
+            depth,
+            redacts: draft.redacts.as_ref().map(|r| r.as_str()),
+            relates_to: relation
+                .as_ref()
+                .map(|(id, rel)| (id.as_str(), rel.as_str())),
+            prev_events: &prev_events,
+            json: &json,
+        },
+        state_group,
+    )?;
+    if draft.kind == TimelineEventType::RoomMember
+        && let (Some(member), Some(membership)) = (
+            &draft.state_key,
+            draft.content.get("membership").and_then(Value::as_str),
+        )
+    {
+        store::set_membership(
+            tx,
+            room_id.as_str(),
+            member,
+            membership,
+            event_id.as_str(),
+            stream,
+        )?;
+    }
+    if let Some(redacts) = &draft.redacts {
+        store::mark_redacted(tx, redacts.as_str(), event_id.as_str())?;
+    }
+    // Every local event passes here: queue it for the other servers in the same transaction,
+    // so that an acknowledged event is never lost to a crash. A membership change also goes to
+    // the member's server (a kick must reach them); invites go by `/invite`, not the queue.
+    let member_server = match (&draft.kind, &draft.state_key) {
+        (TimelineEventType::RoomMember, Some(member))
+            if draft.content.get("membership").and_then(Value::as_str)
+                != Some(MembershipState::Invite.as_str()) =>
+        {
+            <&UserId>::try_from(member.as_str())
+                .ok()
+                .map(UserId::server_name)
+        }
+        _ => None,
+    };
+    sender::enqueue_pdu(
+        tx,
+        signer.server_name,
+        &room_id,
+        &event_id,
+        stream,
+        member_server.as_slice(),
+    )?;
+    Ok(Appended {
+        event_id,
+        room_id,
+        stream,
+    })
+}
+
+/// An event before it is hashed and signed: the PDU's fields, and what building it found out.
+struct Built {
+    object: CanonicalJsonObject,
+    /// `None` for a create event of room version 12 and later (the ID is its hash).
+    room_id: Option<OwnedRoomId>,
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    prev_events: Vec<String>,
+    depth: i64,
+    state_before: StateIds,
+    prev_group: Option<i64>,
+}
+
+/// Chooses `prev_events` (the forward extremities, newest first, at most ten), `depth` and
+/// `auth_events` (from the state before the event, which is the room's current state) and lays
+/// out the PDU's fields.
+fn build(
+    tx: &Connection,
+    server_name: &OwnedServerName,
+    target: Target<'_>,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<Built> {
     let (room_id, version) = match target {
         Target::Room(room_id) => {
             let version = store::room_version(tx, room_id.as_str())?
@@ -104,7 +279,7 @@ pub fn append_event(
     let is_new_room = room_id.is_none();
     let room_id = match room_id {
         None if !rules.authorization.room_create_event_id_as_room_id => {
-            Some(RoomId::new_v1(signer.server_name))
+            Some(RoomId::new_v1(server_name))
         }
         other => other,
     };
@@ -187,107 +362,30 @@ pub fn append_event(
     {
         object.insert("redacts".into(), string(redacts.as_str()));
     }
-
-    let is_create = draft.kind == TimelineEventType::RoomCreate;
-    let (event_id, room_id) = sign_and_name(&mut object, signer, &rules, room_id, |id| {
-        Ok(is_create && store::room_version(tx, id.as_str())?.is_some())
-    })?;
-    let json = serde_json::to_string(&object).map_err(Error::internal)?;
-    limits::check_pdu(&object, &json, event_id.as_str())?;
-    let pdu = Pdu::from_json(event_id.clone(), &json)?;
-    // What a state event replaced goes in `unsigned`, which hashes and signatures do not cover;
-    // clients read `prev_content` to describe the change ("Alice changed her name from ...").
-    let json = match draft
-        .state_key
-        .as_ref()
-        .and_then(|key| state_before.get(&(draft.kind.to_string(), key.clone())))
-    {
-        Some(replaced) => with_replaced_state(tx, object, replaced)?,
-        None => json,
-    };
-
-    // The spec's authorization rules, against the state before the event.
-    let fetch = |id: &EventId| -> Option<Pdu> {
-        let row = store::get_event(tx, id.as_str()).ok()??;
-        Pdu::from_json(id.to_owned(), &row.json).ok()
-    };
-    state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
-        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
-    state_res::check_state_dependent_auth_rules(
-        &rules.authorization,
-        &pdu,
-        |event_type, state_key| {
-            let id = state_before.get(&(event_type.to_string(), state_key.to_owned()))?;
-            fetch(&OwnedEventId::try_from(id.as_str()).ok()?)
-        },
-    )
-    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
-
-    if draft.kind == TimelineEventType::RoomCreate {
-        store::insert_room(
-            tx,
-            room_id.as_str(),
-            version.as_str(),
-            sender.as_str(),
-            now_ms(),
-        )?;
-    }
-    let state_group = match &draft.state_key {
-        Some(state_key) => {
-            let change = StateIds::from([(
-                (draft.kind.to_string(), state_key.clone()),
-                event_id.to_string(),
-            )]);
-            store::new_state_group(tx, room_id.as_str(), prev_group, &change)?
-        }
-        None => match prev_group {
-            Some(group) => group,
-            None => return Err(Error::internal("a non-state event needs a room with state")),
-        },
-    };
-    let relation = relation_of(&draft.content);
-    let stream = store::insert_event(
-        tx,
-        &NewEventRow {
-            event_id: event_id.as_str(),
-            room_id: room_id.as_str(),
-            event_type: &draft.kind.to_string(),
-            state_key: draft.state_key.as_deref(),
-            sender: sender.as_str(),
-            origin_server_ts: pdu.origin_server_ts().get().into(),
-            depth,
-            redacts: draft.redacts.as_ref().map(|r| r.as_str()),
-            relates_to: relation
-                .as_ref()
-                .map(|(id, rel)| (id.as_str(), rel.as_str())),
-            prev_events: &prev_events,
-            json: &json,
-        },
-        state_group,
-    )?;
-    if draft.kind == TimelineEventType::RoomMember
-        && let (Some(member), Some(membership)) = (
-            &draft.state_key,
-            draft.content.get("membership").and_then(Value::as_str),
-        )
-    {
-        store::set_membership(
-            tx,
-            room_id.as_str(),
-            member,
-            membership,
-            event_id.as_str(),
-            stream,
-        )?;
-    }
-    if let Some(redacts) = &draft.redacts {
-        store::mark_redacted(tx, redacts.as_str(), event_id.as_str())?;
-    }
-    Ok(Appended {
-        event_id,
+    Ok(Built {
+        object,
         room_id,
-        stream,
+        version,
+        rules,
+        prev_events,
+        depth,
+        state_before,
+        prev_group,
     })
+}
+
+/// The unsigned event a `make_join` (or `make_leave`, `make_knock`) answer holds: what
+/// `append_event` would build for `sender` in `room_id`, for the sender's server to sign.
+pub fn event_template(
+    tx: &Connection,
+    server_name: &OwnedServerName,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<CanonicalJsonObject> {
+    limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
+    limits::check_content(&draft.content)?;
+    Ok(build(tx, server_name, Target::Room(room_id), sender, draft)?.object)
 }
 
 /// The stored form of a state event: the PDU plus `unsigned.replaces_state`, `prev_content` and
@@ -380,7 +478,7 @@ fn to_canonical(value: &Value) -> Result<CanonicalJsonValue> {
 }
 
 /// `m.relates_to` of a content: `(event_id, rel_type)`.
-fn relation_of(content: &Value) -> Option<(String, String)> {
+pub(super) fn relation_of(content: &Value) -> Option<(String, String)> {
     let relates_to = content.get("m.relates_to")?;
     let event_id = relates_to.get("event_id")?.as_str()?;
     let rel_type = relates_to

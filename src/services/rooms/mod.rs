@@ -4,13 +4,21 @@
 mod append;
 mod context;
 mod create;
+// Parts wait for their callers: filling larger gaps with `/state_ids` (`accept_with_state`)
+// and backfill from `/messages` (`backward_extremities`).
+#[allow(dead_code)]
+mod federation;
+#[cfg(test)]
+mod federation_tests;
 pub mod format;
 pub mod limits;
 mod membership;
 pub mod pdu;
 pub mod read;
 pub mod relations;
+mod resident;
 mod search;
+mod state;
 pub mod stored;
 mod upgrade;
 
@@ -19,9 +27,13 @@ use std::sync::Arc;
 use ruma::{OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
 use tokio::sync::watch;
 
+#[allow(unused_imports)]
+pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
+pub use federation::{Arrival, IncomingPdu, PduOutcome};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
+pub use membership::Profile;
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};
@@ -58,6 +70,8 @@ pub struct Rooms {
     /// methods, membership changes, room creation and upgrade); `append` is not limited, for
     /// the events the server sends itself.
     limits: Arc<AccountLimits>,
+    /// Per-room locks for inbound federation (`lock_room`).
+    room_locks: federation::RoomLocks,
 }
 
 impl Rooms {
@@ -76,6 +90,7 @@ impl Rooms {
             default_version,
             stream: watch::Sender::new(position),
             limits,
+            room_locks: federation::RoomLocks::default(),
         }
     }
 
@@ -237,6 +252,11 @@ impl Rooms {
             .await?;
         let version = version.ok_or_else(|| Error::not_found("Unknown room"))?;
         RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+
+    /// This server's name: events of users of other names came over federation.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
     }
 
     pub fn db(&self) -> &Database {

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 pub struct Pdu {
     pub event_id: OwnedEventId,
     fields: PduFields,
+    /// Failed the authorization rules on receipt (kept outside the timeline, see
+    /// `storage::pdus`); state resolution never takes such an event as an auth event.
+    rejected: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,7 +52,45 @@ impl Pdu {
                 .ok()
                 .and_then(|c| c.redacts);
         }
-        Ok(Self { event_id, fields })
+        Ok(Self {
+            event_id,
+            fields,
+            rejected: false,
+        })
+    }
+
+    /// The same event, marked rejected (or not).
+    pub fn with_rejected(mut self, rejected: bool) -> Self {
+        self.rejected = rejected;
+        self
+    }
+
+    pub fn sender(&self) -> &UserId {
+        &self.fields.sender
+    }
+
+    pub fn kind(&self) -> &TimelineEventType {
+        &self.fields.kind
+    }
+
+    pub fn state_key(&self) -> Option<&str> {
+        self.fields.state_key.as_deref()
+    }
+
+    pub fn prev_events(&self) -> &[OwnedEventId] {
+        &self.fields.prev_events
+    }
+
+    pub fn auth_events(&self) -> &[OwnedEventId] {
+        &self.fields.auth_events
+    }
+
+    pub fn content(&self) -> &RawJsonValue {
+        &self.fields.content
+    }
+
+    pub fn redacts(&self) -> Option<&OwnedEventId> {
+        self.fields.redacts.as_ref()
     }
 
     pub fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
@@ -101,7 +142,6 @@ impl state_res::Event for Pdu {
     }
 
     fn rejected(&self) -> bool {
-        // Rejected events are never stored.
-        false
+        self.rejected
     }
 }

@@ -134,16 +134,15 @@ impl<'a> Visibility<'a> {
         }
         let after = event.content_str("membership");
         let after = after.as_deref().unwrap_or("leave");
-        let before = match event.prev_events.first() {
-            Some(parent) => match store::get_event(self.conn, parent)? {
-                Some(parent) => self.content_at(
-                    parent.state_group,
-                    "m.room.member",
-                    &self.user,
-                    "membership",
-                )?,
+        let group_before = match crate::storage::pdus::state_before(self.conn, &row.event_id)? {
+            Some(group) => Some(group),
+            None => match event.prev_events.first() {
+                Some(parent) => store::get_event(self.conn, parent)?.map(|p| p.state_group),
                 None => None,
             },
+        };
+        let before = match group_before {
+            Some(group) => self.content_at(group, "m.room.member", &self.user, "membership")?,
             None => None,
         };
         let before = before.as_deref().unwrap_or("leave");

@@ -1,0 +1,65 @@
+//! What other servers ask about this one: its software version, its room aliases and its
+//! users' profiles.
+
+use axum::extract::State;
+use ruma::api::federation::{
+    discovery::get_server_version::v1 as get_version,
+    query::{get_profile_information::v1 as get_profile, get_room_information::v1 as get_room},
+};
+
+use crate::{
+    error::Error,
+    web::{
+        AppState,
+        ruma::{ApiResult, Ruma},
+        server_auth::Federation,
+    },
+};
+
+/// `GET /_matrix/federation/v1/version` (no signature required, as the spec says).
+pub async fn version(
+    _: State<AppState>,
+    _: Ruma<get_version::Request>,
+) -> ApiResult<get_version::Response> {
+    let mut server = get_version::Server::new();
+    server.name = Some("matrix-appliance".to_owned());
+    server.version = Some(env!("CARGO_PKG_VERSION").to_owned());
+    let mut response = get_version::Response::new();
+    response.server = Some(server);
+    Ok(response.into())
+}
+
+/// `GET /_matrix/federation/v1/query/directory?room_alias=`
+pub async fn directory(
+    State(services): State<AppState>,
+    request: Federation<get_room::Request>,
+) -> ApiResult<get_room::Response> {
+    let alias = &request.body.room_alias;
+    tracing::debug!(origin = %request.origin, %alias, "directory query");
+    if alias.server_name() != services.server_name {
+        return Err(Error::not_found(format!(
+            "Room alias {alias} is not of this server"
+        )));
+    }
+    let (room_id, servers) = services.directory.resolve_local_alias(alias).await?;
+    Ok(get_room::Response::new(room_id, servers).into())
+}
+
+/// `GET /_matrix/federation/v1/query/profile?user_id=&field=`
+pub async fn profile(
+    State(services): State<AppState>,
+    request: Federation<get_profile::Request>,
+) -> ApiResult<get_profile::Response> {
+    let body = &request.body;
+    tracing::debug!(origin = %request.origin, user = %body.user_id, "profile query");
+    if body.user_id.server_name() != services.server_name {
+        return Err(Error::not_found("The user is not of this server"));
+    }
+    let profile = services
+        .users
+        .profile(&body.user_id, body.field.as_ref())
+        .await?;
+    let mut response = get_profile::Response::new();
+    response.data = profile;
+    Ok(response.into())
+}

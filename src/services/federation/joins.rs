@@ -1,0 +1,413 @@
+//! Joining rooms across servers, both ways.
+//!
+//! **Outbound** (a local user joins a room this server is not in): `make_join` on one of the
+//! candidate servers gives an event template and the room version; we fill in the sender's
+//! fields, hash and sign it, and `send_join` (v2) it; the answer holds the room's state before
+//! the join and its auth chain, each event checked (format, signatures, hash) before the room
+//! layer stores them as outliers and accepts the join with that state. A server that fails is
+//! followed by the next candidate.
+//!
+//! **Inbound** (a user of another server joins one of our rooms): `make_join` answers a template
+//! built from the current state (`Rooms::event_template`); `send_join` checks the signed event
+//! (a join of the origin's own user, signatures and hash), accepts it like any PDU, sends it to
+//! the other servers in the room, and answers with the state before it and its auth chain.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
+    RoomVersionId, ServerName, UserId,
+    api::federation::membership::{create_join_event, prepare_join_event},
+    events::room::member::MembershipState,
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::pdu;
+use crate::{
+    error::{Error, Result},
+    services::{
+        Services,
+        rooms::{Arrival, PduOutcome, SUPPORTED_ROOM_VERSIONS},
+    },
+    storage::now_ms,
+};
+
+/// The room versions this server can join, for `make_join`'s `ver`.
+fn supported_versions() -> Vec<RoomVersionId> {
+    SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .filter_map(|v| RoomVersionId::try_from(*v).ok())
+        .collect()
+}
+
+/// A local user joins `room_id` through one of `servers` (tried in order).
+pub async fn join_remote(
+    services: &Services,
+    user_id: &UserId,
+    room_id: &RoomId,
+    servers: &[OwnedServerName],
+    content: serde_json::Map<String, serde_json::Value>,
+) -> Result<OwnedEventId> {
+    let mut failures = Vec::new();
+    for server in servers.iter().filter(|s| **s != services.server_name) {
+        match join_through(services, user_id, room_id, server, content.clone()).await {
+            Ok(event_id) => return Ok(event_id),
+            Err(JoinError::Refused(error)) => return Err(error),
+            Err(JoinError::Failed(reason)) => {
+                tracing::info!(%room_id, %server, reason, "remote join failed; next server");
+                failures.push(format!("{server}: {reason}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Err(Error::not_found(format!(
+            "No server to join {room_id} through: give one with `via` or `server_name`"
+        )));
+    }
+    Err(Error::new(
+        http::StatusCode::BAD_GATEWAY,
+        ruma::api::error::ErrorKind::Unknown,
+        format!("Could not join {room_id}: {}", failures.join("; ")),
+    ))
+}
+
+enum JoinError {
+    /// The room's servers said no in a way another server will repeat (not allowed, unsupported
+    /// version): answered to the client as is.
+    Refused(Error),
+    /// This server could not help: try the next one.
+    Failed(String),
+}
+
+async fn join_through(
+    services: &Services,
+    user_id: &UserId,
+    room_id: &RoomId,
+    server: &ServerName,
+    content: serde_json::Map<String, serde_json::Value>,
+) -> Result<OwnedEventId, JoinError> {
+    let client = &services.federation;
+    let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+    make.ver = supported_versions();
+    let template = client
+        .send(server, make)
+        .await
+        .map_err(|e| match (e.status(), e.kind()) {
+            (Some(http::StatusCode::FORBIDDEN), _) => {
+                JoinError::Refused(Error::forbidden(format!("{server} refused the join: {e}")))
+            }
+            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion { .. })) => {
+                JoinError::Refused(Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                        ruma::api::error::IncompatibleRoomVersionErrorData::new(RoomVersionId::V1),
+                    ),
+                    format!("{room_id} has a room version this server does not support"),
+                ))
+            }
+            _ => JoinError::Failed(format!("make_join: {e}")),
+        })?;
+    let version = template.room_version.unwrap_or(RoomVersionId::V1);
+    let rules = version
+        .rules()
+        .filter(|_| supported_versions().contains(&version))
+        .ok_or_else(|| {
+            JoinError::Refused(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                format!(
+                    "{room_id} is a room of version {version}, which this server does not join"
+                ),
+            ))
+        })?;
+    let mut event = join_event_from_template(&template.event, user_id, room_id, content)
+        .map_err(JoinError::Failed)?;
+    ruma::signatures::hash_and_sign_event(
+        services.server_name.as_str(),
+        services.server_key.key_pair(),
+        &mut event,
+        &rules.redaction,
+    )
+    .map_err(|e| JoinError::Failed(format!("cannot sign the join: {e}")))?;
+    let event_id = pdu::event_id(&event, &rules).map_err(|e| JoinError::Failed(e.to_string()))?;
+    let raw =
+        serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?;
+    let answer = client
+        .send(
+            server,
+            create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw),
+        )
+        .await
+        .map_err(|e| JoinError::Failed(format!("send_join: {e}")))?;
+    let state = answer.room_state;
+    // A restricted room's resident server signs the join too (`join_authorised_via_users_server`)
+    // and hands it back: that copy is the event.
+    let join_raw = match &state.event {
+        Some(signed) => signed.clone(),
+        None => {
+            serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?
+        }
+    };
+    let join = pdu::verify(services, &join_raw, room_id, &version)
+        .await
+        .map_err(|e| JoinError::Failed(format!("the join event came back wrong: {e}")))?;
+    if join.event_id != event_id {
+        return Err(JoinError::Failed(
+            "the join event came back changed".to_owned(),
+        ));
+    }
+    let mut state_events = Vec::new();
+    for raw in &state.state {
+        match pdu::verify(services, raw, room_id, &version).await {
+            Ok(event) => state_events.push(event),
+            Err(dropped) => tracing::info!(%server, %room_id, "state event dropped: {dropped}"),
+        }
+    }
+    let mut auth_chain = Vec::new();
+    for raw in &state.auth_chain {
+        match pdu::verify(services, raw, room_id, &version).await {
+            Ok(event) => auth_chain.push(event),
+            Err(dropped) => tracing::info!(%server, %room_id, "auth event dropped: {dropped}"),
+        }
+    }
+    let _lock = services.rooms.lock_room(room_id).await;
+    services
+        .rooms
+        .persist_joined_room(room_id, &version, state_events, auth_chain, join)
+        .await
+        .map_err(|e| JoinError::Failed(format!("the room's state does not hold: {e}")))?;
+    Ok(event_id)
+}
+
+/// The join event from a `make_join` template: the template's room, auth and prev events and
+/// depth, our user's membership fields, and a fresh timestamp; nothing the resident server might
+/// have added that we do not sign for (hashes, signatures, `event_id`, `unsigned`).
+fn join_event_from_template(
+    template: &RawJsonValue,
+    user_id: &UserId,
+    room_id: &RoomId,
+    extra_content: serde_json::Map<String, serde_json::Value>,
+) -> Result<CanonicalJsonObject, String> {
+    let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
+        .map_err(|e| format!("the make_join template is not canonical JSON: {e}"))?;
+    for field in ["event_id", "hashes", "signatures", "unsigned", "origin"] {
+        event.remove(field);
+    }
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    let mut content = match event.remove("content") {
+        Some(CanonicalJsonValue::Object(content)) => content,
+        _ => CanonicalJsonObject::new(),
+    };
+    for (key, value) in extra_content {
+        if key != "membership" && key != "join_authorised_via_users_server" {
+            let value = CanonicalJsonValue::try_from(value).map_err(|e| e.to_string())?;
+            content.insert(key, value);
+        }
+    }
+    content.insert("membership".into(), string(MembershipState::Join.as_str()));
+    event.insert("content".into(), CanonicalJsonValue::Object(content));
+    event.insert("type".into(), string("m.room.member"));
+    event.insert("sender".into(), string(user_id.as_str()));
+    event.insert("state_key".into(), string(user_id.as_str()));
+    event.insert("room_id".into(), string(room_id.as_str()));
+    event.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ruma::Int::new(now_ms()).unwrap_or_default()),
+    );
+    Ok(event)
+}
+
+/// `make_join` served: a template for `user_id` (of `origin`) to join `room_id`.
+pub async fn make_join(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    versions: &[RoomVersionId],
+) -> Result<prepare_join_event::v1::Response> {
+    if user_id.server_name() != origin {
+        return Err(Error::forbidden("A server can only join its own users"));
+    }
+    let version = services.rooms.room_version(room_id).await?;
+    if !versions.contains(&version) {
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
+            ),
+            "The joining server does not support the room's version",
+        ));
+    }
+    if !services
+        .federation_serve
+        .acl_allows(room_id, origin)
+        .await?
+    {
+        return Err(Error::forbidden("The room's server ACL denies your server"));
+    }
+    let template = services
+        .rooms
+        .event_template(
+            room_id,
+            user_id,
+            crate::services::rooms::EventDraft::state(
+                "m.room.member",
+                user_id.as_str(),
+                serde_json::json!({"membership": "join"}),
+            ),
+        )
+        .await?;
+    let raw = serde_json::value::to_raw_value(&template).map_err(Error::internal)?;
+    let mut response = prepare_join_event::v1::Response::new(raw);
+    response.room_version = Some(version);
+    Ok(response)
+}
+
+/// `send_join` served: the origin's signed join event, accepted, then the state before it.
+pub async fn send_join(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    raw: &RawJsonValue,
+) -> Result<create_join_event::v2::Response> {
+    let version = services.rooms.room_version(room_id).await?;
+    if !services
+        .federation_serve
+        .acl_allows(room_id, origin)
+        .await?
+    {
+        return Err(Error::forbidden("The room's server ACL denies your server"));
+    }
+    let incoming = pdu::verify(services, raw, room_id, &version)
+        .await
+        .map_err(|e| Error::bad_json(format!("Invalid join event: {e}")))?;
+    if incoming.event_id != *event_id {
+        return Err(Error::bad_json("The event ID does not match the event"));
+    }
+    let field = |name: &str| match incoming.object.get(name) {
+        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let membership = match incoming.object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+            Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let sender = field("sender").unwrap_or_default();
+    if field("type").as_deref() != Some("m.room.member")
+        || membership.as_deref() != Some(MembershipState::Join.as_str())
+        || field("state_key").as_deref() != Some(sender.as_str())
+    {
+        return Err(Error::bad_json("Not a join event of its sender"));
+    }
+    match UserId::parse(sender.as_str()) {
+        Ok(user) if user.server_name() == origin => {}
+        _ => return Err(Error::forbidden("A server can only join its own users")),
+    }
+    let outcome = {
+        let _lock = services.rooms.lock_room(room_id).await;
+        services.rooms.accept(incoming, Arrival::Live).await?
+    };
+    match outcome {
+        // The other servers in the room learn of the join from us.
+        PduOutcome::Accepted { stream } => {
+            services
+                .federation_sender
+                .forward_remote_event(room_id, event_id, stream, origin)
+                .await?;
+        }
+        PduOutcome::AlreadyKnown => {}
+        PduOutcome::SoftFailed => {
+            return Err(Error::forbidden(
+                "The join is not allowed by the room's current state",
+            ));
+        }
+        PduOutcome::Rejected(reason) => {
+            return Err(Error::forbidden(format!(
+                "The join is not allowed: {reason}"
+            )));
+        }
+    }
+    // The other servers in the room learn of the join from us.
+    // The state before the join and its auth chain, as `/state` serves them.
+    let state_before = services
+        .federation_serve
+        .state(origin, room_id, event_id)
+        .await?;
+    let mut room_state = create_join_event::v2::RoomState::new();
+    room_state.state = state_before.pdus;
+    room_state.auth_chain = state_before.auth_chain;
+    room_state.servers_in_room = Some(
+        services
+            .rooms
+            .joined_servers(room_id)
+            .await?
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// Room IDs and servers from the client's `/join/{roomIdOrAlias}`: candidate servers for a room
+/// this server is not in.
+pub fn candidate_servers(
+    room_id: &RoomId,
+    via: &[OwnedServerName],
+    from_alias: &[OwnedServerName],
+) -> Vec<OwnedServerName> {
+    let mut servers: Vec<OwnedServerName> = Vec::new();
+    for server in via.iter().chain(from_alias) {
+        if !servers.contains(server) {
+            servers.push(server.clone());
+        }
+    }
+    // Before v12 a room ID names the server that made it, a good last resort.
+    if let Some(server) = room_id.server_name()
+        && !servers.iter().any(|s| s == server)
+    {
+        servers.push(server.to_owned());
+    }
+    servers
+}
+
+/// `/join/{roomIdOrAlias}` and `/rooms/{roomId}/join`: a room this server is in (one of our
+/// users is joined) is joined locally; any other goes through the servers of `via`, of the
+/// alias's answer and of the room ID.
+pub async fn join_room(
+    services: &Services,
+    user_id: &UserId,
+    room: &ruma::RoomOrAliasId,
+    via: &[OwnedServerName],
+    profile: crate::services::rooms::Profile,
+    reason: Option<String>,
+) -> Result<OwnedRoomId> {
+    let (room_id, alias_servers) = match <&RoomId>::try_from(room) {
+        Ok(room_id) => (room_id.to_owned(), Vec::new()),
+        Err(alias) => services.directory.resolve_alias(alias).await?,
+    };
+    if services.rooms.is_resident(&room_id).await? {
+        services
+            .rooms
+            .join(&room_id, user_id, profile, reason)
+            .await?;
+        return Ok(room_id);
+    }
+    services.limits.local_join(user_id).await?;
+    let mut content = serde_json::Map::new();
+    if let Some(name) = profile.0 {
+        content.insert("displayname".into(), name.into());
+    }
+    if let Some(avatar) = profile.1 {
+        content.insert("avatar_url".into(), avatar.into());
+    }
+    if let Some(reason) = reason {
+        content.insert("reason".into(), reason.into());
+    }
+    let servers = candidate_servers(&room_id, via, &alias_servers);
+    join_remote(services, user_id, &room_id, &servers, content).await?;
+    Ok(room_id)
+}

@@ -1,0 +1,1098 @@
+//! Events from other servers: outliers, accepting a PDU into a room (the spec's checks on
+//! receipt, in order), backfill, and rooms joined on another server.
+//!
+//! Every method works in two steps: the slow reads (auth events, the states of all
+//! `prev_events`, state resolution, auth chains) run on a reader outside the writer, then one
+//! short write transaction stores the outcome. The write checks that the room's forward
+//! extremities are still those the reads saw (a local event may have been appended meanwhile)
+//! and starts again if not. The caller holds [`Rooms::lock_room`] across its fetches and these
+//! calls, so two inbound transactions for one room never interleave. Nothing here touches the
+//! network: events this server lacks are named in the error, the caller fetches them first.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, Mutex, Weak},
+};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{
+        StateEventType,
+        room::{
+            member::RoomMemberEventContent,
+            power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
+        },
+    },
+    room_version_rules::RoomVersionRules,
+    state_res,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::{
+    Appended, Rooms,
+    pdu::Pdu,
+    state::{self, EventCache},
+};
+use crate::{
+    error::{Error, Result},
+    storage::{
+        pdus::{self, Held, NewOutsidePdu, OutsideStatus},
+        rooms::{self as store, NewEventRow, StateIds},
+    },
+};
+
+/// A PDU from another server, already checked for format, signatures and content hash by the
+/// caller.
+#[derive(Debug, Clone)]
+pub struct IncomingPdu {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub object: CanonicalJsonObject,
+}
+
+impl IncomingPdu {
+    /// The event ID from the reference hash of the room version, and the room ID (of a room
+    /// version 12 create event: from its event ID).
+    pub fn new(version: &RoomVersionId, object: CanonicalJsonObject) -> Result<Self> {
+        let rules = rules_of(version)?;
+        // The caller checked it already; checked again here because everything below relies on
+        // it (sizes, at most 20 `prev_events` and 10 `auth_events`: bounded work per event).
+        state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
+        let hash = ruma::signatures::reference_hash(&object, &rules)
+            .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}"))
+            .map_err(|e| Error::bad_json(format!("Invalid event ID: {e}")))?;
+        let room_id = match object.get("room_id") {
+            Some(CanonicalJsonValue::String(room_id)) => OwnedRoomId::try_from(room_id.as_str())
+                .map_err(|e| Error::bad_json(format!("Invalid room_id: {e}")))?,
+            None if rules.authorization.room_create_event_id_as_room_id
+                && object.get("type")
+                    == Some(&CanonicalJsonValue::String("m.room.create".into())) =>
+            {
+                ruma::RoomId::new_v2(&hash).map_err(Error::internal)?
+            }
+            _ => return Err(Error::bad_json("Event has no valid room_id")),
+        };
+        Ok(Self {
+            event_id,
+            room_id,
+            object,
+        })
+    }
+}
+
+/// How an event reached this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Pushed to us (a transaction, a join): new to clients.
+    Live,
+    /// Fetched into the past for `/messages`: older than anything a client has seen.
+    Backfill,
+}
+
+/// What became of an incoming event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PduOutcome {
+    /// In the room's timeline at this stream position (negative for backfill).
+    Accepted { stream: i64 },
+    /// Stored, passed against the state before it but not against the current state: not shown
+    /// to clients, not a `prev_event`.
+    SoftFailed,
+    /// Failed the authorization rules: stored as rejected, never shown nor used for auth.
+    Rejected(String),
+    /// Stored already (accepted, soft-failed, rejected; an outlier for `store_outliers`).
+    AlreadyKnown,
+}
+
+/// One room's lock: held by whoever handles inbound events of the room, across fetches and
+/// writes.
+pub struct RoomLock {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// The per-room locks; entries go once no one holds or waits on them.
+#[derive(Default)]
+pub struct RoomLocks {
+    locks: Mutex<HashMap<OwnedRoomId, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl RoomLocks {
+    async fn lock(&self, room_id: &RoomId) -> RoomLock {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            match locks.get(room_id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, lock| lock.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(room_id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        RoomLock {
+            _guard: lock.lock_owned().await,
+        }
+    }
+}
+
+/// An incoming event, parsed.
+struct Parsed {
+    pdu: Pdu,
+    room_id: OwnedRoomId,
+    json: String,
+    kind: String,
+    state_key: Option<String>,
+    depth: i64,
+    content: Value,
+}
+
+impl Parsed {
+    fn new(incoming: IncomingPdu) -> Result<Self> {
+        let mut object = incoming.object;
+        // `unsigned` is not covered by signatures: what another server put there is not kept.
+        object.remove("unsigned");
+        let depth = match object.get("depth") {
+            Some(CanonicalJsonValue::Integer(depth)) => i64::from(*depth).max(0),
+            _ => return Err(Error::bad_json("Event has no valid depth")),
+        };
+        let json = serde_json::to_string(&object).map_err(Error::internal)?;
+        let pdu = Pdu::from_json(incoming.event_id, &json)
+            .map_err(|_| Error::bad_json("Event is not a valid PDU"))?;
+        if let Some(room_id) = state_res::Event::room_id(&pdu)
+            && *room_id != incoming.room_id
+        {
+            return Err(Error::bad_json("Event is for another room"));
+        }
+        let content: Value = serde_json::from_str(pdu.content().get()).map_err(Error::internal)?;
+        Ok(Self {
+            kind: pdu.kind().to_string(),
+            state_key: pdu.state_key().map(str::to_owned),
+            room_id: incoming.room_id,
+            json,
+            depth,
+            content,
+            pdu,
+        })
+    }
+
+    fn id(&self) -> &str {
+        self.pdu.event_id.as_str()
+    }
+
+    fn prev_events(&self) -> Vec<String> {
+        self.pdu
+            .prev_events()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    fn outside_row<'a>(
+        &'a self,
+        status: OutsideStatus,
+        reason: Option<&'a str>,
+        state_group: Option<i64>,
+    ) -> NewOutsidePdu<'a> {
+        NewOutsidePdu {
+            event_id: self.id(),
+            room_id: self.room_id.as_str(),
+            status,
+            reason,
+            event_type: &self.kind,
+            state_key: self.state_key.as_deref(),
+            sender: self.pdu.sender().as_str(),
+            depth: self.depth,
+            state_group,
+            json: &self.json,
+        }
+    }
+}
+
+fn rules_of(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    version
+        .rules()
+        .ok_or_else(|| Error::bad_json(format!("Unsupported room version {version}")))
+}
+
+/// The error for events the caller must fetch first.
+fn missing(what: &str, ids: &[String]) -> Error {
+    Error::not_found(format!("Missing {what}: {}", ids.join(", ")))
+}
+
+/// The checks against the event's own auth events (the spec's step 4): `Err` is a rejection.
+fn check_against_auth_events(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    cache: &EventCache<'_>,
+) -> Result<std::result::Result<(), String>> {
+    let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
+    let mut absent = Vec::new();
+    for id in pdu.auth_events() {
+        match cache.get(id) {
+            None => absent.push(id.to_string()),
+            Some(auth) if state_res::Event::rejected(&auth) => {
+                return Ok(Err(format!("auth event {id} was rejected")));
+            }
+            Some(auth) => {
+                let Some(key) = auth.state_key() else {
+                    return Ok(Err(format!("auth event {id} is not a state event")));
+                };
+                auth_state.insert((auth.kind().to_string().into(), key.to_owned()), auth);
+            }
+        }
+    }
+    // Since room version 12 the create event is not listed: the room ID names it.
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = state_res::Event::room_id(pdu)
+    {
+        let create_id = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+            .map_err(|_| Error::bad_json("Invalid room ID"))?;
+        match cache.get(&create_id) {
+            None => absent.push(create_id.to_string()),
+            Some(create) => {
+                auth_state.insert((StateEventType::RoomCreate, String::new()), create);
+            }
+        }
+    }
+    if !absent.is_empty() {
+        return Err(missing("auth events", &absent));
+    }
+    if let Err(reason) =
+        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id: &EventId| {
+            cache.get_valid(id)
+        })
+    {
+        return Ok(Err(reason));
+    }
+    Ok(state_res::check_state_dependent_auth_rules(
+        &rules.authorization,
+        pdu,
+        |kind, key| auth_state.get(&(kind.clone(), key.to_owned())).cloned(),
+    ))
+}
+
+/// The state-dependent rules against a room state.
+fn check_against_state(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    state: &StateIds,
+    cache: &EventCache<'_>,
+) -> std::result::Result<(), String> {
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |kind, key| {
+        let id = state.get(&(kind.to_string(), key.to_owned()))?;
+        cache.get_valid(&OwnedEventId::try_from(id.as_str()).ok()?)
+    })
+}
+
+/// What the reads decided for an event.
+enum Decision {
+    Known,
+    Rejected {
+        reason: String,
+        /// The state before it, when it got that far.
+        state_group: Option<i64>,
+    },
+    Store(Box<ToStore>),
+}
+
+struct ToStore {
+    soft_failed: bool,
+    was_outlier: bool,
+    /// A group whose state is close to the state after the event (the first parent's).
+    base_group: Option<i64>,
+    /// The state before the event, when it was given or resolved (no single group holds it).
+    state_before: StateIds,
+    state_before_group: Option<i64>,
+    state_after: StateIds,
+    /// The forward extremities the reads saw; the write starts again if they moved.
+    extremities: BTreeSet<String>,
+    /// The room's current state after the event, when it changes.
+    new_current_state: Option<StateIds>,
+    missing_prev_events: Vec<String>,
+    /// Whether a redaction applies at once (the target is held and the sender may redact it).
+    redacts: Option<String>,
+}
+
+/// The reads for accepting one event (the spec's checks on receipt, from the auth events on).
+fn decide(
+    conn: &Connection,
+    version: &RoomVersionId,
+    parsed: &Parsed,
+    arrival: Arrival,
+    given_state: Option<&StateIds>,
+) -> Result<Decision> {
+    let rules = rules_of(version)?;
+    let was_outlier = match pdus::held(conn, parsed.id())? {
+        Some(Held::Timeline { .. }) => return Ok(Decision::Known),
+        Some(Held::Outside { status, .. }) if status != OutsideStatus::Outlier => {
+            return Ok(Decision::Known);
+        }
+        Some(Held::Outside { .. }) => true,
+        None => false,
+    };
+    let mut cache = EventCache::new(conn);
+    cache.add(parsed.pdu.clone());
+    if let Err(reason) = check_against_auth_events(&rules, &parsed.pdu, &cache)? {
+        return Ok(Decision::Rejected {
+            reason,
+            state_group: None,
+        });
+    }
+
+    // The state before the event, from all its prev_events.
+    let prev_events = parsed.prev_events();
+    let after_prevs = state::states_after(conn, &prev_events)?;
+    let missing_prev_events: Vec<String> = after_prevs
+        .missing
+        .iter()
+        .filter(|id| {
+            !matches!(
+                pdus::held(conn, id),
+                Ok(Some(Held::Outside {
+                    status: OutsideStatus::Rejected,
+                    ..
+                }))
+            )
+        })
+        .cloned()
+        .collect();
+    let (state_before, state_before_group, base_group) = match given_state {
+        Some(state) => (state.clone(), None, after_prevs.groups.first().copied()),
+        None => {
+            if !missing_prev_events.is_empty() {
+                return Err(missing("prev events", &missing_prev_events));
+            }
+            if after_prevs.states.is_empty() && !prev_events.is_empty() {
+                return Ok(Decision::Rejected {
+                    reason: "every prev event was rejected".into(),
+                    state_group: None,
+                });
+            }
+            let single = match after_prevs.groups.as_slice() {
+                [group] => Some(*group),
+                _ => None,
+            };
+            let state = state::resolve(&cache, version, &after_prevs.states)?;
+            (state, single, after_prevs.groups.first().copied())
+        }
+    };
+    if let Err(reason) = check_against_state(&rules, &parsed.pdu, &state_before, &cache) {
+        return Ok(Decision::Rejected {
+            reason,
+            state_group: state_before_group,
+        });
+    }
+
+    let room = parsed.room_id.as_str();
+    let current = store::current_state(conn, room)?;
+    let soft_failed = arrival == Arrival::Live
+        && !current.is_empty()
+        && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err();
+
+    let mut state_after = state_before.clone();
+    if let Some(key) = &parsed.state_key {
+        state_after.insert((parsed.kind.clone(), key.clone()), parsed.id().to_owned());
+    }
+
+    // The forward extremities once the event is in, and the current state they make.
+    let extremities: BTreeSet<String> = store::forward_extremities(conn, room)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    // A backfilled event is older than what the room shows: extremities and current state stay.
+    let new_current_state = if soft_failed
+        || arrival == Arrival::Backfill
+        || pdus::has_timeline_child(conn, parsed.id())?
+    {
+        None
+    } else {
+        let others: Vec<String> = extremities
+            .iter()
+            .filter(|id| !prev_events.contains(id))
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            Some(state_after.clone())
+        } else {
+            let mut states = vec![state_after.clone()];
+            states.extend(state::states_after(conn, &others)?.states);
+            Some(state::resolve(&cache, version, &states)?)
+        }
+    };
+
+    let redacts = match parsed.pdu.redacts() {
+        Some(target) if !soft_failed => redaction_applies(
+            conn,
+            &rules,
+            room,
+            &parsed.pdu,
+            target,
+            &state_before,
+            &cache,
+        )?
+        .then(|| target.to_string()),
+        _ => None,
+    };
+    Ok(Decision::Store(Box::new(ToStore {
+        soft_failed,
+        was_outlier,
+        base_group,
+        state_before,
+        state_before_group,
+        state_after,
+        extremities,
+        new_current_state,
+        missing_prev_events,
+        redacts,
+    })))
+}
+
+/// Whether a redaction takes effect on a held event of the room: the same server sent both, or
+/// the redaction's sender may redact others' events.
+fn redaction_applies(
+    conn: &Connection,
+    rules: &RoomVersionRules,
+    room: &str,
+    redaction: &Pdu,
+    target: &OwnedEventId,
+    state: &StateIds,
+    cache: &EventCache<'_>,
+) -> Result<bool> {
+    let Some(row) = store::get_event(conn, target.as_str())? else {
+        return Ok(false);
+    };
+    if row.room_id != room {
+        return Ok(false);
+    }
+    let target_sender = UserId::parse(&row.sender).map_err(Error::internal)?;
+    if target_sender.server_name() == redaction.sender().server_name() {
+        return Ok(true);
+    }
+    Ok(power_levels(rules, state, cache).user_can_redact_event_of_other(redaction.sender()))
+}
+
+/// The power levels of a room state, with its creators (ruma's `RoomPowerLevels`).
+fn power_levels(
+    rules: &RoomVersionRules,
+    state: &StateIds,
+    cache: &EventCache<'_>,
+) -> RoomPowerLevels {
+    let event = |kind: &str| {
+        let id = state.get(&(kind.to_owned(), String::new()))?;
+        cache.get_valid(&OwnedEventId::try_from(id.as_str()).ok()?)
+    };
+    let mut creators: Vec<OwnedUserId> = Vec::new();
+    if let Some(create) = event("m.room.create") {
+        let content: Value = serde_json::from_str(create.content().get()).unwrap_or_default();
+        if rules.authorization.use_room_create_sender {
+            creators.push(create.sender().to_owned());
+        } else if let Some(creator) = content["creator"]
+            .as_str()
+            .and_then(|c| UserId::parse(c).ok())
+        {
+            creators.push(creator);
+        }
+        if rules.authorization.additional_room_creators
+            && let Some(additional) = content["additional_creators"].as_array()
+        {
+            creators.extend(
+                additional
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|c| UserId::parse(c).ok()),
+            );
+        }
+    }
+    let source = event("m.room.power_levels")
+        .and_then(|pl| serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content().get()).ok())
+        .map(RoomPowerLevelsSource::Original)
+        .unwrap_or_default();
+    RoomPowerLevels::new(source, &rules.authorization, creators)
+}
+
+/// The write for one event; `None` when the room's forward extremities moved since the reads.
+fn store_decision(
+    tx: &Connection,
+    parsed: &Parsed,
+    arrival: Arrival,
+    decision: &Decision,
+) -> Result<Option<PduOutcome>> {
+    match pdus::held(tx, parsed.id())? {
+        Some(Held::Timeline { .. }) => return Ok(Some(PduOutcome::AlreadyKnown)),
+        Some(Held::Outside { status, .. }) if status != OutsideStatus::Outlier => {
+            return Ok(Some(PduOutcome::AlreadyKnown));
+        }
+        _ => {}
+    }
+    let room = parsed.room_id.as_str();
+    let to_store = match decision {
+        Decision::Known => return Ok(Some(PduOutcome::AlreadyKnown)),
+        Decision::Rejected {
+            reason,
+            state_group,
+        } => {
+            pdus::put_outside(
+                tx,
+                &parsed.outside_row(OutsideStatus::Rejected, Some(reason), *state_group),
+            )?;
+            return Ok(Some(PduOutcome::Rejected(reason.clone())));
+        }
+        Decision::Store(to_store) => to_store,
+    };
+    let extremities: BTreeSet<String> = store::forward_extremities(tx, room)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    if extremities != to_store.extremities {
+        return Ok(None);
+    }
+    // The state before (a delta on the first parent's group), then the state after (a delta of
+    // at most one key on it).
+    let before_group = match to_store.state_before_group {
+        Some(group) => group,
+        None => state::group_for_state(tx, room, to_store.base_group, &to_store.state_before)?,
+    };
+    let state_group = if to_store.state_after == to_store.state_before {
+        before_group
+    } else {
+        state::group_for_state(tx, room, Some(before_group), &to_store.state_after)?
+    };
+    pdus::set_state_before(tx, parsed.id(), before_group)?;
+    if to_store.soft_failed {
+        pdus::put_outside(
+            tx,
+            &parsed.outside_row(OutsideStatus::SoftFailed, None, Some(state_group)),
+        )?;
+        return Ok(Some(PduOutcome::SoftFailed));
+    }
+    if to_store.was_outlier {
+        pdus::remove_outside(tx, parsed.id())?;
+    }
+    let stream = match arrival {
+        Arrival::Live => store::next_stream_position(tx)?,
+        Arrival::Backfill => pdus::next_backfill_position(tx)?,
+    };
+    let prev_events = parsed.prev_events();
+    let relation = super::append::relation_of(&parsed.content);
+    store::insert_event_row(
+        tx,
+        &NewEventRow {
+            event_id: parsed.id(),
+            room_id: room,
+            event_type: &parsed.kind,
+            state_key: parsed.state_key.as_deref(),
+            sender: parsed.pdu.sender().as_str(),
+            origin_server_ts: parsed.pdu.origin_server_ts().get().into(),
+            depth: parsed.depth,
+            redacts: parsed.pdu.redacts().map(|r| r.as_str()),
+            relates_to: relation
+                .as_ref()
+                .map(|(id, rel)| (id.as_str(), rel.as_str())),
+            prev_events: &prev_events,
+            json: &parsed.json,
+        },
+        state_group,
+        stream,
+    )?;
+    if arrival == Arrival::Live {
+        pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
+    }
+    pdus::update_backward_extremities(
+        tx,
+        room,
+        parsed.id(),
+        parsed.depth,
+        &to_store.missing_prev_events,
+    )?;
+    if let Some(current) = &to_store.new_current_state {
+        let changed = pdus::replace_current_state(tx, room, current)?;
+        update_memberships(tx, room, current, &changed, stream.max(0), parsed)?;
+    }
+    if let Some(target) = &to_store.redacts {
+        store::mark_redacted(tx, target, parsed.id())?;
+    }
+    Ok(Some(PduOutcome::Accepted { stream }))
+}
+
+/// Memberships follow the member events that changed in the current state.
+fn update_memberships(
+    tx: &Connection,
+    room: &str,
+    current: &StateIds,
+    changed: &[store::StateKey],
+    stream: i64,
+    parsed: &Parsed,
+) -> Result<()> {
+    let stream = if stream == 0 {
+        store::current_stream_position(tx)?
+    } else {
+        stream
+    };
+    for (kind, user) in changed {
+        if kind != "m.room.member" {
+            continue;
+        }
+        let Some(event_id) = current.get(&(kind.clone(), user.clone())) else {
+            continue;
+        };
+        let content = if event_id == parsed.id() {
+            Some(parsed.pdu.content().get().to_owned())
+        } else {
+            pdus::auth_pdu(tx, event_id)?
+                .and_then(|found| super::stored::content(&found.json).map(|c| c.to_string()))
+        };
+        let Some(membership) = content
+            .and_then(|c| serde_json::from_str::<RoomMemberEventContent>(&c).ok())
+            .map(|c| c.membership)
+        else {
+            continue;
+        };
+        store::set_membership(tx, room, user, membership.as_str(), event_id, stream)?;
+    }
+    Ok(())
+}
+
+impl Rooms {
+    /// Takes the room's inbound lock; see the module documentation.
+    pub async fn lock_room(&self, room_id: &RoomId) -> RoomLock {
+        self.room_locks.lock(room_id).await
+    }
+
+    /// Which of these events this server does not hold (accepted, soft-failed, outliers and
+    /// rejected ones count as held: a rejected event is never fetched again).
+    pub async fn missing_events(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut missing = Vec::new();
+                for id in ids {
+                    if pdus::held(c, id.as_str())?.is_none() {
+                        missing.push(id);
+                    }
+                }
+                Ok(missing)
+            })
+            .await
+    }
+
+    /// Stores events outside the timeline (auth chains, state of a room joined elsewhere),
+    /// each checked against its own auth events, in the order of their auth dependencies.
+    /// Rejected ones are recorded as rejected. `Err` names auth events neither held nor in the
+    /// batch: the caller fetches them first.
+    pub async fn store_outliers(
+        &self,
+        version: &RoomVersionId,
+        pdus: Vec<IncomingPdu>,
+    ) -> Result<Vec<(OwnedEventId, PduOutcome)>> {
+        let version = version.clone();
+        let parsed = pdus
+            .into_iter()
+            .map(Parsed::new)
+            .collect::<Result<Vec<_>>>()?;
+        let ordered = order_by_auth(parsed);
+        let (ordered, outcomes) = self
+            .db
+            .read(move |c| {
+                let outcomes = check_outliers(c, &version, &ordered)?;
+                Ok::<_, Error>((ordered, outcomes))
+            })
+            .await?;
+        let stored = self
+            .db
+            .write(move |tx| {
+                let mut results = Vec::with_capacity(ordered.len());
+                for (parsed, outcome) in ordered.iter().zip(outcomes) {
+                    let outcome = if pdus::held(tx, parsed.id())?.is_some() {
+                        PduOutcome::AlreadyKnown
+                    } else {
+                        match &outcome {
+                            PduOutcome::Rejected(reason) => pdus::put_outside(
+                                tx,
+                                &parsed.outside_row(OutsideStatus::Rejected, Some(reason), None),
+                            )?,
+                            PduOutcome::Accepted { .. } => pdus::put_outside(
+                                tx,
+                                &parsed.outside_row(OutsideStatus::Outlier, None, None),
+                            )?,
+                            _ => {}
+                        }
+                        outcome
+                    };
+                    results.push((parsed.pdu.event_id.clone(), outcome));
+                }
+                Ok::<_, Error>(results)
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    /// Accepts a remote event into its room's timeline, after the spec's checks: against its
+    /// auth events (else rejected), against the state before it, resolved from all its
+    /// `prev_events` (else rejected), against the current state (else soft-failed, for live
+    /// events). Its `prev_events` and auth events must be held (`Err` names the missing ones).
+    pub async fn accept(&self, pdu: IncomingPdu, arrival: Arrival) -> Result<PduOutcome> {
+        self.accept_inner(pdu, arrival, None, None).await
+    }
+
+    /// `accept` for an event whose `prev_events` are not all held, with the state before it
+    /// obtained otherwise (`/state_ids` of the origin, its events stored as outliers first);
+    /// the missing `prev_events` become backward extremities.
+    pub async fn accept_with_state(
+        &self,
+        pdu: IncomingPdu,
+        arrival: Arrival,
+        state_before: StateIds,
+    ) -> Result<PduOutcome> {
+        self.accept_inner(pdu, arrival, Some(state_before), None)
+            .await
+    }
+
+    async fn accept_inner(
+        &self,
+        pdu: IncomingPdu,
+        arrival: Arrival,
+        given_state: Option<StateIds>,
+        version: Option<RoomVersionId>,
+    ) -> Result<PduOutcome> {
+        let version = match version {
+            Some(version) => version,
+            None => self.room_version(&pdu.room_id).await?,
+        };
+        let parsed = Arc::new(Parsed::new(pdu)?);
+        let given_state = given_state.map(Arc::new);
+        for _ in 0..8 {
+            let decision = {
+                let (parsed, version, given_state) =
+                    (parsed.clone(), version.clone(), given_state.clone());
+                self.db
+                    .read(move |c| decide(c, &version, &parsed, arrival, given_state.as_deref()))
+                    .await?
+            };
+            let decision = Arc::new(decision);
+            let outcome = {
+                let (parsed, decision) = (parsed.clone(), decision.clone());
+                self.db
+                    .write(move |tx| store_decision(tx, &parsed, arrival, &decision))
+                    .await?
+            };
+            if let Some(outcome) = outcome {
+                if let PduOutcome::Accepted { stream } = outcome
+                    && arrival == Arrival::Live
+                {
+                    self.notify(stream);
+                }
+                return Ok(outcome);
+            }
+        }
+        Err(Error::internal(format!(
+            "room {} kept changing while accepting {}",
+            parsed.room_id,
+            parsed.id()
+        )))
+    }
+
+    /// A room joined through another server (its `send_join` answer): the state and auth chain
+    /// are stored as outliers, the room is created here, and the join event enters the timeline
+    /// with `state` as the state before it.
+    pub async fn persist_joined_room(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        state: Vec<IncomingPdu>,
+        auth_chain: Vec<IncomingPdu>,
+        join: IncomingPdu,
+    ) -> Result<Appended> {
+        let mut state_ids = StateIds::new();
+        let mut creator = None;
+        for pdu in &state {
+            if pdu.room_id != room_id {
+                return Err(Error::bad_json("State event for another room"));
+            }
+            let kind = pdu.object.get("type").and_then(as_str);
+            let key = pdu.object.get("state_key").and_then(as_str);
+            let (Some(kind), Some(key)) = (kind, key) else {
+                return Err(Error::bad_json("Room state holds a non-state event"));
+            };
+            if kind == "m.room.create" {
+                creator = pdu.object.get("sender").and_then(as_str).map(str::to_owned);
+            }
+            state_ids.insert((kind.to_owned(), key.to_owned()), pdu.event_id.to_string());
+        }
+        let creator = creator.ok_or_else(|| Error::bad_json("Room state has no create event"))?;
+        let mut all = auth_chain;
+        all.extend(state);
+        let outcomes = self.store_outliers(version, all).await?;
+        for (id, outcome) in &outcomes {
+            if !matches!(outcome, PduOutcome::Accepted { .. }) {
+                tracing::info!(
+                    event_id = %id,
+                    ?outcome,
+                    "room state from the join: not stored as an outlier"
+                );
+            }
+        }
+        let rejected: HashSet<String> = outcomes
+            .into_iter()
+            .filter(|(_, outcome)| matches!(outcome, PduOutcome::Rejected(_)))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        state_ids.retain(|_, id| !rejected.contains(id));
+        let (room, version_str) = (room_id.to_string(), version.to_string());
+        self.db
+            .write(move |tx| {
+                pdus::insert_room_if_absent(
+                    tx,
+                    &room,
+                    &version_str,
+                    &creator,
+                    crate::storage::now_ms(),
+                )
+                .map_err(Error::from)
+            })
+            .await?;
+        let event_id = join.event_id.clone();
+        match self
+            .accept_inner(join, Arrival::Live, Some(state_ids), Some(version.clone()))
+            .await?
+        {
+            PduOutcome::Accepted { stream } => Ok(Appended {
+                event_id,
+                room_id: room_id.to_owned(),
+                stream,
+            }),
+            PduOutcome::AlreadyKnown => Err(Error::forbidden("The join event is known already")),
+            PduOutcome::SoftFailed => Err(Error::forbidden("The join event was soft-failed")),
+            PduOutcome::Rejected(reason) => Err(Error::forbidden(format!(
+                "The join event was rejected: {reason}"
+            ))),
+        }
+    }
+
+    /// The state before an event (timeline or soft-failed).
+    pub async fn state_ids_before(&self, event_id: &EventId) -> Result<StateIds> {
+        let version = self.version_of_event(event_id).await?;
+        let event_id = event_id.to_string();
+        self.db
+            .read(move |c| {
+                if let Some(group) = pdus::state_before(c, &event_id)? {
+                    return Ok(store::state_at_group(c, group)?);
+                }
+                let Some(found) = pdus::auth_pdu(c, &event_id)? else {
+                    return Err(Error::not_found("Event not found"));
+                };
+                let pdu = Pdu::from_json(
+                    OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?,
+                    &found.json,
+                )?;
+                // A local event: the state after its parents.
+                let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
+                let after = state::states_after(c, &prevs)?;
+                if !after.missing.is_empty() && after.states.is_empty() && !prevs.is_empty() {
+                    return Err(Error::not_found("State before the event is unknown"));
+                }
+                state::resolve(&EventCache::new(c), &version, &after.states)
+            })
+            .await
+    }
+
+    /// The state after an event (timeline or soft-failed).
+    pub async fn state_ids_after(&self, event_id: &EventId) -> Result<StateIds> {
+        let event_id = event_id.to_string();
+        self.db
+            .read(move |c| match pdus::held(c, &event_id)? {
+                Some(Held::Timeline { state_group, .. })
+                | Some(Held::Outside {
+                    status: OutsideStatus::SoftFailed,
+                    state_group: Some(state_group),
+                    ..
+                }) => Ok(store::state_at_group(c, state_group)?),
+                _ => Err(Error::not_found("No state known at this event")),
+            })
+            .await
+    }
+
+    /// The auth chain of these events (not including them), from their stored auth events.
+    pub async fn auth_chain(&self, event_ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>> {
+        let ids = event_ids.to_vec();
+        self.db
+            .read(move |c| {
+                let chain = state::auth_chain(&EventCache::new(c), &ids)?;
+                let mut chain: Vec<_> = chain.into_iter().collect();
+                chain.sort();
+                Ok(chain)
+            })
+            .await
+    }
+
+    /// The `prev_events` this server does not hold, with the depth of the events pointing at
+    /// them: where `/messages` backfills from.
+    pub async fn backward_extremities(&self, room_id: &RoomId) -> Result<Vec<(OwnedEventId, i64)>> {
+        let room = room_id.to_string();
+        self.db
+            .read(move |c| {
+                pdus::backward_extremities(c, &room)?
+                    .into_iter()
+                    .map(|b| {
+                        Ok((
+                            OwnedEventId::try_from(b.event_id).map_err(Error::internal)?,
+                            b.depth,
+                        ))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// The servers of the users joined to a room: where its events go.
+    pub async fn joined_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
+        let room = room_id.to_string();
+        self.db.read(move |c| joined_servers_in(c, &room)).await
+    }
+
+    /// How an event is held: `Some(outcome)` for a soft-failed or rejected event (with the
+    /// reason), `Some(Accepted)` for a timeline event, `None` for an outlier or unknown one.
+    pub async fn pdu_outcome(&self, event_id: &EventId) -> Result<Option<PduOutcome>> {
+        let event_id = event_id.to_string();
+        self.db
+            .read(move |c| {
+                if let Some(row) = store::get_event(c, &event_id)? {
+                    return Ok(Some(PduOutcome::Accepted {
+                        stream: row.stream_ordering,
+                    }));
+                }
+                Ok(match pdus::outside_info(c, &event_id)? {
+                    Some(info) => match info.status {
+                        OutsideStatus::Outlier => None,
+                        OutsideStatus::SoftFailed => Some(PduOutcome::SoftFailed),
+                        OutsideStatus::Rejected => {
+                            Some(PduOutcome::Rejected(info.reason.unwrap_or_default()))
+                        }
+                    },
+                    None => None,
+                })
+            })
+            .await
+    }
+
+    async fn version_of_event(&self, event_id: &EventId) -> Result<RoomVersionId> {
+        let event_id = event_id.to_string();
+        let version = self
+            .db
+            .read(move |c| pdus::room_version_of_event(c, &event_id).map_err(Error::from))
+            .await?
+            .ok_or_else(|| Error::not_found("Event not found"))?;
+        RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+}
+
+/// [`Rooms::joined_servers`] inside a transaction.
+pub fn joined_servers_in(conn: &Connection, room_id: &str) -> Result<BTreeSet<OwnedServerName>> {
+    Ok(pdus::joined_servers(conn, room_id)?
+        .into_iter()
+        .filter_map(|name| OwnedServerName::try_from(name).ok())
+        .collect())
+}
+
+fn as_str(value: &CanonicalJsonValue) -> Option<&str> {
+    match value {
+        CanonicalJsonValue::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Orders a batch so that every event comes after the events of the batch among its auth
+/// events, and after the room's create event (since v12 no event lists it: the room ID names
+/// it); events in an auth cycle come last (and fail their checks).
+fn order_by_auth(batch: Vec<Parsed>) -> Vec<Parsed> {
+    let ids: HashSet<OwnedEventId> = batch.iter().map(|p| p.pdu.event_id.clone()).collect();
+    let is_create = |p: &Parsed| {
+        *state_res::Event::event_type(&p.pdu) == ruma::events::TimelineEventType::RoomCreate
+    };
+    let creates: HashSet<OwnedEventId> = batch
+        .iter()
+        .filter(|p| is_create(p))
+        .map(|p| p.pdu.event_id.clone())
+        .collect();
+    let mut pending: Vec<Parsed> = batch;
+    let mut placed: HashSet<OwnedEventId> = HashSet::new();
+    let mut ordered = Vec::with_capacity(pending.len());
+    loop {
+        let before = pending.len();
+        let (ready, rest): (Vec<Parsed>, Vec<Parsed>) = pending.into_iter().partition(|p| {
+            let after_create = is_create(p) || creates.iter().all(|c| placed.contains(c));
+            after_create
+                && p.pdu
+                    .auth_events()
+                    .iter()
+                    .all(|a| !ids.contains(a) || placed.contains(a))
+        });
+        for p in &ready {
+            placed.insert(p.pdu.event_id.clone());
+        }
+        ordered.extend(ready);
+        pending = rest;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    ordered.extend(pending);
+    ordered
+}
+
+/// The checks of a batch of outliers, in order; each sees the ones before it. `Accepted` here
+/// means "store as an outlier".
+fn check_outliers(
+    conn: &Connection,
+    version: &RoomVersionId,
+    ordered: &[Parsed],
+) -> Result<Vec<PduOutcome>> {
+    let rules = rules_of(version)?;
+    let in_batch: HashSet<&EventId> = ordered.iter().map(|p| &*p.pdu.event_id).collect();
+    // Auth events neither held nor in the batch: the caller must fetch them.
+    let mut absent = Vec::new();
+    for parsed in ordered {
+        for id in parsed.pdu.auth_events() {
+            if !in_batch.contains(&**id)
+                && pdus::held(conn, id.as_str())?.is_none()
+                && !absent.contains(&id.to_string())
+            {
+                absent.push(id.to_string());
+            }
+        }
+    }
+    if !absent.is_empty() {
+        return Err(missing("auth events", &absent));
+    }
+    let mut cache = EventCache::new(conn);
+    let mut outcomes = Vec::with_capacity(ordered.len());
+    let mut seen: HashSet<OwnedEventId> = HashSet::new();
+    for parsed in ordered {
+        if pdus::held(conn, parsed.id())?.is_some() || !seen.insert(parsed.pdu.event_id.clone()) {
+            outcomes.push(PduOutcome::AlreadyKnown);
+            continue;
+        }
+        let not_yet: Vec<String> = parsed
+            .pdu
+            .auth_events()
+            .iter()
+            .filter(|a| cache.get(a).is_none())
+            .map(|a| a.to_string())
+            .collect();
+        let outcome = if !not_yet.is_empty() {
+            PduOutcome::Rejected(format!("auth events in a cycle: {}", not_yet.join(", ")))
+        } else {
+            match check_against_auth_events(&rules, &parsed.pdu, &cache)? {
+                Ok(()) => PduOutcome::Accepted { stream: 0 },
+                Err(reason) => PduOutcome::Rejected(reason),
+            }
+        };
+        let rejected = matches!(outcome, PduOutcome::Rejected(_));
+        cache.add(parsed.pdu.clone().with_rejected(rejected));
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}

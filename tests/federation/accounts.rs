@@ -1,0 +1,261 @@
+//! A user of either server, driven through the client-server API over TLS (the test CA), so that
+//! every scenario is checked from both sides the way clients see it.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls::RootCertStore;
+use serde_json::{Value, json};
+
+use crate::support::tls_connect;
+
+/// How long a federated event may take to show up on the other side.
+pub const FEDERATION_DELAY: Duration = Duration::from_secs(30);
+
+pub struct Account {
+    pub port: u16,
+    pub user_id: String,
+    pub token: String,
+    roots: RootCertStore,
+}
+
+/// One request to a server's client API on 127.0.0.1:`port` (as `localhost`): status and JSON.
+pub async fn call(
+    port: u16,
+    roots: &RootCertStore,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "localhost");
+    if let Some(token) = token {
+        builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = builder.body(Full::new(body)).unwrap();
+    let stream = tls_connect(port, "localhost", roots, &[b"http/1.1"])
+        .await
+        .expect("TLS connection");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Percent-encodes a room ID, alias or event ID for a path segment.
+pub fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+impl Account {
+    /// Registers `username` (open registration with `m.login.dummy`, as both test servers allow).
+    pub async fn register(port: u16, roots: &RootCertStore, username: &str) -> Self {
+        let body = json!({"username": username, "password": "correct horse battery",
+            "auth": {"type": "m.login.dummy"}, "inhibit_login": false});
+        let (status, reply) = call(
+            port,
+            roots,
+            http::Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, 200, "register {username} on port {port}: {reply}");
+        Self {
+            port,
+            user_id: reply["user_id"].as_str().unwrap().to_owned(),
+            token: reply["access_token"].as_str().unwrap().to_owned(),
+            roots: roots.clone(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        call(
+            self.port,
+            &self.roots,
+            http::Method::GET,
+            path,
+            Some(&self.token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        call(
+            self.port,
+            &self.roots,
+            http::Method::POST,
+            path,
+            Some(&self.token),
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        call(
+            self.port,
+            &self.roots,
+            http::Method::PUT,
+            path,
+            Some(&self.token),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `createRoom` with `body`; the room ID.
+    pub async fn create_room(&self, body: Value) -> String {
+        let (status, reply) = self.post("/_matrix/client/v3/createRoom", body).await;
+        assert_eq!(status, 200, "createRoom by {}: {reply}", self.user_id);
+        reply["room_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /join/{roomIdOrAlias}?server_name=…`: status and body.
+    pub async fn join(&self, room: &str, via: &[&str]) -> (u16, Value) {
+        let query: String = via
+            .iter()
+            .map(|server| format!("server_name={}", encode(server)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.post(
+            &format!("/_matrix/client/v3/join/{}?{query}", encode(room)),
+            json!({}),
+        )
+        .await
+    }
+
+    /// Sends an `m.text` message; its event ID.
+    pub async fn send_text(&self, room: &str, text: &str) -> String {
+        let txn = format!("t{}", rand::random::<u64>());
+        let (status, reply) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                    encode(room)
+                ),
+                json!({"msgtype": "m.text", "body": text}),
+            )
+            .await;
+        assert_eq!(status, 200, "send by {}: {reply}", self.user_id);
+        reply["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sets a state event; its event ID.
+    pub async fn send_state(
+        &self,
+        room: &str,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> String {
+        let (status, reply) = self
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/{kind}/{}",
+                    encode(room),
+                    encode(state_key)
+                ),
+                content,
+            )
+            .await;
+        assert_eq!(status, 200, "state {kind} by {}: {reply}", self.user_id);
+        reply["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The newest events of a room this account can read (`/messages` backwards, up to 100).
+    pub async fn recent_events(&self, room: &str) -> Vec<Value> {
+        let (status, reply) = self
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+                encode(room)
+            ))
+            .await;
+        if status != 200 {
+            return Vec::new();
+        }
+        reply["chunk"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until an event matching `wanted` is in the room's recent events; panics after
+    /// `FEDERATION_DELAY` with what was there.
+    pub async fn wait_for_event(
+        &self,
+        room: &str,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + FEDERATION_DELAY;
+        loop {
+            let events = self.recent_events(room).await;
+            if let Some(found) = events.iter().find(|e| wanted(e)) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {what} in {room}; it has: {}",
+                self.user_id,
+                serde_json::to_string_pretty(&events).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits for a message with body `text` from `sender`.
+    pub async fn wait_for_text(&self, room: &str, sender: &str, text: &str) -> Value {
+        self.wait_for_event(room, &format!("{sender}'s message {text:?}"), |e| {
+            e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == text
+        })
+        .await
+    }
+
+    /// The room's current state as `(type, state_key) -> content`.
+    pub async fn state(&self, room: &str) -> std::collections::BTreeMap<(String, String), Value> {
+        let (status, reply) = self
+            .get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room)))
+            .await;
+        assert_eq!(status, 200, "state of {room} for {}: {reply}", self.user_id);
+        reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    (
+                        e["type"].as_str().unwrap().to_owned(),
+                        e["state_key"].as_str().unwrap().to_owned(),
+                    ),
+                    e["content"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether a /sync shows the room among the joined ones.
+    pub async fn sees_joined(&self, room: &str) -> bool {
+        let (status, reply) = self.get("/_matrix/client/v3/sync?timeout=0").await;
+        status == 200 && reply["rooms"]["join"].get(room).is_some()
+    }
+}

@@ -1,0 +1,195 @@
+//! Rooms shared with Synapse: joins by alias in both directions, then messages and state changes
+//! flowing both ways, each checked through both servers' client APIs.
+
+use serde_json::json;
+
+use crate::{
+    FederatingAppliance,
+    accounts::Account,
+    support::TestCa,
+    synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
+};
+
+/// A Synapse user joins a room of the appliance by its alias (Synapse asks the appliance's
+/// `/query/directory`, then `make_join` / `send_join`); messages and a topic change then flow in
+/// both directions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synapse_user_joins_an_appliance_room_by_alias() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "lobby", "name": "Lobby"}))
+        .await;
+    alice.send_text(&room, "before bob").await;
+    let alias = format!("#lobby:{}", ours.server_name);
+    let (status, reply) = bob.join(&alias, &[]).await;
+    assert_eq!(
+        status,
+        200,
+        "{reply}\nSynapse's log:\n{}\nthe appliance's log:\n{}",
+        synapse.log_tail(),
+        ours.appliance.log_text()
+    );
+    assert_eq!(reply["room_id"], room.as_str());
+
+    // The appliance sees bob's join; Synapse has the room's state and history.
+    alice
+        .wait_for_event(&room, "bob's join", |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == bob.user_id.as_str()
+                && e["content"]["membership"] == "join"
+        })
+        .await;
+    assert_eq!(
+        bob.state(&room).await[&("m.room.name".to_owned(), String::new())]["name"],
+        "Lobby"
+    );
+
+    // Messages both ways.
+    let hello = alice.send_text(&room, "hello from the appliance").await;
+    let seen = bob
+        .wait_for_text(&room, &alice.user_id, "hello from the appliance")
+        .await;
+    assert_eq!(seen["event_id"], hello.as_str());
+    let reply_id = bob.send_text(&room, "hello from synapse").await;
+    let seen = alice
+        .wait_for_text(&room, &bob.user_id, "hello from synapse")
+        .await;
+    assert_eq!(seen["event_id"], reply_id.as_str());
+
+    // A state change by the appliance's user reaches Synapse's current state.
+    alice
+        .send_state(&room, "m.room.topic", "", json!({"topic": "federated"}))
+        .await;
+    bob.wait_for_event(&room, "the topic change", |e| {
+        e["type"] == "m.room.topic" && e["content"]["topic"] == "federated"
+    })
+    .await;
+    assert_eq!(
+        bob.state(&room).await[&("m.room.topic".to_owned(), String::new())]["topic"],
+        "federated"
+    );
+    assert!(alice.sees_joined(&room).await);
+}
+
+/// An appliance user joins a room of Synapse by its alias (the appliance asks Synapse's
+/// `/query/directory`, then `make_join` / `send_join` and takes the room's state from the answer);
+/// history before the join, then messages both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_appliance_user_joins_a_synapse_room_by_alias() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    let room = bob
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "plaza", "name": "Plaza"}))
+        .await;
+    bob.send_text(&room, "before alice").await;
+    let alias = format!("#plaza:{}", synapse.server_name);
+    let (status, reply) = alice.join(&alias, &[]).await;
+    assert_eq!(
+        status,
+        200,
+        "{reply}\nthe appliance's log:\n{}\nSynapse's log:\n{}",
+        ours.appliance.log_text(),
+        synapse.log_tail()
+    );
+    assert_eq!(reply["room_id"], room.as_str());
+    assert!(alice.sees_joined(&room).await);
+    assert_eq!(
+        alice.state(&room).await[&("m.room.name".to_owned(), String::new())]["name"],
+        "Plaza"
+    );
+
+    bob.wait_for_event(&room, "alice's join", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == alice.user_id.as_str()
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+    let from_synapse = bob.send_text(&room, "welcome, alice").await;
+    let seen = alice
+        .wait_for_text(&room, &bob.user_id, "welcome, alice")
+        .await;
+    assert_eq!(seen["event_id"], from_synapse.as_str());
+    let from_us = alice.send_text(&room, "thanks, bob").await;
+    let seen = bob
+        .wait_for_text(&room, &alice.user_id, "thanks, bob")
+        .await;
+    assert_eq!(seen["event_id"], from_us.as_str());
+}
+
+/// A kick made on Synapse holds on the appliance: Synapse's moderator kicks an appliance user out
+/// of a Synapse room, the appliance then shows the room as left and refuses to send there, and the
+/// kicked user joins again through Synapse.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kick_on_synapse_holds_on_the_appliance() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    // A Synapse room: bob kicks alice, who then cannot send, and joins again.
+    let theirs = bob.create_room(json!({"preset": "public_chat"})).await;
+    let (status, reply) = alice.join(&theirs, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "{reply}\n{}", ours.appliance.log_text());
+    bob.wait_for_event(&theirs, "alice's join", |e| {
+        e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str()
+    })
+    .await;
+    let (status, reply) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/kick",
+                crate::accounts::encode(&theirs)
+            ),
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let deadline = std::time::Instant::now() + crate::accounts::FEDERATION_DELAY;
+    loop {
+        let state = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                crate::accounts::encode(&theirs),
+                crate::accounts::encode(&alice.user_id)
+            ))
+            .await;
+        let (_, sync) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
+        if sync["rooms"]["join"].get(&theirs).is_none() && state.1["membership"] == "leave" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kick never reached the appliance: {state:?}\n{}",
+            ours.appliance.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let txn = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/kicked",
+        crate::accounts::encode(&theirs)
+    );
+    let (status, _) = alice
+        .put(&txn, json!({"msgtype": "m.text", "body": "hello?"}))
+        .await;
+    assert_eq!(status, 403, "a kicked user cannot send");
+    let (status, reply) = alice.join(&theirs, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "joining again after a kick: {reply}");
+    let back = alice.send_text(&theirs, "back again").await;
+    let seen = bob
+        .wait_for_text(&theirs, &alice.user_id, "back again")
+        .await;
+    assert_eq!(seen["event_id"], back.as_str());
+}
