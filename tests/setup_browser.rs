@@ -201,8 +201,12 @@ async fn a_browser_walks_the_wizard_and_the_server_runs() {
     fill(&browser, "server_name", "not a name").await;
     fill(&browser, "host", "matrix.example.org").await;
     next(&browser, "/setup/names").await;
+    // The page answering the mistake has the same path as the form: wait for its error rather
+    // than for a path that is already there.
     let error = browser
-        .find(Locator::Id("server_name-error"))
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("server_name-error"))
         .await
         .expect("the error");
     assert!(
