@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::{
     FederatingAppliance,
-    accounts::Account,
+    accounts::{Account, FEDERATION_DELAY, encode},
     support::TestCa,
     synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
 };
@@ -127,17 +127,62 @@ async fn an_appliance_user_joins_a_synapse_room_by_alias() {
     assert_eq!(seen["event_id"], from_us.as_str());
 }
 
-/// A kick made on Synapse holds on the appliance: Synapse's moderator kicks an appliance user out
-/// of a Synapse room, the appliance then shows the room as left and refuses to send there, and the
-/// kicked user joins again through Synapse.
+/// Membership changes made on one server hold on the other: the appliance's moderator bans a
+/// Synapse user (Synapse then holds him out of the room), and Synapse's moderator kicks an
+/// appliance user out of a Synapse room (the appliance then shows the room as left and refuses to
+/// send there); the kicked user joins again through Synapse.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_kick_on_synapse_holds_on_the_appliance() {
+async fn kicks_and_bans_hold_on_both_sides() {
     let ca = TestCa::new("federation test CA");
     let roots = ca.roots();
     let ours = FederatingAppliance::start(&ca);
     let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
     let alice = Account::register(ours.port, &roots, "alice").await;
     let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    // An appliance room: alice bans bob, and Synapse then holds bob out of it.
+    let ours_room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let (status, reply) = bob.join(&ours_room, &[&ours.server_name]).await;
+    assert_eq!(status, 200, "{reply}");
+    alice
+        .wait_for_event(&ours_room, "bob's join", |e| {
+            e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()
+        })
+        .await;
+    let (status, reply) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", encode(&ours_room)),
+            json!({"user_id": bob.user_id, "reason": "spam"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let own_member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        encode(&ours_room),
+        encode(&bob.user_id)
+    );
+    let deadline = std::time::Instant::now() + FEDERATION_DELAY;
+    // While bob is in the room Synapse shows him his member event; banned, Synapse (which
+    // leaves the room with its last user) says he is not in it.
+    while bob.get(&own_member).await.0 == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ban never reached Synapse:\n{}",
+            synapse.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let txn = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/banned",
+        encode(&ours_room)
+    );
+    let (status, reply) = bob
+        .put(&txn, json!({"msgtype": "m.text", "body": "still here"}))
+        .await;
+    assert_eq!(status, 403, "a banned user cannot send: {reply}");
+    assert_eq!(reply["errcode"], "M_FORBIDDEN");
+    let banned = &alice.state(&ours_room).await[&("m.room.member".to_owned(), bob.user_id.clone())];
+    assert_eq!(banned["membership"], "ban");
 
     // A Synapse room: bob kicks alice, who then cannot send, and joins again.
     let theirs = bob.create_room(json!({"preset": "public_chat"})).await;
@@ -149,21 +194,18 @@ async fn a_kick_on_synapse_holds_on_the_appliance() {
     .await;
     let (status, reply) = bob
         .post(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/kick",
-                crate::accounts::encode(&theirs)
-            ),
+            &format!("/_matrix/client/v3/rooms/{}/kick", encode(&theirs)),
             json!({"user_id": alice.user_id}),
         )
         .await;
     assert_eq!(status, 200, "{reply}");
-    let deadline = std::time::Instant::now() + crate::accounts::FEDERATION_DELAY;
+    let deadline = std::time::Instant::now() + FEDERATION_DELAY;
     loop {
         let state = alice
             .get(&format!(
                 "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                crate::accounts::encode(&theirs),
-                crate::accounts::encode(&alice.user_id)
+                encode(&theirs),
+                encode(&alice.user_id)
             ))
             .await;
         let (_, sync) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
@@ -179,7 +221,7 @@ async fn a_kick_on_synapse_holds_on_the_appliance() {
     }
     let txn = format!(
         "/_matrix/client/v3/rooms/{}/send/m.room.message/kicked",
-        crate::accounts::encode(&theirs)
+        encode(&theirs)
     );
     let (status, _) = alice
         .put(&txn, json!({"msgtype": "m.text", "body": "hello?"}))
