@@ -114,6 +114,7 @@ pub struct AccountLimits {
     message: RateLimiter<OwnedUserId>,
     admin_redaction: Option<RateLimiter<OwnedUserId>>,
     local_joins: RateLimiter<OwnedUserId>,
+    remote_joins: RateLimiter<OwnedUserId>,
     invites_per_room: RateLimiter<OwnedRoomId>,
     invites_per_user: RateLimiter<OwnedUserId>,
     invites_per_issuer: RateLimiter<OwnedUserId>,
@@ -128,6 +129,7 @@ impl AccountLimits {
             message: RateLimiter::new(config.rc_message),
             admin_redaction: config.rc_admin_redaction.map(RateLimiter::new),
             local_joins: RateLimiter::new(config.rc_joins.local),
+            remote_joins: RateLimiter::new(config.rc_joins.remote),
             invites_per_room: RateLimiter::new(config.rc_invites.per_room),
             invites_per_user: RateLimiter::new(config.rc_invites.per_user),
             invites_per_issuer: RateLimiter::new(config.rc_invites.per_issuer),
@@ -156,6 +158,11 @@ impl AccountLimits {
     /// re-sending one's own join (a profile change) is not a join.
     pub async fn local_join(&self, user: &UserId) -> Result<()> {
         self.take(&self.local_joins, &user.to_owned(), user).await
+    }
+
+    /// A join of a room this server is not in, through another server (`rc_joins.remote`).
+    pub async fn remote_join(&self, user: &UserId) -> Result<()> {
+        self.take(&self.remote_joins, &user.to_owned(), user).await
     }
 
     /// One invite (`rc_invites`): into `room`, of `invitee`, by `issuer`, checked in that order

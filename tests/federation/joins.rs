@@ -235,3 +235,29 @@ async fn kicks_and_bans_hold_on_both_sides() {
         .await;
     assert_eq!(seen["event_id"], back.as_str());
 }
+
+/// Joins of rooms on other servers count against `rc_joins.remote` (Synapse's key), before any
+/// server is asked: past the burst the client gets `429 M_LIMIT_EXCEEDED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_joins_are_rate_limited_by_rc_joins_remote() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start_with(
+        &ca,
+        "ip_range_whitelist: ['127.0.0.0/8']
+enable_registration: true
+enable_registration_without_verification: true
+rc_registration: {per_second: 1000, burst_count: 1000}
+rc_joins: {remote: {per_second: 0.001, burst_count: 1}}
+",
+    );
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    // Nobody listens there: the first join fails at the door of the other server.
+    let nowhere = format!("localhost:{}", crate::support::free_port());
+    let room = format!("!nowhere:{nowhere}");
+    let (status, reply) = alice.join(&room, &[&nowhere]).await;
+    assert_eq!(status, 502, "{reply}");
+    let (status, reply) = alice.join(&room, &[&nowhere]).await;
+    assert_eq!(status, 429, "{reply}");
+    assert_eq!(reply["errcode"], "M_LIMIT_EXCEEDED");
+}

@@ -396,7 +396,7 @@ pub async fn join_room(
             .await?;
         return Ok(room_id);
     }
-    services.limits.local_join(user_id).await?;
+    services.limits.remote_join(user_id).await?;
     let mut content = serde_json::Map::new();
     if let Some(name) = profile.0 {
         content.insert("displayname".into(), name.into());
