@@ -44,7 +44,16 @@ pub async fn call(
         }
         None => Bytes::new(),
     };
-    let request = builder.body(Full::new(body)).unwrap();
+    send(port, roots, builder.body(Full::new(body)).unwrap()).await
+}
+
+/// Sends `request` over a fresh TLS connection to 127.0.0.1:`port` (as `localhost`, verified
+/// against `roots`): status and JSON (`Null` when the answer is not JSON).
+pub async fn send(
+    port: u16,
+    roots: &RootCertStore,
+    request: http::Request<Full<Bytes>>,
+) -> (u16, Value) {
     let stream = tls_connect(port, "localhost", roots, &[b"http/1.1"])
         .await
         .expect("TLS connection");

@@ -17,7 +17,7 @@ use axum::{
     routing::{get, post, put},
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, RoomVersionId,
@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::{
-    accounts::encode,
-    support::{TestCa, free_port, tls_connect},
+    accounts::{encode, send},
+    support::{TestCa, free_port},
 };
 
 /// What the fake server answers to the appliance's requests.
@@ -184,21 +184,12 @@ impl FakeServer {
             http::header::AUTHORIZATION,
             http::HeaderValue::from(&x_matrix),
         );
-        let request = request.map(|b| Full::new(Bytes::from(b)));
-        let stream = tls_connect(port, "localhost", &self.roots, &[b"http/1.1"])
-            .await
-            .unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        send(
+            port,
+            &self.roots,
+            request.map(|b| Full::new(Bytes::from(b))),
         )
+        .await
     }
 
     pub async fn request(
