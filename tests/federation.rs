@@ -18,6 +18,9 @@
 //!   HTTPS client verifies both servers against the same CA.
 //! - **Outbound**: `appliance admin federation check` runs with a config of its own (the test CA in
 //!   `federation_custom_ca_list`, loopback in `ip_range_whitelist`).
+//! - **Clients**: the test's own HTTPS client (`federation/accounts.rs`), and matrix-nio on both
+//!   servers (`federation/nio.rs` runs tests/nio/federation.py from the nio venv of
+//!   tests/nio_client.rs) for the user's view.
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
@@ -33,6 +36,8 @@ mod hostile;
 mod joins;
 #[path = "federation/keys.rs"]
 mod keys;
+#[path = "federation/nio.rs"]
+mod nio;
 #[path = "federation/sender.rs"]
 mod sender;
 #[path = "federation/serve.rs"]
