@@ -8,11 +8,12 @@
 //! 0. **The origin may talk about the room**: we are in the room, and its `m.room.server_acl`
 //!    allows the origin (`room_of_pdu`); otherwise the PDU is refused and nothing is fetched.
 //! 1. **Is a valid event**, otherwise it is dropped: size limits and the room version's format,
-//!    event ID from its reference hash (`pdu::parse`).
-//! 2. **Passes signature checks**, otherwise it is dropped (`pdu::verify`, the signing servers'
-//!    keys fetched as needed).
+//!    event ID from its reference hash, or before room version 3 its `event_id` field
+//!    (`pdu::parse`, once).
+//! 2. **Passes signature checks**, otherwise it is dropped (`pdu::check_signatures`, the signing
+//!    servers' keys fetched as needed).
 //! 3. **Passes hash checks**, otherwise it is redacted before being processed further
-//!    (`pdu::verify`).
+//!    (`pdu::check_signatures`).
 //!    Before the authorization steps, what the event refers to must be held:
 //!    missing **auth events** are fetched from the origin (`/event_auth`) and stored as outliers,
 //!    each through steps 1-4 itself (`fetch_auth_chain`); missing **prev events** are fetched with
@@ -121,18 +122,19 @@ async fn handle_pdu(
         Ok(room) => room,
         Err(reason) => return (None, Err(reason)),
     };
-    // 1-3.
-    let incoming = match pdu::verify(services, raw, &room_id, &version).await {
-        Ok(incoming) => incoming,
-        Err(dropped) => {
-            let id = pdu::rules(&version)
-                .ok()
-                .and_then(|rules| pdu::parse(raw, &room_id, &rules).ok())
-                .map(|(id, _)| id);
-            return (id, Err(dropped.to_string()));
-        }
+    // 1: an event without a valid ID has no entry in the answer.
+    let parsed =
+        pdu::rules(&version).and_then(|rules| Ok((pdu::parse(raw, &room_id, &rules)?, rules)));
+    let (incoming, rules) = match parsed {
+        Ok(parsed) => parsed,
+        Err(dropped) => return (None, Err(dropped.to_string())),
     };
     let event_id = incoming.event_id.clone();
+    // 2-3.
+    let incoming = match pdu::check_signatures(services, incoming, &rules).await {
+        Ok(incoming) => incoming,
+        Err(dropped) => return (Some(event_id), Err(dropped.to_string())),
+    };
     let outcome = accept_live(services, origin, incoming, &version, 0).await;
     (Some(event_id), outcome)
 }
@@ -225,16 +227,7 @@ async fn accept_live(
 
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.
 fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
-    match incoming.object.get(field) {
-        Some(ruma::CanonicalJsonValue::Array(ids)) => ids
-            .iter()
-            .filter_map(|id| match id {
-                ruma::CanonicalJsonValue::String(id) => OwnedEventId::try_from(id.as_str()).ok(),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    crate::services::rooms::pdu::referenced_ids(&incoming.object, field)
 }
 
 /// Fetches the auth chain of `event_id` from `origin` and stores the events we lack as outliers
