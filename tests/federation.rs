@@ -23,6 +23,8 @@
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+#[path = "federation/appliances.rs"]
+mod appliances;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "federation/fake_server.rs"]
@@ -33,6 +35,10 @@ mod hostile;
 mod joins;
 #[path = "federation/keys.rs"]
 mod keys;
+#[path = "federation/presence.rs"]
+mod presence;
+#[path = "federation/room_versions.rs"]
+mod room_versions;
 #[path = "federation/sender.rs"]
 mod sender;
 #[path = "federation/serve.rs"]

@@ -316,8 +316,8 @@ fn depth_of(event: &IncomingPdu) -> i64 {
     }
 }
 
-/// EDUs: typing and read receipts of the origin's own users, in rooms the origin shares with us;
-/// anything else (or about other servers' users) is ignored, as the spec allows.
+/// EDUs: typing, read receipts and presence of the origin's own users, in rooms the origin
+/// shares with us; anything else (or about other servers' users) is ignored, as the spec allows.
 async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
     let Ok(edu) = edu.deserialize() else {
         return; // unknown or malformed EDUs are ignored
@@ -376,6 +376,14 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                     }
                 }
             }
+        }
+        // Bounded and checked (the origin's own users, sharing a room with ours) by the
+        // presence service, which ignores it all when presence is disabled.
+        Edu::Presence(presence) => {
+            services
+                .presence
+                .receive(&services.rooms, origin, presence.push)
+                .await;
         }
         _ => {}
     }

@@ -88,7 +88,8 @@ pub async fn check_signatures(
         .await
         .map_err(|e| DroppedPdu::Signature(e.to_string()))?;
     if verified == Verified::Signatures {
-        tracing::info!(event_id = %incoming.event_id, "content hash mismatch: the event is redacted");
+        let event_id = &incoming.event_id;
+        tracing::info!(%event_id, "content hash mismatch: the event is redacted");
         incoming.object = ruma::canonical_json::redact(incoming.object, &rules.redaction, None)
             .map_err(|e| DroppedPdu::Invalid(format!("cannot redact: {e}")))?;
     }

@@ -31,7 +31,10 @@ use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName,
     OwnedTransactionId, RoomId, ServerName, UserId,
     api::federation::transactions::{
-        edu::{Edu, ReceiptContent, ReceiptData, ReceiptMap, TypingContent},
+        edu::{
+            Edu, PresenceContent, PresenceUpdate, ReceiptContent, ReceiptData, ReceiptMap,
+            TypingContent,
+        },
         send_transaction_message,
     },
     events::{
@@ -702,6 +705,29 @@ pub fn enqueue_read_receipt(
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     for destination in destinations {
         store::enqueue_edu(tx, &destination, "m.receipt", &json)?;
+    }
+    Ok(())
+}
+
+/// Queues the `m.presence` EDU of a local user's changed presence for every other server that
+/// shares a room with the user, in the write transaction that stores it.
+pub fn enqueue_presence(
+    tx: &Connection,
+    user_id: &UserId,
+    update: PresenceUpdate,
+) -> rusqlite::Result<()> {
+    let destinations: Vec<String> = store::servers_sharing_a_room(tx, user_id.as_str())?
+        .into_iter()
+        .filter(|server| server != user_id.server_name().as_str())
+        .collect();
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    let edu = Edu::Presence(PresenceContent::new(vec![update]));
+    let json = serde_json::to_string(&edu)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    for destination in destinations {
+        store::enqueue_edu(tx, &destination, "m.presence", &json)?;
     }
     Ok(())
 }
