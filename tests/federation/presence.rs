@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     FederatingAppliance,
     accounts::{Account, FEDERATION_DELAY, encode},
+    fake_server::{FakeServer, now_ms},
     support::TestCa,
     synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
 };
@@ -126,4 +127,80 @@ async fn presence_flows_both_ways_with_synapse() {
     assert_eq!(bobs["type"], "m.presence");
     assert_eq!(bobs["content"]["presence"], "unavailable", "{bobs}");
     assert_eq!(bobs["content"]["status_msg"], "gone fishing", "{bobs}");
+}
+
+/// Another server's `m.presence` EDU is taken only for that server's users who share a room with
+/// a local user (a fake server, since Synapse sends nothing else): its joined user's presence is
+/// shown; a forged presence of a local user and one of its users who is in no room yet change
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_presence_is_taken_only_for_the_origins_users_in_shared_rooms() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let fake = FakeServer::start(&ca).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let room_id = alice.create_room(json!({"preset": "public_chat"})).await;
+    let room = fake.join(ours.port, &room_id, "mallory").await;
+    alice
+        .wait_for_event(&room_id, "mallory's join", |e| {
+            e["type"] == "m.room.member" && e["state_key"] == room.user_id.as_str()
+        })
+        .await;
+    set_presence(&alice, "unavailable", "mine").await;
+
+    let late = format!("@late:{}", fake.name());
+    let update = |user: &str, status_msg: &str| {
+        json!({"user_id": user, "presence": "online", "status_msg": status_msg,
+            "last_active_ago": 5000, "currently_active": true})
+    };
+    let body = json!({
+        "origin": fake.name(), "origin_server_ts": now_ms(), "pdus": [],
+        "edus": [{"edu_type": "m.presence", "content": {"push": [
+            update(&room.user_id, "from the fake server"),
+            update(&alice.user_id, "forged"),
+            update(&late, "too early"),
+        ]}}],
+    });
+    let (status, answer) = fake
+        .request(
+            ours.port,
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/presence1",
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let seen = wait_for_presence(&alice, &room.user_id, "online", "from the fake server").await;
+    assert_eq!(seen["currently_active"], true, "{seen}");
+    assert!(seen["last_active_ago"].as_u64().unwrap() >= 5000, "{seen}");
+    let (_, own) = alice
+        .get(&format!(
+            "/_matrix/client/v3/presence/{}/status",
+            encode(&alice.user_id)
+        ))
+        .await;
+    assert_eq!(
+        (own["presence"].as_str(), own["status_msg"].as_str()),
+        (Some("unavailable"), Some("mine")),
+        "{own}"
+    );
+
+    // Once in the room, the late user reads as offline: nothing was kept from before.
+    fake.join(ours.port, &room_id, "late").await;
+    alice
+        .wait_for_event(&room_id, "late's join", |e| {
+            e["type"] == "m.room.member" && e["state_key"] == late.as_str()
+        })
+        .await;
+    let (status, theirs) = alice
+        .get(&format!(
+            "/_matrix/client/v3/presence/{}/status",
+            encode(&late)
+        ))
+        .await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(theirs["presence"], "offline", "{theirs}");
+    assert!(theirs.get("status_msg").is_none(), "{theirs}");
 }
