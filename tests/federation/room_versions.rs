@@ -150,3 +150,71 @@ async fn a_join_of_a_version_1_room_is_refused_clearly() {
         "{members:?}"
     );
 }
+
+/// A version 2 room served by the appliance: a second appliance joins Synapse's version 2 room
+/// through the first one (`make_join` / `send_join` answered by the first with events of the old
+/// format, its own and Synapse's), and messages reach all three servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_room_is_joined_through_the_appliance() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let first = FederatingAppliance::start(&ca);
+    let second = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(first.port, &roots, "alice").await;
+    let carol = Account::register(second.port, &roots, "carol").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let logs = || {
+        format!(
+            "first appliance's log:\n{}\nsecond appliance's log:\n{}\nSynapse's log:\n{}",
+            first.appliance.log_text(),
+            second.appliance.log_text(),
+            synapse.log_tail()
+        )
+    };
+
+    let room = bob
+        .create_room(json!({"preset": "public_chat", "room_version": "2"}))
+        .await;
+    let (status, reply) = alice.join(&room, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "{reply}\n{}", logs());
+    // Only the first appliance is named: it answers the second one's join.
+    let (status, reply) = carol.join(&room, &[&first.server_name]).await;
+    assert_eq!(status, 200, "{reply}\n{}", logs());
+    // Not through Synapse, the last resort (the room ID's server).
+    assert!(
+        !second.appliance.log_text().contains("remote join failed"),
+        "{}",
+        logs()
+    );
+    assert!(carol.sees_joined(&room).await);
+    assert_eq!(
+        carol.state(&room).await[&("m.room.create".to_owned(), String::new())]["room_version"],
+        "2"
+    );
+    for (who, server) in [(&bob, "Synapse"), (&alice, "the first appliance")] {
+        who.wait_for_event(&room, &format!("carol's join on {server}"), |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == carol.user_id.as_str()
+                && e["content"]["membership"] == "join"
+        })
+        .await;
+    }
+
+    let from_carol = carol.send_text(&room, "joined through an appliance").await;
+    assert!(
+        from_carol.ends_with(&format!(":{}", second.server_name)),
+        "{from_carol}"
+    );
+    for who in [&bob, &alice] {
+        let seen = who
+            .wait_for_text(&room, &carol.user_id, "joined through an appliance")
+            .await;
+        assert_eq!(seen["event_id"], from_carol.as_str());
+    }
+    let from_bob = bob.send_text(&room, "welcome, both").await;
+    let seen = carol
+        .wait_for_text(&room, &bob.user_id, "welcome, both")
+        .await;
+    assert_eq!(seen["event_id"], from_bob.as_str());
+}
