@@ -624,6 +624,21 @@ mod tests {
     }
 
     #[test]
+    fn federation_updates_carry_what_clients_see() {
+        let user = ruma::user_id!("@a:x");
+        let update = federation_update(user, &online(1_000), 4_000);
+        assert_eq!(update.presence, PresenceState::Online);
+        assert_eq!(update.last_active_ago, UInt::from(3_000_u32));
+        assert!(update.currently_active);
+        assert_eq!(update.status_msg.as_deref(), Some("hi"));
+        // Never active: "active at the epoch", which the receiver stores as never.
+        let never = next_row(None, "@a:x", "offline", Some(None), 5);
+        let update = federation_update(user, &never, 10);
+        assert_eq!(update.last_active_ago, UInt::from(10_u32));
+        assert_eq!(update.status_msg, None);
+    }
+
+    #[test]
     fn content_shows_what_the_spec_asks() {
         let row = online(1_000);
         assert_eq!(

@@ -108,9 +108,18 @@ async fn join_through(
             _ => JoinError::Failed(format!("make_join: {e}")),
         })?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    // A server that offers a version we did not list is not believed either.
-    let rules = rooms::federation_rules(&version)
-        .ok_or_else(|| JoinError::Refused(incompatible(room_id, version.clone())))?;
+    // A server that offers a version we did not list is not believed either; one this server
+    // does not even know is `M_UNSUPPORTED_ROOM_VERSION`, as Synapse answers its clients.
+    let rules = rooms::federation_rules(&version).ok_or_else(|| {
+        JoinError::Refused(match version.rules() {
+            Some(_) => incompatible(room_id, version.clone()),
+            None => Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("{room_id} is a room of version {version}, unknown to this server"),
+            ),
+        })
+    })?;
     let mut event = join_event_from_template(&template.event, user_id, room_id, content)
         .map_err(JoinError::Failed)?;
     if rules.event_id_format == EventIdFormatVersion::V1 {
