@@ -21,7 +21,7 @@ use std::{
 };
 
 use ruma::{
-    OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
+    OwnedServerName, OwnedUserId, RoomId, ServerName, UInt, UserId,
     api::{
         client::filter::{Filter, RoomEventFilter},
         federation::transactions::edu::PresenceUpdate,
@@ -59,6 +59,8 @@ const FEDERATION_TIMEOUT_MS: i64 = 30 * 60_000;
 const FEDERATION_PING_MS: i64 = 25 * 60_000;
 /// Most updates taken from one `m.presence` EDU (a transaction holds at most 100 EDUs).
 const MAX_UPDATES_PER_EDU: usize = 100;
+/// Most local members whose presence a server joining a room is sent.
+const MAX_SHARED_ON_JOIN: usize = 1000;
 
 #[derive(Debug, Clone, Copy)]
 struct Activity {
@@ -194,6 +196,66 @@ impl Presence {
                 .entry(user)
                 .or_insert(Activity::new(now))
                 .last_sent = now;
+        }
+    }
+
+    /// Servers that start sharing a room learn the presence there at once, as Synapse tells
+    /// them, instead of at the next change: a local user who joined `room_id` has their
+    /// presence sent to the room's other servers; with `new_server`, a server whose user joined,
+    /// that server gets the presence of every local member (offline ones left out). Failures are
+    /// logged: a join never fails for presence.
+    pub async fn share_room(&self, rooms: &Rooms, room_id: &RoomId, joined: Joined<'_>) {
+        if !self.enabled {
+            return;
+        }
+        let own = self.server_name.clone();
+        let room = room_id.to_owned();
+        let (user, new_server) = match joined {
+            Joined::LocalUser(user) => (Some(user.to_owned()), None),
+            Joined::Server(server) if server != self.server_name => {
+                (None, Some(server.to_string()))
+            }
+            Joined::Server(_) => return,
+        };
+        let activity = self.activity.clone();
+        let written = self
+            .db
+            .write(move |tx| {
+                let now = now_ms();
+                let (rows, destinations) = match (&user, new_server) {
+                    (Some(user), _) => (
+                        store::get(tx, user.as_str())?
+                            .filter(|row| row.state != "offline")
+                            .into_iter()
+                            .collect::<Vec<_>>(),
+                        sender::other_servers_in_room(tx, &own, &room)?,
+                    ),
+                    (None, Some(server)) => (
+                        store::local_members_presence(tx, room.as_str(), MAX_SHARED_ON_JOIN)?,
+                        vec![server],
+                    ),
+                    (None, None) => return Ok::<_, Error>(()),
+                };
+                let updates = rows
+                    .iter()
+                    .filter_map(|row| {
+                        let user = OwnedUserId::try_from(row.user_id.as_str()).ok()?;
+                        let memory = lock(&activity).get(&user).map_or(0, |a| a.last_active);
+                        let row = PresenceRow {
+                            last_active_ts: row.last_active_ts.max(memory),
+                            ..row.clone()
+                        };
+                        Some(federation_update(&user, &row, now))
+                    })
+                    .collect();
+                sender::enqueue_presence_for(tx, &destinations, updates)?;
+                Ok(())
+            })
+            .await;
+        match written {
+            // Queued EDUs go out when the sender hears of a commit.
+            Ok(()) => rooms.wake(),
+            Err(e) => tracing::warn!(%room_id, error = %e, "cannot share presence"),
         }
     }
 
@@ -431,12 +493,23 @@ impl Presence {
             if due != Due::RemoteTimeout {
                 self.sent(sent_to.as_str(), now);
             }
+            if due == Due::Repeat {
+                rooms.wake(); // EDUs queued without a new stream position
+            }
             if let Some(position) = position {
                 rooms.notify(position);
             }
         }
         Ok(())
     }
+}
+
+/// Who started sharing a room, for [`Presence::share_room`].
+pub enum Joined<'a> {
+    /// A local user joined.
+    LocalUser(&'a UserId),
+    /// A user of this server joined.
+    Server(&'a ServerName),
 }
 
 /// What [`Presence::apply_timeouts`] found to do for a user.

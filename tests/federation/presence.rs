@@ -204,3 +204,39 @@ async fn remote_presence_is_taken_only_for_the_origins_users_in_shared_rooms() {
     assert_eq!(theirs["presence"], "offline", "{theirs}");
     assert!(theirs.get("status_msg").is_none(), "{theirs}");
 }
+
+/// Presence set before two servers share a room reaches the other side when they start sharing
+/// one, with no further change: a Synapse user joining an appliance room gets the presence of
+/// the room's local members (and Synapse sends its user's), and a local user joining a room
+/// Synapse is in has theirs sent there.
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_is_shared_when_servers_start_sharing_a_room() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(
+        &ca,
+        &format!("{SYNAPSE_OPEN_REGISTRATION}{SYNAPSE_PRESENCE}"),
+    )
+    .await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let carol = Account::register(ours.port, &roots, "carol").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+    set_presence(&alice, "online", "alice before").await;
+    set_presence(&carol, "unavailable", "carol before").await;
+    set_presence(&bob, "online", "bob before").await;
+
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "shared"}))
+        .await;
+    let (status, reply) = bob
+        .join(&format!("#shared:{}", ours.server_name), &[])
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    wait_for_presence(&bob, &alice.user_id, "online", "alice before").await;
+    wait_for_presence(&alice, &bob.user_id, "online", "bob before").await;
+
+    let (status, reply) = carol.join(&room, &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    wait_for_presence(&bob, &carol.user_id, "unavailable", "carol before").await;
+}

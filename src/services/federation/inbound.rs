@@ -49,6 +49,7 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
+        presence::Joined,
         rooms::{Arrival, IncomingPdu, PduOutcome},
     },
 };
@@ -214,15 +215,41 @@ async fn accept_live(
             return Err(format!("could not fetch prev events {still:?}"));
         }
     }
+    // A join of another server's user: that server learns our users' presence once accepted.
+    let joined_server = joining_server(&incoming);
     let _lock = rooms.lock_room(&room_id).await;
     match rooms.accept(incoming, Arrival::Live).await {
-        Ok(PduOutcome::Accepted { .. }) | Ok(PduOutcome::AlreadyKnown) => Ok(()),
+        Ok(PduOutcome::Accepted { .. }) => {
+            if let Some(server) = joined_server {
+                super::joins::share_presence(services, &room_id, Joined::Server(&server)).await;
+            }
+            Ok(())
+        }
+        Ok(PduOutcome::AlreadyKnown) => Ok(()),
         // A soft-failed event is accepted as far as the sender is concerned (the spec: it is not
         // an error), but no client sees it.
         Ok(PduOutcome::SoftFailed) => Ok(()),
         Ok(PduOutcome::Rejected(reason)) => Err(format!("rejected: {reason}")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The server of the user a member event joins (`membership: join`), if it is one.
+fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
+    use ruma::CanonicalJsonValue::{Object, String};
+    let field = |name: &str| match incoming.object.get(name) {
+        Some(String(value)) => Some(value.as_str()),
+        _ => None,
+    };
+    let membership = match incoming.object.get("content") {
+        Some(Object(content)) => content.get("membership"),
+        _ => None,
+    };
+    if field("type") != Some("m.room.member") || membership != Some(&String("join".into())) {
+        return None;
+    }
+    let user = ruma::UserId::parse(field("state_key")?).ok()?;
+    Some(user.server_name().to_owned())
 }
 
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.

@@ -26,6 +26,7 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
+        presence::Joined,
         rooms::{self, Arrival, PduOutcome},
     },
     storage::now_ms,
@@ -315,12 +316,14 @@ pub async fn send_join(
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
-        // The other servers in the room learn of the join from us.
+        // The other servers in the room learn of the join from us; the joining server learns
+        // our users' presence.
         PduOutcome::Accepted { stream } => {
             services
                 .federation_sender
                 .forward_remote_event(room_id, event_id, stream, origin)
                 .await?;
+            share_presence(services, room_id, Joined::Server(origin)).await;
         }
         PduOutcome::AlreadyKnown => {}
         PduOutcome::SoftFailed => {
@@ -397,6 +400,7 @@ pub async fn join_room(
             .rooms
             .join(&room_id, user_id, profile, reason)
             .await?;
+        share_presence(services, &room_id, Joined::LocalUser(user_id)).await;
         return Ok(room_id);
     }
     services.limits.remote_join(user_id).await?;
@@ -412,5 +416,14 @@ pub async fn join_room(
     }
     let servers = candidate_servers(&room_id, via, &alias_servers);
     join_remote(services, user_id, &room_id, &servers, content).await?;
+    share_presence(services, &room_id, Joined::LocalUser(user_id)).await;
     Ok(room_id)
+}
+
+/// The room's servers learn the presence of whoever started sharing it (`Presence::share_room`).
+pub async fn share_presence(services: &Services, room_id: &RoomId, joined: Joined<'_>) {
+    services
+        .presence
+        .share_room(&services.rooms, room_id, joined)
+        .await;
 }

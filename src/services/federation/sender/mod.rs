@@ -720,16 +720,41 @@ pub fn enqueue_presence(
         .into_iter()
         .filter(|server| server != user_id.server_name().as_str())
         .collect();
+    enqueue_presence_for(tx, &destinations, vec![update])
+}
+
+/// Queues `m.presence` EDUs holding `updates` (50 to an EDU) for each of `destinations`.
+pub fn enqueue_presence_for(
+    tx: &Connection,
+    destinations: &[String],
+    updates: Vec<PresenceUpdate>,
+) -> rusqlite::Result<()> {
     if destinations.is_empty() {
         return Ok(());
     }
-    let edu = Edu::Presence(PresenceContent::new(vec![update]));
-    let json = serde_json::to_string(&edu)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    for destination in destinations {
-        store::enqueue_edu(tx, &destination, "m.presence", &json)?;
+    for chunk in updates.chunks(50) {
+        let edu = Edu::Presence(PresenceContent::new(chunk.to_vec()));
+        let json = serde_json::to_string(&edu)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        for destination in destinations {
+            store::enqueue_edu(tx, destination, "m.presence", &json)?;
+        }
     }
     Ok(())
+}
+
+/// The other servers with a joined member in `room_id`.
+pub fn other_servers_in_room(
+    tx: &Connection,
+    own: &ServerName,
+    room_id: &RoomId,
+) -> rusqlite::Result<Vec<String>> {
+    Ok(
+        store::servers_in_room(tx, room_id.as_str(), MembershipState::Join.as_str())?
+            .into_iter()
+            .filter(|server| server != own.as_str())
+            .collect(),
+    )
 }
 
 impl Sender {
