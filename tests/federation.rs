@@ -26,6 +26,8 @@
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+#[path = "federation/appliances.rs"]
+mod appliances;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "federation/fake_server.rs"]
@@ -38,6 +40,10 @@ mod joins;
 mod keys;
 #[path = "federation/nio.rs"]
 mod nio;
+#[path = "federation/presence.rs"]
+mod presence;
+#[path = "federation/room_versions.rs"]
+mod room_versions;
 #[path = "federation/sender.rs"]
 mod sender;
 #[path = "federation/serve.rs"]
