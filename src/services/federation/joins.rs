@@ -25,13 +25,13 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, PduOutcome, SUPPORTED_ROOM_VERSIONS},
+        rooms::{Arrival, PduOutcome, SUPPORTED_ROOM_VERSIONS, remote::Membership},
     },
     storage::now_ms,
 };
 
 /// The room versions this server can join, for `make_join`'s `ver`.
-fn supported_versions() -> Vec<RoomVersionId> {
+pub(super) fn supported_versions() -> Vec<RoomVersionId> {
     SUPPORTED_ROOM_VERSIONS
         .iter()
         .filter_map(|v| RoomVersionId::try_from(*v).ok())
@@ -120,8 +120,14 @@ async fn join_through(
                 ),
             ))
         })?;
-    let mut event = join_event_from_template(&template.event, user_id, room_id, content)
-        .map_err(JoinError::Failed)?;
+    let mut event = member_event_from_template(
+        &template.event,
+        user_id,
+        room_id,
+        MembershipState::Join,
+        content,
+    )
+    .map_err(JoinError::Failed)?;
     ruma::signatures::hash_and_sign_event(
         services.server_name.as_str(),
         services.server_key.key_pair(),
@@ -179,17 +185,19 @@ async fn join_through(
     Ok(event_id)
 }
 
-/// The join event from a `make_join` template: the template's room, auth and prev events and
-/// depth, our user's membership fields, and a fresh timestamp; nothing the resident server might
-/// have added that we do not sign for (hashes, signatures, `event_id`, `unsigned`).
-fn join_event_from_template(
+/// The member event from a `make_join` (`make_leave`, `make_knock`) template: the template's
+/// room, auth and prev events and depth, our user's membership fields, and a fresh timestamp;
+/// nothing the resident server might have added that we do not sign for (hashes, signatures,
+/// `event_id`, `unsigned`).
+pub(super) fn member_event_from_template(
     template: &RawJsonValue,
     user_id: &UserId,
     room_id: &RoomId,
+    membership: MembershipState,
     extra_content: serde_json::Map<String, serde_json::Value>,
 ) -> Result<CanonicalJsonObject, String> {
     let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
-        .map_err(|e| format!("the make_join template is not canonical JSON: {e}"))?;
+        .map_err(|e| format!("the template is not canonical JSON: {e}"))?;
     for field in ["event_id", "hashes", "signatures", "unsigned", "origin"] {
         event.remove(field);
     }
@@ -204,7 +212,7 @@ fn join_event_from_template(
             content.insert(key, value);
         }
     }
-    content.insert("membership".into(), string(MembershipState::Join.as_str()));
+    content.insert("membership".into(), string(membership.as_str()));
     event.insert("content".into(), CanonicalJsonValue::Object(content));
     event.insert("type".into(), string("m.room.member"));
     event.insert("sender".into(), string(user_id.as_str()));
@@ -285,28 +293,7 @@ pub async fn send_join(
     if incoming.event_id != *event_id {
         return Err(Error::bad_json("The event ID does not match the event"));
     }
-    let field = |name: &str| match incoming.object.get(name) {
-        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let membership = match incoming.object.get("content") {
-        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
-            Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let sender = field("sender").unwrap_or_default();
-    if field("type").as_deref() != Some("m.room.member")
-        || membership.as_deref() != Some(MembershipState::Join.as_str())
-        || field("state_key").as_deref() != Some(sender.as_str())
-    {
-        return Err(Error::bad_json("Not a join event of its sender"));
-    }
-    match UserId::parse(sender.as_str()) {
-        Ok(user) if user.server_name() == origin => {}
-        _ => return Err(Error::forbidden("A server can only join its own users")),
-    }
+    check_member_event(&incoming.object, origin, MembershipState::Join)?;
     let outcome = {
         let _lock = services.rooms.lock_room(room_id).await;
         services.rooms.accept(incoming, Arrival::Live).await?
@@ -350,6 +337,46 @@ pub async fn send_join(
             .collect(),
     );
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// The membership of a member event (`None` when it is not one).
+pub(super) fn membership_of(object: &CanonicalJsonObject) -> Option<&str> {
+    match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+            Some(CanonicalJsonValue::String(m)) => Some(m),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `send_join` / `send_leave` / `send_knock`: the event must be `membership` of its own sender,
+/// a user of `origin`.
+pub(super) fn check_member_event(
+    object: &CanonicalJsonObject,
+    origin: &ServerName,
+    membership: MembershipState,
+) -> Result<()> {
+    let field = |name: &str| match object.get(name) {
+        Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let sender = field("sender").unwrap_or_default();
+    if field("type") != Some("m.room.member")
+        || membership_of(object) != Some(membership.as_str())
+        || field("state_key") != Some(sender)
+    {
+        return Err(Error::bad_json(format!(
+            "Not a {} event of its sender",
+            membership.as_str()
+        )));
+    }
+    match UserId::parse(sender) {
+        Ok(user) if user.server_name() == origin => Ok(()),
+        _ => Err(Error::forbidden(
+            "A server can only send its own users' membership",
+        )),
+    }
 }
 
 /// Room IDs and servers from the client's `/join/{roomIdOrAlias}`: candidate servers for a room
@@ -406,6 +433,15 @@ pub async fn join_room(
     }
     if let Some(reason) = reason {
         content.insert("reason".into(), reason.into());
+    }
+    // An invite (or knock) from another server names servers in the room: the inviter's.
+    let mut alias_servers = alias_servers;
+    if let Membership::Remote(row) = services
+        .rooms
+        .membership_anywhere(&room_id, user_id)
+        .await?
+    {
+        alias_servers.extend(super::invites::servers_of(&row));
     }
     let servers = candidate_servers(&room_id, via, &alias_servers);
     join_remote(services, user_id, &room_id, &servers, content).await?;

@@ -4,8 +4,10 @@
 
 pub mod client;
 pub mod inbound;
+pub mod invites;
 pub mod joins;
 pub mod keys;
+pub mod leaves;
 pub mod pdu;
 pub mod resolve;
 pub mod sender;
