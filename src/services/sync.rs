@@ -253,30 +253,12 @@ async fn build(
             let held_members = omit_held_members.then(|| sent_members.of_device(user.as_str(), &device));
             // Memberships in rooms this server does not hold (invites from other servers,
             // knocks through them, their ends): one of these newer than the room's own row wins.
-            let remote_rows = remote_store::of_user(c, user.as_str())?;
+            let ignored = ignored_users(c, &user)?;
             let local_rows = store::memberships_of_user(c, user.as_str())?;
-            let local_streams: std::collections::HashMap<&str, i64> =
-                local_rows.iter().map(|(room, _, _, stream)| (room.as_str(), *stream)).collect();
-            let superseded: HashSet<String> = remote_rows
-                .iter()
-                .filter(|r| local_streams.get(r.room_id.as_str()).is_some_and(|l| *l < r.stream_ordering))
-                .map(|r| r.room_id.clone())
-                .collect();
-            for remote in &remote_rows {
-                if local_streams.get(remote.room_id.as_str()).is_some_and(|l| *l >= remote.stream_ordering)
-                    || remote.stream_ordering > upto.stream
-                {
-                    continue;
-                }
-                let room_id = OwnedRoomId::try_from(remote.room_id.as_str()).map_err(Error::internal)?;
-                if filter.room.not_rooms.contains(&room_id) || filter.room.rooms.as_ref().is_some_and(|r| !r.contains(&room_id)) {
-                    continue;
-                }
-                let new_membership = since.is_none_or(|s| remote.stream_ordering > s.stream);
-                if let Some(update) = remote_room_update(remote, since.is_some(), new_membership, full_state, filter.room.include_leave)? {
-                    updates.push((room_id, update));
-                }
-            }
+            let (remote_updates, superseded) = remote_memberships(
+                c, &user, &local_rows, since, upto.stream, full_state, &filter, &ignored,
+            )?;
+            updates.extend(remote_updates);
             for (room, membership, event_id, membership_stream) in local_rows {
                 if superseded.contains(&room) {
                     continue;
@@ -292,6 +274,12 @@ async fn build(
                 let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
                 let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
                 let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions, held_members: held_members.as_ref() };
+                if membership == "invite" && !ignored.is_empty() {
+                    let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
+                    if invite.first().is_some_and(|i| ignored.contains(i.sender.as_str())) {
+                        continue;
+                    }
+                }
                 match membership.as_str() {
                     "join" => {
                         let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
@@ -691,6 +679,80 @@ fn joined_room(
         joined.unread_notifications = unread.all.to_sync();
     }
     Ok(joined)
+}
+
+/// The users of the user's `m.ignored_user_list`: their invites are not shown, as Synapse.
+fn ignored_users(conn: &Connection, user: &UserId) -> Result<HashSet<String>> {
+    let content = data_store::get(conn, user.as_str(), "", "m.ignored_user_list")?;
+    Ok(content
+        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+        .and_then(|c| c["ignored_users"].as_object().cloned())
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// The sender of a stored member event.
+fn invited_by(json: &str) -> Option<String> {
+    super::rooms::stored::Envelope::parse(json)?.sender
+}
+
+/// The rooms of the user's memberships in rooms this server does not hold (invites from other
+/// servers, knocks through them, their ends), and the rooms whose own membership row such a
+/// membership supersedes (it is newer). `local_rows` are the user's rows of `memberships`.
+#[allow(clippy::too_many_arguments)]
+fn remote_memberships(
+    conn: &Connection,
+    user: &UserId,
+    local_rows: &[(String, String, String, i64)],
+    since: Option<SyncToken>,
+    upto: i64,
+    full_state: bool,
+    filter: &FilterDefinition,
+    ignored: &HashSet<String>,
+) -> Result<(Vec<(OwnedRoomId, RoomUpdate)>, HashSet<String>)> {
+    let local_streams: std::collections::HashMap<&str, i64> = local_rows
+        .iter()
+        .map(|(room, _, _, stream)| (room.as_str(), *stream))
+        .collect();
+    let mut updates = Vec::new();
+    let mut superseded = HashSet::new();
+    for remote in remote_store::of_user(conn, user.as_str())? {
+        match local_streams.get(remote.room_id.as_str()) {
+            Some(local) if *local >= remote.stream_ordering => continue,
+            Some(_) => {
+                superseded.insert(remote.room_id.clone());
+            }
+            None => {}
+        }
+        if remote.stream_ordering > upto {
+            continue;
+        }
+        let room_id = OwnedRoomId::try_from(remote.room_id.as_str()).map_err(Error::internal)?;
+        if filter.room.not_rooms.contains(&room_id)
+            || filter
+                .room
+                .rooms
+                .as_ref()
+                .is_some_and(|r| !r.contains(&room_id))
+        {
+            continue;
+        }
+        if remote.membership == "invite"
+            && invited_by(&remote.event_json).is_some_and(|s| ignored.contains(&s))
+        {
+            continue;
+        }
+        let new_membership = since.is_none_or(|s| remote.stream_ordering > s.stream);
+        let update = remote_room_update(
+            &remote,
+            since.is_some(),
+            new_membership,
+            full_state,
+            filter.room.include_leave,
+        )?;
+        updates.extend(update.map(|update| (room_id, update)));
+    }
+    Ok((updates, superseded))
 }
 
 /// What a membership in a room this server does not hold shows: an invite or knock with the

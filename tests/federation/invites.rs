@@ -259,8 +259,8 @@ fn fake_invite(fake: &FakeServer, room_id: &str, invitee: &str) -> CanonicalJson
 /// What Synapse never sends: an invite for a user of another server (`400`), of a room version
 /// the appliance does not support (`400 M_INCOMPATIBLE_ROOM_VERSION`), signed with a key that is
 /// not the origin's (`403`). A good invite is answered with the appliance's signature added and
-/// shows in /sync; rejected while the fake server cannot take the leave, it is still rejected
-/// here.
+/// shows in /sync (one from an ignored user does not); rejected while the fake server cannot take
+/// the leave, it is still rejected here.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_invites_are_refused() {
     let ca = TestCa::new("federation test CA");
@@ -323,6 +323,37 @@ async fn bad_invites_are_refused() {
     let (_, sync) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
     assert!(sync["rooms"]["invite"].get(&room_id).is_none(), "{sync}");
 
+    // From a user alice ignores: accepted, never shown.
+    let eve = format!("@eve:{}", fake.server_name);
+    let (status, reply) = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
+                encode(&alice.user_id)
+            ),
+            json!({"ignored_users": serde_json::Map::from_iter([(eve.clone(), json!({}))])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let eve_room = format!("!yard:{}", fake.server_name);
+    let mut event = fake_invite(&fake, &eve_room, &alice.user_id);
+    event.insert("sender".into(), eve.clone().into());
+    let id = fake.sign_event(&mut event, &version);
+    let body = json!({"room_version": "10", "event": event, "invite_room_state": []});
+    let (status, reply) = fake
+        .request(
+            ours.port,
+            http::Method::PUT,
+            &format!(
+                "/_matrix/federation/v2/invite/{}/{}",
+                encode(&eve_room),
+                encode(&id)
+            ),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
     // A good one: signed by the appliance too, and shown with its stripped state.
     let mut event = fake_invite(&fake, &room_id, &alice.user_id);
     let id = fake.sign_event(&mut event, &version);
@@ -350,6 +381,12 @@ async fn bad_invites_are_refused() {
         .wait_for_sync("mallory's invite", |s| invite_state(s, &room_id))
         .await;
     assert_eq!(find(&state, "m.room.name", "")["content"]["name"], "Hall");
+    let (_, sync) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert!(sync["rooms"]["invite"].get(&room_id).is_some(), "{sync}");
+    assert!(
+        sync["rooms"]["invite"].get(&eve_room).is_none(),
+        "an ignored user's invite is hidden: {sync}"
+    );
 
     // The fake server serves no make_leave: the rejection holds here all the same.
     let (status, reply) = alice.leave(&room_id).await;
@@ -372,4 +409,109 @@ async fn bad_invites_are_refused() {
             s["rooms"]["leave"].get(&room_id).is_none().then_some(())
         })
         .await;
+}
+
+/// A room whose join rule is `knock`, named `name`, created by `account`.
+async fn knock_room(account: &Account, name: &str) -> String {
+    account
+        .create_room(
+            json!({"preset": "private_chat", "name": name, "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+            ]}),
+        )
+        .await
+}
+
+/// Knocks both ways: an appliance user knocks on a Synapse room (`make_knock` / `send_knock`
+/// to Synapse; the appliance's /sync shows it under `rooms.knock` with the room's name) and
+/// withdraws it (a leave through Synapse); a Synapse user knocks on an appliance room.
+#[tokio::test(flavor = "multi_thread")]
+async fn knocks_both_ways() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    let theirs = knock_room(&bob, "Porch").await;
+    let (status, reply) = alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/knock/{}?via={}",
+                encode(&theirs),
+                encode(&synapse.server_name)
+            ),
+            json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}\n{}", ours.appliance.log_text());
+    let knock_state = alice
+        .wait_for_sync("the knock", |s| {
+            s["rooms"]["knock"][&theirs]["knock_state"]["events"]
+                .as_array()
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        find(&knock_state, "m.room.name", "")["content"]["name"],
+        "Porch"
+    );
+    assert_eq!(
+        find(&knock_state, "m.room.member", &alice.user_id)["content"]["membership"],
+        "knock"
+    );
+    bob.wait_for_event(&theirs, "alice's knock", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == alice.user_id.as_str()
+            && e["content"]["membership"] == "knock"
+            && e["content"]["reason"] == "let me in"
+    })
+    .await;
+    let (status, reply) = alice.leave(&theirs).await;
+    assert_eq!(status, 200, "{reply}");
+    bob.wait_for_event(&theirs, "alice's withdrawn knock", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == alice.user_id.as_str()
+            && e["content"]["membership"] == "leave"
+    })
+    .await;
+    alice
+        .wait_for_sync("the withdrawn knock among the left rooms", |s| {
+            (s["rooms"]["leave"].get(&theirs).is_some()
+                && s["rooms"]["knock"].get(&theirs).is_none())
+            .then_some(())
+        })
+        .await;
+
+    let ours_room = knock_room(&alice, "Doorstep").await;
+    let (status, reply) = bob
+        .post(
+            &format!(
+                "/_matrix/client/v3/knock/{}?via={}",
+                encode(&ours_room),
+                encode(&ours.server_name)
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}\n{}", synapse.log_tail());
+    alice
+        .wait_for_event(&ours_room, "bob's knock", |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == bob.user_id.as_str()
+                && e["content"]["membership"] == "knock"
+        })
+        .await;
+    let knock_state = bob
+        .wait_for_sync("bob's knock", |s| {
+            s["rooms"]["knock"][&ours_room]["knock_state"]["events"]
+                .as_array()
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        find(&knock_state, "m.room.name", "")["content"]["name"],
+        "Doorstep"
+    );
 }

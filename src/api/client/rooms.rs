@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
-    services::federation::{invites, joins, leaves},
+    services::federation::{invites, joins, knocks, leaves},
     services::{
         Services,
         rooms::{CreateRoom, Preset},
@@ -168,19 +168,15 @@ pub async fn knock_room(
     request: Ruma<knock_room::Request>,
 ) -> ApiResult<knock_room::Response> {
     let user = request.sender()?.user_id.clone();
-    let room_id = services
-        .rooms
-        .resolve_room(&request.body.room_id_or_alias)
-        .await?;
-    services
-        .rooms
-        .knock(
-            &room_id,
-            &user,
-            profile(&services, &user).await?,
-            request.body.reason.clone(),
-        )
-        .await?;
+    let room_id = knocks::knock_room(
+        &services,
+        &user,
+        &request.body.room_id_or_alias,
+        &request.body.via,
+        profile(&services, &user).await?,
+        request.body.reason.clone(),
+    )
+    .await?;
     Ok(knock_room::Response::new(room_id).into())
 }
 

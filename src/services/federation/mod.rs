@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod invites;
 pub mod joins;
 pub mod keys;
+pub mod knocks;
 pub mod leaves;
 pub mod pdu;
 pub mod resolve;

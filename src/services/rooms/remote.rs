@@ -55,6 +55,23 @@ pub fn prejoin_state_ids(
     Ok(ids)
 }
 
+/// The prejoin state as PDUs as other servers take them (without `unsigned`).
+fn prejoin_state_pdus(
+    conn: &Connection,
+    room_id: &RoomId,
+    sender: Option<&str>,
+) -> Result<Vec<Box<RawJsonValue>>> {
+    let ids = prejoin_state_ids(conn, room_id.as_str(), sender)?;
+    let mut pdus = Vec::new();
+    for row in store::events_by_id(conn, &ids)? {
+        let mut object: CanonicalJsonObject =
+            serde_json::from_str(&row.json).map_err(Error::internal)?;
+        object.remove("unsigned");
+        pdus.push(serde_json::value::to_raw_value(&object).map_err(Error::internal)?);
+    }
+    Ok(pdus)
+}
+
 /// Which membership of a local user in a room counts: the newest of the room's own
 /// (`memberships`) and the one kept for a room this server does not hold.
 #[derive(Debug, Clone)]
@@ -88,16 +105,22 @@ impl Rooms {
                     key: &key,
                 };
                 let event = append::own_event(c, &signer, &room_id, &sender, &draft)?;
-                let ids = prejoin_state_ids(c, room_id.as_str(), Some(sender.as_str()))?;
-                let mut pdus = Vec::new();
-                for row in store::events_by_id(c, &ids)? {
-                    let mut object: CanonicalJsonObject =
-                        serde_json::from_str(&row.json).map_err(Error::internal)?;
-                    object.remove("unsigned");
-                    pdus.push(serde_json::value::to_raw_value(&object).map_err(Error::internal)?);
-                }
+                let pdus = prejoin_state_pdus(c, &room_id, Some(sender.as_str()))?;
                 Ok((event, pdus))
             })
+            .await
+    }
+
+    /// The prejoin state (see [`prejoin_state_ids`]) as full PDUs, for another server's
+    /// knocker (`knock_room_state`).
+    pub async fn prejoin_state_pdus(
+        &self,
+        room_id: &RoomId,
+        sender: Option<&UserId>,
+    ) -> Result<Vec<Box<RawJsonValue>>> {
+        let (room_id, sender) = (room_id.to_owned(), sender.map(|s| s.to_string()));
+        self.db
+            .read(move |c| prejoin_state_pdus(c, &room_id, sender.as_deref()))
             .await
     }
 
