@@ -255,7 +255,7 @@ async fn build(
             // knocks through them, their ends): one of these newer than the room's own row wins.
             let ignored = ignored_users(c, &user)?;
             let local_rows = store::memberships_of_user(c, user.as_str())?;
-            let (remote_updates, superseded) = remote_memberships(
+            let RemoteRooms { updates: remote_updates, superseded } = remote_memberships(
                 c, &user, &local_rows, since, upto.stream, full_state, &filter, &ignored,
             )?;
             updates.extend(remote_updates);
@@ -696,9 +696,15 @@ fn invited_by(json: &str) -> Option<String> {
     super::rooms::stored::Envelope::parse(json)?.sender
 }
 
+/// What the user's memberships in rooms this server does not hold contribute to a /sync.
+struct RemoteRooms {
+    updates: Vec<(OwnedRoomId, RoomUpdate)>,
+    /// Rooms whose own membership row (`memberships`) such a membership supersedes (is newer).
+    superseded: HashSet<String>,
+}
+
 /// The rooms of the user's memberships in rooms this server does not hold (invites from other
-/// servers, knocks through them, their ends), and the rooms whose own membership row such a
-/// membership supersedes (it is newer). `local_rows` are the user's rows of `memberships`.
+/// servers, knocks through them, their ends). `local_rows` are the user's rows of `memberships`.
 #[allow(clippy::too_many_arguments)]
 fn remote_memberships(
     conn: &Connection,
@@ -709,7 +715,7 @@ fn remote_memberships(
     full_state: bool,
     filter: &FilterDefinition,
     ignored: &HashSet<String>,
-) -> Result<(Vec<(OwnedRoomId, RoomUpdate)>, HashSet<String>)> {
+) -> Result<RemoteRooms> {
     let local_streams: std::collections::HashMap<&str, i64> = local_rows
         .iter()
         .map(|(room, _, _, stream)| (room.as_str(), *stream))
@@ -752,7 +758,10 @@ fn remote_memberships(
         )?;
         updates.extend(update.map(|update| (room_id, update)));
     }
-    Ok((updates, superseded))
+    Ok(RemoteRooms {
+        updates,
+        superseded,
+    })
 }
 
 /// What a membership in a room this server does not hold shows: an invite or knock with the
