@@ -515,3 +515,34 @@ async fn knocks_both_ways() {
         "Doorstep"
     );
 }
+
+/// An invite the invitee's server does not countersign fails for the client with that server's
+/// answer (the fake server serves no `/invite`: its `404 M_UNRECOGNIZED`), one that cannot be
+/// reached with `502`; neither invite enters the room.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_or_unreachable_invites_fail_for_the_client() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let fake = FakeServer::start(&ca).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let room = alice.create_room(json!({"preset": "private_chat"})).await;
+
+    let refusing = format!("@mallory:{}", fake.server_name);
+    let (status, reply) = alice.invite(&room, &refusing).await;
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["errcode"], "M_UNRECOGNIZED", "{reply}");
+
+    let closed = crate::support::free_port();
+    let unreachable = format!("@nobody:localhost:{closed}");
+    let (status, reply) = alice.invite(&room, &unreachable).await;
+    assert_eq!(status, 502, "{reply}");
+
+    let state = alice.state(&room).await;
+    for user in [&refusing, &unreachable] {
+        assert!(
+            !state.contains_key(&("m.room.member".to_owned(), user.clone())),
+            "{state:?}"
+        );
+    }
+}
