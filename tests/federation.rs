@@ -34,6 +34,8 @@ mod common;
 mod fake_server;
 #[path = "federation/hostile.rs"]
 mod hostile;
+#[path = "federation/invites.rs"]
+mod invites;
 #[path = "federation/joins.rs"]
 mod joins;
 #[path = "federation/keys.rs"]

@@ -409,6 +409,12 @@ async fn invites_joins_and_leaves() {
         .expect("own invite event");
     assert_eq!(member["content"]["membership"], "invite");
     assert_eq!(member["sender"], alice.user_id.as_str());
+    // The inviter's member event, as Synapse (and over federation, `invite_room_state`).
+    let inviter = invite_state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str())
+        .expect("the inviter's member event");
+    assert_eq!(inviter["content"]["membership"], "join");
     for event in invite_state {
         assert!(
             event.get("event_id").is_none() && event.get("content").is_some(),

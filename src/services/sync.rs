@@ -32,6 +32,7 @@ use crate::{
     error::{Error, Result},
     storage::{
         account_data as data_store,
+        remote_memberships::{self as remote_store, RemoteMembership},
         rooms::{self as store, EventRow, StateIds},
     },
 };
@@ -250,7 +251,18 @@ async fn build(
             let push_rules = super::push::load_for_counting(c, &user)?;
             let evaluated_actions: &super::push::EvaluatedActions = &evaluated_actions;
             let held_members = omit_held_members.then(|| sent_members.of_device(user.as_str(), &device));
-            for (room, membership, event_id, membership_stream) in store::memberships_of_user(c, user.as_str())? {
+            // Memberships in rooms this server does not hold (invites from other servers,
+            // knocks through them, their ends): one of these newer than the room's own row wins.
+            let ignored = ignored_users(c, &user)?;
+            let local_rows = store::memberships_of_user(c, user.as_str())?;
+            let RemoteRooms { updates: remote_updates, superseded } = remote_memberships(
+                c, &user, &local_rows, since, upto.stream, full_state, &filter, &ignored,
+            )?;
+            updates.extend(remote_updates);
+            for (room, membership, event_id, membership_stream) in local_rows {
+                if superseded.contains(&room) {
+                    continue;
+                }
                 if membership_stream > upto.stream {
                     continue; // changed after this sync's snapshot; the next sync reports it
                 }
@@ -262,6 +274,12 @@ async fn build(
                 let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
                 let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
                 let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions, held_members: held_members.as_ref() };
+                if membership == "invite" && !ignored.is_empty() {
+                    let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
+                    if invite.first().is_some_and(|i| ignored.contains(i.sender.as_str())) {
+                        continue;
+                    }
+                }
                 match membership.as_str() {
                     "join" => {
                         let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
@@ -663,6 +681,141 @@ fn joined_room(
     Ok(joined)
 }
 
+/// The users of the user's `m.ignored_user_list`: their invites are not shown, as Synapse.
+fn ignored_users(conn: &Connection, user: &UserId) -> Result<HashSet<String>> {
+    let content = data_store::get(conn, user.as_str(), "", "m.ignored_user_list")?;
+    Ok(content
+        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+        .and_then(|c| c["ignored_users"].as_object().cloned())
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// The sender of a stored member event.
+fn invited_by(json: &str) -> Option<String> {
+    super::rooms::stored::Envelope::parse(json)?.sender
+}
+
+/// What the user's memberships in rooms this server does not hold contribute to a /sync.
+struct RemoteRooms {
+    updates: Vec<(OwnedRoomId, RoomUpdate)>,
+    /// Rooms whose own membership row (`memberships`) such a membership supersedes (is newer).
+    superseded: HashSet<String>,
+}
+
+/// The rooms of the user's memberships in rooms this server does not hold (invites from other
+/// servers, knocks through them, their ends). `local_rows` are the user's rows of `memberships`.
+#[allow(clippy::too_many_arguments)]
+fn remote_memberships(
+    conn: &Connection,
+    user: &UserId,
+    local_rows: &[(String, String, String, i64)],
+    since: Option<SyncToken>,
+    upto: i64,
+    full_state: bool,
+    filter: &FilterDefinition,
+    ignored: &HashSet<String>,
+) -> Result<RemoteRooms> {
+    let local_streams: std::collections::HashMap<&str, i64> = local_rows
+        .iter()
+        .map(|(room, _, _, stream)| (room.as_str(), *stream))
+        .collect();
+    let mut updates = Vec::new();
+    let mut superseded = HashSet::new();
+    for remote in remote_store::of_user(conn, user.as_str())? {
+        match local_streams.get(remote.room_id.as_str()) {
+            Some(local) if *local >= remote.stream_ordering => continue,
+            Some(_) => {
+                superseded.insert(remote.room_id.clone());
+            }
+            None => {}
+        }
+        if remote.stream_ordering > upto {
+            continue;
+        }
+        let room_id = OwnedRoomId::try_from(remote.room_id.as_str()).map_err(Error::internal)?;
+        if filter.room.not_rooms.contains(&room_id)
+            || filter
+                .room
+                .rooms
+                .as_ref()
+                .is_some_and(|r| !r.contains(&room_id))
+        {
+            continue;
+        }
+        if remote.membership == "invite"
+            && invited_by(&remote.event_json).is_some_and(|s| ignored.contains(&s))
+        {
+            continue;
+        }
+        let new_membership = since.is_none_or(|s| remote.stream_ordering > s.stream);
+        let update = remote_room_update(
+            &remote,
+            since.is_some(),
+            new_membership,
+            full_state,
+            filter.room.include_leave,
+        )?;
+        updates.extend(update.map(|update| (room_id, update)));
+    }
+    Ok(RemoteRooms {
+        updates,
+        superseded,
+    })
+}
+
+/// What a membership in a room this server does not hold shows: an invite or knock with the
+/// stripped state the other server gave (and the member event itself), or the leave that ended
+/// it, alone in its timeline.
+fn remote_room_update(
+    row: &RemoteMembership,
+    incremental: bool,
+    new_membership: bool,
+    full_state: bool,
+    include_leave: bool,
+) -> Result<Option<RoomUpdate>> {
+    let stripped = || -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
+        let mut events: Vec<Value> = serde_json::from_str(&row.stripped_state).unwrap_or_default();
+        events
+            .retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == row.user_id.as_str()));
+        events.extend(super::rooms::format::stripped_state(&row.event_json));
+        events.into_iter().map(to_raw).collect()
+    };
+    Ok(match row.membership.as_str() {
+        "invite" if new_membership || full_state => Some(RoomUpdate::Invite(InvitedRoom::from(
+            InviteState::from(stripped()?),
+        ))),
+        "knock" if new_membership || full_state => {
+            let mut knock_state = KnockState::new();
+            knock_state.events = stripped()?;
+            Some(RoomUpdate::Knock(KnockedRoom::from(knock_state)))
+        }
+        "leave" if (incremental && new_membership) || (include_leave && !incremental) => {
+            let version =
+                RoomVersionId::try_from(row.room_version.as_str()).map_err(Error::internal)?;
+            let event = EventRow {
+                stream_ordering: row.stream_ordering,
+                event_id: row.event_id.clone(),
+                room_id: row.room_id.clone(),
+                sender: row.user_id.clone(),
+                topological_ordering: 0,
+                state_group: 0,
+                redacted_by: None,
+                json: row.event_json.clone(),
+            };
+            let mut left = LeftRoom::new();
+            left.timeline.events =
+                super::rooms::format::client_event(&event, &version, None, None, false)?
+                    .map(to_raw)
+                    .transpose()?
+                    .into_iter()
+                    .collect();
+            Some(RoomUpdate::Leave(Box::new(left)))
+        }
+        _ => None,
+    })
+}
+
 fn left_room(context: &RoomContext<'_>, since: Option<i64>, left_at: i64) -> Result<LeftRoom> {
     let (timeline, _) =
         context.timeline(since.unwrap_or(0), left_at, &context.filter.room.timeline)?;
@@ -671,29 +824,19 @@ fn left_room(context: &RoomContext<'_>, since: Option<i64>, left_at: i64) -> Res
     Ok(left)
 }
 
-/// The stripped state an invitee or knocker sees, with their own membership event.
+/// The stripped state an invitee or knocker sees (`rooms::remote::prejoin_state_ids`: the
+/// inviter's member event among it), with their own membership event.
 fn stripped_state(
     conn: &Connection,
     room_id: &str,
     member_event_id: &str,
 ) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
-    const SHOWN: &[&str] = &[
-        "m.room.create",
-        "m.room.join_rules",
-        "m.room.name",
-        "m.room.avatar",
-        "m.room.topic",
-        "m.room.canonical_alias",
-        "m.room.encryption",
-    ];
-    let state = store::current_state(conn, room_id)?;
-    let mut ids: Vec<String> = state
-        .iter()
-        .filter(|((kind, key), _)| SHOWN.contains(&kind.as_str()) && key.is_empty())
-        .map(|(_, id)| id.clone())
-        .collect();
-    ids.push(member_event_id.to_owned());
-    let rows = store::events_by_id(conn, &ids)?;
+    let member = store::events_by_id(conn, &[member_event_id.to_owned()])?;
+    let sender = member.first().map(|row| row.sender.as_str());
+    let mut ids = super::rooms::remote::prejoin_state_ids(conn, room_id, sender)?;
+    ids.retain(|id| id != member_event_id);
+    let mut rows = store::events_by_id(conn, &ids)?;
+    rows.extend(member);
     rows.iter()
         .filter_map(|row| super::rooms::format::stripped_state(&row.json))
         .map(to_raw)

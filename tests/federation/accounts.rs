@@ -262,6 +262,49 @@ impl Account {
             .collect()
     }
 
+    /// `POST /rooms/{roomId}/invite` of `user_id`: status and body.
+    pub async fn invite(&self, room: &str, user_id: &str) -> (u16, Value) {
+        self.post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", encode(room)),
+            json!({"user_id": user_id}),
+        )
+        .await
+    }
+
+    /// `POST /rooms/{roomId}/leave`: status and body.
+    pub async fn leave(&self, room: &str) -> (u16, Value) {
+        self.post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", encode(room)),
+            json!({}),
+        )
+        .await
+    }
+
+    /// Polls a full /sync (left rooms included) until `found` picks something out of it;
+    /// panics after `FEDERATION_DELAY` with the last response.
+    pub async fn wait_for_sync<T>(&self, what: &str, found: impl Fn(&Value) -> Option<T>) -> T {
+        let filter = encode(r#"{"room":{"include_leave":true}}"#);
+        let deadline = Instant::now() + FEDERATION_DELAY;
+        loop {
+            let (status, reply) = self
+                .get(&format!(
+                    "/_matrix/client/v3/sync?timeout=0&filter={filter}"
+                ))
+                .await;
+            assert_eq!(status, 200, "sync of {}: {reply}", self.user_id);
+            if let Some(found) = found(&reply) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {what} in /sync: {}",
+                self.user_id,
+                serde_json::to_string_pretty(&reply["rooms"]).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Whether a /sync shows the room among the joined ones.
     pub async fn sees_joined(&self, room: &str) -> bool {
         let (status, reply) = self.get("/_matrix/client/v3/sync?timeout=0").await;

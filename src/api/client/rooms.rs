@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
-    services::federation::joins,
+    services::federation::{invites, joins, knocks, leaves},
     services::{
         Services,
         rooms::{CreateRoom, Preset},
@@ -106,6 +106,22 @@ pub async fn create_room(
     };
     let room_id = services.rooms.create_room(&sender, spec).await?;
     tracing::info!(room = %room_id, creator = %sender, "room created");
+    // Users of other servers are invited once the room exists: their servers must countersign
+    // each invite, which cannot happen inside the room's creation. The room is answered even
+    // when one fails (Synapse answers the error though the room exists, and a client that
+    // retries makes a second room); the invitee is then simply not invited.
+    for invitee in body
+        .invite
+        .iter()
+        .filter(|user| user.server_name() != services.server_name)
+    {
+        if let Err(e) =
+            invites::invite_remote(&services, &room_id, &sender, invitee, None, body.is_direct)
+                .await
+        {
+            tracing::warn!(room = %room_id, %invitee, "invite at creation failed: {e}");
+        }
+    }
     Ok(create_room::Response::new(room_id).into())
 }
 
@@ -152,19 +168,15 @@ pub async fn knock_room(
     request: Ruma<knock_room::Request>,
 ) -> ApiResult<knock_room::Response> {
     let user = request.sender()?.user_id.clone();
-    let room_id = services
-        .rooms
-        .resolve_room(&request.body.room_id_or_alias)
-        .await?;
-    services
-        .rooms
-        .knock(
-            &room_id,
-            &user,
-            profile(&services, &user).await?,
-            request.body.reason.clone(),
-        )
-        .await?;
+    let room_id = knocks::knock_room(
+        &services,
+        &user,
+        &request.body.room_id_or_alias,
+        &request.body.via,
+        profile(&services, &user).await?,
+        request.body.reason.clone(),
+    )
+    .await?;
     Ok(knock_room::Response::new(room_id).into())
 }
 
@@ -180,7 +192,19 @@ pub async fn invite_user(
         ));
     };
     let invitee = recipient.user_id.clone();
-    if invitee.server_name() != services.server_name || !services.users.exists(&invitee).await? {
+    if invitee.server_name() != services.server_name {
+        invites::invite_remote(
+            &services,
+            &request.body.room_id,
+            &sender,
+            &invitee,
+            recipient.reason.clone(),
+            false,
+        )
+        .await?;
+        return Ok(invite_user::Response::new().into());
+    }
+    if !services.users.exists(&invitee).await? {
         return Err(Error::not_found(format!(
             "No such user on this server: {invitee}"
         )));
@@ -206,15 +230,13 @@ pub async fn leave_room(
     request: Ruma<leave_room::Request>,
 ) -> ApiResult<leave_room::Response> {
     let user = request.sender()?.user_id.clone();
-    services
-        .rooms
-        .leave(
-            &request.body.room_id,
-            &user,
-            &user,
-            request.body.reason.clone(),
-        )
-        .await?;
+    leaves::leave_room(
+        &services,
+        &user,
+        &request.body.room_id,
+        request.body.reason.clone(),
+    )
+    .await?;
     Ok(leave_room::Response::new().into())
 }
 
@@ -279,10 +301,7 @@ pub async fn forget_room(
     State(services): State<AppState>,
     request: Ruma<forget_room::Request>,
 ) -> ApiResult<forget_room::Response> {
-    services
-        .rooms
-        .forget(&request.body.room_id, &request.sender()?.user_id)
-        .await?;
+    leaves::forget_room(&services, &request.sender()?.user_id, &request.body.room_id).await?;
     Ok(forget_room::Response::new().into())
 }
 

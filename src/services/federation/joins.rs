@@ -17,7 +17,7 @@ use ruma::{
     RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{create_join_event, prepare_join_event},
     events::room::member::MembershipState,
-    room_version_rules::EventIdFormatVersion,
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -27,7 +27,7 @@ use crate::{
     services::{
         Services,
         presence::Joined,
-        rooms::{self, Arrival, PduOutcome},
+        rooms::{self, Arrival, PduOutcome, remote::Membership},
     },
     storage::now_ms,
 };
@@ -44,6 +44,27 @@ fn incompatible(room_id: &RoomId, version: RoomVersionId) -> Error {
         ),
         message,
     )
+}
+
+/// Before room version 3 the server that makes an event names it (`$random:server`) and signs
+/// that name with the rest: a member event this server builds from a template gets its name.
+pub(super) fn name_if_old_format(
+    event: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    server: &ServerName,
+) {
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        event.insert(
+            "event_id".into(),
+            CanonicalJsonValue::String(EventId::new_v1(server).to_string()),
+        );
+    }
+}
+
+/// The room versions this server takes part in over federation, for the `ver` of `make_join`
+/// and `make_knock` and the checks of invites.
+pub(super) fn supported_versions() -> Vec<RoomVersionId> {
+    rooms::federation_versions()
 }
 
 /// A local user joins `room_id` through one of `servers` (tried in order).
@@ -121,16 +142,15 @@ async fn join_through(
             ),
         })
     })?;
-    let mut event = join_event_from_template(&template.event, user_id, room_id, content)
-        .map_err(JoinError::Failed)?;
-    if rules.event_id_format == EventIdFormatVersion::V1 {
-        // Before room version 3 the joining server names its event (`$random:server`), and
-        // signs that name with the rest.
-        event.insert(
-            "event_id".into(),
-            CanonicalJsonValue::String(EventId::new_v1(&services.server_name).to_string()),
-        );
-    }
+    let mut event = member_event_from_template(
+        &template.event,
+        user_id,
+        room_id,
+        MembershipState::Join,
+        content,
+    )
+    .map_err(JoinError::Failed)?;
+    name_if_old_format(&mut event, &rules, &services.server_name);
     ruma::signatures::hash_and_sign_event(
         services.server_name.as_str(),
         services.server_key.key_pair(),
@@ -189,17 +209,19 @@ async fn join_through(
     Ok(event_id)
 }
 
-/// The join event from a `make_join` template: the template's room, auth and prev events and
-/// depth, our user's membership fields, and a fresh timestamp; nothing the resident server might
-/// have added that we do not sign for (hashes, signatures, `event_id`, `unsigned`).
-fn join_event_from_template(
+/// The member event from a `make_join` (`make_leave`, `make_knock`) template: the template's
+/// room, auth and prev events and depth, our user's membership fields, and a fresh timestamp;
+/// nothing the resident server might have added that we do not sign for (hashes, signatures,
+/// `event_id`, `unsigned`).
+pub(super) fn member_event_from_template(
     template: &RawJsonValue,
     user_id: &UserId,
     room_id: &RoomId,
+    membership: MembershipState,
     extra_content: serde_json::Map<String, serde_json::Value>,
 ) -> Result<CanonicalJsonObject, String> {
     let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
-        .map_err(|e| format!("the make_join template is not canonical JSON: {e}"))?;
+        .map_err(|e| format!("the template is not canonical JSON: {e}"))?;
     for field in ["event_id", "hashes", "signatures", "unsigned", "origin"] {
         event.remove(field);
     }
@@ -214,7 +236,7 @@ fn join_event_from_template(
             content.insert(key, value);
         }
     }
-    content.insert("membership".into(), string(MembershipState::Join.as_str()));
+    content.insert("membership".into(), string(membership.as_str()));
     event.insert("content".into(), CanonicalJsonValue::Object(content));
     event.insert("type".into(), string("m.room.member"));
     event.insert("sender".into(), string(user_id.as_str()));
@@ -289,28 +311,7 @@ pub async fn send_join(
     if incoming.event_id != *event_id {
         return Err(Error::bad_json("The event ID does not match the event"));
     }
-    let field = |name: &str| match incoming.object.get(name) {
-        Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let membership = match incoming.object.get("content") {
-        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
-            Some(CanonicalJsonValue::String(m)) => Some(m.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let sender = field("sender").unwrap_or_default();
-    if field("type").as_deref() != Some("m.room.member")
-        || membership.as_deref() != Some(MembershipState::Join.as_str())
-        || field("state_key").as_deref() != Some(sender.as_str())
-    {
-        return Err(Error::bad_json("Not a join event of its sender"));
-    }
-    match UserId::parse(sender.as_str()) {
-        Ok(user) if user.server_name() == origin => {}
-        _ => return Err(Error::forbidden("A server can only join its own users")),
-    }
+    check_member_event(&incoming.object, origin, MembershipState::Join)?;
     let outcome = {
         let _lock = services.rooms.lock_room(room_id).await;
         services.rooms.accept(incoming, Arrival::Live).await?
@@ -356,6 +357,46 @@ pub async fn send_join(
             .collect(),
     );
     Ok(create_join_event::v2::Response::new(room_state))
+}
+
+/// The membership of a member event (`None` when it is not one).
+pub(super) fn membership_of(object: &CanonicalJsonObject) -> Option<&str> {
+    match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+            Some(CanonicalJsonValue::String(m)) => Some(m),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `send_join` / `send_leave` / `send_knock`: the event must be `membership` of its own sender,
+/// a user of `origin`.
+pub(super) fn check_member_event(
+    object: &CanonicalJsonObject,
+    origin: &ServerName,
+    membership: MembershipState,
+) -> Result<()> {
+    let field = |name: &str| match object.get(name) {
+        Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let sender = field("sender").unwrap_or_default();
+    if field("type") != Some("m.room.member")
+        || membership_of(object) != Some(membership.as_str())
+        || field("state_key") != Some(sender)
+    {
+        return Err(Error::bad_json(format!(
+            "Not a {} event of its sender",
+            membership.as_str()
+        )));
+    }
+    match UserId::parse(sender) {
+        Ok(user) if user.server_name() == origin => Ok(()),
+        _ => Err(Error::forbidden(
+            "A server can only send its own users' membership",
+        )),
+    }
 }
 
 /// Room IDs and servers from the client's `/join/{roomIdOrAlias}`: candidate servers for a room
@@ -413,6 +454,15 @@ pub async fn join_room(
     }
     if let Some(reason) = reason {
         content.insert("reason".into(), reason.into());
+    }
+    // An invite (or knock) from another server names servers in the room: the inviter's.
+    let mut alias_servers = alias_servers;
+    if let Membership::Remote(row) = services
+        .rooms
+        .membership_anywhere(&room_id, user_id)
+        .await?
+    {
+        alias_servers.extend(super::invites::servers_of(&row));
     }
     let servers = candidate_servers(&room_id, via, &alias_servers);
     join_remote(services, user_id, &room_id, &servers, content).await?;

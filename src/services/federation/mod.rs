@@ -4,8 +4,11 @@
 
 pub mod client;
 pub mod inbound;
+pub mod invites;
 pub mod joins;
 pub mod keys;
+pub mod knocks;
+pub mod leaves;
 pub mod pdu;
 pub mod resolve;
 pub mod sender;

@@ -302,6 +302,12 @@ impl<'a> RoomReader<'a> {
     /// the state event it replaced put back if it is a state event.
     fn state_before(&self, event_id: &EventId) -> Result<StateIds> {
         let row = self.event(event_id)?;
+        // An event from another server has its state before recorded (`Rooms::accept`): its
+        // stored JSON has no `unsigned.replaces_state` to undo its own change with (a remote
+        // join after an invite would otherwise be served without the invite).
+        if let Some(group) = crate::storage::pdus::state_before(self.conn, event_id.as_str())? {
+            return Ok(store::state_at_group(self.conn, group)?);
+        }
         let mut state = store::state_at_group(self.conn, row.state_group)?;
         if let Some((key, replaced)) = replaced_state(&row.json) {
             match replaced {

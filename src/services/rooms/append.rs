@@ -121,26 +121,7 @@ pub fn append_event(
         None => json,
     };
 
-    // The spec's authorization rules, against the state before the event.
-    // Auth events may be outliers (the state of a room joined over federation); never rejected.
-    let fetch = |id: &EventId| -> Option<Pdu> {
-        let found = pdus::auth_pdu(tx, id.as_str()).ok()??;
-        if found.rejected {
-            return None;
-        }
-        Pdu::from_json(id.to_owned(), &found.json).ok()
-    };
-    state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch)
-        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
-    state_res::check_state_dependent_auth_rules(
-        &rules.authorization,
-        &pdu,
-        |event_type, state_key| {
-            let id = state_before.get(&(event_type.to_string(), state_key.to_owned()))?;
-            fetch(&OwnedEventId::try_from(id.as_str()).ok()?)
-        },
-    )
-    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+    check_auth(tx, &rules, &pdu, &state_before)?;
 
     if draft.kind == TimelineEventType::RoomCreate {
         store::insert_room(
@@ -217,7 +198,8 @@ pub fn append_event(
     }
     // Every local event passes here: queue it for the other servers in the same transaction,
     // so that an acknowledged event is never lost to a crash. A membership change also goes to
-    // the member's server (a kick must reach them); invites go by `/invite`, not the queue.
+    // the member's server (a kick must reach them). An invite of another server's user goes
+    // by `/invite` first (`federation/invites.rs`, stored through `accept` with `Arrival::Own`).
     let member_server = match (&draft.kind, &draft.state_key) {
         (TimelineEventType::RoomMember, Some(member))
             if draft.content.get("membership").and_then(Value::as_str)
@@ -241,6 +223,75 @@ pub fn append_event(
         event_id,
         room_id,
         stream,
+    })
+}
+
+/// The spec's authorization rules, against the state before the event: `403` when they refuse.
+/// Auth events may be outliers (the state of a room joined over federation); never rejected.
+fn check_auth(
+    tx: &Connection,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    state_before: &StateIds,
+) -> Result<()> {
+    let fetch = |id: &EventId| -> Option<Pdu> {
+        let found = pdus::auth_pdu(tx, id.as_str()).ok()??;
+        if found.rejected {
+            return None;
+        }
+        Pdu::from_json(id.to_owned(), &found.json).ok()
+    };
+    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch)
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |kind, state_key| {
+        let id = state_before.get(&(kind.to_string(), state_key.to_owned()))?;
+        fetch(&OwnedEventId::try_from(id.as_str()).ok()?)
+    })
+    .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+}
+
+/// An event of this server that another server must countersign before it is stored (an
+/// invite of another server's user): built, signed and checked as [`append_event`] would, but
+/// not stored. The countersigned copy enters the room through `Rooms::accept` with
+/// `Arrival::Own`.
+pub struct OwnEvent {
+    pub object: CanonicalJsonObject,
+    pub event_id: OwnedEventId,
+    pub version: RoomVersionId,
+}
+
+/// Builds, signs and checks [`OwnEvent`] (the room's current state allows it now).
+pub fn own_event(
+    tx: &Connection,
+    signer: &Signer<'_>,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<OwnEvent> {
+    limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
+    limits::check_content(&draft.content)?;
+    let Built {
+        mut object,
+        version,
+        rules,
+        state_before,
+        ..
+    } = build(tx, signer.server_name, Target::Room(room_id), sender, draft)?;
+    let (event_id, _) = sign_and_name(
+        &mut object,
+        signer,
+        &rules,
+        Some(room_id.to_owned()),
+        |_| Ok(false),
+    )?;
+    let json = serde_json::to_string(&object).map_err(Error::internal)?;
+    limits::check_pdu(&object, &json, event_id.as_str())?;
+    let pdu = Pdu::from_json(event_id.clone(), &json)?;
+    check_auth(tx, &rules, &pdu, &state_before)?;
+    Ok(OwnEvent {
+        object,
+        event_id,
+        version,
     })
 }
 

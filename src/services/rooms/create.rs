@@ -31,6 +31,9 @@ pub struct CreateRoom {
     pub published: bool,
     pub name: Option<String>,
     pub topic: Option<String>,
+    /// Every invitee (power levels of `trusted_private_chat`); only this server's users are
+    /// invited inside the creation: other servers must countersign their users' invites, which
+    /// the caller sends once the room exists (`federation::invites::invite_remote`).
     pub invite: Vec<OwnedUserId>,
     pub is_direct: bool,
     pub initial_state: Vec<(TimelineEventType, String, Value)>,
@@ -250,10 +253,12 @@ fn create_in_transaction(
             creator,
         )?;
     }
-    for invitee in &spec.invite {
-        if invitee.server_name() != signer.server_name
-            || !crate::storage::users::user_exists(tx, invitee.as_str())?
-        {
+    for invitee in spec
+        .invite
+        .iter()
+        .filter(|i| i.server_name() == signer.server_name)
+    {
+        if !crate::storage::users::user_exists(tx, invitee.as_str())? {
             return Err(Error::not_found(format!(
                 "Cannot invite {invitee}: no such user on this server"
             )));

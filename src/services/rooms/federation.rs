@@ -91,6 +91,22 @@ pub enum Arrival {
     Live,
     /// Fetched into the past for `/messages`: older than anything a client has seen.
     Backfill,
+    /// This server's own event that another server had to countersign first (an invite of
+    /// its user, `federation/invites.rs`). Its `prev_events` were the forward extremities
+    /// when it was built; local events may have been appended since, which `accept` handles
+    /// as it does any remote event (state before from its parents, resolved with the other
+    /// extremities), which `append` cannot: it only ever extends the current state. Unlike a
+    /// live event it is refused outright (nothing stored) when the rules or the current state
+    /// say no, and it is queued for the room's servers in its write transaction, as `append`
+    /// queues every local event.
+    Own,
+}
+
+impl Arrival {
+    /// New to clients: stream positions above every shown one, extremities move.
+    fn is_live(self) -> bool {
+        matches!(self, Self::Live | Self::Own)
+    }
 }
 
 /// What became of an incoming event.
@@ -389,7 +405,7 @@ fn decide(
 
     let room = parsed.room_id.as_str();
     let current = store::current_state(conn, room)?;
-    let soft_failed = arrival == Arrival::Live
+    let soft_failed = arrival.is_live()
         && !current.is_empty()
         && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err();
 
@@ -517,6 +533,7 @@ fn power_levels(
 /// The write for one event; `None` when the room's forward extremities moved since the reads.
 fn store_decision(
     tx: &Connection,
+    our_server: &ruma::ServerName,
     parsed: &Parsed,
     arrival: Arrival,
     decision: &Decision,
@@ -531,6 +548,13 @@ fn store_decision(
     let room = parsed.room_id.as_str();
     let to_store = match decision {
         Decision::Known => return Ok(Some(PduOutcome::AlreadyKnown)),
+        // Our own event that the rules refuse is not kept: the client hears why.
+        Decision::Rejected { reason, .. } if arrival == Arrival::Own => {
+            return Ok(Some(PduOutcome::Rejected(reason.clone())));
+        }
+        Decision::Store(to_store) if arrival == Arrival::Own && to_store.soft_failed => {
+            return Ok(Some(PduOutcome::SoftFailed));
+        }
         Decision::Rejected {
             reason,
             state_group,
@@ -573,7 +597,7 @@ fn store_decision(
         pdus::remove_outside(tx, parsed.id())?;
     }
     let stream = match arrival {
-        Arrival::Live => store::next_stream_position(tx)?,
+        Arrival::Live | Arrival::Own => store::next_stream_position(tx)?,
         Arrival::Backfill => pdus::next_backfill_position(tx)?,
     };
     let prev_events = parsed.prev_events();
@@ -598,7 +622,7 @@ fn store_decision(
         state_group,
         stream,
     )?;
-    if arrival == Arrival::Live {
+    if arrival.is_live() {
         pdus::advance_forward_extremities(tx, room, parsed.id(), &prev_events)?;
     }
     pdus::update_backward_extremities(
@@ -614,6 +638,16 @@ fn store_decision(
     }
     if let Some(target) = &to_store.redacts {
         store::mark_redacted(tx, target, parsed.id())?;
+    }
+    if arrival == Arrival::Own {
+        crate::services::federation::sender::enqueue_pdu(
+            tx,
+            our_server,
+            &parsed.room_id,
+            &parsed.pdu.event_id,
+            stream,
+            &[],
+        )?;
     }
     Ok(Some(PduOutcome::Accepted { stream }))
 }
@@ -775,13 +809,14 @@ impl Rooms {
             let decision = Arc::new(decision);
             let outcome = {
                 let (parsed, decision) = (parsed.clone(), decision.clone());
+                let ours = self.server_name.clone();
                 self.db
-                    .write(move |tx| store_decision(tx, &parsed, arrival, &decision))
+                    .write(move |tx| store_decision(tx, &ours, &parsed, arrival, &decision))
                     .await?
             };
             if let Some(outcome) = outcome {
                 if let PduOutcome::Accepted { stream } = outcome
-                    && arrival == Arrival::Live
+                    && arrival.is_live()
                 {
                     self.notify(stream);
                 }

@@ -1,7 +1,7 @@
 //! Joining, inviting, leaving, kicking, banning and knocking: each is a `m.room.member` event
 //! whose validity the authorization rules decide.
 
-use ruma::{OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::TimelineEventType};
+use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
 
 use super::{Appended, EventDraft, Rooms};
@@ -14,22 +14,6 @@ use crate::{
 pub type Profile = (Option<String>, Option<String>);
 
 impl Rooms {
-    /// A room ID, or the room an alias of this server points to.
-    pub async fn resolve_room(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
-        match <&RoomId>::try_from(room) {
-            Ok(room_id) => Ok(room_id.to_owned()),
-            Err(alias) => {
-                let alias = alias.to_string();
-                let found = self
-                    .db
-                    .read(move |c| store::alias_room(c, &alias).map_err(Error::from))
-                    .await?;
-                let (room_id, _) = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
-                OwnedRoomId::try_from(room_id).map_err(Error::internal)
-            }
-        }
-    }
-
     pub async fn join(
         &self,
         room_id: &RoomId,

@@ -16,6 +16,7 @@ mod membership;
 pub mod pdu;
 pub mod read;
 pub mod relations;
+pub mod remote;
 mod resident;
 mod search;
 mod state;
