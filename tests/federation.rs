@@ -23,6 +23,8 @@
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+#[path = "federation/backfill.rs"]
+mod backfill;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "federation/fake_server.rs"]

@@ -364,3 +364,23 @@ pub fn room_version_of_event(
     .query_row([event_id], |row| row.get(0))
     .optional()
 }
+
+/// The user who created a room (its `rooms` row).
+pub fn room_creator(conn: &Connection, room_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT creator FROM rooms WHERE room_id = ?1")?
+        .query_row([room_id], |row| row.get(0))
+        .optional()
+}
+
+/// The senders of the timeline events that list `prev_event_id` among their `prev_events`.
+pub fn senders_pointing_at(
+    conn: &Connection,
+    prev_event_id: &str,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT e.sender FROM event_edges g JOIN events e ON e.event_id = g.event_id
+         WHERE g.prev_event_id = ?1",
+    )?
+    .query_map([prev_event_id], |row| row.get(0))?
+    .collect()
+}

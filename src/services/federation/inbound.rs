@@ -224,7 +224,7 @@ async fn accept_live(
 }
 
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.
-fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
+pub(super) fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
     match incoming.object.get(field) {
         Some(ruma::CanonicalJsonValue::Array(ids)) => ids
             .iter()
@@ -239,7 +239,7 @@ fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
 
 /// Fetches the auth chain of `event_id` from `origin` and stores the events we lack as outliers
 /// (each checked against its own auth events: step 4 for outliers).
-async fn fetch_auth_chain(
+pub(super) async fn fetch_auth_chain(
     services: &Services,
     origin: &ServerName,
     room_id: &RoomId,
@@ -316,7 +316,7 @@ async fn fill_gap(
     Ok(())
 }
 
-fn depth_of(event: &IncomingPdu) -> i64 {
+pub(super) fn depth_of(event: &IncomingPdu) -> i64 {
     match event.object.get("depth") {
         Some(ruma::CanonicalJsonValue::Integer(depth)) => (*depth).into(),
         _ => 0,

@@ -877,25 +877,7 @@ impl Rooms {
         let version = self.version_of_event(event_id).await?;
         let event_id = event_id.to_string();
         self.db
-            .read(move |c| {
-                if let Some(group) = pdus::state_before(c, &event_id)? {
-                    return Ok(store::state_at_group(c, group)?);
-                }
-                let Some(found) = pdus::auth_pdu(c, &event_id)? else {
-                    return Err(Error::not_found("Event not found"));
-                };
-                let pdu = Pdu::from_json(
-                    OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?,
-                    &found.json,
-                )?;
-                // A local event: the state after its parents.
-                let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
-                let after = state::states_after(c, &prevs)?;
-                if !after.missing.is_empty() && after.states.is_empty() && !prevs.is_empty() {
-                    return Err(Error::not_found("State before the event is unknown"));
-                }
-                state::resolve(&EventCache::new(c), &version, &after.states)
-            })
+            .read(move |c| state_before_event(c, &version, &event_id))
             .await
     }
 
@@ -947,6 +929,64 @@ impl Rooms {
             .await
     }
 
+    /// The servers most likely to hold the history before these backward extremities, best
+    /// first: the room creator's, then those of the senders of the events pointing at them.
+    pub async fn backfill_server_hints(
+        &self,
+        room_id: &RoomId,
+        extremities: &[OwnedEventId],
+    ) -> Result<Vec<OwnedServerName>> {
+        let (room, extremities) = (room_id.to_string(), extremities.to_vec());
+        self.db
+            .read(move |c| {
+                let mut users: Vec<String> = pdus::room_creator(c, &room)?.into_iter().collect();
+                for id in &extremities {
+                    users.extend(pdus::senders_pointing_at(c, id.as_str())?);
+                }
+                let mut servers: Vec<OwnedServerName> = Vec::new();
+                for user in users {
+                    if let Ok(user) = UserId::parse(&user)
+                        && !servers.iter().any(|s| s == user.server_name())
+                    {
+                        servers.push(user.server_name().to_owned());
+                    }
+                }
+                Ok(servers)
+            })
+            .await
+    }
+
+    /// A room state given as event IDs (another server's `/state_ids`), keyed by type and state
+    /// key from the held events (timeline or outliers); rejected events are left out. `Err`
+    /// names the events not held.
+    pub async fn state_of_ids(&self, ids: &[OwnedEventId]) -> Result<StateIds> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut state = StateIds::new();
+                let mut absent = Vec::new();
+                for id in &ids {
+                    let Some(found) = pdus::auth_pdu(c, id.as_str())? else {
+                        absent.push(id.to_string());
+                        continue;
+                    };
+                    if found.rejected {
+                        continue;
+                    }
+                    let pdu = Pdu::from_json(id.clone(), &found.json)?;
+                    let Some(key) = pdu.state_key() else {
+                        return Err(Error::bad_json(format!("{id} is not a state event")));
+                    };
+                    state.insert((pdu.kind().to_string(), key.to_owned()), id.to_string());
+                }
+                if !absent.is_empty() {
+                    return Err(missing("state events", &absent));
+                }
+                Ok(state)
+            })
+            .await
+    }
+
     /// The servers of the users joined to a room: where its events go.
     pub async fn joined_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
         let room = room_id.to_string();
@@ -986,6 +1026,36 @@ impl Rooms {
             .await?
             .ok_or_else(|| Error::not_found("Event not found"))?;
         RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+}
+
+/// The state before an event (timeline or soft-failed) inside a read: the state recorded when
+/// it was accepted (`event_state_before`), else (a local event) the state after its parents,
+/// resolved when there are several.
+pub fn state_before_event(
+    conn: &Connection,
+    version: &RoomVersionId,
+    event_id: &str,
+) -> Result<StateIds> {
+    if let Some(group) = pdus::state_before(conn, event_id)? {
+        return Ok(store::state_at_group(conn, group)?);
+    }
+    let Some(found) = pdus::auth_pdu(conn, event_id)? else {
+        return Err(Error::not_found("Event not found"));
+    };
+    let pdu = Pdu::from_json(
+        OwnedEventId::try_from(event_id).map_err(Error::internal)?,
+        &found.json,
+    )?;
+    let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
+    let after = state::states_after(conn, &prevs)?;
+    if !after.missing.is_empty() && after.states.is_empty() && !prevs.is_empty() {
+        return Err(Error::not_found("State before the event is unknown"));
+    }
+    match after.states.as_slice() {
+        [] => Ok(StateIds::new()),
+        [single] => Ok(single.clone()),
+        several => state::resolve(&EventCache::new(conn), version, several),
     }
 }
 

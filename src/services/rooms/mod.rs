@@ -4,9 +4,6 @@
 mod append;
 mod context;
 mod create;
-// Parts wait for their callers: filling larger gaps with `/state_ids` (`accept_with_state`)
-// and backfill from `/messages` (`backward_extremities`).
-#[allow(dead_code)]
 mod federation;
 #[cfg(test)]
 mod federation_tests;
@@ -31,7 +28,7 @@ use tokio::sync::watch;
 pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
-pub use federation::{Arrival, IncomingPdu, PduOutcome};
+pub use federation::{Arrival, IncomingPdu, PduOutcome, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
 pub use membership::Profile;
 pub use read::{Direction, PaginationToken};
