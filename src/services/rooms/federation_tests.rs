@@ -926,6 +926,51 @@ async fn backfilled_history_is_judged_with_outlier_state() {
         s.rooms.backfill_targets(&room_id, from, 4).await.unwrap(),
         vec![chain[4].event_id.clone()]
     );
+
+    // Served to another server: the state before a remote state event is the one recorded
+    // (its `unsigned` is not kept), with an auth chain that includes the outliers.
+    let serve = crate::services::federation::serve::Serve::new(s.rooms.db.clone());
+    async fn topic(s: &Setup, room_id: &OwnedRoomId, n: u64, prev: &OwnedEventId) -> IncomingPdu {
+        let content = json!({"topic": format!("topic {n}")});
+        let prev = std::slice::from_ref(prev);
+        remote_event(
+            s,
+            room_id,
+            "@bob:remote.test",
+            "m.room.topic",
+            Some(""),
+            content,
+            prev,
+            n,
+        )
+        .await
+    }
+    let first = topic(&s, &room_id, 30_001, &join.event_id).await;
+    s.rooms.accept(first.clone(), Arrival::Live).await.unwrap();
+    let second = topic(&s, &room_id, 30_002, &first.event_id).await;
+    s.rooms.accept(second.clone(), Arrival::Live).await.unwrap();
+    let remote = ruma::server_name!("remote.test");
+    let served = serve
+        .state_ids(remote, &room_id, &second.event_id)
+        .await
+        .unwrap();
+    let mut expected: Vec<OwnedEventId> = current(&s.rooms, &room_id)
+        .await
+        .into_iter()
+        .filter(|(_, id)| *id != second.event_id.as_str())
+        .map(|(_, id)| id.parse().unwrap())
+        .chain([first.event_id.clone()])
+        .collect();
+    expected.sort();
+    assert_eq!(served.pdu_ids, expected);
+    for outlier in &chain[1..4] {
+        assert!(
+            served.auth_chain_ids.contains(&outlier.event_id),
+            "{} not in {:?}",
+            outlier.event_id,
+            served.auth_chain_ids
+        );
+    }
 }
 
 /// A batch of outliers in any order is stored in auth order; an event its sender may not send
