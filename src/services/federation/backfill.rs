@@ -168,12 +168,7 @@ async fn round(
 ) -> Result<usize> {
     let version = services.rooms.room_version(room_id).await?;
     let servers = servers_to_ask(services, room_id, targets).await?;
-    let mut asked = 0;
-    for server in servers {
-        if asked == MAX_SERVERS {
-            break;
-        }
-        asked += 1;
+    for server in servers.into_iter().take(MAX_SERVERS) {
         let request = get_backfill::Request::new(
             room_id.to_owned(),
             targets.to_vec(),
