@@ -31,8 +31,8 @@ fn timeline(sync: &Value, room: &str) -> (Vec<Value>, Option<String>) {
     )
 }
 
-/// Pages `/messages` backwards from `from` (the newest event when `None`), `limit` events at a time, until the end: every
-/// event, newest first.
+/// Pages `/messages` backwards from `from` (the newest event when `None`), `limit` events at a
+/// time, until the end: every event, newest first.
 async fn all_before(account: &Account, room: &str, from: Option<&str>, limit: u32) -> Vec<Value> {
     let mut events = Vec::new();
     let mut from = from.map(str::to_owned);
