@@ -55,6 +55,9 @@ pub const MAX_ROUNDS: usize = 3;
 pub const MAX_SERVERS: usize = 3;
 /// One request to another server (Synapse's own client waits 60 s; a client waits on us).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// All the backfill one `/messages` call waits for; past it the page is what is held (events
+/// accepted until then stay).
+pub const MESSAGES_DEADLINE: Duration = Duration::from_secs(30);
 /// How long extremities that brought nothing older are not asked for again.
 pub const RETRY_NOTHING_OLDER: Duration = Duration::from_secs(600);
 /// State events fetched one by one (`/event`) for the state before an event; more are fetched
@@ -119,8 +122,15 @@ pub async fn before_backwards_page(
     if !matches!(services.rooms.membership(room_id, user).await, Ok(Some(_))) {
         return;
     }
-    if let Err(e) = backfill_for_page(services, room_id, from, limit).await {
-        tracing::info!(%room_id, "backfill failed: {e}");
+    match tokio::time::timeout(
+        MESSAGES_DEADLINE,
+        backfill_for_page(services, room_id, from, limit),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(%room_id, "backfill failed: {e}"),
+        Err(_) => tracing::info!(%room_id, "backfill cut short: the page is what is held"),
     }
 }
 
@@ -429,6 +439,24 @@ mod tests {
 
     fn ids(events: &[IncomingPdu]) -> Vec<&str> {
         events.iter().map(|e| e.event_id.as_str()).collect()
+    }
+
+    #[test]
+    fn extremities_with_nothing_older_are_not_asked_again() {
+        let backfill = Backfill::new();
+        let room = room_id!("!r:x");
+        let (a, b) = (
+            OwnedEventId::try_from("$a").unwrap(),
+            OwnedEventId::try_from("$b").unwrap(),
+        );
+        assert!(!backfill.recently_empty(room, std::slice::from_ref(&a)));
+        backfill.remember_empty(room, &[a.clone(), b.clone()]);
+        assert!(backfill.recently_empty(room, std::slice::from_ref(&a)));
+        assert!(backfill.recently_empty(room, &[a.clone(), b.clone()]));
+        // A new extremity (backfill elsewhere moved on) is asked for.
+        let c = OwnedEventId::try_from("$c").unwrap();
+        assert!(!backfill.recently_empty(room, &[a, c]));
+        assert!(!backfill.recently_empty(room_id!("!other:x"), &[b]));
     }
 
     #[test]
