@@ -272,6 +272,16 @@ pub fn next_backfill_position(conn: &Connection) -> rusqlite::Result<i64> {
     .query_row([], |row| row.get(0))
 }
 
+/// Reserves `n` stream positions for backfilled events, below every other one: the lowest of
+/// them (the block is `lowest .. lowest + n`), so that a batch accepted oldest first can be
+/// numbered in its own order.
+pub fn reserve_backfill_positions(conn: &Connection, n: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "UPDATE backfill_position SET position = position - ?1 WHERE id = 1 RETURNING position",
+    )?
+    .query_row([n], |row| row.get(0))
+}
+
 // ---- current state ----
 
 /// Replaces a room's current state; returns the keys whose event changed (or appeared or went).

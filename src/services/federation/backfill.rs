@@ -10,9 +10,10 @@
 //! are fetched (`/event_auth`, as for transactions), and the events whose parents are not held
 //! get the state before them from the same server (`/state_ids` and the events missing here).
 //! Only then, with no request outstanding, the room's lock is taken and each event is accepted
-//! oldest first with [`Arrival::Backfill`]: stream positions below every live event (/sync never
-//! shows them as new), the room's current state and forward extremities untouched, its state
-//! recorded for history visibility. At most [`MAX_ROUNDS`] rounds per `/messages` call.
+//! oldest first as backfilled (`Rooms::accept_backfilled`): stream positions below every event
+//! held, reserved for the batch and numbered oldest first (/sync never shows them as new), the
+//! room's current state and forward extremities untouched, its state recorded for history
+//! visibility. At most [`MAX_ROUNDS`] rounds and [`MESSAGES_DEADLINE`] per `/messages` call.
 //!
 //! A round that brings nothing older (an empty answer, nothing accepted, no server answering) is
 //! remembered per room with the extremities it asked for: the next `/messages` does not ask
@@ -43,7 +44,7 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, IncomingPdu, PaginationToken, PduOutcome, StateIds},
+        rooms::{IncomingPdu, PaginationToken, PduOutcome, StateIds},
     },
 };
 
@@ -309,17 +310,15 @@ async fn store_answer(
     }
 
     let _lock = rooms.lock_room(room_id).await;
+    // Positions below everything held, numbered oldest first like the events: stream-ordered
+    // reads (search by recency) see the batch in its order.
+    let lowest = rooms.reserve_backfill_positions(events.len()).await?;
     let mut accepted = 0;
-    for event in events {
+    for (position, event) in (lowest..).zip(events) {
         let id = event.event_id.clone();
-        let outcome = match states.remove(&id) {
-            Some(state) => {
-                rooms
-                    .accept_with_state(event, Arrival::Backfill, state)
-                    .await
-            }
-            None => rooms.accept(event, Arrival::Backfill).await,
-        };
+        let outcome = rooms
+            .accept_backfilled(event, states.remove(&id), position)
+            .await;
         match outcome {
             Ok(PduOutcome::Accepted { .. }) => accepted += 1,
             Ok(PduOutcome::AlreadyKnown) => {}

@@ -520,6 +520,7 @@ fn store_decision(
     parsed: &Parsed,
     arrival: Arrival,
     decision: &Decision,
+    backfill_position: Option<i64>,
 ) -> Result<Option<PduOutcome>> {
     match pdus::held(tx, parsed.id())? {
         Some(Held::Timeline { .. }) => return Ok(Some(PduOutcome::AlreadyKnown)),
@@ -574,7 +575,10 @@ fn store_decision(
     }
     let stream = match arrival {
         Arrival::Live => store::next_stream_position(tx)?,
-        Arrival::Backfill => pdus::next_backfill_position(tx)?,
+        Arrival::Backfill => match backfill_position {
+            Some(reserved) => reserved,
+            None => pdus::next_backfill_position(tx)?,
+        },
     };
     let prev_events = parsed.prev_events();
     let relation = super::append::relation_of(&parsed.content);
@@ -735,7 +739,7 @@ impl Rooms {
     /// `prev_events` (else rejected), against the current state (else soft-failed, for live
     /// events). Its `prev_events` and auth events must be held (`Err` names the missing ones).
     pub async fn accept(&self, pdu: IncomingPdu, arrival: Arrival) -> Result<PduOutcome> {
-        self.accept_inner(pdu, arrival, None, None).await
+        self.accept_inner(pdu, arrival, None, None, None).await
     }
 
     /// `accept` for an event whose `prev_events` are not all held, with the state before it
@@ -747,7 +751,29 @@ impl Rooms {
         arrival: Arrival,
         state_before: StateIds,
     ) -> Result<PduOutcome> {
-        self.accept_inner(pdu, arrival, Some(state_before), None)
+        self.accept_inner(pdu, arrival, Some(state_before), None, None)
+            .await
+    }
+
+    /// Reserves `n` stream positions for a batch of backfilled events (see
+    /// [`Self::accept_backfilled`]); the lowest of them.
+    pub async fn reserve_backfill_positions(&self, n: usize) -> Result<i64> {
+        let n = i64::try_from(n).map_err(Error::internal)?;
+        self.db
+            .write(move |tx| pdus::reserve_backfill_positions(tx, n).map_err(Error::from))
+            .await
+    }
+
+    /// `accept` (with the state before it when given: `accept_with_state`) of a backfilled
+    /// event at a stream position reserved with [`Self::reserve_backfill_positions`]: a batch
+    /// accepted oldest first keeps its order in the stream too.
+    pub async fn accept_backfilled(
+        &self,
+        pdu: IncomingPdu,
+        state_before: Option<StateIds>,
+        stream: i64,
+    ) -> Result<PduOutcome> {
+        self.accept_inner(pdu, Arrival::Backfill, state_before, None, Some(stream))
             .await
     }
 
@@ -757,6 +783,7 @@ impl Rooms {
         arrival: Arrival,
         given_state: Option<StateIds>,
         version: Option<RoomVersionId>,
+        backfill_position: Option<i64>,
     ) -> Result<PduOutcome> {
         let version = match version {
             Some(version) => version,
@@ -776,7 +803,9 @@ impl Rooms {
             let outcome = {
                 let (parsed, decision) = (parsed.clone(), decision.clone());
                 self.db
-                    .write(move |tx| store_decision(tx, &parsed, arrival, &decision))
+                    .write(move |tx| {
+                        store_decision(tx, &parsed, arrival, &decision, backfill_position)
+                    })
                     .await?
             };
             if let Some(outcome) = outcome {
@@ -856,7 +885,13 @@ impl Rooms {
             .await?;
         let event_id = join.event_id.clone();
         match self
-            .accept_inner(join, Arrival::Live, Some(state_ids), Some(version.clone()))
+            .accept_inner(
+                join,
+                Arrival::Live,
+                Some(state_ids),
+                Some(version.clone()),
+                None,
+            )
             .await?
         {
             PduOutcome::Accepted { stream } => Ok(Appended {

@@ -889,24 +889,27 @@ async fn backfilled_history_is_judged_with_outlier_state() {
         vec![chain[6].event_id.clone()]
     );
 
-    let outcome = s
+    // A batch accepted oldest first at positions reserved for it: numbered in its order, below
+    // every position held.
+    let lowest = s.rooms.reserve_backfill_positions(2).await.unwrap();
+    let first = s
         .rooms
-        .accept_with_state(chain[5].clone(), Arrival::Backfill, state.clone())
+        .accept_backfilled(chain[5].clone(), Some(state.clone()), lowest)
         .await
         .unwrap();
-    assert!(
-        matches!(outcome, PduOutcome::Accepted { .. }),
-        "{outcome:?}"
-    );
-    let outcome = s
+    let second = s
         .rooms
-        .accept(chain[6].clone(), Arrival::Backfill)
+        .accept_backfilled(chain[6].clone(), None, lowest + 1)
         .await
         .unwrap();
-    assert!(
-        matches!(outcome, PduOutcome::Accepted { .. }),
-        "{outcome:?}"
+    assert_eq!(
+        (first, second),
+        (
+            PduOutcome::Accepted { stream: lowest },
+            PduOutcome::Accepted { stream: lowest + 1 }
+        )
     );
+    assert!(lowest + 1 < 0);
     // The history visibility event is an outlier still; it is what the messages are judged by.
     assert_eq!(s.rooms.pdu_outcome(&chain[4].event_id).await.unwrap(), None);
     assert_eq!(
