@@ -61,6 +61,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 pub const MESSAGES_DEADLINE: Duration = Duration::from_secs(30);
 /// How long extremities that brought nothing older are not asked for again.
 pub const RETRY_NOTHING_OLDER: Duration = Duration::from_secs(600);
+/// Events of one answer that get the state before them fetched (normally the oldest one or
+/// two: a hostile answer of unrelated events does not make a request each).
+const MAX_STATE_FETCHES: usize = 5;
 /// State events fetched one by one (`/event`) for the state before an event; more are fetched
 /// all at once with `/state`.
 const MAX_SINGLE_FETCHES: usize = 20;
@@ -280,6 +283,7 @@ async fn store_answer(
     // What the events refer to, fetched before the room's lock: auth events, and the state
     // before the events whose parents are neither held nor in the answer.
     let mut states: HashMap<OwnedEventId, StateIds> = HashMap::new();
+    let mut state_fetches = 0;
     for event in &events {
         let missing_auth = rooms
             .missing_events(&outside_batch(ids_in(event, "auth_events")))
@@ -297,7 +301,8 @@ async fn store_answer(
             // left out of the state before, as the room layer does.)
             parents_without_state |= rooms.pdu_outcome(&prev).await?.is_none();
         }
-        if parents_without_state {
+        if parents_without_state && state_fetches < MAX_STATE_FETCHES {
+            state_fetches += 1;
             match state_before(services, server, room_id, &event.event_id, version).await {
                 Ok(state) => {
                     states.insert(event.event_id.clone(), state);
