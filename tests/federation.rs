@@ -18,11 +18,16 @@
 //!   HTTPS client verifies both servers against the same CA.
 //! - **Outbound**: `appliance admin federation check` runs with a config of its own (the test CA in
 //!   `federation_custom_ca_list`, loopback in `ip_range_whitelist`).
+//! - **Clients**: the test's own HTTPS client (`federation/accounts.rs`), and matrix-nio on both
+//!   servers (`federation/nio.rs` runs tests/nio/federation.py from the nio venv of
+//!   tests/nio_client.rs) for the user's view.
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
 #[path = "federation/accounts.rs"]
 mod accounts;
+#[path = "federation/appliances.rs"]
+mod appliances;
 #[path = "federation/backfill.rs"]
 mod backfill;
 #[path = "common/mod.rs"]
@@ -35,6 +40,12 @@ mod hostile;
 mod joins;
 #[path = "federation/keys.rs"]
 mod keys;
+#[path = "federation/nio.rs"]
+mod nio;
+#[path = "federation/presence.rs"]
+mod presence;
+#[path = "federation/room_versions.rs"]
+mod room_versions;
 #[path = "federation/sender.rs"]
 mod sender;
 #[path = "federation/serve.rs"]

@@ -507,9 +507,10 @@ pub struct UserDirectoryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PresenceConfig {
-    /// Record presence and show it to users who share a room. When `false`, the presence
-    /// endpoints still answer (everyone is offline) but nothing is recorded or sent in `/sync`;
-    /// this saves the work of tracking activity on busy servers.
+    /// Record presence and show it to users who share a room, and exchange it with the other
+    /// servers in those rooms (`m.presence` EDUs). When `false`, the presence endpoints still
+    /// answer (everyone is offline) but nothing is recorded, sent in `/sync`, sent to other
+    /// servers or taken from them; this saves the work of tracking activity on busy servers.
     pub enabled: bool,
 }
 

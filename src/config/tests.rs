@@ -290,10 +290,13 @@ fn federation_backoff_keys_are_synapses_with_its_defaults() {
         config.federation.destination_max_retry_interval.0.as_secs(),
         7 * 86_400
     );
+    assert_eq!(config.federation.client_timeout.0.as_secs(), 60);
     let config = parse(
-        "federation:\n  destination_min_retry_interval: 30s\n  destination_retry_multiplier: 3\n",
+        "federation:\n  destination_min_retry_interval: 30s\n  destination_retry_multiplier: 3\n  \
+         client_timeout: 20s\n",
     )
     .unwrap();
+    assert_eq!(config.federation.client_timeout.0.as_secs(), 20);
     assert_eq!(
         config.federation.destination_min_retry_interval.0.as_secs(),
         30
@@ -302,6 +305,7 @@ fn federation_backoff_keys_are_synapses_with_its_defaults() {
     for bad in [
         "federation:\n  destination_retry_multiplier: 0.5\n",
         "federation:\n  destination_min_retry_interval: 0s\n",
+        "federation:\n  client_timeout: 0s\n",
         "federation:\n  destination_min_retry_interval: 2h\n  destination_max_retry_interval: 1h\n",
         "federation:\n  destination_retry_interval: 1h\n",
     ] {

@@ -195,6 +195,9 @@ impl Config {
             ));
         }
         let backoff = &self.federation;
+        if backoff.client_timeout.0.is_zero() {
+            return Err(("federation.client_timeout", "must not be 0".to_owned()));
+        }
         if !(backoff.destination_retry_multiplier >= 1.0
             && backoff.destination_retry_multiplier <= 1000.0)
         {

@@ -472,58 +472,32 @@ impl Directory {
         })
     }
 
-    /// Another server's public room list, asked over federation.
+    /// Another server's public room list, asked over federation. Always with the filtered
+    /// (`POST`) form, which every server has and which carries `since`, `limit` and the network
+    /// as the `GET` one does, plus the filter when there is one.
     async fn remote_public_rooms(
         &self,
         server: &ServerName,
         query: PublicRoomsQuery<'_>,
     ) -> Result<PublicRoomsPage> {
-        use ruma::api::federation::directory::{
-            get_public_rooms::v1 as get, get_public_rooms_filtered::v1 as filtered,
-        };
-        let network = query.network.cloned().unwrap_or_default();
-        let (chunk, next_batch, prev_batch, total) = match query.filter {
-            Some(filter) => {
-                let mut request = filtered::Request::new();
-                request.limit = query.limit;
-                request.since = query.since.map(str::to_owned);
-                request.filter = filter.clone();
-                request.room_network = network;
-                let response = self
-                    .federation
-                    .send(server, request)
-                    .await
-                    .map_err(|e| remote_list_error(server, e))?;
-                (
-                    response.chunk,
-                    response.next_batch,
-                    response.prev_batch,
-                    response.total_room_count_estimate,
-                )
-            }
-            None => {
-                let mut request = get::Request::new();
-                request.limit = query.limit;
-                request.since = query.since.map(str::to_owned);
-                request.room_network = network;
-                let response = self
-                    .federation
-                    .send(server, request)
-                    .await
-                    .map_err(|e| remote_list_error(server, e))?;
-                (
-                    response.chunk,
-                    response.next_batch,
-                    response.prev_batch,
-                    response.total_room_count_estimate,
-                )
-            }
-        };
+        use ruma::api::federation::directory::get_public_rooms_filtered::v1 as filtered;
+        let mut request = filtered::Request::new();
+        request.limit = query.limit;
+        request.since = query.since.map(str::to_owned);
+        request.filter = query.filter.cloned().unwrap_or_default();
+        request.room_network = query.network.cloned().unwrap_or_default();
+        let response = self
+            .federation
+            .send(server, request)
+            .await
+            .map_err(|e| remote_list_error(server, e))?;
         Ok(PublicRoomsPage {
-            total_room_count_estimate: total.map_or(chunk.len() as u64, u64::from),
-            chunk,
-            next_batch,
-            prev_batch,
+            total_room_count_estimate: response
+                .total_room_count_estimate
+                .map_or(response.chunk.len() as u64, u64::from),
+            chunk: response.chunk,
+            next_batch: response.next_batch,
+            prev_batch: response.prev_batch,
         })
     }
 

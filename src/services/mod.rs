@@ -157,7 +157,11 @@ impl Services {
             limits,
             typing: typing::Typing::default(),
             account_data: account_data::AccountData::new(db.clone()),
-            presence: presence::Presence::new(db.clone(), config.presence.enabled),
+            presence: presence::Presence::new(
+                db.clone(),
+                server_name.clone(),
+                config.presence.enabled,
+            ),
             directory: directory::Directory::new(
                 db.clone(),
                 server_name.clone(),

@@ -82,6 +82,18 @@ pub fn servers_in_room(
     .collect()
 }
 
+/// The servers of everyone joined to a room `user_id` is joined to (the user's own included).
+pub fn servers_sharing_a_room(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT substr(theirs.user_id, instr(theirs.user_id, ':') + 1)
+         FROM memberships mine
+         JOIN memberships theirs ON theirs.room_id = mine.room_id AND theirs.membership = 'join'
+         WHERE mine.user_id = ?1 AND mine.membership = 'join'",
+    )?
+    .query_map([user_id], |row| row.get(0))?
+    .collect()
+}
+
 pub fn enqueue_pdu(conn: &Connection, destination: &str, pdu: &QueuedPdu) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO federation_outbound_pdus

@@ -1,7 +1,9 @@
 """Helpers shared by the matrix-nio scenario scripts in this folder.
 
 A scenario is an async function that takes a `Checks` and drives one or more nio clients
-against a homeserver; `main(scenario)` parses the command line (the homeserver URL), runs it,
+against a homeserver; `main(scenario)` parses the command line (the homeserver URL, and for
+scenarios across servers the other homeservers' URLs and the CA their certificates come from),
+runs it,
 prints every check that passed and exits non-zero with a clear message at the first one that
 did not. To cover a new area (rooms, messages, sync), write a new scenario script, or add steps
 to an existing one, with these helpers; tests/nio_client.rs runs each script against a freshly
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import secrets
+import ssl
 import sys
 import traceback
 from dataclasses import dataclass
@@ -86,8 +89,17 @@ class Account:
 class Checks:
     """The context a scenario runs in: the homeserver, its clients, and the passed checks."""
 
-    def __init__(self, homeserver: str) -> None:
+    def __init__(
+        self,
+        homeserver: str,
+        others: list[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.homeserver = homeserver.rstrip("/")
+        # Further homeservers, for scenarios across servers (federation).
+        self.others = [other.rstrip("/") for other in others or []]
+        # Trusts the test CA of HTTPS homeservers; None: the system's roots.
+        self.ssl_context = ssl_context
         self.passed: list[str] = []
         self._clients: list[nio.AsyncClient] = []
 
@@ -96,10 +108,13 @@ class Checks:
         self.passed.append(what)
         print(f"ok: {what}", flush=True)
 
-    def client(self, user: str = "", encryption: bool = False) -> nio.AsyncClient:
-        """A new nio client with bounded retries, so a broken server fails the run quickly
-        instead of being retried forever. Closed when the scenario ends. With `encryption`, its
-        Olm account and sessions live in memory (nio's SqliteMemoryStore)."""
+    def client(
+        self, user: str = "", encryption: bool = False, homeserver: str | None = None
+    ) -> nio.AsyncClient:
+        """A new nio client (of `homeserver`, by default the first one) with bounded retries, so
+        a broken server fails the run quickly instead of being retried forever. Closed when the
+        scenario ends. With `encryption`, its Olm account and sessions live in memory (nio's
+        SqliteMemoryStore)."""
         extra: dict[str, Any] = {"store": SqliteMemoryStore} if encryption else {}
         config = nio.AsyncClientConfig(
             max_limit_exceeded=0,
@@ -108,7 +123,9 @@ class Checks:
             encryption_enabled=encryption,
             **extra,
         )
-        client = nio.AsyncClient(self.homeserver, user=user, config=config)
+        client = nio.AsyncClient(
+            homeserver or self.homeserver, user=user, config=config, ssl=self.ssl_context
+        )
         self._clients.append(client)
         return client
 
@@ -117,12 +134,15 @@ class Checks:
         """A fresh user name, so a scenario can run many times against the same server."""
         return f"{prefix}-{secrets.token_hex(4)}"
 
-    async def register(self, prefix: str, password: str | None = None) -> Account:
-        """Registers a new user with nio's `register` (the m.login.dummy flow) and checks the
-        answer; the returned account's client is logged in."""
+    async def register(
+        self, prefix: str, password: str | None = None, homeserver: str | None = None
+    ) -> Account:
+        """Registers a new user (on `homeserver`, by default the first one) with nio's `register`
+        (the m.login.dummy flow) and checks the answer; the returned account's client is logged
+        in."""
         localpart = self.unique_localpart(prefix)
         password = password or f"pw-{secrets.token_hex(8)}"
-        client = self.client()
+        client = self.client(homeserver=homeserver)
         response = expect(
             await client.register(localpart, password, device_name=f"nio {prefix}"),
             nio.RegisterResponse,
@@ -163,12 +183,15 @@ def main(scenario: Callable[[Checks], Awaitable[None]], description: str) -> Non
     check held, 1 at the first failure (with its message on stderr)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("homeserver", help="base URL of the homeserver, e.g. http://127.0.0.1:8008")
+    parser.add_argument("others", nargs="*", help="other homeservers, for scenarios across servers")
+    parser.add_argument("--ca-file", help="the CA (PEM) that issued the homeservers' certificates")
     args = parser.parse_args()
+    ssl_context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     # nio logs what it finds odd (e.g. an error body where it wanted a success); keep that, marked.
     logging.basicConfig(level=logging.WARNING, format="  (%(name)s %(levelname)s: %(message)s)")
 
     async def run() -> None:
-        checks = Checks(args.homeserver)
+        checks = Checks(args.homeserver, args.others, ssl_context)
         try:
             await scenario(checks)
         finally:

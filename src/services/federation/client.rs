@@ -46,8 +46,6 @@ use crate::{
     services::server_key::ServerKey,
 };
 
-/// Synapse's default `federation.client_timeout`.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Synapse's limit for a well-known answer.
 const WELL_KNOWN_MAX_BYTES: usize = 50 * 1024;
 const USER_AGENT: &str = concat!("matrix-appliance/", env!("CARGO_PKG_VERSION"));
@@ -184,6 +182,8 @@ pub struct FederationClient {
     /// Signs requests as this server; `None` in processes that only read (`admin federation
     /// check`), whose `send` fails with `FederationError::Request`.
     signer: Option<Arc<ServerKey>>,
+    /// `federation.client_timeout`: the most one request may take.
+    request_timeout: Duration,
 }
 
 /// An answer of another server.
@@ -249,6 +249,7 @@ impl FederationClient {
             domain_whitelist,
             well_known: WellKnownCache::default(),
             signer,
+            request_timeout: config.federation.client_timeout.0,
         })
     }
 
@@ -405,16 +406,14 @@ impl FederationClient {
         request: Request<Vec<u8>>,
         max_bytes: usize,
     ) -> Result<(SocketAddr, RawResponse), Failure> {
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.https_untimed(destination, request, max_bytes),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failure::Unreachable(format!(
-                "no answer within {REQUEST_TIMEOUT:?}"
-            )))
-        })
+        let timeout = self.request_timeout;
+        tokio::time::timeout(timeout, self.https_untimed(destination, request, max_bytes))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Unreachable(format!(
+                    "no answer within {timeout:?} (federation.client_timeout)"
+                )))
+            })
     }
 
     async fn https_untimed(

@@ -8,11 +8,12 @@
 //! 0. **The origin may talk about the room**: we are in the room, and its `m.room.server_acl`
 //!    allows the origin (`room_of_pdu`); otherwise the PDU is refused and nothing is fetched.
 //! 1. **Is a valid event**, otherwise it is dropped: size limits and the room version's format,
-//!    event ID from its reference hash (`pdu::parse`).
-//! 2. **Passes signature checks**, otherwise it is dropped (`pdu::verify`, the signing servers'
-//!    keys fetched as needed).
+//!    event ID from its reference hash, or before room version 3 its `event_id` field
+//!    (`pdu::parse`, once).
+//! 2. **Passes signature checks**, otherwise it is dropped (`pdu::check_signatures`, the signing
+//!    servers' keys fetched as needed).
 //! 3. **Passes hash checks**, otherwise it is redacted before being processed further
-//!    (`pdu::verify`).
+//!    (`pdu::check_signatures`).
 //!    Before the authorization steps, what the event refers to must be held:
 //!    missing **auth events** are fetched from the origin (`/event_auth`) and stored as outliers,
 //!    each through steps 1-4 itself (`fetch_auth_chain`); missing **prev events** are fetched with
@@ -48,6 +49,7 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
+        presence::Joined,
         rooms::{Arrival, IncomingPdu, PduOutcome},
     },
 };
@@ -121,18 +123,19 @@ async fn handle_pdu(
         Ok(room) => room,
         Err(reason) => return (None, Err(reason)),
     };
-    // 1-3.
-    let incoming = match pdu::verify(services, raw, &room_id, &version).await {
-        Ok(incoming) => incoming,
-        Err(dropped) => {
-            let id = pdu::rules(&version)
-                .ok()
-                .and_then(|rules| pdu::parse(raw, &room_id, &rules).ok())
-                .map(|(id, _)| id);
-            return (id, Err(dropped.to_string()));
-        }
+    // 1: an event without a valid ID has no entry in the answer.
+    let parsed =
+        pdu::rules(&version).and_then(|rules| Ok((pdu::parse(raw, &room_id, &rules)?, rules)));
+    let (incoming, rules) = match parsed {
+        Ok(parsed) => parsed,
+        Err(dropped) => return (None, Err(dropped.to_string())),
     };
     let event_id = incoming.event_id.clone();
+    // 2-3.
+    let incoming = match pdu::check_signatures(services, incoming, &rules).await {
+        Ok(incoming) => incoming,
+        Err(dropped) => return (Some(event_id), Err(dropped.to_string())),
+    };
     let outcome = accept_live(services, origin, incoming, &version, 0).await;
     (Some(event_id), outcome)
 }
@@ -212,9 +215,17 @@ async fn accept_live(
             return Err(format!("could not fetch prev events {still:?}"));
         }
     }
+    // A join of another server's user: that server learns our users' presence once accepted.
+    let joined_server = joining_server(&incoming);
     let _lock = rooms.lock_room(&room_id).await;
     match rooms.accept(incoming, Arrival::Live).await {
-        Ok(PduOutcome::Accepted { .. }) | Ok(PduOutcome::AlreadyKnown) => Ok(()),
+        Ok(PduOutcome::Accepted { .. }) => {
+            if let Some(server) = joined_server {
+                super::joins::share_presence(services, &room_id, Joined::Server(&server)).await;
+            }
+            Ok(())
+        }
+        Ok(PduOutcome::AlreadyKnown) => Ok(()),
         // A soft-failed event is accepted as far as the sender is concerned (the spec: it is not
         // an error), but no client sees it.
         Ok(PduOutcome::SoftFailed) => Ok(()),
@@ -223,18 +234,27 @@ async fn accept_live(
     }
 }
 
+/// The server of the user a member event joins (`membership: join`), if it is one.
+fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
+    use ruma::CanonicalJsonValue::{Object, String};
+    let field = |name: &str| match incoming.object.get(name) {
+        Some(String(value)) => Some(value.as_str()),
+        _ => None,
+    };
+    let membership = match incoming.object.get("content") {
+        Some(Object(content)) => content.get("membership"),
+        _ => None,
+    };
+    if field("type") != Some("m.room.member") || membership != Some(&String("join".into())) {
+        return None;
+    }
+    let user = ruma::UserId::parse(field("state_key")?).ok()?;
+    Some(user.server_name().to_owned())
+}
+
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.
 pub(super) fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
-    match incoming.object.get(field) {
-        Some(ruma::CanonicalJsonValue::Array(ids)) => ids
-            .iter()
-            .filter_map(|id| match id {
-                ruma::CanonicalJsonValue::String(id) => OwnedEventId::try_from(id.as_str()).ok(),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    crate::services::rooms::pdu::referenced_ids(&incoming.object, field)
 }
 
 /// Fetches the auth chain of `event_id` from `origin` and stores the events we lack as outliers
@@ -323,8 +343,8 @@ pub(super) fn depth_of(event: &IncomingPdu) -> i64 {
     }
 }
 
-/// EDUs: typing and read receipts of the origin's own users, in rooms the origin shares with us;
-/// anything else (or about other servers' users) is ignored, as the spec allows.
+/// EDUs: typing, read receipts and presence of the origin's own users, in rooms the origin
+/// shares with us; anything else (or about other servers' users) is ignored, as the spec allows.
 async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
     let Ok(edu) = edu.deserialize() else {
         return; // unknown or malformed EDUs are ignored
@@ -383,6 +403,14 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                     }
                 }
             }
+        }
+        // Bounded and checked (the origin's own users, sharing a room with ours) by the
+        // presence service, which ignores it all when presence is disabled.
+        Edu::Presence(presence) => {
+            services
+                .presence
+                .receive(&services.rooms, origin, presence.push)
+                .await;
         }
         _ => {}
     }

@@ -13,10 +13,11 @@
 //! the other servers in the room, and answers with the state before it and its auth chain.
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
-    RoomVersionId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{create_join_event, prepare_join_event},
     events::room::member::MembershipState,
+    room_version_rules::EventIdFormatVersion,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -25,17 +26,24 @@ use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, PduOutcome, SUPPORTED_ROOM_VERSIONS},
+        presence::Joined,
+        rooms::{self, Arrival, PduOutcome},
     },
     storage::now_ms,
 };
 
-/// The room versions this server can join, for `make_join`'s `ver`.
-fn supported_versions() -> Vec<RoomVersionId> {
-    SUPPORTED_ROOM_VERSIONS
-        .iter()
-        .filter_map(|v| RoomVersionId::try_from(*v).ok())
-        .collect()
+/// `400 M_INCOMPATIBLE_ROOM_VERSION` for a join of a room whose version this server cannot take
+/// part in (the spec's answer to a join, both ways).
+fn incompatible(room_id: &RoomId, version: RoomVersionId) -> Error {
+    let message =
+        format!("{room_id} is a room of version {version}, which this server does not support");
+    Error::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+            ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
+        ),
+        message,
+    )
 }
 
 /// A local user joins `room_id` through one of `servers` (tried in order).
@@ -86,7 +94,7 @@ async fn join_through(
 ) -> Result<OwnedEventId, JoinError> {
     let client = &services.federation;
     let mut make = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
-    make.ver = supported_versions();
+    make.ver = rooms::federation_versions();
     let template = client
         .send(server, make)
         .await
@@ -94,34 +102,35 @@ async fn join_through(
             (Some(http::StatusCode::FORBIDDEN), _) => {
                 JoinError::Refused(Error::forbidden(format!("{server} refused the join: {e}")))
             }
-            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion { .. })) => {
-                JoinError::Refused(Error::new(
-                    http::StatusCode::BAD_REQUEST,
-                    ruma::api::error::ErrorKind::IncompatibleRoomVersion(
-                        ruma::api::error::IncompatibleRoomVersionErrorData::new(RoomVersionId::V1),
-                    ),
-                    format!("{room_id} has a room version this server does not support"),
-                ))
+            // The resident server names the room's version: the client hears it.
+            (_, Some(ruma::api::error::ErrorKind::IncompatibleRoomVersion(data))) => {
+                JoinError::Refused(incompatible(room_id, data.room_version.clone()))
             }
             _ => JoinError::Failed(format!("make_join: {e}")),
         })?;
     let version = template.room_version.unwrap_or(RoomVersionId::V1);
-    let rules = version
-        .rules()
-        .filter(|_| supported_versions().contains(&version))
-        .ok_or_else(|| {
-            JoinError::Refused(Error::new(
+    // A server that offers a version we did not list is not believed either; one this server
+    // does not even know is `M_UNSUPPORTED_ROOM_VERSION`, as Synapse answers its clients.
+    let rules = rooms::federation_rules(&version).ok_or_else(|| {
+        JoinError::Refused(match version.rules() {
+            Some(_) => incompatible(room_id, version.clone()),
+            None => Error::new(
                 http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
-                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
-                ),
-                format!(
-                    "{room_id} is a room of version {version}, which this server does not join"
-                ),
-            ))
-        })?;
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("{room_id} is a room of version {version}, unknown to this server"),
+            ),
+        })
+    })?;
     let mut event = join_event_from_template(&template.event, user_id, room_id, content)
         .map_err(JoinError::Failed)?;
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        // Before room version 3 the joining server names its event (`$random:server`), and
+        // signs that name with the rest.
+        event.insert(
+            "event_id".into(),
+            CanonicalJsonValue::String(EventId::new_v1(&services.server_name).to_string()),
+        );
+    }
     ruma::signatures::hash_and_sign_event(
         services.server_name.as_str(),
         services.server_key.key_pair(),
@@ -129,7 +138,8 @@ async fn join_through(
         &rules.redaction,
     )
     .map_err(|e| JoinError::Failed(format!("cannot sign the join: {e}")))?;
-    let event_id = pdu::event_id(&event, &rules).map_err(|e| JoinError::Failed(e.to_string()))?;
+    let event_id =
+        rooms::pdu::event_id(&event, &rules).map_err(|e| JoinError::Failed(e.to_string()))?;
     let raw =
         serde_json::value::to_raw_value(&event).map_err(|e| JoinError::Failed(e.to_string()))?;
     let answer = client
@@ -230,13 +240,7 @@ pub async fn make_join(
     }
     let version = services.rooms.room_version(room_id).await?;
     if !versions.contains(&version) {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
-                ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
-            ),
-            "The joining server does not support the room's version",
-        ));
+        return Err(incompatible(room_id, version));
     }
     if !services
         .federation_serve
@@ -312,12 +316,14 @@ pub async fn send_join(
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
-        // The other servers in the room learn of the join from us.
+        // The other servers in the room learn of the join from us; the joining server learns
+        // our users' presence.
         PduOutcome::Accepted { stream } => {
             services
                 .federation_sender
                 .forward_remote_event(room_id, event_id, stream, origin)
                 .await?;
+            share_presence(services, room_id, Joined::Server(origin)).await;
         }
         PduOutcome::AlreadyKnown => {}
         PduOutcome::SoftFailed => {
@@ -394,6 +400,7 @@ pub async fn join_room(
             .rooms
             .join(&room_id, user_id, profile, reason)
             .await?;
+        share_presence(services, &room_id, Joined::LocalUser(user_id)).await;
         return Ok(room_id);
     }
     services.limits.remote_join(user_id).await?;
@@ -409,5 +416,14 @@ pub async fn join_room(
     }
     let servers = candidate_servers(&room_id, via, &alias_servers);
     join_remote(services, user_id, &room_id, &servers, content).await?;
+    share_presence(services, &room_id, Joined::LocalUser(user_id)).await;
     Ok(room_id)
+}
+
+/// The room's servers learn the presence of whoever started sharing it (`Presence::share_room`).
+pub async fn share_presence(services: &Services, room_id: &RoomId, joined: Joined<'_>) {
+    services
+        .presence
+        .share_room(&services.rooms, room_id, joined)
+        .await;
 }

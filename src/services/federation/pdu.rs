@@ -3,14 +3,14 @@
 //! event arrives by (`/send`, `send_join` answers and requests, backfill, fetched missing events).
 
 use ruma::{
-    CanonicalJsonObject, OwnedEventId, OwnedRoomId, RoomVersionId,
-    room_version_rules::RoomVersionRules, signatures::Verified, state_res,
+    CanonicalJsonObject, OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules,
+    signatures::Verified,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
 use crate::services::{
     Services,
-    rooms::{IncomingPdu, MAX_PDU_BYTES},
+    rooms::{self, IncomingPdu, MAX_PDU_BYTES, pdu::InvalidPdu},
 };
 
 /// Why a PDU was dropped before reaching the room layer (answered per PDU in `/send`).
@@ -29,20 +29,29 @@ pub enum DroppedPdu {
     Signature(String),
 }
 
-/// The rules of a room version this server handles, or why not.
+impl From<InvalidPdu> for DroppedPdu {
+    fn from(e: InvalidPdu) -> Self {
+        match e {
+            InvalidPdu::TooLarge => DroppedPdu::TooLarge,
+            InvalidPdu::Invalid(reason) => DroppedPdu::Invalid(reason),
+        }
+    }
+}
+
+/// The rules of a room version this server handles over federation
+/// (`rooms::federation_rules`: not version 1), or why not.
 pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules, DroppedPdu> {
-    version
-        .rules()
+    rooms::federation_rules(version)
         .ok_or_else(|| DroppedPdu::Invalid(format!("unsupported room version {version}")))
 }
 
 /// Step 1: a valid event for the room version (the spec's format and size limits), in room
-/// `room_id`; its event ID derived from its reference hash.
+/// `room_id`, with its event ID (`rooms::pdu::event_id`, derived here once for every path).
 pub fn parse(
     raw: &RawJsonValue,
     room_id: &ruma::RoomId,
     rules: &RoomVersionRules,
-) -> Result<(OwnedEventId, CanonicalJsonObject), DroppedPdu> {
+) -> Result<IncomingPdu, DroppedPdu> {
     if raw.get().len() > MAX_PDU_BYTES {
         return Err(DroppedPdu::TooLarge);
     }
@@ -55,34 +64,39 @@ pub fn parse(
     if is_create && rules.authorization.room_create_event_id_as_room_id {
         object.remove("room_id");
     }
-    state_res::check_pdu_format(&object, &rules.event_format).map_err(DroppedPdu::Invalid)?;
-    let event_id = event_id(&object, rules)?;
-    let found = match object.get("room_id") {
-        Some(ruma::CanonicalJsonValue::String(id)) => id.clone(),
-        // Since v12 the create event has no room ID: it is derived from the event's ID.
-        _ => format!("!{}", &event_id.as_str()[1..]),
-    };
-    if found != room_id.as_str() {
+    let incoming = IncomingPdu::new(rules, object)?;
+    if incoming.room_id != room_id {
         return Err(DroppedPdu::WrongRoom {
             expected: room_id.to_owned(),
-            found,
+            found: incoming.room_id.to_string(),
         });
     }
-    Ok((event_id, object))
+    Ok(incoming)
 }
 
-/// The event ID of a PDU of room version 3 or later: `$` + its reference hash.
-pub fn event_id(
-    object: &CanonicalJsonObject,
+/// Steps 2 and 3 for a parsed PDU: signatures verified (keys fetched as needed), and the event
+/// redacted when its content hash does not match (the spec: redact, then go on). Redaction keeps
+/// what the event ID is derived from, so the ID stays.
+pub async fn check_signatures(
+    services: &Services,
+    mut incoming: IncomingPdu,
     rules: &RoomVersionRules,
-) -> Result<OwnedEventId, DroppedPdu> {
-    let hash = ruma::signatures::reference_hash(object, rules)
-        .map_err(|e| DroppedPdu::Invalid(format!("cannot hash: {e}")))?;
-    OwnedEventId::try_from(format!("${hash}")).map_err(|e| DroppedPdu::Invalid(e.to_string()))
+) -> Result<IncomingPdu, DroppedPdu> {
+    let verified = services
+        .server_keys
+        .verify_event(&incoming.object, rules)
+        .await
+        .map_err(|e| DroppedPdu::Signature(e.to_string()))?;
+    if verified == Verified::Signatures {
+        let event_id = &incoming.event_id;
+        tracing::info!(%event_id, "content hash mismatch: the event is redacted");
+        incoming.object = ruma::canonical_json::redact(incoming.object, &rules.redaction, None)
+            .map_err(|e| DroppedPdu::Invalid(format!("cannot redact: {e}")))?;
+    }
+    Ok(incoming)
 }
 
-/// Steps 1 to 3 for one PDU: parsed, signatures verified (keys fetched as needed), and redacted
-/// when its content hash does not match (the spec: redact, then go on).
+/// Steps 1 to 3 for one PDU ([`parse`], then [`check_signatures`]).
 pub async fn verify(
     services: &Services,
     raw: &RawJsonValue,
@@ -90,20 +104,6 @@ pub async fn verify(
     version: &RoomVersionId,
 ) -> Result<IncomingPdu, DroppedPdu> {
     let rules = rules(version)?;
-    let (event_id, mut object) = parse(raw, room_id, &rules)?;
-    let verified = services
-        .server_keys
-        .verify_event(&object, &rules)
-        .await
-        .map_err(|e| DroppedPdu::Signature(e.to_string()))?;
-    if verified == Verified::Signatures {
-        tracing::info!(%event_id, "content hash mismatch: the event is redacted");
-        object = ruma::canonical_json::redact(object, &rules.redaction, None)
-            .map_err(|e| DroppedPdu::Invalid(format!("cannot redact: {e}")))?;
-    }
-    Ok(IncomingPdu {
-        event_id,
-        room_id: room_id.to_owned(),
-        object,
-    })
+    let incoming = parse(raw, room_id, &rules)?;
+    check_signatures(services, incoming, &rules).await
 }

@@ -6,13 +6,17 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
     RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType, room::member::MembershipState},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     state_res,
 };
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::{limits, pdu::Pdu, stored};
+use super::{
+    limits,
+    pdu::{self, Pdu},
+    stored,
+};
 use crate::{
     error::{Error, Result},
     services::{federation::sender, server_key::ServerKey},
@@ -349,14 +353,16 @@ fn build(
         "depth".into(),
         CanonicalJsonValue::Integer(depth.try_into().map_err(Error::internal)?),
     );
-    object.insert(
-        "prev_events".into(),
-        CanonicalJsonValue::Array(prev_events.iter().map(|e| string(e)).collect()),
-    );
-    object.insert(
-        "auth_events".into(),
-        CanonicalJsonValue::Array(auth_events.iter().map(|e| string(e)).collect()),
-    );
+    object.insert("prev_events".into(), references(tx, &prev_events, &rules)?);
+    object.insert("auth_events".into(), references(tx, &auth_events, &rules)?);
+    // Before room version 3 the sending server names the event (`$random:server`), inside the
+    // hashed and signed event; since, the ID is the event's hash.
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        object.insert(
+            "event_id".into(),
+            string(EventId::new_v1(server_name).as_str()),
+        );
+    }
     if let Some(redacts) = &draft.redacts
         && !rules.redaction.content_field_redacts
     {
@@ -385,7 +391,41 @@ pub fn event_template(
 ) -> Result<CanonicalJsonObject> {
     limits::check_type_and_state_key(&draft.kind.to_string(), draft.state_key.as_deref())?;
     limits::check_content(&draft.content)?;
-    Ok(build(tx, server_name, Target::Room(room_id), sender, draft)?.object)
+    let mut object = build(tx, server_name, Target::Room(room_id), sender, draft)?.object;
+    // Before room version 3 the joining server names its event itself.
+    object.remove("event_id");
+    Ok(object)
+}
+
+/// `prev_events` / `auth_events` in the room version's format: the IDs, or before room version 3
+/// the pairs `[ID, {"sha256": reference hash}]`, each hash from the stored event (ruma's
+/// `reference_hash` redacts and drops `unsigned` itself).
+fn references(
+    tx: &Connection,
+    ids: &[String],
+    rules: &RoomVersionRules,
+) -> Result<CanonicalJsonValue> {
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    if rules.events_reference_format != EventsReferenceFormatVersion::V1 {
+        return Ok(CanonicalJsonValue::Array(
+            ids.iter().map(|id| string(id)).collect(),
+        ));
+    }
+    let mut references = Vec::with_capacity(ids.len());
+    for id in ids {
+        let stored = pdus::auth_pdu(tx, id)?
+            .ok_or_else(|| Error::internal(format!("referenced event {id} is not stored")))?;
+        let object: CanonicalJsonObject =
+            serde_json::from_str(&stored.json).map_err(Error::internal)?;
+        let hash = ruma::signatures::reference_hash(&object, rules)
+            .map_err(|e| Error::internal(format!("cannot hash {id}: {e}")))?;
+        let hashes = CanonicalJsonObject::from([("sha256".to_owned(), string(&hash))]);
+        references.push(CanonicalJsonValue::Array(vec![
+            string(id),
+            CanonicalJsonValue::Object(hashes),
+        ]));
+    }
+    Ok(CanonicalJsonValue::Array(references))
 }
 
 /// The stored form of a state event: the PDU plus `unsigned.replaces_state`, `prev_content` and
@@ -437,7 +477,10 @@ fn sign_and_name(
             &rules.redaction,
         )
         .map_err(|e| signing_error("sign", e))?;
-        let event_id = event_id_for(object, rules)?;
+        let event_id = pdu::event_id(object, rules).map_err(|e| match e {
+            pdu::InvalidPdu::TooLarge => Error::from(e),
+            other => Error::internal(format!("cannot name event: {other}")),
+        })?;
         let room_id = match &room_id {
             Some(room_id) => room_id.clone(),
             None => RoomId::new_v2(&event_id.as_str()[1..]).map_err(Error::internal)?,
@@ -453,12 +496,6 @@ fn sign_and_name(
         object.remove("hashes");
         object.remove("signatures");
     }
-}
-
-fn event_id_for(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
-    let hash =
-        ruma::signatures::reference_hash(object, rules).map_err(|e| signing_error("hash", e))?;
-    OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)
 }
 
 /// `413 M_TOO_LARGE` for an event over the spec's size limit; anything else is a bug.

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use super::{
     Appended, Rooms,
-    pdu::Pdu,
+    pdu::{self, InvalidPdu, Pdu},
     state::{self, EventCache},
 };
 use crate::{
@@ -43,8 +43,9 @@ use crate::{
     },
 };
 
-/// A PDU from another server, already checked for format, signatures and content hash by the
-/// caller.
+/// A PDU from another server, with the event ID and room ID its room version gives it. Made
+/// only by [`IncomingPdu::new`], so that the ID is derived once (`federation::pdu` checks the
+/// signatures and hashes of what it made before handing it here).
 #[derive(Debug, Clone)]
 pub struct IncomingPdu {
     pub event_id: OwnedEventId,
@@ -53,28 +54,27 @@ pub struct IncomingPdu {
 }
 
 impl IncomingPdu {
-    /// The event ID from the reference hash of the room version, and the room ID (of a room
-    /// version 12 create event: from its event ID).
-    pub fn new(version: &RoomVersionId, object: CanonicalJsonObject) -> Result<Self> {
-        let rules = rules_of(version)?;
-        // The caller checked it already; checked again here because everything below relies on
-        // it (sizes, at most 20 `prev_events` and 10 `auth_events`: bounded work per event).
-        state_res::check_pdu_format(&object, &rules.event_format)
-            .map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
-        let hash = ruma::signatures::reference_hash(&object, &rules)
-            .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Error::bad_json(format!("Invalid event ID: {e}")))?;
+    /// Checks the room version's event format (ruma's `check_pdu_format`: sizes, at most 20
+    /// `prev_events` and 10 `auth_events`, which bounds the work per event everywhere below),
+    /// then derives the event ID ([`pdu::event_id`]) and the room ID (of a room version 12 create
+    /// event: from its event ID).
+    pub fn new(
+        rules: &RoomVersionRules,
+        object: CanonicalJsonObject,
+    ) -> std::result::Result<Self, InvalidPdu> {
+        state_res::check_pdu_format(&object, &rules.event_format).map_err(InvalidPdu::Invalid)?;
+        let event_id = pdu::event_id(&object, rules)?;
         let room_id = match object.get("room_id") {
             Some(CanonicalJsonValue::String(room_id)) => OwnedRoomId::try_from(room_id.as_str())
-                .map_err(|e| Error::bad_json(format!("Invalid room_id: {e}")))?,
+                .map_err(|e| InvalidPdu::Invalid(format!("bad room_id: {e}")))?,
             None if rules.authorization.room_create_event_id_as_room_id
                 && object.get("type")
                     == Some(&CanonicalJsonValue::String("m.room.create".into())) =>
             {
-                ruma::RoomId::new_v2(&hash).map_err(Error::internal)?
+                ruma::RoomId::new_v2(&event_id.as_str()[1..])
+                    .map_err(|e| InvalidPdu::Invalid(e.to_string()))?
             }
-            _ => return Err(Error::bad_json("Event has no valid room_id")),
+            _ => return Err(InvalidPdu::Invalid("no valid room_id".to_owned())),
         };
         Ok(Self {
             event_id,

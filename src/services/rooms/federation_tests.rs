@@ -98,7 +98,7 @@ fn signed(
         &rules.redaction,
     )
     .unwrap();
-    IncomingPdu::new(&VERSION, object).unwrap()
+    IncomingPdu::new(&rules, object).unwrap()
 }
 
 async fn depth_of(rooms: &Rooms, event: &OwnedEventId) -> i64 {

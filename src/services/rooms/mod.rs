@@ -24,7 +24,10 @@ mod upgrade;
 
 use std::sync::Arc;
 
-use ruma::{OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
+use ruma::{
+    OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId,
+    room_version_rules::RoomVersionRules,
+};
 use tokio::sync::watch;
 
 #[allow(unused_imports)]
@@ -46,6 +49,25 @@ use crate::{
 /// Room versions this server creates and joins: 3 and later (event IDs are hashes; the
 /// authorization rules and state resolution of ruma-state-res apply).
 pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
+
+/// Room versions this server joins and takes part in over federation: those ruma-state-res can
+/// resolve, state resolution v2 (versions 2 and later). Version 2 keeps version 1's event format
+/// (`event_id` inside the event, `[ID, hashes]` references), which `pdu` reads and `append`
+/// writes. Version 1 needs state resolution v1, which ruma does not have: refused.
+pub fn federation_rules(version: &RoomVersionId) -> Option<RoomVersionRules> {
+    version
+        .rules()
+        .filter(|rules| rules.state_res.v2_rules().is_some())
+}
+
+/// The versions of [`federation_rules`], for `make_join`'s `ver`.
+pub fn federation_versions() -> Vec<RoomVersionId> {
+    ["2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+        .into_iter()
+        .filter_map(|v| RoomVersionId::try_from(v).ok())
+        .filter(|v| federation_rules(v).is_some())
+        .collect()
+}
 
 /// Publishes a stream position written and committed, waking /sync long-polls.
 pub fn publish(stream: &watch::Sender<i64>, position: i64) {

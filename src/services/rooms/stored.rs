@@ -39,7 +39,8 @@ pub struct Envelope<'a> {
     pub kind: Option<String>,
     pub state_key: Option<String>,
     pub sender: Option<String>,
-    #[serde(default)]
+    /// The IDs, whatever the room version's reference format.
+    #[serde(default, deserialize_with = "super::pdu::event_references")]
     pub prev_events: Vec<String>,
     #[serde(borrow)]
     content: Option<&'a RawValue>,

@@ -31,7 +31,10 @@ use ruma::{
     CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName,
     OwnedTransactionId, RoomId, ServerName, UserId,
     api::federation::transactions::{
-        edu::{Edu, ReceiptContent, ReceiptData, ReceiptMap, TypingContent},
+        edu::{
+            Edu, PresenceContent, PresenceUpdate, ReceiptContent, ReceiptData, ReceiptMap,
+            TypingContent,
+        },
         send_transaction_message,
     },
     events::{
@@ -704,6 +707,54 @@ pub fn enqueue_read_receipt(
         store::enqueue_edu(tx, &destination, "m.receipt", &json)?;
     }
     Ok(())
+}
+
+/// Queues the `m.presence` EDU of a local user's changed presence for every other server that
+/// shares a room with the user, in the write transaction that stores it.
+pub fn enqueue_presence(
+    tx: &Connection,
+    user_id: &UserId,
+    update: PresenceUpdate,
+) -> rusqlite::Result<()> {
+    let destinations: Vec<String> = store::servers_sharing_a_room(tx, user_id.as_str())?
+        .into_iter()
+        .filter(|server| server != user_id.server_name().as_str())
+        .collect();
+    enqueue_presence_for(tx, &destinations, vec![update])
+}
+
+/// Queues `m.presence` EDUs holding `updates` (50 to an EDU) for each of `destinations`.
+pub fn enqueue_presence_for(
+    tx: &Connection,
+    destinations: &[String],
+    updates: Vec<PresenceUpdate>,
+) -> rusqlite::Result<()> {
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    for chunk in updates.chunks(50) {
+        let edu = Edu::Presence(PresenceContent::new(chunk.to_vec()));
+        let json = serde_json::to_string(&edu)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        for destination in destinations {
+            store::enqueue_edu(tx, destination, "m.presence", &json)?;
+        }
+    }
+    Ok(())
+}
+
+/// The other servers with a joined member in `room_id`.
+pub fn other_servers_in_room(
+    tx: &Connection,
+    own: &ServerName,
+    room_id: &RoomId,
+) -> rusqlite::Result<Vec<String>> {
+    Ok(
+        store::servers_in_room(tx, room_id.as_str(), MembershipState::Join.as_str())?
+            .into_iter()
+            .filter(|server| server != own.as_str())
+            .collect(),
+    )
 }
 
 impl Sender {
