@@ -28,6 +28,8 @@
 mod accounts;
 #[path = "federation/appliances.rs"]
 mod appliances;
+#[path = "federation/backfill.rs"]
+mod backfill;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "federation/fake_server.rs"]

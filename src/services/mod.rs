@@ -58,6 +58,8 @@ pub struct Services {
     pub federation_serve: federation::serve::Serve,
     /// Inbound transactions already answered (a retry gets the same answer).
     pub federation_inbound: federation::inbound::InboundTransactions,
+    /// History fetched from other servers for `/messages` (what brought nothing older).
+    pub federation_backfill: federation::backfill::Backfill,
     pub typing: typing::Typing,
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
@@ -169,6 +171,7 @@ impl Services {
             media: media::Media::open(db.clone(), &config)?,
             federation_serve: federation::serve::Serve::new(db.clone()),
             federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),
+            federation_backfill: federation::backfill::Backfill::new(),
             rooms,
             server_key,
             federation,

@@ -272,6 +272,16 @@ pub fn next_backfill_position(conn: &Connection) -> rusqlite::Result<i64> {
     .query_row([], |row| row.get(0))
 }
 
+/// Reserves `n` stream positions for backfilled events, below every other one: the lowest of
+/// them (the block is `lowest .. lowest + n`), so that a batch accepted oldest first can be
+/// numbered in its own order.
+pub fn reserve_backfill_positions(conn: &Connection, n: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "UPDATE backfill_position SET position = position - ?1 WHERE id = 1 RETURNING position",
+    )?
+    .query_row([n], |row| row.get(0))
+}
+
 // ---- current state ----
 
 /// Replaces a room's current state; returns the keys whose event changed (or appeared or went).
@@ -363,4 +373,24 @@ pub fn room_version_of_event(
     )?
     .query_row([event_id], |row| row.get(0))
     .optional()
+}
+
+/// The user who created a room (its `rooms` row).
+pub fn room_creator(conn: &Connection, room_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT creator FROM rooms WHERE room_id = ?1")?
+        .query_row([room_id], |row| row.get(0))
+        .optional()
+}
+
+/// The senders of the timeline events that list `prev_event_id` among their `prev_events`.
+pub fn senders_pointing_at(
+    conn: &Connection,
+    prev_event_id: &str,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT e.sender FROM event_edges g JOIN events e ON e.event_id = g.event_id
+         WHERE g.prev_event_id = ?1",
+    )?
+    .query_map([prev_event_id], |row| row.get(0))?
+    .collect()
 }

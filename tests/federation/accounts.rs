@@ -303,6 +303,34 @@ impl Account {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    /// One `/sync` (no long-poll), from `since` when given; panics unless `200`.
+    pub async fn sync(&self, since: Option<&str>) -> Value {
+        let path = match since {
+            Some(since) => format!("/_matrix/client/v3/sync?timeout=0&since={}", encode(since)),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let (status, reply) = self.get(&path).await;
+        assert_eq!(status, 200, "sync of {}: {reply}", self.user_id);
+        reply
+    }
+
+    /// One backwards `/messages` page of `limit` events from `from` (the newest when `None`);
+    /// panics unless `200`.
+    pub async fn messages_backwards(&self, room: &str, from: Option<&str>, limit: u32) -> Value {
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit={limit}",
+            encode(room)
+        );
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode(from)));
+        }
+        let (status, reply) = self.get(&path).await;
+        assert_eq!(
+            status, 200,
+            "messages of {room} for {}: {reply}",
+            self.user_id
+        );
+        reply
     }
 
     /// Whether a /sync shows the room among the joined ones.

@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::{
     error::{Error, Result},
     services::{
+        federation::backfill,
         filter::room_event_matches,
         rooms::{Direction, EventDraft, MAX_PDU_BYTES, PaginationToken, check_type_and_state_key},
     },
@@ -267,6 +268,10 @@ pub async fn get_message_events(
     };
     let limit = u64::from(body.limit).clamp(1, MAX_PAGE as u64) as usize;
     let filter = body.filter.clone();
+    if dir == Direction::Backward {
+        backfill::before_backwards_page(&services, &body.room_id, &sender.user_id, from, limit)
+            .await;
+    }
     let page = services
         .rooms
         .messages(

@@ -253,13 +253,13 @@ fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
 }
 
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.
-fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
+pub(super) fn ids_in(incoming: &IncomingPdu, field: &str) -> Vec<OwnedEventId> {
     crate::services::rooms::pdu::referenced_ids(&incoming.object, field)
 }
 
 /// Fetches the auth chain of `event_id` from `origin` and stores the events we lack as outliers
 /// (each checked against its own auth events: step 4 for outliers).
-async fn fetch_auth_chain(
+pub(super) async fn fetch_auth_chain(
     services: &Services,
     origin: &ServerName,
     room_id: &RoomId,
@@ -336,7 +336,7 @@ async fn fill_gap(
     Ok(())
 }
 
-fn depth_of(event: &IncomingPdu) -> i64 {
+pub(super) fn depth_of(event: &IncomingPdu) -> i64 {
     match event.object.get("depth") {
         Some(ruma::CanonicalJsonValue::Integer(depth)) => (*depth).into(),
         _ => 0,

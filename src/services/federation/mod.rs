@@ -2,6 +2,7 @@
 //! (`client`), and the check of a server's signing keys that `appliance admin federation check`
 //! runs.
 
+pub mod backfill;
 pub mod client;
 pub mod inbound;
 pub mod invites;

@@ -36,10 +36,10 @@ use serde_json::value::RawValue;
 
 use crate::{
     error::{Error, Result},
-    services::rooms::{pdu::Pdu, stored::Envelope},
+    services::rooms::{pdu::Pdu, state_before_event, stored::Envelope},
     storage::{
-        Database, federation_reads as reads,
-        rooms::{self as store, EventRow, StateIds, StateKey},
+        Database, federation_reads as reads, pdus,
+        rooms::{self as store, EventRow, StateIds},
     },
 };
 
@@ -298,24 +298,12 @@ impl<'a> RoomReader<'a> {
             .ok_or_else(unknown_event)
     }
 
-    /// The state before an event (Synapse's `get_state_ids_for_pdu`): the state after it, with
-    /// the state event it replaced put back if it is a state event.
+    /// The state before a timeline event of this room (Synapse's `get_state_ids_for_pdu`), as
+    /// recorded when it was stored (`event_state_before`), else the state after its parents:
+    /// never recomputed from the event's own `unsigned`, which a remote event does not keep.
     fn state_before(&self, event_id: &EventId) -> Result<StateIds> {
         let row = self.event(event_id)?;
-        // An event from another server has its state before recorded (`Rooms::accept`): its
-        // stored JSON has no `unsigned.replaces_state` to undo its own change with (a remote
-        // join after an invite would otherwise be served without the invite).
-        if let Some(group) = crate::storage::pdus::state_before(self.conn, event_id.as_str())? {
-            return Ok(store::state_at_group(self.conn, group)?);
-        }
-        let mut state = store::state_at_group(self.conn, row.state_group)?;
-        if let Some((key, replaced)) = replaced_state(&row.json) {
-            match replaced {
-                Some(replaced) => state.insert(key, replaced),
-                None => state.remove(&key),
-            };
-        }
-        Ok(state)
+        state_before_event(self.conn, &self.version, &row.event_id)
     }
 
     /// The graph node of an event of this room (`None`: unknown here or of another room).
@@ -379,8 +367,8 @@ impl<'a> RoomReader<'a> {
             if kind != "m.room.member" || !state_key.ends_with(&suffix) {
                 continue;
             }
-            if let Some(row) = store::get_event(self.conn, event_id)? {
-                let membership = Envelope::parse(&row.json)
+            if let Some(json) = state_json(self.conn, event_id)? {
+                let membership = Envelope::parse(&json)
                     .and_then(|e| e.content_str("membership"))
                     .map_or(MembershipState::Leave, MembershipState::from);
                 memberships.push(membership);
@@ -409,8 +397,8 @@ fn acl_allows(conn: &Connection, room_id: &RoomId, server: &ServerName) -> Resul
     else {
         return Ok(true);
     };
-    let Some(content) = store::get_event(conn, &id)?
-        .and_then(|row| crate::services::rooms::stored::content(&row.json))
+    let Some(content) =
+        state_json(conn, &id)?.and_then(|json| crate::services::rooms::stored::content(&json))
     else {
         return Ok(true);
     };
@@ -432,41 +420,22 @@ fn parse_visibility(json: &str) -> HistoryVisibility {
 
 fn current_visibility(conn: &Connection, room_id: &RoomId) -> Result<HistoryVisibility> {
     let id = store::current_state_event(conn, room_id.as_str(), "m.room.history_visibility", "")?;
-    let row = id
-        .map(|id| store::get_event(conn, &id))
-        .transpose()?
-        .flatten();
-    Ok(row.map_or(HistoryVisibility::Shared, |row| parse_visibility(&row.json)))
+    let json = id.map(|id| state_json(conn, &id)).transpose()?.flatten();
+    Ok(json.map_or(HistoryVisibility::Shared, |json| parse_visibility(&json)))
 }
 
 fn visibility_at_group(conn: &Connection, group: i64) -> Result<HistoryVisibility> {
     let id = store::state_event_at_group(conn, group, "m.room.history_visibility", "")?;
-    let row = id
-        .map(|id| store::get_event(conn, &id))
-        .transpose()?
-        .flatten();
-    Ok(row.map_or(HistoryVisibility::Shared, |row| parse_visibility(&row.json)))
+    let json = id.map(|id| state_json(conn, &id)).transpose()?.flatten();
+    Ok(json.map_or(HistoryVisibility::Shared, |json| parse_visibility(&json)))
 }
 
-/// A stored state event's key and the event it replaced (`unsigned.replaces_state`, written when
-/// it was stored); `None` for a message event.
-fn replaced_state(json: &str) -> Option<(StateKey, Option<String>)> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        #[serde(default)]
-        unsigned: Unsigned,
-    }
-    #[derive(serde::Deserialize, Default)]
-    struct Unsigned {
-        replaces_state: Option<String>,
-    }
-    let envelope = Envelope::parse(json)?;
-    let key = (envelope.kind?, envelope.state_key?);
-    // Fields not asked for are skipped whatever their depth.
-    let replaced = serde_json::from_str::<Stored>(json)
-        .ok()
-        .and_then(|stored| stored.unsigned.replaces_state);
-    Some((key, replaced))
+/// The JSON of an event of a room state: a timeline event or an outlier (a room joined on
+/// another server holds its state so until backfill reaches it); never a rejected one.
+fn state_json(conn: &Connection, event_id: &str) -> Result<Option<String>> {
+    Ok(pdus::auth_pdu(conn, event_id)?
+        .filter(|found| !found.rejected)
+        .map(|found| found.json))
 }
 
 /// The events of `room_id` among `ids` (unknown ones and those of other rooms left out).
@@ -512,7 +481,10 @@ fn auth_chain(
         if !seen.insert(id.clone()) {
             continue;
         }
-        let Some(row) = store::get_event(conn, &id)?.filter(|r| r.room_id == room_id.as_str())
+        // Auth events may be outliers (the auth chain a join brought).
+        let Some(row) = store::events_by_id(conn, std::slice::from_ref(&id))?
+            .pop()
+            .filter(|r| r.room_id == room_id.as_str())
         else {
             continue;
         };

@@ -537,6 +537,7 @@ fn store_decision(
     parsed: &Parsed,
     arrival: Arrival,
     decision: &Decision,
+    backfill_position: Option<i64>,
 ) -> Result<Option<PduOutcome>> {
     match pdus::held(tx, parsed.id())? {
         Some(Held::Timeline { .. }) => return Ok(Some(PduOutcome::AlreadyKnown)),
@@ -598,7 +599,10 @@ fn store_decision(
     }
     let stream = match arrival {
         Arrival::Live | Arrival::Own => store::next_stream_position(tx)?,
-        Arrival::Backfill => pdus::next_backfill_position(tx)?,
+        Arrival::Backfill => match backfill_position {
+            Some(reserved) => reserved,
+            None => pdus::next_backfill_position(tx)?,
+        },
     };
     let prev_events = parsed.prev_events();
     let relation = super::append::relation_of(&parsed.content);
@@ -769,7 +773,7 @@ impl Rooms {
     /// `prev_events` (else rejected), against the current state (else soft-failed, for live
     /// events). Its `prev_events` and auth events must be held (`Err` names the missing ones).
     pub async fn accept(&self, pdu: IncomingPdu, arrival: Arrival) -> Result<PduOutcome> {
-        self.accept_inner(pdu, arrival, None, None).await
+        self.accept_inner(pdu, arrival, None, None, None).await
     }
 
     /// `accept` for an event whose `prev_events` are not all held, with the state before it
@@ -781,7 +785,29 @@ impl Rooms {
         arrival: Arrival,
         state_before: StateIds,
     ) -> Result<PduOutcome> {
-        self.accept_inner(pdu, arrival, Some(state_before), None)
+        self.accept_inner(pdu, arrival, Some(state_before), None, None)
+            .await
+    }
+
+    /// Reserves `n` stream positions for a batch of backfilled events (see
+    /// [`Self::accept_backfilled`]); the lowest of them.
+    pub async fn reserve_backfill_positions(&self, n: usize) -> Result<i64> {
+        let n = i64::try_from(n).map_err(Error::internal)?;
+        self.db
+            .write(move |tx| pdus::reserve_backfill_positions(tx, n).map_err(Error::from))
+            .await
+    }
+
+    /// `accept` (with the state before it when given: `accept_with_state`) of a backfilled
+    /// event at a stream position reserved with [`Self::reserve_backfill_positions`]: a batch
+    /// accepted oldest first keeps its order in the stream too.
+    pub async fn accept_backfilled(
+        &self,
+        pdu: IncomingPdu,
+        state_before: Option<StateIds>,
+        stream: i64,
+    ) -> Result<PduOutcome> {
+        self.accept_inner(pdu, Arrival::Backfill, state_before, None, Some(stream))
             .await
     }
 
@@ -791,6 +817,7 @@ impl Rooms {
         arrival: Arrival,
         given_state: Option<StateIds>,
         version: Option<RoomVersionId>,
+        backfill_position: Option<i64>,
     ) -> Result<PduOutcome> {
         let version = match version {
             Some(version) => version,
@@ -811,7 +838,9 @@ impl Rooms {
                 let (parsed, decision) = (parsed.clone(), decision.clone());
                 let ours = self.server_name.clone();
                 self.db
-                    .write(move |tx| store_decision(tx, &ours, &parsed, arrival, &decision))
+                    .write(move |tx| {
+                        store_decision(tx, &ours, &parsed, arrival, &decision, backfill_position)
+                    })
                     .await?
             };
             if let Some(outcome) = outcome {
@@ -891,7 +920,13 @@ impl Rooms {
             .await?;
         let event_id = join.event_id.clone();
         match self
-            .accept_inner(join, Arrival::Live, Some(state_ids), Some(version.clone()))
+            .accept_inner(
+                join,
+                Arrival::Live,
+                Some(state_ids),
+                Some(version.clone()),
+                None,
+            )
             .await?
         {
             PduOutcome::Accepted { stream } => Ok(Appended {
@@ -912,25 +947,7 @@ impl Rooms {
         let version = self.version_of_event(event_id).await?;
         let event_id = event_id.to_string();
         self.db
-            .read(move |c| {
-                if let Some(group) = pdus::state_before(c, &event_id)? {
-                    return Ok(store::state_at_group(c, group)?);
-                }
-                let Some(found) = pdus::auth_pdu(c, &event_id)? else {
-                    return Err(Error::not_found("Event not found"));
-                };
-                let pdu = Pdu::from_json(
-                    OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?,
-                    &found.json,
-                )?;
-                // A local event: the state after its parents.
-                let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
-                let after = state::states_after(c, &prevs)?;
-                if !after.missing.is_empty() && after.states.is_empty() && !prevs.is_empty() {
-                    return Err(Error::not_found("State before the event is unknown"));
-                }
-                state::resolve(&EventCache::new(c), &version, &after.states)
-            })
+            .read(move |c| state_before_event(c, &version, &event_id))
             .await
     }
 
@@ -982,6 +999,64 @@ impl Rooms {
             .await
     }
 
+    /// The servers most likely to hold the history before these backward extremities, best
+    /// first: the room creator's, then those of the senders of the events pointing at them.
+    pub async fn backfill_server_hints(
+        &self,
+        room_id: &RoomId,
+        extremities: &[OwnedEventId],
+    ) -> Result<Vec<OwnedServerName>> {
+        let (room, extremities) = (room_id.to_string(), extremities.to_vec());
+        self.db
+            .read(move |c| {
+                let mut users: Vec<String> = pdus::room_creator(c, &room)?.into_iter().collect();
+                for id in &extremities {
+                    users.extend(pdus::senders_pointing_at(c, id.as_str())?);
+                }
+                let mut servers: Vec<OwnedServerName> = Vec::new();
+                for user in users {
+                    if let Ok(user) = UserId::parse(&user)
+                        && !servers.iter().any(|s| s == user.server_name())
+                    {
+                        servers.push(user.server_name().to_owned());
+                    }
+                }
+                Ok(servers)
+            })
+            .await
+    }
+
+    /// A room state given as event IDs (another server's `/state_ids`), keyed by type and state
+    /// key from the held events (timeline or outliers); rejected events are left out. `Err`
+    /// names the events not held.
+    pub async fn state_of_ids(&self, ids: &[OwnedEventId]) -> Result<StateIds> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut state = StateIds::new();
+                let mut absent = Vec::new();
+                for id in &ids {
+                    let Some(found) = pdus::auth_pdu(c, id.as_str())? else {
+                        absent.push(id.to_string());
+                        continue;
+                    };
+                    if found.rejected {
+                        continue;
+                    }
+                    let pdu = Pdu::from_json(id.clone(), &found.json)?;
+                    let Some(key) = pdu.state_key() else {
+                        return Err(Error::bad_json(format!("{id} is not a state event")));
+                    };
+                    state.insert((pdu.kind().to_string(), key.to_owned()), id.to_string());
+                }
+                if !absent.is_empty() {
+                    return Err(missing("state events", &absent));
+                }
+                Ok(state)
+            })
+            .await
+    }
+
     /// The servers of the users joined to a room: where its events go.
     pub async fn joined_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
         let room = room_id.to_string();
@@ -1021,6 +1096,36 @@ impl Rooms {
             .await?
             .ok_or_else(|| Error::not_found("Event not found"))?;
         RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
+    }
+}
+
+/// The state before an event (timeline or soft-failed) inside a read: the state recorded when
+/// it was accepted (`event_state_before`), else (a local event) the state after its parents,
+/// resolved when there are several.
+pub fn state_before_event(
+    conn: &Connection,
+    version: &RoomVersionId,
+    event_id: &str,
+) -> Result<StateIds> {
+    if let Some(group) = pdus::state_before(conn, event_id)? {
+        return Ok(store::state_at_group(conn, group)?);
+    }
+    let Some(found) = pdus::auth_pdu(conn, event_id)? else {
+        return Err(Error::not_found("Event not found"));
+    };
+    let pdu = Pdu::from_json(
+        OwnedEventId::try_from(event_id).map_err(Error::internal)?,
+        &found.json,
+    )?;
+    let prevs: Vec<String> = pdu.prev_events().iter().map(|e| e.to_string()).collect();
+    let after = state::states_after(conn, &prevs)?;
+    if !after.missing.is_empty() && after.states.is_empty() && !prevs.is_empty() {
+        return Err(Error::not_found("State before the event is unknown"));
+    }
+    match after.states.as_slice() {
+        [] => Ok(StateIds::new()),
+        [single] => Ok(single.clone()),
+        several => state::resolve(&EventCache::new(conn), version, several),
     }
 }
 

@@ -794,6 +794,188 @@ async fn joined_remote_room_and_backfill() {
     );
 }
 
+/// Backfilled history of a room joined elsewhere, under `history_visibility: joined` set by an
+/// event that is still an outlier (the state the join brought): the messages from before the
+/// join stay hidden from the local member, and the backfill targets of a page are the
+/// extremities it reaches.
+#[tokio::test]
+async fn backfilled_history_is_judged_with_outlier_state() {
+    let s = setup();
+    let bob = user("@bob:remote.test");
+    let dave = user("@dave:local.test");
+    let mut state = StateIds::new();
+    let mut chain: Vec<IncomingPdu> = Vec::new();
+    let mut room_id: Option<OwnedRoomId> = None;
+    let events: [(&str, Option<&str>, Value); 7] = [
+        ("m.room.create", Some(""), json!({"room_version": "12"})),
+        (
+            "m.room.member",
+            Some("@bob:remote.test"),
+            json!({"membership": "join"}),
+        ),
+        ("m.room.power_levels", Some(""), json!({"users": {}})),
+        (
+            "m.room.join_rules",
+            Some(""),
+            json!({"join_rule": "public"}),
+        ),
+        (
+            "m.room.history_visibility",
+            Some(""),
+            json!({"history_visibility": "joined"}),
+        ),
+        (
+            "m.room.message",
+            None,
+            json!({"msgtype": "m.text", "body": "secret 1"}),
+        ),
+        (
+            "m.room.message",
+            None,
+            json!({"msgtype": "m.text", "body": "secret 2"}),
+        ),
+    ];
+    for (n, (kind, state_key, content)) in events.into_iter().enumerate() {
+        let prev: Vec<OwnedEventId> = chain
+            .last()
+            .map(|p| p.event_id.clone())
+            .into_iter()
+            .collect();
+        let pdu = signed(
+            &s.remote,
+            room_id.as_ref(),
+            &bob,
+            kind,
+            state_key,
+            content,
+            &prev,
+            &state,
+            n as i64 + 1,
+            10_000 + n as u64,
+        );
+        room_id.get_or_insert(pdu.room_id.clone());
+        if let Some(state_key) = state_key {
+            state.insert(key(kind, state_key), pdu.event_id.to_string());
+        }
+        chain.push(pdu);
+    }
+    let room_id = room_id.unwrap();
+    let join = signed(
+        s.rooms.server_key.key_pair(),
+        Some(&room_id),
+        &dave,
+        "m.room.member",
+        Some("@dave:local.test"),
+        json!({"membership": "join"}),
+        &[chain[6].event_id.clone()],
+        &state,
+        8,
+        20_000,
+    );
+    s.rooms
+        .persist_joined_room(
+            &room_id,
+            &VERSION,
+            chain[..5].to_vec(),
+            Vec::new(),
+            join.clone(),
+        )
+        .await
+        .unwrap();
+    // Nothing held below the join: a page of any size reaches the extremity.
+    let from = Some(PaginationToken::Stream(i64::MAX / 2));
+    assert_eq!(
+        s.rooms.backfill_targets(&room_id, from, 10).await.unwrap(),
+        vec![chain[6].event_id.clone()]
+    );
+
+    // A batch accepted oldest first at positions reserved for it: numbered in its order, below
+    // every position held.
+    let lowest = s.rooms.reserve_backfill_positions(2).await.unwrap();
+    let first = s
+        .rooms
+        .accept_backfilled(chain[5].clone(), Some(state.clone()), lowest)
+        .await
+        .unwrap();
+    let second = s
+        .rooms
+        .accept_backfilled(chain[6].clone(), None, lowest + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first, second),
+        (
+            PduOutcome::Accepted { stream: lowest },
+            PduOutcome::Accepted { stream: lowest + 1 }
+        )
+    );
+    assert!(lowest + 1 < 0);
+    // The history visibility event is an outlier still; it is what the messages are judged by.
+    assert_eq!(s.rooms.pdu_outcome(&chain[4].event_id).await.unwrap(), None);
+    assert_eq!(
+        messages(&s.rooms, &room_id, "@dave:local.test").await,
+        vec![join.event_id.to_string()]
+    );
+    // Two events held below the join now: a page of 2 stops above the new extremity (the
+    // outlier history visibility event, pointed at by the oldest), a page of 4 reaches it.
+    assert!(
+        s.rooms
+            .backfill_targets(&room_id, from, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.rooms.backfill_targets(&room_id, from, 4).await.unwrap(),
+        vec![chain[4].event_id.clone()]
+    );
+
+    // Served to another server: the state before a remote state event is the one recorded
+    // (its `unsigned` is not kept), with an auth chain that includes the outliers.
+    let serve = crate::services::federation::serve::Serve::new(s.rooms.db.clone());
+    async fn topic(s: &Setup, room_id: &OwnedRoomId, n: u64, prev: &OwnedEventId) -> IncomingPdu {
+        let content = json!({"topic": format!("topic {n}")});
+        let prev = std::slice::from_ref(prev);
+        remote_event(
+            s,
+            room_id,
+            "@bob:remote.test",
+            "m.room.topic",
+            Some(""),
+            content,
+            prev,
+            n,
+        )
+        .await
+    }
+    let first = topic(&s, &room_id, 30_001, &join.event_id).await;
+    s.rooms.accept(first.clone(), Arrival::Live).await.unwrap();
+    let second = topic(&s, &room_id, 30_002, &first.event_id).await;
+    s.rooms.accept(second.clone(), Arrival::Live).await.unwrap();
+    let remote = ruma::server_name!("remote.test");
+    let served = serve
+        .state_ids(remote, &room_id, &second.event_id)
+        .await
+        .unwrap();
+    let mut expected: Vec<OwnedEventId> = current(&s.rooms, &room_id)
+        .await
+        .into_iter()
+        .filter(|(_, id)| *id != second.event_id.as_str())
+        .map(|(_, id)| id.parse().unwrap())
+        .chain([first.event_id.clone()])
+        .collect();
+    expected.sort();
+    assert_eq!(served.pdu_ids, expected);
+    for outlier in &chain[1..4] {
+        assert!(
+            served.auth_chain_ids.contains(&outlier.event_id),
+            "{} not in {:?}",
+            outlier.event_id,
+            served.auth_chain_ids
+        );
+    }
+}
+
 /// A batch of outliers in any order is stored in auth order; an event its sender may not send
 /// is recorded as rejected; auth events neither held nor in the batch are named.
 #[tokio::test]

@@ -4,8 +4,8 @@
 mod append;
 mod context;
 mod create;
-// Parts wait for their callers: filling larger gaps with `/state_ids` (`accept_with_state`)
-// and backfill from `/messages` (`backward_extremities`).
+// Parts wait for their callers (so far only the tests use them): `state_ids_before` /
+// `state_ids_after`, `auth_chain`, `backward_extremities`, `IncomingPdu::new`.
 #[allow(dead_code)]
 mod federation;
 #[cfg(test)]
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
-pub use federation::{Arrival, IncomingPdu, PduOutcome};
+pub use federation::{Arrival, IncomingPdu, PduOutcome, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
 pub use membership::Profile;
 pub use read::{Direction, PaginationToken};

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fmt, str::FromStr};
 
-use ruma::{RoomId, RoomVersionId, UserId};
+use ruma::{OwnedEventId, RoomId, RoomVersionId, UserId};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -178,7 +178,9 @@ impl<'a> Visibility<'a> {
         else {
             return Ok(None);
         };
-        let Some(event) = store::get_event(self.conn, &event_id)? else {
+        // State events may be outliers (a room joined on another server holds its state so
+        // until backfill reaches them).
+        let Some(event) = crate::storage::pdus::auth_pdu(self.conn, &event_id)? else {
             return Ok(None);
         };
         Ok(Envelope::parse(&event.json).and_then(|event| event.content_str(field)))
@@ -401,6 +403,42 @@ impl Rooms {
                     end,
                     senders,
                 })
+            })
+            .await
+    }
+}
+
+impl Rooms {
+    /// The backward extremities a backwards `/messages` page from `from` would reach: all of
+    /// them when fewer than `limit` events are held below `from`, else those pointed at by
+    /// events at or above the deepest event of the page. Where backfill asks other servers.
+    pub async fn backfill_targets(
+        &self,
+        room_id: &RoomId,
+        from: Option<PaginationToken>,
+        limit: usize,
+    ) -> Result<Vec<OwnedEventId>> {
+        let room = room_id.to_string();
+        self.db
+            .read(move |c| {
+                let extremities = crate::storage::pdus::backward_extremities(c, &room)?;
+                if extremities.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let start = match from {
+                    Some(token) => resolve(c, &room, token, true)?,
+                    None => (i64::MAX, i64::MAX),
+                };
+                let rows = store::room_events_paginate(c, &room, start, true, limit.max(1))?;
+                let reach = match rows.last() {
+                    Some(last) if rows.len() >= limit.max(1) => last.topological_ordering,
+                    _ => i64::MIN,
+                };
+                Ok(extremities
+                    .into_iter()
+                    .filter(|b| b.depth >= reach)
+                    .filter_map(|b| OwnedEventId::try_from(b.event_id).ok())
+                    .collect())
             })
             .await
     }
