@@ -314,6 +314,22 @@ pub fn replace_current_state(
     Ok(changed)
 }
 
+/// Sets some entries of a room's current state (an event extending it); returns their keys.
+pub fn set_current_state_entries(
+    conn: &Connection,
+    room_id: &str,
+    entries: &StateIds,
+) -> rusqlite::Result<Vec<super::rooms::StateKey>> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+    )?;
+    for ((kind, state_key), event_id) in entries {
+        upsert.execute([room_id, kind, state_key, event_id])?;
+    }
+    Ok(entries.keys().cloned().collect())
+}
+
 /// The servers of the users joined to a room (the part of the user ID after the first `:`).
 pub fn joined_servers(conn: &Connection, room_id: &str) -> rusqlite::Result<BTreeSet<String>> {
     conn.prepare_cached(

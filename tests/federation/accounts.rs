@@ -303,6 +303,8 @@ impl Account {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
     /// One `/sync` (no long-poll), from `since` when given; panics unless `200`.
     pub async fn sync(&self, since: Option<&str>) -> Value {
         let path = match since {

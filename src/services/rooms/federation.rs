@@ -323,14 +323,27 @@ struct ToStore {
     /// The state before the event, when it was given or resolved (no single group holds it).
     state_before: StateIds,
     state_before_group: Option<i64>,
-    state_after: StateIds,
+    /// The event's own entry when it is a state event: the state after it is the state before
+    /// it with this (at most one) key changed.
+    own_entry: StateIds,
     /// The forward extremities the reads saw; the write starts again if they moved.
     extremities: BTreeSet<String>,
-    /// The room's current state after the event, when it changes.
-    new_current_state: Option<StateIds>,
+    current_state: CurrentStateChange,
     missing_prev_events: Vec<String>,
     /// Whether a redaction applies at once (the target is held and the sender may redact it).
     redacts: Option<String>,
+}
+
+/// How the room's current state changes when an event is accepted.
+enum CurrentStateChange {
+    /// Backfilled, soft-failed, or already pointed at by a held event: it stays as it is.
+    Unchanged,
+    /// The event's parents were exactly the room's forward extremities, so the current state was
+    /// the state before it: only the event's own entry (none for a message) changes. This is
+    /// the common case of a busy room, and it never reads or rewrites the whole state.
+    Extend(StateIds),
+    /// Other forward extremities remain: the state after the event resolved with theirs.
+    Replace(StateIds),
 }
 
 /// The reads for accepting one event (the spec's checks on receipt, from the auth events on).
@@ -404,39 +417,47 @@ fn decide(
     }
 
     let room = parsed.room_id.as_str();
-    let current = store::current_state(conn, room)?;
-    let soft_failed = arrival.is_live()
-        && !current.is_empty()
-        && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err();
-
-    let mut state_after = state_before.clone();
-    if let Some(key) = &parsed.state_key {
-        state_after.insert((parsed.kind.clone(), key.clone()), parsed.id().to_owned());
-    }
-
-    // The forward extremities once the event is in, and the current state they make.
     let extremities: BTreeSet<String> = store::forward_extremities(conn, room)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
+    // Parents that are exactly the forward extremities resolve to the current state: the check
+    // against it would repeat the one just made (and reading it costs a whole room's state).
+    let extends_current = arrival.is_live()
+        && given_state.is_none()
+        && !extremities.is_empty()
+        && prev_events.iter().cloned().collect::<BTreeSet<_>>() == extremities;
+    let soft_failed = arrival.is_live() && !extends_current && {
+        let current = store::current_state(conn, room)?;
+        !current.is_empty() && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err()
+    };
+
+    let mut own_entry = StateIds::new();
+    if let Some(key) = &parsed.state_key {
+        own_entry.insert((parsed.kind.clone(), key.clone()), parsed.id().to_owned());
+    }
+
     // A backfilled event is older than what the room shows: extremities and current state stay.
-    let new_current_state = if soft_failed
-        || arrival == Arrival::Backfill
-        || pdus::has_timeline_child(conn, parsed.id())?
-    {
-        None
+    let current_state = if soft_failed || arrival == Arrival::Backfill {
+        CurrentStateChange::Unchanged
+    } else if extends_current {
+        CurrentStateChange::Extend(own_entry.clone())
+    } else if pdus::has_timeline_child(conn, parsed.id())? {
+        CurrentStateChange::Unchanged
     } else {
+        let mut state_after = state_before.clone();
+        state_after.extend(own_entry.clone());
         let others: Vec<String> = extremities
             .iter()
             .filter(|id| !prev_events.contains(id))
             .cloned()
             .collect();
         if others.is_empty() {
-            Some(state_after.clone())
+            CurrentStateChange::Replace(state_after)
         } else {
-            let mut states = vec![state_after.clone()];
+            let mut states = vec![state_after];
             states.extend(state::states_after(conn, &others)?.states);
-            Some(state::resolve(&cache, version, &states)?)
+            CurrentStateChange::Replace(state::resolve(&cache, version, &states)?)
         }
     };
 
@@ -459,9 +480,9 @@ fn decide(
         base_group,
         state_before,
         state_before_group,
-        state_after,
+        own_entry,
         extremities,
-        new_current_state,
+        current_state,
         missing_prev_events,
         redacts,
     })))
@@ -581,10 +602,10 @@ fn store_decision(
         Some(group) => group,
         None => state::group_for_state(tx, room, to_store.base_group, &to_store.state_before)?,
     };
-    let state_group = if to_store.state_after == to_store.state_before {
+    let state_group = if to_store.own_entry.is_empty() {
         before_group
     } else {
-        state::group_for_state(tx, room, Some(before_group), &to_store.state_after)?
+        store::new_state_group(tx, room, Some(before_group), &to_store.own_entry)?
     };
     pdus::set_state_before(tx, parsed.id(), before_group)?;
     if to_store.soft_failed {
@@ -636,9 +657,16 @@ fn store_decision(
         parsed.depth,
         &to_store.missing_prev_events,
     )?;
-    if let Some(current) = &to_store.new_current_state {
-        let changed = pdus::replace_current_state(tx, room, current)?;
-        update_memberships(tx, room, current, &changed, stream.max(0), parsed)?;
+    match &to_store.current_state {
+        CurrentStateChange::Unchanged => {}
+        CurrentStateChange::Extend(entry) => {
+            let changed = pdus::set_current_state_entries(tx, room, entry)?;
+            update_memberships(tx, room, entry, &changed, stream.max(0), parsed)?;
+        }
+        CurrentStateChange::Replace(current) => {
+            let changed = pdus::replace_current_state(tx, room, current)?;
+            update_memberships(tx, room, current, &changed, stream.max(0), parsed)?;
+        }
     }
     if let Some(target) = &to_store.redacts {
         store::mark_redacted(tx, target, parsed.id())?;
