@@ -334,6 +334,14 @@ struct ToStore {
     redacts: Option<String>,
 }
 
+/// The state group after a held event (`None`: rejected, or an outlier without one).
+fn state_group_of(held: Option<&Held>) -> Option<i64> {
+    match held? {
+        Held::Timeline { state_group, .. } => Some(*state_group),
+        Held::Outside { state_group, .. } => *state_group,
+    }
+}
+
 /// How the room's current state changes when an event is accepted.
 enum CurrentStateChange {
     /// Backfilled, soft-failed, or already pointed at by a held event: it stays as it is.
@@ -421,13 +429,29 @@ fn decide(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    // Parents that are exactly the forward extremities resolve to the current state: the check
-    // against it would repeat the one just made (and reading it costs a whole room's state).
-    let extends_current = arrival.is_live()
-        && given_state.is_none()
-        && !extremities.is_empty()
-        && prev_events.iter().cloned().collect::<BTreeSet<_>>() == extremities;
-    let soft_failed = arrival.is_live() && !extends_current && {
+    // The current state is the state before the event when its parents are exactly the forward
+    // extremities, or when parents and extremities all hold one state group (messages of a busy
+    // room, whose senders fork and merge the graph all the time). Then the check against the
+    // current state would repeat the one just made (and reading it costs a whole room's state),
+    // and the event changes the current state by its own entry at most; a state event beside
+    // other extremities is the exception: its entry is resolved against theirs below.
+    let is_live_on_parents = arrival.is_live() && given_state.is_none() && !extremities.is_empty();
+    let parents_are_extremities =
+        prev_events.iter().cloned().collect::<BTreeSet<_>>() == extremities;
+    let one_group_everywhere = match after_prevs.groups.as_slice() {
+        [group] => extremities
+            .iter()
+            .map(|id| pdus::held(conn, id))
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .iter()
+            .all(|held| state_group_of(held.as_ref()) == Some(*group)),
+        _ => false,
+    };
+    let current_is_state_before =
+        is_live_on_parents && (parents_are_extremities || one_group_everywhere);
+    let extends_current =
+        current_is_state_before && (parents_are_extremities || parsed.state_key.is_none());
+    let soft_failed = arrival.is_live() && !current_is_state_before && {
         let current = store::current_state(conn, room)?;
         !current.is_empty() && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err()
     };

@@ -258,6 +258,76 @@ async fn shared_room(s: &Setup) -> (OwnedRoomId, OwnedEventId) {
     (room_id, levels.event_id)
 }
 
+/// A busy room forks all the time on messages: two messages on one parent, a third on one of
+/// them (beside the other extremity), all on one state group, leave the current state as it is;
+/// a topic change beside the remaining extremity is resolved against it and wins, and the state
+/// before and after each message stays the room's state.
+#[tokio::test]
+async fn messages_forking_on_one_state_keep_the_current_state() {
+    let s = setup();
+    let (room_id, levels) = shared_room(&s).await;
+    let before = current(&s.rooms, &room_id).await;
+    let message = |prev: OwnedEventId, ts: u64| {
+        let (s, room_id) = (&s, &room_id);
+        async move {
+            let event = remote_event(
+                s,
+                room_id,
+                "@bob:remote.test",
+                "m.room.message",
+                None,
+                json!({"msgtype": "m.text", "body": format!("at {ts}")}),
+                &[prev],
+                ts,
+            )
+            .await;
+            let id = event.event_id.clone();
+            assert!(matches!(
+                s.rooms.accept(event, Arrival::Live).await.unwrap(),
+                PduOutcome::Accepted { .. }
+            ));
+            id
+        }
+    };
+    let first = message(levels.clone(), 5_000).await;
+    let second = message(levels.clone(), 5_001).await;
+    let mut both = vec![first.to_string(), second.to_string()];
+    both.sort();
+    assert_eq!(extremities(&s.rooms, &room_id).await, both);
+    let third = message(first.clone(), 5_002).await;
+    let mut now = vec![second.to_string(), third.to_string()];
+    now.sort();
+    assert_eq!(extremities(&s.rooms, &room_id).await, now);
+    assert_eq!(current(&s.rooms, &room_id).await, before);
+    for id in [&first, &second, &third] {
+        assert_eq!(s.rooms.state_ids_before(id).await.unwrap(), before);
+        assert_eq!(s.rooms.state_ids_after(id).await.unwrap(), before);
+    }
+
+    let topic = remote_event(
+        &s,
+        &room_id,
+        "@bob:remote.test",
+        "m.room.topic",
+        Some(""),
+        json!({"topic": "after the fork"}),
+        std::slice::from_ref(&third),
+        5_003,
+    )
+    .await;
+    let topic_id = topic.event_id.clone();
+    assert!(matches!(
+        s.rooms.accept(topic, Arrival::Live).await.unwrap(),
+        PduOutcome::Accepted { .. }
+    ));
+    let mut expected = before.clone();
+    expected.insert(key("m.room.topic", ""), topic_id.to_string());
+    assert_eq!(current(&s.rooms, &room_id).await, expected);
+    let mut now = vec![second.to_string(), topic_id.to_string()];
+    now.sort();
+    assert_eq!(extremities(&s.rooms, &room_id).await, now);
+}
+
 /// Two branches from one parent, a demotion (local) and a topic from the demoted user (remote),
 /// then a merge: state resolution orders the power levels first, so the topic of the demoted
 /// user loses, in the current state and in the state before the merge; the state after each
