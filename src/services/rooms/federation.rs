@@ -679,6 +679,41 @@ impl Rooms {
             .await
     }
 
+    /// The room state made of these held events (another server's `/state_ids` answer), keyed
+    /// by their type and state key, for [`Rooms::accept_with_state`]. Events not held, rejected,
+    /// of another room or without a state key are left out and returned apart; two events for
+    /// one key are refused (a state has one event per key).
+    pub async fn state_from_event_ids(
+        &self,
+        room_id: &RoomId,
+        ids: Vec<OwnedEventId>,
+    ) -> Result<(StateIds, Vec<OwnedEventId>)> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |c| {
+                let cache = EventCache::new(c);
+                let mut state = StateIds::new();
+                let mut left_out = Vec::new();
+                for id in ids {
+                    let key = cache.get_valid(&id).and_then(|pdu| {
+                        let in_room =
+                            state_res::Event::room_id(&pdu).is_none_or(|r| *r == room_id);
+                        let key = pdu.state_key()?.to_owned();
+                        in_room.then(|| (pdu.kind().to_string(), key))
+                    });
+                    let Some(key) = key else {
+                        left_out.push(id);
+                        continue;
+                    };
+                    if state.insert(key, id.to_string()).is_some() {
+                        return Err(Error::bad_json("Two state events for one key"));
+                    }
+                }
+                Ok((state, left_out))
+            })
+            .await
+    }
+
     /// Stores events outside the timeline (auth chains, state of a room joined elsewhere),
     /// each checked against its own auth events, in the order of their auth dependencies.
     /// Rejected ones are recorded as rejected. `Err` names auth events neither held nor in the
