@@ -291,7 +291,11 @@ impl Account {
                     encode(room)
                 ))
                 .await;
-            assert_eq!(status, 200, "messages of {room} for {}: {reply}", self.user_id);
+            assert_eq!(
+                status, 200,
+                "messages of {room} for {}: {reply}",
+                self.user_id
+            );
             let chunk = reply["chunk"].as_array().cloned().unwrap_or_default();
             events.extend(chunk.iter().cloned());
             match reply["end"].as_str() {

@@ -49,11 +49,12 @@ const SYNAPSE_BACKOFF: &str = "federation:
   max_short_retry_delay: 1s
 ";
 
-/// Synapse backing off for two hours after one failure. Past an hour of backoff Synapse drops
-/// its queue for that server and goes into catch-up (`per_destination_queue.py`): once the
-/// server is up again (a request from it ends the backoff) it sends only its newest event of
-/// each room, which is what the gap test needs. With a shorter backoff Synapse keeps queueing,
-/// and only the events of the transactions that failed are dropped.
+/// Synapse backing off for two hours after one failure. While a server is backed off for more
+/// than an hour Synapse queues no new event for it, only records that it has some
+/// (`federation/sender/__init__.py`, `filter_destinations_by_retry_limiter`): once the server is
+/// up again (a request from it ends the backoff) Synapse sends the events of the transaction
+/// that failed, and the ones after them only as the parents of its next event. That makes the
+/// gap the gap test needs. With a shorter backoff Synapse queues them all and sends them later.
 const SYNAPSE_CATCH_UP: &str = "federation:
   destination_min_retry_interval: 2h
   max_long_retries: 1
@@ -207,8 +208,10 @@ impl Pair {
         let levels_id = alice
             .send_state(&room, "m.room.power_levels", "", levels)
             .await;
-        bob.wait_for_event(&room, "bob's power", |e| e["event_id"] == levels_id.as_str())
-            .await;
+        bob.wait_for_event(&room, "bob's power", |e| {
+            e["event_id"] == levels_id.as_str()
+        })
+        .await;
         (alice, bob, room)
     }
 
@@ -225,8 +228,7 @@ impl Pair {
         let deadline = Instant::now() + FEDERATION_DELAY;
         loop {
             let status = self.federation_status();
-            if status.contains(&self.synapse.server_name) && status.contains("backing off until")
-            {
+            if status.contains(&self.synapse.server_name) && status.contains("backing off until") {
                 return status;
             }
             assert!(
@@ -280,7 +282,13 @@ fn texts(prefix: &str, count: usize) -> Vec<String> {
 
 /// Waits until `account` sees the messages of `sender` end with `texts` (all of them, in this
 /// order, oldest first, read with `/messages` page by page).
-async fn wait_for_texts_in_order(account: &Account, room: &str, sender: &str, texts: &[String]) {
+async fn wait_for_texts_in_order(
+    pair: &Pair,
+    account: &Account,
+    room: &str,
+    sender: &str,
+    texts: &[String],
+) {
     let deadline = Instant::now() + FEDERATION_DELAY;
     loop {
         let events = account.all_events(room, 1000).await;
@@ -290,8 +298,9 @@ async fn wait_for_texts_in_order(account: &Account, room: &str, sender: &str, te
         }
         assert!(
             Instant::now() < deadline,
-            "{} never saw {sender}'s {texts:?} in order; it has {bodies:?}",
-            account.user_id
+            "{} never saw {sender}'s {texts:?} in order; it has {bodies:?}\n{}",
+            account.user_id,
+            pair.logs()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -331,8 +340,8 @@ async fn a_fork_during_a_cut_link_merges_to_the_same_state_on_both_sides() {
     let ours = [ours, vec!["alice after".to_owned()]].concat();
     let theirs = [theirs, vec!["bob after".to_owned()]].concat();
     for account in [&alice, &bob] {
-        wait_for_texts_in_order(account, &room, &alice.user_id, &ours).await;
-        wait_for_texts_in_order(account, &room, &bob.user_id, &theirs).await;
+        wait_for_texts_in_order(&pair, account, &room, &alice.user_id, &ours).await;
+        wait_for_texts_in_order(&pair, account, &room, &bob.user_id, &theirs).await;
     }
     pair.wait_for_same_state(&alice, &bob, &room).await;
     let state = alice.state_event_ids(&room).await;
@@ -364,7 +373,7 @@ async fn events_sent_while_synapse_is_down_arrive_in_order_once_it_is_back() {
     assert!(!status.contains("queued: 0 PDUs"), "{status}");
 
     pair.synapse.restart(&pair.ca).await;
-    wait_for_texts_in_order(&bob, &room, &alice.user_id, &sent).await;
+    wait_for_texts_in_order(&pair, &bob, &room, &alice.user_id, &sent).await;
     let deadline = Instant::now() + FEDERATION_DELAY;
     while !pair.federation_status().contains("queued: 0 PDUs") {
         assert!(Instant::now() < deadline, "{}", pair.federation_status());
@@ -389,15 +398,16 @@ async fn events_queued_across_an_appliance_crash_arrive_on_synapse() {
     assert!(!status.contains("queued: 0 PDUs"), "{status}");
 
     pair.restore();
-    wait_for_texts_in_order(&bob, &room, &alice.user_id, &sent).await;
+    wait_for_texts_in_order(&pair, &bob, &room, &alice.user_id, &sent).await;
 }
 
 /// With the link cut, Synapse's user sends more than one `/get_missing_events` answer holds
-/// (Synapse answers at most 20): once it is back, Synapse sends only its newest event (its
-/// catch-up) and the appliance fetches the rest, so its user sees every message and the name
-/// changed at the start of the gap. Then a gap larger than the appliance fetches that way: the
-/// state before the oldest fetched event comes from Synapse's `/state_ids`, and the topic
-/// changed at the start of that gap, in no fetched event's content, is the room's topic.
+/// (Synapse answers at most 20). Once the link is back, Synapse's next event names only the
+/// newest of them as its parent, and the appliance fetches the rest: its user sees every message
+/// and the name changed at the start of the gap. Then a gap larger than the appliance fetches
+/// that way (50 events): the state before the oldest fetched event comes from Synapse's
+/// `/state_ids`, and the topic changed at the start of that gap, which is in no fetched event,
+/// is the room's topic on both sides.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gap_larger_than_get_missing_events_is_filled() {
     let pair = Pair::start(SYNAPSE_CATCH_UP).await;
@@ -405,17 +415,32 @@ async fn a_gap_larger_than_get_missing_events_is_filled() {
 
     pair.cut();
     let name = bob
-        .send_state(&room, "m.room.name", "", json!({"name": "Named in the gap"}))
+        .send_state(
+            &room,
+            "m.room.name",
+            "",
+            json!({"name": "Named in the gap"}),
+        )
         .await;
-    // Its first failure: from now on Synapse is catching up, and queues nothing.
+    // Its first failure: from now on Synapse queues nothing for the appliance.
     wait_for_synapse_log(&pair, "Failed to send transaction", 1).await;
     let gap = texts("in the gap", 25);
     send_all(&bob, &room, &gap).await;
     pair.restore();
     // A request from the appliance tells Synapse the appliance is back (its backoff ends).
     alice.send_text(&room, "alice after the gap").await;
-    wait_for_synapse_log(&pair, "Catching up destination", 1).await;
-    wait_for_texts_in_order(&alice, &room, &bob.user_id, &gap).await;
+    bob.send_text(&room, "bob after the gap").await;
+    let expected = [gap.clone(), vec!["bob after the gap".to_owned()]].concat();
+    wait_for_texts_in_order(&pair, &alice, &room, &bob.user_id, &expected).await;
+    // They came by the gap path.
+    assert!(
+        pair.ours
+            .appliance
+            .log_text()
+            .contains("missing events fetched"),
+        "{}",
+        pair.logs()
+    );
     let state = alice.state_event_ids(&room).await;
     assert!(
         state.contains(&["m.room.name".to_owned(), String::new(), name.clone()]),
@@ -434,8 +459,9 @@ async fn a_gap_larger_than_get_missing_events_is_filled() {
     send_all(&bob, &room, &far).await;
     pair.restore();
     alice.send_text(&room, "alice after the far gap").await;
-    wait_for_synapse_log(&pair, "Catching up destination", 2).await;
-    wait_for_texts_in_order(&alice, &room, &bob.user_id, &far[10..]).await;
+    bob.send_text(&room, "bob after the far gap").await;
+    let expected = [far[10..].to_vec(), vec!["bob after the far gap".to_owned()]].concat();
+    wait_for_texts_in_order(&pair, &alice, &room, &bob.user_id, &expected).await;
     assert!(
         pair.ours
             .appliance
@@ -452,9 +478,8 @@ async fn a_gap_larger_than_get_missing_events_is_filled() {
         pair.logs()
     );
     // Both sides' users can still talk.
-    bob.send_text(&room, "bob after the far gap").await;
-    alice
-        .wait_for_text(&room, &bob.user_id, "bob after the far gap")
+    alice.send_text(&room, "alice at the end").await;
+    bob.wait_for_text(&room, &alice.user_id, "alice at the end")
         .await;
 }
 

@@ -279,7 +279,11 @@ async fn accept_one(
     let outcome = match state {
         None => rooms.accept(incoming, Arrival::Live).await,
         // The missing parents become backward extremities (the room layer records them).
-        Some(state) => rooms.accept_with_state(incoming, Arrival::Live, state).await,
+        Some(state) => {
+            rooms
+                .accept_with_state(incoming, Arrival::Live, state)
+                .await
+        }
     };
     match outcome {
         Ok(PduOutcome::Accepted { .. }) | Ok(PduOutcome::AlreadyKnown) => Ok(()),
@@ -452,7 +456,9 @@ async fn state_from_origin(
         .await
         .map_err(|e| format!("cannot fetch the state from {origin}: {e}"))?;
     if answer.pdu_ids.len() + answer.auth_chain_ids.len() > MAX_STATE_IDS {
-        return Err(format!("{origin}'s state holds more than {MAX_STATE_IDS} events"));
+        return Err(format!(
+            "{origin}'s state holds more than {MAX_STATE_IDS} events"
+        ));
     }
     let mut wanted: Vec<OwnedEventId> = answer.pdu_ids.clone();
     wanted.extend(answer.auth_chain_ids);

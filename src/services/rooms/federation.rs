@@ -696,8 +696,7 @@ impl Rooms {
                 let mut left_out = Vec::new();
                 for id in ids {
                     let key = cache.get_valid(&id).and_then(|pdu| {
-                        let in_room =
-                            state_res::Event::room_id(&pdu).is_none_or(|r| *r == room_id);
+                        let in_room = state_res::Event::room_id(&pdu).is_none_or(|r| *r == room_id);
                         let key = pdu.state_key()?.to_owned();
                         in_room.then(|| (pdu.kind().to_string(), key))
                     });

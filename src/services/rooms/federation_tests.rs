@@ -1013,7 +1013,10 @@ async fn an_event_after_a_gap_is_accepted_with_the_state_from_its_origin() {
         .append(
             &room_id,
             &user("@alice:local.test"),
-            EventDraft::message("m.room.message", json!({"msgtype": "m.text", "body": "local"})),
+            EventDraft::message(
+                "m.room.message",
+                json!({"msgtype": "m.text", "body": "local"}),
+            ),
         )
         .await
         .unwrap();
@@ -1033,7 +1036,12 @@ async fn an_event_after_a_gap_is_accepted_with_the_state_from_its_origin() {
     );
 
     // `accept` names the unknown parent; `accept_with_state` takes the given state.
-    assert!(s.rooms.accept(arrived.clone(), Arrival::Live).await.is_err());
+    assert!(
+        s.rooms
+            .accept(arrived.clone(), Arrival::Live)
+            .await
+            .is_err()
+    );
     let outcome = s
         .rooms
         .accept_with_state(arrived.clone(), Arrival::Live, state)
