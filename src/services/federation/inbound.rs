@@ -113,11 +113,14 @@ pub async fn handle_transaction(
         return Ok(answer);
     }
     let mut results = BTreeMap::new();
+    // One deadline for the whole transaction, not one per PDU: a PDU's gap can take many
+    // requests, and the origin must get its answer before its own timeout (Synapse's: 60 s), or it
+    // sends the same transaction again while this one still runs. What is left at the deadline
+    // is answered "timed out"; later events name it as a parent and fetch it then.
+    let deadline = tokio::time::Instant::now() + TRANSACTION_DEADLINE;
     for raw in &request.pdus {
         let (event_id, outcome) =
-            match tokio::time::timeout(TRANSACTION_DEADLINE, handle_pdu(services, origin, raw))
-                .await
-            {
+            match tokio::time::timeout_at(deadline, handle_pdu(services, origin, raw)).await {
                 Ok(answer) => answer,
                 Err(_) => (None, Err("timed out".to_owned())),
             };

@@ -4,8 +4,7 @@
 mod append;
 mod context;
 mod create;
-// Parts wait for their callers: filling larger gaps with `/state_ids` (`accept_with_state`)
-// and backfill from `/messages` (`backward_extremities`).
+// Parts wait for their callers: backfill from `/messages` (`backward_extremities`).
 #[allow(dead_code)]
 mod federation;
 #[cfg(test)]
