@@ -214,7 +214,16 @@ async fn accept_live(
         .missing_events(&prev_events)
         .await
         .map_err(|e| e.to_string())?;
-    if missing_prev.is_empty() {
+    // An event held already (sent again, or placed with the state from its origin, its parents
+    // still unknown) fetches nothing: `accept_one` answers it at once.
+    if missing_prev.is_empty()
+        || services
+            .rooms
+            .missing_events(std::slice::from_ref(&incoming.event_id))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_empty()
+    {
         return accept_one(services, origin, incoming, version, &mut 0).await;
     }
     let gap = fetch_gap(services, origin, &incoming, version).await;
