@@ -44,6 +44,8 @@ mod joins;
 mod keys;
 #[path = "federation/nio.rs"]
 mod nio;
+#[path = "federation/outages.rs"]
+mod outages;
 #[path = "federation/presence.rs"]
 mod presence;
 #[path = "federation/room_versions.rs"]
@@ -79,29 +81,35 @@ impl FederatingAppliance {
     /// With open registration and relaxed rate limits (test accounts), outbound federation
     /// trusting `ca` and allowed to reach loopback.
     fn start(ca: &TestCa) -> Self {
-        Self::start_with(
-            ca,
-            "federation_custom_ca_list: ['{dir}/ca.pem']
+        Self::start_with(ca, Self::TEST_YAML)
+    }
+
+    /// The config of `start` (after the server name, certificate and listener).
+    const TEST_YAML: &str = "federation_custom_ca_list: ['{dir}/ca.pem']
 ip_range_whitelist: ['127.0.0.0/8', '::1/128']
 enable_registration: true
 enable_registration_without_verification: true
 rc_message: {per_second: 1000, burst_count: 1000}
 rc_registration: {per_second: 1000, burst_count: 1000}
 rc_joins: {local: {per_second: 1000, burst_count: 1000}, remote: {per_second: 1000, burst_count: 1000}}
-",
-        )
-    }
+";
 
     /// `extra_yaml`: more top-level keys of its config (`{dir}` in it: the directory holding
     /// the config and `ca.pem`, the test CA).
     fn start_with(ca: &TestCa, extra_yaml: &str) -> Self {
+        Self::start_named(ca, extra_yaml, None)
+    }
+
+    /// `start_with`, named `localhost:<public_port>` when given (a proxy's port that leads to
+    /// its listener) instead of `localhost:<its listener's port>`.
+    fn start_named(ca: &TestCa, extra_yaml: &str, public_port: Option<u16>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
         std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
         let port = free_port();
-        let server_name = format!("localhost:{port}");
+        let server_name = format!("localhost:{}", public_port.unwrap_or(port));
         let yaml = format!(
             "server_name: '{server_name}'
 tls_certificate_path: {dir}/chain.pem

@@ -335,6 +335,60 @@ impl Account {
         reply
     }
 
+    /// The room's current state as the set of `(type, state_key, event_id)`: what two servers
+    /// that agree on a room's resolved state both answer.
+    pub async fn state_event_ids(&self, room: &str) -> std::collections::BTreeSet<[String; 3]> {
+        let (status, reply) = self
+            .get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room)))
+            .await;
+        assert_eq!(status, 200, "state of {room} for {}: {reply}", self.user_id);
+        reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                ["type", "state_key", "event_id"].map(|field| e[field].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    /// Every event of the room this account can read, oldest first: `/messages` backwards,
+    /// page after page, until the server has no more (at most `max` events).
+    pub async fn all_events(&self, room: &str, max: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from = String::new();
+        while events.len() < max {
+            let (status, reply) = self
+                .get(&format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100{from}",
+                    encode(room)
+                ))
+                .await;
+            assert_eq!(
+                status, 200,
+                "messages of {room} for {}: {reply}",
+                self.user_id
+            );
+            let chunk = reply["chunk"].as_array().cloned().unwrap_or_default();
+            events.extend(chunk.iter().cloned());
+            match reply["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = format!("&from={}", encode(end)),
+                _ => break,
+            }
+        }
+        events.reverse();
+        events
+    }
+
+    /// The bodies of the `m.room.message` events of `sender` in `events`, in their order.
+    pub fn bodies_from(events: &[Value], sender: &str) -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Whether a /sync shows the room among the joined ones.
     pub async fn sees_joined(&self, room: &str) -> bool {
         let (status, reply) = self.get("/_matrix/client/v3/sync?timeout=0").await;

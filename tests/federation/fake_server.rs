@@ -40,7 +40,7 @@ pub struct Behaviour {
     pub missing_events: Vec<Value>,
     /// The answer to `GET /event_auth` (`auth_chain`).
     pub auth_chain: Vec<Value>,
-    /// Every request the appliance made: (method, path).
+    /// Every request the appliance made, answered or not: (method, path).
     pub requests: Vec<(String, String)>,
     /// The PDUs the appliance sent in transactions.
     pub received_pdus: Vec<Value>,
@@ -419,7 +419,13 @@ async fn event_auth(State(shared): State<Arc<Shared>>, uri: http::Uri) -> Json<V
     Json(json!({"auth_chain": chain}))
 }
 
-async fn not_found(uri: http::Uri) -> (http::StatusCode, Json<Value>) {
+async fn not_found(
+    State(shared): State<Arc<Shared>>,
+    method: http::Method,
+    uri: http::Uri,
+) -> (http::StatusCode, Json<Value>) {
+    // Recorded too: a test counts what the appliance asked for, faked or not.
+    record(&shared, method.as_str(), uri.path().to_owned());
     (
         http::StatusCode::NOT_FOUND,
         Json(json!({"errcode": "M_UNRECOGNIZED", "error": format!("{uri} is not faked")})),

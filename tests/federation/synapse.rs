@@ -63,11 +63,17 @@ impl Synapse {
     /// outbound federation requests, and waits until its TLS listener accepts. `extra_yaml` is
     /// appended to the generated homeserver.yaml (top-level keys it does not set already).
     pub async fn start(ca: &TestCa, extra_yaml: &str) -> Self {
+        Self::start_named(ca, extra_yaml, None).await
+    }
+
+    /// `start`, named `localhost:<public_port>` when given (a proxy's port that leads to its
+    /// listener) instead of `localhost:<its listener's port>`.
+    pub async fn start_named(ca: &TestCa, extra_yaml: &str, public_port: Option<u16>) -> Self {
         let python = tokio::task::spawn_blocking(python).await.expect("venv");
         let dir = tempfile::tempdir().expect("temp dir");
         let path = |name: &str| dir.path().join(name).display().to_string();
         let port = free_port();
-        let server_name = format!("localhost:{port}");
+        let server_name = format!("localhost:{}", public_port.unwrap_or(port));
         let (chain, key) = ca.leaf(&["localhost"]);
         std::fs::write(path("tls.crt"), chain).unwrap();
         std::fs::write(path("tls.key"), key).unwrap();
@@ -124,8 +130,26 @@ log_config: '{log}'
             log = path("log.yaml"),
         );
         std::fs::write(path("homeserver.yaml"), config).unwrap();
-        let log = File::create(path("synapse.log")).unwrap();
-        let mut command = Command::new(&python);
+        let mut synapse = Self {
+            child: None,
+            port,
+            server_name,
+            dir,
+        };
+        synapse.spawn(&python);
+        synapse.wait_until_listening(ca).await;
+        synapse
+    }
+
+    /// Starts the Synapse of `self.dir` (its config, database and log, which it appends to).
+    fn spawn(&mut self, python: &std::path::Path) {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(path("synapse.log"))
+            .unwrap();
+        let mut command = Command::new(python);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             // Killed with the test binary too (Ctrl-C, a timeout), which skips Drop: the signal
@@ -142,7 +166,7 @@ log_config: '{log}'
             .args(["-m", "synapse.app.homeserver", "--no-redirect-stdio"])
             .arg("--config-path")
             .arg(path("homeserver.yaml"))
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -150,14 +174,26 @@ log_config: '{log}'
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
-        let mut synapse = Self {
-            child: Some(child),
-            port,
-            server_name,
-            dir,
-        };
-        synapse.wait_until_listening(ca).await;
-        synapse
+        self.child = Some(child);
+    }
+
+    /// Kills Synapse (its whole process group, as a crash or a power cut would) and waits for
+    /// it to be gone; `restart` starts it again.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The negative PID names the process group `spawn` made.
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped Synapse again: same directory, database, name and port.
+    pub async fn restart(&mut self, ca: &TestCa) {
+        assert!(self.child.is_none(), "Synapse is running");
+        let python = tokio::task::spawn_blocking(python).await.expect("venv");
+        self.spawn(&python);
+        self.wait_until_listening(ca).await;
     }
 
     async fn wait_until_listening(&mut self, ca: &TestCa) {
@@ -195,11 +231,6 @@ log_config: '{log}'
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // The negative PID names the process group started above.
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }

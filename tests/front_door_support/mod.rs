@@ -237,6 +237,7 @@ pub struct Appliance {
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<String>>,
+    listeners: usize,
 }
 
 impl Appliance {
@@ -245,11 +246,25 @@ impl Appliance {
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, yaml).unwrap();
         let data_dir = dir.path().join("data");
+        let (child, log) = Self::spawn(&config_path, &data_dir);
+        let appliance = Self {
+            child: Some(child),
+            dir,
+            config_path,
+            data_dir,
+            log,
+            listeners,
+        };
+        appliance.wait_for_log(|log| log.matches("listening on").count() >= listeners);
+        appliance
+    }
+
+    fn spawn(config_path: &Path, data_dir: &Path) -> (Child, Arc<Mutex<String>>) {
         let mut child = Command::new(BINARY)
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir)
             .arg("serve")
             .env("RUST_LOG", "info,matrix_appliance=debug")
             .stdin(Stdio::null())
@@ -267,15 +282,21 @@ impl Appliance {
                 log.push('\n');
             }
         });
-        let appliance = Self {
-            child: Some(child),
-            dir,
-            config_path,
-            data_dir,
-            log,
-        };
-        appliance.wait_for_log(|log| log.matches("listening on").count() >= listeners);
-        appliance
+        (child, log)
+    }
+
+    /// `kill -9`, then `serve` again with the same config and data (a crash and a restart);
+    /// `log_text` shows the new process only.
+    pub fn kill9_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (child, log) = Self::spawn(&self.config_path, &self.data_dir);
+        self.child = Some(child);
+        self.log = log;
+        let listeners = self.listeners;
+        self.wait_for_log(|log| log.matches("listening on").count() >= listeners);
     }
 
     pub fn log_text(&self) -> String {

@@ -28,20 +28,16 @@ use std::{
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UInt, UserId,
-    api::federation::{
-        backfill::get_backfill::v1 as get_backfill,
-        event::get_room_state_ids::v1 as get_room_state_ids,
-        event::{get_event::v1 as get_event, get_room_state::v1 as get_room_state},
-    },
+    api::federation::backfill::get_backfill::v1 as get_backfill,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
-    inbound::{depth_of, fetch_auth_chain, ids_in},
+    inbound::{depth_of, fetch_auth_chain, ids_in, state_from_origin},
     pdu::{self, DroppedPdu},
 };
 use crate::{
-    error::{Error, Result},
+    error::Result,
     services::{
         Services,
         rooms::{IncomingPdu, PaginationToken, PduOutcome, StateIds},
@@ -64,9 +60,6 @@ pub const RETRY_NOTHING_OLDER: Duration = Duration::from_secs(600);
 /// Events of one answer that get the state before them fetched (normally the oldest one or
 /// two: a hostile answer of unrelated events does not make a request each).
 const MAX_STATE_FETCHES: usize = 5;
-/// State events fetched one by one (`/event`) for the state before an event; more are fetched
-/// all at once with `/state`.
-const MAX_SINGLE_FETCHES: usize = 20;
 
 /// Backfill's memory: per room, one backfill at a time and what brought nothing older.
 #[derive(Default)]
@@ -303,7 +296,7 @@ async fn store_answer(
         }
         if parents_without_state && state_fetches < MAX_STATE_FETCHES {
             state_fetches += 1;
-            match state_before(services, server, room_id, &event.event_id, version).await {
+            match state_from_origin(services, server, room_id, &event.event_id, version).await {
                 Ok(state) => {
                     states.insert(event.event_id.clone(), state);
                 }
@@ -332,60 +325,6 @@ async fn store_answer(
         }
     }
     Ok(accepted)
-}
-
-/// The state before `event_id` from `server`: its `/state_ids`, with the events not held here
-/// fetched (one by one, or the whole `/state` when many are missing), checked and stored as
-/// outliers.
-async fn state_before(
-    services: &Services,
-    server: &ServerName,
-    room_id: &RoomId,
-    event_id: &OwnedEventId,
-    version: &RoomVersionId,
-) -> Result<StateIds> {
-    let unreachable = |e: String| Error::not_found(format!("{server}: {e}"));
-    let request = get_room_state_ids::Request::new(event_id.clone(), room_id.to_owned());
-    let ids = tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(server, request))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let mut wanted = ids.auth_chain_ids.clone();
-    wanted.extend(ids.pdu_ids.iter().cloned());
-    let missing = services.rooms.missing_events(&wanted).await?;
-    let mut raws: Vec<Box<RawJsonValue>> = Vec::new();
-    if missing.len() > MAX_SINGLE_FETCHES {
-        let request = get_room_state::Request::new(event_id.clone(), room_id.to_owned());
-        let state =
-            tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(server, request))
-                .await
-                .map_err(|_| unreachable("timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-        raws.extend(state.auth_chain);
-        raws.extend(state.pdus);
-    } else {
-        for id in &missing {
-            let request = get_event::Request::new(id.clone());
-            match tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(server, request))
-                .await
-            {
-                Ok(Ok(response)) => raws.push(response.pdu),
-                Ok(Err(e)) => tracing::info!(%server, event_id = %id, "state event: {e}"),
-                Err(_) => tracing::info!(%server, event_id = %id, "state event: timed out"),
-            }
-        }
-    }
-    let wanted: HashSet<&OwnedEventId> = missing.iter().collect();
-    let mut outliers = Vec::new();
-    for raw in &raws {
-        match pdu::verify(services, raw, room_id, version).await {
-            Ok(event) if wanted.contains(&event.event_id) => outliers.push(event),
-            Ok(_) => {}
-            Err(dropped) => tracing::info!(%server, %room_id, "state event dropped: {dropped}"),
-        }
-    }
-    services.rooms.store_outliers(version, outliers).await?;
-    services.rooms.state_of_ids(&ids.pdu_ids).await
 }
 
 /// The events in an order where every event comes after those of the batch among its

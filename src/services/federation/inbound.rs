@@ -17,9 +17,11 @@
 //!    Before the authorization steps, what the event refers to must be held:
 //!    missing **auth events** are fetched from the origin (`/event_auth`) and stored as outliers,
 //!    each through steps 1-4 itself (`fetch_auth_chain`); missing **prev events** are fetched with
-//!    `/get_missing_events` (at most `MAX_MISSING_EVENTS`, oldest first, each through this whole
-//!    list: `fill_gap`); when the gap is larger, the PDU is refused for now (the origin
-//!    retries, and backfill fills older history).
+//!    `/get_missing_events` (a few rounds, at most `MAX_GAP_EVENTS`: `fetch_gap`) and each goes
+//!    through this whole list, oldest first. An event whose parents are still unknown after that
+//!    (a gap larger than that, an origin that answers less) takes the state before it from the
+//!    origin's `/state_ids`, its events fetched and checked as outliers (`state_from_origin`),
+//!    and its unknown parents become backward extremities (backfill's starting points).
 //! 4. **Passes authorization rules based on the event's auth events**, otherwise it is rejected;
 //! 5. **passes authorization rules based on the state before the event**, otherwise it is
 //!    rejected;
@@ -31,13 +33,18 @@
 //! The transaction as a whole is idempotent per origin: a retried transaction ID gets the first
 //! answer again without processing anything (`storage::federation_inbound`).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
 
 use ruma::{
     OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, UInt,
     api::federation::{
         authorization::get_event_authorization,
-        event::get_missing_events,
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         transactions::{edu::Edu, send_transaction_message::v1 as send_transaction},
     },
     serde::Raw,
@@ -50,15 +57,37 @@ use crate::{
     services::{
         Services,
         presence::Joined,
-        rooms::{Arrival, IncomingPdu, PduOutcome},
+        rooms::{Arrival, IncomingPdu, PduOutcome, StateIds},
     },
 };
 
 /// The spec's limits on one transaction.
 pub const MAX_PDUS_PER_TRANSACTION: usize = 50;
 pub const MAX_EDUS_PER_TRANSACTION: usize = 100;
-/// At most this many missing prev events are fetched for one PDU (Synapse asks for 10).
-const MAX_MISSING_EVENTS: u32 = 10;
+/// Missing prev events asked for in one `/get_missing_events` (Synapse answers at most 20).
+const MAX_MISSING_EVENTS: usize = 20;
+/// At most this many `/get_missing_events` requests for one PDU...
+const MAX_GAP_ROUNDS: usize = 5;
+/// ... bringing at most this many events in all (each at most 64 KiB: bounded memory).
+const MAX_GAP_EVENTS: usize = 50;
+/// The events whose parents one request asks for.
+const MAX_LATEST_EVENTS: usize = 10;
+/// One `/get_missing_events` answer: 20 PDUs of at most 64 KiB, and room for their envelope.
+const GAP_ANSWER_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Events of one PDU's gap that may get their state from the origin (`/state_ids`): usually
+/// one, the oldest fetched; a fork whose branches both start in the unknown takes two.
+const MAX_STATE_FETCHES: usize = 2;
+/// A `/state_ids` answer: at most this many IDs (state and auth chain) ...
+const MAX_STATE_IDS: usize = 50_000;
+/// ... in at most this many bytes (an event ID is about 50).
+const STATE_IDS_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// State and auth events we lack fetched one by one with `/event`; more are fetched at once
+/// with `/state` (its answer bounded by the client's default limit).
+const MAX_EVENT_FETCHES: usize = 100;
+/// `/event` requests in flight at once.
+const EVENT_FETCH_CONCURRENCY: usize = 8;
+/// One `/event` answer: a PDU of at most 64 KiB, and its envelope.
+const EVENT_ANSWER_MAX_BYTES: usize = 96 * 1024;
 /// The whole transaction, fetches included, must finish well within the origin's own timeout.
 const TRANSACTION_DEADLINE: Duration = Duration::from_secs(50);
 
@@ -86,11 +115,14 @@ pub async fn handle_transaction(
         return Ok(answer);
     }
     let mut results = BTreeMap::new();
+    // One deadline for the whole transaction, not one per PDU: a PDU's gap can take many
+    // requests, and the origin must get its answer before its own timeout (Synapse's: 60 s), or it
+    // sends the same transaction again while this one still runs. What is left at the deadline
+    // is answered "timed out"; later events name it as a parent and fetch it then.
+    let deadline = tokio::time::Instant::now() + TRANSACTION_DEADLINE;
     for raw in &request.pdus {
         let (event_id, outcome) =
-            match tokio::time::timeout(TRANSACTION_DEADLINE, handle_pdu(services, origin, raw))
-                .await
-            {
+            match tokio::time::timeout_at(deadline, handle_pdu(services, origin, raw)).await {
                 Ok(answer) => answer,
                 Err(_) => (None, Err("timed out".to_owned())),
             };
@@ -136,7 +168,7 @@ async fn handle_pdu(
         Ok(incoming) => incoming,
         Err(dropped) => return (Some(event_id), Err(dropped.to_string())),
     };
-    let outcome = accept_live(services, origin, incoming, &version, 0).await;
+    let outcome = accept_live(services, origin, incoming, &version).await;
     (Some(event_id), outcome)
 }
 
@@ -169,14 +201,57 @@ async fn room_of_pdu(
     Ok((room_id, version))
 }
 
-/// Fetches what a verified PDU refers to, then steps 4-6 under the room's lock. `depth` counts
-/// nested gap fills, so that a chain of missing events cannot recurse without end.
+/// Fetches what a verified PDU refers to, then steps 4-6 under the room's lock. When some of its
+/// `prev_events` are missing, the gap is fetched first (`fetch_gap`) and its events are accepted
+/// oldest first; an event whose parents are still unknown after that gets the state before it
+/// from the origin (`state_from_origin`) instead.
 async fn accept_live(
     services: &Services,
     origin: &ServerName,
     incoming: IncomingPdu,
     version: &RoomVersionId,
-    depth: u8,
+) -> Result<(), String> {
+    let prev_events = ids_in(&incoming, "prev_events");
+    let missing_prev = services
+        .rooms
+        .missing_events(&prev_events)
+        .await
+        .map_err(|e| e.to_string())?;
+    // An event held already (sent again, or placed with the state from its origin, its parents
+    // still unknown) fetches nothing: `accept_one` answers it at once.
+    if missing_prev.is_empty()
+        || services
+            .rooms
+            .missing_events(std::slice::from_ref(&incoming.event_id))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_empty()
+    {
+        return accept_one(services, origin, incoming, version, &mut 0).await;
+    }
+    let gap = fetch_gap(services, origin, &incoming, version).await;
+    let mut state_fetches = MAX_STATE_FETCHES;
+    for event in gap {
+        // Each missing event is a PDU of its own; one that cannot be placed is logged, the
+        // events after it may still be placed (with the state from the origin).
+        let id = event.event_id.clone();
+        if let Err(reason) = accept_one(services, origin, event, version, &mut state_fetches).await
+        {
+            tracing::info!(%origin, event_id = %id, reason, "missing event not accepted");
+        }
+    }
+    accept_one(services, origin, incoming, version, &mut state_fetches).await
+}
+
+/// One event: its missing auth events fetched, then accepted under the room's lock; when its
+/// `prev_events` are not all held, with the state before it from the origin, at most
+/// `state_fetches` times (counted down).
+async fn accept_one(
+    services: &Services,
+    origin: &ServerName,
+    incoming: IncomingPdu,
+    version: &RoomVersionId,
+    state_fetches: &mut usize,
 ) -> Result<(), String> {
     let rooms = &services.rooms;
     let event_id = incoming.event_id.clone();
@@ -202,23 +277,33 @@ async fn accept_live(
         .missing_events(&prev_events)
         .await
         .map_err(|e| e.to_string())?;
-    if !missing_prev.is_empty() {
-        if depth > 0 {
-            return Err(format!("missing prev events {missing_prev:?}"));
-        }
-        fill_gap(services, origin, &incoming, version).await?;
-        let still = rooms
-            .missing_events(&prev_events)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !still.is_empty() {
-            return Err(format!("could not fetch prev events {still:?}"));
-        }
-    }
+    let state = if missing_prev.is_empty() {
+        None
+    } else if *state_fetches > 0 {
+        *state_fetches -= 1;
+        let state = state_from_origin(services, origin, &room_id, &event_id, version).await?;
+        tracing::info!(
+            %origin, %event_id, unknown_parents = ?missing_prev,
+            "state before the event taken from its origin"
+        );
+        Some(state)
+    } else {
+        return Err(format!("missing prev events {missing_prev:?}"));
+    };
     // A join of another server's user: that server learns our users' presence once accepted.
     let joined_server = joining_server(&incoming);
-    let _lock = rooms.lock_room(&room_id).await;
-    match rooms.accept(incoming, Arrival::Live).await {
+    let lock = rooms.lock_room(&room_id).await;
+    let outcome = match state {
+        None => rooms.accept(incoming, Arrival::Live).await,
+        // The missing parents become backward extremities (the room layer records them).
+        Some(state) => {
+            rooms
+                .accept_with_state(incoming, Arrival::Live, state)
+                .await
+        }
+    };
+    drop(lock);
+    match outcome {
         Ok(PduOutcome::Accepted { .. }) => {
             if let Some(server) = joined_server {
                 super::joins::share_presence(services, &room_id, Joined::Server(&server)).await;
@@ -291,49 +376,201 @@ pub(super) async fn fetch_auth_chain(
     Ok(())
 }
 
-/// Fetches the events between what we hold and a PDU with `/get_missing_events` and accepts
-/// them oldest first, so that the PDU's prev events are held.
-async fn fill_gap(
+/// The events between what we hold and a PDU, oldest first, from `/get_missing_events`: one
+/// request, then more from the oldest events found whose parents are still unknown, until the
+/// gap is closed or a bound is hit (`MAX_GAP_ROUNDS` requests, `MAX_GAP_EVENTS` events, answers
+/// of at most `GAP_ANSWER_MAX_BYTES`). A round that brings nothing new ends it, so a server
+/// answering the same events again and again cannot keep us busy. Errors end it too: what was
+/// found is still placed, the rest goes through the state path.
+async fn fetch_gap(
     services: &Services,
     origin: &ServerName,
     incoming: &IncomingPdu,
     version: &RoomVersionId,
-) -> Result<(), String> {
+) -> Vec<IncomingPdu> {
     let room_id = &incoming.room_id;
-    let (earliest, min_depth) = services
+    let Ok((earliest, min_depth)) = services
         .rooms
         .forward_extremities_with_min_depth(room_id)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut request = get_missing_events::v1::Request::new(
-        room_id.clone(),
-        earliest,
-        vec![incoming.event_id.clone()],
-    );
-    request.limit = UInt::from(MAX_MISSING_EVENTS);
-    request.min_depth = UInt::try_from(min_depth).unwrap_or_default();
-    let response = services
-        .federation
-        .send(origin, request)
-        .await
-        .map_err(|e| format!("cannot fetch missing events from {origin}: {e}"))?;
-    let mut events = Vec::new();
-    for raw in response.events.iter().take(MAX_MISSING_EVENTS as usize) {
-        match pdu::verify(services, raw, room_id, version).await {
-            Ok(event) => events.push(event),
-            Err(DroppedPdu::WrongRoom { .. }) => {}
-            Err(dropped) => tracing::info!(%origin, %room_id, "missing event dropped: {dropped}"),
+    else {
+        return Vec::new();
+    };
+    let mut found: HashMap<OwnedEventId, IncomingPdu> = HashMap::new();
+    let mut latest = vec![incoming.event_id.clone()];
+    for _ in 0..MAX_GAP_ROUNDS {
+        let limit = MAX_MISSING_EVENTS.min(MAX_GAP_EVENTS - found.len());
+        if limit == 0 || latest.is_empty() {
+            break;
         }
+        let mut request =
+            get_missing_events::v1::Request::new(room_id.clone(), earliest.clone(), latest);
+        request.limit = UInt::try_from(limit).unwrap_or_default();
+        request.min_depth = UInt::try_from(min_depth).unwrap_or_default();
+        let response = match services
+            .federation
+            .send_with_limit(origin, request, GAP_ANSWER_MAX_BYTES)
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::info!(%origin, %room_id, "cannot fetch missing events: {e}");
+                break;
+            }
+        };
+        let mut new = 0;
+        for raw in response.events.iter().take(limit) {
+            match pdu::verify(services, raw, room_id, version).await {
+                Ok(event) if event.event_id != incoming.event_id => {
+                    if found.insert(event.event_id.clone(), event).is_none() {
+                        new += 1;
+                    }
+                }
+                Ok(_) | Err(DroppedPdu::WrongRoom { .. }) => {}
+                Err(dropped) => {
+                    tracing::info!(%origin, %room_id, "missing event dropped: {dropped}")
+                }
+            }
+        }
+        if new == 0 {
+            break;
+        }
+        // The next round asks for the parents of the oldest events whose parents are unknown.
+        let mut open = Vec::new();
+        for event in found.values() {
+            let unknown: Vec<OwnedEventId> = ids_in(event, "prev_events")
+                .into_iter()
+                .filter(|id| !found.contains_key(id))
+                .collect();
+            if !unknown.is_empty()
+                && !services
+                    .rooms
+                    .missing_events(&unknown)
+                    .await
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                open.push(event);
+            }
+        }
+        open.sort_by_key(|event| depth_of(event));
+        latest = open
+            .into_iter()
+            .take(MAX_LATEST_EVENTS)
+            .map(|event| event.event_id.clone())
+            .collect();
     }
+    tracing::info!(%origin, %room_id, event_id = %incoming.event_id, fetched = found.len(),
+        "missing events fetched");
+    let mut events: Vec<IncomingPdu> = found.into_values().collect();
     events.sort_by_key(depth_of);
-    for event in events {
-        // Each missing event is a PDU of its own; one that cannot be placed leaves the gap open.
-        let id = event.event_id.clone();
-        if let Err(reason) = Box::pin(accept_live(services, origin, event, version, 1)).await {
-            tracing::info!(%origin, event_id = %id, reason, "missing event not accepted");
-        }
+    events
+}
+
+/// The state before `event` as its origin sees it, for an event whose parents cannot be
+/// fetched: the IDs from `/state_ids` (at most `MAX_STATE_IDS`), the state and auth events we
+/// lack fetched (`/event`, `EVENT_FETCH_CONCURRENCY` at once; `/state` when more than
+/// `MAX_EVENT_FETCHES` are missing), each through steps 1-3 and stored as an outlier after the
+/// checks against its own auth events. What fails those checks is left out of the state.
+pub(super) async fn state_from_origin(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    version: &RoomVersionId,
+) -> Result<StateIds, String> {
+    let answer = services
+        .federation
+        .send_with_limit(
+            origin,
+            get_room_state_ids::v1::Request::new(event_id.clone(), room_id.to_owned()),
+            STATE_IDS_MAX_BYTES,
+        )
+        .await
+        .map_err(|e| format!("cannot fetch the state from {origin}: {e}"))?;
+    if answer.pdu_ids.len() + answer.auth_chain_ids.len() > MAX_STATE_IDS {
+        return Err(format!(
+            "{origin}'s state holds more than {MAX_STATE_IDS} events"
+        ));
     }
-    Ok(())
+    let mut wanted: Vec<OwnedEventId> = answer.pdu_ids.clone();
+    wanted.extend(answer.auth_chain_ids);
+    wanted.sort();
+    wanted.dedup();
+    let missing = services
+        .rooms
+        .missing_events(&wanted)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !missing.is_empty() {
+        let raws = if missing.len() > MAX_EVENT_FETCHES {
+            let answer = services
+                .federation
+                .send(
+                    origin,
+                    get_room_state::v1::Request::new(event_id.clone(), room_id.to_owned()),
+                )
+                .await
+                .map_err(|e| format!("cannot fetch the state from {origin}: {e}"))?;
+            answer.pdus.into_iter().chain(answer.auth_chain).collect()
+        } else {
+            fetch_events(services, origin, &missing).await
+        };
+        let missing: HashSet<&OwnedEventId> = missing.iter().collect();
+        let mut outliers = Vec::new();
+        for raw in &raws {
+            match pdu::verify(services, raw, room_id, version).await {
+                // Only what was asked for: `/state` holds more, a server may answer another.
+                Ok(pdu) if missing.contains(&pdu.event_id) => outliers.push(pdu),
+                Ok(_) => {}
+                Err(dropped) => {
+                    tracing::info!(%origin, %room_id, "state event dropped: {dropped}")
+                }
+            }
+        }
+        drop(raws);
+        services
+            .rooms
+            .store_outliers(version, outliers)
+            .await
+            .map_err(|e| format!("the state from {origin} is incomplete: {e}"))?;
+    }
+    let (state, left_out) = services
+        .rooms
+        .state_from_event_ids(room_id, answer.pdu_ids)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !left_out.is_empty() {
+        tracing::info!(%origin, %room_id, ?left_out, "state events left out of the state");
+    }
+    Ok(state)
+}
+
+/// `/event/{eventId}` for each of `ids`, `EVENT_FETCH_CONCURRENCY` at once; the answers that
+/// came (each at most `EVENT_ANSWER_MAX_BYTES`).
+async fn fetch_events(
+    services: &Services,
+    origin: &ServerName,
+    ids: &[OwnedEventId],
+) -> Vec<Box<RawJsonValue>> {
+    futures_util::stream::iter(ids.iter().cloned())
+        .map(|id| async move {
+            services
+                .federation
+                .send_with_limit(
+                    origin,
+                    get_event::v1::Request::new(id.clone()),
+                    EVENT_ANSWER_MAX_BYTES,
+                )
+                .await
+                .map_err(|e| tracing::info!(%origin, event_id = %id, "cannot fetch event: {e}"))
+                .ok()
+                .map(|answer| answer.pdu)
+        })
+        .buffer_unordered(EVENT_FETCH_CONCURRENCY)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 pub(super) fn depth_of(event: &IncomingPdu) -> i64 {

@@ -769,6 +769,40 @@ impl Rooms {
             .await
     }
 
+    /// The room state made of these held events (another server's `/state_ids` answer), keyed
+    /// by their type and state key, for [`Rooms::accept_with_state`]. Events not held, rejected,
+    /// of another room or without a state key are left out and returned apart; two events for
+    /// one key are refused (a state has one event per key).
+    pub async fn state_from_event_ids(
+        &self,
+        room_id: &RoomId,
+        ids: Vec<OwnedEventId>,
+    ) -> Result<(StateIds, Vec<OwnedEventId>)> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |c| {
+                let cache = EventCache::new(c);
+                let mut state = StateIds::new();
+                let mut left_out = Vec::new();
+                for id in ids {
+                    let key = cache.get_valid(&id).and_then(|pdu| {
+                        let in_room = state_res::Event::room_id(&pdu).is_none_or(|r| *r == room_id);
+                        let key = pdu.state_key()?.to_owned();
+                        in_room.then(|| (pdu.kind().to_string(), key))
+                    });
+                    let Some(key) = key else {
+                        left_out.push(id);
+                        continue;
+                    };
+                    if state.insert(key, id.to_string()).is_some() {
+                        return Err(Error::bad_json("Two state events for one key"));
+                    }
+                }
+                Ok((state, left_out))
+            })
+            .await
+    }
+
     /// Stores events outside the timeline (auth chains, state of a room joined elsewhere),
     /// each checked against its own auth events, in the order of their auth dependencies.
     /// Rejected ones are recorded as rejected. `Err` names auth events neither held nor in the
@@ -1074,37 +1108,6 @@ impl Rooms {
                     }
                 }
                 Ok(servers)
-            })
-            .await
-    }
-
-    /// A room state given as event IDs (another server's `/state_ids`), keyed by type and state
-    /// key from the held events (timeline or outliers); rejected events are left out. `Err`
-    /// names the events not held.
-    pub async fn state_of_ids(&self, ids: &[OwnedEventId]) -> Result<StateIds> {
-        let ids = ids.to_vec();
-        self.db
-            .read(move |c| {
-                let mut state = StateIds::new();
-                let mut absent = Vec::new();
-                for id in &ids {
-                    let Some(found) = pdus::auth_pdu(c, id.as_str())? else {
-                        absent.push(id.to_string());
-                        continue;
-                    };
-                    if found.rejected {
-                        continue;
-                    }
-                    let pdu = Pdu::from_json(id.clone(), &found.json)?;
-                    let Some(key) = pdu.state_key() else {
-                        return Err(Error::bad_json(format!("{id} is not a state event")));
-                    };
-                    state.insert((pdu.kind().to_string(), key.to_owned()), id.to_string());
-                }
-                if !absent.is_empty() {
-                    return Err(missing("state events", &absent));
-                }
-                Ok(state)
             })
             .await
     }

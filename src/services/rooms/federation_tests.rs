@@ -1201,3 +1201,137 @@ async fn outliers_are_checked_against_their_auth_events() {
         PduOutcome::Rejected(_)
     ));
 }
+
+/// The gap path: a live event whose parents are unknown, with the state before it from its
+/// origin (`/state_ids`, here a topic change held only as an outlier). It enters the timeline,
+/// the topic it was given becomes the room's, its unknown parent is a backward extremity, and
+/// the next event on top of it is accepted on its parents as usual. The state from the IDs
+/// leaves out what is not held or not a state event, and refuses two events for one key.
+#[tokio::test]
+async fn an_event_after_a_gap_is_accepted_with_the_state_from_its_origin() {
+    let s = setup();
+    let (room_id, levels) = shared_room(&s).await;
+    let bob = user("@bob:remote.test");
+    let after_levels = s.rooms.state_ids_after(&levels).await.unwrap();
+    let depth = depth_of(&s.rooms, &levels).await;
+    let message = |prev: &OwnedEventId, state: &StateIds, depth: i64, body: &str| {
+        signed(
+            &s.remote,
+            Some(&room_id),
+            &bob,
+            "m.room.message",
+            None,
+            json!({"msgtype": "m.text", "body": body}),
+            std::slice::from_ref(prev),
+            state,
+            depth,
+            7_000,
+        )
+    };
+    // Bob's branch: a topic, then a message we never get, then the one we get.
+    let topic = signed(
+        &s.remote,
+        Some(&room_id),
+        &bob,
+        "m.room.topic",
+        Some(""),
+        json!({"topic": "from the gap"}),
+        std::slice::from_ref(&levels),
+        &after_levels,
+        depth + 1,
+        6_000,
+    );
+    let mut after_topic = after_levels.clone();
+    after_topic.insert(key("m.room.topic", ""), topic.event_id.to_string());
+    let unknown = message(&topic.event_id, &after_topic, depth + 2, "never fetched");
+    let arrived = message(&unknown.event_id, &after_topic, depth + 3, "arrived");
+
+    s.rooms
+        .store_outliers(&VERSION, vec![topic.clone()])
+        .await
+        .unwrap();
+    let mut ids: Vec<OwnedEventId> = after_topic.values().map(|v| id(v)).collect();
+    ids.push(unknown.event_id.clone()); // not held
+    let (state, left_out) = s
+        .rooms
+        .state_from_event_ids(&room_id, ids.clone())
+        .await
+        .unwrap();
+    assert_eq!(state, after_topic);
+    assert_eq!(left_out, vec![unknown.event_id.clone()]);
+    // A held message is no state event; two events for one key are refused.
+    let first_message = s
+        .rooms
+        .append(
+            &room_id,
+            &user("@alice:local.test"),
+            EventDraft::message(
+                "m.room.message",
+                json!({"msgtype": "m.text", "body": "local"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let (_, left_out) = s
+        .rooms
+        .state_from_event_ids(&room_id, vec![first_message.event_id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(left_out, vec![first_message.event_id.clone()]);
+    let mut ids_with_two_topics = vec![topic.event_id.clone()];
+    ids_with_two_topics.push(id(&after_levels[&key("m.room.topic", "")]));
+    assert!(
+        s.rooms
+            .state_from_event_ids(&room_id, ids_with_two_topics)
+            .await
+            .is_err()
+    );
+
+    // `accept` names the unknown parent; `accept_with_state` takes the given state.
+    assert!(
+        s.rooms
+            .accept(arrived.clone(), Arrival::Live)
+            .await
+            .is_err()
+    );
+    let outcome = s
+        .rooms
+        .accept_with_state(arrived.clone(), Arrival::Live, state)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, PduOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    let current_state = current(&s.rooms, &room_id).await;
+    assert_eq!(
+        current_state[&key("m.room.topic", "")],
+        topic.event_id.as_str()
+    );
+    assert_eq!(
+        s.rooms.backward_extremities(&room_id).await.unwrap(),
+        vec![(unknown.event_id.clone(), depth + 3)]
+    );
+    assert_eq!(
+        sync_timeline(&s.rooms, &room_id).await.last(),
+        Some(&arrived.event_id.to_string())
+    );
+    // Both branches are forward extremities: alice's message and the arrived one.
+    let mut both = vec![
+        first_message.event_id.to_string(),
+        arrived.event_id.to_string(),
+    ];
+    both.sort();
+    assert_eq!(extremities(&s.rooms, &room_id).await, both);
+
+    // The next event of bob's branch is accepted on its parent as usual.
+    let next = message(&arrived.event_id, &after_topic, depth + 4, "next");
+    assert!(matches!(
+        s.rooms.accept(next.clone(), Arrival::Live).await.unwrap(),
+        PduOutcome::Accepted { .. }
+    ));
+    assert_eq!(
+        current(&s.rooms, &room_id).await[&key("m.room.topic", "")],
+        topic.event_id.as_str()
+    );
+}

@@ -4,8 +4,7 @@
 mod append;
 mod context;
 mod create;
-// Parts wait for their callers (so far only the tests use them): `state_ids_before` /
-// `state_ids_after`, `auth_chain`, `backward_extremities`, `IncomingPdu::new`.
+// Parts wait for their callers (so far only the tests use them).
 #[allow(dead_code)]
 mod federation;
 #[cfg(test)]
