@@ -9,6 +9,8 @@
 //! address gets at most one answer per `MAX_DELAY` once it has failed a few times, and holds at
 //! most a handful of waiting requests. (With 128 random bits, guessing is hopeless anyway;
 //! the throttle keeps guessers from costing the box anything.)
+//!
+//! `MAX_DELAY` is 8 s.
 
 use std::{
     collections::HashMap,
