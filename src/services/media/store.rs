@@ -3,6 +3,11 @@
 //!
 //! An upload is hashed while it is written, fsynced, and only then renamed to its content path
 //! (see [`MediaStore::commit`]), so a file under `content/` is always complete.
+//!
+//! Content lives at `content/ab/cd/<sha256>`; thumbnails under `thumbnails/ab/cd/<sha256>/`, named
+//! by size, method and type, with no rows: a cache, made again if lost. An upload goes to `tmp/`
+//! through a 256 KiB buffer; leftovers there (a crash mid-upload) are removed when the store is
+//! opened, once an hour old (the admin CLI opens the store too, beside a running server's uploads).
 
 use std::{
     fs, io,
