@@ -21,7 +21,8 @@
 //! chain is cut by a snapshot every 64 links, so reading any state costs at most 64 indexed
 //! lookups. History visibility, /sync's state before the timeline, federation's `/state_ids` and
 //! state resolution read it. `current_state` and `memberships` are kept beside the groups for fast
-//! reads ("rooms of this user").
+//! reads ("rooms of this user"). A local event after a fork gets a group holding the difference
+//! from its first parent's group (`append.rs`).
 //!
 //! Idempotency: `(user, device, txnId) -> event_id` is written in the transaction of the event
 //! ([`Rooms::send_with_txn`]), so a retried send returns the first event and a crash leaves neither
