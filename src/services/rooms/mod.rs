@@ -3,7 +3,9 @@
 //!
 //! Every event is a complete PDU of its room version: [`SUPPORTED_ROOM_VERSIONS`] (3 to 12) for
 //! rooms created here, 12 by default (`default_room_version`); over federation also 2
-//! ([`federation_rules`]: state resolution v2 only, version 1 refused). `pdu::event_id` is the one
+//! ([`federation_rules`]: state resolution v2 only, version 1 refused). The PDU carries
+//! `prev_events`, `auth_events`, `depth`, the content hash, the server's ed25519 signature and its
+//! ID (since version 12, a room's ID is derived from its create event). `pdu::event_id` is the one
 //! place an event ID is derived; version 2's `[ID, hashes]` references are read by
 //! `pdu::event_references` and written by `append`.
 //!
