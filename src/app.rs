@@ -1,6 +1,7 @@
 //! Start-up and shutdown of the server: opens the services, binds every listener, tells systemd
 //! it is ready, serves until SIGTERM or SIGINT, then lets in-flight requests finish. SIGHUP asks
-//! the parts that can change live (certificates) to reload.
+//! the parts that can change live (certificates) to reload; it is announced to systemd and never
+//! stops the server.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -5,6 +5,13 @@
 //!
 //! ruma's media response types hold the whole file in a `Vec`, which is why these responses are
 //! written here.
+//!
+//! Files are read in 64 KiB chunks as the client takes them; one byte range (`206`/`416`); `ETag`
+//! is the SHA-256 (`304` on `If-None-Match`); Synapse's cache headers, the sandbox CSP, `nosniff`,
+//! and `Content-Disposition` (inline only for Synapse's safe list, file names encoded by ruma's
+//! `ContentDisposition`). Requests are still parsed by ruma. The federation endpoints
+//! (`api/server/media.rs`) check the `X-Matrix` header with `ServerOrigin` and stream a
+//! `multipart/mixed` body (JSON `{}`, then the file with its type and disposition).
 
 use std::io::SeekFrom;
 

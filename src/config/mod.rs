@@ -1,8 +1,13 @@
 //! The appliance's one configuration file.
 //!
-//! Every key has a default and a doc comment, so a partial (or empty) file is valid. Where Synapse's
-//! `homeserver.yaml` has the same setting, the key and its meaning are Synapse's, so that people who
-//! follow the Synapse guides feel at home. Unknown keys are refused with their line.
+//! Every key has a default and a doc comment, so a partial (or empty) file is valid. Where
+//! Synapse's `homeserver.yaml` has the same setting, the key and its meaning are Synapse's, so that
+//! people who follow the Synapse guides feel at home. Unknown keys are refused with their line.
+//!
+//! Validation (`validate.rs`) names the key and its line and suggests the closest known key for a
+//! misspelt one; `Config::check_files` adds the checks of the files the config names for `appliance
+//! config check`. Sizes and durations are read as Synapse writes them (`units.rs`); files are
+//! written atomically (`write.rs`).
 
 pub mod backup;
 mod element;

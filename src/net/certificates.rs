@@ -1,6 +1,9 @@
 //! Where the live certificate comes from: PEM files the operator manages (re-read when they
 //! change, or on SIGHUP), ACME (`crate::acme`), or a self-signed certificate made at first start
 //! so that a box on a LAN serves TLS before anything else is set up.
+//!
+//! The names the box serves (`served_names`) are what an ACME order and the self-signed
+//! certificate cover.
 
 use std::{
     path::{Path, PathBuf},

@@ -1,6 +1,10 @@
 //! Admission of connections: a cap per client address and one overall, and a reserve of file
 //! descriptors, so that a crowd of slow or idle connections from one place cannot lock everyone
 //! else out or leave the server without descriptors for its database and media files.
+//!
+//! Connections are admitted at accept: `client_max_connections`,
+//! `client_max_connections_per_address`, and a reserve of [`FD_RESERVE`] (128) file descriptors;
+//! the soft `RLIMIT_NOFILE` is raised to the hard limit at start.
 
 use std::{
     collections::HashMap,

@@ -1,6 +1,12 @@
 //! The sockets: binds each configured address (a `::` listener takes IPv4 too), accepts TCP
 //! connections, does the TLS handshake where the listener asks for it, and serves HTTP/1.1 and
 //! HTTP/2 (by ALPN on TLS) with limits against slow or greedy clients.
+//!
+//! TLS is tokio-rustls; HTTP is hyper-util's, with the version pinned from ALPN on TLS and, on
+//! plain sockets, hyper's sniffing bounded by `client_header_timeout` (`first_bytes_arrive`).
+//! Request bodies are wrapped in tower-http's `TimeoutBody` (`client_body_timeout`) and
+//! `deadline.rs`'s `DeadlineBody` (`client_body_deadline`), both answered `408`. At stop,
+//! connections are drained gracefully. rustls uses ring only (no aws-lc-rs in the tree).
 
 pub mod certificates;
 pub mod deadline;

@@ -5,6 +5,10 @@
 //! [`LiveCertificate`] is the handle the rest of the process shares (the TURN relay's `turns:`
 //! listener too): cheap to clone, and every [`rustls::ServerConfig`] built from it follows
 //! each swap.
+//!
+//! `LiveCertificate::server_config` builds the rustls config of any TLS listener; the facts
+//! `appliance cert status` and the renewal task read from a certificate ([`CertificateInfo`])
+//! come from x509-parser.
 
 use std::{
     collections::HashMap,

@@ -19,6 +19,11 @@
 //! * the user directory finds users who share a room with the searcher or who are in a public
 //!   room (join rule `public` or world-readable history), or every active local user with
 //!   `user_directory.search_all_users`.
+//!
+//! Storage (`storage/directory.rs`): aliases in `room_aliases` with their creator; the public list
+//! is the `published` flag of `rooms` (set by `createRoom` with `visibility: public` or by `PUT
+//! /directory/list/room`), paged by `(joined members, room ID)` tokens; the user directory is
+//! computed per search from `memberships`, with no table of its own.
 
 use std::{cmp::Reverse, sync::Arc};
 

@@ -13,6 +13,15 @@
 //! stores it, and repeated every 25 minutes while the user is not offline; presence received
 //! from a server ([`Presence::receive`]) is stored for its own users who share a room with one of
 //! ours, shown like local presence, and taken as offline after 30 minutes without news.
+//!
+//! `PUT /presence/{userId}/status` and /sync's `set_presence` (online by default; `offline` changes
+//! nothing) set it; a user is marked offline 150 s after their last sync (longer than the longest
+//! long-poll). /sync's `presence.events` holds the changed presence of the user and of everyone
+//! sharing a room with them (on a first sync: everyone not offline). [`Presence::share_room`] sends
+//! the current presence to servers that start sharing a room (called through `federation::joins`
+//! after local and inbound joins, and by `inbound` for accepted joins); [`Presence::receive`] is
+//! fed by `inbound::handle_edu`. With `presence: {enabled: false}` the endpoints still answer
+//! (everyone reads as offline), and nothing is recorded, sent or accepted.
 
 use std::{
     collections::HashMap,

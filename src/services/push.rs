@@ -12,6 +12,27 @@
 //! receipts and the user's own events. What an event's actions are for a user is remembered
 //! ([`EvaluatedActions`]), so each event is run through the rules once per ruleset, not once
 //! per /sync.
+//!
+//! A first /sync carries `m.push_rules` even for a user who never changed a rule. Every change
+//! (`insert` with `before`/`after`, `remove`, `set_enabled`, `set_actions`, all ruma's) is a
+//! read-modify-write in one transaction. The defaults are the current spec's: intentional mentions
+//! (`m.mentions`) highlight; the legacy display-name and user-name rules are gone from the spec
+//! (MSC4210), though a user may still add a `contains_display_name` rule, which sees the user's
+//! display name in the room.
+//!
+//! Counts ([`unread_counts`]): the newest events since the user's latest membership event
+//! (`storage/push.rs`: one range scan of the room's stream index, which carries sender, relation
+//! and redaction, so no event row or JSON is read until an event's outcome is not remembered yet;
+//! receipts are compared in Rust, no temporary tables), less those covered by an `m.read` /
+//! `m.read.private` receipt (`main` or the event's thread) or followed by an event of the user in
+//! the same thread (sending is reading, as in Synapse), are run through `Ruleset::get_actions` with
+//! the room's member count, the user's display name and the power levels. `notify` counts; the
+//! `highlight` tweak counts as a highlight too. With `unread_thread_notifications` in the filter,
+//! the room's counts are the main timeline's and each thread root gets its own. Because the current
+//! rules are used, changing a rule re-counts events still unread (Synapse keeps the actions
+//! computed when the event arrived). [`EvaluatedActions`] is bounded (about 1 MiB); remembering cut
+//! what was 70 % of an initial sync's time. The room context (member count, display name, power
+//! levels) is that of the first evaluation, as with Synapse's stored actions.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},

@@ -4,7 +4,8 @@
 //! they fail, but a locked-out account is refused before its password is even checked.
 //!
 //! `AccountLimits` applies Synapse's per-account limits on what users do in rooms and the media
-//! repository (`rc_message`, `rc_admin_redaction`, `rc_joins`, `rc_invites`, `rc_media_create`).
+//! repository (`rc_message`, `rc_admin_redaction`, `rc_joins`, `rc_invites`, `rc_room_creation`,
+//! `rc_media_create`), checked by the services before they write; server admins are exempt.
 
 use std::{
     collections::HashMap,

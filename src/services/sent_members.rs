@@ -1,7 +1,8 @@
 //! Which room member events each device has been sent by `/sync`, so that lazy-loading syncs
 //! with `include_redundant_members: false` leave out the ones the client already holds (Synapse
 //! keeps the same per-device cache). It is a memo, not a record: forgetting an entry only makes
-//! a member event come again, which the spec allows, so it is bounded and kept in memory.
+//! a member event come again, which the spec allows, so it is bounded and kept in memory. An
+//! initial or `full_state` sync starts a device's memo afresh.
 //!
 //! An entry is a 64-bit hash of (room, member, event ID): eight bytes instead of three strings,
 //! and a collision (about one in 2^64) would only leave out one member event.

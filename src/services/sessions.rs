@@ -2,6 +2,8 @@
 //!
 //! Tokens are looked up in the database on every request rather than cached, so that a password
 //! reset or deactivation done by the admin CLI in another process takes effect at once.
+//!
+//! Access tokens are stored as their SHA-256, never in clear.
 
 use std::net::IpAddr;
 

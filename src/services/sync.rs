@@ -4,6 +4,13 @@
 //! A token is `s<stream>_<typing>`: a position in the one stream of persisted changes (events,
 //! account data, receipts) and the typing serial. When a response could not carry every waiting
 //! to-device message, a third part `_<to_device>` says up to where they were delivered.
+//!
+//! An empty response waits on a `tokio::sync::watch` of the stream position, written after every
+//! commit, and is computed again once something was written. With `lazy_load_members` a room's
+//! `state` carries only the member events of the timeline's senders (and the user's own), on a
+//! later sync also those that did not change since the token (the client may never have been sent
+//! them); with `include_redundant_members: false` (the default) those this device was already sent
+//! stay out (`sent_members.rs`).
 
 use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 

@@ -1,4 +1,9 @@
 //! Accounts: creating them, naming them, passwords, admin flag, deactivation, profiles.
+//!
+//! A new user name is checked by one function, [`new_user_id`] (after [`normalize_new_user_name`]),
+//! and a new password by one, `passwords::check_policy` for `password_config.policy`: the client
+//! API, the admin CLI and the setup wizard all go through them. Hashing is in `passwords.rs`
+//! (argon2id, one hash at a time).
 
 use std::sync::Arc;
 

@@ -2,6 +2,9 @@
 //! coturn share: user name `<expiry>:<user ID>`, password `base64(HMAC-SHA1(secret, user name))`.
 //! The built-in relay checks them with [`password_for`]; an external coturn with
 //! `use-auth-secret` and the same secret checks them the same way.
+//! `/voip/turnServer` hands out these credentials; the secret is `turn_shared_secret`, or one
+//! generated into the data directory ([`SECRET_FILE`]) when the relay is on and the config has
+//! none.
 
 use std::{
     path::Path,

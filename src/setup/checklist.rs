@@ -1,6 +1,10 @@
 //! What must happen outside the box for it to be reachable, computed from the config: DNS
 //! records, router ports, the well-known files of a delegated server name, and where Element is.
 //! The wizard's finish page and `appliance setup checklist` show the same list.
+//!
+//! Also on the list: one `delegation_files` shared by every page that shows the well-known files;
+//! for a plain-HTTP development server, just its address; Element only when a release is installed;
+//! whether the TURN relay runs; a full or nearly full data disk (statvfs).
 
 use std::net::IpAddr;
 

@@ -1,6 +1,8 @@
 //! The wizard's words, one catalogue per language (`assets/i18n/<lang>.yaml`, flat `key: text`
 //! maps embedded in the binary); the language comes from a `?lang=` switch, a cookie, or
 //! `Accept-Language`.
+//!
+//! The catalogues: `en`, `fr`, `ru` and `zh`.
 
 use std::{collections::HashMap, sync::LazyLock};
 

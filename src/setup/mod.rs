@@ -1,5 +1,10 @@
 //! Setup mode: with no config file, the process serves only the first-run wizard; applying it
 //! writes the config and the same process goes on serving the homeserver.
+//!
+//! After apply, `SwitchableRouter` swaps the homeserver's router in behind the same sockets. Only
+//! the packaged config path (or no `--config` at all, or `appliance setup wizard`) opens the wizard
+//! when the file is missing. The public IP the wizard shows comes from `turn::public_ip` (the
+//! relay's own detection); `dns.rs` checks the names with hickory-resolver.
 
 pub mod answers;
 pub mod apply;

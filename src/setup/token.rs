@@ -5,7 +5,7 @@
 //! at once whatever happened before: nobody can keep the owner out by guessing. Wrong guesses
 //! are throttled per client address (IPv6 per /64, what one household or server gets): each
 //! one from an address is answered later than the one before, the wait doubling with every
-//! failure, and one that would wait longer than `MAX_DELAY` is refused at once (`429`). So an
+//! failure, and one that would wait longer than `MAX_DELAY` (8 s) is refused at once (`429`). So an
 //! address gets at most one answer per `MAX_DELAY` once it has failed a few times, and holds at
 //! most a handful of waiting requests. (With 128 random bits, guessing is hopeless anyway;
 //! the throttle keeps guessers from costing the box anything.)

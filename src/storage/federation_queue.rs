@@ -1,6 +1,6 @@
 //! The outbound federation queue: PDUs and EDUs waiting for each destination, the transaction in
 //! flight to it, catch-up rows and backoff (migration `0010_federation_queue.sql`). No Matrix
-//! rules here: `services/federation/sender.rs` decides what goes where.
+//! rules here: `services/federation/sender/` decides what goes where.
 
 use rusqlite::{Connection, OptionalExtension, params};
 

@@ -1,5 +1,9 @@
 //! Local users' memberships in rooms this server does not hold (`remote_memberships`): invites
 //! from other servers, knocks through them, and the leaves that end them.
+//!
+//! A row (migration `0012_remote_memberships.sql`) holds the member PDU, the stripped state the
+//! other server gave and the servers to ask; /sync shows the newest, by stream position, of this
+//! row and the user's row in `memberships`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 

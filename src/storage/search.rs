@@ -4,6 +4,7 @@
 //! Triggers on `events` (migration `0003_search.sql`) keep the index in step inside the same
 //! transaction as the event itself: an `m.room.message` body, `m.room.name` name or `m.room.topic`
 //! topic is indexed when the event is inserted, and dropped when a redaction applies to it.
+//! The migration indexes the events stored before it; no write path can forget the index.
 
 use rusqlite::{Connection, params};
 

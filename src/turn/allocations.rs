@@ -1,6 +1,10 @@
 //! Every live allocation's relayed socket, wrapped so that the relay can count, cap, filter and
 //! end it from outside the `turn` crate: the crate hands each allocation the [`RelayConn`] our
 //! address generator made, and drops the allocation when that socket's reads fail.
+//!
+//! Each relayed socket has bandwidth and packet-rate caps (token buckets), counters, a lifetime
+//! cap, and a `CancellationToken` that ends it: its reads then fail, so the crate drops the
+//! allocation.
 
 use std::{
     collections::HashMap,

@@ -1,6 +1,7 @@
 //! The box's public address, which a home ISP changes now and then: asked of several STUN
 //! servers (the majority answer wins), else of OpenDNS's `myip.opendns.com` (what coturn users'
-//! cron scripts do), unless `turn_external_ip` fixes it.
+//! cron scripts do), unless `turn_external_ip` fixes it. When neither answers and no address
+//! is known yet, the relay falls back to the local route's address ([`local_route_address`]).
 
 use std::{
     collections::HashMap,

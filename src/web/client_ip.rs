@@ -1,6 +1,9 @@
 //! The address a request came from: the TCP peer, or, on a listener with `x_forwarded` whose
 //! peer is one of its `trusted_proxies`, the client named by `X-Forwarded-For` (or RFC 7239
 //! `Forwarded`). From any other peer those headers are ignored: anyone can write them.
+//!
+//! `TrustForwardedFor` is what a listener with `x_forwarded` carries: walking the hops from the
+//! nearest, trusted proxies are skipped and the first other hop is the client.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

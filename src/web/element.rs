@@ -4,6 +4,9 @@
 //! cached, hashed bundles are cached for a year; precompressed `.br`/`.gz` files are used when
 //! the client accepts them; Element's recommended security headers go on every response, and
 //! any path that tries to leave the release directory is refused.
+//!
+//! Files are served by tower-http's `ServeDir` (with its precompressed variants); a traversal
+//! attempt is refused before any file lookup (`refuse_traversal`).
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,10 @@
 //! The HTTP router: every API area's routes, the spec's fallbacks for unknown endpoints and
 //! methods, and the layers every request passes (panic guard, tracing, CORS, body limit).
+//!
+//! The layers: a panic guard, per-request tracing of the path only (never the query: it may hold an
+//! access token), CORS, the `max_upload_size` check on `Content-Length` (a refused body is not
+//! drained when the client sent `Expect: 100-continue`), and `404`/`405` fallbacks answering
+//! `M_UNRECOGNIZED`.
 
 pub mod client_ip;
 pub mod element;

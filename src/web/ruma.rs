@@ -1,6 +1,13 @@
 //! The bridge between axum and ruma: `Ruma<T>` reads any ruma request type (path, query, body,
 //! access token) and `RumaResponse<T>` writes any ruma response type. Request and response shapes
 //! come from ruma alone, so they follow the spec without hand-written JSON.
+//!
+//! Routes are registered from ruma's own path metadata (`RumaRoutes::ruma::<Request>`); the access
+//! token is read by the endpoint's ruma authentication scheme. JSON bodies are capped at
+//! [`JSON_BODY_LIMIT`] (256 KiB; [`LARGE_JSON_BODY_LIMIT`], 4 MiB, for the bulk
+//! end-to-end-encryption requests), refused from `Content-Length` before the token is looked up. A
+//! body that makes ruma's parser panic is a `400`, not a `500` (`check_known_panics`, then
+//! `catch_unwind`); `hostile_requests.rs` sends every registered route malformed requests.
 
 use std::net::IpAddr;
 

@@ -2,6 +2,13 @@
 //! session keys the client encrypted for them. Keys go only into the current (newest) version;
 //! a session already backed up is replaced only by a better copy (the spec's rules); `etag`
 //! changes whenever a version's keys change.
+//!
+//! Versions count up per user and are never reused; the current one is the newest not deleted, and
+//! only it takes keys (`M_WRONG_ROOM_KEYS_VERSION` with `current_version` otherwise). A stored
+//! session is replaced by a verified copy over an unverified one, then by a lower
+//! `first_message_index`, then by a lower `forwarded_count`. `etag` counts the changes of a
+//! version's keys; `session_data` is kept as the client sent it (its shape depends on the
+//! algorithm).
 
 use http::StatusCode;
 use ruma::{

@@ -1,6 +1,11 @@
 //! Cross-signing: a user's master, self-signing and user-signing keys
 //! (`/keys/device_signing/upload`) and the signatures made with them or with devices
 //! (`/keys/signatures/upload`). Every signature is checked before it is stored.
+//!
+//! The self-signing and user-signing keys must be signed by the master key; an upload needs
+//! user-interactive auth unless the user has no master key yet or re-uploads the stored keys.
+//! Signatures: of a device by the self-signing key, of the own master key by a device, of another
+//! user's master key by the user-signing key; each verified with ruma (`signatures.rs`).
 
 use std::collections::BTreeMap;
 

@@ -4,6 +4,12 @@
 //! device list changed between two stream positions, and users who started sharing a room with
 //! them; `left` holds users who shared a room with them and no longer share any. As in Synapse,
 //! every shared room counts, encrypted or not.
+//!
+//! Changes are rows of `device_list_changes`, positioned in the shared stream, so a change wakes
+//! long-polls. Triggers on `devices` write a row for every new, renamed or deleted device,
+//! whichever code path did it; the services write rows for new identity keys, cross-signing keys
+//! and signatures. A signature made with someone's user-signing key is visible to the signer alone
+//! (`visible_to`). An initial sync reports no changes.
 
 use std::collections::BTreeSet;
 

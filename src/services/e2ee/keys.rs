@@ -1,5 +1,11 @@
 //! Device identity keys, one-time keys and fallback keys: `/keys/upload`, `/keys/query`,
 //! `/keys/claim`, `/keys/changes`.
+//!
+//! `/keys/upload`: device keys must be the token's device and carry its own valid signature; a
+//! one-time key ID reused with another key is refused; re-uploading the same fallback key keeps it
+//! marked used. `/keys/query` merges in the signatures of `/keys/signatures/upload`, only those by
+//! the key's owner or the requester. `/keys/claim` hands out the oldest one-time key, else the
+//! fallback key, which stays and is marked used.
 
 use std::collections::BTreeMap;
 

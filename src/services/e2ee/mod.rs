@@ -6,6 +6,16 @@
 //! Local-only functions (`keys::query_local`, `keys::claim_local`, `device_lists`) take no
 //! requester's HTTP context, so the federation endpoints (`user/keys/query`, `user/keys/claim`,
 //! `user/devices`) can serve from the same code.
+//!
+//! Handlers are in `api/client/keys.rs` (keys, cross-signing, `/sendToDevice`) and
+//! `api/client/backup.rs`; SQL in `storage/{e2ee_keys,to_device,key_backup}.rs` (migration
+//! `0005_e2ee.sql`). What clients upload is kept as they sent it (JSON text), so signatures over it
+//! stay verifiable. Everything of a device (keys, inbox, transactions) references `devices` with
+//! `ON DELETE CASCADE`, so deleting a device removes it. Messages for users of other servers wait
+//! per destination in `to_device_outbox` as the `m.direct_to_device` EDU to send; rows of local
+//! users in `device_list_changes` are the `m.device_list_update` EDUs (`stream_position` as
+//! `stream_id`, the user's previous row as `prev_id`). Until federation of keys exists,
+//! `/keys/query` and `/keys/claim` report other servers in `failures`.
 
 pub mod backup;
 pub mod cross_signing;

@@ -1,6 +1,11 @@
 //! To-device messages: `/sendToDevice` queues them per recipient device (or, for users of other
 //! servers, as an `m.direct_to_device` EDU per destination); /sync delivers them and deletes
 //! them once the client's next sync token shows it received them.
+//!
+//! /sync delivers at most [`MAX_PER_SYNC`] (100) after the token's to-device position (when more
+//! wait, the token gets a third part saying where delivery stopped) and deletes them only when the
+//! device syncs with a token past them, so a lost response is delivered again. Transaction IDs go
+//! into `to_device_transactions` in the transaction of the messages.
 
 use std::collections::BTreeMap;
 

@@ -19,6 +19,12 @@
 //! remembered per room with the extremities it asked for: the next `/messages` does not ask
 //! again for [`RETRY_NOTHING_OLDER`]. Once the create event is held there is no extremity left
 //! and nothing is asked at all.
+//!
+//! The entry point is [`before_backwards_page`], called by the `/messages` handler before a
+//! backwards page; whether the page reaches a backward extremity is `Rooms::backfill_targets`. One
+//! round runs per room at a time: a concurrent `/messages` waits, then finds the events held.
+//! History visibility is then judged, by client and server reads alike, with state events that may
+//! still be outliers.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

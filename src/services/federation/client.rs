@@ -5,6 +5,11 @@
 //! `federation_domain_whitelist` are contacted when it is set; certificates are verified against
 //! the system's roots plus `federation_custom_ca_list` unless `federation_verify_certificates`
 //! is off; each request is bounded in time and size.
+//!
+//! [`FederationClient::send`] signs any ruma federation request (X-Matrix, with `destination`) and
+//! reads the answer up to a cap; a failure is a [`FederationError`]: unreachable, a Matrix error, a
+//! bad answer, or a request this server could not make. The IP policy is the URL-preview code's
+//! `IpPolicy`.
 
 use std::{
     net::{IpAddr, SocketAddr},

@@ -7,6 +7,11 @@
 //! A server is fetched by one task at a time (the others wait and read what it stored), and not
 //! again for `REFETCH_AFTER` once it was asked, whatever the answer: a flood of requests naming an
 //! unreachable origin, or a key its server does not have, costs one fetch a minute.
+//!
+//! Keys are kept in table `server_keys` (migration `0008_server_keys.sql`) with the server's signed
+//! answer, which this server hands on as a notary. A key's `valid_until_ts` is capped at a week
+//! from the fetch, and enforced for room versions 5 and later ([`ServerKeys::verify_event`];
+//! [`ServerKeys::verify_json`] for other signed JSON).
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -2,6 +2,9 @@
 //! server name, with which `Host` header and which TLS name. The lookups (the well-known file,
 //! SRV records) sit behind [`Lookups`] so that every branch of the decision is tested with fixed
 //! answers; A/AAAA lookups of the result happen in the client, where the IP policy checks them.
+//!
+//! Well-known answers are cached by their `Cache-Control`: a day when it says nothing, two days at
+//! most, and a failure for an hour.
 
 use std::{
     collections::HashMap,

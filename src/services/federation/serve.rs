@@ -15,6 +15,12 @@
 //!
 //! Events go out as the stored PDU: signed fields only, without the `unsigned` this server keeps
 //! for its clients, redacted when a redaction applies to them.
+//!
+//! Each request opens a `RoomReader` (`404 M_NOT_FOUND` for an unknown room, then the checks
+//! above). The walks over `prev_events` and `auth_events` are bounded and cycle-proof
+//! ([`backfill_walk`], [`missing_events_walk`], `auth_chain`; room version 12's implicit create
+//! event is counted in auth chains, as Synapse counts it). The SQL is in
+//! `storage/federation_reads.rs`.
 
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 

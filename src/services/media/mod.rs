@@ -1,6 +1,19 @@
 //! The media repository: uploads (at once, or `/create` first and the content later), lookups
 //! for downloads and thumbnails, deletion and the purge of cached remote media. Content lives on
 //! disk once per SHA-256 (`store`); the rows naming it in SQLite (`storage::media`).
+//!
+//! A `media` row per media ID (`origin`, `media_id`, uploader, type, file name, size, `sha256`,
+//! times, `authenticated`; migration `0006_media.sql`, settings in `config/media.rs`, CLI in
+//! `cli/media.rs`). An upload's file is renamed to its content path (or dropped when that content
+//! exists) inside the write transaction that inserts its row, and deletion removes a file in the
+//! transaction that removes its last row: the single writer serialises the two, so an upload never
+//! points at a file being deleted. `/create` inserts a row without content (at most
+//! `max_pending_media_uploads` per user, expiring after `unused_expiration_time`); a download of it
+//! waits on a `watch` channel bumped by each completed `PUT`, up to `timeout_ms` (at most 60 s).
+//! Thumbnails run in `spawn_blocking`, at most one per core at a time. Retention
+//! (`media_retention`: `local_media_lifetime`, `remote_media_lifetime`) runs hourly, `appliance
+//! admin media purge-remote` by hand: for remote media, rows of other origins not served since the
+//! cut-off go, with their files once unshared.
 
 pub mod preview;
 pub mod store;

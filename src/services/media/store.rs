@@ -3,6 +3,13 @@
 //!
 //! An upload is hashed while it is written, fsynced, and only then renamed to its content path
 //! (see [`MediaStore::commit`]), so a file under `content/` is always complete.
+//!
+//! Content lives at `content/ab/cd/<sha256>`; thumbnails under `thumbnails/ab/cd/<sha256>/`, named
+//! by size, method and type, with no rows: a cache, made again if lost. An upload goes to `tmp/`
+//! through a 256 KiB buffer and is cut off with `M_TOO_LARGE` past its limit (`max_upload_size`;
+//! the router already refused a too-large `Content-Length`); leftovers there (a crash mid-upload)
+//! are removed when the store is opened, once an hour old (the admin CLI opens the store too,
+//! beside a running server's uploads).
 
 use std::{
     fs, io,

@@ -1,6 +1,12 @@
 //! Thumbnails as Synapse makes them: which size answers a request (`choose`), and the image work
 //! (`render`) — header read first, so that an image with more than `max_image_pixels` pixels is
 //! refused before a single pixel is decoded. Blocking code: callers run it off the async runtime.
+//!
+//! `choose` is Synapse's `_select_thumbnail` over the sizes `thumbnail_sizes` would produce for
+//! this image (crop exact; scale keeps the aspect ratio and never enlarges), or the requested size
+//! with `dynamic_thumbnails`. Only the PNG, JPEG, GIF and WebP decoders of the `image` crate are
+//! used, and `image::Limits` caps allocations too. Then EXIF rotation, resizing (area averaging to
+//! shrink) and encoding: JPEG quality 80 for JPEG and WebP, PNG for PNG and GIF, as Synapse.
 
 use std::{fs::File, io::BufReader, path::Path};
 

@@ -1,6 +1,12 @@
 //! Creating a local event: choose `prev_events` and `auth_events`, build the PDU, hash and sign
 //! it, derive its ID, check it against the spec's authorization rules (ruma-state-res) with the
 //! state before it, and store it with the state after it, all in one database transaction.
+//!
+//! The checks are ruma-state-res's `check_state_independent_auth_rules` and
+//! `check_state_dependent_auth_rules`; a refused event is never stored. [`append_event`] also
+//! queues the event for the room's other servers in the same transaction
+//! (`federation::sender::enqueue_pdu`); `references` writes `prev_events`/`auth_events` in the room
+//! version's format (`[ID, hashes]` pairs in version 2).
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,

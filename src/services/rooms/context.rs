@@ -1,5 +1,9 @@
 //! `/context`: the events around one event, with tokens for `/messages` on both sides and the
 //! room state at the end of what is returned. Search results reuse the same window.
+//!
+//! `limit` is split around the event (half before), the filter and history visibility apply, and
+//! the state returned is that after the last event returned (only the senders' members with
+//! `lazy_load_members`). An invisible or unknown event is 404.
 
 use std::collections::HashSet;
 

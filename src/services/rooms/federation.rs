@@ -8,6 +8,26 @@
 //! and starts again if not. The caller holds [`Rooms::lock_room`] across its fetches and these
 //! calls, so two inbound transactions for one room never interleave. Nothing here touches the
 //! network: events this server lacks are named in the error, the caller fetches them first.
+//!
+//! Where events live (`storage/pdus.rs`, migration `0009_federated_rooms.sql`): the timeline
+//! (`events`) holds only accepted events. Outliers (auth chains, the state of a room joined
+//! elsewhere), rejected events (kept so that they are never fetched again; `Pdu::rejected` for
+//! state resolution, never an auth event) and soft-failed ones (not shown, not a `prev_event`) live
+//! in `pdus_outside_timeline`; timeline reads never look there, only state reads by ID
+//! (`storage::rooms::events_by_id`) see outliers and soft-failed events.
+//!
+//! [`Rooms::accept`] (`pdu`, [`Arrival`]) checks against the event's auth events (reject), against
+//! the state before it (the state after its one parent, or ruma's state resolution over all parents
+//! with auth chains from the stored `auth_events`, bounded, and version 12's conflicted subgraph:
+//! reject), then against the current state (soft-fail, live events only). The current state follows
+//! the forward extremities (`CurrentStateChange`); memberships follow it. `event_edges` (every
+//! event's `prev_events`) tells a backfilled event (something points at it) from a new extremity;
+//! `backward_extremities` are the parents not held, where `/messages` backfills from;
+//! `event_state_before` keeps the state before events whose parents' state is not it.
+//! [`Rooms::persist_joined_room`] stores a `send_join` answer: state and auth chain as outliers,
+//! the join in the timeline. [`Rooms::accept_backfilled`] takes each event of a batch, oldest
+//! first, at a stream position below zero reserved for the batch
+//! ([`Rooms::reserve_backfill_positions`]).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

@@ -5,6 +5,12 @@
 //! the whole PDU and for each of `type`, `state_key`, `sender`, `room_id` and `event_id`
 //! (`M_TOO_LARGE`: "the request or entity was too large"). Content nested too deeply answers
 //! `400 M_BAD_JSON`: it is not large, it is JSON this server cannot keep.
+//!
+//! The limits: [`MAX_PDU_BYTES`] (65,536-byte PDU), [`MAX_FIELD_BYTES`] (255 bytes) and
+//! [`MAX_CONTENT_DEPTH`] (100 levels: serde_json reads 127, and responses wrap content up to 13
+//! levels deeper). What an older version stored beyond them is read field by field (`stored.rs`)
+//! and, when it cannot be shown, left out of every response with one warning naming it
+//! (`format::client_event`); `/event` of it is 404, and redacting it shows it again.
 
 use ruma::CanonicalJsonObject;
 use serde_json::Value;

@@ -1,5 +1,35 @@
 //! Rooms: creating them, membership, sending events, and reading state and timelines with the
 //! spec's visibility rules. Every write goes through `append` (one transaction per event).
+//!
+//! Every event is a complete PDU of its room version: [`SUPPORTED_ROOM_VERSIONS`] (3 to 12) for
+//! rooms created here, 12 by default (`default_room_version`); over federation also 2
+//! ([`federation_rules`]: state resolution v2 only, version 1 refused). The PDU carries
+//! `prev_events`, `auth_events`, `depth`, the content hash, the server's ed25519 signature and its
+//! ID (since version 12, a room's ID is derived from its create event). `pdu::event_id` is the one
+//! place an event ID is derived; version 2's `[ID, hashes]` references are read by
+//! `pdu::event_references` and written by `append`.
+//!
+//! Two orderings. `stream_ordering` is the order in which this server stored things: one global
+//! sequence shared by events, account data, receipts, presence and device-list changes, so a sync
+//! token is one number (plus the in-memory typing serial). `topological_ordering` is the event's
+//! depth, used by `/messages` and `/relations` (`t<depth>_<stream>` tokens). For local events both
+//! grow together; an event that arrives late over federation gets a new stream position but keeps
+//! its depth; backfilled events get positions counting down from 0
+//! (`storage::pdus::reserve_backfill_positions`), below every live one, so /sync never takes them
+//! for new while `/messages` pages them by depth.
+//!
+//! State at every event is recoverable from state groups (`storage::rooms`): each event row points
+//! at the group holding the room state after it; a group is its parent group plus a delta, and a
+//! chain is cut by a snapshot every 64 links, so reading any state costs at most 64 indexed
+//! lookups. History visibility, /sync's state before the timeline, federation's `/state_ids` and
+//! state resolution read it. `current_state` and `memberships` are kept beside the groups for fast
+//! reads ("rooms of this user"). A local event after a fork gets a group holding the difference
+//! from its first parent's group (`append.rs`).
+//!
+//! Idempotency: `(user, device, txnId) -> event_id` is written in the transaction of the event
+//! ([`Rooms::send_with_txn`]), so a retried send returns the first event and a crash leaves neither
+//! half. After each commit the new stream position is published ([`publish`]), which wakes
+//! waiting /syncs.
 
 mod append;
 mod context;

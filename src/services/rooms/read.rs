@@ -1,5 +1,10 @@
 //! Reading rooms: state, single events, members, and paginated history, each filtered by the
 //! spec's history-visibility rules for the reader.
+//!
+//! Reading state (`/state`, `/state/{type}/{key}`, `/members`): members, and anyone in a
+//! world-readable room, read the current state; a former member (left, kicked, banned) the state at
+//! their leave, never later; anyone else gets 403. `/members?at=` moves the point back
+//! (`readable_state_ids`).
 
 use std::{collections::HashMap, fmt, str::FromStr};
 

@@ -4,6 +4,18 @@
 //! Bundling costs one indexed query per page of events ([`bundle_aggregations`]): every
 //! unredacted `m.replace`, `m.thread` and `m.reference` relation to any event of the page. Only
 //! the latest edit and the latest thread reply are then read and rendered.
+//!
+//! Relations come from the indexed `relates_to`/`rel_type` columns of `events`, filled from
+//! `content.m.relates_to` when an event is stored. `/relations` pages them in topological order
+//! with the `t<depth>_<stream>` tokens of `/messages` (so `from`/`to` accept `/messages` and
+//! `/sync` tokens too); `recurse=true` follows relations of relations to [`MAX_RECURSION_DEPTH`]
+//! (3, a recursive CTE). Bundled aggregations (the latest `m.replace` by the original sender,
+//! `m.thread` with `latest_event`/`count`/`current_user_participated`, `m.reference`) go on every
+//! page of `/messages`, `/event`, `/context`, `/relations`, `/threads`, `/search` and the /sync
+//! timeline; the latest edit and thread reply are those the reader may see (history visibility, per
+//! room), while `count` counts every reply; edits, annotations and redacted events get none.
+//! `/threads` lists thread roots by the position of their newest reply (partial index
+//! `events_thread_replies`), `include=participated` keeping those the reader started or replied to.
 
 use std::collections::HashMap;
 

@@ -5,6 +5,11 @@
 //! `count` is the number of matches after the room, type and sender filters (at most
 //! [`MAX_CANDIDATES`]); history visibility and the URL filter apply to the returned page only,
 //! which makes the count approximate, as the spec allows.
+//!
+//! The index is SQLite FTS5 (`storage/search.rs`, tokenizer porter + unicode61 without diacritics).
+//! A search term allows words (prefix-matched), `"phrases"`, `or` and `-exclusions`. Results are
+//! paged by `next_batch` (an offset for `rank`, a stream position for `recent`) and may carry
+//! context, profiles, room state and groupings by room or sender.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

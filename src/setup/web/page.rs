@@ -1,5 +1,8 @@
 //! The pages: the askama template struct every step renders, the values and errors it shows,
 //! the summary rows, the DNS line of the names step.
+//!
+//! Templates are askama's, in `templates/setup/`; the CSS and JavaScript in `assets/`; all embedded
+//! in the binary.
 
 use std::collections::HashMap;
 

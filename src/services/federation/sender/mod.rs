@@ -16,6 +16,13 @@
 //! * **Catch-up**: a backlog over [`MAX_BACKLOG_PDUS`] PDUs or [`MAX_BACKLOG_AGE_MS`] old is
 //!   dropped; only the newest local event of each room is kept and sent when the destination
 //!   comes back (it fetches the gap with `get_missing_events`), as Synapse's catch-up does.
+//!
+//! EDUs: a public read receipt ([`enqueue_read_receipt`]) and a presence change
+//! ([`enqueue_presence`]) are queued in the write transaction that stores them; typing
+//! ([`Sender::typing`]) after it, and never for a destination that is backing off. An invite of
+//! another server's user goes by `/invite` first (`federation/invites.rs`). The queue's SQL is
+//! `storage/federation_queue.rs` (migration `0010_federation_queue.sql`); `appliance admin
+//! federation status` shows it.
 
 pub mod backoff;
 

@@ -3,6 +3,15 @@
 //! Off unless `url_preview_enabled`: it makes the server fetch what users ask for, so `fetch`
 //! checks every address after DNS resolution and bounds size and redirects, and here a fetch is
 //! bounded in time, a few run at once, and answers are kept an hour (as Synapse).
+//!
+//! `fetch.rs` resolves the host with hickory and refuses the URL if any address is in a refused
+//! range (`policy.rs`: private, loopback, link-local, CGNAT, multicast, documentation, reserved and
+//! unspecified ranges always, plus `url_preview_ip_range_blacklist`, unless whitelisted;
+//! IPv4-mapped IPv6 is checked as IPv4), connects to that checked address itself, speaks HTTP/1.1
+//! over hyper (rustls with the system's CA certificates for https), follows at most 5 redirects by
+//! hand, and reads at most `max_spider_size`. `opengraph.rs` tokenizes the page with html5gum. The
+//! page's `og:image` is fetched the same way and stored as ordinary media of the requesting user.
+//! Ten seconds at most per preview, four at once, each kept an hour in memory.
 
 pub mod fetch;
 pub mod opengraph;
