@@ -38,6 +38,17 @@ async fn an_appliance_user_invites_a_synapse_user() {
     let alice = Account::register(ours.port, &roots, "alice").await;
     let bob = Account::register(synapse.port, &roots, "bob").await;
 
+    let (status, reply) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                encode(&bob.user_id)
+            ),
+            json!({"displayname": "Bob on Synapse"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
     let room = alice
         .create_room(json!({"preset": "private_chat", "name": "Secret"}))
         .await;
@@ -58,12 +69,13 @@ async fn an_appliance_user_invites_a_synapse_user() {
     let invite = find(&state, "m.room.member", &bob.user_id);
     assert_eq!(invite["content"]["membership"], "invite");
     assert_eq!(invite["sender"], alice.user_id.as_str());
+    // With the invitee's name from their server's profile, as Synapse's invites carry it.
+    assert_eq!(invite["content"]["displayname"], "Bob on Synapse");
     // The countersigned invite is in the room on the appliance.
     let members = alice.state(&room).await;
-    assert_eq!(
-        members[&("m.room.member".to_owned(), bob.user_id.clone())]["membership"],
-        "invite"
-    );
+    let bobs = &members[&("m.room.member".to_owned(), bob.user_id.clone())];
+    assert_eq!(bobs["membership"], "invite");
+    assert_eq!(bobs["displayname"], "Bob on Synapse");
 
     // Synapse joins through the inviter's server.
     let (status, reply) = bob.join(&room, &[]).await;

@@ -36,6 +36,9 @@ use crate::{
     storage::remote_memberships::RemoteMembership,
 };
 
+/// How long an invite waits for the invitee's profile from their server.
+const PROFILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The servers a remote membership names for reaching its room (the inviter's first).
 pub fn servers_of(row: &RemoteMembership) -> Vec<OwnedServerName> {
     serde_json::from_str::<Vec<String>>(&row.servers)
@@ -63,6 +66,17 @@ pub async fn invite_remote(
     }
     if is_direct {
         content["is_direct"] = json!(true);
+    }
+    // The invitee's name and avatar, as Synapse puts them in an invite (clients show "Bob
+    // invited" rather than a bare ID); a profile that cannot be had leaves them out.
+    let profile =
+        tokio::time::timeout(PROFILE_TIMEOUT, services.users.profile(invitee, None)).await;
+    if let Ok(Ok(profile)) = profile {
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field).filter(|value| value.is_string()) {
+                content[field] = value.clone();
+            }
+        }
     }
     let (own, invite_room_state) = services
         .rooms
