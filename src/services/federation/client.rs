@@ -393,10 +393,15 @@ impl FederationClient {
         Ok(response)
     }
 
+    /// Whether `federation_domain_whitelist` (when set) lets this server contact `server_name`.
+    pub fn may_contact(&self, server_name: &ServerName) -> bool {
+        self.domain_whitelist
+            .as_ref()
+            .is_none_or(|whitelist| whitelist.iter().any(|allowed| allowed == server_name))
+    }
+
     fn check_whitelist(&self, server_name: &ServerName) -> Result<(), FederationError> {
-        if let Some(whitelist) = &self.domain_whitelist
-            && !whitelist.iter().any(|allowed| allowed == server_name)
-        {
+        if !self.may_contact(server_name) {
             return Err(FederationError::Unreachable(format!(
                 "{server_name} is not in federation_domain_whitelist"
             )));
@@ -646,6 +651,21 @@ mod tests {
             FederationClient::new(&config, Some(key.clone())).unwrap(),
             key,
         )
+    }
+
+    /// With `federation_domain_whitelist` set, only the servers it names may be contacted.
+    #[test]
+    fn the_domain_whitelist_names_who_may_be_contacted() {
+        let (client, _) = client(tempfile::tempdir().unwrap().path());
+        assert!(client.may_contact(server_name!("anyone.test")));
+        let config = Config::parse(
+            "server_name: origin.test\nfederation_domain_whitelist: [friend.test]\n",
+            std::path::Path::new("config.yaml"),
+        )
+        .unwrap();
+        let client = FederationClient::new(&config, None).unwrap();
+        assert!(client.may_contact(server_name!("friend.test")));
+        assert!(!client.may_contact(server_name!("stranger.test")));
     }
 
     /// A ruma request signed by `send`'s code verifies with ruma's X-Matrix check for its

@@ -90,6 +90,8 @@ pub enum SendFailure {
     Status(u16, String),
     /// The answer was not a transaction response.
     BadResponse(String),
+    /// This server may not contact the destination (`federation_domain_whitelist`).
+    NotAllowed(String),
 }
 
 impl std::fmt::Display for SendFailure {
@@ -98,6 +100,7 @@ impl std::fmt::Display for SendFailure {
             Self::Unreachable(reason) => write!(f, "unreachable: {reason}"),
             Self::Status(status, reason) => write!(f, "HTTP {status}: {reason}"),
             Self::BadResponse(reason) => write!(f, "bad answer: {reason}"),
+            Self::NotAllowed(reason) => write!(f, "not allowed: {reason}"),
         }
     }
 }
@@ -106,9 +109,16 @@ impl SendFailure {
     /// Whether the destination refused this transaction for good (a 4xx other than those that
     /// say "not now"): it is dropped instead of blocking the queue forever, without backoff
     /// (Synapse's `retryutils` does not back off on these either).
+    /// A destination outside `federation_domain_whitelist` is never tried, so what is queued
+    /// for it (the whitelist was set after it joined a room) does not pile up either.
     fn is_permanent(&self) -> bool {
-        matches!(self, Self::Status(status, _)
-            if (400..500).contains(status) && !matches!(status, 401 | 404 | 408 | 429))
+        match self {
+            Self::Status(status, _) => {
+                (400..500).contains(status) && !matches!(status, 401 | 404 | 408 | 429)
+            }
+            Self::NotAllowed(_) => true,
+            Self::Unreachable(_) | Self::BadResponse(_) => false,
+        }
     }
 }
 
@@ -585,6 +595,11 @@ impl Sender {
                     }
                     self.finish(destination, &batch.txn_id, true).await;
                 }
+                Err(failure @ SendFailure::NotAllowed(_)) => {
+                    tracing::info!(destination, txn_id = batch.txn_id, %failure,
+                        "a transaction for a server this one may not contact; dropped");
+                    self.finish(destination, &batch.txn_id, false).await;
+                }
                 Err(failure) if failure.is_permanent() => {
                     tracing::error!(destination, txn_id = batch.txn_id, %failure,
                         "the destination refused a transaction; dropped");
@@ -661,6 +676,11 @@ impl TransactionTransport for ClientTransport {
     ) -> TransportFuture<'a> {
         Box::pin(async move {
             use super::client::FederationError;
+            if !self.0.may_contact(destination) {
+                return Err(SendFailure::NotAllowed(format!(
+                    "{destination} is not in federation_domain_whitelist"
+                )));
+            }
             match self
                 .0
                 .send_with_limit(destination, request, TXN_RESPONSE_MAX_BYTES)

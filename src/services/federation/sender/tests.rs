@@ -242,3 +242,20 @@ fn a_pdu_goes_out_without_the_unsigned_this_server_adds() {
         r#"{"content":{"name":"x"},"type":"m.room.name"}"#
     );
 }
+
+/// Refusals that will not change are dropped at once (no backoff): a 4xx other than "not now",
+/// and a destination outside `federation_domain_whitelist`; anything else is retried.
+#[test]
+fn permanent_failures_are_the_ones_that_will_not_change() {
+    assert!(SendFailure::Status(403, String::new()).is_permanent());
+    assert!(SendFailure::NotAllowed(String::new()).is_permanent());
+    for retried in [
+        SendFailure::Status(429, String::new()),
+        SendFailure::Status(404, String::new()),
+        SendFailure::Status(502, String::new()),
+        SendFailure::Unreachable(String::new()),
+        SendFailure::BadResponse(String::new()),
+    ] {
+        assert!(!retried.is_permanent(), "{retried}");
+    }
+}
