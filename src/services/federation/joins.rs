@@ -289,14 +289,19 @@ pub async fn make_join(
     Ok(response)
 }
 
-/// `send_join` served: the origin's signed join event, accepted, then the state before it.
-pub async fn send_join(
+/// The served half of `send_join`, `send_leave` and `send_knock`: the origin's signed member
+/// event of `membership` (allowed by the room's ACL, verified, of the origin's user), accepted
+/// under the room's lock and handed on to the room's other servers, which learn of it from us.
+/// `true` when it was new here.
+pub(super) async fn accept_member_event(
     services: &Services,
     origin: &ServerName,
     room_id: &RoomId,
     event_id: &OwnedEventId,
     raw: &RawJsonValue,
-) -> Result<create_join_event::v2::Response> {
+    membership: MembershipState,
+) -> Result<bool> {
+    let what = membership.as_str();
     let version = services.rooms.room_version(room_id).await?;
     if !services
         .federation_serve
@@ -307,38 +312,54 @@ pub async fn send_join(
     }
     let incoming = pdu::verify(services, raw, room_id, &version)
         .await
-        .map_err(|e| Error::bad_json(format!("Invalid join event: {e}")))?;
+        .map_err(|e| Error::bad_json(format!("Invalid {what} event: {e}")))?;
     if incoming.event_id != *event_id {
         return Err(Error::bad_json("The event ID does not match the event"));
     }
-    check_member_event(&incoming.object, origin, MembershipState::Join)?;
+    check_member_event(&incoming.object, origin, membership.clone())?;
     let outcome = {
         let _lock = services.rooms.lock_room(room_id).await;
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
-        // The other servers in the room learn of the join from us; the joining server learns
-        // our users' presence.
         PduOutcome::Accepted { stream } => {
             services
                 .federation_sender
                 .forward_remote_event(room_id, event_id, stream, origin)
                 .await?;
-            share_presence(services, room_id, Joined::Server(origin)).await;
+            Ok(true)
         }
-        PduOutcome::AlreadyKnown => {}
-        PduOutcome::SoftFailed => {
-            return Err(Error::forbidden(
-                "The join is not allowed by the room's current state",
-            ));
-        }
-        PduOutcome::Rejected(reason) => {
-            return Err(Error::forbidden(format!(
-                "The join is not allowed: {reason}"
-            )));
-        }
+        PduOutcome::AlreadyKnown => Ok(false),
+        PduOutcome::SoftFailed => Err(Error::forbidden(format!(
+            "The {what} is not allowed by the room's current state"
+        ))),
+        PduOutcome::Rejected(reason) => Err(Error::forbidden(format!(
+            "The {what} is not allowed: {reason}"
+        ))),
     }
-    // The other servers in the room learn of the join from us.
+}
+
+/// `send_join` served: the origin's signed join event, accepted, then the state before it.
+pub async fn send_join(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    raw: &RawJsonValue,
+) -> Result<create_join_event::v2::Response> {
+    // The joining server learns our users' presence.
+    if accept_member_event(
+        services,
+        origin,
+        room_id,
+        event_id,
+        raw,
+        MembershipState::Join,
+    )
+    .await?
+    {
+        share_presence(services, room_id, Joined::Server(origin)).await;
+    }
     // The state before the join and its auth chain, as `/state` serves them.
     let state_before = services
         .federation_serve

@@ -26,15 +26,14 @@ use serde_json::{Value, json, value::RawValue as RawJsonValue};
 use super::{
     invites::stripped_room_state,
     joins::{
-        candidate_servers, check_member_event, member_event_from_template, supported_versions,
+        accept_member_event, candidate_servers, member_event_from_template, supported_versions,
     },
-    pdu,
 };
 use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, EventDraft, PduOutcome, Profile},
+        rooms::{EventDraft, Profile},
     },
     storage::remote_memberships::RemoteMembership,
 };
@@ -251,44 +250,15 @@ pub async fn send_knock(
     event_id: &OwnedEventId,
     raw: &RawJsonValue,
 ) -> Result<send_knock::v1::Response> {
-    let version = services.rooms.room_version(room_id).await?;
-    if !services
-        .federation_serve
-        .acl_allows(room_id, origin)
-        .await?
-    {
-        return Err(Error::forbidden("The room's server ACL denies your server"));
-    }
-    let incoming = pdu::verify(services, raw, room_id, &version)
-        .await
-        .map_err(|e| Error::bad_json(format!("Invalid knock event: {e}")))?;
-    if incoming.event_id != *event_id {
-        return Err(Error::bad_json("The event ID does not match the event"));
-    }
-    check_member_event(&incoming.object, origin, MembershipState::Knock)?;
-    let outcome = {
-        let _lock = services.rooms.lock_room(room_id).await;
-        services.rooms.accept(incoming, Arrival::Live).await?
-    };
-    match outcome {
-        PduOutcome::Accepted { stream } => {
-            services
-                .federation_sender
-                .forward_remote_event(room_id, event_id, stream, origin)
-                .await?;
-        }
-        PduOutcome::AlreadyKnown => {}
-        PduOutcome::SoftFailed => {
-            return Err(Error::forbidden(
-                "The knock is not allowed by the room's current state",
-            ));
-        }
-        PduOutcome::Rejected(reason) => {
-            return Err(Error::forbidden(format!(
-                "The knock is not allowed: {reason}"
-            )));
-        }
-    }
+    accept_member_event(
+        services,
+        origin,
+        room_id,
+        event_id,
+        raw,
+        MembershipState::Knock,
+    )
+    .await?;
     let state = services.rooms.prejoin_state_pdus(room_id, None).await?;
     Ok(send_knock::v1::Response::new(
         state.into_iter().map(RawStrippedState::Pdu).collect(),

@@ -18,14 +18,14 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     invites::servers_of,
-    joins::{check_member_event, member_event_from_template, name_if_old_format},
+    joins::{accept_member_event, member_event_from_template, name_if_old_format},
     pdu,
 };
 use crate::{
     error::{Error, Result},
     services::{
         Services,
-        rooms::{Arrival, EventDraft, PduOutcome, remote::Membership},
+        rooms::{EventDraft, remote::Membership},
     },
     storage::{now_ms, remote_memberships::RemoteMembership},
 };
@@ -256,43 +256,14 @@ pub async fn send_leave(
     event_id: &OwnedEventId,
     raw: &RawJsonValue,
 ) -> Result<create_leave_event::v2::Response> {
-    let version = services.rooms.room_version(room_id).await?;
-    if !services
-        .federation_serve
-        .acl_allows(room_id, origin)
-        .await?
-    {
-        return Err(Error::forbidden("The room's server ACL denies your server"));
-    }
-    let incoming = pdu::verify(services, raw, room_id, &version)
-        .await
-        .map_err(|e| Error::bad_json(format!("Invalid leave event: {e}")))?;
-    if incoming.event_id != *event_id {
-        return Err(Error::bad_json("The event ID does not match the event"));
-    }
-    check_member_event(&incoming.object, origin, MembershipState::Leave)?;
-    let outcome = {
-        let _lock = services.rooms.lock_room(room_id).await;
-        services.rooms.accept(incoming, Arrival::Live).await?
-    };
-    match outcome {
-        PduOutcome::Accepted { stream } => {
-            services
-                .federation_sender
-                .forward_remote_event(room_id, event_id, stream, origin)
-                .await?;
-        }
-        PduOutcome::AlreadyKnown => {}
-        PduOutcome::SoftFailed => {
-            return Err(Error::forbidden(
-                "The leave is not allowed by the room's current state",
-            ));
-        }
-        PduOutcome::Rejected(reason) => {
-            return Err(Error::forbidden(format!(
-                "The leave is not allowed: {reason}"
-            )));
-        }
-    }
+    accept_member_event(
+        services,
+        origin,
+        room_id,
+        event_id,
+        raw,
+        MembershipState::Leave,
+    )
+    .await?;
     Ok(create_leave_event::v2::Response::new())
 }
