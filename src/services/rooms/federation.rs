@@ -53,7 +53,7 @@ use serde_json::Value;
 use super::{
     Appended, Rooms,
     pdu::{self, InvalidPdu, Pdu},
-    state::{self, EventCache},
+    state::{self, EventCache, StateView},
 };
 use crate::{
     error::{Error, Result},
@@ -311,17 +311,30 @@ fn check_against_auth_events(
     ))
 }
 
-/// The state-dependent rules against a room state.
+/// The state-dependent rules against a room state, read key by key: `Err` when the state
+/// cannot be read, `Ok(Err)` a refusal.
 fn check_against_state(
     rules: &RoomVersionRules,
     pdu: &Pdu,
-    state: &StateIds,
+    state: &StateView,
     cache: &EventCache<'_>,
-) -> std::result::Result<(), String> {
-    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |kind, key| {
-        let id = state.get(&(kind.to_string(), key.to_owned()))?;
-        cache.get_valid(&OwnedEventId::try_from(id.as_str()).ok()?)
-    })
+) -> Result<std::result::Result<(), String>> {
+    // ruma asks for entries through a callback that cannot fail: a read error is kept aside,
+    // and wins over the answer (which saw a missing entry instead).
+    let failed = std::cell::RefCell::new(None);
+    let verdict =
+        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |kind, key| {
+            state
+                .event(cache, &kind.to_string(), key)
+                .unwrap_or_else(|e| {
+                    failed.borrow_mut().get_or_insert(e);
+                    None
+                })
+        });
+    match failed.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(verdict),
+    }
 }
 
 /// What the reads decided for an event.
@@ -340,9 +353,8 @@ struct ToStore {
     was_outlier: bool,
     /// A group whose state is close to the state after the event (the first parent's).
     base_group: Option<i64>,
-    /// The state before the event, when it was given or resolved (no single group holds it).
-    state_before: StateIds,
-    state_before_group: Option<i64>,
+    /// The state before the event: its parents' one group, or a state given or resolved.
+    state_before: StateView,
     /// The event's own entry when it is a state event: the state after it is the state before
     /// it with this (at most one) key changed.
     own_entry: StateIds,
@@ -402,7 +414,7 @@ fn decide(
 
     // The state before the event, from all its prev_events.
     let prev_events = parsed.prev_events();
-    let after_prevs = state::states_after(conn, &prev_events)?;
+    let after_prevs = state::groups_after(conn, &prev_events)?;
     let missing_prev_events: Vec<String> = after_prevs
         .missing
         .iter()
@@ -417,30 +429,36 @@ fn decide(
         })
         .cloned()
         .collect();
-    let (state_before, state_before_group, base_group) = match given_state {
-        Some(state) => (state.clone(), None, after_prevs.groups.first().copied()),
+    let base_group = after_prevs.groups.first().copied();
+    let state_before = match given_state {
+        Some(state) => StateView::Ids(state.clone()),
         None => {
             if !missing_prev_events.is_empty() {
                 return Err(missing("prev events", &missing_prev_events));
             }
-            if after_prevs.states.is_empty() && !prev_events.is_empty() {
-                return Ok(Decision::Rejected {
-                    reason: "every prev event was rejected".into(),
-                    state_group: None,
-                });
+            match after_prevs.groups.as_slice() {
+                [] if !prev_events.is_empty() => {
+                    return Ok(Decision::Rejected {
+                        reason: "every prev event was rejected".into(),
+                        state_group: None,
+                    });
+                }
+                // One state after all the parents: it is the state before, read by key.
+                [group] => StateView::Group(*group),
+                groups => {
+                    let states = groups
+                        .iter()
+                        .map(|group| store::state_at_group(conn, *group))
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    StateView::Ids(state::resolve(&cache, version, &states)?)
+                }
             }
-            let single = match after_prevs.groups.as_slice() {
-                [group] => Some(*group),
-                _ => None,
-            };
-            let state = state::resolve(&cache, version, &after_prevs.states)?;
-            (state, single, after_prevs.groups.first().copied())
         }
     };
-    if let Err(reason) = check_against_state(&rules, &parsed.pdu, &state_before, &cache) {
+    if let Err(reason) = check_against_state(&rules, &parsed.pdu, &state_before, &cache)? {
         return Ok(Decision::Rejected {
             reason,
-            state_group: state_before_group,
+            state_group: state_before.group(),
         });
     }
 
@@ -471,10 +489,16 @@ fn decide(
         is_live_on_parents && (parents_are_extremities || one_group_everywhere);
     let extends_current =
         current_is_state_before && (parents_are_extremities || parsed.state_key.is_none());
-    let soft_failed = arrival.is_live() && !current_is_state_before && {
-        let current = store::current_state(conn, room)?;
-        !current.is_empty() && check_against_state(&rules, &parsed.pdu, &current, &cache).is_err()
-    };
+    let soft_failed = arrival.is_live()
+        && !current_is_state_before
+        && store::current_state_event(conn, room, "m.room.create", "")?.is_some()
+        && check_against_state(
+            &rules,
+            &parsed.pdu,
+            &StateView::Current(room.to_owned()),
+            &cache,
+        )?
+        .is_err();
 
     let mut own_entry = StateIds::new();
     if let Some(key) = &parsed.state_key {
@@ -489,7 +513,7 @@ fn decide(
     } else if pdus::has_timeline_child(conn, parsed.id())? {
         CurrentStateChange::Unchanged
     } else {
-        let mut state_after = state_before.clone();
+        let mut state_after = state_before.to_ids(conn)?;
         state_after.extend(own_entry.clone());
         let others: Vec<String> = extremities
             .iter()
@@ -523,7 +547,6 @@ fn decide(
         was_outlier,
         base_group,
         state_before,
-        state_before_group,
         own_entry,
         extremities,
         current_state,
@@ -540,7 +563,7 @@ fn redaction_applies(
     room: &str,
     redaction: &Pdu,
     target: &OwnedEventId,
-    state: &StateIds,
+    state: &StateView,
     cache: &EventCache<'_>,
 ) -> Result<bool> {
     let Some(row) = store::get_event(conn, target.as_str())? else {
@@ -553,21 +576,17 @@ fn redaction_applies(
     if target_sender.server_name() == redaction.sender().server_name() {
         return Ok(true);
     }
-    Ok(power_levels(rules, state, cache).user_can_redact_event_of_other(redaction.sender()))
+    Ok(power_levels(rules, state, cache)?.user_can_redact_event_of_other(redaction.sender()))
 }
 
 /// The power levels of a room state, with its creators (ruma's `RoomPowerLevels`).
 fn power_levels(
     rules: &RoomVersionRules,
-    state: &StateIds,
+    state: &StateView,
     cache: &EventCache<'_>,
-) -> RoomPowerLevels {
-    let event = |kind: &str| {
-        let id = state.get(&(kind.to_owned(), String::new()))?;
-        cache.get_valid(&OwnedEventId::try_from(id.as_str()).ok()?)
-    };
+) -> Result<RoomPowerLevels> {
     let mut creators: Vec<OwnedUserId> = Vec::new();
-    if let Some(create) = event("m.room.create") {
+    if let Some(create) = state.event(cache, "m.room.create", "")? {
         let content: Value = serde_json::from_str(create.content().get()).unwrap_or_default();
         if rules.authorization.use_room_create_sender {
             creators.push(create.sender().to_owned());
@@ -588,11 +607,12 @@ fn power_levels(
             );
         }
     }
-    let source = event("m.room.power_levels")
+    let source = state
+        .event(cache, "m.room.power_levels", "")?
         .and_then(|pl| serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content().get()).ok())
         .map(RoomPowerLevelsSource::Original)
         .unwrap_or_default();
-    RoomPowerLevels::new(source, &rules.authorization, creators)
+    Ok(RoomPowerLevels::new(source, &rules.authorization, creators))
 }
 
 /// The write for one event; `None` when the room's forward extremities moved since the reads.
@@ -642,9 +662,9 @@ fn store_decision(
     }
     // The state before (a delta on the first parent's group), then the state after (a delta of
     // at most one key on it).
-    let before_group = match to_store.state_before_group {
-        Some(group) => group,
-        None => state::group_for_state(tx, room, to_store.base_group, &to_store.state_before)?,
+    let before_group = match &to_store.state_before {
+        StateView::Group(group) => *group,
+        other => state::group_for_state(tx, room, to_store.base_group, &other.to_ids(tx)?)?,
     };
     let state_group = if to_store.own_entry.is_empty() {
         before_group

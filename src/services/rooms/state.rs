@@ -250,6 +250,21 @@ pub fn resolve(
 /// The state after each of these events (timeline, soft-failed, or rejected with the state
 /// before it), or the events that have none.
 pub fn states_after(conn: &Connection, events: &[String]) -> Result<StatesAfter> {
+    let groups = groups_after(conn, events)?;
+    let states = groups
+        .groups
+        .iter()
+        .map(|group| store::state_at_group(conn, *group))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(StatesAfter {
+        states,
+        missing: groups.missing,
+    })
+}
+
+/// The state groups after each of these events, without reading any state: the caller reads
+/// whole states only where it must (several groups to resolve).
+pub fn groups_after(conn: &Connection, events: &[String]) -> Result<GroupsAfter> {
     let mut groups = Vec::new();
     let mut missing = Vec::new();
     for id in events {
@@ -266,22 +281,83 @@ pub fn states_after(conn: &Connection, events: &[String]) -> Result<StatesAfter>
             _ => missing.push(id.clone()),
         }
     }
-    let states = groups
-        .iter()
-        .map(|group| store::state_at_group(conn, *group))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(StatesAfter {
-        groups,
-        states,
-        missing,
-    })
+    Ok(GroupsAfter { groups, missing })
+}
+
+/// What [`groups_after`] found.
+pub struct GroupsAfter {
+    /// The distinct state groups, in the order of the events.
+    pub groups: Vec<i64>,
+    /// Events with no known state after them (not held, outliers, rejected early).
+    pub missing: Vec<String>,
 }
 
 /// What [`states_after`] found.
 pub struct StatesAfter {
-    /// The distinct state groups, in the order of the events.
-    pub groups: Vec<i64>,
+    /// The states after the events' distinct state groups, in the order of the events.
     pub states: Vec<StateIds>,
     /// Events with no known state after them (not held, outliers, rejected early).
     pub missing: Vec<String>,
+}
+
+/// A room state as the authorization rules read it: by key. The rules of one event need three
+/// to five entries, so a state held as a group, or the room's current state, is read key by key
+/// (a few index lookups) rather than whole (a row per member of a big room).
+pub enum StateView {
+    /// The state at a stored state group.
+    Group(i64),
+    /// The room's current state (`current_state`).
+    Current(String),
+    /// A state at hand, such as one just resolved.
+    Ids(StateIds),
+}
+
+impl StateView {
+    /// The event ID at `(event_type, state_key)`.
+    pub fn get(
+        &self,
+        conn: &Connection,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<String>> {
+        Ok(match self {
+            Self::Group(group) => store::state_event_at_group(conn, *group, event_type, state_key)?,
+            Self::Current(room) => store::current_state_event(conn, room, event_type, state_key)?,
+            Self::Ids(state) => state
+                .get(&(event_type.to_owned(), state_key.to_owned()))
+                .cloned(),
+        })
+    }
+
+    /// The stored group holding this state, when it is one.
+    pub fn group(&self) -> Option<i64> {
+        match self {
+            Self::Group(group) => Some(*group),
+            _ => None,
+        }
+    }
+
+    /// The whole state, for the rare paths that need it (resolution with other extremities).
+    pub fn to_ids(&self, conn: &Connection) -> Result<StateIds> {
+        Ok(match self {
+            Self::Group(group) => store::state_at_group(conn, *group)?,
+            Self::Current(room) => store::current_state(conn, room)?,
+            Self::Ids(state) => state.clone(),
+        })
+    }
+
+    /// The held event at a key that may serve for auth (see [`EventCache::get_valid`]).
+    pub fn event(
+        &self,
+        cache: &EventCache<'_>,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let Some(id) = self.get(cache.conn, event_type, state_key)? else {
+            return Ok(None);
+        };
+        Ok(OwnedEventId::try_from(id.as_str())
+            .ok()
+            .and_then(|id| cache.get_valid(&id)))
+    }
 }
