@@ -353,6 +353,9 @@ struct ToStore {
     was_outlier: bool,
     /// A group whose state is close to the state after the event (the first parent's).
     base_group: Option<i64>,
+    /// The state group after the first parent when it is a timeline event: where readers look
+    /// for the state before an event that has no `event_state_before` row.
+    first_parent_group: Option<i64>,
     /// The state before the event: its parents' one group, or a state given or resolved.
     state_before: StateView,
     /// The event's own entry when it is a state event: the state after it is the state before
@@ -430,6 +433,13 @@ fn decide(
         .cloned()
         .collect();
     let base_group = after_prevs.groups.first().copied();
+    let first_parent_group = match prev_events.first() {
+        Some(first) => match pdus::held(conn, first)? {
+            Some(Held::Timeline { state_group, .. }) => Some(state_group),
+            _ => None,
+        },
+        None => None,
+    };
     let state_before = match given_state {
         Some(state) => StateView::Ids(state.clone()),
         None => {
@@ -546,6 +556,7 @@ fn decide(
         soft_failed,
         was_outlier,
         base_group,
+        first_parent_group,
         state_before,
         own_entry,
         extremities,
@@ -671,7 +682,11 @@ fn store_decision(
     } else {
         store::new_state_group(tx, room, Some(before_group), &to_store.own_entry)?
     };
-    pdus::set_state_before(tx, parsed.id(), before_group)?;
+    // Readers take the state after the first parent as the state before an event unless a row
+    // says otherwise (`storage::pdus::state_before`): the row is written only when it differs.
+    if to_store.first_parent_group != Some(before_group) {
+        pdus::set_state_before(tx, parsed.id(), before_group)?;
+    }
     if to_store.soft_failed {
         pdus::put_outside(
             tx,
