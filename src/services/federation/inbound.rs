@@ -185,20 +185,12 @@ async fn room_of_pdu(
     let room_id = serde_json::from_str::<RoomOnly>(raw.get())
         .map_err(|e| format!("no room ID: {e}"))?
         .room_id;
-    let version = services
-        .rooms
-        .room_version(&room_id)
-        .await
-        .map_err(|_| format!("this server is not in room {room_id}"))?;
-    if !services
-        .federation_serve
-        .acl_allows(&room_id, origin)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        return Err(format!("{origin} is denied by the room's server ACL"));
+    match services.federation_serve.room_for(&room_id, origin).await {
+        Ok(Some((version, true))) => Ok((room_id, version)),
+        Ok(Some((_, false))) => Err(format!("{origin} is denied by the room's server ACL")),
+        Ok(None) => Err(format!("this server is not in room {room_id}")),
+        Err(e) => Err(e.to_string()),
     }
-    Ok((room_id, version))
 }
 
 /// Fetches what a verified PDU refers to, then steps 4-6 under the room's lock. When some of its
@@ -211,23 +203,11 @@ async fn accept_live(
     incoming: IncomingPdu,
     version: &RoomVersionId,
 ) -> Result<(), String> {
-    let prev_events = ids_in(&incoming, "prev_events");
-    let missing_prev = services
-        .rooms
-        .missing_events(&prev_events)
-        .await
-        .map_err(|e| e.to_string())?;
+    let lacking = Lacking::of(services, &incoming).await?;
     // An event held already (sent again, or placed with the state from its origin, its parents
-    // still unknown) fetches nothing: `accept_one` answers it at once.
-    if missing_prev.is_empty()
-        || services
-            .rooms
-            .missing_events(std::slice::from_ref(&incoming.event_id))
-            .await
-            .map_err(|e| e.to_string())?
-            .is_empty()
-    {
-        return accept_one(services, origin, incoming, version, &mut 0).await;
+    // still unknown) fetches nothing: `accept_known` answers it at once.
+    if lacking.prev.is_empty() || !lacking.event {
+        return accept_known(services, origin, incoming, version, &mut 0, lacking).await;
     }
     let gap = fetch_gap(services, origin, &incoming, version).await;
     let mut state_fetches = MAX_STATE_FETCHES;
@@ -243,6 +223,38 @@ async fn accept_live(
     accept_one(services, origin, incoming, version, &mut state_fetches).await
 }
 
+/// What this server lacks of an event and of the events it refers to, in one read (the common
+/// case, a new event whose references are all held, costs no more).
+struct Lacking {
+    /// The event itself is not held (accepted, outlier or rejected).
+    event: bool,
+    auth: Vec<OwnedEventId>,
+    prev: Vec<OwnedEventId>,
+}
+
+impl Lacking {
+    async fn of(services: &Services, incoming: &IncomingPdu) -> Result<Self, String> {
+        let auth = ids_in(incoming, "auth_events");
+        let prev = ids_in(incoming, "prev_events");
+        let mut ids = Vec::with_capacity(1 + auth.len() + prev.len());
+        ids.push(incoming.event_id.clone());
+        ids.extend(auth.iter().cloned());
+        ids.extend(prev.iter().cloned());
+        let missing: HashSet<OwnedEventId> = services
+            .rooms
+            .missing_events(&ids)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            event: missing.contains(&incoming.event_id),
+            auth: auth.into_iter().filter(|id| missing.contains(id)).collect(),
+            prev: prev.into_iter().filter(|id| missing.contains(id)).collect(),
+        })
+    }
+}
+
 /// One event: its missing auth events fetched, then accepted under the room's lock; when its
 /// `prev_events` are not all held, with the state before it from the origin, at most
 /// `state_fetches` times (counted down).
@@ -253,30 +265,34 @@ async fn accept_one(
     version: &RoomVersionId,
     state_fetches: &mut usize,
 ) -> Result<(), String> {
+    let lacking = Lacking::of(services, &incoming).await?;
+    accept_known(services, origin, incoming, version, state_fetches, lacking).await
+}
+
+/// [`accept_one`] once what the event lacks is known.
+async fn accept_known(
+    services: &Services,
+    origin: &ServerName,
+    incoming: IncomingPdu,
+    version: &RoomVersionId,
+    state_fetches: &mut usize,
+    lacking: Lacking,
+) -> Result<(), String> {
     let rooms = &services.rooms;
     let event_id = incoming.event_id.clone();
     let room_id = incoming.room_id.clone();
-    if rooms
-        .missing_events(std::slice::from_ref(&event_id))
-        .await
-        .map_err(|e| e.to_string())?
-        .is_empty()
-    {
+    if !lacking.event {
         return Ok(()); // already held (accepted, outlier or rejected): nothing to do again
     }
-    let auth_events = ids_in(&incoming, "auth_events");
-    let missing_auth = rooms
-        .missing_events(&auth_events)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !missing_auth.is_empty() {
+    let mut missing_prev = lacking.prev;
+    if !lacking.auth.is_empty() {
         fetch_auth_chain(services, origin, &room_id, &event_id, version).await?;
+        // An auth event can be a parent too: it is held now (as an outlier).
+        missing_prev = rooms
+            .missing_events(&missing_prev)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let prev_events = ids_in(&incoming, "prev_events");
-    let missing_prev = rooms
-        .missing_events(&prev_events)
-        .await
-        .map_err(|e| e.to_string())?;
     let state = if missing_prev.is_empty() {
         None
     } else if *state_fetches > 0 {

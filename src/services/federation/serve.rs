@@ -83,6 +83,25 @@ impl Serve {
 
     /// Whether the room's current `m.room.server_acl` (if any) lets `server` take part: checked
     /// for inbound PDUs and joins as for these reads.
+    /// The version of a room this server holds and whether its ACL allows `server`, in one
+    /// read (`None`: the room is unknown here).
+    pub async fn room_for(
+        &self,
+        room_id: &RoomId,
+        server: &ServerName,
+    ) -> Result<Option<(RoomVersionId, bool)>> {
+        let (room, server) = (room_id.to_owned(), server.to_owned());
+        self.db
+            .read(move |c| {
+                let Some(version) = store::room_version(c, room.as_str())? else {
+                    return Ok(None);
+                };
+                let version = RoomVersionId::try_from(version.as_str()).map_err(Error::internal)?;
+                Ok(Some((version, acl_allows(c, &room, &server)?)))
+            })
+            .await
+    }
+
     pub async fn acl_allows(&self, room_id: &RoomId, server: &ServerName) -> Result<bool> {
         let (room, server) = (room_id.to_owned(), server.to_owned());
         self.db.read(move |c| acl_allows(c, &room, &server)).await
