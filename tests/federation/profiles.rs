@@ -1,12 +1,13 @@
 //! Profiles and the user directory across servers, with Synapse: remote profiles asked of the
 //! other server (and what a client hears when it cannot be asked), profile changes arriving as
-//! member events, and the directory finding another server's users once a room is shared.
+//! member events, and the directory finding another server's users once a room is shared; and
+//! OpenID tokens, which other servers check at `/openid/userinfo`.
 
 use serde_json::{Value, json};
 
 use crate::{
     FederatingAppliance,
-    accounts::{Account, encode},
+    accounts::{Account, call, encode},
     support::TestCa,
     synapse::{OPEN_REGISTRATION, Synapse},
 };
@@ -213,3 +214,59 @@ async fn profiles_and_the_user_directory_across_servers() {
     assert_eq!(search(&alice, "robert").await, Vec::<Value>::new());
 }
 
+/// An OpenID token from the client API names its user at the federation listener's
+/// `/openid/userinfo`, unsigned (an integration manager asks, not a homeserver); a wrong token is
+/// `401 M_UNKNOWN_TOKEN`, and a token for someone else is refused. (Expiry: the unit test
+/// `storage::openid::tests`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn openid_tokens_are_checked_over_federation() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(ours.port, &roots, "bob").await;
+    let request_token = |user_id: &str| {
+        format!(
+            "/_matrix/client/v3/user/{}/openid/request_token",
+            encode(user_id)
+        )
+    };
+    let (status, token) = alice.post(&request_token(&alice.user_id), json!({})).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["matrix_server_name"], ours.server_name.as_str());
+    assert_eq!(token["expires_in"], 3600);
+    let access_token = token["access_token"].as_str().unwrap();
+    let (status, reply) = alice.post(&request_token(&bob.user_id), json!({})).await;
+    assert_eq!((status, &reply["errcode"]), (403, &json!("M_FORBIDDEN")));
+
+    let userinfo = |token: &str| {
+        let path = format!(
+            "/_matrix/federation/v1/openid/userinfo?access_token={}",
+            encode(token)
+        );
+        let (port, roots) = (ours.port, roots.clone());
+        async move { call(port, &roots, http::Method::GET, &path, None, None).await }
+    };
+    let (status, reply) = userinfo(access_token).await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"sub": alice.user_id})),
+        "{}",
+        ours.appliance.log_text()
+    );
+    // Neither a wrong token nor the user's access token is an OpenID token.
+    for wrong in ["not-a-token", alice.token.as_str()] {
+        let (status, reply) = userinfo(wrong).await;
+        assert_eq!(
+            (status, &reply["errcode"]),
+            (401, &json!("M_UNKNOWN_TOKEN")),
+            "{reply}"
+        );
+    }
+    // A second token leaves the first valid.
+    let (status, second) = alice.post(&request_token(&alice.user_id), json!({})).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["access_token"], token["access_token"]);
+    assert_eq!(userinfo(access_token).await.0, 200);
+}
