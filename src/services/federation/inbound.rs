@@ -343,7 +343,7 @@ fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
 }
 
 /// The user a member event is about (its `state_key`), if it is one.
-fn member_of(incoming: &IncomingPdu) -> Option<ruma::OwnedUserId> {
+pub(super) fn member_of(incoming: &IncomingPdu) -> Option<ruma::OwnedUserId> {
     use ruma::CanonicalJsonValue::String;
     if incoming.object.get("type") != Some(&String("m.room.member".into())) {
         return None;

@@ -360,12 +360,17 @@ pub(super) async fn accept_member_event(
         return Err(Error::bad_json("The event ID does not match the event"));
     }
     check_member_event(&incoming.object, origin, membership.clone())?;
+    let member = super::inbound::member_of(&incoming);
     let outcome = {
         let _lock = services.rooms.lock_room(room_id).await;
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
         PduOutcome::Accepted { stream } => {
+            // A member event may carry a new profile: the cached one is stale.
+            if let Some(member) = member {
+                services.users.forget_remote_profile(&member);
+            }
             services
                 .federation_sender
                 .forward_remote_event(room_id, event_id, stream, origin)
