@@ -372,9 +372,16 @@ async fn profiles_of_others_cannot_be_changed() {
     assert_eq!(body, json!({"displayname": "bob"}));
 }
 
+/// An unknown local user's profile is `404`; another server's user's, when
+/// `federation_domain_whitelist` leaves that server out, is `403 M_FORBIDDEN` (Synapse's answer
+/// when federation with it is denied, as when federation is off): the server is not asked.
 #[tokio::test]
 async fn unknown_profiles_are_not_found() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_config(&format!(
+        "{}federation_domain_whitelist: []\n",
+        common::OPEN_REGISTRATION
+    ))
+    .await;
     let alice = server.register("alice", "pw").await;
     for path in [
         format!("{PROFILE}/@nobody:test.local"),
@@ -382,6 +389,12 @@ async fn unknown_profiles_are_not_found() {
         format!("{PROFILE}/@nobody:test.local/avatar_url"),
     ] {
         assert_error(&server.get(&path, alice.token()).await, 404, "M_NOT_FOUND");
+    }
+    for path in [
+        format!("{PROFILE}/@someone:other.example"),
+        format!("{PROFILE}/@someone:other.example/displayname"),
+    ] {
+        assert_error(&server.get(&path, alice.token()).await, 403, "M_FORBIDDEN");
     }
 }
 

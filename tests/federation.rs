@@ -48,6 +48,8 @@ mod nio;
 mod outages;
 #[path = "federation/presence.rs"]
 mod presence;
+#[path = "federation/profiles.rs"]
+mod profiles;
 #[path = "federation/room_versions.rs"]
 mod room_versions;
 #[path = "federation/sender.rs"]

@@ -17,13 +17,16 @@
 //!   `POST` when there is a filter), and its error passed on as Synapse does (`502` when it
 //!   cannot be reached);
 //! * the user directory finds users who share a room with the searcher or who are in a public
-//!   room (join rule `public` or world-readable history), or every active local user with
-//!   `user_directory.search_all_users`.
+//!   room (join rule `public` or world-readable history), or every active local user and every
+//!   other server's user in a room here with `user_directory.search_all_users`; other servers'
+//!   users with the name and avatar of their newest join event in such a room (Synapse keeps
+//!   them from member events too), so a profile change, which arrives as a member event, shows.
 //!
 //! Storage (`storage/directory.rs`): aliases in `room_aliases` with their creator; the public list
 //! is the `published` flag of `rooms` (set by `createRoom` with `visibility: public` or by `PUT
 //! /directory/list/room`), paged by `(joined members, room ID)` tokens; the user directory is
-//! computed per search from `memberships`, with no table of its own.
+//! computed per search from `memberships` (and the member events it points at), with no table
+//! of its own.
 
 use std::{cmp::Reverse, sync::Arc};
 
@@ -527,12 +530,13 @@ impl Directory {
         let candidates = self
             .db
             .read(move |c| {
-                if all {
+                let mut users = if all {
                     store::active_users(c)
                 } else {
                     store::users_visible_to(c, &searcher)
-                }
-                .map_err(Error::from)
+                }?;
+                users.extend(store::remote_users_visible_to(c, &searcher, all)?);
+                Ok::<_, Error>(users)
             })
             .await?;
         let mut found: Vec<(u8, DirectoryUser)> = candidates

@@ -140,6 +140,7 @@ impl Services {
                 rooms.stream_sender(),
                 config.password_config.policy.clone(),
                 federation.clone(),
+                config.federation_enabled(),
             ),
             sessions: sessions::Sessions::new(db.clone(), rooms.stream_sender()),
             uiaa: uiaa::Uiaa::default(),

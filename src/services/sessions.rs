@@ -3,7 +3,9 @@
 //! Tokens are looked up in the database on every request rather than cached, so that a password
 //! reset or deactivation done by the admin CLI in another process takes effect at once.
 //!
-//! Access tokens are stored as their SHA-256, never in clear.
+//! Access tokens are stored as their SHA-256, never in clear; so are OpenID tokens
+//! ([`Sessions::request_openid_token`]), which prove to another server (an integration manager, a
+//! widget's backend) who a user is, through `/_matrix/federation/v1/openid/userinfo`.
 
 use std::net::IpAddr;
 
@@ -44,6 +46,9 @@ pub struct Sessions {
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
+
+/// How long an OpenID token is valid: Synapse's one hour.
+pub const OPENID_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn new_access_token() -> String {
     // 256 random bits; the prefix makes leaked tokens recognisable to secret scanners.
@@ -91,6 +96,44 @@ impl Sessions {
             access_token,
             device_id,
         })
+    }
+
+    /// A new OpenID token of `user_id`, valid [`OPENID_TOKEN_LIFETIME`]; expired tokens are
+    /// deleted in the same transaction.
+    pub async fn request_openid_token(&self, user_id: &UserId) -> Result<String> {
+        let token = format!("mao_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+        let hash = token_hash(&token);
+        let user = user_id.to_string();
+        let now = now_ms();
+        let valid_until = now + OPENID_TOKEN_LIFETIME.as_millis() as i64;
+        self.db
+            .write(move |tx| {
+                crate::storage::openid::insert_token(tx, &hash, &user, valid_until, now)
+            })
+            .await
+            .map_err(Error::from)?;
+        Ok(token)
+    }
+
+    /// Whose OpenID token this is, if it is still valid; `401 M_UNKNOWN_TOKEN` otherwise (with
+    /// Synapse's message).
+    pub async fn openid_token_user(&self, token: &str) -> Result<OwnedUserId> {
+        let hash = token_hash(token);
+        let now = now_ms();
+        let user = self
+            .db
+            .read(move |c| crate::storage::openid::token_user(c, &hash, now).map_err(Error::from))
+            .await?;
+        let unknown = || {
+            Error::new(
+                http::StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::UnknownToken(
+                    ruma::api::error::UnknownTokenErrorData::new(),
+                ),
+                "Access Token unknown or expired",
+            )
+        };
+        OwnedUserId::try_from(user.ok_or_else(unknown)?).map_err(Error::internal)
     }
 
     /// Who sent a request with this token; `M_UNKNOWN_TOKEN` when nobody.

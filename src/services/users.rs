@@ -5,7 +5,11 @@
 //! API, the admin CLI and the setup wizard all go through them. Hashing is in `passwords.rs`
 //! (argon2id, one hash at a time).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use http::StatusCode;
 use ruma::{
@@ -16,7 +20,7 @@ use ruma::{
 use tokio::sync::watch;
 
 use super::{
-    federation::client::{FederationClient, remote_error},
+    federation::client::{FederationClient, FederationError},
     passwords,
 };
 use crate::{
@@ -35,7 +39,19 @@ pub struct Users {
     password_policy: PasswordPolicy,
     /// Profiles of other servers' users are asked of them.
     federation: Arc<FederationClient>,
+    /// Whether this server federates at all: off, other servers are not asked.
+    federation_enabled: bool,
+    /// Other servers' answers to profile queries, reused for [`REMOTE_PROFILE_TTL`] and dropped
+    /// at once when a member event of the user arrives (a profile change travels that way).
+    remote_profiles: Mutex<HashMap<OwnedUserId, (Instant, UserProfile)>>,
 }
+
+/// How long another server's profile answer is reused: clients ask for the same profile in
+/// bursts (a room's member list, a mention pill, the user info panel), and a change arrives as a
+/// member event, which drops the entry anyway.
+const REMOTE_PROFILE_TTL: Duration = Duration::from_secs(60);
+/// The most remote profiles kept; past it the expired ones go, then all (bounded memory).
+const REMOTE_PROFILE_CACHE_MAX: usize = 10_000;
 
 /// Longest user ID the spec allows, sigil and server name included.
 const MAX_USER_ID_LENGTH: usize = 255;
@@ -47,6 +63,7 @@ impl Users {
         stream: watch::Sender<i64>,
         password_policy: PasswordPolicy,
         federation: Arc<FederationClient>,
+        federation_enabled: bool,
     ) -> Self {
         Self {
             db,
@@ -54,27 +71,26 @@ impl Users {
             stream,
             password_policy,
             federation,
+            federation_enabled,
+            remote_profiles: Mutex::default(),
         }
     }
 
     /// A user's profile (`displayname`, `avatar_url`), or only `field` of it: a local user's
-    /// from the database, another server's user's asked of that server (`/query/profile`).
-    /// `404 M_NOT_FOUND` for a user that does not exist.
+    /// from the database, another server's user's asked of that server (`/query/profile`, the
+    /// whole profile, cached briefly). `404 M_NOT_FOUND` for a user that does not exist; for
+    /// another server's user the errors of Synapse's `ProfileHandler.get_profile`: the other
+    /// server's `403`, `404` and `5xx` passed on, `502` when it cannot be asked or answers
+    /// anything else, `403 M_FORBIDDEN` when federation is off or may not reach that server.
     pub async fn profile(
         &self,
         user_id: &UserId,
         field: Option<&ProfileFieldName>,
     ) -> Result<UserProfile> {
         if user_id.server_name() != self.server_name {
-            let mut request = get_profile::Request::new(user_id.to_owned());
-            request.field = field.cloned();
-            let response = self
-                .federation
-                .send(user_id.server_name(), request)
-                .await
-                .map_err(|e| remote_error(e, "Profile not found".to_owned()))?;
+            let whole = self.remote_profile(user_id).await?;
             let mut profile = UserProfile::new();
-            for (name, value) in response.iter() {
+            for (name, value) in whole.iter() {
                 if field.is_none_or(|field| field.as_str() == name) {
                     profile.set(name.clone(), value.clone());
                 }
@@ -94,6 +110,47 @@ impl Users {
             profile.set("avatar_url".to_owned(), url.into());
         }
         Ok(profile)
+    }
+
+    /// Another server's user's whole profile, from the cache or asked of their server.
+    async fn remote_profile(&self, user_id: &UserId) -> Result<UserProfile> {
+        if let Some(profile) = self.cached_remote_profile(user_id) {
+            return Ok(profile);
+        }
+        let server = user_id.server_name();
+        if !self.federation_enabled || !self.federation.may_contact(server) {
+            // Synapse's `FederationDeniedError` (`federation_domain_whitelist`).
+            return Err(Error::forbidden(format!(
+                "Federation denied with {server}."
+            )));
+        }
+        let request = get_profile::Request::new(user_id.to_owned());
+        let response = self
+            .federation
+            .send(server, request)
+            .await
+            .map_err(profile_query_error)?;
+        let mut profiles = lock(&self.remote_profiles);
+        if profiles.len() >= REMOTE_PROFILE_CACHE_MAX {
+            profiles.retain(|_, (fetched, _)| fetched.elapsed() < REMOTE_PROFILE_TTL);
+            if profiles.len() >= REMOTE_PROFILE_CACHE_MAX {
+                profiles.clear();
+            }
+        }
+        profiles.insert(user_id.to_owned(), (Instant::now(), response.data.clone()));
+        Ok(response.data)
+    }
+
+    fn cached_remote_profile(&self, user_id: &UserId) -> Option<UserProfile> {
+        let profiles = lock(&self.remote_profiles);
+        let (fetched, profile) = profiles.get(user_id)?;
+        (fetched.elapsed() < REMOTE_PROFILE_TTL).then(|| profile.clone())
+    }
+
+    /// Forgets the cached profile of another server's user: a member event of theirs arrived,
+    /// which is how a profile change reaches this server.
+    pub fn forget_remote_profile(&self, user_id: &UserId) {
+        lock(&self.remote_profiles).remove(user_id);
     }
 
     /// Checks a new password against `password_config.policy` (Synapse's errcodes).
@@ -303,6 +360,39 @@ impl Users {
             )
             .await
     }
+}
+
+/// The cache's lock; a panic while it was held left nothing half-written worth refusing.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Another server's failure to answer a profile query as this server's answer, as Synapse's
+/// `ProfileHandler.get_profile`: the other server's `403`, `404` and `5xx` passed on with their
+/// errcode (the client API allows no other codes there), anything else `502`.
+fn profile_query_error(error: FederationError) -> Error {
+    if let FederationError::Matrix(remote) = &error {
+        let status = remote.status_code;
+        if status == StatusCode::FORBIDDEN
+            || status == StatusCode::NOT_FOUND
+            || status.is_server_error()
+        {
+            let kind = remote.error_kind().cloned().unwrap_or(ErrorKind::Unknown);
+            let message = match &remote.body {
+                ruma::api::error::ErrorBody::Standard(body) => body.message.clone(),
+                _ => "Failed to fetch profile".to_owned(),
+            };
+            return Error::new(status, kind, message);
+        }
+    }
+    tracing::info!("profile query failed: {error}");
+    Error::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorKind::Unknown,
+        "Failed to fetch profile",
+    )
 }
 
 /// A requested new user name as the localpart to check: lowercased, as Synapse does at

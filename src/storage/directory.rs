@@ -124,23 +124,26 @@ pub fn active_users(conn: &Connection) -> rusqlite::Result<Vec<DirectoryUser>> {
     .collect()
 }
 
+/// The rooms whose members anyone may find: join rule `public` or `world_readable` history.
+const PUBLIC_ROOMS: &str = "public_rooms AS (
+    SELECT cs.room_id FROM current_state cs
+    LEFT JOIN events e ON e.event_id = cs.event_id
+    LEFT JOIN pdus_outside_timeline o
+        ON o.event_id = cs.event_id AND o.status != 'rejected'
+    WHERE cs.state_key = '' AND (
+        (cs.type = 'm.room.join_rules'
+            AND json_extract(coalesce(e.json, o.json), '$.content.join_rule') = 'public')
+        OR (cs.type = 'm.room.history_visibility'
+            AND json_extract(coalesce(e.json, o.json), '$.content.history_visibility')
+                = 'world_readable'))
+)";
+
 /// The local accounts (not deactivated) that are joined to a room `searcher` is joined to (the
 /// searcher excepted), or to a public room: one whose join rule is `public` or whose history is
 /// `world_readable`.
 pub fn users_visible_to(conn: &Connection, searcher: &str) -> rusqlite::Result<Vec<DirectoryUser>> {
-    conn.prepare_cached(
-        "WITH public_rooms AS (
-             SELECT cs.room_id FROM current_state cs
-             LEFT JOIN events e ON e.event_id = cs.event_id
-             LEFT JOIN pdus_outside_timeline o
-                 ON o.event_id = cs.event_id AND o.status != 'rejected'
-             WHERE cs.state_key = '' AND (
-                 (cs.type = 'm.room.join_rules'
-                     AND json_extract(coalesce(e.json, o.json), '$.content.join_rule') = 'public')
-                 OR (cs.type = 'm.room.history_visibility'
-                     AND json_extract(coalesce(e.json, o.json), '$.content.history_visibility')
-                         = 'world_readable'))
-         ),
+    conn.prepare_cached(&format!(
+        "WITH {PUBLIC_ROOMS},
          visible AS (
              SELECT m.user_id FROM memberships m
              WHERE m.membership = 'join' AND m.room_id IN (SELECT room_id FROM public_rooms)
@@ -152,8 +155,66 @@ pub fn users_visible_to(conn: &Connection, searcher: &str) -> rusqlite::Result<V
          )
          SELECT u.user_id, u.localpart, u.displayname, u.avatar_url
          FROM users u JOIN visible v ON v.user_id = u.user_id
-         WHERE u.deactivated = 0",
-    )?
+         WHERE u.deactivated = 0"
+    ))?
     .query_map(params![searcher], directory_user)?
+    .collect()
+}
+
+/// Other servers' users joined to a room `searcher` is joined to or to a public room, or with
+/// `all` to any room this server is in; each with the displayname and avatar of their newest
+/// join event among those rooms (with `all`, among the others only when in none of those), so a
+/// name given in a room the searcher cannot see is not shown to them. Non-string values are
+/// left out.
+pub fn remote_users_visible_to(
+    conn: &Connection,
+    searcher: &str,
+    all: bool,
+) -> rusqlite::Result<Vec<DirectoryUser>> {
+    conn.prepare_cached(&format!(
+        "WITH {PUBLIC_ROOMS},
+         searchers_rooms AS (
+             SELECT room_id FROM memberships WHERE user_id = ?1 AND membership = 'join'
+         ),
+         candidates AS (
+             SELECT m.user_id, m.event_id, m.stream_ordering,
+                 (m.room_id IN (SELECT room_id FROM public_rooms)
+                     OR m.room_id IN (SELECT room_id FROM searchers_rooms)) AS visible
+             FROM memberships m LEFT JOIN users u ON u.user_id = m.user_id
+             WHERE m.membership = 'join' AND u.user_id IS NULL
+         ),
+         newest AS (
+             SELECT user_id, event_id, row_number() OVER (
+                 PARTITION BY user_id ORDER BY visible DESC, stream_ordering DESC
+             ) AS n
+             FROM candidates WHERE visible OR ?2
+         ),
+         member AS (
+             SELECT n.user_id, coalesce(e.json, o.json) AS json FROM newest n
+             LEFT JOIN events e ON e.event_id = n.event_id
+             LEFT JOIN pdus_outside_timeline o
+                 ON o.event_id = n.event_id AND o.status != 'rejected'
+             WHERE n.n = 1
+         )
+         SELECT user_id,
+             CASE WHEN json_type(json, '$.content.displayname') = 'text'
+                 THEN json_extract(json, '$.content.displayname') END,
+             CASE WHEN json_type(json, '$.content.avatar_url') = 'text'
+                 THEN json_extract(json, '$.content.avatar_url') END
+         FROM member"
+    ))?
+    .query_map(params![searcher, all], |row| {
+        let user_id: String = row.get(0)?;
+        Ok(DirectoryUser {
+            // `@localpart:server`: a localpart has no colon.
+            localpart: user_id
+                .strip_prefix('@')
+                .and_then(|rest| rest.split_once(':'))
+                .map_or_else(String::new, |(localpart, _)| localpart.to_owned()),
+            user_id,
+            displayname: row.get(1)?,
+            avatar_url: row.get(2)?,
+        })
+    })?
     .collect()
 }

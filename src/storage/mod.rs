@@ -34,6 +34,7 @@ pub mod federation_reads;
 pub mod key_backup;
 pub mod media;
 mod migrations;
+pub mod openid;
 pub mod pdus;
 pub mod presence;
 pub mod push;

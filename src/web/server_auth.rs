@@ -44,6 +44,9 @@ impl FromRequestParts<AppState> for ServerOrigin {
 pub struct Federation<T> {
     pub origin: OwnedServerName,
     pub body: T,
+    /// The JSON body as it came (shared, not copied): `invite` v1's body is the whole PDU, of
+    /// which ruma's type keeps only some fields.
+    pub raw_body: bytes::Bytes,
 }
 
 fn body_limit<T: 'static>() -> usize {
@@ -82,9 +85,18 @@ where
         )
         .await?;
         check_is_json(&bytes)?;
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let raw_body = bytes;
+        let bytes: &[u8] = if raw_body.is_empty() {
+            b"{}"
+        } else {
+            &raw_body
+        };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
-        Ok(Self { origin, body })
+        Ok(Self {
+            origin,
+            body,
+            raw_body,
+        })
     }
 }

@@ -423,6 +423,85 @@ async fn bad_invites_are_refused() {
         .await;
 }
 
+/// The deprecated `PUT /_matrix/federation/v1/invite` (Synapse sends only v2): the body is the
+/// invite PDU of a room version 1/2 format event (event ID inside, stripped state in its
+/// `unsigned`); answered `[200, {"event": …}]` with the appliance's signature, and the invite
+/// shows in /sync with its stripped state. The event ID in the path must be the event's.
+#[tokio::test(flavor = "multi_thread")]
+async fn invite_v1_is_served() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let fake = FakeServer::start(&ca).await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let room_id = format!("!old:{}", fake.server_name);
+    let event_id = format!("$invite1:{}", fake.server_name);
+    let mallory = format!("@mallory:{}", fake.server_name);
+    let mut event: CanonicalJsonObject = serde_json::from_value(json!({
+        "event_id": event_id,
+        "room_id": room_id,
+        "sender": mallory,
+        "origin": fake.server_name,
+        "type": "m.room.member",
+        "state_key": alice.user_id,
+        "content": {"membership": "invite"},
+        "origin_server_ts": now_ms(),
+        "depth": 5,
+        "prev_events": [[format!("$prev:{}", fake.server_name), {"sha256": "aGFzaA"}]],
+        "auth_events": [[format!("$create:{}", fake.server_name), {"sha256": "aGFzaA"}]],
+    }))
+    .unwrap();
+    fake.sign_event(&mut event, &RoomVersionId::V2);
+    let mut body = serde_json::to_value(&event).unwrap();
+    body["unsigned"] = json!({"invite_room_state": [{"type": "m.room.name", "state_key": "",
+        "content": {"name": "Old hall"}, "sender": mallory}]});
+    let path = |id: &str| {
+        format!(
+            "/_matrix/federation/v1/invite/{}/{}",
+            encode(&room_id),
+            encode(id)
+        )
+    };
+
+    let other_id = format!("$other:{}", fake.server_name);
+    let (status, reply) = fake
+        .request(ours.port, http::Method::PUT, &path(&other_id), Some(&body))
+        .await;
+    assert_eq!(
+        (status, &reply["errcode"]),
+        (400, &json!("M_BAD_JSON")),
+        "{reply}"
+    );
+
+    let (status, reply) = fake
+        .request(ours.port, http::Method::PUT, &path(&event_id), Some(&body))
+        .await;
+    assert_eq!(status, 200, "{reply}\n{}", ours.appliance.log_text());
+    assert_eq!(
+        reply[0], 200,
+        "v1's answer is [200, {{\"event\": …}}]: {reply}"
+    );
+    let signed = &reply[1]["event"];
+    assert_eq!(signed["event_id"], event_id.as_str(), "{reply}");
+    assert!(
+        signed["signatures"][&ours.server_name].is_object(),
+        "{reply}"
+    );
+    assert!(
+        signed["signatures"][&fake.server_name].is_object(),
+        "{reply}"
+    );
+    let state = alice
+        .wait_for_sync("mallory's v1 invite", |s| invite_state(s, &room_id))
+        .await;
+    assert_eq!(
+        find(&state, "m.room.name", "")["content"]["name"],
+        "Old hall"
+    );
+    let invite = find(&state, "m.room.member", &alice.user_id);
+    assert_eq!(invite["sender"], mallory.as_str());
+}
+
 /// A room whose join rule is `knock`, named `name`, created by `account`.
 async fn knock_room(account: &Account, name: &str) -> String {
     account

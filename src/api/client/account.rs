@@ -2,14 +2,18 @@ use axum::extract::State;
 use ruma::api::client::{
     account::{
         ThirdPartyIdRemovalStatus, change_password::v3 as change_password,
-        deactivate::v3 as deactivate, whoami::v3 as whoami,
+        deactivate::v3 as deactivate, request_openid_token::v3 as openid, whoami::v3 as whoami,
     },
     uiaa::{AuthFlow, AuthType},
 };
 
-use crate::web::{
-    AppState,
-    ruma::{ApiResult, Ruma},
+use crate::{
+    error::Error,
+    services::sessions::OPENID_TOKEN_LIFETIME,
+    web::{
+        AppState,
+        ruma::{ApiResult, Ruma},
+    },
 };
 
 fn password_flow() -> Vec<AuthFlow> {
@@ -25,6 +29,29 @@ pub async fn whoami(
     let mut response = whoami::Response::new(sender.user_id.clone(), false);
     response.device_id = Some(sender.device_id.clone());
     Ok(response.into())
+}
+
+/// `POST /_matrix/client/v3/user/{userId}/openid/request_token`: a token another server trades
+/// for the user's ID at `/_matrix/federation/v1/openid/userinfo` (only for oneself, as Synapse).
+pub async fn request_openid_token(
+    State(services): State<AppState>,
+    request: Ruma<openid::Request>,
+) -> ApiResult<openid::Response> {
+    let sender = request.sender()?;
+    if request.body.user_id != sender.user_id {
+        return Err(Error::forbidden("Cannot request tokens for other users."));
+    }
+    let token = services
+        .sessions
+        .request_openid_token(&sender.user_id)
+        .await?;
+    Ok(openid::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        services.server_name.clone(),
+        OPENID_TOKEN_LIFETIME,
+    )
+    .into())
 }
 
 /// `POST /_matrix/client/v3/account/password`

@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<acc::whoami::v3::Request, _, _>(account::whoami)
         .ruma::<acc::change_password::v3::Request, _, _>(account::change_password)
         .ruma::<acc::deactivate::v3::Request, _, _>(account::deactivate)
+        .ruma::<acc::request_openid_token::v3::Request, _, _>(account::request_openid_token)
         .ruma::<device::get_devices::v3::Request, _, _>(devices::get_devices)
         .ruma::<device::get_device::v3::Request, _, _>(devices::get_device)
         .ruma::<device::update_device::v3::Request, _, _>(devices::update_device)

@@ -13,6 +13,7 @@ use ruma::api::federation::{
     discovery::{
         get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version,
     },
+    openid::get_openid_userinfo,
     query::{get_profile_information, get_room_information},
 };
 
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_server_version::v1::Request, _, _>(query::version)
         .ruma::<get_room_information::v1::Request, _, _>(query::directory)
         .ruma::<get_profile_information::v1::Request, _, _>(query::profile)
+        .ruma::<get_openid_userinfo::v1::Request, _, _>(query::openid_userinfo)
         .merge(media::routes())
         .merge(rooms::routes())
         .merge(transactions::routes())

@@ -1,9 +1,10 @@
-//! What other servers ask about this one: its software version, its room aliases and its
-//! users' profiles.
+//! What other servers ask about this one: its software version, its room aliases, its users'
+//! profiles, and whose OpenID token a client showed them.
 
 use axum::extract::State;
 use ruma::api::federation::{
     discovery::get_server_version::v1 as get_version,
+    openid::get_openid_userinfo::v1 as openid_userinfo,
     query::{get_profile_information::v1 as get_profile, get_room_information::v1 as get_room},
 };
 
@@ -62,4 +63,18 @@ pub async fn profile(
     let mut response = get_profile::Response::new();
     response.data = profile;
     Ok(response.into())
+}
+
+/// `GET /_matrix/federation/v1/openid/userinfo?access_token=`: not signed (the asker may be an
+/// integration manager, not a homeserver); `{"sub": user_id}` for a valid token, else
+/// `401 M_UNKNOWN_TOKEN`.
+pub async fn openid_userinfo(
+    State(services): State<AppState>,
+    request: Ruma<openid_userinfo::Request>,
+) -> ApiResult<openid_userinfo::Response> {
+    let user_id = services
+        .sessions
+        .openid_token_user(&request.body.access_token)
+        .await?;
+    Ok(openid_userinfo::Response::new(user_id).into())
 }

@@ -308,6 +308,7 @@ async fn accept_known(
     };
     // A join of another server's user: that server learns our users' presence once accepted.
     let joined_server = joining_server(&incoming);
+    let member = member_of(&incoming);
     let lock = rooms.lock_room(&room_id).await;
     let outcome = match state {
         None => rooms.accept(incoming, Arrival::Live).await,
@@ -321,6 +322,10 @@ async fn accept_known(
     drop(lock);
     match outcome {
         Ok(PduOutcome::Accepted { .. }) => {
+            // A profile change travels as a member event: the cached profile is stale.
+            if let Some(user) = member.filter(|user| user.server_name() != services.server_name) {
+                services.users.forget_remote_profile(&user);
+            }
             if let Some(server) = joined_server {
                 super::joins::share_presence(services, &room_id, Joined::Server(&server)).await;
             }
@@ -351,6 +356,18 @@ fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
     }
     let user = ruma::UserId::parse(field("state_key")?).ok()?;
     Some(user.server_name().to_owned())
+}
+
+/// The user a member event is about (its `state_key`), if it is one.
+pub(super) fn member_of(incoming: &IncomingPdu) -> Option<ruma::OwnedUserId> {
+    use ruma::CanonicalJsonValue::String;
+    if incoming.object.get("type") != Some(&String("m.room.member".into())) {
+        return None;
+    }
+    match incoming.object.get("state_key") {
+        Some(String(key)) => ruma::UserId::parse(key.as_str()).ok(),
+        _ => None,
+    }
 }
 
 /// The event IDs of `auth_events` or `prev_events` of a verified PDU.

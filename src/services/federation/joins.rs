@@ -37,6 +37,11 @@ use crate::{
 fn incompatible(room_id: &RoomId, version: RoomVersionId) -> Error {
     let message =
         format!("{room_id} is a room of version {version}, which this server does not support");
+    incompatible_with(version, message)
+}
+
+/// `400 M_INCOMPATIBLE_ROOM_VERSION` naming `version`, with `message`.
+pub(super) fn incompatible_with(version: RoomVersionId, message: String) -> Error {
     Error::new(
         http::StatusCode::BAD_REQUEST,
         ruma::api::error::ErrorKind::IncompatibleRoomVersion(
@@ -257,12 +262,52 @@ pub async fn make_join(
     user_id: &UserId,
     versions: &[RoomVersionId],
 ) -> Result<prepare_join_event::v1::Response> {
+    let (version, template) = member_template(
+        services,
+        origin,
+        room_id,
+        user_id,
+        MembershipState::Join,
+        Some(versions),
+    )
+    .await?;
+    let mut response = prepare_join_event::v1::Response::new(template);
+    response.room_version = Some(version);
+    Ok(response)
+}
+
+/// The served half of `make_join`, `make_leave` and `make_knock`: a template of `user_id`'s
+/// member event of `membership` in `room_id`, built from the current state, with the room's
+/// version. Checked in this order: the user is the origin's, the room is ours, its version is
+/// one of the origin's `versions` (join and knock; a knock needs a version that has knocking),
+/// the room's ACL allows the origin.
+pub(super) async fn member_template(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    membership: MembershipState,
+    versions: Option<&[RoomVersionId]>,
+) -> Result<(RoomVersionId, Box<RawJsonValue>)> {
     if user_id.server_name() != origin {
-        return Err(Error::forbidden("A server can only join its own users"));
+        return Err(Error::forbidden(if membership == MembershipState::Join {
+            "A server can only join its own users"
+        } else {
+            "A server can only send its own users' membership"
+        }));
     }
     let version = services.rooms.room_version(room_id).await?;
-    if !versions.contains(&version) {
-        return Err(incompatible(room_id, version));
+    if let Some(versions) = versions {
+        if membership == MembershipState::Knock {
+            let knocking = version.rules().is_some_and(|r| r.authorization.knocking);
+            if !versions.contains(&version) || !knocking {
+                let message =
+                    format!("Room version {version} cannot be knocked on by the knocking server");
+                return Err(incompatible_with(version, message));
+            }
+        } else if !versions.contains(&version) {
+            return Err(incompatible(room_id, version));
+        }
     }
     if !services
         .federation_serve
@@ -276,17 +321,15 @@ pub async fn make_join(
         .event_template(
             room_id,
             user_id,
-            crate::services::rooms::EventDraft::state(
+            rooms::EventDraft::state(
                 "m.room.member",
                 user_id.as_str(),
-                serde_json::json!({"membership": "join"}),
+                serde_json::json!({"membership": membership.as_str()}),
             ),
         )
         .await?;
     let raw = serde_json::value::to_raw_value(&template).map_err(Error::internal)?;
-    let mut response = prepare_join_event::v1::Response::new(raw);
-    response.room_version = Some(version);
-    Ok(response)
+    Ok((version, raw))
 }
 
 /// The served half of `send_join`, `send_leave` and `send_knock`: the origin's signed member
@@ -317,12 +360,17 @@ pub(super) async fn accept_member_event(
         return Err(Error::bad_json("The event ID does not match the event"));
     }
     check_member_event(&incoming.object, origin, membership.clone())?;
+    let member = super::inbound::member_of(&incoming);
     let outcome = {
         let _lock = services.rooms.lock_room(room_id).await;
         services.rooms.accept(incoming, Arrival::Live).await?
     };
     match outcome {
         PduOutcome::Accepted { stream } => {
+            // A member event may carry a new profile: the cached one is stale.
+            if let Some(member) = member {
+                services.users.forget_remote_profile(&member);
+            }
             services
                 .federation_sender
                 .forward_remote_event(room_id, event_id, stream, origin)

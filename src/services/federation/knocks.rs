@@ -13,7 +13,7 @@ use ruma::{
     OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomOrAliasId, RoomVersionId, ServerName,
     UserId,
     api::{
-        error::{ErrorKind, IncompatibleRoomVersionErrorData},
+        error::ErrorKind,
         federation::membership::{
             RawStrippedState, create_knock_event as send_knock,
             prepare_knock_event as create_knock_event_template,
@@ -26,25 +26,15 @@ use serde_json::{Value, json, value::RawValue as RawJsonValue};
 use super::{
     invites::stripped_room_state,
     joins::{
-        accept_member_event, candidate_servers, member_event_from_template, supported_versions,
+        accept_member_event, candidate_servers, incompatible_with, member_event_from_template,
+        member_template, supported_versions,
     },
 };
 use crate::{
     error::{Error, Result},
-    services::{
-        Services,
-        rooms::{EventDraft, Profile},
-    },
+    services::{Services, rooms::Profile},
     storage::remote_memberships::RemoteMembership,
 };
-
-fn incompatible(version: RoomVersionId, message: String) -> Error {
-    Error::new(
-        http::StatusCode::BAD_REQUEST,
-        ErrorKind::IncompatibleRoomVersion(IncompatibleRoomVersionErrorData::new(version)),
-        message,
-    )
-}
 
 /// `/knock/{roomIdOrAlias}`: a room this server is in is knocked on locally; any other through
 /// the servers of `via`, of the alias's answer and of the room ID.
@@ -132,7 +122,7 @@ async fn knock_through(
                     format!("{server} refused the knock: {e}"),
                 )),
                 (_, Some(ErrorKind::IncompatibleRoomVersion { .. })) => {
-                    KnockError::Refused(incompatible(
+                    KnockError::Refused(incompatible_with(
                         RoomVersionId::V1,
                         format!("{server} refused the knock: {e}"),
                     ))
@@ -144,7 +134,7 @@ async fn knock_through(
         .rules()
         .filter(|rules| supported_versions().contains(&version) && rules.authorization.knocking)
         .ok_or_else(|| {
-            KnockError::Refused(incompatible(
+            KnockError::Refused(incompatible_with(
                 version.clone(),
                 format!(
                     "{room_id} is a room of version {version}, which this server cannot knock on"
@@ -205,40 +195,18 @@ pub async fn make_knock(
     user_id: &UserId,
     versions: &[RoomVersionId],
 ) -> Result<create_knock_event_template::v1::Response> {
-    if user_id.server_name() != origin {
-        return Err(Error::forbidden(
-            "A server can only send its own users' membership",
-        ));
-    }
-    let version = services.rooms.room_version(room_id).await?;
-    let knocking = version.rules().is_some_and(|r| r.authorization.knocking);
-    if !versions.contains(&version) || !knocking {
-        return Err(incompatible(
-            version.clone(),
-            format!("Room version {version} cannot be knocked on by the knocking server"),
-        ));
-    }
-    if !services
-        .federation_serve
-        .acl_allows(room_id, origin)
-        .await?
-    {
-        return Err(Error::forbidden("The room's server ACL denies your server"));
-    }
-    let template = services
-        .rooms
-        .event_template(
-            room_id,
-            user_id,
-            EventDraft::state(
-                "m.room.member",
-                user_id.as_str(),
-                json!({"membership": "knock"}),
-            ),
-        )
-        .await?;
-    let raw = serde_json::value::to_raw_value(&template).map_err(Error::internal)?;
-    Ok(create_knock_event_template::v1::Response::new(version, raw))
+    let (version, template) = member_template(
+        services,
+        origin,
+        room_id,
+        user_id,
+        MembershipState::Knock,
+        Some(versions),
+    )
+    .await?;
+    Ok(create_knock_event_template::v1::Response::new(
+        version, template,
+    ))
 }
 
 /// `send_knock` served: the origin's signed knock, accepted and handed on to the room's other

@@ -18,15 +18,12 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     invites::servers_of,
-    joins::{accept_member_event, member_event_from_template, name_if_old_format},
+    joins::{accept_member_event, member_event_from_template, member_template, name_if_old_format},
     pdu,
 };
 use crate::{
     error::{Error, Result},
-    services::{
-        Services,
-        rooms::{EventDraft, remote::Membership},
-    },
+    services::{Services, rooms::remote::Membership},
     storage::{now_ms, remote_memberships::RemoteMembership},
 };
 
@@ -218,33 +215,19 @@ pub async fn make_leave(
     room_id: &RoomId,
     user_id: &UserId,
 ) -> Result<prepare_leave_event::v1::Response> {
-    if user_id.server_name() != origin {
-        return Err(Error::forbidden(
-            "A server can only send its own users' membership",
-        ));
-    }
-    let version = services.rooms.room_version(room_id).await?;
-    if !services
-        .federation_serve
-        .acl_allows(room_id, origin)
-        .await?
-    {
-        return Err(Error::forbidden("The room's server ACL denies your server"));
-    }
-    let template = services
-        .rooms
-        .event_template(
-            room_id,
-            user_id,
-            EventDraft::state(
-                "m.room.member",
-                user_id.as_str(),
-                serde_json::json!({"membership": "leave"}),
-            ),
-        )
-        .await?;
-    let raw = serde_json::value::to_raw_value(&template).map_err(Error::internal)?;
-    Ok(prepare_leave_event::v1::Response::new(Some(version), raw))
+    let (version, template) = member_template(
+        services,
+        origin,
+        room_id,
+        user_id,
+        MembershipState::Leave,
+        None,
+    )
+    .await?;
+    Ok(prepare_leave_event::v1::Response::new(
+        Some(version),
+        template,
+    ))
 }
 
 /// `send_leave` served: the origin's signed leave event, accepted and handed on to the room's
