@@ -146,6 +146,29 @@ pub fn remote_unused_since(
         .collect()
 }
 
+/// The bytes the cached copies of other servers' media take (by their rows: content shared
+/// by several IDs counts once per ID).
+pub fn remote_cached_size(conn: &Connection, local_origin: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT coalesce(sum(size), 0) FROM media WHERE origin != ?1 AND sha256 IS NOT NULL",
+    )?
+    .query_row([local_origin], |row| row.get(0))
+}
+
+/// Up to `limit` cached copies of other servers' media, the least recently used first.
+pub fn remote_least_recently_used(
+    conn: &Connection,
+    local_origin: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<MediaRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM media WHERE origin != ?1 AND sha256 IS NOT NULL
+         ORDER BY coalesce(last_access_ts, created_ts), origin, media_id LIMIT ?2"
+    ))?;
+    stmt.query_map(params![local_origin, limit], from_row)?
+        .collect()
+}
+
 /// Local media (uploaded, not pending) last served, or else uploaded, before `cutoff`, except
 /// what is in use as a picture: a user's avatar or a room's current avatar (Synapse keeps
 /// profile pictures too).

@@ -14,8 +14,13 @@
 //! (`media_retention`: `local_media_lifetime`, `remote_media_lifetime`) runs hourly, `appliance
 //! admin media purge-remote` by hand: for remote media, rows of other origins not served since the
 //! cut-off go, with their files once unshared.
+//!
+//! Other servers' media is fetched on first request (`remote`: federation endpoint, legacy
+//! fallback, redirects, one download per file however many ask) and cached in the same store;
+//! its thumbnails are made here from the cached original, as Synapse does.
 
 pub mod preview;
+pub mod remote;
 pub mod store;
 pub mod thumbnail;
 
@@ -38,6 +43,7 @@ use crate::{
         media::{MAX_THUMBNAIL_DIMENSION, ThumbnailMethod, ThumbnailSize},
     },
     error::{Error, Result},
+    services::federation::client::FederationClient,
     storage::{Database, media as media_store, media::MediaRow, now_ms},
 };
 use store::MediaStore;
@@ -70,6 +76,8 @@ pub struct Media {
     chosen: std::sync::Mutex<HashMap<ChoiceKey, String>>,
     /// `None` unless `url_preview_enabled`.
     previews: Option<preview::UrlPreviews>,
+    /// Fetches and caches other servers' media.
+    remote: Arc<remote::RemoteMedia>,
 }
 
 /// (content SHA-256, requested width, height, method).
@@ -106,15 +114,30 @@ pub enum Access {
 }
 
 impl Media {
-    pub fn open(db: Database, config: &Config) -> anyhow::Result<Self> {
+    /// `federation`: the client that fetches other servers' media.
+    pub fn open(
+        db: Database,
+        config: &Config,
+        federation: Arc<FederationClient>,
+    ) -> anyhow::Result<Self> {
         let root = config.media_store_path();
         let store = MediaStore::open(&root)
             .map_err(|e| anyhow::anyhow!("cannot open the media store {}: {e}", root.display()))?;
+        let store = Arc::new(store);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
+        let remote = Arc::new(remote::RemoteMedia::new(
+            federation,
+            db.clone(),
+            store.clone(),
+            config,
+            server_name.clone(),
+        ));
         Ok(Self {
             db,
-            store: Arc::new(store),
-            server_name: config.server_name.as_str().try_into()?,
+            store,
+            remote,
+            server_name,
             max_upload_size: config.max_upload_size.0,
             max_image_pixels: config.max_image_pixels.0,
             dynamic_thumbnails: config.dynamic_thumbnails,
@@ -418,6 +441,7 @@ impl Media {
         }
         let mut uploads = self.uploaded.subscribe();
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT_FOR_UPLOAD);
+        let mut fetched = false;
         loop {
             let (origin, id) = (server_name.to_string(), media_id.to_owned());
             let row = self
@@ -425,12 +449,16 @@ impl Media {
                 .read(move |c| media_store::get(c, &origin, &id).map_err(Error::from))
                 .await?;
             let Some(row) = row else {
-                return Err(if is_local {
-                    Error::not_found("Not found")
-                } else {
-                    // Other servers' media arrives with federation; until then it is unknown.
-                    Error::not_found("Media of other servers cannot be fetched yet")
-                });
+                // With authenticated media on, the legacy endpoints never fetch (Synapse).
+                let may_fetch = !(is_local
+                    || fetched
+                    || access == Access::Legacy && self.authenticated_uploads);
+                if !may_fetch {
+                    return Err(Error::not_found("Not found"));
+                }
+                self.remote.fetch(server_name, media_id, timeout).await?;
+                fetched = true;
+                continue;
             };
             if access == Access::Legacy && row.authenticated {
                 return Err(Error::not_found("Not found"));
