@@ -9,7 +9,9 @@
 //! [`FederationClient::send`] signs any ruma federation request (X-Matrix, with `destination`) and
 //! reads the answer up to a cap; a failure is a [`FederationError`]: unreachable, a Matrix error, a
 //! bad answer, or a request this server could not make. The IP policy is the URL-preview code's
-//! `IpPolicy`.
+//! `IpPolicy`. Media downloads use the `*_streamed` forms, which hand the answer over with its
+//! body unread (the caller streams it to disk and bounds the time); `get_url_streamed` follows
+//! another server's redirect under the same IP policy and certificate checks.
 
 use std::{
     net::{IpAddr, SocketAddr},

@@ -21,12 +21,15 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use futures_util::{
-    FutureExt,
+    FutureExt, StreamExt,
     future::{BoxFuture, Shared},
 };
 use http::{HeaderMap, StatusCode, header};
@@ -351,19 +354,38 @@ where
 {
     let boundary = multipart_boundary(headers)?;
     check_length(headers, max_size)?;
-    let limit = multer::SizeLimit::new().whole_stream(max_size + MULTIPART_OVERHEAD);
-    let mut multipart = multer::Multipart::with_constraints(
-        body,
-        boundary,
-        multer::Constraints::new().size_limit(limit),
-    );
+    // The whole answer is counted here, so that part headers without end cannot pile up either;
+    // past the cap the stream fails and the flag tells why.
+    let over = Arc::new(AtomicBool::new(false));
+    let cap = max_size + MULTIPART_OVERHEAD;
+    let mut total = 0u64;
+    let flag = over.clone();
+    let body = body.map(move |chunk| {
+        let chunk = chunk.map_err(Into::into)?;
+        total += chunk.len() as u64;
+        if total > cap {
+            flag.store(true, Ordering::Relaxed);
+            return Err::<_, Box<dyn std::error::Error + Send + Sync>>(
+                "the answer is larger than max_upload_size".into(),
+            );
+        }
+        Ok(chunk)
+    });
+    let fail = |e: &dyn std::fmt::Display| {
+        if over.load(Ordering::Relaxed) {
+            too_large(max_size)
+        } else {
+            bad_answer(e)
+        }
+    };
+    let mut multipart = multer::Multipart::new(body, boundary);
     let mut metadata = multipart
         .next_field()
         .await
-        .map_err(bad_answer)?
+        .map_err(|e| fail(&e))?
         .ok_or_else(|| bad_answer("no metadata part"))?;
     let mut json = Vec::new();
-    while let Some(chunk) = metadata.chunk().await.map_err(bad_answer)? {
+    while let Some(chunk) = metadata.chunk().await.map_err(|e| fail(&e))? {
         if json.len() + chunk.len() > MAX_SMALL_BODY {
             return Err(bad_answer("the metadata part is too long"));
         }
@@ -374,7 +396,7 @@ where
     let file = multipart
         .next_field()
         .await
-        .map_err(bad_answer)?
+        .map_err(|e| fail(&e))?
         .ok_or_else(|| bad_answer("no file part"))?;
     if let Some(location) = file.headers().get(header::LOCATION) {
         return location
@@ -385,7 +407,13 @@ where
             .ok_or_else(|| bad_answer("the Location is not a URL"));
     }
     let (content_type, filename) = file_metadata(file.headers());
-    let received = receive(store, file, max_size).await?;
+    let received = receive(store, file, max_size).await.map_err(|e| {
+        if over.load(Ordering::Relaxed) {
+            too_large(max_size)
+        } else {
+            e
+        }
+    })?;
     Ok(Part::File(Fetched {
         received,
         content_type,
