@@ -142,7 +142,8 @@ fn synapse_log_count(synapse: &Synapse, needle: &str) -> usize {
 
 /// A picture uploaded on Synapse downloads through the appliance's authenticated and legacy
 /// endpoints byte for byte, fetched from Synapse once for four concurrent requests, and
-/// thumbnails from the cached original; one uploaded on the appliance downloads and thumbnails
+/// thumbnails from the cached original; a thumbnail of one not cached is Synapse's own, asked
+/// for without the original; one uploaded on the appliance downloads and thumbnails
 /// through Synapse (which fetches it from the appliance's federation endpoint). Missing remote
 /// media is `404 M_NOT_FOUND`.
 #[tokio::test(flavor = "multi_thread")]
@@ -232,6 +233,47 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
         "more than one download of one file:\n{}",
         synapse.log_tail()
     );
+    // A picture not cached here: Synapse's own thumbnail, byte for byte, without the original.
+    let (_, id2) = upload(&bob, &roots, &png(500, 400)).await;
+    let query = "width=32&height=32&method=crop";
+    let ours_thumbnail = raw(
+        ours.port,
+        &roots,
+        http::Method::GET,
+        &format!("/_matrix/client/v1/media/thumbnail/{server}/{id2}?{query}"),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    let synapse_thumbnail = raw(
+        synapse.port,
+        &roots,
+        http::Method::GET,
+        &format!("/_matrix/client/v1/media/thumbnail/{server}/{id2}?{query}"),
+        Some(&bob.token),
+        None,
+    )
+    .await;
+    assert_eq!(dimensions(&ours_thumbnail), (32, 32));
+    assert!(
+        ours_thumbnail.body == synapse_thumbnail.body,
+        "not Synapse's thumbnail"
+    );
+    assert_eq!(
+        synapse_log_count(
+            &synapse,
+            &format!("/_matrix/federation/v1/media/download/{id2}")
+        ),
+        0,
+        "the original was fetched for a thumbnail"
+    );
+    assert_eq!(
+        synapse_log_count(
+            &synapse,
+            &format!("/_matrix/federation/v1/media/thumbnail/{id2}")
+        ),
+        1
+    );
     // Media Synapse does not have.
     let missing = raw(
         ours.port,
@@ -293,6 +335,11 @@ fn file(seed: u8, size: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The fake remote's one real picture.
+fn picture() -> Vec<u8> {
+    png(120, 90)
+}
+
 /// A `multipart/mixed` answer: `{}` metadata, then `second` (part headers and body).
 fn multipart(second_headers: &str, body: Body, length: Option<u64>) -> Response {
     let head = format!(
@@ -327,39 +374,40 @@ fn fake_media_routes(port: u16, seen: Seen) -> Router {
     ) -> Response {
         seen.lock().unwrap().push(uri.to_string());
         let png = "Content-Type: image/png\r\nContent-Disposition: inline; filename=fake.png";
+        let redirect = |to: String| multipart(&format!("Location: {to}"), Body::empty(), None);
+        let error = |status, errcode: &str| {
+            let body = serde_json::json!({"errcode": errcode, "error": "no"});
+            (status, axum::Json(body)).into_response()
+        };
         match id.as_str() {
-            "slow" => multipart(png, Body::from_stream(futures_util::stream::pending::<
-                Result<Bytes, std::io::Error>,
-            >()), None),
+            "slow" => {
+                let never = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+                multipart(png, Body::from_stream(never), None)
+            }
             "huge" => {
                 // 2 MiB in 64 KiB pieces, no length given: cut off while it streams.
-                let chunks = (0..32).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 65536])));
-                multipart(png, Body::from_stream(futures_util::stream::iter(chunks)), None)
+                let chunk = || Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 65536]));
+                let chunks = futures_util::stream::iter((0..32).map(move |_| chunk()));
+                multipart(png, Body::from_stream(chunks), None)
             }
             // Declares far more than it sends, then ends: a broken-off answer.
             "short" => multipart(png, Body::from(file(1, 1000)), Some(500_000)),
-            "loop" => multipart(&format!("Location: https://localhost:{port}/loop"), Body::empty(), None),
-            "private" => multipart(
-                &format!("Location: https://10.255.255.1:{port}/file"),
-                Body::empty(),
-                None,
-            ),
-            "cdn" => multipart(&format!("Location: https://localhost:{port}/cdn/file"), Body::empty(), None),
-            "legacy" => (
-                http::StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})),
-            )
-                .into_response(),
+            "loop" => redirect(format!("https://localhost:{port}/loop")),
+            "private" => redirect(format!("https://10.255.255.1:{port}/file")),
+            "cdn" => redirect(format!("https://localhost:{port}/cdn/file")),
+            "legacy" => error(http::StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
+            "picture" => multipart(png, Body::from(picture()), None),
             id if id.starts_with("big-") => {
                 let seed = id.as_bytes()[4];
                 multipart(png, Body::from(file(seed, 250_000)), None)
             }
-            _ => (
-                http::StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"errcode": "M_NOT_FOUND", "error": "Not found"})),
-            )
-                .into_response(),
+            _ => error(http::StatusCode::NOT_FOUND, "M_NOT_FOUND"),
         }
+    }
+    async fn no_thumbnail(State((_, seen)): State<(u16, Seen)>, uri: http::Uri) -> Response {
+        seen.lock().unwrap().push(uri.to_string());
+        let body = serde_json::json!({"errcode": "M_UNKNOWN", "error": "cannot thumbnail"});
+        (http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
     }
     async fn redirect_loop(State((_, seen)): State<(u16, Seen)>, uri: http::Uri) -> Response {
         seen.lock().unwrap().push(uri.to_string());
@@ -389,6 +437,10 @@ fn fake_media_routes(port: u16, seen: Seen) -> Router {
     }
     Router::new()
         .route("/_matrix/federation/v1/media/download/{id}", get(download))
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{id}",
+            get(no_thumbnail),
+        )
         .route("/loop", get(redirect_loop))
         .route("/cdn/file", get(cdn))
         .route("/_matrix/media/v3/download/{server}/{id}", get(legacy))
@@ -507,6 +559,25 @@ max_remote_media_cache_size: 600K
         "{:?}",
         seen.lock().unwrap()
     );
+
+    // A server that cannot make a thumbnail: the original is fetched and thumbnailed here.
+    let path = format!(
+        "/_matrix/client/v1/media/thumbnail/{}/picture?width=32&height=32&method=crop",
+        fake.server_name
+    );
+    let reply = raw(
+        ours.port,
+        &roots,
+        http::Method::GET,
+        &path,
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(dimensions(&reply), (32, 32));
+    assert_eq!(requests_for("/thumbnail/picture"), 1);
+    assert_eq!(requests_for("/download/picture"), 1);
+    assert!(get("picture").await.body == picture());
 
     // Three files of 250 KB under a 600 KiB cap: the least recently used goes.
     for id in ["big-a", "big-b", "big-c"] {

@@ -11,12 +11,16 @@
 //! target checked against the IP policy of outbound federation (`ip_range_blacklist` /
 //! `ip_range_whitelist`) by the federation client, which connects to the checked address.
 //!
+//! Thumbnails of media not cached here are asked of its server the same way (federation
+//! `/thumbnail`, legacy `/_matrix/media/v3/thumbnail` fallback) and cached in
+//! `remote_thumbnails`; a server that answers without one makes `Media` fetch the original.
+//!
 //! Limits: the file may be at most `max_upload_size`, one download (redirects and fallback
 //! included) at most `federation.client_timeout`; failures answer as Synapse's do: the remote's
 //! `404` as `404 M_NOT_FOUND`, too large `502 M_TOO_LARGE`, anything else `502`. Concurrent
 //! requests for one `(server, mediaId)` share one download (a task in `in_flight`, awaited by
-//! all). After each download the cache is cut back to `max_remote_media_cache_size`, least
-//! recently used first (never the file just fetched); `media_retention.remote_media_lifetime`
+//! all). After each download the cache (originals and thumbnails) is cut back to
+//! `max_remote_media_cache_size`, least recently used first (never the file just fetched); `media_retention.remote_media_lifetime`
 //! purges by age (`Media::purge_remote`).
 
 use std::{
@@ -39,20 +43,31 @@ use ruma::{
     OwnedServerName, ServerName,
     api::{
         error::ErrorKind,
-        federation::authenticated_media::{ContentMetadata, get_content::v1 as get_content},
+        federation::authenticated_media::{
+            ContentMetadata, get_content::v1 as get_content,
+            get_content_thumbnail::v1 as get_thumbnail,
+        },
     },
     http_headers::ContentDisposition,
 };
 use url::Url;
 
-use super::store::{MediaStore, Received};
+use super::{
+    ThumbnailRequest,
+    store::{MediaStore, Received},
+};
 use crate::{
+    config::media::ThumbnailMethod,
     error::{Error, Result},
     services::{
         federation::client::{FederationClient, FederationError},
         media::preview::fetch::read_at_most,
     },
-    storage::{Database, media as media_store, media::MediaRow, now_ms},
+    storage::{
+        Database, media as media_store,
+        media::{CachedCopy, MediaRow, RemoteThumbnail},
+        now_ms,
+    },
 };
 
 /// Redirects followed for one download (as the URL previews' fetcher).
@@ -68,7 +83,8 @@ const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 const EVICTION_BATCH: i64 = 256;
 
 /// A download's outcome, shared by every request waiting for it.
-type Download = Shared<BoxFuture<'static, Result<(), SharedError>>>;
+/// `Ok(false)`: the server answered, but without a thumbnail.
+type Download = Shared<BoxFuture<'static, Result<bool, SharedError>>>;
 
 /// An [`Error`] that many waiters can each turn back into one.
 #[derive(Clone, Debug)]
@@ -100,8 +116,11 @@ pub struct RemoteMedia {
     timeout: Duration,
     /// `enable_authenticated_media` when fetched: the legacy endpoints do not serve it then.
     authenticated: bool,
-    in_flight: Mutex<HashMap<(OwnedServerName, String), Download>>,
+    in_flight: Mutex<HashMap<Key, Download>>,
 }
+
+/// What is being fetched: an original, or one thumbnail size of it.
+type Key = (OwnedServerName, String, Option<ThumbnailRequest>);
 
 /// A file received from another server, not yet in the store.
 struct Fetched {
@@ -139,7 +158,28 @@ impl RemoteMedia {
         media_id: &str,
         wait: Duration,
     ) -> Result<()> {
-        let key = (origin.to_owned(), media_id.to_owned());
+        self.shared((origin.to_owned(), media_id.to_owned(), None), wait)
+            .await
+            .map(drop)
+    }
+
+    /// Asks the media's server for a thumbnail of this size and caches it (`remote_thumbnails`),
+    /// or waits for the same request under way: `false` when the server answered without one
+    /// (then the original is fetched and thumbnailed here); an error when it did not answer in
+    /// time.
+    pub async fn fetch_thumbnail(
+        self: &Arc<Self>,
+        origin: &ServerName,
+        media_id: &str,
+        size: ThumbnailRequest,
+        wait: Duration,
+    ) -> Result<bool> {
+        self.shared((origin.to_owned(), media_id.to_owned(), Some(size)), wait)
+            .await
+    }
+
+    /// Runs the download of `key` once however many ask for it at the same time.
+    async fn shared(self: &Arc<Self>, key: Key, wait: Duration) -> Result<bool> {
         let download = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             in_flight
@@ -149,7 +189,13 @@ impl RemoteMedia {
                     // others wait for, and the cache is filled for the next request anyway.
                     let this = self.clone();
                     let task = tokio::spawn(async move {
-                        let result = this.download(&key.0, &key.1, wait).await;
+                        let (origin, media_id, size) = &key;
+                        let result = match size {
+                            None => this.download(origin, media_id, wait).await.map(|()| true),
+                            Some(size) => {
+                                this.download_thumbnail(origin, media_id, *size, wait).await
+                            }
+                        };
                         this.in_flight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -169,6 +215,109 @@ impl RemoteMedia {
                 .clone()
         };
         download.await.map_err(Error::from)
+    }
+
+    /// One thumbnail from the media's server into the cache; `false` when it answered without.
+    async fn download_thumbnail(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        size: ThumbnailRequest,
+        wait: Duration,
+    ) -> Result<bool> {
+        let key = (size.width, size.height, size.method.as_str());
+        let (o, id) = (origin.to_string(), media_id.to_owned());
+        let cached = self
+            .db
+            .read(move |c| media_store::get_remote_thumbnail(c, &o, &id, key).map_err(Error::from))
+            .await?
+            .is_some();
+        if cached {
+            return Ok(true);
+        }
+        let timeout = self.timeout;
+        let fetching = self.fetch_thumbnail_file(origin, media_id, size, wait);
+        let fetched = match tokio::time::timeout(timeout, fetching).await {
+            Ok(Ok(fetched)) => fetched,
+            // Whatever it answered instead (an error, a broken answer), the original may do.
+            Ok(Err(e)) => {
+                tracing::info!(%origin, media_id, "no thumbnail from the server: {e:?}");
+                return Ok(false);
+            }
+            // Not waited for twice.
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no complete thumbnail within {timeout:?} (federation.client_timeout)"
+                )));
+            }
+        };
+        let now = now_ms();
+        let row = RemoteThumbnail {
+            origin: origin.to_string(),
+            media_id: media_id.to_owned(),
+            width: size.width,
+            height: size.height,
+            method: size.method.as_str().to_owned(),
+            content_type: fetched.content_type,
+            size: fetched.received.size as i64,
+            sha256: fetched.received.sha256.clone(),
+            created_ts: now,
+            last_access_ts: now,
+        };
+        let (store, local, cap) = (self.store.clone(), self.local.to_string(), self.cache_cap);
+        let received = fetched.received;
+        self.db
+            .write(move |tx| {
+                let replaced = media_store::put_remote_thumbnail(tx, &row)?;
+                store.commit(received).map_err(super::store_error)?;
+                if replaced.as_deref() != Some(row.sha256.as_str()) {
+                    super::remove_unused_content(tx, &store, replaced.as_deref())?;
+                }
+                let keep = |copy: &CachedCopy| {
+                    matches!(copy, CachedCopy::Thumbnail(t) if t.origin == row.origin
+                        && t.media_id == row.media_id && t.width == row.width
+                        && t.height == row.height && t.method == row.method)
+                };
+                evict(tx, &store, &local, cap, &keep)
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// A thumbnail from the federation endpoint, or from the legacy one for a server without it.
+    async fn fetch_thumbnail_file(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        size: ThumbnailRequest,
+        wait: Duration,
+    ) -> Result<Fetched> {
+        let mut request = get_thumbnail::Request::new(
+            media_id.to_owned(),
+            ruma::UInt::from(size.width),
+            ruma::UInt::from(size.height),
+        );
+        request.method = Some(match size.method {
+            ThumbnailMethod::Crop => ruma::media::Method::Crop,
+            ThumbnailMethod::Scale => ruma::media::Method::Scale,
+        });
+        request.timeout_ms = wait;
+        let response = self
+            .client
+            .send_streamed(origin, request)
+            .await
+            .map_err(federation_error)?;
+        let legacy = format!(
+            "/_matrix/media/v3/thumbnail/{}/{}?width={}&height={}&method={}&allow_remote=false\
+             &timeout_ms={}",
+            encode(origin.as_str()),
+            encode(media_id),
+            size.width,
+            size.height,
+            size.method.as_str(),
+            wait.as_millis()
+        );
+        self.multipart_or_legacy(origin, response, &legacy).await
     }
 
     /// One download into the cache, unless a download that just ended cached it already.
@@ -215,7 +364,11 @@ impl RemoteMedia {
                 if media_store::insert(tx, &row)? {
                     store.commit(received).map_err(super::store_error)?;
                 }
-                evict(tx, &store, &local, cap, (&row.origin, &row.media_id))
+                let keep = |copy: &CachedCopy| {
+                    matches!(copy, CachedCopy::Original(o)
+                        if o.origin == row.origin && o.media_id == row.media_id)
+                };
+                evict(tx, &store, &local, cap, &keep)
             })
             .await?;
         if evicted > 0 {
@@ -241,6 +394,23 @@ impl RemoteMedia {
             .send_streamed(origin, request)
             .await
             .map_err(federation_error)?;
+        let legacy = format!(
+            "/_matrix/media/v3/download/{}/{}?allow_remote=false&allow_redirect=true&timeout_ms={}",
+            encode(origin.as_str()),
+            encode(media_id),
+            wait.as_millis()
+        );
+        self.multipart_or_legacy(origin, response, &legacy).await
+    }
+
+    /// The federation endpoint's answer read, or the `legacy` path (and query) asked instead when
+    /// the server does not know the endpoint.
+    async fn multipart_or_legacy(
+        &self,
+        origin: &ServerName,
+        response: http::Response<Incoming>,
+        legacy: &str,
+    ) -> Result<Fetched> {
         if response.status().is_success() {
             return self.from_multipart(response).await;
         }
@@ -252,19 +422,13 @@ impl RemoteMedia {
         if !is_unknown_endpoint(status, &body) {
             return Err(status_error(status, &body));
         }
-        tracing::debug!(%origin, "no federation media endpoint: the legacy download instead");
-        let path = format!(
-            "/_matrix/media/v3/download/{}/{}?allow_remote=false&allow_redirect=true&timeout_ms={}",
-            encode(origin.as_str()),
-            encode(media_id),
-            wait.as_millis()
-        );
+        tracing::debug!(%origin, "no federation media endpoint: the legacy one instead");
         let response = self
             .client
-            .get_streamed(origin, &path)
+            .get_streamed(origin, legacy)
             .await
             .map_err(federation_error)?;
-        let base = Url::parse(&format!("https://{origin}{path}"))
+        let base = Url::parse(&format!("https://{origin}{legacy}"))
             .map_err(|e| unreachable(format!("bad media URL: {e}")))?;
         self.plain(response, base, 0).await
     }
@@ -455,30 +619,40 @@ where
         })
 }
 
-/// Cuts the cached remote media back to `cap` bytes, least recently used first, never `keep`;
-/// returns how many copies went.
+/// Cuts the cached remote media and thumbnails back to `cap` bytes, least recently used first,
+/// never what `keep` picks (the copy just fetched); returns how many copies went.
 fn evict(
     tx: &rusqlite::Transaction<'_>,
     store: &MediaStore,
     local: &str,
     cap: u64,
-    keep: (&str, &str),
+    keep: &dyn Fn(&CachedCopy) -> bool,
 ) -> Result<usize> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let mut total = media_store::remote_cached_size(tx, local)?;
     let mut evicted = 0;
-    while total > cap as i64 {
-        let rows = media_store::remote_least_recently_used(tx, local, EVICTION_BATCH)?;
+    while total > cap {
+        let copies = media_store::remote_least_recently_used(tx, local, EVICTION_BATCH)?;
         let mut removed_any = false;
-        for row in rows {
-            if total <= cap as i64 {
+        for copy in copies {
+            if total <= cap {
                 break;
             }
-            if (row.origin.as_str(), row.media_id.as_str()) == keep {
+            if keep(&copy) {
                 continue;
             }
-            media_store::delete(tx, &row.origin, &row.media_id)?;
-            super::remove_unused_content(tx, store, row.sha256.as_deref())?;
-            total -= row.size.unwrap_or(0);
+            let sha256 = match &copy {
+                CachedCopy::Original(row) => {
+                    media_store::delete(tx, &row.origin, &row.media_id)?;
+                    row.sha256.clone()
+                }
+                CachedCopy::Thumbnail(row) => {
+                    media_store::delete_remote_thumbnail(tx, row)?;
+                    Some(row.sha256.clone())
+                }
+            };
+            super::remove_unused_content(tx, store, sha256.as_deref())?;
+            total -= copy.size();
             evicted += 1;
             removed_any = true;
         }
