@@ -20,8 +20,8 @@
 //! `404` as `404 M_NOT_FOUND`, too large `502 M_TOO_LARGE`, anything else `502`. Concurrent
 //! requests for one `(server, mediaId)` share one download (a task in `in_flight`, awaited by
 //! all). After each download the cache (originals and thumbnails) is cut back to
-//! `max_remote_media_cache_size`, least recently used first (never the file just fetched); `media_retention.remote_media_lifetime`
-//! purges by age (`Media::purge_remote`).
+//! `max_remote_media_cache_size`, least recently used first (never the file just fetched);
+//! `media_retention.remote_media_lifetime` purges by age (`Media::purge_remote`).
 
 use std::{
     collections::HashMap,
@@ -412,7 +412,7 @@ impl RemoteMedia {
         legacy: &str,
     ) -> Result<Fetched> {
         if response.status().is_success() {
-            return self.from_multipart(response).await;
+            return self.read_multipart_answer(response).await;
         }
         let status = response.status();
         let body = read_at_most(response.into_body(), MAX_SMALL_BODY)
@@ -434,7 +434,7 @@ impl RemoteMedia {
     }
 
     /// The federation endpoint's `multipart/mixed` answer: metadata, then the file or where it is.
-    async fn from_multipart(&self, response: http::Response<Incoming>) -> Result<Fetched> {
+    async fn read_multipart_answer(&self, response: http::Response<Incoming>) -> Result<Fetched> {
         let (parts, body) = response.into_parts();
         let body = body.into_data_stream();
         match read_multipart(&parts.headers, body, &self.store, self.max_size).await? {
@@ -874,5 +874,90 @@ mod tests {
             panic!("a Location was sent");
         };
         assert_eq!(url.as_str(), location);
+    }
+
+    /// Originals and thumbnails of other servers' media share the cap, least recently used
+    /// out first, never the kept copy nor local media; their files go with their last row.
+    #[tokio::test]
+    async fn eviction_counts_thumbnails_and_spares_the_new_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("appliance.db")).unwrap();
+        let store = Arc::new(MediaStore::open(&dir.path().join("media")).unwrap());
+        let mut hashes = Vec::new();
+        for content in [
+            &b"old original"[..],
+            b"thumbnail",
+            b"new original",
+            b"local",
+        ] {
+            let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                bytes::Bytes::copy_from_slice(content),
+            )]);
+            let received = store.receive(body, 100).await.unwrap();
+            hashes.push(received.sha256.clone());
+            store.commit(received).unwrap();
+        }
+        let original = |origin: &str, id: &str, sha256: &str, used: i64, size: i64| MediaRow {
+            origin: origin.to_owned(),
+            media_id: id.to_owned(),
+            uploader: None,
+            content_type: None,
+            filename: None,
+            size: Some(size),
+            sha256: Some(sha256.to_owned()),
+            created_ts: used,
+            uploaded_ts: Some(used),
+            last_access_ts: Some(used),
+            authenticated: false,
+        };
+        let rows = [
+            original("remote.test", "old", &hashes[0], 1, 100),
+            original("remote.test", "new", &hashes[2], 3, 100),
+            original("local.test", "mine", &hashes[3], 0, 1000),
+        ];
+        let thumbnail = RemoteThumbnail {
+            origin: "remote.test".to_owned(),
+            media_id: "other".to_owned(),
+            width: 32,
+            height: 32,
+            method: "crop".to_owned(),
+            content_type: Some("image/png".to_owned()),
+            size: 100,
+            sha256: hashes[1].clone(),
+            created_ts: 2,
+            last_access_ts: 2,
+        };
+        let (writer_store, local) = (store.clone(), "local.test");
+        let evicted = db
+            .write(move |tx| {
+                for row in &rows {
+                    media_store::insert(tx, row)?;
+                }
+                media_store::put_remote_thumbnail(tx, &thumbnail)?;
+                let keep = |copy: &CachedCopy| {
+                    matches!(copy, CachedCopy::Original(row) if row.media_id == "new")
+                };
+                // 300 bytes of remote copies under a cap of 150: two go, the oldest first.
+                evict(tx, &writer_store, local, 150, &keep)
+            })
+            .await
+            .unwrap();
+        assert_eq!(evicted, 2);
+        let left = db
+            .read(|c| {
+                Ok::<_, rusqlite::Error>((
+                    media_store::get(c, "remote.test", "old")?.is_some(),
+                    media_store::get(c, "remote.test", "new")?.is_some(),
+                    media_store::get(c, "local.test", "mine")?.is_some(),
+                    media_store::remote_thumbnails_of(c, "remote.test", "other")?.len(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, (false, true, true, 0));
+        assert!(!store.content_path(&hashes[0]).exists());
+        assert!(!store.content_path(&hashes[1]).exists());
+        assert!(store.content_path(&hashes[2]).exists());
+        assert!(store.content_path(&hashes[3]).exists());
     }
 }
