@@ -103,6 +103,7 @@ impl From<SharedError> for Error {
     }
 }
 
+/// Fetches other servers' media and thumbnails into the media store, one download per file.
 pub struct RemoteMedia {
     client: Arc<FederationClient>,
     db: Database,
@@ -130,6 +131,7 @@ struct Fetched {
 }
 
 impl RemoteMedia {
+    /// `local`: this server's name (its media is never fetched, nor counted in the cache).
     pub fn new(
         client: Arc<FederationClient>,
         db: Database,
