@@ -42,6 +42,8 @@ mod invites;
 mod joins;
 #[path = "federation/keys.rs"]
 mod keys;
+#[path = "federation/media.rs"]
+mod media;
 #[path = "federation/nio.rs"]
 mod nio;
 #[path = "federation/outages.rs"]

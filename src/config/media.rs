@@ -133,6 +133,12 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.max_spider_size.0 == 0 {
         return Err(("max_spider_size", "must be above 0".to_owned()));
     }
+    if config.max_remote_media_cache_size.0 == 0 {
+        return Err((
+            "max_remote_media_cache_size",
+            "must be above 0 (remote media is served from its cached copy)".to_owned(),
+        ));
+    }
     if config.max_pending_media_uploads == 0 {
         return Err(("max_pending_media_uploads", "must be at least 1".to_owned()));
     }
@@ -208,5 +214,8 @@ mod tests {
         assert!(parse("url_preview_ip_range_whitelist: ['localhost']\n").is_err());
         parse("media_retention: {remote_media_lifetime: 14d}\n").unwrap();
         parse("media_retention: {local_media_lifetime: 90d}\n").unwrap();
+        let config = parse("max_remote_media_cache_size: 200M\n").unwrap();
+        assert_eq!(config.max_remote_media_cache_size.0, 200 * 1024 * 1024);
+        assert!(parse("max_remote_media_cache_size: 0\n").is_err());
     }
 }

@@ -296,6 +296,10 @@ pub struct Config {
     pub allow_public_rooms_over_federation: bool,
     /// How long media is kept, as Synapse's `media_retention`.
     pub media_retention: media::MediaRetention,
+    /// The most disk the cached copies of other servers' media may take (`1G`; Synapse has no
+    /// such cap). Past it, after each download, the copies used least recently are deleted
+    /// (fetched again when asked for); the file just fetched is always kept.
+    pub max_remote_media_cache_size: ByteSize,
     /// How many `/create`d media IDs a user may hold without having uploaded them.
     pub max_pending_media_uploads: u32,
     /// How long a media ID from `/create` waits for its upload before it expires.
@@ -415,6 +419,7 @@ impl Default for Config {
             old_signing_keys: std::collections::BTreeMap::new(),
             allow_public_rooms_over_federation: false,
             media_retention: media::MediaRetention::default(),
+            max_remote_media_cache_size: ByteSize::mebibytes(1024),
             max_pending_media_uploads: media::DEFAULT_MAX_PENDING_MEDIA_UPLOADS,
             unused_expiration_time: media::DEFAULT_UNUSED_EXPIRATION_TIME,
             turn_max_allocations_per_user: 12,

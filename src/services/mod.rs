@@ -169,7 +169,7 @@ impl Services {
                 &config.user_directory,
                 federation.clone(),
             ),
-            media: media::Media::open(db.clone(), &config)?,
+            media: media::Media::open(db.clone(), &config, federation.clone())?,
             federation_serve: federation::serve::Serve::new(db.clone()),
             federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),
             federation_backfill: federation::backfill::Backfill::new(),

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_federation_inbound.sql"),
     include_str!("migrations/0012_remote_memberships.sql"),
     include_str!("migrations/0013_openid.sql"),
+    include_str!("migrations/0014_remote_thumbnails.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -98,13 +98,16 @@ async fn judge(response: http::Response<Body>) -> Option<String> {
         .unwrap_or_default();
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
-    if status.is_server_error() {
+    let has_errcode = body["errcode"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("M_"));
+    // Another server that could not be asked (the media of a server named `x`): `502` with an
+    // errcode, as Synapse answers; any other 5xx is a failure here.
+    let upstream = status == http::StatusCode::BAD_GATEWAY && has_errcode;
+    if status.is_server_error() && !upstream {
         return Some(format!("{status} {text}"));
     }
     if status.is_client_error() {
-        let has_errcode = body["errcode"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("M_"));
         // A user-interactive-auth challenge is a 401 with its flows.
         let is_uiaa = status == 401 && body["flows"].is_array();
         if !has_errcode && !is_uiaa {

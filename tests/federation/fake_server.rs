@@ -72,7 +72,11 @@ struct Shared {
 
 impl FakeServer {
     pub async fn start(ca: &TestCa) -> Self {
-        let port = free_port();
+        Self::start_with_routes(ca, free_port(), Router::new()).await
+    }
+
+    /// `start` on `port`, also answering `extra` routes (a test's own endpoints).
+    pub async fn start_with_routes(ca: &TestCa, port: u16, extra: Router) -> Self {
         let server_name = format!("localhost:{port}");
         let key = Arc::new(new_key("fake"));
         let behaviour = Arc::new(Mutex::new(Behaviour::default()));
@@ -96,7 +100,8 @@ impl FakeServer {
                 get(event_auth),
             )
             .fallback(not_found)
-            .with_state(shared);
+            .with_state(shared)
+            .merge(extra);
 
         let (chain, key_pem) = ca.leaf(&["localhost"]);
         use rustls::pki_types::pem::PemObject;

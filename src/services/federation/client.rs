@@ -9,7 +9,9 @@
 //! [`FederationClient::send`] signs any ruma federation request (X-Matrix, with `destination`) and
 //! reads the answer up to a cap; a failure is a [`FederationError`]: unreachable, a Matrix error, a
 //! bad answer, or a request this server could not make. The IP policy is the URL-preview code's
-//! `IpPolicy`.
+//! `IpPolicy`. Media downloads use the `*_streamed` forms, which hand the answer over with its
+//! body unread (the caller streams it to disk and bounds the time); `get_url_streamed` follows
+//! another server's redirect under the same IP policy and certificate checks.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use hickory_resolver::TokioResolver;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ruma::{
     OwnedServerName, ServerName,
@@ -432,6 +435,32 @@ impl FederationClient {
         request: Request<Vec<u8>>,
         max_bytes: usize,
     ) -> Result<(SocketAddr, RawResponse), Failure> {
+        let (address, response) = self.exchange(destination, request).await?;
+        let (parts, body) = response.into_parts();
+        let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
+            FetchError::Failed(reason) => Failure::Unreachable(reason),
+            FetchError::Blocked(reason) => Failure::Unreachable(reason.to_owned()),
+        })?;
+        if truncated {
+            return Err(Failure::TooLarge(max_bytes));
+        }
+        Ok((
+            address,
+            RawResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            },
+        ))
+    }
+
+    /// One request over TLS to a checked address of `destination`: the answer with its body
+    /// still to be read. No time limit of its own.
+    async fn exchange(
+        &self,
+        destination: &Destination,
+        request: Request<Vec<u8>>,
+    ) -> Result<(SocketAddr, http::Response<Incoming>), Failure> {
         let unreachable = Failure::Unreachable;
         let address = self.address_of(destination).await.map_err(unreachable)?;
         let tcp = TcpStream::connect(address)
@@ -475,22 +504,73 @@ impl FederationClient {
             .send_request(request)
             .await
             .map_err(|e| unreachable(format!("HTTP: {e}")))?;
-        let (parts, body) = response.into_parts();
-        let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
-            FetchError::Failed(reason) => unreachable(reason),
-            FetchError::Blocked(reason) => unreachable(reason.to_owned()),
-        })?;
-        if truncated {
-            return Err(Failure::TooLarge(max_bytes));
+        Ok((address, response))
+    }
+
+    /// Sends a signed ruma request to `destination` and returns the answer with its body unread,
+    /// whatever its status: media downloads stream the body to disk. The caller bounds the time
+    /// the whole exchange may take.
+    pub async fn send_streamed<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<http::Response<Incoming>, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath, EndpointError = MatrixError>,
+        R::Authentication: FederationAuth,
+    {
+        let request = self.signed_request(destination, request)?;
+        self.check_whitelist(destination)?;
+        let resolved = resolve::resolve(self, &self.well_known, destination).await;
+        Ok(self.exchange(&resolved, request).await?.1)
+    }
+
+    /// GETs `path_and_query` from `destination`, unsigned (an unauthenticated endpoint such as
+    /// the legacy media download), with the body unread; the caller bounds the time.
+    pub async fn get_streamed(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+    ) -> Result<http::Response<Incoming>, FederationError> {
+        self.check_whitelist(destination)?;
+        let resolved = resolve::resolve(self, &self.well_known, destination).await;
+        let request = Request::get(path_and_query)
+            .body(Vec::new())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        Ok(self.exchange(&resolved, request).await?.1)
+    }
+
+    /// GETs an `https` URL another server pointed at (a media redirect), unsigned, with the body
+    /// unread: its host must pass the same IP policy as any server's, and its certificate the
+    /// same checks. The caller bounds the time.
+    pub async fn get_url_streamed(
+        &self,
+        url: &url::Url,
+    ) -> Result<http::Response<Incoming>, FederationError> {
+        if url.scheme() != "https" {
+            return Err(FederationError::Unreachable(format!(
+                "{url}: only https URLs are followed"
+            )));
         }
-        Ok((
-            address,
-            RawResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            },
-        ))
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(FederationError::Unreachable(format!("{url}: no host"))),
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let destination = Destination {
+            host_header: url[url::Position::BeforeHost..url::Position::BeforePath].to_owned(),
+            tls_name: host.clone(),
+            host,
+            port,
+            steps: Vec::new(),
+        };
+        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let request = Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        Ok(self.exchange(&destination, request).await?.1)
     }
 
     /// The address to connect to, once every address of the host has passed the IP policy

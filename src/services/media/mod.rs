@@ -14,8 +14,15 @@
 //! (`media_retention`: `local_media_lifetime`, `remote_media_lifetime`) runs hourly, `appliance
 //! admin media purge-remote` by hand: for remote media, rows of other origins not served since the
 //! cut-off go, with their files once unshared.
+//!
+//! Other servers' media is fetched on first request (`remote`: federation endpoint, legacy
+//! fallback, redirects, one download per file however many ask) and cached in the same store.
+//! A thumbnail of it is asked of its server while the original is not cached here (kept in
+//! `remote_thumbnails`, migration `0013`); otherwise, or when that server cannot make one, it is
+//! made here from the original.
 
 pub mod preview;
+pub mod remote;
 pub mod store;
 pub mod thumbnail;
 
@@ -38,6 +45,7 @@ use crate::{
         media::{MAX_THUMBNAIL_DIMENSION, ThumbnailMethod, ThumbnailSize},
     },
     error::{Error, Result},
+    services::federation::client::FederationClient,
     storage::{Database, media as media_store, media::MediaRow, now_ms},
 };
 use store::MediaStore;
@@ -70,6 +78,8 @@ pub struct Media {
     chosen: std::sync::Mutex<HashMap<ChoiceKey, String>>,
     /// `None` unless `url_preview_enabled`.
     previews: Option<preview::UrlPreviews>,
+    /// Fetches and caches other servers' media.
+    remote: Arc<remote::RemoteMedia>,
 }
 
 /// (content SHA-256, requested width, height, method).
@@ -90,7 +100,7 @@ pub struct Content {
 }
 
 /// What a thumbnail request is for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ThumbnailRequest {
     pub width: u32,
     pub height: u32,
@@ -106,15 +116,30 @@ pub enum Access {
 }
 
 impl Media {
-    pub fn open(db: Database, config: &Config) -> anyhow::Result<Self> {
+    /// `federation`: the client that fetches other servers' media.
+    pub fn open(
+        db: Database,
+        config: &Config,
+        federation: Arc<FederationClient>,
+    ) -> anyhow::Result<Self> {
         let root = config.media_store_path();
         let store = MediaStore::open(&root)
             .map_err(|e| anyhow::anyhow!("cannot open the media store {}: {e}", root.display()))?;
+        let store = Arc::new(store);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let server_name: OwnedServerName = config.server_name.as_str().try_into()?;
+        let remote = Arc::new(remote::RemoteMedia::new(
+            federation,
+            db.clone(),
+            store.clone(),
+            config,
+            server_name.clone(),
+        ));
         Ok(Self {
             db,
-            store: Arc::new(store),
-            server_name: config.server_name.as_str().try_into()?,
+            store,
+            remote,
+            server_name,
             max_upload_size: config.max_upload_size.0,
             max_image_pixels: config.max_image_pixels.0,
             dynamic_thumbnails: config.dynamic_thumbnails,
@@ -320,6 +345,13 @@ impl Media {
                 "width and height must be 1 to {MAX_THUMBNAIL_DIMENSION}"
             )));
         }
+        if server_name != self.server_name
+            && let Some(content) = self
+                .remote_thumbnail(server_name, media_id, request, timeout, access)
+                .await?
+        {
+            return Ok(content);
+        }
         let row = self
             .row_with_content(server_name, media_id, timeout, access)
             .await?;
@@ -387,6 +419,68 @@ impl Media {
         Ok(thumbnail_content(path, size, output, &key.0, &name))
     }
 
+    /// A thumbnail of other servers' media made by its server: the cached one, or (when the
+    /// original is not cached here) one asked for now. `None`: make it here from the original.
+    async fn remote_thumbnail(
+        &self,
+        server_name: &ServerName,
+        media_id: &str,
+        request: ThumbnailRequest,
+        timeout: Duration,
+        access: Access,
+    ) -> Result<Option<Content>> {
+        // The same rules as originals: never for other servers, and with authenticated media on
+        // not fetched for the legacy endpoints.
+        if access == Access::Federation || access == Access::Legacy && self.authenticated_uploads {
+            return Ok(None);
+        }
+        let mut fetched = false;
+        loop {
+            let (origin, id) = (server_name.to_string(), media_id.to_owned());
+            let key = (request.width, request.height, request.method.as_str());
+            let (thumbnail, original) = self
+                .db
+                .read(move |c| {
+                    let thumbnail = media_store::get_remote_thumbnail(c, &origin, &id, key)?;
+                    let original = media_store::get(c, &origin, &id)?;
+                    Ok::<_, rusqlite::Error>((thumbnail, original))
+                })
+                .await?;
+            if let Some(thumbnail) = thumbnail {
+                let path = self.store.content_path(&thumbnail.sha256);
+                // Gone with a restored backup (which leaves caches out): asked for again.
+                if let Ok(metadata) = tokio::fs::metadata(&path).await {
+                    let row = thumbnail.clone();
+                    self.db
+                        .write(move |tx| {
+                            media_store::touch_remote_thumbnail(tx, &row, now_ms())
+                                .map_err(Error::from)
+                        })
+                        .await?;
+                    return Ok(Some(Content {
+                        path,
+                        size: metadata.len(),
+                        content_type: thumbnail.content_type,
+                        filename: None,
+                        sha256: thumbnail.sha256,
+                    }));
+                }
+            }
+            let original_cached = original.is_some_and(|row| row.sha256.is_some());
+            if original_cached || fetched {
+                return Ok(None);
+            }
+            if !self
+                .remote
+                .fetch_thumbnail(server_name, media_id, request, timeout)
+                .await?
+            {
+                return Ok(None);
+            }
+            fetched = true;
+        }
+    }
+
     /// The cached thumbnail that answered the same request before, if its file is still there.
     async fn remembered_thumbnail(
         &self,
@@ -418,6 +512,7 @@ impl Media {
         }
         let mut uploads = self.uploaded.subscribe();
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT_FOR_UPLOAD);
+        let mut fetched = false;
         loop {
             let (origin, id) = (server_name.to_string(), media_id.to_owned());
             let row = self
@@ -425,12 +520,16 @@ impl Media {
                 .read(move |c| media_store::get(c, &origin, &id).map_err(Error::from))
                 .await?;
             let Some(row) = row else {
-                return Err(if is_local {
-                    Error::not_found("Not found")
-                } else {
-                    // Other servers' media arrives with federation; until then it is unknown.
-                    Error::not_found("Media of other servers cannot be fetched yet")
-                });
+                // With authenticated media on, the legacy endpoints never fetch (Synapse).
+                let may_fetch = !(is_local
+                    || fetched
+                    || access == Access::Legacy && self.authenticated_uploads);
+                if !may_fetch {
+                    return Err(Error::not_found("Not found"));
+                }
+                self.remote.fetch(server_name, media_id, timeout).await?;
+                fetched = true;
+                continue;
             };
             if access == Access::Legacy && row.authenticated {
                 return Err(Error::not_found("Not found"));
@@ -476,17 +575,38 @@ impl Media {
         let store = self.store.clone();
         self.db
             .write(move |tx| {
-                let row = media_store::delete(tx, &origin, &media_id)?.ok_or_else(|| {
-                    Error::not_found(format!("mxc://{origin}/{media_id} does not exist"))
-                })?;
+                let thumbnails = media_store::remote_thumbnails_of(tx, &origin, &media_id)?;
+                for thumbnail in &thumbnails {
+                    media_store::delete_remote_thumbnail(tx, thumbnail)?;
+                    remove_unused_content(tx, &store, Some(&thumbnail.sha256))?;
+                }
+                let Some(row) = media_store::delete(tx, &origin, &media_id)? else {
+                    if thumbnails.is_empty() {
+                        return Err(Error::not_found(format!(
+                            "mxc://{origin}/{media_id} does not exist"
+                        )));
+                    }
+                    return Ok(());
+                };
                 remove_unused_content(tx, &store, row.sha256.as_deref())
             })
             .await
     }
 
-    /// Deletes the cached copies of other servers' media not served since `older_than` ago;
-    /// returns how many.
+    /// Deletes the cached copies of other servers' media, and the thumbnails they made, not
+    /// served since `older_than` ago; returns how many originals.
     pub async fn purge_remote(&self, older_than: Duration) -> Result<usize> {
+        let cutoff = now_ms() - older_than.as_millis() as i64;
+        let store = self.store.clone();
+        self.db
+            .write(move |tx| {
+                for thumbnail in media_store::remote_thumbnails_unused_since(tx, cutoff)? {
+                    media_store::delete_remote_thumbnail(tx, &thumbnail)?;
+                    remove_unused_content(tx, &store, Some(&thumbnail.sha256))?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
         self.purge_unused(older_than, media_store::remote_unused_since)
             .await
     }
