@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_federation_queue.sql"),
     include_str!("migrations/0011_federation_inbound.sql"),
     include_str!("migrations/0012_remote_memberships.sql"),
+    include_str!("migrations/0013_remote_e2ee.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -20,7 +20,9 @@
 pub mod backup;
 pub mod cross_signing;
 pub mod device_lists;
+pub mod federation;
 pub mod keys;
+pub mod remote_lists;
 pub mod signatures;
 pub mod sync_fields;
 pub mod to_device;
