@@ -313,8 +313,8 @@ fn raw_json<T>(raw: Option<&Raw<T>>) -> Option<String> {
 }
 
 /// Fetches the whole device list of `user_id` from their server and replaces the cached one; on
-/// failure the cache is dropped (queries then go to their server). Either way local clients
-/// hear the list changed.
+/// failure the cache is dropped (queries then go to their server). Local clients hear the list
+/// changed when the cache did.
 pub async fn resync(services: &Services, user_id: &UserId) -> Result<()> {
     let server: OwnedServerName = user_id.server_name().to_owned();
     let request = get_devices::Request::new(user_id.to_owned());
@@ -363,17 +363,23 @@ pub async fn resync(services: &Services, user_id: &UserId) -> Result<()> {
         .rooms
         .db()
         .write(move |tx| {
+            let had = store::remote_list(tx, &user)?.is_some();
             match fetched {
                 // Only while a room is shared: the list is kept up to date only then.
                 Some((list, devices)) if store::shares_room_with_local_user(tx, &user)? => {
                     store::replace_remote_list(tx, &user, &list, &devices)?
                 }
+                // Nothing cached and nothing fetched: nothing changed for our clients (telling
+                // them would make them ask again, and us fetch again, in a loop).
+                _ if !had => return Ok::<_, Error>(None),
                 _ => store::delete_remote_list(tx, &user)?,
             }
-            Ok::<_, Error>(record_device_list_change(tx, &user, None, None)?)
+            Ok(Some(record_device_list_change(tx, &user, None, None)?))
         })
         .await?;
-    services.rooms.notify(position);
+    if let Some(position) = position {
+        services.rooms.notify(position);
+    }
     if ok {
         Ok(())
     } else {
