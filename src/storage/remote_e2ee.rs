@@ -267,3 +267,146 @@ pub fn local_devices(
     .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::migrated_test_file;
+
+    fn open() -> (tempfile::TempDir, Connection) {
+        let (dir, path) = migrated_test_file();
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        (dir, conn)
+    }
+
+    fn local_user(conn: &Connection, user: &str) {
+        conn.execute(
+            "INSERT INTO users (user_id, localpart, created_ts) VALUES (?1, ?1, 0)",
+            [user],
+        )
+        .unwrap();
+    }
+
+    fn membership(conn: &Connection, room: &str, user: &str, membership: &str) {
+        conn.execute(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering)
+             VALUES (?1, ?2, ?3, '$e', 1)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership",
+            [room, user, membership],
+        )
+        .unwrap();
+    }
+
+    fn cache(conn: &Connection, user: &str) {
+        let list = RemoteList {
+            stream_id: 3,
+            master_key: None,
+            self_signing_key: None,
+        };
+        let device = RemoteDevice {
+            device_id: "D".into(),
+            display_name: None,
+            key_json: Some("{}".into()),
+        };
+        replace_remote_list(conn, user, &list, &[device]).unwrap();
+    }
+
+    #[test]
+    fn the_cache_goes_when_the_last_shared_room_ends() {
+        let (_dir, conn) = open();
+        local_user(&conn, "@alice:here");
+        for room in ["!a:here", "!b:here"] {
+            membership(&conn, room, "@alice:here", "join");
+            membership(&conn, room, "@bob:there", "join");
+        }
+        cache(&conn, "@bob:there");
+        assert!(shares_room_with_local_user(&conn, "@bob:there").unwrap());
+        // Bob leaves one room: another is still shared.
+        membership(&conn, "!a:here", "@bob:there", "leave");
+        assert!(remote_list(&conn, "@bob:there").unwrap().is_some());
+        // Alice leaves the other: nothing shared any more.
+        membership(&conn, "!b:here", "@alice:here", "leave");
+        assert!(!shares_room_with_local_user(&conn, "@bob:there").unwrap());
+        assert_eq!(remote_list(&conn, "@bob:there").unwrap(), None);
+        assert!(remote_devices(&conn, "@bob:there").unwrap().is_empty());
+    }
+
+    #[test]
+    fn updates_move_the_cached_stream_id() {
+        let (_dir, conn) = open();
+        cache(&conn, "@bob:there");
+        let device = RemoteDevice {
+            device_id: "E".into(),
+            display_name: Some("phone".into()),
+            key_json: None,
+        };
+        apply_device_update(&conn, "@bob:there", "E", Some(&device), 7).unwrap();
+        apply_device_update(&conn, "@bob:there", "D", None, 9).unwrap();
+        assert_eq!(
+            remote_list(&conn, "@bob:there").unwrap().unwrap().stream_id,
+            9
+        );
+        assert_eq!(remote_devices(&conn, "@bob:there").unwrap(), vec![device]);
+    }
+
+    #[test]
+    fn our_device_changes_chain_by_user() {
+        let (_dir, conn) = open();
+        let start = last_change_position(&conn).unwrap();
+        local_user(&conn, "@alice:here");
+        local_user(&conn, "@carol:here");
+        let device = |user: &str, id: &str| {
+            conn.execute(
+                "INSERT INTO devices (user_id, device_id, created_ts) VALUES (?1, ?2, 0)",
+                [user, id],
+            )
+            .unwrap();
+        };
+        device("@alice:here", "A1");
+        device("@carol:here", "C1");
+        device("@alice:here", "A2");
+        conn.execute("DELETE FROM devices WHERE device_id = 'A1'", [])
+            .unwrap();
+        // A remote user's row (from an EDU) is not ours to send.
+        crate::storage::e2ee_keys::record_device_list_change(&conn, "@bob:there", Some("B"), None)
+            .unwrap();
+        let changes = local_changes_after(&conn, start, 100).unwrap();
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.user_id.as_str(), c.device_id.as_deref(), c.deleted))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("@alice:here", Some("A1"), false),
+                ("@carol:here", Some("C1"), false),
+                ("@alice:here", Some("A2"), false),
+                ("@alice:here", Some("A1"), true),
+            ]
+        );
+        // Each of alice's changes names her previous one; carol's first names none.
+        let prev = |i: usize| {
+            last_device_change_before(&conn, &changes[i].user_id, changes[i].stream_position)
+                .unwrap()
+        };
+        assert_eq!(prev(0), None);
+        assert_eq!(prev(1), None);
+        assert_eq!(prev(2), Some(changes[0].stream_position));
+        assert_eq!(prev(3), Some(changes[2].stream_position));
+        assert_eq!(
+            last_device_change_before(&conn, "@alice:here", i64::MAX).unwrap(),
+            Some(changes[3].stream_position)
+        );
+    }
+
+    #[test]
+    fn a_to_device_message_id_is_taken_once_per_origin() {
+        let (_dir, conn) = open();
+        assert!(mark_to_device_seen(&conn, "there", "m1", 10).unwrap());
+        assert!(!mark_to_device_seen(&conn, "there", "m1", 11).unwrap());
+        assert!(mark_to_device_seen(&conn, "elsewhere", "m1", 12).unwrap());
+        assert_eq!(prune_to_device_seen(&conn, 11).unwrap(), 1);
+        assert!(mark_to_device_seen(&conn, "there", "m1", 13).unwrap());
+    }
+}

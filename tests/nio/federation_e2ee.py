@@ -8,7 +8,9 @@ one-time keys claimed from the other server, Megolm sessions sent as Olm-encrypt
 messages (`m.direct_to_device` EDUs). Keys are claimed across servers by hand as well. A new
 device of Bob's appears in Alice's device list (an `m.device_list_update` from his server) and
 gets the next session; once logged out it disappears. The same the other way: a new device of
-Alice's reaches Bob's client and decrypts his next message.
+Alice's reaches Bob's client and decrypts his next message. Last, cross-signing: each signs a
+device of their own with a self-signing key and the other server shows the keys and the
+signature; Alice signs Bob's master key with her user-signing key and sees her signature.
 
 Usage: federation_e2ee.py FIRST_URL SECOND_URL --ca-file CA_PEM   (exit status 0 when every check
 held)
@@ -16,12 +18,14 @@ held)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, Callable
 
 import aiohttp
 import nio
+import vodozemac
 
 from niocheck import CheckFailed, Checks, ensure, expect, expect_equal, main
 
@@ -207,7 +211,9 @@ async def scenario(t: Checks) -> None:
     b2 = await t.login(bob, "bob's phone", encryption=True, homeserver=synapse)
     await e2e_sync(b2, "bob's new device")
     await sync_until(
-        a, "bob's new device in alice's list", lambda r: b2.device_id in device_ids(a, bob.user_id)
+        a,
+        "bob's new device in alice's list",
+        lambda r: b2.device_id in device_ids(a, bob.user_id),
     )
     t.ok("bob's new device appeared to alice (device-list update across servers)")
     await exchange(a, [b2, b], room_id, "for both of bob's devices")
@@ -217,7 +223,9 @@ async def scenario(t: Checks) -> None:
     gone = b2.device_id
     expect(await b2.logout(), nio.LogoutResponse, "bob's phone logs out")
     await sync_until(
-        a, "bob's deleted device gone from alice's list", lambda r: gone not in device_ids(a, bob.user_id)
+        a,
+        "bob's deleted device gone from alice's list",
+        lambda r: gone not in device_ids(a, bob.user_id),
     )
     ensure(b.device_id in device_ids(a, bob.user_id), "bob's remaining device vanished too")
     t.ok("bob's deleted device disappeared from alice's list")
@@ -226,11 +234,177 @@ async def scenario(t: Checks) -> None:
     a2 = await t.login(alice, "alice's laptop", encryption=True)
     await e2e_sync(a2, "alice's new device")
     await sync_until(
-        b, "alice's new device in bob's list", lambda r: a2.device_id in device_ids(b, alice.user_id)
+        b,
+        "alice's new device in bob's list",
+        lambda r: a2.device_id in device_ids(b, alice.user_id),
     )
     t.ok("alice's new device appeared to bob (the appliance's device-list update)")
     await exchange(b, [a2, a], room_id, "for both of alice's devices")
     t.ok("alice's new device decrypted bob's next message")
+
+    # Cross-signing: each signs their own device with a self-signing key on their server; the
+    # other server's client sees the keys and the signature (m.signing_key_update and an
+    # m.device_list_update carrying the signed device keys).
+    alice_keys = await cross_sign(t, t.homeserver, alice, a)
+    bob_keys = await cross_sign(t, synapse, bob, b)
+    t.ok("alice and bob uploaded cross-signing keys and signed a device each")
+    await wait_for_cross_signing(t, synapse, b, alice.user_id, a.device_id, alice_keys)
+    t.ok("bob's server shows alice's cross-signing keys and her signed device")
+    await wait_for_cross_signing(t, t.homeserver, a, bob.user_id, b.device_id, bob_keys)
+    t.ok("alice's server shows bob's cross-signing keys and his signed device")
+
+    # Alice verifies Bob: her user-signing key signs his master key (as her server has it);
+    # the signature is hers alone to see.
+    status, body = await http(
+        t, t.homeserver, a, "POST", "/keys/query", {"device_keys": {bob.user_id: []}}
+    )
+    expect_equal(status, 200, "alice's /keys/query for bob's master key")
+    master = unsigned_part(body["master_keys"][bob.user_id])
+    master["signatures"] = {
+        alice.user_id: {
+            f"ed25519:{alice_keys.user_signing_public}": alice_keys.user_signing.sign(
+                canonical(master)
+            ).to_base64()
+        }
+    }
+    status, body = await http(
+        t,
+        t.homeserver,
+        a,
+        "POST",
+        "/keys/signatures/upload",
+        {bob.user_id: {bob_keys.master_public: master}},
+    )
+    expect_equal(status, 200, f"alice signs bob's master key: {body}")
+    ensure(not body.get("failures"), f"signing bob's master key failed: {body}")
+    status, body = await http(
+        t, t.homeserver, a, "POST", "/keys/query", {"device_keys": {bob.user_id: []}}
+    )
+    signatures = body["master_keys"][bob.user_id].get("signatures", {})
+    ensure(
+        f"ed25519:{alice_keys.user_signing_public}" in signatures.get(alice.user_id, {}),
+        f"alice's signature on bob's master key is not shown to her: {signatures}",
+    )
+    t.ok("alice signed bob's (remote) master key with her user-signing key and sees it")
+
+
+def canonical(value: Any) -> bytes:
+    """Matrix's canonical JSON, what a signature covers."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+def unsigned_part(value: dict) -> dict:
+    return {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
+
+
+class CrossSigning:
+    """A user's cross-signing key pairs (vodozemac accounts used for their ed25519 keys)."""
+
+    def __init__(self) -> None:
+        self.master = vodozemac.Account()
+        self.self_signing = vodozemac.Account()
+        self.user_signing = vodozemac.Account()
+
+    @property
+    def master_public(self) -> str:
+        return self.master.ed25519_key.to_base64()
+
+    @property
+    def self_signing_public(self) -> str:
+        return self.self_signing.ed25519_key.to_base64()
+
+    @property
+    def user_signing_public(self) -> str:
+        return self.user_signing.ed25519_key.to_base64()
+
+
+async def cross_sign(
+    t: Checks, homeserver: str, account: Any, client: nio.AsyncClient
+) -> CrossSigning:
+    """Uploads new cross-signing keys for `account` and signs `client`'s device with them."""
+    keys = CrossSigning()
+    user = account.user_id
+
+    def key(usage: str, public: str) -> dict:
+        body = {"user_id": user, "usage": [usage], "keys": {f"ed25519:{public}": public}}
+        if usage != "master":
+            body["signatures"] = {
+                user: {
+                    f"ed25519:{keys.master_public}": keys.master.sign(canonical(body)).to_base64()
+                }
+            }
+        return body
+
+    upload = {
+        "master_key": key("master", keys.master_public),
+        "self_signing_key": key("self_signing", keys.self_signing_public),
+        "user_signing_key": key("user_signing", keys.user_signing_public),
+    }
+    status, body = await http(t, homeserver, client, "POST", "/keys/device_signing/upload", upload)
+    if status == 401:
+        upload["auth"] = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": account.password,
+            "session": body.get("session"),
+        }
+        status, body = await http(
+            t, homeserver, client, "POST", "/keys/device_signing/upload", upload
+        )
+    expect_equal(status, 200, f"cross-signing keys of {user}: {body}")
+    status, body = await http(
+        t, homeserver, client, "POST", "/keys/query", {"device_keys": {user: [client.device_id]}}
+    )
+    expect_equal(status, 200, f"{user} queries their own device")
+    device = unsigned_part(body["device_keys"][user][client.device_id])
+    device["signatures"] = {
+        user: {
+            f"ed25519:{keys.self_signing_public}": keys.self_signing.sign(
+                canonical(device)
+            ).to_base64()
+        }
+    }
+    status, body = await http(
+        t, homeserver, client, "POST", "/keys/signatures/upload", {user: {client.device_id: device}}
+    )
+    expect_equal(status, 200, f"{user} signs their device: {body}")
+    ensure(not body.get("failures"), f"{user}'s device signature refused: {body}")
+    return keys
+
+
+async def wait_for_cross_signing(
+    t: Checks,
+    homeserver: str,
+    viewer: nio.AsyncClient,
+    user: str,
+    device_id: str,
+    keys: CrossSigning,
+) -> None:
+    """Queries `user`'s keys on `homeserver` until its master and self-signing keys are `keys`'
+    and `device_id` carries the self-signing key's signature."""
+    deadline = time.monotonic() + FEDERATION_TIMEOUT_S
+    seen: Any = None
+    while time.monotonic() < deadline:
+        status, body = await http(
+            t, homeserver, viewer, "POST", "/keys/query", {"device_keys": {user: []}}
+        )
+        expect_equal(status, 200, f"/keys/query for {user}")
+        seen = body
+        master = body.get("master_keys", {}).get(user, {}).get("keys", {})
+        self_signing = body.get("self_signing_keys", {}).get(user, {}).get("keys", {})
+        device = body.get("device_keys", {}).get(user, {}).get(device_id, {})
+        signed = device.get("signatures", {}).get(user, {})
+        if (
+            f"ed25519:{keys.master_public}" in master
+            and f"ed25519:{keys.self_signing_public}" in self_signing
+            and f"ed25519:{keys.self_signing_public}" in signed
+        ):
+            return
+        await asyncio.sleep(0.5)
+    raise CheckFailed(
+        f"{user}'s cross-signing not seen on {homeserver} within {FEDERATION_TIMEOUT_S}s: "
+        f"{json.dumps(seen)[:1500]}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@
 //! Handlers are in `api/client/keys.rs` (keys, cross-signing, `/sendToDevice`) and
 //! `api/client/backup.rs`, for other servers in `api/server/user_keys.rs`; SQL in
 //! `storage/{e2ee_keys,to_device,key_backup,remote_e2ee}.rs` (migrations `0005_e2ee.sql`,
-//! `0013_remote_e2ee.sql`). What clients upload is kept as they sent it (JSON text), so signatures over it
-//! stay verifiable. Everything of a device (keys, inbox, transactions) references `devices` with
-//! `ON DELETE CASCADE`, so deleting a device removes it.
+//! `0013_remote_e2ee.sql`). What clients upload is kept as they sent it (JSON text), so
+//! signatures over it stay verifiable. Everything of a device (keys, inbox, transactions)
+//! references `devices` with `ON DELETE CASCADE`, so deleting a device removes it.
 //!
 //! Across servers: `federation` asks other servers for their users' keys (`/keys/query`,
 //! `/keys/claim`) and serves ours; `remote_lists` turns our users' rows of `device_list_changes`
