@@ -4,7 +4,8 @@
 //! one request per server (`/user/keys/query`, `/user/keys/claim`), all servers at once, each
 //! within the client's `timeout` (10 s when it gives none, as Synapse). A server that fails or
 //! takes too long is reported in `failures` under its name (`status` and `message`, as Synapse
-//! puts them); the other servers' answers are kept. Only the users asked for, of the server
+//! puts them); the other servers' answers are kept. With federation off, every other server is
+//! a failure at once. Only the users asked for, of the server
 //! that answered, are taken from an answer. A user sharing a room with one of ours whose whole
 //! list is asked for is answered from the cached device list (`remote_lists.rs`), fetched first
 //! when there is none yet (Synapse does the same); signatures our user made on their master key
@@ -64,6 +65,20 @@ fn timed_out() -> Value {
            "message": "The server did not answer in time"})
 }
 
+/// The `failures` when federation is off (no listener serves it): no request goes out.
+fn federation_off<'a>(
+    users: impl Iterator<Item = &'a OwnedUserId>,
+) -> impl Iterator<Item = (String, Value)> {
+    let servers: BTreeSet<String> = users.map(|user| user.server_name().to_string()).collect();
+    servers.into_iter().map(|server| {
+        let message = "Federation is off on this server";
+        (
+            server,
+            json!({"status": StatusCode::SERVICE_UNAVAILABLE.as_u16(), "message": message}),
+        )
+    })
+}
+
 /// Groups requests by the users' servers.
 fn by_server<T>(
     requested: BTreeMap<OwnedUserId, T>,
@@ -94,6 +109,10 @@ pub async fn query_remote(
     timeout: Duration,
     response: &mut get_keys::Response,
 ) -> Result<()> {
+    if !services.config.federation_enabled() {
+        response.failures.extend(federation_off(requested.keys()));
+        return Ok(());
+    }
     let answers = join_all(
         by_server(requested)
             .into_iter()
@@ -290,6 +309,10 @@ pub async fn claim_remote(
     timeout: Duration,
     response: &mut claim_keys::Response,
 ) {
+    if !services.config.federation_enabled() {
+        response.failures.extend(federation_off(requested.keys()));
+        return;
+    }
     let answers = join_all(
         by_server(requested)
             .into_iter()

@@ -16,7 +16,8 @@
 //! migration's trigger drops it when the last shared room ends). An update applies when its
 //! `prev_id`s are all the last `stream_id` applied ([`decide`]); an older one is a duplicate; one
 //! with an unknown `prev_id`, no `prev_id` (as Synapse does: the first update of a user) or for a
-//! user without a cached list makes us fetch the whole list (`resync`, `/user/devices`). Each
+//! user without a cached list drops the cache, and the next `/keys/query` for the user fetches
+//! the whole list (`resync`, `/user/devices`), as for a user queried the first time. Each
 //! change is a row of `device_list_changes` of that user, so local clients sharing a room see it
 //! in /sync's `device_lists.changed`. `/keys/query` answers from the cache (`federation.rs`).
 
@@ -199,7 +200,7 @@ pub enum Decision {
     Apply,
     /// Seen before (a retried transaction): nothing to do.
     Ignore,
-    /// Something was missed, or nothing is cached: fetch the whole list.
+    /// Something was missed, or nothing is cached: the whole list must be fetched again.
     Resync,
 }
 
@@ -259,7 +260,19 @@ async fn device_list_update(
     let cached_id = cached.map(|list| u64::try_from(list.stream_id).unwrap_or(0));
     match decide(cached_id, u64::from(update.stream_id), &prev_ids) {
         Decision::Ignore => Ok(()),
-        Decision::Resync => resync(services, &update.user_id).await,
+        // Not fetched here: the transaction would wait on the network (a server could send a
+        // hundred such updates at once). The cache goes, our clients hear the list changed, and
+        // their next /keys/query fetches it (`federation.rs`).
+        Decision::Resync => {
+            let position = db
+                .write(move |tx| {
+                    store::delete_remote_list(tx, &user)?;
+                    Ok::<_, Error>(record_device_list_change(tx, &user, None, None)?)
+                })
+                .await?;
+            services.rooms.notify(position);
+            Ok(())
+        }
         Decision::Apply => {
             let device = if update.deleted == Some(true) {
                 None
