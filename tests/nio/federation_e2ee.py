@@ -5,7 +5,8 @@ Alice is on the first homeserver (the appliance), Bob on the second (Synapse), e
 client with encryption (vodozemac). Alice creates an encrypted room and invites Bob; each then
 decrypts the other's messages, which needs every E2EE path across servers: keys queried and
 one-time keys claimed from the other server, Megolm sessions sent as Olm-encrypted to-device
-messages (`m.direct_to_device` EDUs). Keys are claimed across servers by hand as well. A new
+messages (`m.direct_to_device` EDUs). Keys are claimed across servers by hand as well, and a
+server that never answers is reported in `failures` within the request's `timeout`. A new
 device of Bob's appears in Alice's device list (an `m.device_list_update` from his server) and
 gets the next session; once logged out it disappears. The same the other way: a new device of
 Alice's reaches Bob's client and decrypts his next message. Last, cross-signing: each signs a
@@ -82,10 +83,17 @@ async def send_text(client: nio.AsyncClient, room_id: str, body: str) -> None:
 
 
 async def http(
-    t: Checks, homeserver: str, client: nio.AsyncClient, method: str, path: str, body: Any = None
+    t: Checks,
+    homeserver: str,
+    client: nio.AsyncClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout_s: float = 120,
 ) -> tuple[int, Any]:
     """A plain client-server API call with the client's access token."""
-    async with aiohttp.ClientSession() as session:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         async with session.request(
             method,
             f"{homeserver}/_matrix/client/v3{path}",
@@ -205,6 +213,40 @@ async def scenario(t: Checks) -> None:
         f"Synapse claimed no one-time key of alice's device from the appliance: {body}",
     )
     t.ok("one-time keys claimed across servers, both ways, without failures")
+
+    # A server that accepts connections and never answers: within the request's `timeout` it
+    # is named in `failures`, and Synapse's answer about Bob is still there.
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    silent_server = f"localhost:{silent.sockets[0].getsockname()[1]}"
+    try:
+        for path, body, field in (
+            (
+                "/keys/query",
+                {"device_keys": {bob.user_id: [], f"@nobody:{silent_server}": []}, "timeout": 2000},
+                "device_keys",
+            ),
+            (
+                "/keys/claim",
+                {
+                    "one_time_keys": {
+                        bob.user_id: {b.device_id: "signed_curve25519"},
+                        f"@nobody:{silent_server}": {"DEVICE": "signed_curve25519"},
+                    },
+                    "timeout": 2000,
+                },
+                "one_time_keys",
+            ),
+        ):
+            # Well under the 60 s a request to another server may take: the 2 s must count.
+            status, answer = await http(t, t.homeserver, a, "POST", path, body, timeout_s=30)
+            expect_equal(status, 200, f"{path} with a silent server: {answer}")
+            failure = answer.get("failures", {}).get(silent_server)
+            ensure(failure is not None, f"{path}: the silent server is not in failures: {answer}")
+            ensure(isinstance(failure.get("status"), int), f"{path}: failure without status")
+            ensure(bob.user_id in answer[field], f"{path}: bob's keys missing beside a failure")
+    finally:
+        silent.close()
+    t.ok("a silent server is reported in failures within the timeout, the others' keys kept")
 
     # A new device of Bob's: Synapse tells the appliance (m.device_list_update), Alice's sync
     # says Bob's list changed, and her next session goes to the new device too.
