@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::join_all;
+use futures_util::{StreamExt, future::join_all};
 use http::StatusCode;
 use ruma::{
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
@@ -43,6 +43,8 @@ use crate::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `timeout` a client may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Device lists of one server's users fetched at once for a query.
+const RESYNCS_AT_ONCE: usize = 8;
 /// An answer about one server's users: a few KiB per device.
 const ANSWER_MAX_BYTES: usize = 8 * 1024 * 1024;
 
@@ -154,12 +156,30 @@ async fn query_server(
 ) -> std::result::Result<ServerKeys, FederationError> {
     let mut keys = ServerKeys::default();
     let mut ask = BTreeMap::new();
-    for (user, devices) in users {
-        if devices.is_empty() && from_cache(services, &user, &mut keys).await {
-            continue;
+    // The users whose whole list is asked for, each from the cache (fetched first if need be:
+    // several at once, within the same timeout as the rest).
+    let (whole, some): (Vec<_>, Vec<_>) = users.into_iter().partition(|(_, d)| d.is_empty());
+    ask.extend(some);
+    let mut cached = futures_util::stream::iter(whole)
+        .map(|(user, devices)| async move {
+            let mut keys = ServerKeys::default();
+            let hit = from_cache(services, &user, &mut keys).await;
+            (user, devices, hit.then_some(keys))
+        })
+        .buffer_unordered(RESYNCS_AT_ONCE);
+    while let Some((user, devices, hit)) = cached.next().await {
+        match hit {
+            Some(found) => {
+                keys.device_keys.extend(found.device_keys);
+                keys.master_keys.extend(found.master_keys);
+                keys.self_signing_keys.extend(found.self_signing_keys);
+            }
+            None => {
+                ask.insert(user, devices);
+            }
         }
-        ask.insert(user, devices);
     }
+    drop(cached);
     if ask.is_empty() {
         return Ok(keys);
     }
