@@ -581,7 +581,8 @@ pub(super) fn depth_of(event: &IncomingPdu) -> i64 {
 }
 
 /// EDUs: typing, read receipts, presence, to-device messages, device lists and cross-signing
-/// keys of the origin's own users, in rooms the origin shares with us; anything else (or about other servers' users) is ignored, as the spec allows.
+/// keys of the origin's own users, in rooms the origin shares with us; anything else (or about
+/// other servers' users) is ignored, as the spec allows.
 async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
     let Ok(edu) = edu.deserialize() else {
         return; // unknown or malformed EDUs are ignored
