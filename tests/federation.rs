@@ -32,6 +32,8 @@ mod appliances;
 mod backfill;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "federation/e2ee.rs"]
+mod e2ee;
 #[path = "federation/fake_server.rs"]
 mod fake_server;
 #[path = "federation/hostile.rs"]

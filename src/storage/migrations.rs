@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_remote_memberships.sql"),
     include_str!("migrations/0013_openid.sql"),
     include_str!("migrations/0014_remote_thumbnails.sql"),
+    include_str!("migrations/0015_remote_e2ee.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -82,5 +83,56 @@ mod tests {
             .err()
             .expect("a newer schema must be refused");
         assert!(matches!(err, OpenError::TooNew { .. }), "{err}");
+    }
+
+    /// 0015_remote_e2ee: to-device messages that waited in the old outbox for another server go
+    /// on as `m.direct_to_device` EDUs of the federation sender's queue, in order.
+    #[test]
+    fn waiting_to_device_messages_move_into_the_edu_queue() {
+        use ruma::api::federation::transactions::edu::Edu;
+
+        // Found by content, so that renumbering the migration does not break the test.
+        let ours = MIGRATIONS
+            .iter()
+            .position(|sql| sql.contains("CREATE TABLE remote_device_lists"))
+            .unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..ours] {
+            conn.execute_batch(sql).unwrap();
+        }
+        for (position, id) in [(5, "m1"), (6, "m2")] {
+            conn.execute(
+                "INSERT INTO to_device_outbox
+                     (stream_position, destination, sender, type, message_id, messages)
+                 VALUES (?1, 'there.example', '@alice:here', 'm.room_key_request', ?2,
+                         '{\"@bob:there.example\": {\"*\": {\"action\": \"request\"}}}')",
+                rusqlite::params![position, id],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(MIGRATIONS[ours]).unwrap();
+        let rows: Vec<(String, String, String)> = conn
+            .prepare(
+                "SELECT destination, edu_type, content FROM federation_outbound_edus ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for ((destination, edu_type, content), id) in rows.iter().zip(["m1", "m2"]) {
+            assert_eq!(
+                (destination.as_str(), edu_type.as_str()),
+                ("there.example", "m.direct_to_device")
+            );
+            let Ok(Edu::DirectToDevice(edu)) = serde_json::from_str::<Edu>(content) else {
+                panic!("not an m.direct_to_device EDU: {content}");
+            };
+            assert_eq!(edu.message_id.as_str(), id);
+            assert_eq!(edu.sender.as_str(), "@alice:here");
+            assert_eq!(edu.ev_type.to_string(), "m.room_key_request");
+            assert_eq!(edu.messages.len(), 1, "{content}");
+        }
     }
 }

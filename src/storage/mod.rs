@@ -40,6 +40,7 @@ pub mod presence;
 pub mod push;
 pub mod registration_tokens;
 pub mod relations;
+pub mod remote_e2ee;
 pub mod remote_memberships;
 pub mod room_upgrade;
 pub mod rooms;

@@ -1,4 +1,4 @@
-//! Tables `to_device_inbox`, `to_device_outbox` and `to_device_transactions`.
+//! Tables `to_device_inbox` and `to_device_transactions`.
 
 use rusqlite::{Connection, params};
 
@@ -48,31 +48,6 @@ pub fn put_inbox(
     )?
     .execute(params![
         position, user_id, device_id, sender, event_type, content
-    ])?;
-    Ok(position)
-}
-
-/// Queues an `m.direct_to_device` EDU for another server; returns its stream position.
-pub fn put_outbox(
-    conn: &Connection,
-    destination: &str,
-    sender: &str,
-    event_type: &str,
-    message_id: &str,
-    messages: &str,
-) -> rusqlite::Result<i64> {
-    let position = next_stream_position(conn)?;
-    conn.prepare_cached(
-        "INSERT INTO to_device_outbox (stream_position, destination, sender, type, message_id, messages)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        position,
-        destination,
-        sender,
-        event_type,
-        message_id,
-        messages
     ])?;
     Ok(position)
 }

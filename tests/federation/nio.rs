@@ -1,5 +1,6 @@
 //! The user's view across servers: matrix-nio clients, one on the appliance and one on Synapse,
-//! share a room (tests/nio/federation.py does the talking; this starts both servers).
+//! share a room (tests/nio/federation.py) and an encrypted one (tests/nio/federation_e2ee.py);
+//! the scripts do the talking, this starts both servers.
 
 use std::{
     path::{Path, PathBuf},
@@ -40,13 +41,31 @@ fn nio_python() -> PathBuf {
 /// power levels, typing and a read receipt.
 #[tokio::test(flavor = "multi_thread")]
 async fn nio_clients_on_both_servers_share_a_room() {
+    run_script("tests/nio/federation.py").await;
+}
+
+/// End-to-end encryption across servers (tests/nio/federation_e2ee.py): an appliance user and a
+/// Synapse user in an encrypted room each decrypt the other's messages (keys queried and claimed
+/// across servers, Megolm sessions as `m.direct_to_device` EDUs both ways); one-time keys
+/// claimed by hand from both sides; a new device of the Synapse user appears to the appliance
+/// user (`m.device_list_update`) and decrypts, and disappears once deleted; a new appliance
+/// device reaches the Synapse user's client the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn nio_e2ee_across_servers() {
+    run_script("tests/nio/federation_e2ee.py").await;
+}
+
+/// Starts the appliance and a Synapse and runs a nio `script` (relative to the crate) against
+/// both; fails with both servers' logs when the script does.
+async fn run_script(script: &str) {
     let ca = TestCa::new("federation test CA");
     let ours = FederatingAppliance::start(&ca);
     let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
     let ca_file = ours.appliance.dir.path().join("ca.pem");
 
     let python = tokio::task::spawn_blocking(nio_python).await.unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nio/federation.py");
+    let name = script.rsplit('/').next().unwrap_or(script).to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let run = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(format!("https://localhost:{}", ours.port))
@@ -62,7 +81,7 @@ async fn nio_clients_on_both_servers_share_a_room() {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "federation.py did not finish within {SCRIPT_TIMEOUT:?}\nthe appliance's log:\n{}\
+                "{name} did not finish within {SCRIPT_TIMEOUT:?}\nthe appliance's log:\n{}\
                  \nSynapse's log:\n{}",
                 ours.appliance.log_text(),
                 synapse.log_tail()
@@ -73,7 +92,7 @@ async fn nio_clients_on_both_servers_share_a_room() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "federation.py failed ({}).\n--- its stdout:\n{stdout}--- its stderr:\n{stderr}\
+        "{name} failed ({}).\n--- its stdout:\n{stdout}--- its stderr:\n{stderr}\
          --- the appliance's log:\n{}\n--- Synapse's log:\n{}",
         output.status,
         ours.appliance.log_text(),

@@ -33,8 +33,8 @@ fn x_matrix(server: &TestServer, method: &Method, uri: &str, body: Option<&Value
     keys::x_matrix(&key_pair, SERVER, SERVER, method.as_str(), uri, body)
 }
 
-/// A federation request signed by the server itself: (status, JSON body).
-async fn signed(
+/// A federation request signed by the server itself (`test.local`): (status, JSON body).
+pub async fn signed(
     server: &TestServer,
     method: Method,
     uri: &str,

@@ -159,10 +159,15 @@ class Checks:
         return Account(localpart, password, response.user_id, response.device_id, client)
 
     async def login(
-        self, account: Account, device_name: str = "nio login", encryption: bool = False
+        self,
+        account: Account,
+        device_name: str = "nio login",
+        encryption: bool = False,
+        homeserver: str | None = None,
     ) -> nio.AsyncClient:
-        """Logs `account` in with its password on a new client; returns that client."""
-        client = self.client(user=account.user_id, encryption=encryption)
+        """Logs `account` in with its password on a new client (of `homeserver`, by default the
+        first one: the account's own server); returns that client."""
+        client = self.client(user=account.user_id, encryption=encryption, homeserver=homeserver)
         response = expect(
             await client.login(account.password, device_name=device_name),
             nio.LoginResponse,

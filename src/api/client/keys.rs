@@ -57,11 +57,14 @@ async fn get_keys(
     request: Ruma<get_keys::Request>,
 ) -> ApiResult<get_keys::Response> {
     let sender = request.sender()?.clone();
-    Ok(
-        keys::query(&services, &sender.user_id, request.body.device_keys)
-            .await?
-            .into(),
+    Ok(keys::query(
+        &services,
+        &sender.user_id,
+        request.body.device_keys,
+        request.body.timeout,
     )
+    .await?
+    .into())
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
@@ -70,9 +73,11 @@ async fn claim_keys(
     request: Ruma<claim_keys::Request>,
 ) -> ApiResult<claim_keys::Response> {
     request.sender()?;
-    Ok(keys::claim(&services, request.body.one_time_keys)
-        .await?
-        .into())
+    Ok(
+        keys::claim(&services, request.body.one_time_keys, request.body.timeout)
+            .await?
+            .into(),
+    )
 }
 
 /// `GET /_matrix/client/v3/keys/changes`

@@ -1,5 +1,5 @@
 //! The server-server API: keys (own and as a notary), queries, room data for other servers,
-//! transactions and joins.
+//! transactions, joins and our users' devices and E2EE keys.
 
 mod keys;
 mod media;
@@ -7,6 +7,7 @@ mod membership;
 mod query;
 mod rooms;
 mod transactions;
+mod user_keys;
 
 use axum::Router;
 use ruma::api::federation::{
@@ -32,4 +33,5 @@ pub fn routes() -> Router<AppState> {
         .merge(rooms::routes())
         .merge(transactions::routes())
         .merge(membership::routes())
+        .merge(user_keys::routes())
 }

@@ -5,7 +5,9 @@
 //! The self-signing and user-signing keys must be signed by the master key; an upload needs
 //! user-interactive auth unless the user has no master key yet or re-uploads the stored keys.
 //! Signatures: of a device by the self-signing key, of the own master key by a device, of another
-//! user's master key by the user-signing key; each verified with ruma (`signatures.rs`).
+//! user's master key by the user-signing key; each verified with ruma (`signatures.rs`). Another
+//! server's user's master key is checked against our cache of their device list; such a
+//! signature stays here, visible to the signer alone (the spec and Synapse send it nowhere).
 
 use std::collections::BTreeMap;
 
@@ -29,7 +31,10 @@ use super::{invalid_signature, object, signatures, signed_part};
 use crate::{
     error::{Error, Result},
     services::{Services, json_depth, sessions::Identity},
-    storage::e2ee_keys::{self as store, SignatureRow},
+    storage::{
+        e2ee_keys::{self as store, SignatureRow},
+        remote_e2ee as remote_store,
+    },
 };
 
 /// What `/keys/device_signing/upload` carries.
@@ -208,25 +213,32 @@ pub async fn upload_signatures(
             for (target, key_id, signed) in work {
                 let outcome = match signed {
                     Err(e) => Err(failure("M_BAD_JSON", &e.to_string())),
-                    Ok(_) if target.server_name() != server_name => Err(failure(
-                        "M_UNRECOGNIZED",
-                        "Signing keys of users on other servers needs federation, which is not available yet",
-                    )),
-                    Ok(signed) => {
-                        accept_signatures(tx, signer.as_str(), target.as_str(), &key_id, &signed)
-                    }
+                    Ok(signed) => accept_signatures(
+                        tx,
+                        signer.as_str(),
+                        target.as_str(),
+                        target.server_name() == server_name,
+                        &key_id,
+                        &signed,
+                    ),
                 };
                 match outcome {
                     Ok(rows) if !rows.is_empty() => {
                         for row in &rows {
                             store::put_signature(tx, target.as_str(), &key_id, row)?;
                         }
-                        // Signatures with the user-signing key are the signer's business only.
+                        // Signatures with the user-signing key are the signer's business only
+                        // (Synapse sends them to no other server either). A signature on one of
+                        // the own devices changes that device: other servers hear of it as a
+                        // device-list update carrying the signed keys (`remote_lists.rs`).
                         let visible_to = (signer != target).then_some(signer.as_str());
+                        let own_master = store::cross_signing_key(tx, target.as_str(), "master")?
+                            .is_some_and(|(public, _)| public == key_id);
+                        let device = (signer == target && !own_master).then_some(key_id.as_str());
                         position = Some(store::record_device_list_change(
                             tx,
                             target.as_str(),
-                            None,
+                            device,
                             visible_to,
                         )?);
                     }
@@ -246,15 +258,28 @@ pub async fn upload_signatures(
 }
 
 /// The new, valid signatures of `signer` on the key `key_id` of `target`, or why there are none.
+/// `target_is_local`: a user of another server's master key is the one their server gave us
+/// (the cached device list, `remote_lists.rs`).
 fn accept_signatures(
     conn: &Connection,
     signer: &str,
     target: &str,
+    target_is_local: bool,
     key_id: &str,
     signed: &Map<String, Value>,
 ) -> std::result::Result<Vec<SignatureRow>, Failure> {
     let db = |e: rusqlite::Error| failure("M_UNKNOWN", &format!("database: {e}"));
-    let master = store::cross_signing_key(conn, target, "master").map_err(db)?;
+    let master = if target_is_local {
+        store::cross_signing_key(conn, target, "master").map_err(db)?
+    } else {
+        remote_store::remote_list(conn, target)
+            .map_err(db)?
+            .and_then(|list| list.master_key)
+            .and_then(|json| {
+                let key: Map<String, Value> = serde_json::from_str(&json).ok()?;
+                Some((super::federation::master_public_key(&key)?, json))
+            })
+    };
     // Which stored key this is, and which of the signer's keys may sign it.
     let (stored_json, signing_keys): (String, Vec<(String, String)>) = if signer == target {
         if let Some((_, json)) = master.filter(|(public, _)| public == key_id) {

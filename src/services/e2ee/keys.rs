@@ -5,7 +5,7 @@
 //! one-time key ID reused with another key is refused; re-uploading the same fallback key keeps it
 //! marked used. `/keys/query` merges in the signatures of `/keys/signatures/upload`, only those by
 //! the key's owner or the requester. `/keys/claim` hands out the oldest one-time key, else the
-//! fallback key, which stays and is marked used.
+//! fallback key, which stays and is marked used. Users of other servers: `federation.rs`.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::{device_lists, invalid_signature, object, signatures};
+use super::{device_lists, federation, invalid_signature, object, signatures};
 use crate::{
     error::{Error, Result},
     services::{Services, json_depth, sessions::Identity, sync::SyncToken},
@@ -160,29 +160,26 @@ pub fn one_time_key_counts(
     Ok(counts)
 }
 
-/// `/keys/query`: the keys of local users as `viewer` may see them. Users of other servers
-/// are reported in `failures` until federation exists.
+/// `/keys/query`: the keys of local users as `viewer` may see them, and of other servers'
+/// users as their servers (or our cache of their device lists) give them (`federation.rs`).
 pub async fn query(
     services: &Services,
     viewer: &UserId,
     requested: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<get_keys::Response> {
     let server_name = services.server_name.clone();
-    let viewer = viewer.to_string();
-    services
+    let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = requested
+        .into_iter()
+        .partition(|(user, _)| user.server_name() == server_name);
+    let viewer_id = viewer.to_string();
+    let mut response = services
         .rooms
         .db()
         .read(move |c| {
             let mut response = get_keys::Response::new();
-            for (user, devices) in requested {
-                if user.server_name() != server_name {
-                    response.failures.insert(
-                        user.server_name().to_string(),
-                        json!({"status": 503, "message": "Federation is not available yet"}),
-                    );
-                    continue;
-                }
-                let keys = query_local(c, &user, &devices, Some(&viewer))?;
+            for (user, devices) in local {
+                let keys = query_local(c, &user, &devices, Some(&viewer_id))?;
                 response.device_keys.insert(user.clone(), keys.devices);
                 if let Some(key) = keys.master {
                     response.master_keys.insert(user.clone(), key);
@@ -196,7 +193,12 @@ pub async fn query(
             }
             Ok::<_, Error>(response)
         })
-        .await
+        .await?;
+    if !remote.is_empty() {
+        let timeout = federation::timeout(timeout);
+        federation::query_remote(services, viewer, remote, timeout, &mut response).await?;
+    }
+    Ok(response)
 }
 
 /// One local user's keys.
@@ -307,34 +309,28 @@ fn to_raw<T>(value: &Map<String, Value>) -> Result<Raw<T>> {
     ))
 }
 
-/// `/keys/claim`: one key per requested device, all in one transaction. Users of other servers
-/// are reported in `failures` until federation exists.
+/// `/keys/claim`: one key per requested device, the local ones in one transaction, the others
+/// from their servers (`federation.rs`).
 pub async fn claim(
     services: &Services,
     requested: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<claim_keys::Response> {
     let server_name = services.server_name.clone();
-    services
+    let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = requested
+        .into_iter()
+        .partition(|(user, _)| user.server_name() == server_name);
+    let claimed = services
         .rooms
         .db()
-        .write(move |tx| {
-            let mut failures = BTreeMap::new();
-            let mut local = BTreeMap::new();
-            for (user, devices) in requested {
-                if user.server_name() == server_name {
-                    local.insert(user, devices);
-                } else {
-                    failures.insert(
-                        user.server_name().to_string(),
-                        json!({"status": 503, "message": "Federation is not available yet"}),
-                    );
-                }
-            }
-            let mut response = claim_keys::Response::new(claim_local(tx, &local)?);
-            response.failures = failures;
-            Ok::<_, Error>(response)
-        })
-        .await
+        .write(move |tx| claim_local(tx, &local))
+        .await?;
+    let mut response = claim_keys::Response::new(claimed);
+    if !remote.is_empty() {
+        let timeout = federation::timeout(timeout);
+        federation::claim_remote(services, remote, timeout, &mut response).await;
+    }
+    Ok(response)
 }
 
 /// Claims keys of local devices: the oldest one-time key of the algorithm, else the fallback

@@ -8,19 +8,24 @@
 //! `user/devices`) can serve from the same code.
 //!
 //! Handlers are in `api/client/keys.rs` (keys, cross-signing, `/sendToDevice`) and
-//! `api/client/backup.rs`; SQL in `storage/{e2ee_keys,to_device,key_backup}.rs` (migration
-//! `0005_e2ee.sql`). What clients upload is kept as they sent it (JSON text), so signatures over it
-//! stay verifiable. Everything of a device (keys, inbox, transactions) references `devices` with
-//! `ON DELETE CASCADE`, so deleting a device removes it. Messages for users of other servers wait
-//! per destination in `to_device_outbox` as the `m.direct_to_device` EDU to send; rows of local
-//! users in `device_list_changes` are the `m.device_list_update` EDUs (`stream_position` as
-//! `stream_id`, the user's previous row as `prev_id`). Until federation of keys exists,
-//! `/keys/query` and `/keys/claim` report other servers in `failures`.
+//! `api/client/backup.rs`, for other servers in `api/server/user_keys.rs`; SQL in
+//! `storage/{e2ee_keys,to_device,key_backup,remote_e2ee}.rs` (migrations `0005_e2ee.sql`,
+//! `0015_remote_e2ee.sql`). What clients upload is kept as they sent it (JSON text), so
+//! signatures over it stay verifiable. Everything of a device (keys, inbox, transactions)
+//! references `devices` with `ON DELETE CASCADE`, so deleting a device removes it.
+//!
+//! Across servers: `federation` asks other servers for their users' keys (`/keys/query`,
+//! `/keys/claim`) and serves ours; `remote_lists` turns our users' rows of `device_list_changes`
+//! into `m.device_list_update` / `m.signing_key_update` EDUs (the user's previous row is the
+//! `prev_id`) and keeps other servers' users' device lists from theirs; `to_device` queues
+//! `m.direct_to_device` EDUs in the federation sender's queue and delivers received ones.
 
 pub mod backup;
 pub mod cross_signing;
 pub mod device_lists;
+pub mod federation;
 pub mod keys;
+pub mod remote_lists;
 pub mod signatures;
 pub mod sync_fields;
 pub mod to_device;

@@ -613,8 +613,9 @@ pub(super) fn depth_of(event: &IncomingPdu) -> i64 {
     }
 }
 
-/// EDUs: typing, read receipts and presence of the origin's own users, in rooms the origin
-/// shares with us; anything else (or about other servers' users) is ignored, as the spec allows.
+/// EDUs: typing, read receipts, presence, to-device messages, device lists and cross-signing
+/// keys of the origin's own users, in rooms the origin shares with us; anything else (or about
+/// other servers' users) is ignored, as the spec allows.
 async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
     let Ok(edu) = edu.deserialize() else {
         return; // unknown or malformed EDUs are ignored
@@ -681,6 +682,22 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                 .presence
                 .receive(&services.rooms, origin, presence.push)
                 .await;
+        }
+        // End-to-end encryption (`services/e2ee/`): each checks the origin's own users.
+        Edu::DirectToDevice(content) => {
+            crate::services::e2ee::to_device::receive(services, origin, content).await;
+        }
+        Edu::DeviceListUpdate(update) => {
+            crate::services::e2ee::remote_lists::receive_device_list_update(
+                services, origin, update,
+            )
+            .await;
+        }
+        Edu::SigningKeyUpdate(update) => {
+            crate::services::e2ee::remote_lists::receive_signing_key_update(
+                services, origin, update,
+            )
+            .await;
         }
         _ => {}
     }

@@ -459,6 +459,15 @@ impl Sender {
         let mut active: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut commits_open = true;
         loop {
+            // Our users' device-list changes become EDUs here, whichever code path made them.
+            if let Err(e) = crate::services::e2ee::remote_lists::queue_local_changes(
+                &self.db,
+                &self.server_name,
+            )
+            .await
+            {
+                tracing::error!("cannot queue device-list updates for federation: {e}");
+            }
             let now = now_ms();
             let mut next_retry: Option<i64> = None;
             match self.db.read(store::pending_destinations).await {
@@ -748,6 +757,29 @@ pub fn enqueue_presence(
         .filter(|server| server != user_id.server_name().as_str())
         .collect();
     enqueue_presence_for(tx, &destinations, vec![update])
+}
+
+/// Queues `edu` for each of `destinations` in the write transaction `tx` (device lists,
+/// to-device messages: durable like PDUs). The caller wakes the sender after the commit.
+pub fn enqueue_edu_for(
+    tx: &Connection,
+    destinations: &[String],
+    edu: &Edu,
+) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(edu)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let edu_type = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| {
+            v.get("edu_type")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    for destination in destinations {
+        store::enqueue_edu(tx, destination, &edu_type, &json)?;
+    }
+    Ok(())
 }
 
 /// Queues `m.presence` EDUs holding `updates` (50 to an EDU) for each of `destinations`.
