@@ -292,7 +292,7 @@ impl Presence {
                 let mut stored = Vec::new();
                 for update in updates {
                     let user = update.user_id.as_str();
-                    if !store::shares_a_room_with_a_local_user(tx, user)? {
+                    if !crate::storage::rooms::shares_a_room_with_a_local_user(tx, user)? {
                         continue;
                     }
                     stored.push(update.user_id.clone());

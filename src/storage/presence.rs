@@ -117,17 +117,6 @@ pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> rusqlite::Result<boo
     .query_row([a, b], |row| row.get(0))
 }
 
-/// Whether `user_id` is joined to a room with one of this server's users (an account here).
-pub fn shares_a_room_with_a_local_user(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM memberships theirs
-             JOIN memberships mine ON mine.room_id = theirs.room_id AND mine.membership = 'join'
-             JOIN users u ON u.user_id = mine.user_id
-             WHERE theirs.user_id = ?1 AND theirs.membership = 'join')",
-    )?
-    .query_row([user_id], |row| row.get(0))
-}
-
 /// The stored presence of this server's users (accounts here) joined to `room_id`, offline ones
 /// left out, at most `limit`.
 pub fn local_members_presence(

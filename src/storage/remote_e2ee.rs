@@ -143,17 +143,6 @@ pub fn delete_remote_list(conn: &Connection, user_id: &str) -> rusqlite::Result<
     Ok(())
 }
 
-/// Whether `user_id` is joined to a room one of this server's users is joined to.
-pub fn shares_room_with_local_user(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT 1 FROM memberships theirs
-         JOIN memberships mine ON mine.room_id = theirs.room_id AND mine.membership = 'join'
-         JOIN users u ON u.user_id = mine.user_id
-         WHERE theirs.user_id = ?1 AND theirs.membership = 'join'",
-    )?
-    .exists([user_id])
-}
-
 /// Records the `m.direct_to_device` message `message_id` of `origin`; `false` when it was
 /// received before.
 pub fn mark_to_device_seen(
@@ -321,13 +310,17 @@ mod tests {
             membership(&conn, room, "@bob:there", "join");
         }
         cache(&conn, "@bob:there");
-        assert!(shares_room_with_local_user(&conn, "@bob:there").unwrap());
+        assert!(
+            crate::storage::rooms::shares_a_room_with_a_local_user(&conn, "@bob:there").unwrap()
+        );
         // Bob leaves one room: another is still shared.
         membership(&conn, "!a:here", "@bob:there", "leave");
         assert!(remote_list(&conn, "@bob:there").unwrap().is_some());
         // Alice leaves the other: nothing shared any more.
         membership(&conn, "!b:here", "@alice:here", "leave");
-        assert!(!shares_room_with_local_user(&conn, "@bob:there").unwrap());
+        assert!(
+            !crate::storage::rooms::shares_a_room_with_a_local_user(&conn, "@bob:there").unwrap()
+        );
         assert_eq!(remote_list(&conn, "@bob:there").unwrap(), None);
         assert!(remote_devices(&conn, "@bob:there").unwrap().is_empty());
     }

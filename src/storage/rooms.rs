@@ -449,6 +449,24 @@ pub fn membership(
     .optional()
 }
 
+/// Whether `user_id` is joined to a room with one of this server's users (an account here).
+///
+/// The join order is forced (`CROSS JOIN`): the user's rooms, then this server's accounts, then
+/// one primary-key lookup each. Left to itself SQLite walked every member of each of the user's
+/// rooms, thousands in a big federated room, for every presence update and device-list change
+/// of every remote member; an appliance has few accounts, so this order stays small.
+pub fn shares_a_room_with_a_local_user(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM memberships theirs
+             CROSS JOIN users u
+             CROSS JOIN memberships mine
+             WHERE theirs.user_id = ?1 AND theirs.membership = 'join'
+               AND mine.room_id = theirs.room_id AND mine.user_id = u.user_id
+               AND mine.membership = 'join')",
+    )?
+    .query_row([user_id], |row| row.get(0))
+}
+
 /// `(room_id, membership, event_id, stream_ordering)` of every room the user is or was in.
 pub fn memberships_of_user(
     conn: &Connection,

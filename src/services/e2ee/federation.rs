@@ -208,7 +208,7 @@ async fn from_cache(services: &Services, user: &UserId, keys: &mut ServerKeys) -
     let u = user.to_string();
     let db = services.rooms.db();
     let read = move |c: &rusqlite::Connection| {
-        if !store::shares_room_with_local_user(c, &u)? {
+        if !crate::storage::rooms::shares_a_room_with_a_local_user(c, &u)? {
             return Ok::<_, Error>(None);
         }
         let Some(list) = store::remote_list(c, &u)? else {

@@ -245,7 +245,7 @@ async fn device_list_update(
     let u = user.clone();
     let (shared, cached) = db
         .read(move |c| {
-            let shared = store::shares_room_with_local_user(c, &u)?;
+            let shared = crate::storage::rooms::shares_a_room_with_a_local_user(c, &u)?;
             Ok::<_, Error>((shared, store::remote_list(c, &u)?))
         })
         .await?;
@@ -379,7 +379,9 @@ pub async fn resync(services: &Services, user_id: &UserId) -> Result<()> {
             let had = store::remote_list(tx, &user)?.is_some();
             match fetched {
                 // Only while a room is shared: the list is kept up to date only then.
-                Some((list, devices)) if store::shares_room_with_local_user(tx, &user)? => {
+                Some((list, devices))
+                    if crate::storage::rooms::shares_a_room_with_a_local_user(tx, &user)? =>
+                {
                     store::replace_remote_list(tx, &user, &list, &devices)?
                 }
                 // Nothing cached and nothing fetched: nothing changed for our clients (telling
@@ -418,7 +420,7 @@ pub async fn receive_signing_key_update(
         .rooms
         .db()
         .write(move |tx| {
-            if !store::shares_room_with_local_user(tx, &user)? {
+            if !crate::storage::rooms::shares_a_room_with_a_local_user(tx, &user)? {
                 return Ok::<_, Error>(None);
             }
             store::set_remote_cross_signing(tx, &user, master.as_deref(), self_signing.as_deref())?;

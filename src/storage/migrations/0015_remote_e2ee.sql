@@ -33,10 +33,13 @@ BEGIN
     DELETE FROM remote_device_lists WHERE user_id IN (
         SELECT user_id FROM memberships WHERE room_id = new.room_id
     ) AND NOT EXISTS (
+        -- storage::rooms::shares_a_room_with_a_local_user, its join order forced likewise
         SELECT 1 FROM memberships theirs
-        JOIN memberships mine ON mine.room_id = theirs.room_id AND mine.membership = 'join'
-        JOIN users u ON u.user_id = mine.user_id
+        CROSS JOIN users u
+        CROSS JOIN memberships mine
         WHERE theirs.user_id = remote_device_lists.user_id AND theirs.membership = 'join'
+          AND mine.room_id = theirs.room_id AND mine.user_id = u.user_id
+          AND mine.membership = 'join'
     );
 END;
 
