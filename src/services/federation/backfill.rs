@@ -210,7 +210,7 @@ async fn round(
             &server,
             room_id,
             &version,
-            &response.pdus[..response.pdus.len().min(per_request)],
+            response.pdus.into_iter().take(per_request),
         )
         .await;
         match accepted {
@@ -247,12 +247,12 @@ async fn store_answer(
     server: &ServerName,
     room_id: &RoomId,
     version: &RoomVersionId,
-    pdus: &[Box<RawJsonValue>],
+    pdus: impl IntoIterator<Item = Box<RawJsonValue>>,
 ) -> Result<usize> {
     let rooms = &services.rooms;
-    let mut events = Vec::with_capacity(pdus.len());
-    for raw in pdus {
-        match pdu::verify(services, raw, room_id, version).await {
+    let mut events = Vec::new();
+    for checked in pdu::verify_all(services, pdus, room_id, version).await {
+        match checked {
             Ok(event) => events.push(event),
             Err(DroppedPdu::WrongRoom { .. }) => {}
             Err(dropped) => {

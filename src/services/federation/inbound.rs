@@ -393,8 +393,8 @@ pub(super) async fn fetch_auth_chain(
         .await
         .map_err(|e| format!("cannot fetch the auth chain from {origin}: {e}"))?;
     let mut outliers = Vec::new();
-    for raw in &response.auth_chain {
-        match pdu::verify(services, raw, room_id, version).await {
+    for checked in pdu::verify_all(services, response.auth_chain, room_id, version).await {
+        match checked {
             Ok(incoming) => outliers.push(incoming),
             Err(dropped) => {
                 tracing::info!(%origin, %room_id, "auth chain event dropped: {dropped}")
@@ -551,8 +551,8 @@ pub(super) async fn state_from_origin(
         };
         let missing: HashSet<&OwnedEventId> = missing.iter().collect();
         let mut outliers = Vec::new();
-        for raw in &raws {
-            match pdu::verify(services, raw, room_id, version).await {
+        for checked in pdu::verify_all(services, raws, room_id, version).await {
+            match checked {
                 // Only what was asked for: `/state` holds more, a server may answer another.
                 Ok(pdu) if missing.contains(&pdu.event_id) => outliers.push(pdu),
                 Ok(_) => {}
@@ -561,7 +561,6 @@ pub(super) async fn state_from_origin(
                 }
             }
         }
-        drop(raws);
         services
             .rooms
             .store_outliers(version, outliers)

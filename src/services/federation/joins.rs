@@ -192,15 +192,15 @@ async fn join_through(
         ));
     }
     let mut state_events = Vec::new();
-    for raw in &state.state {
-        match pdu::verify(services, raw, room_id, &version).await {
+    for checked in pdu::verify_all(services, state.state, room_id, &version).await {
+        match checked {
             Ok(event) => state_events.push(event),
             Err(dropped) => tracing::info!(%server, %room_id, "state event dropped: {dropped}"),
         }
     }
     let mut auth_chain = Vec::new();
-    for raw in &state.auth_chain {
-        match pdu::verify(services, raw, room_id, &version).await {
+    for checked in pdu::verify_all(services, state.auth_chain, room_id, &version).await {
+        match checked {
             Ok(event) => auth_chain.push(event),
             Err(dropped) => tracing::info!(%server, %room_id, "auth event dropped: {dropped}"),
         }

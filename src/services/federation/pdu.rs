@@ -6,8 +6,12 @@ use ruma::{
     CanonicalJsonObject, OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules,
     signatures::Verified,
 };
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 use serde_json::value::RawValue as RawJsonValue;
 
+use super::keys::ServerKeys;
 use crate::services::{
     Services,
     rooms::{self, IncomingPdu, MAX_PDU_BYTES, pdu::InvalidPdu},
@@ -79,11 +83,18 @@ pub fn parse(
 /// what the event ID is derived from, so the ID stays.
 pub async fn check_signatures(
     services: &Services,
+    incoming: IncomingPdu,
+    rules: &RoomVersionRules,
+) -> Result<IncomingPdu, DroppedPdu> {
+    signatures_with(&services.server_keys, incoming, rules).await
+}
+
+async fn signatures_with(
+    keys: &ServerKeys,
     mut incoming: IncomingPdu,
     rules: &RoomVersionRules,
 ) -> Result<IncomingPdu, DroppedPdu> {
-    let verified = services
-        .server_keys
+    let verified = keys
         .verify_event(&incoming.object, rules)
         .await
         .map_err(|e| DroppedPdu::Signature(e.to_string()))?;
@@ -103,7 +114,40 @@ pub async fn verify(
     room_id: &ruma::RoomId,
     version: &RoomVersionId,
 ) -> Result<IncomingPdu, DroppedPdu> {
+    verify_with(&services.server_keys, raw, room_id, version).await
+}
+
+async fn verify_with(
+    keys: &ServerKeys,
+    raw: &RawJsonValue,
+    room_id: &ruma::RoomId,
+    version: &RoomVersionId,
+) -> Result<IncomingPdu, DroppedPdu> {
     let rules = rules(version)?;
     let incoming = parse(raw, room_id, &rules)?;
-    check_signatures(services, incoming, &rules).await
+    signatures_with(keys, incoming, &rules).await
+}
+
+/// Steps 1 to 3 for the PDUs of one room that arrive together (a `send_join` answer, an auth
+/// chain, a room's state, a backfill batch), answered in their order. Each is checked in a task
+/// of its own, as many at once as there are cores: the work is canonical JSON, hashes and an
+/// ed25519 verification per event, and joining a big room checks thousands of them, which one
+/// core did in most of the join's time. Keys are fetched once per server (`ServerKeys`).
+pub async fn verify_all(
+    services: &Services,
+    raws: impl IntoIterator<Item = Box<RawJsonValue>>,
+    room_id: &ruma::RoomId,
+    version: &RoomVersionId,
+) -> Vec<Result<IncomingPdu, DroppedPdu>> {
+    let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    futures_util::stream::iter(raws)
+        .map(|raw| {
+            let keys = Arc::clone(&services.server_keys);
+            let (room_id, version) = (room_id.to_owned(), version.clone());
+            tokio::spawn(async move { verify_with(&keys, &raw, &room_id, &version).await })
+        })
+        .buffered(in_flight)
+        .map(|task| task.unwrap_or_else(|e| Err(DroppedPdu::Invalid(format!("not checked: {e}")))))
+        .collect()
+        .await
 }
