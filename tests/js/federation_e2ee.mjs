@@ -22,13 +22,14 @@ function waitFor(emitter, event, predicate, what) {
     return waitForEvent(emitter, event, predicate, what, TIMEOUT_MS);
 }
 
+// `what` may be a function, for a message that describes the state at the time of failure.
 async function eventually(check, what) {
     const deadline = Date.now() + TIMEOUT_MS;
     while (Date.now() < deadline) {
         if (await check()) return;
         await new Promise((r) => setTimeout(r, 250));
     }
-    fail(`timed out waiting for ${what}`);
+    fail(`timed out waiting for ${typeof what === "function" ? what() : what}`);
 }
 
 async function loggedIn(baseUrl, userId) {
@@ -67,7 +68,8 @@ function decryptedBody(client, roomId, sender, expected, what) {
         await eventually(async () => {
             if (event.isDecryptionFailure()) await client.decryptEventIfNeeded(event);
             return !event.isBeingDecrypted() && !event.isDecryptionFailure() && event.getClearContent() !== null;
-        }, `${what}: decrypted (last failure: ${event.decryptionFailureReason})`);
+        }, () => `${what}: decrypted (${event.isDecryptionFailure()
+            ? `decryption failed: ${event.decryptionFailureReason}` : "still being decrypted"})`);
         const body = event.getContent().body;
         if (body !== expected) fail(`${what}: decrypted to ${JSON.stringify(body)}, expected ${JSON.stringify(expected)}`);
         const info = await client.getCrypto().getEncryptionInfoForEvent(event);
