@@ -20,7 +20,8 @@
 //!   `federation_custom_ca_list`, loopback in `ip_range_whitelist`).
 //! - **Clients**: the test's own HTTPS client (`federation/accounts.rs`), and matrix-nio on both
 //!   servers (`federation/nio.rs` runs tests/nio/federation.py from the nio venv of
-//!   tests/nio_client.rs) for the user's view.
+//!   tests/nio_client.rs) for the user's view, and matrix-js-sdk with its Rust crypto on both
+//!   servers (`federation/js_sdk.rs`, the SDK install of tests/js_client.rs).
 //! - **The appliance** runs from its config file with one TLS listener (client + federation) on
 //!   127.0.0.1, like a box's port 8448.
 
@@ -42,6 +43,8 @@ mod hostile;
 mod invites;
 #[path = "federation/joins.rs"]
 mod joins;
+#[path = "federation/js_sdk.rs"]
+mod js_sdk;
 #[path = "federation/keys.rs"]
 mod keys;
 #[path = "federation/media.rs"]

@@ -5,63 +5,22 @@
 //! backup) with the SDK's Rust crypto, an encrypted DM, and a restore from backup.
 //!
 //! Needs Node.js 20 or later and the npm registry: the SDK is installed with `npm ci` into
-//! `<target dir>/test-js` once, and again when tests/js/package-lock.json changes.
+//! `<target dir>/test-js` once, and again when tests/js/package-lock.json changes
+//! (tests/common/js.rs).
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use common::{OPEN_REGISTRATION, TestServer};
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn js_sources() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-/// `<target dir>/test-js` with the SDK installed and the scripts copied beside it (ES modules
-/// find packages from their own location, so they run from there).
-fn prepared_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("test-js");
-    std::fs::create_dir_all(&dir).expect("test-js dir");
-    let lock = std::fs::read(js_sources().join("package-lock.json")).expect("package-lock.json");
-    let installed_lock = std::fs::read(dir.join("package-lock.json")).ok();
-    if installed_lock.as_deref() != Some(&lock[..]) || !dir.join("node_modules").exists() {
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(js_sources().join(file), dir.join(file)).expect("copy package files");
-        }
-        let output = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run npm (is Node.js installed?)");
-        assert!(
-            output.status.success(),
-            "npm ci failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    for script in ["support.mjs", "element_flow.mjs", "element_e2ee.mjs"] {
-        std::fs::copy(js_sources().join(script), dir.join(script)).expect("copy script");
-    }
-    dir
-}
-
 /// Runs one script with two fresh users and fails, with both sides' output, unless it exits 0
 /// and prints its `OK:` line.
 async fn run_script(script: &str) {
     // Both tests share one install, made once per test binary.
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = tokio::task::spawn_blocking(|| DIR.get_or_init(prepared_dir).clone())
+    let dir = tokio::task::spawn_blocking(common::js::sdk_dir)
         .await
         .expect("npm");
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;

@@ -2,6 +2,7 @@
 //! and config, and speaks HTTP to it. Every integration test goes through this.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod js;
 pub mod python;
 
 use std::{
