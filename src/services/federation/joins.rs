@@ -191,17 +191,22 @@ async fn join_through(
             "the join event came back changed".to_owned(),
         ));
     }
+    let prepare = rooms::PreparedPdu::new;
     let mut state_events = Vec::new();
-    for checked in pdu::verify_all(services, state.state, room_id, &version).await {
+    for checked in pdu::verify_all_then(services, state.state, room_id, &version, prepare).await {
         match checked {
-            Ok(event) => state_events.push(event),
+            Ok(Ok(event)) => state_events.push(event),
+            Ok(Err(e)) => tracing::info!(%server, %room_id, "state event dropped: {e}"),
             Err(dropped) => tracing::info!(%server, %room_id, "state event dropped: {dropped}"),
         }
     }
     let mut auth_chain = Vec::new();
-    for checked in pdu::verify_all(services, state.auth_chain, room_id, &version).await {
+    let checked_chain =
+        pdu::verify_all_then(services, state.auth_chain, room_id, &version, prepare).await;
+    for checked in checked_chain {
         match checked {
-            Ok(event) => auth_chain.push(event),
+            Ok(Ok(event)) => auth_chain.push(event),
+            Ok(Err(e)) => tracing::info!(%server, %room_id, "auth event dropped: {e}"),
             Err(dropped) => tracing::info!(%server, %room_id, "auth event dropped: {dropped}"),
         }
     }

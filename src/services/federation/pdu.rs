@@ -139,12 +139,27 @@ pub async fn verify_all(
     room_id: &ruma::RoomId,
     version: &RoomVersionId,
 ) -> Vec<Result<IncomingPdu, DroppedPdu>> {
+    verify_all_then(services, raws, room_id, version, std::convert::identity).await
+}
+
+/// [`verify_all`], each verified event handed to `then` in its task: a caller that keeps many
+/// events in another form (the room layer's [`rooms::PreparedPdu`]) never holds them all as
+/// canonical JSON objects.
+pub async fn verify_all_then<T: Send + 'static>(
+    services: &Services,
+    raws: impl IntoIterator<Item = Box<RawJsonValue>>,
+    room_id: &ruma::RoomId,
+    version: &RoomVersionId,
+    then: fn(IncomingPdu) -> T,
+) -> Vec<Result<T, DroppedPdu>> {
     let in_flight = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
     futures_util::stream::iter(raws)
         .map(|raw| {
             let keys = Arc::clone(&services.server_keys);
             let (room_id, version) = (room_id.to_owned(), version.clone());
-            tokio::spawn(async move { verify_with(&keys, &raw, &room_id, &version).await })
+            tokio::spawn(
+                async move { verify_with(&keys, &raw, &room_id, &version).await.map(then) },
+            )
         })
         .buffered(in_flight)
         .map(|task| task.unwrap_or_else(|e| Err(DroppedPdu::Invalid(format!("not checked: {e}")))))

@@ -175,6 +175,17 @@ impl RoomLocks {
     }
 }
 
+/// A verified remote event as the room layer keeps it (its JSON without `unsigned`, parsed
+/// once), made as soon as it is verified: a join brings the whole state of the room, thousands
+/// of events, and as canonical JSON objects they took several times the memory.
+pub struct PreparedPdu(Parsed);
+
+impl PreparedPdu {
+    pub fn new(incoming: IncomingPdu) -> Result<Self> {
+        Parsed::new(incoming).map(Self)
+    }
+}
+
 /// An incoming event, parsed.
 struct Parsed {
     pdu: Pdu,
@@ -867,11 +878,19 @@ impl Rooms {
         version: &RoomVersionId,
         pdus: Vec<IncomingPdu>,
     ) -> Result<Vec<(OwnedEventId, PduOutcome)>> {
-        let version = version.clone();
         let parsed = pdus
             .into_iter()
             .map(Parsed::new)
             .collect::<Result<Vec<_>>>()?;
+        self.store_parsed_outliers(version, parsed).await
+    }
+
+    async fn store_parsed_outliers(
+        &self,
+        version: &RoomVersionId,
+        parsed: Vec<Parsed>,
+    ) -> Result<Vec<(OwnedEventId, PduOutcome)>> {
+        let version = version.clone();
         let ordered = order_by_auth(parsed);
         let (ordered, outcomes) = self
             .db
@@ -1007,30 +1026,31 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
-        state: Vec<IncomingPdu>,
-        auth_chain: Vec<IncomingPdu>,
+        state: Vec<PreparedPdu>,
+        auth_chain: Vec<PreparedPdu>,
         join: IncomingPdu,
     ) -> Result<Appended> {
         let mut state_ids = StateIds::new();
         let mut creator = None;
-        for pdu in &state {
+        for PreparedPdu(pdu) in &state {
             if pdu.room_id != room_id {
                 return Err(Error::bad_json("State event for another room"));
             }
-            let kind = pdu.object.get("type").and_then(as_str);
-            let key = pdu.object.get("state_key").and_then(as_str);
-            let (Some(kind), Some(key)) = (kind, key) else {
+            let Some(key) = &pdu.state_key else {
                 return Err(Error::bad_json("Room state holds a non-state event"));
             };
-            if kind == "m.room.create" {
-                creator = pdu.object.get("sender").and_then(as_str).map(str::to_owned);
+            if pdu.kind == "m.room.create" {
+                creator = Some(pdu.pdu.sender().to_string());
             }
-            state_ids.insert((kind.to_owned(), key.to_owned()), pdu.event_id.to_string());
+            state_ids.insert((pdu.kind.clone(), key.clone()), pdu.id().to_owned());
         }
         let creator = creator.ok_or_else(|| Error::bad_json("Room state has no create event"))?;
-        let mut all = auth_chain;
-        all.extend(state);
-        let outcomes = self.store_outliers(version, all).await?;
+        let all: Vec<Parsed> = auth_chain
+            .into_iter()
+            .chain(state)
+            .map(|PreparedPdu(parsed)| parsed)
+            .collect();
+        let outcomes = self.store_parsed_outliers(version, all).await?;
         for (id, outcome) in &outcomes {
             if !matches!(outcome, PduOutcome::Accepted { .. }) {
                 tracing::info!(

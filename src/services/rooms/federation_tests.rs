@@ -693,7 +693,7 @@ async fn joined_remote_room_and_backfill() {
         .persist_joined_room(
             &room_id,
             &VERSION,
-            outliers.clone(),
+            prepared(&outliers),
             Vec::new(),
             join.clone(),
         )
@@ -946,7 +946,7 @@ async fn backfilled_history_is_judged_with_outlier_state() {
         .persist_joined_room(
             &room_id,
             &VERSION,
-            chain[..5].to_vec(),
+            prepared(&chain[..5]),
             Vec::new(),
             join.clone(),
         )
@@ -1334,4 +1334,12 @@ async fn an_event_after_a_gap_is_accepted_with_the_state_from_its_origin() {
         current(&s.rooms, &room_id).await[&key("m.room.topic", "")],
         topic.event_id.as_str()
     );
+}
+
+/// Events as a join's answer brings them to the room layer.
+fn prepared(events: &[IncomingPdu]) -> Vec<super::PreparedPdu> {
+    events
+        .iter()
+        .map(|event| super::PreparedPdu::new(event.clone()).unwrap())
+        .collect()
 }

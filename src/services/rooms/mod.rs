@@ -64,7 +64,7 @@ use tokio::sync::watch;
 pub use crate::storage::rooms::StateIds;
 pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
-pub use federation::{Arrival, IncomingPdu, PduOutcome, state_before_event};
+pub use federation::{Arrival, IncomingPdu, PduOutcome, PreparedPdu, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
 pub use membership::Profile;
 pub use read::{Direction, PaginationToken};
