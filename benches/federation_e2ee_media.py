@@ -9,7 +9,9 @@ RSS from /proc):
   (`--users` users x `--devices` devices, each with signed device keys and `--otks` signed
   one-time keys uploaded through `/keys/upload`) and it is the *origin* of the remote media.
 * **A**: the sender's homeserver, fresh for each round: the appliance (`--appliance`, a release
-  binary) and a Synapse (same venv as B), alternating which goes first.
+  binary) and a Synapse (same venv as B), one after the other (never both running), alternating
+  which goes first (`--only` runs one of them). B has no login rate limits and cheap password
+  hashing: its 50 logins per first message are set-up, not measured.
 
 **E2EE first message** (per A): a user on A creates an encrypted room (`m.room.encryption` in
 its initial state), invites the users of B, who join through B. Then the sender's client does
