@@ -554,7 +554,17 @@ impl Media {
         }
     }
 
+    /// Records that a remote file was served, for `remote_media_lifetime` and the cache cap,
+    /// at most once a minute per file (as Synapse batches them): each record is a synced write,
+    /// and a file served again and again waited for one each time.
     async fn touch(&self, row: &MediaRow) -> Result<()> {
+        const GRANULARITY_MS: i64 = 60_000;
+        if row
+            .last_access_ts
+            .is_some_and(|last| now_ms() - last < GRANULARITY_MS)
+        {
+            return Ok(());
+        }
         let (origin, id) = (row.origin.clone(), row.media_id.clone());
         self.db
             .write(move |tx| media_store::touch(tx, &origin, &id, now_ms()).map_err(Error::from))
