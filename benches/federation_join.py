@@ -15,7 +15,8 @@ Three servers on loopback, all named `localhost:<port>` with certificates from a
 Per join: wall time from `POST /join` to the room in the joiner's `/sync` (`appear_s`), and to the
 room's full membership in its `/joined_members` (`complete_s`: Synapse joins with partial state
 by default (MSC3706) and fetches the members in the background; the appliance joins with the full
-state), the joiner's peak RSS (VmHWM) and its CPU seconds (utime + stime from /proc) over the
+state), the joiner's peak RSS over the join (VmHWM, reset just before `/join`; the RSS before it
+is reported too) and its CPU seconds (utime + stime from /proc) over the
 join. Then inbound throughput: with both joiners in the room, the host sends `--inbound` messages;
 the CPU each joiner spends until the last one is in its `/sync`, per PDU.
 
@@ -168,11 +169,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def peak_rss_mib(pid: int) -> float:
+def status_mib(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmHWM")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Starts the peak (VmHWM) again from the current RSS (Linux's `clear_refs` value 5), so that
+    the peak measured is the join's, not the start-up's or the joiner's registration's (the
+    appliance's password hash holds 7 MiB for a moment)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def wait_listening(port: int, process: subprocess.Popen, what: str, timeout=180.0) -> None:
@@ -385,6 +397,8 @@ def measure_join(name: str, process, client: Client, host: dict) -> dict:
     client.token = token
     first = client.call("GET", "/_matrix/client/v3/sync?timeout=0")
     since = first["next_batch"]
+    rss_before = status_mib(process.pid, "VmRSS")
+    reset_peak_rss(process.pid)
     cpu_before = cpu_seconds(process.pid)
     started = time.monotonic()
     room_id = client.call("POST", f"/_matrix/client/v3/join/{q(alias)}", {}, timeout=3600)[
@@ -415,6 +429,7 @@ def measure_join(name: str, process, client: Client, host: dict) -> dict:
         "complete_s": round(complete_s, 3),
         "cpu_s": round(cpu_seconds(process.pid) - cpu_before, 3),
         "peak_rss_mib": round(peak_rss_mib(process.pid), 1),
+        "rss_before_mib": round(rss_before, 1),
         "room_id": room_id,
         "since": since,
     }
