@@ -406,25 +406,9 @@ impl Sender {
         if destinations.is_empty() {
             return;
         }
-        let Ok(json) = serde_json::to_string(&edu) else {
-            return;
-        };
-        let edu_type = serde_json::from_str::<serde_json::Value>(&json)
-            .ok()
-            .and_then(|v| {
-                v.get("edu_type")
-                    .and_then(|t| t.as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
         let result = self
             .db
-            .write(move |tx| {
-                for destination in &destinations {
-                    store::enqueue_edu(tx, destination, &edu_type, &json)?;
-                }
-                Ok::<_, rusqlite::Error>(())
-            })
+            .write(move |tx| enqueue_edu_for(tx, &destinations, &edu))
             .await;
         match result {
             Ok(()) => self.wake(),
@@ -737,12 +721,7 @@ pub fn enqueue_read_receipt(
         room_id.to_owned(),
         map,
     )])));
-    let json = serde_json::to_string(&edu)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    for destination in destinations {
-        store::enqueue_edu(tx, &destination, "m.receipt", &json)?;
-    }
-    Ok(())
+    enqueue_edu_for(tx, &destinations, &edu)
 }
 
 /// Queues the `m.presence` EDU of a local user's changed presence for every other server that
@@ -766,16 +745,10 @@ pub fn enqueue_edu_for(
     destinations: &[String],
     edu: &Edu,
 ) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(edu)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    let edu_type = serde_json::from_str::<serde_json::Value>(&json)
-        .ok()
-        .and_then(|v| {
-            v.get("edu_type")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
+    let value =
+        serde_json::to_value(edu).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let edu_type = value["edu_type"].as_str().unwrap_or_default().to_owned();
+    let json = value.to_string();
     for destination in destinations {
         store::enqueue_edu(tx, destination, &edu_type, &json)?;
     }
@@ -793,11 +766,7 @@ pub fn enqueue_presence_for(
     }
     for chunk in updates.chunks(50) {
         let edu = Edu::Presence(PresenceContent::new(chunk.to_vec()));
-        let json = serde_json::to_string(&edu)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-        for destination in destinations {
-            store::enqueue_edu(tx, destination, "m.presence", &json)?;
-        }
+        enqueue_edu_for(tx, destinations, &edu)?;
     }
     Ok(())
 }
