@@ -96,6 +96,11 @@ async fn raw(
         .unwrap_or_else(|_| panic!("{path}: no answer within a minute"))
 }
 
+/// A `GET` of the client API with `token` (see [`raw`]).
+async fn client_get(port: u16, roots: &RootCertStore, path: &str, token: &str) -> Raw {
+    raw(port, roots, http::Method::GET, path, Some(token), None).await
+}
+
 /// A `width`×`height` PNG with a gradient (so that scaling changes it).
 fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
@@ -160,16 +165,7 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
     let (server, id) = upload(&bob, &roots, &picture).await;
     assert_eq!(server, synapse.server_name);
     let path = format!("/_matrix/client/v1/media/download/{server}/{id}");
-    let downloads = (0..4).map(|_| {
-        raw(
-            ours.port,
-            &roots,
-            http::Method::GET,
-            &path,
-            Some(&alice.token),
-            None,
-        )
-    });
+    let downloads = (0..4).map(|_| client_get(ours.port, &roots, &path, &alice.token));
     for reply in futures_util::future::join_all(downloads).await {
         assert_eq!(
             reply.status,
@@ -217,13 +213,11 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
         legacy.headers
     );
     // A thumbnail, made from the cached original.
-    let thumbnail = raw(
+    let thumbnail = client_get(
         ours.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/thumbnail/{server}/{id}?width=32&height=32&method=crop"),
-        Some(&alice.token),
-        None,
+        &alice.token,
     )
     .await;
     assert_eq!(dimensions(&thumbnail), (32, 32));
@@ -236,22 +230,18 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
     // A picture not cached here: Synapse's own thumbnail, byte for byte, without the original.
     let (_, id2) = upload(&bob, &roots, &png(500, 400)).await;
     let query = "width=32&height=32&method=crop";
-    let ours_thumbnail = raw(
+    let ours_thumbnail = client_get(
         ours.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/thumbnail/{server}/{id2}?{query}"),
-        Some(&alice.token),
-        None,
+        &alice.token,
     )
     .await;
-    let synapse_thumbnail = raw(
+    let synapse_thumbnail = client_get(
         synapse.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/thumbnail/{server}/{id2}?{query}"),
-        Some(&bob.token),
-        None,
+        &bob.token,
     )
     .await;
     assert_eq!(dimensions(&ours_thumbnail), (32, 32));
@@ -275,13 +265,11 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
         1
     );
     // Media Synapse does not have.
-    let missing = raw(
+    let missing = client_get(
         ours.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/download/{server}/NoSuchMediaHere"),
-        Some(&alice.token),
-        None,
+        &alice.token,
     )
     .await;
     assert_eq!(
@@ -293,13 +281,11 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
     let picture = png(300, 200);
     let (server, id) = upload(&alice, &roots, &picture).await;
     assert_eq!(server, ours.server_name);
-    let reply = raw(
+    let reply = client_get(
         synapse.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/download/{server}/{id}"),
-        Some(&bob.token),
-        None,
+        &bob.token,
     )
     .await;
     assert_eq!(
@@ -313,13 +299,11 @@ async fn pictures_travel_both_ways_between_synapse_and_the_appliance() {
         reply.body == picture,
         "Synapse's copy differs from the upload"
     );
-    let thumbnail = raw(
+    let thumbnail = client_get(
         synapse.port,
         &roots,
-        http::Method::GET,
         &format!("/_matrix/client/v1/media/thumbnail/{server}/{id}?width=96&height=96&method=crop"),
-        Some(&bob.token),
-        None,
+        &bob.token,
     )
     .await;
     assert_eq!(dimensions(&thumbnail), (96, 96));
@@ -476,7 +460,7 @@ max_remote_media_cache_size: 600K
             fake.server_name
         );
         let (port, roots, token) = (ours.port, roots.clone(), alice.token.clone());
-        async move { raw(port, &roots, http::Method::GET, &path, Some(&token), None).await }
+        async move { client_get(port, &roots, &path, &token).await }
     };
     let requests_for = |fragment: &str| {
         seen.lock()
@@ -565,15 +549,7 @@ max_remote_media_cache_size: 600K
         "/_matrix/client/v1/media/thumbnail/{}/picture?width=32&height=32&method=crop",
         fake.server_name
     );
-    let reply = raw(
-        ours.port,
-        &roots,
-        http::Method::GET,
-        &path,
-        Some(&alice.token),
-        None,
-    )
-    .await;
+    let reply = client_get(ours.port, &roots, &path, &alice.token).await;
     assert_eq!(dimensions(&reply), (32, 32));
     assert_eq!(requests_for("/thumbnail/picture"), 1);
     assert_eq!(requests_for("/download/picture"), 1);
