@@ -140,6 +140,36 @@ listeners:
     }
 }
 
+/// The scene most tests start from: a test CA, the appliance and a Synapse that both trust it,
+/// and one account on each (`alice` on the appliance, `bob` on Synapse).
+struct Pair {
+    ca: TestCa,
+    roots: RootCertStore,
+    ours: FederatingAppliance,
+    synapse: Synapse,
+    alice: accounts::Account,
+    bob: accounts::Account,
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let ca = TestCa::new("federation test CA");
+        let roots = ca.roots();
+        let ours = FederatingAppliance::start(&ca);
+        let synapse = Synapse::start(&ca, synapse::OPEN_REGISTRATION).await;
+        let alice = accounts::Account::register(ours.port, &roots, "alice").await;
+        let bob = accounts::Account::register(synapse.port, &roots, "bob").await;
+        Self {
+            ca,
+            roots,
+            ours,
+            synapse,
+            alice,
+            bob,
+        }
+    }
+}
+
 /// The one key of a server's own `/_matrix/key/v2/server` answer, fetched over TLS as `localhost`.
 async fn own_key(port: u16, roots: &RootCertStore) -> (String, String) {
     let reply = https_get(port, "localhost", roots, "/_matrix/key/v2/server", &[]).await;

@@ -6,12 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::{
-    FederatingAppliance,
-    accounts::Account,
-    support::TestCa,
-    synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
-};
+use crate::{Pair, accounts::Account, synapse::Synapse};
 
 /// How many `/backfill` requests Synapse has answered (its access log).
 fn backfill_requests(synapse: &Synapse) -> usize {
@@ -63,12 +58,14 @@ fn body(event: &Value) -> Option<&str> {
 /// again asks Synapse nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_backfill_the_history_before_a_join() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob
         .create_room(json!({"preset": "public_chat", "name": "Before"}))
@@ -160,12 +157,14 @@ async fn messages_backfill_the_history_before_a_join() {
 /// earlier messages; those after her join are shown.
 #[tokio::test(flavor = "multi_thread")]
 async fn joined_history_stays_hidden_after_backfill() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob.create_room(json!({"preset": "public_chat"})).await;
     bob.send_state(

@@ -6,11 +6,10 @@ use ruma::{CanonicalJsonObject, RoomVersionId};
 use serde_json::{Value, json};
 
 use crate::{
-    FederatingAppliance,
+    FederatingAppliance, Pair,
     accounts::{Account, encode},
     fake_server::{FakeServer, new_key, now_ms},
     support::TestCa,
-    synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
 };
 
 /// The `invite_state` events of `room` in a /sync response, once it is there.
@@ -31,12 +30,14 @@ fn find<'a>(events: &'a [Value], kind: &str, state_key: &str) -> &'a Value {
 /// name and the inviter's member event; the Synapse user joins and messages flow both ways.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_appliance_user_invites_a_synapse_user() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let (status, reply) = bob
         .put(
@@ -102,12 +103,14 @@ async fn an_appliance_user_invites_a_synapse_user() {
 /// `createRoom` with a Synapse user in `invite` (a direct chat) reaches Synapse.
 #[tokio::test(flavor = "multi_thread")]
 async fn create_room_invites_a_synapse_user() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours: _ours,
+        synapse: _synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = alice
         .create_room(json!({"preset": "trusted_private_chat", "is_direct": true,
@@ -131,12 +134,14 @@ async fn create_room_invites_a_synapse_user() {
 /// server named (the inviter's server is asked) and messages flow both ways.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_synapse_user_invites_an_appliance_user() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob
         .create_room(json!({"preset": "private_chat", "name": "Hideout"}))
@@ -203,12 +208,14 @@ async fn a_synapse_user_invites_an_appliance_user() {
 /// `make_leave` / `send_leave` to the appliance, which shows the leave in the room).
 #[tokio::test(flavor = "multi_thread")]
 async fn invites_are_rejected_both_ways() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     // The appliance's user rejects.
     let theirs = bob.create_room(json!({"preset": "private_chat"})).await;
@@ -518,12 +525,14 @@ async fn knock_room(account: &Account, name: &str) -> String {
 /// withdraws it (a leave through Synapse); a Synapse user knocks on an appliance room.
 #[tokio::test(flavor = "multi_thread")]
 async fn knocks_both_ways() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let theirs = knock_room(&bob, "Porch").await;
     let (status, reply) = alice

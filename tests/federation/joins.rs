@@ -4,10 +4,9 @@
 use serde_json::json;
 
 use crate::{
-    FederatingAppliance,
+    FederatingAppliance, Pair,
     accounts::{Account, FEDERATION_DELAY, encode},
     support::TestCa,
-    synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
 };
 
 /// A Synapse user joins a room of the appliance by its alias (Synapse asks the appliance's
@@ -15,12 +14,14 @@ use crate::{
 /// both directions.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_synapse_user_joins_an_appliance_room_by_alias() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = alice
         .create_room(json!({"preset": "public_chat", "room_alias_name": "lobby", "name": "Lobby"}))
@@ -82,12 +83,14 @@ async fn a_synapse_user_joins_an_appliance_room_by_alias() {
 /// history before the join, then messages both ways.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_appliance_user_joins_a_synapse_room_by_alias() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob
         .create_room(json!({"preset": "public_chat", "room_alias_name": "plaza", "name": "Plaza"}))
@@ -133,12 +136,14 @@ async fn an_appliance_user_joins_a_synapse_room_by_alias() {
 /// send there); the kicked user joins again through Synapse.
 #[tokio::test(flavor = "multi_thread")]
 async fn kicks_and_bans_hold_on_both_sides() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     // An appliance room: alice bans bob, and Synapse then holds bob out of it.
     let ours_room = alice.create_room(json!({"preset": "public_chat"})).await;

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::{
-    FederatingAppliance,
+    FederatingAppliance, Pair,
     accounts::{Account, encode},
     support::TestCa,
     synapse::{OPEN_REGISTRATION as SYNAPSE_OPEN_REGISTRATION, Synapse},
@@ -18,12 +18,14 @@ use crate::{
 /// the old format wants), and a state change of the appliance's user in Synapse's current state.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_appliance_user_joins_a_version_2_room_of_synapse() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob
         .create_room(
@@ -115,12 +117,14 @@ async fn an_appliance_user_joins_a_version_2_room_of_synapse() {
 /// the client with the room's version, and the appliance is not in the room.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_join_of_a_version_1_room_is_refused_clearly() {
-    let ca = TestCa::new("federation test CA");
-    let roots = ca.roots();
-    let ours = FederatingAppliance::start(&ca);
-    let synapse = Synapse::start(&ca, SYNAPSE_OPEN_REGISTRATION).await;
-    let alice = Account::register(ours.port, &roots, "alice").await;
-    let bob = Account::register(synapse.port, &roots, "bob").await;
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
 
     let room = bob
         .create_room(
