@@ -40,6 +40,7 @@ pub fn homeserver_router(services: Arc<Services>, tasks: &BackgroundTasks) -> ax
     services
         .federation_sender
         .spawn(tasks, services.rooms.subscribe());
+    crate::services::appservice::sender::spawn(&services, tasks);
     spawn_memory_release(tasks);
     web::router(services)
 }

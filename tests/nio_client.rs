@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{OPEN_REGISTRATION, TestServer, python::Venv};
+use common::{OPEN_REGISTRATION, TestServer, assert_error, python::Venv};
 
 /// A scenario that takes longer than this is stuck (nio retries are bounded in the scripts).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -44,10 +44,15 @@ fn python() -> PathBuf {
 /// Runs tests/nio/<script> against the server and fails the test, with both sides' output,
 /// unless it exits 0.
 async fn run_nio_script(server: &TestServer, script: &str) {
+    run_script(server, script, &[&server.base_url]).await;
+}
+
+/// Runs tests/nio/<script> with these arguments; see [`run_nio_script`].
+async fn run_script(server: &TestServer, script: &str, args: &[&str]) {
     let python = tokio::task::spawn_blocking(python).await.expect("venv");
     let run = tokio::process::Command::new(&python)
         .arg(nio_dir().join(script))
-        .arg(&server.base_url)
+        .args(args)
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
@@ -96,4 +101,191 @@ async fn nio_e2ee() {
 async fn nio_media() {
     let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
     run_nio_script(&server, "media.py").await;
+}
+
+/// The registration file of the test's bridge (tests/nio/appservice.py), Synapse's form.
+const BRIDGE_REGISTRATION: &str = "\
+id: testbridge
+url: http://127.0.0.1:{port}
+as_token: bridge-as-token
+hs_token: bridge-hs-token
+sender_localpart: bridgebot
+rate_limited: false
+de.sorunome.msc2409.push_ephemeral: true
+namespaces:
+  users:
+  - exclusive: true
+    regex: '@bridge_.*:test\\.local'
+  aliases:
+  - exclusive: true
+    regex: '#bridge_.*:test\\.local'
+  rooms: []
+";
+
+/// An application service built with mautrix-python: the registration file read at start,
+/// authentication as the service and its users (and the refusals around it), events pushed in
+/// transactions, and events queued while the bridge is down delivered after a restart of the
+/// appliance.
+#[tokio::test]
+async fn appservice_bridge() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = TestServer::prepare(OPEN_REGISTRATION);
+    let registration = server.dir.path().join("bridge.yaml");
+    std::fs::write(
+        &registration,
+        BRIDGE_REGISTRATION.replace("{port}", &port.to_string()),
+    )
+    .unwrap();
+    std::fs::write(
+        &server.config_path,
+        format!(
+            "{OPEN_REGISTRATION}app_service_config_files:\n  - {}\n",
+            registration.display()
+        ),
+    )
+    .unwrap();
+    server.relaunch();
+
+    // Authentication as the service.
+    const AS: Option<&str> = Some("bridge-as-token");
+    let whoami = server.get("/_matrix/client/v3/account/whoami", AS).await;
+    assert_eq!(whoami.1["user_id"], "@bridgebot:test.local", "{whoami:?}");
+    let wrong = server
+        .get("/_matrix/client/v3/account/whoami", Some("bridge-hs-token"))
+        .await;
+    assert_error(&wrong, 401, "M_UNKNOWN_TOKEN");
+    let outside = "/_matrix/client/v3/account/whoami?user_id=%40alice%3Atest.local";
+    assert_error(&server.get(outside, AS).await, 403, "M_FORBIDDEN");
+    let unregistered = "/_matrix/client/v3/account/whoami?user_id=%40bridge_nobody%3Atest.local";
+    assert_error(&server.get(unregistered, AS).await, 403, "M_FORBIDDEN");
+
+    // Registration inside the exclusive namespace: the service only.
+    let ghost_registration =
+        |name: &str| serde_json::json!({"type": "m.login.application_service", "username": name});
+    let register = "/_matrix/client/v3/register";
+    let no_token = server
+        .post(register, None, ghost_registration("bridge_x"))
+        .await;
+    assert_error(&no_token, 401, "M_MISSING_TOKEN");
+    let alice = server.register("alice", "alice-password-1").await;
+    let user_token = server
+        .post(register, alice.token(), ghost_registration("bridge_x"))
+        .await;
+    assert_error(&user_token, 401, "M_UNKNOWN_TOKEN");
+    let not_its_user = server.post(register, AS, ghost_registration("carol")).await;
+    assert_error(&not_its_user, 400, "M_EXCLUSIVE");
+    let by_a_user = server
+        .post(
+            register,
+            None,
+            serde_json::json!({"username": "bridge_evil", "password": "evil-password-1"}),
+        )
+        .await;
+    assert_error(&by_a_user, 400, "M_EXCLUSIVE");
+
+    // Aliases inside the exclusive namespace: not for users.
+    let (status, created) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            serde_json::json!({"name": "bridged"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let alias = server
+        .put(
+            "/_matrix/client/v3/directory/room/%23bridge_room%3Atest.local",
+            alice.token(),
+            serde_json::json!({"room_id": room}),
+        )
+        .await;
+    assert_error(&alias, 400, "M_EXCLUSIVE");
+    let with_alias = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            serde_json::json!({"room_alias_name": "bridge_other"}),
+        )
+        .await;
+    assert_error(&with_alias, 400, "M_EXCLUSIVE");
+
+    // The bridge live: ghosts, joins, messages both ways.
+    let state_file = server.dir.path().join("bridge-state.json");
+    let store = server.dir.path().join("mx-state.json");
+    let write_state = |expect: &[&str]| {
+        let state = serde_json::json!({
+            "port": port,
+            "as_token": "bridge-as-token",
+            "hs_token": "bridge-hs-token",
+            "store": store,
+            "room": room,
+            "alice": alice.user_id,
+            "alice_token": alice.access_token,
+            "expect": expect,
+        });
+        std::fs::write(&state_file, state.to_string()).unwrap();
+    };
+    write_state(&[]);
+    let state_path = state_file.to_str().unwrap().to_owned();
+    run_script(
+        &server,
+        "appservice.py",
+        &["live", &server.base_url, &state_path],
+    )
+    .await;
+
+    // The ghost logs in with the service's token.
+    let login = server
+        .post(
+            "/_matrix/client/v3/login",
+            AS,
+            serde_json::json!({
+                "type": "m.login.application_service",
+                "identifier": {"type": "m.id.user", "user": "bridge_bob"},
+            }),
+        )
+        .await;
+    assert_eq!(login.0, 200, "{login:?}");
+    assert_eq!(login.1["user_id"], "@bridge_bob:test.local");
+
+    // The bridge is down: alice's messages wait for it, across a restart of the appliance.
+    let queued = ["queued 1", "queued 2", "queued 3"];
+    for (i, body) in queued.iter().enumerate() {
+        let (status, sent) = server
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/q{i}"),
+                alice.token(),
+                serde_json::json!({"msgtype": "m.text", "body": body}),
+            )
+            .await;
+        assert_eq!(status, 200, "{sent}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.log_text().contains("transaction failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed transaction logged:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = common::assert_success(&server.cli(&["admin", "appservice", "list"], None));
+    assert!(
+        list.contains("testbridge") && list.contains("failing since"),
+        "{list}"
+    );
+    server.restart();
+    write_state(&queued);
+    run_script(
+        &server,
+        "appservice.py",
+        &["catchup", &server.base_url, &state_path],
+    )
+    .await;
+    let list = common::assert_success(&server.cli(&["admin", "appservice", "list"], None));
+    assert!(list.contains("  up"), "{list}");
 }

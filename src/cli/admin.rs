@@ -54,6 +54,9 @@ pub enum AdminCommand {
     /// Federation with other servers: `check` finds a server and verifies its keys.
     #[command(subcommand)]
     Federation(super::federation::FederationCommand),
+    /// Application services (bridges): `list` shows them with their state.
+    #[command(subcommand)]
+    Appservice(super::appservice::AppserviceCommand),
     /// Back up the database, media, keys and config into a new folder, while the server runs.
     Backup(super::backup::BackupArgs),
     /// Check a backup's files against its manifest.
@@ -90,6 +93,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<ExitCo
         AdminCommand::VerifyBackup(args) => return super::backup::verify(args),
         // Only the network: no database needed.
         AdminCommand::Federation(command) => return super::federation::run(&config, command).await,
+        AdminCommand::Appservice(command) => return super::appservice::run(&config, command),
         AdminCommand::Restore(_) => {
             unreachable!("restore is dispatched before a config is required")
         }
@@ -193,7 +197,8 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
         AdminCommand::Backup(_)
         | AdminCommand::VerifyBackup(_)
         | AdminCommand::Restore(_)
-        | AdminCommand::Federation(_) => {
+        | AdminCommand::Federation(_)
+        | AdminCommand::Appservice(_) => {
             unreachable!("handled in `run`")
         }
     }

@@ -2,6 +2,7 @@
 //! HTTP API.
 
 mod admin;
+mod appservice;
 mod backup;
 mod cert;
 mod element;

@@ -290,6 +290,9 @@ pub struct Config {
     /// Keys this server signed with before its current one (Synapse's key): `{key_id: {key,
     /// expired_ts}}`, published as `old_verify_keys` so that old events still verify.
     pub old_signing_keys: std::collections::BTreeMap<String, federation::OldSigningKey>,
+    /// Registration files of application services (bridges), in Synapse's YAML form (Synapse's
+    /// key). Read at start; adding or removing one takes a restart.
+    pub app_service_config_files: Vec<PathBuf>,
     /// Let other servers read this server's public room list
     /// (`/_matrix/federation/v1/publicRooms`);
     /// `false` answers them `403`, as Synapse's default.
@@ -417,6 +420,7 @@ impl Default for Config {
             federation: federation_backoff::FederationConfig::default(),
             trusted_key_servers: federation::default_trusted_key_servers(),
             old_signing_keys: std::collections::BTreeMap::new(),
+            app_service_config_files: Vec::new(),
             allow_public_rooms_over_federation: false,
             media_retention: media::MediaRetention::default(),
             max_remote_media_cache_size: ByteSize::mebibytes(1024),

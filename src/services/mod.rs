@@ -3,6 +3,7 @@
 //! through the client API.
 
 pub mod account_data;
+pub mod appservice;
 pub mod backup;
 pub mod data_dir_lock;
 pub mod directory;
@@ -42,6 +43,8 @@ pub struct Services {
     db: Database,
     pub server_name: OwnedServerName,
     pub users: users::Users,
+    /// Registered application services (bridges): `app_service_config_files`.
+    pub appservices: Arc<appservice::AppServices>,
     pub sessions: sessions::Sessions,
     pub uiaa: uiaa::Uiaa,
     pub registration: registration::Registration,
@@ -103,7 +106,14 @@ impl Services {
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
-        let limits = Arc::new(rate_limit::AccountLimits::new(db.clone(), &config));
+        let appservices = Arc::new(appservice::AppServices::load(
+            &config.app_service_config_files,
+            &server_name,
+        )?);
+        let limits = Arc::new(
+            rate_limit::AccountLimits::new(db.clone(), &config)
+                .with_appservices(appservices.clone()),
+        );
         let rooms = rooms::Rooms::new(
             db.clone(),
             server_name.clone(),
@@ -131,6 +141,7 @@ impl Services {
         ));
         Ok(Arc::new(Self {
             federation_sender,
+            appservices,
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),
@@ -181,6 +192,11 @@ impl Services {
             config,
             db,
         }))
+    }
+
+    /// The database, for background tasks that run their own queries (the appservice sender).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Whether the server can still do its work: a read on the database's blocking pool

@@ -10,7 +10,7 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -121,6 +121,8 @@ pub struct AccountLimits {
     invites_per_issuer: RateLimiter<OwnedUserId>,
     room_creation: RateLimiter<OwnedUserId>,
     media_create: RateLimiter<OwnedUserId>,
+    /// Users of application services registered with `rate_limited: false` are exempt too.
+    appservices: Option<Arc<crate::services::appservice::AppServices>>,
 }
 
 impl AccountLimits {
@@ -136,7 +138,17 @@ impl AccountLimits {
             invites_per_issuer: RateLimiter::new(config.rc_invites.per_issuer),
             room_creation: RateLimiter::new(config.rc_room_creation),
             media_create: RateLimiter::new(config.rc_media_create),
+            appservices: None,
         }
+    }
+
+    /// Exempts the users of application services registered with `rate_limited: false`.
+    pub fn with_appservices(
+        mut self,
+        appservices: Arc<crate::services::appservice::AppServices>,
+    ) -> Self {
+        self.appservices = Some(appservices);
+        self
     }
 
     /// One event sent by `user` (`rc_message`). A redaction of someone else's event counts
@@ -228,6 +240,9 @@ impl AccountLimits {
     }
 
     async fn exempt(&self, user: &UserId) -> Result<bool> {
+        if self.appservices.as_ref().is_some_and(|a| a.unlimited(user)) {
+            return Ok(true);
+        }
         let user = user.to_string();
         self.db
             .read(move |c| crate::storage::directory::is_admin(c, &user).map_err(Error::from))

@@ -25,6 +25,8 @@ use crate::{
 pub struct Identity {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// The `id` of the application service acting, when the token was its `as_token`.
+    pub appservice: Option<String>,
 }
 
 /// A fresh login: the token is shown to the client once and never stored in clear.
@@ -147,6 +149,7 @@ impl Sessions {
         let identity = Identity {
             user_id: OwnedUserId::try_from(owner.user_id.as_str()).map_err(Error::internal)?,
             device_id: owner.device_id.as_str().into(),
+            appservice: None,
         };
         if owner
             .last_seen_ts

@@ -25,6 +25,7 @@
 //! transaction at start; a database newer than the binary is refused.
 
 pub mod account_data;
+pub mod appservice;
 pub mod backup;
 pub mod directory;
 pub mod e2ee_keys;

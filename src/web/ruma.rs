@@ -63,7 +63,8 @@ impl AuthRequirement for AccessToken {
 impl AuthRequirement for AccessTokenOptional {
     const TOKEN: TokenUse = TokenUse::Optional;
 }
-// Application services are not supported yet: their endpoints take ordinary user tokens.
+// Endpoints that take an application service's token take ordinary user tokens too: every
+// token goes through `authenticate` below.
 impl AuthRequirement for AppserviceTokenOptional {
     const TOKEN: TokenUse = TokenUse::Optional;
 }
@@ -128,7 +129,8 @@ where
             (TokenUse::Ignored, _) | (TokenUse::Optional, None) => None,
             (TokenUse::Required, None) => return Err(Error::missing_token()),
             (TokenUse::Required | TokenUse::Optional, Some(token)) => {
-                Some(state.sessions.authenticate(&token, Some(client_ip)).await?)
+                let query = parts.uri.query().filter(|_| takes_user_id::<T>());
+                Some(authenticate(state, &token, query, client_ip).await?)
             }
         };
 
@@ -147,6 +149,53 @@ where
             client_ip,
         })
     }
+}
+
+/// Who a token belongs to: an application service's `as_token` acts as the service (or as the
+/// user its `user_id` query parameter names), any other token is a device's.
+async fn authenticate(
+    state: &AppState,
+    token: &str,
+    query: Option<&str>,
+    client_ip: IpAddr,
+) -> Result<Identity> {
+    let Some(service) = state.appservices.by_as_token(token) else {
+        return state.sessions.authenticate(token, Some(client_ip)).await;
+    };
+    let parameter = |name: &str| {
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let user_id = parameter("user_id");
+    let device_id = parameter("org.matrix.msc3202.device_id");
+    state
+        .appservices
+        .identity(
+            service,
+            user_id.as_deref(),
+            device_id.as_deref(),
+            async |user| state.users.exists(user).await,
+            async |user, device| match state.sessions.device(user, device).await {
+                Ok(_) => Ok(true),
+                Err(Error::Matrix { status, .. }) if status == StatusCode::NOT_FOUND => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
+        .await
+}
+
+/// Whether an application service may act as one of its users on endpoint `T` with `user_id`:
+/// not when it registers or logs in a user (which may not exist yet: mautrix sends `user_id`
+/// there too, and Synapse looks only at the token).
+fn takes_user_id<T: 'static>() -> bool {
+    use ruma::api::client::{account::register::v3 as register, session::login::v3 as login};
+    use std::any::TypeId;
+    ![
+        TypeId::of::<register::Request>(),
+        TypeId::of::<login::Request>(),
+    ]
+    .contains(&TypeId::of::<T>())
 }
 
 /// The largest JSON body most endpoints accept. The spec caps an event at 64 KiB; no other

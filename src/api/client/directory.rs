@@ -51,9 +51,13 @@ async fn create_alias(
     request: Ruma<create_alias::Request>,
 ) -> ApiResult<create_alias::Response> {
     let body = &request.body;
+    let sender = request.sender()?;
+    services
+        .appservices
+        .check_alias_not_exclusive_for(&body.room_alias, sender)?;
     services
         .directory
-        .create_alias(&body.room_alias, &body.room_id, &request.sender()?.user_id)
+        .create_alias(&body.room_alias, &body.room_id, &sender.user_id)
         .await?;
     Ok(create_alias::Response::new().into())
 }

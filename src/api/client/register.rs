@@ -4,7 +4,7 @@ use ruma::api::{
     client::account::{
         check_registration_token_validity::v1 as token_validity,
         get_username_availability::v3 as username_availability,
-        register::{RegistrationKind, v3 as register},
+        register::{LoginType, RegistrationKind, v3 as register},
     },
     error::ErrorKind,
 };
@@ -24,6 +24,9 @@ pub async fn register(
     request: Ruma<register::Request>,
 ) -> ApiResult<register::Response> {
     let registration = &services.registration;
+    if request.body.login_type == Some(LoginType::ApplicationService) {
+        return register_ghost(services, request).await;
+    }
     if request.body.kind == RegistrationKind::Guest {
         return Err(Error::new(
             StatusCode::FORBIDDEN,
@@ -53,6 +56,9 @@ pub async fn register(
             "User ID already taken",
         ));
     }
+    services
+        .appservices
+        .check_user_not_exclusive(&user_id, None)?;
     let completed = services
         .uiaa
         .authenticate(&services, body.auth.as_ref(), &registration.flows(), None)
@@ -70,6 +76,67 @@ pub async fn register(
         })
         .await?;
     tracing::info!(user = %user_id, "registered");
+    let mut response = register::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let session = services
+            .sessions
+            .create(
+                &user_id,
+                body.device_id,
+                body.initial_device_display_name,
+                Some(request.client_ip),
+            )
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(response.into())
+}
+
+/// `POST /register` with `type: m.login.application_service`: an application service makes one
+/// of its users (no auth stages, no password), even while registration is closed.
+async fn register_ghost(
+    services: AppState,
+    request: Ruma<register::Request>,
+) -> ApiResult<register::Response> {
+    let service = match &request.sender {
+        None => return Err(Error::missing_token()),
+        Some(identity) => identity
+            .appservice
+            .as_deref()
+            .and_then(|id| services.appservices.by_id(id))
+            .ok_or_else(Error::unknown_token)?
+            .clone(),
+    };
+    let body = request.body;
+    let Some(name) = &body.username else {
+        return Err(Error::missing_param(
+            "An application service must name the user",
+        ));
+    };
+    let user_id = services.users.new_user_id(&normalize_new_user_name(name))?;
+    if !service.is_interested_in_user(user_id.as_str()) {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Exclusive,
+            "Invalid user localpart for this application service.",
+        ));
+    }
+    services
+        .appservices
+        .check_user_not_exclusive(&user_id, Some(&service))?;
+    if services.users.exists(&user_id).await? {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UserInUse,
+            "User ID already taken",
+        ));
+    }
+    services
+        .users
+        .create(&user_id, None, false, |_| Ok(()))
+        .await?;
+    tracing::info!(user = %user_id, appservice = %service.registration.id, "registered");
     let mut response = register::Response::new(user_id.clone());
     if !body.inhibit_login {
         let session = services

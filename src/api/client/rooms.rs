@@ -52,8 +52,17 @@ pub async fn create_room(
     State(services): State<AppState>,
     request: Ruma<create_room::Request>,
 ) -> ApiResult<create_room::Response> {
-    let sender = request.sender()?.user_id.clone();
+    let identity = request.sender()?.clone();
+    let sender = identity.user_id.clone();
     let body = request.body;
+    if let Some(localpart) = &body.room_alias_name
+        && let Ok(alias) =
+            ruma::RoomAliasId::parse(format!("#{localpart}:{}", services.server_name))
+    {
+        services
+            .appservices
+            .check_alias_not_exclusive_for(&alias, &identity)?;
+    }
     if !body.invite_3pid.is_empty() {
         return Err(Error::invalid_param(
             "Third-party invites are not supported",

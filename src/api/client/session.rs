@@ -3,7 +3,9 @@ use http::StatusCode;
 use ruma::api::{
     client::{
         session::{
-            get_login_types::v3::{self as get_login_types, LoginType, PasswordLoginType},
+            get_login_types::v3::{
+                self as get_login_types, ApplicationServiceLoginType, LoginType, PasswordLoginType,
+            },
             login::v3::{self as login, LoginInfo},
             logout::v3 as logout,
             logout_all::v3 as logout_all,
@@ -27,11 +29,16 @@ pub async fn get_login_types(
     _: Ruma<get_login_types::Request>,
 ) -> ApiResult<get_login_types::Response> {
     // `password_config.enabled: false` offers no password login (Synapse's rule).
-    let types = if services.config.password_config.enabled {
+    let mut types = if services.config.password_config.enabled {
         vec![LoginType::Password(PasswordLoginType::new())]
     } else {
         Vec::new()
     };
+    if !services.appservices.all().is_empty() {
+        types.push(LoginType::ApplicationService(
+            ApplicationServiceLoginType::new(),
+        ));
+    }
     Ok(get_login_types::Response::new(types).into())
 }
 
@@ -41,6 +48,16 @@ pub async fn login(
     State(services): State<AppState>,
     request: Ruma<login::Request>,
 ) -> ApiResult<login::Response> {
+    // An application service logs its users in with its token: no password to guess, and
+    // no address limit for a bridge that logs in many users.
+    if let LoginInfo::ApplicationService(info) = &request.body.login_info {
+        let claimed = match (&info.identifier, &info.user) {
+            (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+            (None, Some(user)) => user.clone(),
+            _ => return Err(Error::missing_param("Missing identifier")),
+        };
+        return login_ghost(&services, &request, &claimed).await;
+    }
     let limits = &services.login_limits;
     limits.per_address.take(&request.client_ip)?;
     if !services.config.password_config.enabled
@@ -97,6 +114,49 @@ pub async fn login(
         )
         .await?;
     tracing::info!(user = %user_id, device = %session.device_id, "logged in");
+    Ok(login::Response::new(user_id, session.access_token, session.device_id).into())
+}
+
+/// `POST /login` with `m.login.application_service`: a new device of one of the service's users,
+/// with the service's `as_token` as the proof (Synapse's checks and messages).
+#[allow(deprecated)]
+async fn login_ghost(
+    services: &AppState,
+    request: &Ruma<login::Request>,
+    claimed: &str,
+) -> ApiResult<login::Response> {
+    let service = match &request.sender {
+        None => return Err(Error::missing_token()),
+        Some(identity) => identity
+            .appservice
+            .as_deref()
+            .and_then(|id| services.appservices.by_id(id))
+            .ok_or_else(Error::unknown_token)?
+            .clone(),
+    };
+    let user_id = services
+        .users
+        .parse_local_user(claimed)
+        .map_err(|_| Error::forbidden("Invalid username"))?;
+    if !service.is_interested_in_user(user_id.as_str()) {
+        return Err(Error::forbidden(
+            "Application service cannot log in as this user",
+        ));
+    }
+    if !services.users.exists(&user_id).await? {
+        return Err(Error::forbidden("Invalid username"));
+    }
+    let body = &request.body;
+    let session = services
+        .sessions
+        .create(
+            &user_id,
+            body.device_id.clone(),
+            body.initial_device_display_name.clone(),
+            Some(request.client_ip),
+        )
+        .await?;
+    tracing::info!(user = %user_id, device = %session.device_id, "appservice login");
     Ok(login::Response::new(user_id, session.access_token, session.device_id).into())
 }
 

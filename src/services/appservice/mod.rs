@@ -1,0 +1,405 @@
+//! Application services (bridges): their registrations, requests made as them, and the events
+//! pushed to them.
+//!
+//! Registrations are Synapse's YAML files, named by `app_service_config_files` and read once at
+//! start ([`AppServices::load`]); a file that cannot be used stops the start with the file, the
+//! key and why. Their namespaces are compiled once. A request whose token is a service's
+//! `as_token` acts as the service's sender, or as the user named by its `user_id` query parameter
+//! when that user is in the service's user namespace ([`AppServices::identity`]). Events are
+//! pushed by [`sender`], a task per service that follows the stream with a stored cursor.
+
+pub mod sender;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http::StatusCode;
+use regex::Regex;
+use ruma::{
+    OwnedUserId, RoomAliasId, ServerName, UserId,
+    api::{appservice::Registration, error::ErrorKind},
+};
+
+use crate::{
+    error::{Error, Result},
+    services::sessions::Identity,
+};
+
+/// One namespace regex and whether it is exclusive.
+#[derive(Debug)]
+struct Namespace {
+    regex: Regex,
+    exclusive: bool,
+}
+
+/// One registered application service.
+#[derive(Debug)]
+pub struct AppService {
+    pub registration: Registration,
+    /// The file it was read from, for messages.
+    pub file: PathBuf,
+    /// `@sender_localpart:server_name`: who the service is when it names no `user_id`.
+    pub sender: OwnedUserId,
+    /// MSC2409: ephemeral events (typing, receipts) pushed in transactions.
+    pub push_ephemeral: bool,
+    users: Vec<Namespace>,
+    aliases: Vec<Namespace>,
+    rooms: Vec<Namespace>,
+}
+
+fn matches(namespaces: &[Namespace], value: &str, exclusive_only: bool) -> bool {
+    namespaces
+        .iter()
+        .any(|n| (n.exclusive || !exclusive_only) && n.regex.is_match(value))
+}
+
+impl AppService {
+    /// Whether the user is the sender or in the user namespaces.
+    pub fn is_interested_in_user(&self, user: &str) -> bool {
+        user == self.sender.as_str() || matches(&self.users, user, false)
+    }
+
+    /// Whether the alias is in the alias namespaces.
+    pub fn is_interested_in_alias(&self, alias: &str) -> bool {
+        matches(&self.aliases, alias, false)
+    }
+
+    /// Whether the room ID is in the room namespaces.
+    pub fn is_interested_in_room(&self, room: &str) -> bool {
+        matches(&self.rooms, room, false)
+    }
+
+    /// Whether the service does not want rate limits on its users (`rate_limited: false`).
+    pub fn unlimited(&self) -> bool {
+        self.registration.rate_limited == Some(false)
+    }
+}
+
+/// Every registered application service.
+#[derive(Debug, Default)]
+pub struct AppServices {
+    services: Vec<Arc<AppService>>,
+}
+
+/// A key of a registration file that cannot be used: the key and why.
+type Invalid = (String, String);
+
+impl AppServices {
+    /// Reads the registration files of `app_service_config_files`. Any file that cannot be used
+    /// is an error naming the file, the key and why.
+    pub fn load(files: &[PathBuf], server_name: &ServerName) -> anyhow::Result<Self> {
+        let mut services: Vec<Arc<AppService>> = Vec::new();
+        for file in files {
+            let fail = |(key, why): Invalid| {
+                anyhow::anyhow!(
+                    "app_service_config_files: {}: `{key}`: {why}",
+                    file.display()
+                )
+            };
+            let service = read_registration(file, server_name).map_err(fail)?;
+            let registration = &service.registration;
+            for other in &services {
+                if other.registration.id == registration.id {
+                    return Err(fail((
+                        "id".into(),
+                        format!(
+                            "`{}` is also the ID of {}",
+                            registration.id,
+                            other.file.display()
+                        ),
+                    )));
+                }
+                if other.registration.as_token == registration.as_token {
+                    return Err(fail((
+                        "as_token".into(),
+                        format!("the same as_token as {}", other.file.display()),
+                    )));
+                }
+            }
+            services.push(Arc::new(service));
+        }
+        Ok(Self { services })
+    }
+
+    pub fn all(&self) -> &[Arc<AppService>] {
+        &self.services
+    }
+
+    /// The service whose `as_token` this is.
+    pub fn by_as_token(&self, token: &str) -> Option<&Arc<AppService>> {
+        // Tokens are compared in constant time: a timing difference must not reveal them.
+        self.services.iter().find(|s| {
+            let known = s.registration.as_token.as_bytes();
+            known.len() == token.len()
+                && known
+                    .iter()
+                    .zip(token.as_bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<AppService>> {
+        self.services.iter().find(|s| s.registration.id == id)
+    }
+
+    /// `400 M_EXCLUSIVE` when the user ID is in another party's exclusive namespace: `by` is the
+    /// service asking, if any.
+    pub fn check_user_not_exclusive(&self, user: &UserId, by: Option<&AppService>) -> Result<()> {
+        let taken = self.services.iter().any(|s| {
+            by.is_none_or(|by| by.registration.id != s.registration.id)
+                && (matches(&s.users, user.as_str(), true) || s.sender == user)
+        });
+        if taken {
+            return Err(exclusive(
+                "This user ID is reserved by an application service",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `400 M_EXCLUSIVE` when the alias is in an exclusive namespace of another party.
+    pub fn check_alias_not_exclusive(
+        &self,
+        alias: &RoomAliasId,
+        by: Option<&AppService>,
+    ) -> Result<()> {
+        let taken = self.services.iter().any(|s| {
+            by.is_none_or(|by| by.registration.id != s.registration.id)
+                && matches(&s.aliases, alias.as_str(), true)
+        });
+        if taken {
+            return Err(exclusive(
+                "This alias is reserved by an application service",
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_alias_not_exclusive`] for the sender of a request.
+    pub fn check_alias_not_exclusive_for(
+        &self,
+        alias: &RoomAliasId,
+        sender: &Identity,
+    ) -> Result<()> {
+        let by = sender.appservice.as_deref().and_then(|id| self.by_id(id));
+        self.check_alias_not_exclusive(alias, by.map(|s| &**s))
+    }
+
+    /// Whether rate limits spare this user: a user of a service registered with
+    /// `rate_limited: false`.
+    pub fn unlimited(&self, user: &UserId) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.unlimited() && s.is_interested_in_user(user.as_str()))
+    }
+
+    /// Who a request made with the service's `as_token` acts as: the `user_id` query parameter
+    /// if given (a user of the service's namespace that exists; `device_id` one of its devices,
+    /// MSC3202), else the service's sender. `user_exists` and `device_exists` read the database.
+    pub async fn identity<U, D>(
+        &self,
+        service: &Arc<AppService>,
+        user_id: Option<&str>,
+        device_id: Option<&str>,
+        user_exists: U,
+        device_exists: D,
+    ) -> Result<Identity>
+    where
+        U: AsyncFnOnce(&UserId) -> Result<bool>,
+        D: AsyncFnOnce(&UserId, &str) -> Result<bool>,
+    {
+        let user_id = match user_id {
+            None => service.sender.clone(),
+            Some(user_id) => {
+                let user_id = OwnedUserId::try_from(user_id)
+                    .map_err(|_| Error::invalid_param("`user_id` is not a user ID"))?;
+                // Synapse's checks and messages (synapse/api/auth/internal.py).
+                if !service.is_interested_in_user(user_id.as_str()) {
+                    return Err(Error::forbidden(format!(
+                        "Application service cannot masquerade as this user ({user_id})."
+                    )));
+                }
+                if user_id != service.sender && !user_exists(&user_id).await? {
+                    return Err(Error::forbidden(format!(
+                        "Application service has not registered this user ({user_id})"
+                    )));
+                }
+                user_id
+            }
+        };
+        let device_id = match device_id {
+            Some(device) => {
+                if !device_exists(&user_id, device).await? {
+                    return Err(Error::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::Exclusive,
+                        format!(
+                            "Application service trying to use a device that doesn't exist \
+                             ('{device}' for {user_id})"
+                        ),
+                    ));
+                }
+                device.into()
+            }
+            // Requests without a device act through one of the service's own that is never a
+            // stored device: transaction IDs stay apart from the user's real devices'.
+            None => format!("appservice:{}", service.registration.id)
+                .as_str()
+                .into(),
+        };
+        Ok(Identity {
+            user_id,
+            device_id,
+            appservice: Some(service.registration.id.clone()),
+        })
+    }
+}
+
+fn exclusive(message: &'static str) -> Error {
+    Error::new(StatusCode::BAD_REQUEST, ErrorKind::Exclusive, message)
+}
+
+/// Reads and checks one registration file.
+fn read_registration(file: &Path, server_name: &ServerName) -> Result<AppService, Invalid> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ("(file)".to_owned(), format!("cannot read the file: {e}")))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| ("(file)".to_owned(), format!("not YAML: {e}")))?;
+    let registration: Registration = serde_yaml::from_value(value.clone()).map_err(|e| {
+        // serde names the missing or wrong key in its message.
+        ("(registration)".to_owned(), e.to_string())
+    })?;
+    let flag = |key: &str| value.get(key).and_then(serde_yaml::Value::as_bool) == Some(true);
+    let push_ephemeral = registration.receive_ephemeral
+        || flag("push_ephemeral")
+        || flag("de.sorunome.msc2409.push_ephemeral");
+    let key = |k: &str, why: String| (k.to_owned(), why);
+    if registration.id.is_empty() {
+        return Err(key("id", "must not be empty".into()));
+    }
+    for (name, token) in [
+        ("as_token", &registration.as_token),
+        ("hs_token", &registration.hs_token),
+    ] {
+        if token.is_empty() {
+            return Err(key(name, "must not be empty".into()));
+        }
+    }
+    if let Some(url) = &registration.url {
+        match url::Url::parse(url) {
+            Ok(parsed) if parsed.scheme() == "http" => {}
+            // The sender's HTTP client has no TLS: bridges run beside the server.
+            Ok(parsed) if parsed.scheme() == "https" => {
+                return Err(key(
+                    "url",
+                    "https:// is not supported yet: let the bridge listen on http://127.0.0.1"
+                        .into(),
+                ));
+            }
+            Ok(_) => return Err(key("url", "must be an http:// URL".into())),
+            Err(e) => return Err(key("url", format!("not a URL: {e}"))),
+        }
+    }
+    let sender =
+        UserId::parse_with_server_name(registration.sender_localpart.as_str(), server_name)
+            .map_err(|e| key("sender_localpart", format!("not a valid user name: {e}")))?;
+    let compile = |kind: &str, list: &[ruma::api::appservice::Namespace]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                // Synapse matches from the start of the ID (Python's `re.match`).
+                Regex::new(&format!("^(?:{})", n.regex))
+                    .map(|regex| Namespace {
+                        regex,
+                        exclusive: n.exclusive,
+                    })
+                    .map_err(|e| key(&format!("namespaces.{kind}[{i}].regex"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, Invalid>>()
+    };
+    let users = compile("users", &registration.namespaces.users)?;
+    let aliases = compile("aliases", &registration.namespaces.aliases)?;
+    let rooms = compile("rooms", &registration.namespaces.rooms)?;
+    Ok(AppService {
+        file: file.to_owned(),
+        sender,
+        push_ephemeral,
+        users,
+        aliases,
+        rooms,
+        registration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const GOOD: &str = "id: bridge\nurl: http://localhost:29318\nas_token: at\nhs_token: ht\n\
+        sender_localpart: bridgebot\nrate_limited: false\n\
+        de.sorunome.msc2409.push_ephemeral: true\n\
+        namespaces:\n  users:\n  - exclusive: true\n    regex: '@bridge_.*:example.org'\n  \
+        aliases:\n  - exclusive: true\n    regex: '#bridge_.*:example.org'\n";
+
+    #[test]
+    fn a_registration_loads_and_its_namespaces_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let server: &ServerName = "example.org".try_into().unwrap();
+        let services = AppServices::load(&[write(dir.path(), "a.yaml", GOOD)], server).unwrap();
+        let service = services.by_as_token("at").unwrap();
+        assert!(services.by_as_token("a").is_none());
+        assert!(service.push_ephemeral && service.unlimited());
+        assert_eq!(service.sender, "@bridgebot:example.org");
+        assert!(service.is_interested_in_user("@bridge_1:example.org"));
+        assert!(!service.is_interested_in_user("@alice:example.org"));
+        let ghost: &UserId = "@bridge_x:example.org".try_into().unwrap();
+        assert!(services.check_user_not_exclusive(ghost, None).is_err());
+        assert!(
+            services
+                .check_user_not_exclusive(ghost, Some(service))
+                .is_ok()
+        );
+        let alias: &RoomAliasId = "#bridge_r:example.org".try_into().unwrap();
+        assert!(services.check_alias_not_exclusive(alias, None).is_err());
+    }
+
+    #[test]
+    fn an_invalid_registration_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let server: &ServerName = "example.org".try_into().unwrap();
+        let bad_regex = write(
+            dir.path(),
+            "r.yaml",
+            &GOOD.replace("'@bridge_.*", "'@(bridge"),
+        );
+        let error = AppServices::load(&[bad_regex], server)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("r.yaml") && error.contains("namespaces.users[0].regex"),
+            "{error}"
+        );
+        let no_token = write(dir.path(), "t.yaml", &GOOD.replace("as_token: at\n", ""));
+        let error = AppServices::load(&[no_token], server)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("t.yaml") && error.contains("as_token"),
+            "{error}"
+        );
+        let a = write(dir.path(), "a.yaml", GOOD);
+        let error = AppServices::load(&[a.clone(), a], server)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`id`"), "{error}");
+    }
+}

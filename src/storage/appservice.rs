@@ -1,0 +1,145 @@
+//! The per-service push state of application services (`appservice_queue`, migration 0016).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rooms::EventRow;
+
+/// One service's row.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub position: i64,
+    /// `(txn_id, events JSON, position once delivered)`.
+    pub pending: Option<(i64, String, i64)>,
+    pub last_txn_ts: Option<i64>,
+    pub failing_since: Option<i64>,
+    pub retry_at: Option<i64>,
+    pub backoff_ms: i64,
+}
+
+/// The row of a service, created at `position` (the stream position now: a new service gets
+/// what happens from its registration on, as with Synapse) when missing.
+pub fn get_or_create(conn: &Connection, id: &str, position: i64) -> rusqlite::Result<QueueRow> {
+    conn.execute(
+        "INSERT OR IGNORE INTO appservice_queue (id, position) VALUES (?1, ?2)",
+        params![id, position],
+    )?;
+    get(conn, id).map(|row| row.expect("inserted above"))
+}
+
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<QueueRow>> {
+    conn.prepare_cached(
+        "SELECT position, pending_txn_id, pending_events, pending_position, last_txn_ts, \
+         failing_since, retry_at, backoff_ms FROM appservice_queue WHERE id = ?1",
+    )?
+    .query_row([id], |row| {
+        let pending = match (row.get(1)?, row.get(2)?, row.get(3)?) {
+            (Some(txn), Some(events), Some(position)) => Some((txn, events, position)),
+            _ => None,
+        };
+        Ok(QueueRow {
+            position: row.get(0)?,
+            pending,
+            last_txn_ts: row.get(4)?,
+            failing_since: row.get(5)?,
+            retry_at: row.get(6)?,
+            backoff_ms: row.get(7)?,
+        })
+    })
+    .optional()
+}
+
+/// Events stored after `position` (live ones: backfilled events have negative positions and
+/// are history, never pushed), oldest first.
+pub fn events_after(
+    conn: &Connection,
+    position: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<EventRow>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT stream_ordering, event_id, room_id, sender, topological_ordering, state_group, \
+         redacted_by, json FROM events WHERE stream_ordering > ?1 \
+         ORDER BY stream_ordering LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![position.max(0), limit], |row| {
+        Ok(EventRow {
+            stream_ordering: row.get(0)?,
+            event_id: row.get(1)?,
+            room_id: row.get(2)?,
+            sender: row.get(3)?,
+            topological_ordering: row.get(4)?,
+            state_group: row.get(5)?,
+            redacted_by: row.get(6)?,
+            json: row.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// How many events are stored after `position`: the backlog not examined yet.
+pub fn events_count_after(conn: &Connection, position: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM events WHERE stream_ordering > ?1",
+        [position.max(0)],
+        |row| row.get(0),
+    )
+}
+
+/// The local aliases of a room.
+pub fn room_aliases(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT alias FROM room_aliases WHERE room_id = ?1")?
+        .query_map([room_id], |row| row.get(0))?
+        .collect()
+}
+
+/// Moves the cursor past events none of which was for the service.
+pub fn skip_to(conn: &Connection, id: &str, position: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE appservice_queue SET position = max(position, ?2) WHERE id = ?1 \
+         AND pending_txn_id IS NULL",
+        params![id, position],
+    )?;
+    Ok(())
+}
+
+/// Stores the next transaction before it is sent; its ID.
+pub fn set_pending(
+    conn: &Connection,
+    id: &str,
+    events: &str,
+    position: i64,
+) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "UPDATE appservice_queue SET pending_txn_id = next_txn_id, next_txn_id = next_txn_id + 1, \
+         pending_events = ?2, pending_position = ?3 WHERE id = ?1 RETURNING pending_txn_id",
+        params![id, events, position],
+        |row| row.get(0),
+    )
+}
+
+/// The pending transaction was delivered: the cursor moves past it and the failures end.
+pub fn delivered(conn: &Connection, id: &str, txn_id: i64, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE appservice_queue SET position = pending_position, pending_txn_id = NULL, \
+         pending_events = NULL, pending_position = NULL, last_txn_ts = ?3, \
+         failing_since = NULL, retry_at = NULL, backoff_ms = 0 \
+         WHERE id = ?1 AND pending_txn_id = ?2",
+        params![id, txn_id, now],
+    )?;
+    Ok(())
+}
+
+/// A failed attempt: no new one before `retry_at`.
+pub fn failed(
+    conn: &Connection,
+    id: &str,
+    now: i64,
+    retry_at: i64,
+    backoff_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE appservice_queue SET failing_since = coalesce(failing_since, ?2), \
+         retry_at = ?3, backoff_ms = ?4 WHERE id = ?1",
+        params![id, now, retry_at, backoff_ms],
+    )?;
+    Ok(())
+}
