@@ -60,9 +60,11 @@ pub fn run(config: &Config, command: AppserviceCommand) -> anyhow::Result<ExitCo
         let waiting = row
             .pending
             .as_ref()
-            .map(|(txn, events, _)| {
-                let count = serde_json::from_str::<Vec<serde::de::IgnoredAny>>(events)
-                    .map_or(0, |v| v.len());
+            .map(|(txn, body, _)| {
+                let count = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|b| b["events"].as_array().map(Vec::len))
+                    .unwrap_or(0);
                 format!("transaction {txn} with {count} events, then ")
             })
             .unwrap_or_default();

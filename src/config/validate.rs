@@ -347,6 +347,19 @@ impl Config {
                     .push((key, format!("cannot read {}: {e}", path.display()))),
             }
         }
+        // The registrations of application services are read as the server reads them at start.
+        if let Ok(server_name) = ruma::ServerName::parse(&self.server_name)
+            && let Err(e) = crate::services::appservice::AppServices::load(
+                &self.app_service_config_files,
+                &server_name,
+            )
+        {
+            let message = e.to_string();
+            let message = message.trim_start_matches("app_service_config_files: ");
+            report
+                .errors
+                .push(("app_service_config_files", message.to_owned()));
+        }
         let directories = [
             ("data_dir", Some(self.data_dir.clone())),
             ("media_store_path", Some(self.media_store_path())),

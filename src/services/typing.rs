@@ -73,6 +73,20 @@ impl Typing {
         state.serial
     }
 
+    /// Every room whose typing users changed after `since`, with who types there now (the
+    /// application-service sender pushes these).
+    pub fn rooms_changed_since(&self, since: u64) -> Vec<(OwnedRoomId, Vec<OwnedUserId>)> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.expire();
+        let since = if since > state.serial { 0 } else { since };
+        state
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.changed > since)
+            .map(|(id, room)| (id.clone(), room.users.keys().cloned().collect()))
+            .collect()
+    }
+
     /// Users typing in the room, if that changed after `since`.
     pub fn changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

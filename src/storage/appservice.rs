@@ -8,7 +8,7 @@ use super::rooms::EventRow;
 #[derive(Debug, Clone)]
 pub struct QueueRow {
     pub position: i64,
-    /// `(txn_id, events JSON, position once delivered)`.
+    /// `(txn_id, body JSON, position once delivered)`.
     pub pending: Option<(i64, String, i64)>,
     pub last_txn_ts: Option<i64>,
     pub failing_since: Option<i64>,
@@ -28,7 +28,7 @@ pub fn get_or_create(conn: &Connection, id: &str, position: i64) -> rusqlite::Re
 
 pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<QueueRow>> {
     conn.prepare_cached(
-        "SELECT position, pending_txn_id, pending_events, pending_position, last_txn_ts, \
+        "SELECT position, pending_txn_id, pending_body, pending_position, last_txn_ts, \
          failing_since, retry_at, backoff_ms FROM appservice_queue WHERE id = ?1",
     )?
     .query_row([id], |row| {
@@ -91,27 +91,47 @@ pub fn room_aliases(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<St
         .collect()
 }
 
-/// Moves the cursor past events none of which was for the service.
-pub fn skip_to(conn: &Connection, id: &str, position: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE appservice_queue SET position = max(position, ?2) WHERE id = ?1 \
-         AND pending_txn_id IS NULL",
-        params![id, position],
-    )?;
-    Ok(())
+/// A receipt as pushed to application services.
+pub struct Receipt {
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+/// The public receipts (not `m.read.private`) stored in `(from, to]`.
+pub fn receipts_between(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<Vec<Receipt>> {
+    conn.prepare_cached(
+        "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts \
+         WHERE stream_position > ?1 AND stream_position <= ?2 \
+         AND receipt_type != 'm.read.private' ORDER BY stream_position",
+    )?
+    .query_map(params![from, to], |row| {
+        Ok(Receipt {
+            room_id: row.get(0)?,
+            user_id: row.get(1)?,
+            receipt_type: row.get(2)?,
+            thread_id: row.get(3)?,
+            event_id: row.get(4)?,
+            ts: row.get(5)?,
+        })
+    })?
+    .collect()
 }
 
 /// Stores the next transaction before it is sent; its ID.
 pub fn set_pending(
     conn: &Connection,
     id: &str,
-    events: &str,
+    body: &str,
     position: i64,
 ) -> rusqlite::Result<i64> {
     conn.query_row(
         "UPDATE appservice_queue SET pending_txn_id = next_txn_id, next_txn_id = next_txn_id + 1, \
-         pending_events = ?2, pending_position = ?3 WHERE id = ?1 RETURNING pending_txn_id",
-        params![id, events, position],
+         pending_body = ?2, pending_position = ?3 WHERE id = ?1 RETURNING pending_txn_id",
+        params![id, body, position],
         |row| row.get(0),
     )
 }
@@ -120,7 +140,7 @@ pub fn set_pending(
 pub fn delivered(conn: &Connection, id: &str, txn_id: i64, now: i64) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE appservice_queue SET position = pending_position, pending_txn_id = NULL, \
-         pending_events = NULL, pending_position = NULL, last_txn_ts = ?3, \
+         pending_body = NULL, pending_position = NULL, last_txn_ts = ?3, \
          failing_since = NULL, retry_at = NULL, backoff_ms = 0 \
          WHERE id = ?1 AND pending_txn_id = ?2",
         params![id, txn_id, now],

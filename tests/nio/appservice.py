@@ -8,7 +8,8 @@ room, and what this phase must see. Phases:
   live     the bridge starts, registers its bot and a ghost through
            m.login.application_service, the ghost joins alice's room; a message of alice
            reaches the bridge in a transaction, one of the ghost (sent as the ghost with
-           `user_id`) reaches alice; then the bridge stops.
+           `user_id`) reaches alice; alice's typing and read receipt reach the bridge as
+           ephemeral events; then the bridge stops.
   catchup  the bridge starts again (after the appliance was restarted with events queued for
            it) and must get `expect` (alice's messages sent while it was down) in order, then
            a message sent now.
@@ -67,11 +68,20 @@ async def main():
     # What the bridge relays: every message of the room, in the order the transactions bring
     # them.
     seen = []
+    # Ephemeral events (MSC2409): (type, room, what) of typing users and receipts.
+    ephemeral = []
 
     @appservice.matrix_event_handler
     async def on_event(event):
         if event.type == EventType.ROOM_MESSAGE:
             seen.append((event.sender, event.content.body))
+        elif event.type.t == "m.typing":
+            ephemeral.append(("m.typing", event.room_id, tuple(event.content.user_ids)))
+        elif event.type.t == "m.receipt":
+            for event_id, receipts in event.serialize()["content"].items():
+                for users in receipts.values():
+                    for user in users:
+                        ephemeral.append(("m.receipt", event.room_id, (event_id, user)))
 
     await appservice.start(host="127.0.0.1", port=state["port"])
     room, alice = state["room"], state["alice_token"]
@@ -100,7 +110,7 @@ async def main():
                     "the bridge gets alice's message in a transaction",
                     lambda: (state["alice"], "hello bridge") in seen,
                 )
-                await ghost.send_text(room, "hello from the other side")
+                event_id = await ghost.send_text(room, "hello from the other side")
                 status, messages = await client(
                     session, base, "GET",
                     f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5", alice,
@@ -113,6 +123,25 @@ async def main():
                 check(
                     (GHOST, "hello from the other side") in bodies,
                     "alice sees the ghost's message",
+                )
+                status, _ = await client(
+                    session, base, "PUT",
+                    f"/_matrix/client/v3/rooms/{room}/typing/{state['alice']}", alice,
+                    {"typing": True, "timeout": 30000},
+                )
+                check(status == 200, "alice types")
+                await wait_for(
+                    "the bridge gets alice's typing",
+                    lambda: ("m.typing", room, (state["alice"],)) in ephemeral,
+                )
+                status, _ = await client(
+                    session, base, "POST",
+                    f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}", alice, {},
+                )
+                check(status == 200, "alice reads the ghost's message")
+                await wait_for(
+                    "the bridge gets alice's read receipt",
+                    lambda: ("m.receipt", room, (event_id, state["alice"])) in ephemeral,
                 )
             elif phase == "catchup":
                 expected = [(state["alice"], body) for body in state["expect"]]

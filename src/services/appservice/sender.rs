@@ -1,6 +1,6 @@
 //! Pushes events to application services: one task per service with a `url`.
 //!
-//! The task follows the stream of stored events with a cursor of its own (`appservice_queue`,
+//! The task follows the stream of stored events (and receipts) with a cursor of its own (`appservice_queue`,
 //! `storage/appservice.rs`) rather than having each event queued in the transaction that stores
 //! it: sending a message then costs nothing more, whichever code path stored the event (clients,
 //! federation, room creation), and the cursor is one row per service instead of one per event.
@@ -10,6 +10,11 @@
 //! the service answers `200`; only then does the cursor move past it. Failures back off
 //! exponentially (persisted, so a restart does not hammer a service that is down). Requests are
 //! bounded by [`REQUEST_TIMEOUT`]; the answer's body is not read.
+//!
+//! Services that ask for ephemeral events (`receive_ephemeral`, `push_ephemeral` or MSC2409's
+//! `de.sorunome.msc2409.push_ephemeral`) get, in `ephemeral`, the public receipts and the typing
+//! changes of the rooms they are interested in. Typing lives in memory: a change made while a
+//! transaction is pending waits for it, and one made before a restart is not pushed.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -25,7 +30,7 @@ use crate::{
     error::{Error, Result},
     services::{Services, rooms::read::render, rooms::stored::Envelope},
     shutdown::{BackgroundTasks, Shutdown},
-    storage::{Database, appservice as store, now_ms, rooms::current_stream_position},
+    storage::{appservice as store, now_ms, rooms::current_stream_position},
 };
 
 /// Events examined per read.
@@ -71,10 +76,14 @@ async fn run(services: Arc<Services>, service: Arc<AppService>, shutdown: Shutdo
             return;
         }
     };
+    let mut examined = Examined {
+        position: 0,
+        typing: services.typing.serial(),
+    };
     loop {
         // A transaction in flight is dropped at shutdown: it is stored and is sent again.
         let result = tokio::select! {
-            result = step(services.database(), &service, &client) => result,
+            result = step(&services, &service, &client, &mut examined) => result,
             () = shutdown.stopping() => return,
         };
         let next = match result {
@@ -102,8 +111,30 @@ async fn run(services: Arc<Services>, service: Arc<AppService>, shutdown: Shutdo
     }
 }
 
-/// Sends the pending transaction, or makes the next one from the new events.
-async fn step(db: &Database, service: &Arc<AppService>, client: &reqwest::Client) -> Result<Next> {
+/// What the task has looked at without storing it: positions whose events were of no interest
+/// (not written, to spare a write per commit; after a restart they are examined again) and the
+/// typing serial last pushed.
+struct Examined {
+    position: i64,
+    typing: u64,
+}
+
+/// The body of a stored transaction.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body {
+    events: Vec<Box<RawValue>>,
+    #[serde(default)]
+    ephemeral: Vec<Box<RawValue>>,
+}
+
+/// Sends the pending transaction, or makes the next one from what is new.
+async fn step(
+    services: &Services,
+    service: &Arc<AppService>,
+    client: &reqwest::Client,
+    examined: &mut Examined,
+) -> Result<Next> {
+    let db = services.database();
     let id = service.registration.id.clone();
     let row = {
         let id = id.clone();
@@ -117,8 +148,8 @@ async fn step(db: &Database, service: &Arc<AppService>, client: &reqwest::Client
     if let Some(retry_at) = row.retry_at.filter(|at| *at > now) {
         return Ok(Next::Wait(Duration::from_millis((retry_at - now) as u64)));
     }
-    if let Some((txn_id, events, _)) = row.pending {
-        return match send(service, client, txn_id, &events).await {
+    if let Some((txn_id, body, _)) = row.pending {
+        return match send(service, client, txn_id, &body).await {
             Ok(()) => {
                 db.write(move |tx| store::delivered(tx, &id, txn_id, now_ms()))
                     .await?;
@@ -140,54 +171,78 @@ async fn step(db: &Database, service: &Arc<AppService>, client: &reqwest::Client
             }
         };
     }
-    let service_for_read = service.clone();
-    let position = row.position;
-    let (events, last) = db
-        .read(move |c| interesting_events(c, &service_for_read, position))
-        .await?;
-    let Some(last) = last else {
-        return Ok(Next::Idle);
+    // Typing is in memory only: what changed since the last push, if the service wants it.
+    let serial = services.typing.serial();
+    let typing = if service.push_ephemeral && serial > examined.typing {
+        services.typing.rooms_changed_since(examined.typing)
+    } else {
+        Vec::new()
     };
-    db.write(move |tx| {
-        if events.is_empty() {
-            store::skip_to(tx, &id, last)
-        } else {
-            let json = serde_json::to_string(&events)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            store::set_pending(tx, &id, &json, last).map(|_| ())
-        }
-    })
-    .await?;
+    let from = row.position.max(examined.position);
+    let service_for_read = service.clone();
+    let found = db
+        .read(move |c| new_for_service(c, &service_for_read, from, typing))
+        .await?;
+    examined.typing = serial;
+    if found.events.is_empty() && found.ephemeral.is_empty() {
+        let moved = found.upper > examined.position;
+        examined.position = examined.position.max(found.upper);
+        return Ok(if moved { Next::More } else { Next::Idle });
+    }
+    examined.position = found.upper;
+    let body = Body {
+        events: found.events,
+        ephemeral: found.ephemeral,
+    };
+    let json = serde_json::to_string(&body).map_err(Error::internal)?;
+    let upper = found.upper;
+    db.write(move |tx| store::set_pending(tx, &id, &json, upper))
+        .await?;
     Ok(Next::More)
 }
 
-/// The events after `position` the service is interested in, rendered for clients, and the
-/// position of the last event examined (`None`: nothing new).
-fn interesting_events(
+/// What is new for a service after a position.
+struct Found {
+    events: Vec<Box<RawValue>>,
+    ephemeral: Vec<Box<RawValue>>,
+    /// The stream position up to which everything was examined.
+    upper: i64,
+}
+
+/// The events and receipts after `position` the service is interested in (events rendered for
+/// clients), and the typing changes of rooms it is interested in.
+fn new_for_service(
     c: &rusqlite::Connection,
     service: &AppService,
     position: i64,
-) -> Result<(Vec<serde_json::Value>, Option<i64>)> {
+    typing: Vec<(ruma::OwnedRoomId, Vec<ruma::OwnedUserId>)>,
+) -> Result<Found> {
     let rows = store::events_after(c, position, EVENTS_PER_READ)?;
-    let last = rows.last().map(|row| row.stream_ordering);
+    // A full batch ends at its last event; otherwise everything up to now was seen (receipts
+    // share the stream's positions).
+    let upper = match rows.last() {
+        Some(last) if rows.len() as i64 == EVENTS_PER_READ => last.stream_ordering,
+        _ => current_stream_position(c)?.max(position),
+    };
     // Per room: whether the service is interested in it as a whole (room ID, an alias, a
-    // joined member in its namespace), and its version.
-    let mut rooms: HashMap<String, (bool, Option<RoomVersionId>)> = HashMap::new();
+    // joined member in its namespace).
+    let mut rooms: HashMap<String, bool> = HashMap::new();
+    let mut room_interest = |room: &str| -> Result<bool> {
+        if let Some(known) = rooms.get(room) {
+            return Ok(*known);
+        }
+        let interested = service.is_interested_in_room(room)
+            || crate::storage::rooms::members_with(c, room, "join")?
+                .iter()
+                .any(|user| service.is_interested_in_user(user))
+            || store::room_aliases(c, room)?
+                .iter()
+                .any(|alias| service.is_interested_in_alias(alias));
+        rooms.insert(room.to_owned(), interested);
+        Ok(interested)
+    };
     let mut events = Vec::new();
     for row in rows {
-        if !rooms.contains_key(&row.room_id) {
-            let interested = service.is_interested_in_room(&row.room_id)
-                || crate::storage::rooms::members_with(c, &row.room_id, "join")?
-                    .iter()
-                    .any(|user| service.is_interested_in_user(user))
-                || store::room_aliases(c, &row.room_id)?
-                    .iter()
-                    .any(|alias| service.is_interested_in_alias(alias));
-            let version = crate::storage::rooms::room_version(c, &row.room_id)?
-                .and_then(|v| RoomVersionId::try_from(v).ok());
-            rooms.insert(row.room_id.clone(), (interested, version));
-        }
-        let (room_interest, version) = &rooms[&row.room_id];
         // The invite (or join) of a ghost comes before the ghost is a member.
         let about_a_user = Envelope::parse(&row.json)
             .and_then(|e| {
@@ -195,15 +250,58 @@ fn interesting_events(
                     .filter(|_| e.kind.as_deref() == Some("m.room.member"))
             })
             .is_some_and(|user| service.is_interested_in_user(&user));
-        if !(*room_interest || about_a_user || service.is_interested_in_user(&row.sender)) {
+        let interested = about_a_user
+            || service.is_interested_in_user(&row.sender)
+            || room_interest(&row.room_id)?;
+        if !interested {
             continue;
         }
-        let Some(version) = version else { continue };
-        if let Some(event) = render(c, &row, version, None, true)? {
-            events.push(event);
+        let Some(version) = crate::storage::rooms::room_version(c, &row.room_id)?
+            .and_then(|v| RoomVersionId::try_from(v).ok())
+        else {
+            continue;
+        };
+        if let Some(event) = render(c, &row, &version, None, true)? {
+            events.push(to_raw(&event)?);
         }
     }
-    Ok((events, last))
+    let mut ephemeral = Vec::new();
+    if service.push_ephemeral {
+        for receipt in store::receipts_between(c, position, upper)? {
+            if !room_interest(&receipt.room_id)? {
+                continue;
+            }
+            let mut data = serde_json::json!({ "ts": receipt.ts });
+            if !receipt.thread_id.is_empty() {
+                data["thread_id"] = receipt.thread_id.into();
+            }
+            ephemeral.push(to_raw(&serde_json::json!({
+                "type": "m.receipt",
+                "room_id": receipt.room_id,
+                "content": {
+                    receipt.event_id: { receipt.receipt_type: { receipt.user_id: data } }
+                },
+            }))?);
+        }
+        for (room, users) in typing {
+            if room_interest(room.as_str())? {
+                ephemeral.push(to_raw(&serde_json::json!({
+                    "type": "m.typing",
+                    "room_id": room,
+                    "content": { "user_ids": users },
+                }))?);
+            }
+        }
+    }
+    Ok(Found {
+        events,
+        ephemeral,
+        upper,
+    })
+}
+
+fn to_raw(value: &serde_json::Value) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(Error::internal)
 }
 
 /// One `PUT {url}/_matrix/app/v1/transactions/{txnId}` with the `hs_token`; the reason when it
@@ -212,17 +310,16 @@ async fn send(
     service: &AppService,
     client: &reqwest::Client,
     txn_id: i64,
-    events: &str,
+    body: &str,
 ) -> Result<(), String> {
     let url = service.registration.url.as_deref().ok_or("no url")?;
-    let events: Vec<Raw<ruma::events::AnyTimelineEvent>> =
-        serde_json::from_str::<Vec<Box<RawValue>>>(events)
-            .map_err(|e| format!("stored transaction unreadable: {e}"))?
-            .into_iter()
-            .map(Raw::from_json)
-            .collect();
+    let body: Body =
+        serde_json::from_str(body).map_err(|e| format!("stored transaction unreadable: {e}"))?;
+    let events = body.events.into_iter().map(Raw::from_json).collect();
     let txn: OwnedTransactionId = txn_id.to_string().into();
-    let request = push_events::Request::new(txn, events)
+    let mut request = push_events::Request::new(txn, events);
+    request.ephemeral = body.ephemeral.into_iter().map(Raw::from_json).collect();
+    let request = request
         .try_into_http_request::<Vec<u8>>(
             url.trim_end_matches('/'),
             &service.registration.hs_token,
