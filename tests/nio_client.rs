@@ -252,6 +252,21 @@ async fn appservice_bridge() {
     assert_eq!(login.0, 200, "{login:?}");
     assert_eq!(login.1["user_id"], "@bridge_bob:test.local");
 
+    // A ping of the bridge while it is down, and one of another service.
+    let ping = "/_matrix/client/v1/appservice/testbridge/ping";
+    let down = server.post(ping, AS, serde_json::json!({})).await;
+    assert_error(&down, 502, "M_CONNECTION_FAILED");
+    let other = "/_matrix/client/v1/appservice/otherbridge/ping";
+    assert_error(
+        &server.post(other, AS, serde_json::json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let by_a_user = server
+        .post(ping, alice.token(), serde_json::json!({}))
+        .await;
+    assert_error(&by_a_user, 403, "M_FORBIDDEN");
+
     // The bridge is down: alice's messages wait for it, across a restart of the appliance.
     let queued = ["queued 1", "queued 2", "queued 3"];
     for (i, body) in queued.iter().enumerate() {

@@ -88,6 +88,8 @@ async def main():
     try:
         async with aiohttp.ClientSession() as session:
             if phase == "live":
+                took = await appservice.ping_self("live-ping")
+                check(took >= 0, f"the bridge pings itself through the appliance ({took} ms)")
                 bot = appservice.intent
                 await bot.ensure_registered()
                 ghost = bot.user(GHOST)

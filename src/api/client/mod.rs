@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod backup;
 mod capabilities;
 mod devices;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .merge(keys::routes())
         .merge(backup::routes())
         .merge(media::routes())
+        .merge(appservice::routes())
         .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(
             voip::get_turn_server,
         )

@@ -81,7 +81,14 @@ impl AppService {
 #[derive(Debug, Default)]
 pub struct AppServices {
     services: Vec<Arc<AppService>>,
+    /// For requests to the services other than transactions (`ping`).
+    client: reqwest::Client,
 }
+
+/// How long a ping may take.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// The most of a failed ping's answer passed on in `M_BAD_STATUS`.
+const PING_BODY_LIMIT: usize = 64 * 1024;
 
 /// A key of a registration file that cannot be used: the key and why.
 type Invalid = (String, String);
@@ -120,7 +127,83 @@ impl AppServices {
             }
             services.push(Arc::new(service));
         }
-        Ok(Self { services })
+        let client = reqwest::Client::builder()
+            .timeout(PING_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { services, client })
+    }
+
+    /// `POST /appservice/{appserviceId}/ping`: `POST {url}/_matrix/app/v1/ping` with the
+    /// `hs_token`; how long it took, or the spec's error (`M_URL_NOT_SET`,
+    /// `M_CONNECTION_TIMEOUT`, `M_CONNECTION_FAILED`, `M_BAD_STATUS`). `by` is the service whose
+    /// token the request carried: a service pings only itself.
+    pub async fn ping(
+        &self,
+        by: Option<&str>,
+        id: &str,
+        transaction_id: Option<ruma::OwnedTransactionId>,
+    ) -> Result<std::time::Duration> {
+        use ruma::api::{
+            OutgoingRequestExt, appservice::ping::send_ping::v1 as send_ping,
+            error::BadStatusErrorData,
+        };
+        let service = match self.by_id(id) {
+            Some(service) if by == Some(id) => service,
+            _ => {
+                return Err(Error::forbidden(
+                    "Provided access token is not for this appservice",
+                ));
+            }
+        };
+        let Some(url) = &service.registration.url else {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::UrlNotSet,
+                "Application service has no URL",
+            ));
+        };
+        let mut request = send_ping::Request::new();
+        request.transaction_id = transaction_id;
+        let request = request
+            .try_into_http_request::<Vec<u8>>(
+                url.trim_end_matches('/'),
+                &service.registration.hs_token,
+                (),
+            )
+            .map_err(Error::internal)?;
+        let request = reqwest::Request::try_from(request).map_err(Error::internal)?;
+        let started = std::time::Instant::now();
+        let response = match self.client.execute(request).await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Err(Error::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorKind::ConnectionTimeout,
+                    "Connection to application service timed out",
+                ));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::ConnectionFailed,
+                    format!("Connection to application service failed: {e}"),
+                ));
+            }
+        };
+        let duration = started.elapsed();
+        let status = response.status();
+        if status.is_success() {
+            return Ok(duration);
+        }
+        let mut data = BadStatusErrorData::new();
+        data.status = Some(status);
+        data.body = Some(read_at_most(response, PING_BODY_LIMIT).await);
+        Err(Error::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::BadStatus(data),
+            "Ping returned error status",
+        ))
     }
 
     pub fn all(&self) -> &[Arc<AppService>] {
@@ -256,6 +339,19 @@ impl AppServices {
             appservice: Some(service.registration.id.clone()),
         })
     }
+}
+
+/// The start of an answer's body as text (what could be read of it within `limit` bytes).
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= limit {
+            body.truncate(limit);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn exclusive(message: &'static str) -> Error {
