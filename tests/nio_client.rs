@@ -185,6 +185,8 @@ async fn appservice_bridge() {
         )
         .await;
     assert_error(&by_a_user, 400, "M_EXCLUSIVE");
+    let available = "/_matrix/client/v3/register/available?username=bridge_evil";
+    assert_error(&server.get(available, None).await, 400, "M_EXCLUSIVE");
 
     // Aliases inside the exclusive namespace: not for users.
     let (status, created) = server

@@ -83,6 +83,24 @@ async def main():
                     for user in users:
                         ephemeral.append(("m.receipt", event.room_id, (event_id, user)))
 
+    # Queries: the bridge makes a ghost or a portal room when the appliance asks about one.
+    async def query_user(user_id):
+        if user_id != UserID(f"@bridge_carol:{DOMAIN}"):
+            return None
+        ghost = appservice.intent.user(user_id)
+        await ghost.ensure_registered()
+        await ghost.set_displayname("Carol (bridged)")
+        # mautrix answers 404 for an empty (falsy) answer.
+        return {"created": True}
+
+    async def query_alias(alias):
+        if alias != f"#bridge_lobby:{DOMAIN}":
+            return None
+        await appservice.intent.create_room(alias_localpart="bridge_lobby", is_direct=False)
+        return {"created": True}
+
+    appservice.query_user = query_user
+    appservice.query_alias = query_alias
     await appservice.start(host="127.0.0.1", port=state["port"])
     room, alice = state["room"], state["alice_token"]
     try:
@@ -102,6 +120,22 @@ async def main():
                 )
                 check(status == 200, "alice invites the ghost")
                 await ghost.join_room_by_id(room)
+                status, profile = await client(
+                    session, base, "GET",
+                    f"/_matrix/client/v3/profile/@bridge_carol:{DOMAIN}", alice,
+                )
+                check(
+                    status == 200 and profile.get("displayname") == "Carol (bridged)",
+                    f"a profile lookup makes the bridge create its ghost ({status} {profile})",
+                )
+                status, lobby = await client(
+                    session, base, "GET",
+                    f"/_matrix/client/v3/directory/room/%23bridge_lobby:{DOMAIN}", alice,
+                )
+                check(
+                    status == 200 and lobby["room_id"].startswith("!"),
+                    f"an alias lookup makes the bridge create its portal ({status} {lobby})",
+                )
                 status, _ = await client(
                     session, base, "PUT",
                     f"/_matrix/client/v3/rooms/{room}/send/m.room.message/live1", alice,

@@ -67,10 +67,8 @@ async fn get_alias(
     State(services): State<AppState>,
     request: Ruma<get_alias::Request>,
 ) -> ApiResult<get_alias::Response> {
-    let (room_id, servers) = services
-        .directory
-        .resolve_alias(&request.body.room_alias)
-        .await?;
+    let (room_id, servers) =
+        crate::services::appservice::resolve_alias(&services, &request.body.room_alias).await?;
     Ok(get_alias::Response::new(room_id, servers).into())
 }
 

@@ -23,6 +23,7 @@ pub async fn get_profile(
     State(services): State<AppState>,
     request: Ruma<get_profile::Request>,
 ) -> ApiResult<get_profile::Response> {
+    crate::services::appservice::ensure_user(&services, &request.body.user_id).await?;
     let mut response = get_profile::Response::new();
     response.data = services.users.profile(&request.body.user_id, None).await?;
     Ok(response.into())
@@ -33,6 +34,7 @@ pub async fn get_display_name(
     State(services): State<AppState>,
     request: Ruma<get_display_name::Request>,
 ) -> ApiResult<get_display_name::Response> {
+    crate::services::appservice::ensure_user(&services, &request.body.user_id).await?;
     let profile = services
         .users
         .profile(&request.body.user_id, Some(&ProfileFieldName::DisplayName))
@@ -70,6 +72,7 @@ pub async fn get_avatar_url(
     State(services): State<AppState>,
     request: Ruma<get_avatar_url::Request>,
 ) -> ApiResult<get_avatar_url::Response> {
+    crate::services::appservice::ensure_user(&services, &request.body.user_id).await?;
     let profile = services
         .users
         .profile(&request.body.user_id, Some(&ProfileFieldName::AvatarUrl))

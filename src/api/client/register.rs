@@ -175,6 +175,9 @@ pub async fn username_available(
             "User ID already taken",
         ));
     }
+    services
+        .appservices
+        .check_user_not_exclusive(&user_id, None)?;
     Ok(username_availability::Response::new(true).into())
 }
 

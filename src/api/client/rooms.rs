@@ -213,6 +213,7 @@ pub async fn invite_user(
         .await?;
         return Ok(invite_user::Response::new().into());
     }
+    crate::services::appservice::ensure_user(&services, &invitee).await?;
     if !services.users.exists(&invitee).await? {
         return Err(Error::not_found(format!(
             "No such user on this server: {invitee}"

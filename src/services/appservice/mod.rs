@@ -134,6 +134,74 @@ impl AppServices {
         Ok(Self { services, client })
     }
 
+    /// Asks the services whose user namespace holds `user` (a user of this server that does not
+    /// exist) whether it exists for them: a bridge creates its ghost when asked. Whether one
+    /// answered `200` (the caller then looks again).
+    pub async fn query_user(&self, user: &UserId) -> bool {
+        use ruma::api::appservice::query::query_user_id::v1 as query;
+        for service in &self.services {
+            if service.is_interested_in_user(user.as_str())
+                && self
+                    .query(service, query::Request::new(user.to_owned()))
+                    .await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// As [`Self::query_user`] for an alias of this server that is not known: a bridge creates
+    /// the room (a portal) when asked.
+    pub async fn query_alias(&self, alias: &RoomAliasId) -> bool {
+        use ruma::api::appservice::query::query_room_alias::v1 as query;
+        for service in &self.services {
+            if service.is_interested_in_alias(alias.as_str())
+                && self
+                    .query(service, query::Request::new(alias.to_owned()))
+                    .await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends a query to a service (bounded by [`PING_TIMEOUT`]); whether it answered `200`.
+    async fn query<R>(&self, service: &AppService, request: R) -> bool
+    where
+        R: ruma::api::OutgoingRequest<
+                PathBuilder = ruma::api::path_builder::SinglePath,
+                Authentication = ruma::api::appservice::HomeserverToken,
+            >,
+    {
+        use ruma::api::OutgoingRequestExt;
+        let Some(url) = &service.registration.url else {
+            return false;
+        };
+        let request = match request.try_into_http_request::<Vec<u8>>(
+            url.trim_end_matches('/'),
+            &service.registration.hs_token,
+            (),
+        ) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(appservice = %service.registration.id, error = %e, "query");
+                return false;
+            }
+        };
+        let Ok(request) = reqwest::Request::try_from(request) else {
+            return false;
+        };
+        match self.client.execute(request).await {
+            Ok(response) => response.status().is_success(),
+            Err(e) => {
+                tracing::warn!(appservice = %service.registration.id, error = %e, "query failed");
+                false
+            }
+        }
+    }
+
     /// `POST /appservice/{appserviceId}/ping`: `POST {url}/_matrix/app/v1/ping` with the
     /// `hs_token`; how long it took, or the spec's error (`M_URL_NOT_SET`,
     /// `M_CONNECTION_TIMEOUT`, `M_CONNECTION_FAILED`, `M_BAD_STATUS`). `by` is the service whose
@@ -352,6 +420,40 @@ async fn read_at_most(mut response: reqwest::Response, limit: usize) -> String {
         }
     }
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// [`Directory::resolve_alias`](crate::services::directory::Directory::resolve_alias), asking
+/// the application services of the alias's namespace when a local alias is unknown.
+pub async fn resolve_alias(
+    services: &crate::services::Services,
+    alias: &RoomAliasId,
+) -> Result<(ruma::OwnedRoomId, Vec<ruma::OwnedServerName>)> {
+    match services.directory.resolve_alias(alias).await {
+        Err(Error::Matrix { status, .. })
+            if status == StatusCode::NOT_FOUND
+                && alias.server_name() == services.server_name
+                && services.appservices.query_alias(alias).await =>
+        {
+            services.directory.resolve_alias(alias).await
+        }
+        other => other,
+    }
+}
+
+/// Asks the application services of the user's namespace about a user of this server that
+/// does not exist (before a profile lookup or an invite), so that a bridge can create it.
+pub async fn ensure_user(services: &crate::services::Services, user: &UserId) -> Result<()> {
+    if user.server_name() == services.server_name
+        && services
+            .appservices
+            .services
+            .iter()
+            .any(|s| s.is_interested_in_user(user.as_str()))
+        && !services.users.exists(user).await?
+    {
+        services.appservices.query_user(user).await;
+    }
+    Ok(())
 }
 
 fn exclusive(message: &'static str) -> Error {

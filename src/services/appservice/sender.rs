@@ -138,11 +138,20 @@ async fn step(
     let id = service.registration.id.clone();
     let row = {
         let id = id.clone();
-        db.write(move |tx| {
-            let position = current_stream_position(tx)?;
-            Ok::<_, Error>(store::get_or_create(tx, &id, position)?)
-        })
-        .await?
+        db.read(move |c| store::get(c, &id).map_err(Error::from))
+            .await?
+    };
+    // Written once, when the service is new: a read per step otherwise.
+    let row = match row {
+        Some(row) => row,
+        None => {
+            let id = id.clone();
+            db.write(move |tx| {
+                let position = current_stream_position(tx)?;
+                Ok::<_, Error>(store::get_or_create(tx, &id, position)?)
+            })
+            .await?
+        }
     };
     let now = now_ms();
     if let Some(retry_at) = row.retry_at.filter(|at| *at > now) {

@@ -48,7 +48,7 @@ pub async fn knock_room(
 ) -> Result<OwnedRoomId> {
     let (room_id, alias_servers) = match <&RoomId>::try_from(room) {
         Ok(room_id) => (room_id.to_owned(), Vec::new()),
-        Err(alias) => services.directory.resolve_alias(alias).await?,
+        Err(alias) => crate::services::appservice::resolve_alias(services, alias).await?,
     };
     if services.rooms.is_resident(&room_id).await? {
         services
