@@ -97,7 +97,12 @@ async fn run(services: Arc<Services>, service: Arc<AppService>, shutdown: Shutdo
             Next::More => continue,
             Next::Idle => {
                 tokio::select! {
-                    _ = stream.changed() => {}
+                    changed = stream.changed() => {
+                        // The stream's sender lives as long as the server.
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
                     () = shutdown.stopping() => return,
                 }
             }
