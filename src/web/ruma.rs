@@ -82,12 +82,29 @@ pub struct Ruma<T> {
     /// The authenticated sender; always `Some` for endpoints that require a token.
     pub sender: Option<Identity>,
     pub client_ip: IpAddr,
+    /// The request's method and path, and its JSON body as sent (`{}` when empty): for what
+    /// ruma's types leave out (extra member content on `/join`) and for binding a UIA session
+    /// to the request that started it.
+    pub method: http::Method,
+    pub path: String,
+    pub json: bytes::Bytes,
 }
 
 impl<T> Ruma<T> {
     /// The sender of an endpoint that requires authentication.
     pub fn sender(&self) -> Result<&Identity> {
         self.sender.as_ref().ok_or_else(Error::missing_token)
+    }
+
+    /// The request as a UIA session is bound to it: method, path, and the body's parameters
+    /// when a signed-in user sends it.
+    pub fn uia_operation(&self) -> crate::services::uiaa::Operation {
+        crate::services::uiaa::Operation::new(
+            &self.method,
+            &self.path,
+            &self.json,
+            self.sender.is_some(),
+        )
     }
 }
 
@@ -138,13 +155,21 @@ where
         check_known_panics::<T>(&bytes)?;
         // Clients (matrix-nio among them) send no body at all where every field is optional,
         // e.g. to `/join`; like Synapse, take that as `{}`.
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let bytes = if bytes.is_empty() {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+        let body = parse_without_panics::<T>(parts, &bytes, &path_args)?;
         Ok(Self {
             body,
             sender,
             client_ip,
+            method,
+            path,
+            json: bytes,
         })
     }
 }

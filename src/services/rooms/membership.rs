@@ -2,7 +2,7 @@
 //! whose validity the authorization rules decide.
 
 use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Appended, EventDraft, Rooms};
 use crate::{
@@ -14,12 +14,15 @@ use crate::{
 pub type Profile = (Option<String>, Option<String>);
 
 impl Rooms {
+    /// Joins a room this server holds. `extra` is the member content the client asked for
+    /// (`reason` and any other field of the `/join` body, kept as Synapse keeps them); the
+    /// profile fills `displayname` and `avatar_url` where it does not set them.
     pub async fn join(
         &self,
         room_id: &RoomId,
         user: &UserId,
         profile: Profile,
-        reason: Option<String>,
+        extra: Map<String, Value>,
     ) -> Result<Appended> {
         self.room_version(room_id)
             .await
@@ -29,9 +32,8 @@ impl Rooms {
             self.limits.local_join(user).await?;
         }
         self.limits.event(user, false).await?;
-        let mut content = member_content("join", reason);
-        with_profile(&mut content, profile);
-        self.set_member(room_id, user, user, content).await
+        let content = join_content(extra, profile);
+        self.set_member(room_id, user, user, Value::Object(content)).await
     }
 
     pub async fn invite(
@@ -152,6 +154,20 @@ fn member_content(membership: &str, reason: Option<String>) -> Value {
         content["reason"] = json!(reason);
     }
     content
+}
+
+/// The content of a join: the client's fields, the profile where they leave it out, and
+/// `membership` (which the client cannot choose).
+pub fn join_content(mut extra: Map<String, Value>, (name, avatar): Profile) -> Map<String, Value> {
+    for (key, value) in [("displayname", name), ("avatar_url", avatar)] {
+        if let Some(value) = value
+            && !extra.contains_key(key)
+        {
+            extra.insert(key.to_owned(), json!(value));
+        }
+    }
+    extra.insert("membership".to_owned(), json!("join"));
+    extra
 }
 
 fn with_profile(content: &mut Value, (name, avatar): Profile) {

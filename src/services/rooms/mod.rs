@@ -66,7 +66,7 @@ pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
 pub use federation::{Arrival, IncomingPdu, PduOutcome, PreparedPdu, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
-pub use membership::Profile;
+pub use membership::{Profile, join_content};
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};
@@ -167,7 +167,9 @@ impl Rooms {
         self.stream.send_modify(|_| {});
     }
 
-    /// Adds one event to a room, checked against the authorization rules.
+    /// Adds one event to a room, checked against the authorization rules. A state event that
+    /// repeats the current one (same sender and content) is not added again: the current
+    /// one is answered (`append::existing_state`).
     pub async fn append(
         &self,
         room_id: &RoomId,
@@ -183,6 +185,9 @@ impl Rooms {
                     server_name: &server_name,
                     key: &key,
                 };
+                if let Some(existing) = append::existing_state(tx, &room_id, &sender, &draft)? {
+                    return Ok(existing);
+                }
                 append_event(tx, &signer, Target::Room(&room_id), &sender, draft)
             })
             .await?;
@@ -284,6 +289,27 @@ impl Rooms {
                 "{user_id} is not in room {room_id}"
             ))),
         }
+    }
+
+    /// The ID of the room's current state event of `(event_type, state_key)`, if any.
+    pub async fn current_state_event_id(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let (room, kind, key) = (
+            room_id.to_string(),
+            event_type.to_owned(),
+            state_key.to_owned(),
+        );
+        let id = self
+            .db
+            .read(move |c| store::current_state_event(c, &room, &kind, &key).map_err(Error::from))
+            .await?;
+        id.map(OwnedEventId::try_from)
+            .transpose()
+            .map_err(Error::internal)
     }
 
     /// Who sent an event this server has, for telling moderators' redactions apart.
