@@ -160,6 +160,7 @@ where
         } else {
             bytes
         };
+        let bytes = fill_optional_fields::<T>(bytes);
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
         let body = parse_without_panics::<T>(parts, &bytes, &path_args)?;
@@ -284,6 +285,26 @@ fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fields the spec makes optional but ruma's type requires, filled with Synapse's default
+/// before ruma parses the body: `timeout` of a typing notice (30 s) when `typing` is true.
+fn fill_optional_fields<T: 'static>(bytes: Bytes) -> Bytes {
+    use std::any::TypeId;
+    type Typing = ruma::api::client::typing::create_typing_event::v3::Request;
+    if TypeId::of::<T>() != TypeId::of::<Typing>() {
+        return bytes;
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(mut body)
+            if body.get("typing") == Some(&serde_json::Value::Bool(true))
+                && !body.contains_key("timeout") =>
+        {
+            body.insert("timeout".to_owned(), 30_000.into());
+            serde_json::to_vec(&body).map(Bytes::from).unwrap_or(bytes)
+        }
+        _ => bytes,
+    }
 }
 
 /// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does

@@ -83,7 +83,10 @@ async fn send(
 }
 
 fn string_field(content: &Value, field: &str) -> Option<String> {
-    content.get(field).and_then(Value::as_str).map(str::to_owned)
+    content
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// The member event now in force for `target` (what a join or invite through another path
@@ -99,4 +102,3 @@ async fn member_event_id(
         .await?
         .ok_or_else(|| Error::internal("the member event just sent is not in the room state"))
 }
-

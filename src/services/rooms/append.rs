@@ -247,8 +247,7 @@ pub fn existing_state(
         return Ok(None);
     };
     let kind = draft.kind.to_string();
-    let Some(event_id) = store::current_state_event(tx, room_id.as_str(), &kind, state_key)?
-    else {
+    let Some(event_id) = store::current_state_event(tx, room_id.as_str(), &kind, state_key)? else {
         return Ok(None);
     };
     let Some(row) = store::get_event(tx, &event_id)? else {

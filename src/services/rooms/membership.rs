@@ -33,7 +33,8 @@ impl Rooms {
         }
         self.limits.event(user, false).await?;
         let content = join_content(extra, profile);
-        self.set_member(room_id, user, user, Value::Object(content)).await
+        self.set_member(room_id, user, user, Value::Object(content))
+            .await
     }
 
     pub async fn invite(
