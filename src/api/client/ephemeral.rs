@@ -68,7 +68,7 @@ pub async fn create_receipt(
         ReceiptThread::Thread(id) => id.to_string(),
         _ => String::new(),
     };
-    match body.receipt_type {
+    match &body.receipt_type {
         ReceiptType::FullyRead if !thread.is_empty() => {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
