@@ -1512,6 +1512,26 @@ async fn a_profile_change_reaches_every_joined_room() {
         find_state(&before, "m.room.member", &alice.user_id).unwrap()["event_id"],
         find_state(&after, "m.room.member", &alice.user_id).unwrap()["event_id"]
     );
+
+    // In many rooms the change goes on after the answer (stored as waiting, so that a restart
+    // still finishes it); every room gets it.
+    let mut rooms = vec![first.clone(), second.clone()];
+    for _ in 0..10 {
+        rooms.push(create_room(&server, alice, json!({})).await);
+    }
+    set_displayname(&server, alice, "Alice C.").await;
+    for room in &rooms {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (_, member) =
+                get_state(&server, alice, room, "m.room.member", &alice.user_id).await;
+            if member["displayname"] == "Alice C." {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{room}: {member}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Whoever of the two is joined to `room` (alice created `first`, bob the other).

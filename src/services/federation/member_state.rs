@@ -12,7 +12,10 @@ use serde_json::Value;
 use super::{invites, joins};
 use crate::{
     error::{Error, Result},
-    services::{Services, rooms::EventDraft},
+    services::{
+        Services,
+        rooms::{EventDraft, Profile, join_content},
+    },
 };
 
 /// Sends `sender`'s member event about `target` with `content`; answers its event ID (the
@@ -30,16 +33,17 @@ pub async fn set_member_state(
         return Err(Error::bad_json("A member event needs a membership"));
     };
     let membership = MembershipState::from(membership.as_str());
-    let current = services.rooms.membership(room_id, sender).await?;
     match membership {
-        MembershipState::Join if target == sender && current.as_deref() != Some("join") => {
+        // As Synapse: a join (or invite) that leaves out the name or avatar gets the profile's.
+        MembershipState::Join if target == sender => {
             let Value::Object(extra) = content else {
                 return Err(Error::bad_json("Event content must be a JSON object"));
             };
-            let profile = match services.users.get(sender).await? {
-                Some(user) => (user.displayname, user.avatar_url),
-                None => (None, None),
-            };
+            let profile = profile(services, sender).await?;
+            if services.rooms.membership(room_id, sender).await?.as_deref() == Some("join") {
+                let content = Value::Object(join_content(extra, profile));
+                return send(services, room_id, sender, &target, content).await;
+            }
             let room = <&ruma::RoomOrAliasId>::from(room_id);
             joins::join_room(services, sender, room, &[], profile, extra).await?;
             member_event_id(services, room_id, &target).await
@@ -57,10 +61,26 @@ pub async fn set_member_state(
                 )));
             }
             services.limits.invite(sender, room_id, &target).await?;
-            send(services, room_id, sender, &target, content).await
+            let Value::Object(mut content) = content else {
+                return Err(Error::bad_json("Event content must be a JSON object"));
+            };
+            let (name, avatar) = profile(services, &target).await?;
+            for (key, value) in [("displayname", name), ("avatar_url", avatar)] {
+                if let Some(value) = value {
+                    content.entry(key).or_insert(Value::String(value));
+                }
+            }
+            send(services, room_id, sender, &target, Value::Object(content)).await
         }
         _ => send(services, room_id, sender, &target, content).await,
     }
+}
+
+async fn profile(services: &Services, user: &UserId) -> Result<Profile> {
+    Ok(match services.users.get(user).await? {
+        Some(user) => (user.displayname, user.avatar_url),
+        None => (None, None),
+    })
 }
 
 async fn send(

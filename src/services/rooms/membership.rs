@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{Appended, EventDraft, Rooms};
 use crate::{
     error::{Error, Result},
-    storage::rooms as store,
+    storage::{rooms as store, users as users_store},
 };
 
 /// Profile fields copied into a member event.
@@ -180,7 +180,56 @@ fn with_profile(content: &mut Value, (name, avatar): Profile) {
     }
 }
 
+/// A profile change reaches at most this many joined rooms before the answer; with more, the
+/// copy goes on after it (durably: `pending_profile_updates`).
+pub const INLINE_PROFILE_ROOMS: usize = 10;
+
 impl Rooms {
+    /// Copies `user`'s waiting profile change, if any, into their member events
+    /// ([`Self::update_profile`]), then marks it done unless a newer change came meanwhile.
+    pub async fn finish_profile_update(&self, user: &UserId) -> Result<()> {
+        let id = user.to_string();
+        let (generation, row) = self
+            .db
+            .read(move |c| {
+                Ok::<_, Error>((
+                    users_store::pending_profile_generation(c, &id)?,
+                    users_store::get_user(c, &id)?,
+                ))
+            })
+            .await?;
+        let Some(generation) = generation else {
+            return Ok(());
+        };
+        if let Some(row) = row.filter(|row| !row.deactivated) {
+            self.update_profile(user, (row.displayname, row.avatar_url))
+                .await?;
+        }
+        let id = user.to_string();
+        self.db
+            .write(move |tx| {
+                users_store::clear_profile_update(tx, &id, generation).map_err(Error::from)
+            })
+            .await
+    }
+
+    /// Every profile change a restart interrupted, finished (at start-up).
+    pub async fn finish_profile_updates(&self) -> Result<()> {
+        let pending = self
+            .db
+            .read(|c| users_store::pending_profile_updates(c).map_err(Error::from))
+            .await?;
+        for (user, _) in pending {
+            let Ok(user) = ruma::OwnedUserId::try_from(user) else {
+                continue;
+            };
+            if let Err(e) = self.finish_profile_update(&user).await {
+                tracing::warn!(%user, error = %e, "profile change not copied to rooms");
+            }
+        }
+        Ok(())
+    }
+
     /// Re-sends the user's join event with their new display name and avatar in every room they
     /// are joined to, as Synapse does: clients show names and avatars from member events. A
     /// room whose rules refuse the change keeps the old profile; the others still get it.

@@ -66,7 +66,7 @@ pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
 pub use federation::{Arrival, IncomingPdu, PduOutcome, PreparedPdu, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
-pub use membership::{Profile, join_content};
+pub use membership::{INLINE_PROFILE_ROOMS, Profile, join_content};
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};
@@ -97,6 +97,20 @@ pub fn federation_versions() -> Vec<RoomVersionId> {
         .filter_map(|v| RoomVersionId::try_from(v).ok())
         .filter(|v| federation_rules(v).is_some())
         .collect()
+}
+
+/// Finishes, in the background at start-up, the profile changes a restart interrupted before
+/// they reached every joined room (`Rooms::finish_profile_updates`).
+pub fn spawn_profile_updates(
+    services: &Arc<crate::services::Services>,
+    tasks: &crate::shutdown::BackgroundTasks,
+) {
+    let services = services.clone();
+    tasks.spawn(|_shutdown| async move {
+        if let Err(e) = services.rooms.finish_profile_updates().await {
+            tracing::warn!(error = %e, "cannot finish interrupted profile changes");
+        }
+    });
 }
 
 /// Publishes a stream position written and committed, waking /sync long-polls.
