@@ -149,7 +149,10 @@ async function main() {
     // Ignoring (Element's "Ignore" on a user): while bob ignores alice, the server sends him
     // none of her messages (asked through the SDK's own /messages request); un-ignored, they
     // are back.
+    const listSynced = waitFor(bob, sdk.ClientEvent.AccountData,
+        (event) => event.getType() === "m.ignored_user_list", "the ignore list at bob");
     await bob.setIgnoredUsers([aliceId]);
+    await listSynced;
     if (!bob.isUserIgnored(aliceId)) fail("bob's client does not know he ignores alice");
     await alice.sendMessage(roomId, { msgtype: "m.text", body: "while ignored" });
     await bob.sendMessage(roomId, { msgtype: "m.text", body: "after it" });
