@@ -294,7 +294,8 @@ async fn every_advertised_room_version_is_created_joined_and_upgraded() {
         let room = create_room(
             &server,
             &alice,
-            json!({"room_version": version, "preset": "public_chat", "name": format!("v{version}")}),
+            json!({"room_version": version, "preset": "public_chat",
+                   "name": format!("v{version}")}),
         )
         .await;
         let create = state(&server, &alice, &room, "m.room.create").await;
