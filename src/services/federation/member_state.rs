@@ -1,10 +1,11 @@
 //! `PUT /rooms/{roomId}/state/m.room.member/{userId}`: a member event sent as plain state,
 //! routed as Synapse routes it (to the membership paths) so that each transition keeps its own
 //! checks. The common use is one's own per-room display name or avatar (Element's
-//! `/myroomnick`): a join over one's join, with the content as sent. Joining a room one is not
-//! joined to goes through `/join`'s path (local or over federation); an invite of another
-//! server's user through `/invite`'s (their server countersigns it); everything else is a local
-//! state event that the authorization rules decide.
+//! `/myroomnick`): a join over one's join, with the content as sent (a name or avatar left out
+//! is the profile's, as Synapse fills it). Joining a room one is not joined to goes through
+//! `/join`'s path (local or over federation); an invite of another server's user through
+//! `/invite`'s (their server countersigns it); everything else is a local state event that the
+//! authorization rules decide.
 
 use ruma::{OwnedEventId, RoomId, UserId, events::room::member::MembershipState};
 use serde_json::Value;
