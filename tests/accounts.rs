@@ -458,3 +458,83 @@ async fn deactivation_ends_the_account_but_keeps_the_name() {
     );
     assert_error(&server.login("alice", "pw2").await, 403, "M_FORBIDDEN");
 }
+
+/// A UIA session belongs to the user and the request that started it: another request (other
+/// parameters, another endpoint) or another user cannot complete it; the request it was made
+/// for still can.
+#[tokio::test]
+async fn a_uia_session_is_bound_to_its_user_and_request() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw-alice").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let second = server.login_session("alice", "pw-alice").await;
+    let third = server.login_session("alice", "pw-alice").await;
+    const DELETE: &str = "/_matrix/client/v3/delete_devices";
+    let just_second = json!({"devices": [second.device_id]});
+    let (status, challenge) = server
+        .post(DELETE, alice.token(), just_second.clone())
+        .await;
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap();
+    let auth = |user: &str, password: &str| password_auth(user, password, Some(session));
+
+    // Other parameters: both devices instead of one (Synapse's 403 M_UNKNOWN).
+    let (status, body) = server
+        .post(
+            DELETE,
+            alice.token(),
+            json!({"devices": [second.device_id, third.device_id],
+                   "auth": auth("alice", "pw-alice")}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_UNKNOWN");
+    // Another endpoint.
+    let (status, body) = server
+        .post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "taken", "auth": auth("alice", "pw-alice")}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_UNKNOWN");
+    // Another user, with the same request and their own password.
+    let mut bobs = just_second.clone();
+    bobs["auth"] = auth("bob", "pw-bob");
+    let (status, body) = server.post(DELETE, bob.token(), bobs).await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+    // Nothing happened; the request the session was made for completes it.
+    for who in [&second, &third] {
+        assert_eq!(server.whoami(who.token().unwrap()).await.0, 200);
+    }
+    assert_error(&server.login("alice", "taken").await, 403, "M_FORBIDDEN");
+    let mut original = just_second;
+    original["auth"] = auth("alice", "pw-alice");
+    let (status, body) = server.post(DELETE, alice.token(), original).await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &server.whoami(second.token().unwrap()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(server.whoami(third.token().unwrap()).await.0, 200);
+
+    // A registration's session is nobody's: a signed-in user cannot spend it.
+    let (status, challenge) = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({"username": "carol", "password": "pw-carol"}),
+        )
+        .await;
+    assert_eq!(status, 401, "{challenge}");
+    let registration = challenge["session"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "taken",
+                   "auth": password_auth("alice", "pw-alice", Some(registration))}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+}

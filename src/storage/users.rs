@@ -105,26 +105,76 @@ pub fn deactivate(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
     )? == 1)
 }
 
+/// Sets the display name and marks the profile for copying into member events
+/// ([`pending_profile_updates`]).
 pub fn set_displayname(
     conn: &Connection,
     user_id: &str,
     name: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+    let changed = conn.execute(
         "UPDATE users SET displayname = ?2 WHERE user_id = ?1",
         params![user_id, name],
-    )? == 1)
+    )? == 1;
+    if changed {
+        mark_profile_pending(conn, user_id)?;
+    }
+    Ok(changed)
 }
 
+/// Sets the avatar URL and marks the profile for copying into member events.
 pub fn set_avatar_url(
     conn: &Connection,
     user_id: &str,
     url: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+    let changed = conn.execute(
         "UPDATE users SET avatar_url = ?2 WHERE user_id = ?1",
         params![user_id, url],
-    )? == 1)
+    )? == 1;
+    if changed {
+        mark_profile_pending(conn, user_id)?;
+    }
+    Ok(changed)
+}
+
+fn mark_profile_pending(conn: &Connection, user_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO pending_profile_updates (user_id, generation) VALUES (?1, 1)
+         ON CONFLICT (user_id) DO UPDATE SET generation = generation + 1",
+    )?
+    .execute([user_id])?;
+    Ok(())
+}
+
+/// Users whose profile changes still wait to be copied, with the generation of the change.
+pub fn pending_profile_updates(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("SELECT user_id, generation FROM pending_profile_updates")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// The generation of `user_id`'s waiting profile change, if one waits.
+pub fn pending_profile_generation(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT generation FROM pending_profile_updates WHERE user_id = ?1")?
+        .query_row([user_id], |row| row.get(0))
+        .optional()
+}
+
+/// The change of `generation` is copied; a newer one keeps its row.
+pub fn clear_profile_update(
+    conn: &Connection,
+    user_id: &str,
+    generation: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM pending_profile_updates WHERE user_id = ?1 AND generation = ?2",
+    )?
+    .execute(params![user_id, generation])?;
+    Ok(())
 }
 
 // ---- devices ----

@@ -82,12 +82,29 @@ pub struct Ruma<T> {
     /// The authenticated sender; always `Some` for endpoints that require a token.
     pub sender: Option<Identity>,
     pub client_ip: IpAddr,
+    /// The request's method and path, and its JSON body as sent (`{}` when empty): for what
+    /// ruma's types leave out (extra member content on `/join`) and for binding a UIA session
+    /// to the request that started it.
+    pub method: http::Method,
+    pub path: String,
+    pub json: bytes::Bytes,
 }
 
 impl<T> Ruma<T> {
     /// The sender of an endpoint that requires authentication.
     pub fn sender(&self) -> Result<&Identity> {
         self.sender.as_ref().ok_or_else(Error::missing_token)
+    }
+
+    /// The request as a UIA session is bound to it: method, path, and the body's parameters
+    /// when a signed-in user sends it.
+    pub fn uia_operation(&self) -> crate::services::uiaa::Operation {
+        crate::services::uiaa::Operation::new(
+            &self.method,
+            &self.path,
+            &self.json,
+            self.sender.is_some(),
+        )
     }
 }
 
@@ -138,13 +155,22 @@ where
         check_known_panics::<T>(&bytes)?;
         // Clients (matrix-nio among them) send no body at all where every field is optional,
         // e.g. to `/join`; like Synapse, take that as `{}`.
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let bytes = if bytes.is_empty() {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        let bytes = fill_optional_fields::<T>(bytes);
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+        let body = parse_without_panics::<T>(parts, &bytes, &path_args)?;
         Ok(Self {
             body,
             sender,
             client_ip,
+            method,
+            path,
+            json: bytes,
         })
     }
 }
@@ -259,6 +285,26 @@ fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fields the spec makes optional but ruma's type requires, filled with Synapse's default
+/// before ruma parses the body: `timeout` of a typing notice (30 s) when `typing` is true.
+fn fill_optional_fields<T: 'static>(bytes: Bytes) -> Bytes {
+    use std::any::TypeId;
+    type Typing = ruma::api::client::typing::create_typing_event::v3::Request;
+    if TypeId::of::<T>() != TypeId::of::<Typing>() {
+        return bytes;
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(mut body)
+            if body.get("typing") == Some(&serde_json::Value::Bool(true))
+                && !body.contains_key("timeout") =>
+        {
+            body.insert("timeout".to_owned(), 30_000.into());
+            serde_json::to_vec(&body).map(Bytes::from).unwrap_or(bytes)
+        }
+        _ => bytes,
+    }
 }
 
 /// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does

@@ -67,6 +67,7 @@ pub async fn change_password(
             request.body.auth.as_ref(),
             &password_flow(),
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     services
@@ -95,6 +96,7 @@ pub async fn deactivate(
             request.body.auth.as_ref(),
             &password_flow(),
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     services.users.deactivate(&sender.user_id).await?;

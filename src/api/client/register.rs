@@ -35,6 +35,7 @@ pub async fn register(
         return Err(Error::forbidden("Registration has been disabled"));
     }
     services.registration_limit.peek(&request.client_ip)?;
+    let operation = request.uia_operation();
     let body = request.body;
     // The password first, then the name, both before the auth stages (Synapse's order): no
     // registration token is spent on an account that cannot be made.
@@ -55,7 +56,13 @@ pub async fn register(
     }
     let completed = services
         .uiaa
-        .authenticate(&services, body.auth.as_ref(), &registration.flows(), None)
+        .authenticate(
+            &services,
+            body.auth.as_ref(),
+            &registration.flows(),
+            None,
+            &operation,
+        )
         .await?;
     let Some(password) = body.password else {
         return Err(Error::missing_param("A password is required"));

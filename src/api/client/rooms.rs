@@ -47,6 +47,26 @@ fn raw_object<T>(raw: &ruma::serde::Raw<T>, what: &str) -> Result<Map<String, Va
         .map_err(|e| Error::bad_json(format!("Invalid {what}: {e}")))
 }
 
+/// The member content a `/join` body asks for: every field but those the endpoint itself
+/// reads (`reason` stays: it belongs in the event), as Synapse keeps them.
+fn join_extra_content(json: &[u8]) -> Result<Map<String, Value>> {
+    let mut body: Map<String, Value> = serde_json::from_slice(json)
+        .map_err(|e| Error::bad_json(format!("Invalid request body: {e}")))?;
+    for field in [
+        "membership",
+        "third_party_signed",
+        "via",
+        "server_name",
+        "join_authorised_via_users_server",
+    ] {
+        body.remove(field);
+    }
+    if body.get("reason").is_some_and(|r| !r.is_string()) {
+        return Err(Error::bad_json("reason must be a string"));
+    }
+    Ok(body)
+}
+
 /// `POST /_matrix/client/v3/createRoom`
 pub async fn create_room(
     State(services): State<AppState>,
@@ -138,7 +158,7 @@ pub async fn join_room_by_id(
         <&ruma::RoomOrAliasId>::from(&*room_id),
         &[],
         profile(&services, &user).await?,
-        request.body.reason.clone(),
+        join_extra_content(&request.json)?,
     )
     .await?;
     Ok(join_room_by_id::Response::new(room_id).into())
@@ -156,7 +176,7 @@ pub async fn join_room_by_id_or_alias(
         &request.body.room_id_or_alias,
         &request.body.via,
         profile(&services, &user).await?,
-        request.body.reason.clone(),
+        join_extra_content(&request.json)?,
     )
     .await?;
     Ok(join_by_id_or_alias::Response::new(room_id).into())
