@@ -453,20 +453,33 @@ pub fn unread_counts(
 
 /// Runs one event through the ruleset.
 fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> Outcome {
+    outcome_of(&evaluate_actions(ruleset, context, json))
+}
+
+/// The actions the ruleset gives one event.
+fn evaluate_actions(
+    ruleset: &Ruleset,
+    context: &PushConditionRoomCtx,
+    json: String,
+) -> Vec<Action> {
     // ruma flattens the event with serde_json and panics when it cannot (nested too deep, only
     // from an older version); such an event is never shown, so it never notifies either.
     if stored::nesting_depth(&json) > stored::MAX_EVENT_DEPTH {
-        return Outcome::Silent;
+        return Vec::new();
     }
     let raw: Raw<Value> = match serde_json::value::RawValue::from_string(json) {
         Ok(json) => Raw::from_json(json),
-        Err(_) => return Outcome::Silent,
+        Err(_) => return Vec::new(),
     };
     // The rules run synchronously: without thread subscriptions (MSC4306) no condition waits.
-    let actions = ruleset
+    ruleset
         .get_actions(&raw, context)
         .now_or_never()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_vec()
+}
+
+fn outcome_of(actions: &[Action]) -> Outcome {
     if !actions.iter().any(Action::should_notify) {
         Outcome::Silent
     } else if actions.iter().any(Action::is_highlight) {
@@ -474,6 +487,60 @@ fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> 
     } else {
         Outcome::Notify
     }
+}
+
+/// The actions of one event for `user` when they notify (`None`: silent), by the same rules and
+/// evaluation as the counts of [`unread_counts`], so that pushes, `/notifications` and /sync's
+/// counts agree. `contexts` keeps each room's context between calls of one batch.
+pub fn notifying_actions(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    stream_ordering: i64,
+    rules: &UserRules,
+    evaluated: &EvaluatedActions,
+    contexts: &mut HashMap<ruma::OwnedRoomId, PushConditionRoomCtx>,
+) -> Result<Option<Vec<Action>>> {
+    let key = evaluated.key(rules, user, stream_ordering);
+    if evaluated.get(key) == Some(Outcome::Silent) {
+        return Ok(None);
+    }
+    let context = match contexts.get(room_id) {
+        Some(context) => context,
+        None => contexts
+            .entry(room_id.to_owned())
+            .or_insert(room_context(conn, room_id, user)?),
+    };
+    let Some(json) = store::event_json(conn, stream_ordering)? else {
+        return Ok(None);
+    };
+    let actions = evaluate_actions(&rules.ruleset, context, json);
+    let outcome = outcome_of(&actions);
+    evaluated.insert(key, outcome);
+    Ok((outcome != Outcome::Silent).then_some(actions))
+}
+
+/// The badge of a push (the `unread` count of the Push Gateway API), as Synapse counts it by
+/// default: the rooms with unread notifications (those /sync counts), plus pending invites.
+pub fn badge(
+    conn: &Connection,
+    user: &UserId,
+    upto: i64,
+    rules: &UserRules,
+    evaluated: &EvaluatedActions,
+) -> Result<u64> {
+    let (joined, invites) = crate::storage::pushers::joined_rooms_and_invites(conn, user.as_str())?;
+    let mut badge = invites;
+    for room_id in joined {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room_id) else {
+            continue;
+        };
+        let counts = unread_counts(conn, &room_id, user, upto, rules, evaluated)?;
+        if counts.all.notifications > 0 {
+            badge += 1;
+        }
+    }
+    Ok(badge)
 }
 
 /// What push conditions know of a room: its member count, the user's display name in it (the
