@@ -394,30 +394,9 @@ pub fn unread_counts(
     evaluated: &EvaluatedActions,
 ) -> Result<UnreadCounts> {
     let mut counts = UnreadCounts::default();
-    let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some((membership, stream)) if membership == "join" => stream,
-        _ => return Ok(counts),
-    };
-    let events = store::unread_events(
-        conn,
-        room_id.as_str(),
-        user.as_str(),
-        joined_at,
-        upto,
-        MAX_EVALUATED,
-    )?;
     // Read only when an event has to be evaluated.
     let mut context = None;
-    // Threads (`None`: the main timeline) in which the user sent something newer.
-    let mut answered: HashSet<Option<String>> = HashSet::new();
-    for event in events {
-        if event.own {
-            answered.insert(event.thread_root);
-            continue;
-        }
-        if answered.contains(&event.thread_root) {
-            continue;
-        }
+    for event in unread_events(conn, room_id, user, upto)? {
         let key = evaluated.key(rules, user, event.stream_ordering);
         let outcome = match evaluated.get(key) {
             Some(outcome) => outcome,
@@ -449,6 +428,55 @@ pub fn unread_counts(
         }
     }
     Ok(counts)
+}
+
+/// The events of a room that are unread for `user` (newest first, at most [`MAX_EVALUATED`]
+/// looked at), before their rules are run: from others, since the user's latest membership
+/// event, not covered by a read receipt nor followed by the user's own event in the same thread.
+fn unread_events(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: i64,
+) -> Result<Vec<store::UnreadEvent>> {
+    let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
+        Some((membership, stream)) if membership == "join" => stream,
+        _ => return Ok(Vec::new()),
+    };
+    let events = store::unread_events(
+        conn,
+        room_id.as_str(),
+        user.as_str(),
+        joined_at,
+        upto,
+        MAX_EVALUATED,
+    )?;
+    // Threads (`None`: the main timeline) in which the user sent something newer.
+    let mut answered: HashSet<Option<String>> = HashSet::new();
+    Ok(events
+        .into_iter()
+        .filter(|event| {
+            if event.own {
+                answered.insert(event.thread_root.clone());
+                return false;
+            }
+            !answered.contains(&event.thread_root)
+        })
+        .collect())
+}
+
+/// The stream positions of the events /sync would count as unread in a room if their rules
+/// notify ([`unread_counts`]): `/notifications` marks the others `read`.
+pub fn unread_positions(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: i64,
+) -> Result<HashSet<i64>> {
+    Ok(unread_events(conn, room_id, user, upto)?
+        .into_iter()
+        .map(|event| event.stream_ordering)
+        .collect())
 }
 
 /// Runs one event through the ruleset.

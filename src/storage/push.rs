@@ -59,7 +59,7 @@ pub fn unread_events(
 /// Up to where the user has read each thread of a room (`""`: unthreaded receipts, `"main"`:
 /// the main timeline, else a thread root): the newest event of their `m.read` and
 /// `m.read.private` receipts.
-pub fn read_positions(
+fn read_positions(
     conn: &Connection,
     room_id: &str,
     user_id: &str,

@@ -176,19 +176,16 @@ pub struct Candidate {
     pub room_id: String,
     pub event_id: String,
     pub origin_server_ts: i64,
-    /// In a thread (`m.thread` relation): its root, for the read receipts of that thread.
-    pub thread_root: Option<String>,
 }
 
 const CANDIDATES: &str = "
-    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts,
-           CASE WHEN e.rel_type = 'm.thread' THEN e.relates_to END
+    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts
     FROM memberships m JOIN events e ON e.room_id = m.room_id
     WHERE m.user_id = ?1 AND m.membership = 'join'
       AND e.stream_ordering > max(?2, m.stream_ordering) AND e.stream_ordering < ?3
       AND e.sender != ?1 AND e.redacted_by IS NULL
     UNION ALL
-    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts, NULL
+    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts
     FROM memberships m JOIN events e ON e.event_id = m.event_id
     WHERE m.user_id = ?1 AND m.membership = 'invite'
       AND e.stream_ordering > ?2 AND e.stream_ordering < ?3 AND e.sender != ?1";
@@ -199,7 +196,6 @@ fn candidate_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         room_id: row.get(1)?,
         event_id: row.get(2)?,
         origin_server_ts: row.get(3)?,
-        thread_root: row.get(4)?,
     })
 }
 

@@ -521,6 +521,13 @@ async fn send(
     url: &url::Url,
     notification: &Notification,
 ) -> Result<Vec<String>, String> {
+    let notification_prio = notification.prio.clone();
+    let unread = notification.counts.unread;
+    let mut notification = serde_json::to_value(notification).map_err(|e| e.to_string())?;
+    // ruma leaves out the defaults (`prio` high, an unread count of 0); Synapse always sends
+    // both, and gateways written against it may expect them.
+    notification["prio"] = serde_json::json!(notification_prio.as_str());
+    notification["counts"]["unread"] = serde_json::json!(unread);
     let body = serde_json::to_vec(&serde_json::json!({ "notification": notification }))
         .map_err(|e| e.to_string())?;
     let answer = services

@@ -16,7 +16,7 @@
 
 pub mod delivery;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use http::StatusCode;
 use ruma::{
@@ -35,7 +35,7 @@ use super::{Services, json_depth, push};
 use crate::{
     error::{Error, Result},
     services::sessions::Identity,
-    storage::{now_ms, push as push_store, pushers as store, rooms as room_store},
+    storage::{now_ms, pushers as store, rooms as room_store},
 };
 
 /// The path every push gateway URL must have (Push Gateway API).
@@ -191,7 +191,7 @@ pub async fn notifications(
         .read(move |conn| {
             let rules = push::load_for_counting(conn, &user)?;
             let mut contexts = HashMap::new();
-            let mut read_up_to: HashMap<String, HashMap<String, i64>> = HashMap::new();
+            let mut unread: HashMap<OwnedRoomId, HashSet<i64>> = HashMap::new();
             let mut versions: HashMap<String, Option<RoomVersionId>> = HashMap::new();
             let mut notifications = Vec::new();
             let mut scanned = 0;
@@ -248,23 +248,18 @@ pub async fn notifications(
                     else {
                         continue;
                     };
-                    let positions = match read_up_to.get(&candidate.room_id) {
-                        Some(positions) => positions,
-                        None => read_up_to.entry(candidate.room_id.clone()).or_insert(
-                            push_store::read_positions(conn, &candidate.room_id, user.as_str())?,
-                        ),
+                    let unread = match unread.get(&room_id) {
+                        Some(unread) => unread,
+                        None => unread
+                            .entry(room_id.clone())
+                            .or_insert(push::unread_positions(conn, &room_id, &user, i64::MAX)?),
                     };
-                    let thread = candidate.thread_root.as_deref().unwrap_or("main");
-                    let read_to = positions
-                        .get("")
-                        .copied()
-                        .unwrap_or(0)
-                        .max(positions.get(thread).copied().unwrap_or(0));
+                    let read = !unread.contains(&candidate.stream_ordering);
                     let event = serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
                     notifications.push(Notification::new(
                         actions,
                         Raw::from_json(event),
-                        candidate.stream_ordering <= read_to,
+                        read,
                         room_id,
                         MilliSecondsSinceUnixEpoch(
                             UInt::try_from(candidate.origin_server_ts.max(0)).unwrap_or_default(),
