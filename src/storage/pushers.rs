@@ -178,18 +178,6 @@ pub struct Candidate {
     pub origin_server_ts: i64,
 }
 
-const CANDIDATES: &str = "
-    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts
-    FROM memberships m JOIN events e ON e.room_id = m.room_id
-    WHERE m.user_id = ?1 AND m.membership = 'join'
-      AND e.stream_ordering > max(?2, m.stream_ordering) AND e.stream_ordering < ?3
-      AND e.sender != ?1 AND e.redacted_by IS NULL
-    UNION ALL
-    SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts
-    FROM memberships m JOIN events e ON e.event_id = m.event_id
-    WHERE m.user_id = ?1 AND m.membership = 'invite'
-      AND e.stream_ordering > ?2 AND e.stream_ordering < ?3 AND e.sender != ?1";
-
 fn candidate_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
         stream_ordering: row.get(0)?,
@@ -197,6 +185,60 @@ fn candidate_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         event_id: row.get(2)?,
         origin_server_ts: row.get(3)?,
     })
+}
+
+/// The candidates in `(above, below)`, the oldest or the newest `limit` of them. Each joined room
+/// is read on its own (a bounded range scan of its stream index) and the rooms merged here: one
+/// query over all rooms would sort the user's whole history to find the newest few.
+fn candidates(
+    conn: &Connection,
+    user_id: &str,
+    above: i64,
+    below: i64,
+    limit: usize,
+    newest_first: bool,
+) -> rusqlite::Result<Vec<Candidate>> {
+    let rooms: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT room_id, stream_ordering FROM memberships
+             WHERE user_id = ?1 AND membership = 'join'",
+        )?
+        .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let mut in_room = conn.prepare_cached(&format!(
+        "SELECT stream_ordering, room_id, event_id, origin_server_ts FROM events
+         WHERE room_id = ?1 AND stream_ordering > ?2 AND stream_ordering < ?3
+           AND sender != ?4 AND redacted_by IS NULL
+         ORDER BY stream_ordering {order} LIMIT ?5"
+    ))?;
+    let mut found = Vec::new();
+    for (room_id, joined_at) in rooms {
+        // Only what came after the user's join (their latest membership event).
+        let rows = in_room.query_map(
+            params![room_id, above.max(joined_at), below, user_id, limit as i64],
+            candidate_of,
+        )?;
+        for row in rows {
+            found.push(row?);
+        }
+    }
+    let invites = conn
+        .prepare_cached(
+            "SELECT e.stream_ordering, e.room_id, e.event_id, e.origin_server_ts
+             FROM memberships m JOIN events e ON e.event_id = m.event_id
+             WHERE m.user_id = ?1 AND m.membership = 'invite'
+               AND e.stream_ordering > ?2 AND e.stream_ordering < ?3 AND e.sender != ?1",
+        )?
+        .query_map(params![user_id, above, below], candidate_of)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    found.extend(invites);
+    found.sort_by_key(|candidate| candidate.stream_ordering);
+    if newest_first {
+        found.reverse();
+    }
+    found.truncate(limit);
+    Ok(found)
 }
 
 /// The oldest `limit` candidates in `(after, upto]`: what delivery looks at next.
@@ -207,12 +249,7 @@ pub fn candidates_after(
     upto: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Candidate>> {
-    conn.prepare_cached(&format!("{CANDIDATES} ORDER BY 1 LIMIT ?4"))?
-        .query_map(
-            params![user_id, after, upto.saturating_add(1), limit as i64],
-            candidate_of,
-        )?
-        .collect()
+    candidates(conn, user_id, after, upto.saturating_add(1), limit, false)
 }
 
 /// The newest `limit` candidates before `before`: what `/notifications` looks at.
@@ -222,9 +259,7 @@ pub fn candidates_before(
     before: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Candidate>> {
-    conn.prepare_cached(&format!("{CANDIDATES} ORDER BY 1 DESC LIMIT ?4"))?
-        .query_map(params![user_id, 0, before, limit as i64], candidate_of)?
-        .collect()
+    candidates(conn, user_id, 0, before, limit, true)
 }
 
 /// The rooms the user is joined to, and how many invites they have (the badge of a push).

@@ -443,6 +443,36 @@ async fn pushes_reach_the_gateway_and_notifications_agree_with_sync() {
         .unwrap();
     assert_eq!(group_read["read"], true);
 
+    // An invite notifies the invited user: `user_is_target`, counted in the badge.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            bob.token(),
+            json!({"preset": "private_chat", "invite": [alice.user_id]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let invite_room = body["room_id"].as_str().unwrap().to_owned();
+    let mut invite = None;
+    for _ in 0..600 {
+        invite = gateway
+            .delivered("phone")
+            .into_iter()
+            .find(|n| n["room_id"] == invite_room.as_str());
+        if invite.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let invite = invite.expect("no push for the invite");
+    assert_eq!(invite["type"], "m.room.member", "{invite}");
+    assert_eq!(invite["user_is_target"], true);
+    assert_eq!(invite["content"]["membership"], "invite");
+    assert_eq!(
+        invite["prio"], "high",
+        "`.m.rule.invite_for_me` sets a sound"
+    );
+
     // `kind: null` deletes a pusher.
     let (status, body) = set_pusher(&server, &alice2, http_pusher("spare", &url, None)).await;
     assert_eq!(status, 200, "{body}");

@@ -11,7 +11,8 @@
 //! bad answer, or a request this server could not make. The IP policy is the URL-preview code's
 //! `IpPolicy`. Media downloads use the `*_streamed` forms, which hand the answer over with its
 //! body unread (the caller streams it to disk and bounds the time); `get_url_streamed` follows
-//! another server's redirect under the same IP policy and certificate checks.
+//! another server's redirect under the same IP policy and certificate checks; `post_json_to_url`
+//! reaches push gateways (http or https URLs) under the same IP policy.
 
 use std::{
     net::{IpAddr, SocketAddr},

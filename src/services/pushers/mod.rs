@@ -278,3 +278,23 @@ pub async fn notifications(
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_urls_need_the_notify_path() {
+        assert!(gateway_url("https://push.example.org/_matrix/push/v1/notify").is_ok());
+        assert!(gateway_url("http://10.0.0.5:5000/_matrix/push/v1/notify").is_ok());
+        for refused in [
+            "https://push.example.org/",
+            "https://push.example.org/_matrix/push/v1/notify/",
+            "ftp://push.example.org/_matrix/push/v1/notify",
+            "/_matrix/push/v1/notify",
+            "not a url",
+        ] {
+            assert!(gateway_url(refused).is_err(), "{refused}");
+        }
+    }
+}
