@@ -33,6 +33,10 @@
 //! computed when the event arrived). [`EvaluatedActions`] is bounded (about 1 MiB); remembering cut
 //! what was 70 % of an initial sync's time. The room context (member count, display name, power
 //! levels) is that of the first evaluation, as with Synapse's stored actions.
+//!
+//! Push delivery and `/notifications` (`services/pushers/`) judge events with the same
+//! evaluation ([`notifying_actions`], [`unread_positions`], [`badge`]), so that what a phone is
+//! pushed, what `/notifications` lists and what /sync counts agree.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
