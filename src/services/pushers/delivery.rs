@@ -302,7 +302,7 @@ async fn work(
             let (user, app_id, pushkey) = key_of(&pusher);
             match outcome {
                 Ok(rejected) if rejected.contains(&pusher.pushkey) => {
-                    tracing::info!(%user, %app_id, "pushkey rejected by the gateway; pusher removed");
+                    tracing::info!(%user, %app_id, "pushkey rejected by its gateway; removed");
                     services
                         .rooms
                         .db()
