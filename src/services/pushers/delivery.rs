@@ -203,9 +203,11 @@ async fn run(services: Weak<Services>, shutdown: Shutdown, mut commits: watch::R
         }
     }
     // Workers notice the shutdown themselves; what they were sending is sent after a restart.
-    while let Some(Ok((key, reached))) = workers.join_next().await {
-        let known = scanned.entry(key).or_insert(reached);
-        *known = (*known).max(reached);
+    while let Some(done) = workers.join_next().await {
+        if let Ok((key, reached)) = done {
+            let known = scanned.entry(key).or_insert(reached);
+            *known = (*known).max(reached);
+        }
     }
     if let Some(services) = services.upgrade() {
         flush(&services, &mut scanned).await;
