@@ -15,6 +15,7 @@ pub mod media;
 pub mod passwords;
 pub mod presence;
 pub mod push;
+pub mod pushers;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_remote_thumbnails.sql"),
     include_str!("migrations/0015_remote_e2ee.sql"),
     include_str!("migrations/0016_profile_updates.sql"),
+    include_str!("migrations/0017_push.sql"),
 ];
 
 /// The schema version this binary writes.

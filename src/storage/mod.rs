@@ -38,6 +38,7 @@ pub mod openid;
 pub mod pdus;
 pub mod presence;
 pub mod push;
+pub mod pushers;
 pub mod registration_tokens;
 pub mod relations;
 pub mod remote_e2ee;

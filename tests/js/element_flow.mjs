@@ -1,7 +1,8 @@
 // What Element Web does through matrix-js-sdk, against the appliance: log in, start the sync
 // loop with lazy-loaded members, create a room, invite, join, send, reply, react, edit, redact,
-// type, read receipts, rename, change display name, tag, paginate back, ignore a user, leave.
-// Any failed request, sync error or missing event fails the run (exit code 1).
+// type, read receipts, rename, change display name, tag, paginate back, ignore a user, leave;
+// set and remove a pusher. Any failed request, sync error or missing event fails the run (exit
+// code 1).
 //
 //   node element_flow.mjs <base_url> <alice> <bob> <password>
 import * as sdk from "matrix-js-sdk";
@@ -57,6 +58,21 @@ async function main() {
     const whoami = await alice.whoami();
     if (whoami.user_id !== aliceId) fail(`whoami: ${JSON.stringify(whoami)}`);
     await alice.getDevices();
+
+    // A pusher, as Element's mobile apps register one with their push gateway (sygnal).
+    const pusher = {
+        kind: "http", app_id: "im.vector.app.android", pushkey: "js-sdk-pushkey",
+        app_display_name: "Element", device_display_name: "js-sdk test", lang: "en",
+        data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+        append: false,
+    };
+    await alice.setPusher(pusher);
+    const { pushers } = await alice.getPushers();
+    if (pushers.length !== 1 || pushers[0].pushkey !== "js-sdk-pushkey" || pushers[0].data.format !== "event_id_only") {
+        fail(`pushers: ${JSON.stringify(pushers)}`);
+    }
+    await alice.removePusher("js-sdk-pushkey", "im.vector.app.android");
+    if ((await alice.getPushers()).pushers.length !== 0) fail("pusher not removed");
 
     // Create and invite; bob sees the invite through sync and joins.
     const invited = waitFor(bob, sdk.RoomMemberEvent.Membership,

@@ -13,6 +13,7 @@ mod media;
 mod presence;
 mod profile;
 mod push;
+mod pushers;
 mod register;
 mod room_extras;
 mod rooms;
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .merge(room_extras::routes())
         .merge(directory::routes())
         .merge(push::routes())
+        .merge(pushers::routes())
         .merge(presence::routes())
         .merge(tags::routes())
         .merge(keys::routes())
