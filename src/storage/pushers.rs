@@ -1,4 +1,4 @@
-//! Pushers (`0016_push.sql`) and the reads of push delivery and `/notifications`: the events of
+//! Pushers (`0017_push.sql`) and the reads of push delivery and `/notifications`: the events of
 //! a user's rooms that may notify them, in stream order.
 
 use rusqlite::{Connection, params};

@@ -1,7 +1,7 @@
 //! Pushers (`GET /pushers`, `POST /pushers/set`) and `GET /notifications`; their delivery to
 //! push gateways is [`delivery`].
 //!
-//! A pusher belongs to the device that set it (`0016_push.sql`: it is deleted with the device, so
+//! A pusher belongs to the device that set it (`0017_push.sql`: it is deleted with the device, so
 //! logging out, deleting the device, a password change that signs the other devices out and
 //! deactivation remove it, as in Synapse). Only `http` pushers are kept: `data.url` must be a
 //! URL with the path `/_matrix/push/v1/notify` (Synapse does not insist on `https`, nor do we:
