@@ -16,6 +16,7 @@ pub mod presence;
 pub mod push;
 pub mod rate_limit;
 pub mod registration;
+pub mod reports;
 pub mod rooms;
 pub mod sent_members;
 pub mod server_auth;
@@ -24,6 +25,7 @@ pub mod sessions;
 pub mod shared_secret;
 pub mod sync;
 pub mod tags;
+pub mod thirdparty;
 pub mod typing;
 pub mod uiaa;
 pub mod users;
@@ -64,6 +66,8 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
     pub directory: directory::Directory,
+    /// Abuse reports for the admins (`appliance admin reports`).
+    pub reports: reports::Reports,
     pub media: media::Media,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
@@ -169,6 +173,7 @@ impl Services {
                 &config.user_directory,
                 federation.clone(),
             ),
+            reports: reports::Reports::new(db.clone()),
             media: media::Media::open(db.clone(), &config, federation.clone())?,
             federation_serve: federation::serve::Serve::new(db.clone()),
             federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),

@@ -196,6 +196,11 @@ impl Users {
             .await
     }
 
+    /// Whether `user_id` is a server admin (`false` for an unknown user, as Synapse answers).
+    pub async fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id).await?.is_some_and(|user| user.is_admin))
+    }
+
     pub async fn get_existing(&self, user_id: &UserId) -> Result<UserRow> {
         self.get(user_id)
             .await?

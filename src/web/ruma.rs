@@ -149,6 +149,21 @@ where
     }
 }
 
+/// The sender of a request handled without a ruma type (the Synapse admin API): the access
+/// token from the `Authorization` header or the `access_token` query parameter, required.
+pub async fn authenticate_parts(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Identity> {
+    let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
+        .map_err(|_| Error::missing_token())?
+        .ok_or_else(Error::missing_token)?;
+    state
+        .sessions
+        .authenticate(&token, Some(ClientIp::from_parts(parts)))
+        .await
+}
+
 /// The largest JSON body most endpoints accept. The spec caps an event at 64 KiB; no other
 /// request of the client-server API but the bulk end-to-end-encryption ones below comes near.
 pub const JSON_BODY_LIMIT: usize = 256 * 1024;

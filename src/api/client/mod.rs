@@ -14,11 +14,13 @@ mod presence;
 mod profile;
 mod push;
 mod register;
+mod reports;
 mod room_extras;
 mod rooms;
 mod session;
 mod sync;
 mod tags;
+mod thirdparty;
 mod versions;
 mod voip;
 
@@ -41,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .merge(keys::routes())
         .merge(backup::routes())
         .merge(media::routes())
+        .merge(thirdparty::routes())
+        .merge(reports::routes())
         .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(
             voip::get_turn_server,
         )
