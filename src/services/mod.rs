@@ -9,6 +9,7 @@ pub mod directory;
 pub mod e2ee;
 pub mod federation;
 pub mod filter;
+pub mod guests;
 pub mod json_depth;
 pub mod media;
 pub mod passwords;

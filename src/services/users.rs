@@ -255,6 +255,42 @@ impl Users {
             .await
     }
 
+    /// Creates a guest account (no password) under a fresh numeric localpart: Synapse's form for
+    /// guests, which [`new_user_id`] refuses to everyone else.
+    pub async fn create_guest(&self) -> Result<OwnedUserId> {
+        // Random rather than Synapse's sequence, so that guest IDs do not count the accounts.
+        let number = 100_000_000_000 + rand::random::<u64>() % 900_000_000_000;
+        let user_id = UserId::parse_with_server_name(number.to_string(), &self.server_name)
+            .map_err(Error::internal)?;
+        let id = user_id.to_string();
+        self.create(&user_id, None, false, move |tx| {
+            store::set_guest(tx, &id).map_err(Error::from)
+        })
+        .await?;
+        Ok(user_id)
+    }
+
+    /// Makes a guest account a full account with `password`: same user ID, same rooms.
+    /// `extra` runs in the same transaction, as for [`Self::create`].
+    pub async fn upgrade_guest(
+        &self,
+        user_id: &UserId,
+        password: String,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        passwords::check_policy(&self.password_policy, &password)?;
+        let hash = passwords::hash(password).await?;
+        let user_id = user_id.to_string();
+        self.db
+            .write(move |tx| {
+                if !store::upgrade_guest(tx, &user_id, &hash)? {
+                    return Err(Error::forbidden("Not a guest account"));
+                }
+                extra(tx)
+            })
+            .await
+    }
+
     /// Checks a password; `false` for deactivated accounts and accounts without a password.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
         let Some(user) = self.get(user_id).await? else {

@@ -23,7 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_openid.sql"),
     include_str!("migrations/0014_remote_thumbnails.sql"),
     include_str!("migrations/0015_remote_e2ee.sql"),
-    include_str!("migrations/0016_reports.sql"),
+    include_str!("migrations/0016_reports_guests.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -1,4 +1,4 @@
-//! Abuse reports (`reports`, migration `0016_reports.sql`).
+//! Abuse reports (`reports`, migration `0016_reports_guests.sql`).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 

@@ -543,6 +543,18 @@ impl Rooms {
             .await
     }
 
+    /// Whether guests may join the room: its `m.room.guest_access` is `can_join` (the spec's
+    /// rule; no event means `forbidden`).
+    pub async fn guests_can_join(&self, room_id: &RoomId) -> Result<bool> {
+        use ruma::events::room::guest_access::{GuestAccess, RoomGuestAccessEventContent};
+        let content = self
+            .current_content(room_id, "m.room.guest_access", "")
+            .await?;
+        Ok(content
+            .and_then(|c| serde_json::from_value::<RoomGuestAccessEventContent>(c).ok())
+            .is_some_and(|c| c.guest_access == GuestAccess::CanJoin))
+    }
+
     /// May the user redact other people's events (power level `redact`, 50 by default)?
     pub async fn can_redact_others(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
         let version = self.room_version(room_id).await?;

@@ -14,3 +14,8 @@ CREATE TABLE reports (
     resolved_by  TEXT
 ) STRICT;
 CREATE INDEX reports_unresolved ON reports(resolved_ts, id);
+
+-- Guest accounts (`POST /register?kind=guest`, with `allow_guest_access`): no password, a
+-- numeric localpart, and only the client API calls the spec allows guests. Upgrading a guest to a
+-- full account clears the flag and sets a password; the user ID and its rooms stay.
+ALTER TABLE users ADD COLUMN is_guest INTEGER NOT NULL DEFAULT 0;
