@@ -11,6 +11,7 @@ pub mod federation;
 pub mod filter;
 pub mod guests;
 pub mod json_depth;
+pub mod legacy;
 pub mod media;
 pub mod passwords;
 pub mod presence;

@@ -9,6 +9,7 @@ mod directory;
 mod ephemeral;
 mod events;
 mod keys;
+mod legacy;
 mod media;
 mod presence;
 mod profile;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .merge(media::routes())
         .merge(thirdparty::routes())
         .merge(reports::routes())
+        .merge(legacy::routes())
         .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(
             voip::get_turn_server,
         )

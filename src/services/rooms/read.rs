@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, fmt, str::FromStr};
 
-use ruma::{OwnedEventId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -286,6 +286,18 @@ impl Rooms {
                 super::relations::bundle_one(c, event, &room, reader)
             })
             .await
+    }
+
+    /// The room of an event stored here, for `GET /events/{eventId}`, which names none.
+    pub async fn event_room(&self, event_id: &str) -> Result<Option<OwnedRoomId>> {
+        let event_id = event_id.to_owned();
+        let room = self
+            .db
+            .read(move |c| store::get_event(c, &event_id).map(|row| row.map(|row| row.room_id)))
+            .await
+            .map_err(Error::from)?;
+        room.map(|r| OwnedRoomId::try_from(r).map_err(Error::internal))
+            .transpose()
     }
 
     /// The sender of an event the user may see (404 otherwise), whether or not it can be shown:
