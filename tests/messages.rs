@@ -437,7 +437,7 @@ async fn deprecated_initial_sync_and_events() {
         |from: &str, extra: &str| format!("{V3}/events?from={}&timeout=30000{extra}", q(from));
     let (status, body) = server.get(&events(&end, ""), alice.token()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(ids(chunk(&body)), [second.clone()], "{body}");
+    assert_eq!(ids(chunk(&body)), [second], "{body}");
     assert_eq!(chunk(&body)[0]["room_id"], room.as_str());
     assert_eq!(body["start"], end.as_str());
     let next = body["end"].as_str().expect("end").to_owned();

@@ -410,6 +410,55 @@ async fn guests_join_open_rooms_and_upgrade_to_full_accounts() {
     let (status, body) = server.get("/_matrix/client/v3/sync", guest.token()).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["rooms"]["join"].get(open).is_some(), "{body}");
+    // The deprecated reads: the room's `initialSync` and `/events` are in the spec's guest
+    // list, the global `initialSync` is not.
+    let room_initial_sync = format!("/_matrix/client/v3/rooms/{open}/initialSync");
+    let (status, body) = server.get(&room_initial_sync, guest.token()).await;
+    assert_eq!(
+        (status.as_u16(), &body["membership"]),
+        (200, &json!("join")),
+        "{body}"
+    );
+    let (status, body) = server
+        .get("/_matrix/client/v3/events?timeout=0", guest.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = server
+        .get("/_matrix/client/v3/initialSync", guest.token())
+        .await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    // A room closed to guests: the guests in it leave, and cannot come back.
+    let guest_access = format!("/_matrix/client/v3/rooms/{open}/state/m.room.guest_access/");
+    let (status, body) = server
+        .put(
+            &guest_access,
+            alice.token(),
+            json!({"guest_access": "forbidden"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let member = format!(
+        "/_matrix/client/v3/rooms/{open}/state/m.room.member/{}",
+        guest.user_id
+    );
+    let (status, body) = server.get(&member, alice.token()).await;
+    assert_eq!(
+        (status.as_u16(), &body["membership"]),
+        (200, &json!("leave")),
+        "{body}"
+    );
+    let answer = server.post(&join(open), guest.token(), json!({})).await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    let (status, body) = server
+        .put(
+            &guest_access,
+            alice.token(),
+            json!({"guest_access": "can_join"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post(&join(open), guest.token(), json!({})).await;
+    assert_eq!(status, 200, "{body}");
 
     // Numeric names are the guests': nobody registers one, nor takes a guest's over.
     let upgrade = |username: &str, token: &str| {

@@ -4,6 +4,8 @@
 use http::StatusCode;
 use ruma::{RoomId, RoomOrAliasId, api::error::ErrorKind};
 
+use super::federation::leaves;
+
 use super::Services;
 use crate::error::{Error, Result};
 
@@ -25,5 +27,28 @@ pub async fn check_may_join(services: &Services, room: &RoomOrAliasId) -> Result
             ErrorKind::GuestAccessForbidden,
             "Guest access not allowed in this room",
         ))
+    }
+}
+
+/// After a local `m.room.guest_access` change: when guests may no longer join, the guests in the
+/// room leave it (the spec's MUST; Synapse has each guest leave by itself). Failures are logged:
+/// the change itself is already done.
+pub async fn after_guest_access_change(services: &Services, room_id: &RoomId) {
+    let guests = match services.rooms.guests_can_join(room_id).await {
+        Ok(true) => return,
+        Ok(false) => services.users.joined_guests(room_id).await,
+        Err(e) => Err(e),
+    };
+    let guests = match guests {
+        Ok(guests) => guests,
+        Err(e) => {
+            tracing::warn!(room = %room_id, error = %e, "cannot list the guests to remove");
+            return;
+        }
+    };
+    for guest in guests {
+        if let Err(e) = leaves::leave_room(services, &guest, room_id, None).await {
+            tracing::warn!(room = %room_id, user = %guest, error = %e, "guest not removed");
+        }
     }
 }

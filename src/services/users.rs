@@ -13,7 +13,7 @@ use std::{
 
 use http::StatusCode;
 use ruma::{
-    MxcUri, OwnedServerName, OwnedUserId, ServerName, UserId,
+    MxcUri, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
     api::{error::ErrorKind, federation::query::get_profile_information::v1 as get_profile},
     profile::{ProfileFieldName, UserProfile},
 };
@@ -268,6 +268,18 @@ impl Users {
         })
         .await?;
         Ok(user_id)
+    }
+
+    /// The guest accounts joined to a room.
+    pub async fn joined_guests(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        let room = room_id.to_string();
+        let ids = self
+            .db
+            .read(move |c| store::joined_guests(c, &room).map_err(Error::from))
+            .await?;
+        ids.into_iter()
+            .map(|id| OwnedUserId::try_from(id).map_err(Error::internal))
+            .collect()
     }
 
     /// Makes a guest account a full account with `password`: same user ID, same rooms.

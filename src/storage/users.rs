@@ -301,3 +301,13 @@ pub fn upgrade_guest(
     )?;
     Ok(changed == 1)
 }
+
+/// The guest accounts of this server joined to `room_id`.
+pub fn joined_guests(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+         WHERE m.room_id = ?1 AND m.membership = 'join' AND u.is_guest = 1",
+    )?
+    .query_map([room_id], |row| row.get(0))?
+    .collect()
+}

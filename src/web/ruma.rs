@@ -152,24 +152,32 @@ where
     }
 }
 
-/// The sender of a request handled without a ruma type (media uploads, the Synapse admin API):
-/// the access token from the `Authorization` header or the `access_token` query parameter,
-/// required. None of these endpoints is open to guests.
+/// The sender of a request handled without a ruma type (media uploads, the Synapse admin API,
+/// deprecated endpoints): the access token from the `Authorization` header or the
+/// `access_token` query parameter, required. Guests are refused: see [`authenticate_guest_too`].
 pub async fn authenticate_parts(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Identity> {
+    let sender = authenticate_guest_too(state, parts).await?;
+    if sender.is_guest {
+        return Err(guest_forbidden());
+    }
+    Ok(sender)
+}
+
+/// [`authenticate_parts`] for the one raw endpoint the spec opens to guests (`GET /events`).
+pub async fn authenticate_guest_too(
     state: &AppState,
     parts: &http::request::Parts,
 ) -> Result<Identity> {
     let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
         .map_err(|_| Error::missing_token())?
         .ok_or_else(Error::missing_token)?;
-    let sender = state
+    state
         .sessions
         .authenticate(&token, Some(ClientIp::from_parts(parts)))
-        .await?;
-    if sender.is_guest {
-        return Err(guest_forbidden());
-    }
-    Ok(sender)
+        .await
 }
 
 /// `403 M_GUEST_ACCESS_FORBIDDEN`: the answer to a guest calling what guests may not.

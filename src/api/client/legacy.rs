@@ -23,7 +23,7 @@ use crate::{
     services::legacy,
     web::{
         AppState,
-        ruma::{ApiResult, Ruma, RumaRoutes, authenticate_parts},
+        ruma::{ApiResult, Ruma, RumaRoutes, authenticate_guest_too, authenticate_parts},
     },
 };
 
@@ -97,12 +97,12 @@ struct EventsQuery {
     room_id: Option<OwnedRoomId>,
 }
 
-/// `GET /_matrix/client/v3/events`
+/// `GET /_matrix/client/v3/events` (guests too, as the spec says)
 async fn events(
     State(services): State<AppState>,
     parts: http::request::Parts,
 ) -> Result<Json<Value>> {
-    let sender = authenticate_parts(&services, &parts).await?;
+    let sender = authenticate_guest_too(&services, &parts).await?;
     let Query(query) = Query::<EventsQuery>::try_from_uri(&parts.uri)
         .map_err(|e| Error::invalid_param(format!("Invalid query: {e}")))?;
     let timeout = query
