@@ -1,6 +1,6 @@
-//! `appliance admin …`: accounts, registration tokens, media and abuse reports, through the same services as
-//! the API, on the same database, so a running server sees each change at once; and backups
-//! (`cli/backup.rs`).
+//! `appliance admin …`: accounts, registration tokens, media and abuse reports, through the
+//! same services as the API, on the same database, so a running server sees each change at
+//! once; and backups (`cli/backup.rs`).
 
 use std::process::ExitCode;
 

@@ -21,9 +21,9 @@ impl Reports {
         Self { db }
     }
 
-    /// Stores a report about an event the reporter may see; `404` for an event that does not
-    /// exist or that the reporter may not see (the same answer, so that reports do not reveal
-    /// which events exist).
+    /// Stores a report about an event of a room the reporter is joined to (the spec's rule since
+    /// 1.8) and may see; `404` otherwise, whether or not the event exists (the same answer, so
+    /// that reports do not reveal which events exist).
     pub async fn report_event(
         &self,
         rooms: &Rooms,
@@ -32,6 +32,11 @@ impl Reports {
         event_id: &EventId,
         reason: Option<String>,
     ) -> Result<i64> {
+        let not_found =
+            || Error::not_found("The event was not found or you are not joined to the room");
+        if rooms.membership(room_id, reporter).await?.as_deref() != Some("join") {
+            return Err(not_found());
+        }
         let sender = rooms
             .visible_event_sender(room_id, reporter, event_id.as_str())
             .await?;
