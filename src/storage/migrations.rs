@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_remote_e2ee.sql"),
     include_str!("migrations/0016_profile_updates.sql"),
     include_str!("migrations/0017_push.sql"),
+    include_str!("migrations/0018_reports_guests.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -43,6 +43,7 @@ pub mod registration_tokens;
 pub mod relations;
 pub mod remote_e2ee;
 pub mod remote_memberships;
+pub mod reports;
 pub mod room_upgrade;
 pub mod rooms;
 pub mod search;

@@ -304,6 +304,7 @@ pub struct TokenOwner {
     pub user_id: String,
     pub device_id: String,
     pub last_seen_ts: Option<i64>,
+    pub is_guest: bool,
 }
 
 pub fn find_token_owner(
@@ -311,7 +312,7 @@ pub fn find_token_owner(
     token_hash: &[u8],
 ) -> rusqlite::Result<Option<TokenOwner>> {
     conn.prepare_cached(
-        "SELECT t.user_id, t.device_id, d.last_seen_ts
+        "SELECT t.user_id, t.device_id, d.last_seen_ts, u.is_guest
          FROM access_tokens t
          JOIN users u ON u.user_id = t.user_id
          JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
@@ -322,7 +323,41 @@ pub fn find_token_owner(
             user_id: row.get(0)?,
             device_id: row.get(1)?,
             last_seen_ts: row.get(2)?,
+            is_guest: row.get(3)?,
         })
     })
     .optional()
+}
+
+/// Marks a new account as a guest's.
+pub fn set_guest(tx: &Connection, user_id: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE users SET is_guest = 1 WHERE user_id = ?1",
+        [user_id],
+    )?;
+    Ok(())
+}
+
+/// Makes a guest account a full one with a password; `false` if it is not (or no longer) a
+/// guest's, so that two upgrades racing each other cannot both set a password.
+pub fn upgrade_guest(
+    tx: &Connection,
+    user_id: &str,
+    password_hash: &str,
+) -> rusqlite::Result<bool> {
+    let changed = tx.execute(
+        "UPDATE users SET is_guest = 0, password_hash = ?2 WHERE user_id = ?1 AND is_guest = 1",
+        params![user_id, password_hash],
+    )?;
+    Ok(changed == 1)
+}
+
+/// The guest accounts of this server joined to `room_id`.
+pub fn joined_guests(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+         WHERE m.room_id = ?1 AND m.membership = 'join' AND u.is_guest = 1",
+    )?
+    .query_map([room_id], |row| row.get(0))?
+    .collect()
 }

@@ -26,7 +26,7 @@ pub async fn whoami(
     request: Ruma<whoami::Request>,
 ) -> ApiResult<whoami::Response> {
     let sender = request.sender()?;
-    let mut response = whoami::Response::new(sender.user_id.clone(), false);
+    let mut response = whoami::Response::new(sender.user_id.clone(), sender.is_guest);
     response.device_id = Some(sender.device_id.clone());
     Ok(response.into())
 }

@@ -128,9 +128,12 @@ pub async fn send_state_event(
         .send_state(
             &body.room_id,
             &sender.user_id,
-            EventDraft::state(kind, body.state_key.clone(), content),
+            EventDraft::state(kind.clone(), body.state_key.clone(), content),
         )
         .await?;
+    if kind == TimelineEventType::RoomGuestAccess {
+        crate::services::guests::after_guest_access_change(&services, &body.room_id).await;
+    }
     Ok(send_state_event::Response::new(appended.event_id).into())
 }
 

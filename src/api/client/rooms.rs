@@ -23,9 +23,10 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
-    services::federation::{invites, joins, knocks, leaves},
     services::{
         Services,
+        federation::{invites, joins, knocks, leaves},
+        guests,
         rooms::{CreateRoom, Preset},
     },
     web::{
@@ -152,6 +153,9 @@ pub async fn join_room_by_id(
 ) -> ApiResult<join_room_by_id::Response> {
     let user = request.sender()?.user_id.clone();
     let room_id = request.body.room_id.clone();
+    if request.sender()?.is_guest {
+        guests::check_may_join(&services, <&ruma::RoomOrAliasId>::from(&*room_id)).await?;
+    }
     joins::join_room(
         &services,
         &user,
@@ -170,6 +174,9 @@ pub async fn join_room_by_id_or_alias(
     request: Ruma<join_by_id_or_alias::Request>,
 ) -> ApiResult<join_by_id_or_alias::Response> {
     let user = request.sender()?.user_id.clone();
+    if request.sender()?.is_guest {
+        guests::check_may_join(&services, &request.body.room_id_or_alias).await?;
+    }
     let room_id = joins::join_room(
         &services,
         &user,

@@ -12,7 +12,7 @@ use std::{
     str::FromStr,
 };
 
-use ruma::{OwnedEventId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -308,6 +308,18 @@ impl Rooms {
             .await
     }
 
+    /// The room of an event stored here, for `GET /events/{eventId}`, which names none.
+    pub async fn event_room(&self, event_id: &str) -> Result<Option<OwnedRoomId>> {
+        let event_id = event_id.to_owned();
+        let room = self
+            .db
+            .read(move |c| store::get_event(c, &event_id).map(|row| row.map(|row| row.room_id)))
+            .await
+            .map_err(Error::from)?;
+        room.map(|r| OwnedRoomId::try_from(r).map_err(Error::internal))
+            .transpose()
+    }
+
     /// The sender of an event the user may see (404 otherwise), whether or not it can be shown:
     /// redacting an event that cannot be shown is how it is shown again.
     pub async fn visible_event_sender(
@@ -576,6 +588,18 @@ impl Rooms {
                 Ok(stored::content(&row.json))
             })
             .await
+    }
+
+    /// Whether guests may join the room: its `m.room.guest_access` is `can_join` (the spec's
+    /// rule; no event means `forbidden`).
+    pub async fn guests_can_join(&self, room_id: &RoomId) -> Result<bool> {
+        use ruma::events::room::guest_access::{GuestAccess, RoomGuestAccessEventContent};
+        let content = self
+            .current_content(room_id, "m.room.guest_access", "")
+            .await?;
+        Ok(content
+            .and_then(|c| serde_json::from_value::<RoomGuestAccessEventContent>(c).ok())
+            .is_some_and(|c| c.guest_access == GuestAccess::CanJoin))
     }
 
     /// May the user redact other people's events (power level `redact`, 50 by default)?
