@@ -537,6 +537,7 @@ async fn a_uia_session_is_bound_to_its_user_and_request() {
         )
         .await;
     assert_error(&(status, body), 403, "M_FORBIDDEN");
+}
 
 /// No mail, no SMS, no identity server, no bridge: an account lists no 3PIDs, adding or binding
 /// one is refused with the errcodes clients show as "not supported here" (Synapse's without an
