@@ -273,7 +273,9 @@ log_config: '{directory}/log.yaml'
     return process
 
 
-def start_appliance(binary: Path, directory: Path, port: int, ca_file: Path) -> subprocess.Popen:
+def start_appliance(
+    binary: Path, directory: Path, port: int, ca_file: Path, extra: str = ""
+) -> subprocess.Popen:
     directory.mkdir(parents=True, exist_ok=True)
     config = f"""server_name: 'localhost:{port}'
 tls_certificate_path: {directory}/tls.crt
@@ -289,7 +291,7 @@ trusted_key_servers: []
 enable_registration: true
 enable_registration_without_verification: true
 log_level: warn
-{NO_RATE_LIMITS}"""
+{NO_RATE_LIMITS}{extra}"""
     (directory / "config.yaml").write_text(config)
     process = subprocess.Popen(
         [str(binary), "--config", str(directory / "config.yaml"),

@@ -37,6 +37,8 @@ pub fn homeserver_router(services: Arc<Services>, tasks: &BackgroundTasks) -> ax
     crate::services::presence::spawn_timeouts(&services, tasks);
     crate::services::media::spawn_retention(&services, tasks);
     crate::services::backup::spawn_schedule(&services, tasks);
+    crate::services::rooms::spawn_profile_updates(&services, tasks);
+    crate::services::pushers::delivery::spawn(&services, tasks);
     services
         .federation_sender
         .spawn(tasks, services.rooms.subscribe());

@@ -458,3 +458,171 @@ async fn deactivation_ends_the_account_but_keeps_the_name() {
     );
     assert_error(&server.login("alice", "pw2").await, 403, "M_FORBIDDEN");
 }
+
+/// A UIA session belongs to the user and the request that started it: another request (other
+/// parameters, another endpoint) or another user cannot complete it; the request it was made
+/// for still can.
+#[tokio::test]
+async fn a_uia_session_is_bound_to_its_user_and_request() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw-alice").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let second = server.login_session("alice", "pw-alice").await;
+    let third = server.login_session("alice", "pw-alice").await;
+    const DELETE: &str = "/_matrix/client/v3/delete_devices";
+    let just_second = json!({"devices": [second.device_id]});
+    let (status, challenge) = server
+        .post(DELETE, alice.token(), just_second.clone())
+        .await;
+    assert_eq!(status, 401, "{challenge}");
+    let session = challenge["session"].as_str().unwrap();
+    let auth = |user: &str, password: &str| password_auth(user, password, Some(session));
+
+    // Other parameters: both devices instead of one (Synapse's 403 M_UNKNOWN).
+    let (status, body) = server
+        .post(
+            DELETE,
+            alice.token(),
+            json!({"devices": [second.device_id, third.device_id],
+                   "auth": auth("alice", "pw-alice")}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_UNKNOWN");
+    // Another endpoint.
+    let (status, body) = server
+        .post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "taken", "auth": auth("alice", "pw-alice")}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_UNKNOWN");
+    // Another user, with the same request and their own password.
+    let mut bobs = just_second.clone();
+    bobs["auth"] = auth("bob", "pw-bob");
+    let (status, body) = server.post(DELETE, bob.token(), bobs).await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+    // Nothing happened; the request the session was made for completes it.
+    for who in [&second, &third] {
+        assert_eq!(server.whoami(who.token().unwrap()).await.0, 200);
+    }
+    assert_error(&server.login("alice", "taken").await, 403, "M_FORBIDDEN");
+    let mut original = just_second;
+    original["auth"] = auth("alice", "pw-alice");
+    let (status, body) = server.post(DELETE, alice.token(), original).await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &server.whoami(second.token().unwrap()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(server.whoami(third.token().unwrap()).await.0, 200);
+
+    // A registration's session is nobody's: a signed-in user cannot spend it.
+    let (status, challenge) = server
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            json!({"username": "carol", "password": "pw-carol"}),
+        )
+        .await;
+    assert_eq!(status, 401, "{challenge}");
+    let registration = challenge["session"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "taken",
+                   "auth": password_auth("alice", "pw-alice", Some(registration))}),
+        )
+        .await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+}
+
+/// No mail, no SMS, no identity server, no bridge: an account lists no 3PIDs, adding or binding
+/// one is refused with the errcodes clients show as "not supported here" (Synapse's without an
+/// e-mail configuration), unbinding and deleting report `no-support`, and third-party networks
+/// have no protocols, so every lookup is the spec's `404`. Each endpoint needs a token.
+#[tokio::test]
+async fn third_party_identifiers_and_networks_answer_that_none_are_configured() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw-alice").await;
+    let token = alice.token();
+    const V3: &str = "/_matrix/client/v3";
+
+    let (status, body) = server.get(&format!("{V3}/account/3pid"), token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["threepids"], json!([]), "{body}");
+    assert_error(
+        &server.get(&format!("{V3}/account/3pid"), None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+
+    let email = json!({"client_secret": "secret1", "email": "a@example.org", "send_attempt": 1});
+    let answer = server
+        .post(
+            &format!("{V3}/account/3pid/email/requestToken"),
+            None,
+            email,
+        )
+        .await;
+    assert_error(&answer, 400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+    let phone = json!({
+        "client_secret": "secret1", "country": "GB", "phone_number": "07700900001",
+        "send_attempt": 1,
+    });
+    let answer = server
+        .post(
+            &format!("{V3}/account/3pid/msisdn/requestToken"),
+            None,
+            phone,
+        )
+        .await;
+    assert_error(&answer, 400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+
+    let session = json!({"client_secret": "secret1", "sid": "sid1"});
+    let answer = server
+        .post(&format!("{V3}/account/3pid/add"), token, session)
+        .await;
+    assert_error(&answer, 400, "M_THREEPID_AUTH_FAILED");
+    let bind = json!({
+        "client_secret": "secret1", "sid": "sid1", "id_server": "id.example.org",
+        "id_access_token": "abc",
+    });
+    let answer = server
+        .post(&format!("{V3}/account/3pid/bind"), token, bind)
+        .await;
+    assert_error(&answer, 400, "M_FORBIDDEN");
+    for action in ["unbind", "delete"] {
+        let address = json!({"medium": "email", "address": "a@example.org"});
+        let (status, body) = server
+            .post(&format!("{V3}/account/3pid/{action}"), token, address)
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+        assert_eq!(body["id_server_unbind_result"], "no-support", "{body}");
+    }
+
+    let (status, body) = server
+        .get(&format!("{V3}/thirdparty/protocols"), token)
+        .await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({})));
+    for path in [
+        "/thirdparty/protocol/irc",
+        "/thirdparty/user/irc?nick=bob",
+        "/thirdparty/location/irc?channel=%23matrix",
+        "/thirdparty/user?userid=%40bob%3Atest.local",
+        "/thirdparty/location?alias=%23matrix%3Atest.local",
+    ] {
+        assert_error(
+            &server.get(&format!("{V3}{path}"), token).await,
+            404,
+            "M_NOT_FOUND",
+        );
+        assert_error(
+            &server.get(&format!("{V3}{path}"), None).await,
+            401,
+            "M_MISSING_TOKEN",
+        );
+    }
+}

@@ -667,3 +667,134 @@ async fn scheduled_backups_are_made_and_old_ones_deleted() {
     // The schedule's task does not hold up a clean stop.
     assert!(server.stop());
 }
+
+/// Abuse reports sent over HTTP reach the admins' CLI: an event report (only for an event the
+/// reporter may see: an unknown event and one of a room they are not in are the same `404`), a
+/// room report (`404` for an unknown room), listed, shown and resolved. And Element's
+/// `GET /_synapse/admin/v1/users/{userId}/admin`: `403` until the asker is an admin.
+#[tokio::test]
+async fn abuse_reports_reach_the_admin_cli() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "public_chat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/join/{room}"),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+            alice.token(),
+            json!({"msgtype": "m.text", "body": "spam spam spam"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let event_id = body["event_id"].as_str().unwrap().to_owned();
+    // A room bob is not in, with an event of its own.
+    let private = create_room(&server, &alice).await;
+    let private_event = room_event_ids(&server, alice.token().unwrap(), &private).await;
+    let private_event = private_event.last().expect("the private room has events");
+
+    let report =
+        |room: &str, event: &str| format!("/_matrix/client/v3/rooms/{room}/report/{event}");
+    // \u{1b} must not reach the admin's terminal.
+    let reason = "spam\u{1b}[31m, again";
+    let (status, body) = server
+        .post(
+            &report(&room, &event_id),
+            bob.token(),
+            json!({"reason": reason, "score": -100}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({}));
+    for (room, event) in [(&room, "$unknown"), (&private, private_event.as_str())] {
+        let answer = server
+            .post(&report(room, event), bob.token(), json!({"reason": "x"}))
+            .await;
+        assert_error(&answer, 404, "M_NOT_FOUND");
+    }
+    let room_report = |room: &str| format!("/_matrix/client/v3/rooms/{room}/report");
+    let (status, body) = server
+        .post(
+            &room_report(&private),
+            bob.token(),
+            json!({"reason": "a spam room"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = server
+        .post(
+            &room_report("!nowhere:test.local"),
+            bob.token(),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_error(&answer, 404, "M_NOT_FOUND");
+
+    let listing = assert_success(&server.cli(&["admin", "reports", "list"], None));
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two reports: {listing}");
+    assert!(
+        lines[1].contains("@bob:test.local") && lines[1].contains(&event_id),
+        "{listing}"
+    );
+    assert!(
+        lines[2].contains(&private) && lines[2].contains("a spam room"),
+        "{listing}"
+    );
+    assert!(!listing.contains('\u{1b}'), "{listing:?}");
+    let id = lines[1].split_whitespace().next().unwrap().to_owned();
+    let shown = assert_success(&server.cli(&["admin", "reports", "show", &id], None));
+    for expected in [
+        event_id.as_str(),
+        "@alice:test.local",
+        &room,
+        "spam [31m, again",
+    ] {
+        assert!(shown.contains(expected), "{expected} in {shown}");
+    }
+    assert!(shown.contains("resolved:  no"), "{shown}");
+    assert_success(&server.cli(&["admin", "reports", "resolve", &id, "--by", "carol"], None));
+    let listing = assert_success(&server.cli(&["admin", "reports", "list"], None));
+    assert_eq!(listing.lines().count(), 2, "one left: {listing}");
+    let listing = assert_success(&server.cli(&["admin", "reports", "list", "--all"], None));
+    assert_eq!(listing.lines().count(), 3, "both with --all: {listing}");
+    let shown = assert_success(&server.cli(&["admin", "reports", "show", &id], None));
+    assert!(shown.contains("by carol"), "{shown}");
+    assert_failure(&server.cli(&["admin", "reports", "resolve", "999"], None));
+
+    let is_admin = |user: &str| format!("/_synapse/admin/v1/users/{user}/admin");
+    let answer = server
+        .get(&is_admin("@alice:test.local"), bob.token())
+        .await;
+    assert_error(&answer, 403, "M_FORBIDDEN");
+    assert_error(
+        &server.get(&is_admin("@bob:test.local"), None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_success(&server.cli(&["admin", "set-admin", "bob", "true"], None));
+    for (user, admin) in [("@bob:test.local", true), ("@alice:test.local", false)] {
+        let (status, body) = server.get(&is_admin(user), bob.token()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"admin": admin}));
+    }
+    let answer = server
+        .get(&is_admin("@someone:elsewhere.example"), bob.token())
+        .await;
+    assert_error(&answer, 400, "M_UNKNOWN");
+}

@@ -356,3 +356,143 @@ async fn history_visibility() {
         "own leave event missing: {history:?}"
     );
 }
+
+/// The deprecated reads older bots use, as the spec defines them: `GET /initialSync` (rooms
+/// with state and latest messages, left rooms with `archived`), `GET /rooms/{id}/initialSync`,
+/// `GET /events` from the `end` token (now, and waiting for the next event) and
+/// `GET /events/{eventId}`, each only for who may see the room.
+#[tokio::test]
+async fn deprecated_initial_sync_and_events() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let bob = server.register("bob", "password").await;
+    let room = create_room(&server, &alice, json!({"name": "Old tools"})).await;
+    let left = create_room(&server, &alice, json!({"name": "Gone"})).await;
+    let first = send_text(&server, &alice, &room, "one").await;
+    assert_eq!(leave(&server, &alice, &left).await.0, StatusCode::OK);
+    const V3: &str = "/_matrix/client/v3";
+
+    let (status, body) = server
+        .get(&format!("{V3}/initialSync?limit=5"), alice.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rooms = body["rooms"].as_array().expect("rooms");
+    assert_eq!(rooms.len(), 1, "the left room only with archived: {body}");
+    let entry = &rooms[0];
+    assert_eq!(
+        (entry["room_id"].as_str(), entry["membership"].as_str()),
+        (Some(&*room), Some("join"))
+    );
+    assert_eq!(entry["visibility"], "private");
+    let messages = chunk(&entry["messages"]);
+    assert!(messages.len() <= 5, "{body}");
+    assert_eq!(bodies(messages), ["one"], "{body}");
+    assert!(
+        messages.iter().all(|e| e["room_id"] == room.as_str()),
+        "{body}"
+    );
+    let state = entry["state"].as_array().expect("state");
+    assert!(find_state(state, "m.room.name", "").is_some(), "{body}");
+    let end = body["end"].as_str().expect("end").to_owned();
+    let (_, archived) = server
+        .get(&format!("{V3}/initialSync?archived=true"), alice.token())
+        .await;
+    let gone = archived["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_id"] == left.as_str());
+    assert_eq!(
+        gone.map(|r| &r["membership"]),
+        Some(&json!("leave")),
+        "{archived}"
+    );
+
+    let path = room_path(&room, "initialSync");
+    let (status, body) = server.get(&path, alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["room_id"].as_str(), body["membership"].as_str()),
+        (Some(&*room), Some("join"))
+    );
+    assert_eq!(
+        bodies(chunk(&body["messages"])),
+        ["one"],
+        "oldest first: {body}"
+    );
+    // Ten events reach back to the room's creation: no token for anything earlier.
+    assert_eq!(
+        chunk(&body["messages"])[0]["type"],
+        "m.room.create",
+        "{body}"
+    );
+    assert!(body["messages"]["start"].is_null(), "{body}");
+    assert!(body["messages"]["end"].is_string(), "{body}");
+    assert!(find_state(body["state"].as_array().unwrap(), "m.room.create", "").is_some());
+    assert_error(&server.get(&path, bob.token()).await, 403, "M_FORBIDDEN");
+
+    // `/events` from `end`: what came since, then waiting for the next event.
+    let second = send_text(&server, &alice, &room, "two").await;
+    let events =
+        |from: &str, extra: &str| format!("{V3}/events?from={}&timeout=30000{extra}", q(from));
+    let (status, body) = server.get(&events(&end, ""), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(chunk(&body)), [second], "{body}");
+    assert_eq!(chunk(&body)[0]["room_id"], room.as_str());
+    assert_eq!(body["start"], end.as_str());
+    let next = body["end"].as_str().expect("end").to_owned();
+    let waiting = {
+        let (server_url, token, path) = (
+            server.base_url.clone(),
+            alice.access_token.clone(),
+            events(&next, &format!("&room_id={}", q(&room))),
+        );
+        tokio::spawn(async move {
+            let reply = reqwest::Client::new()
+                .get(format!("{server_url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            reply.json::<Value>().await.unwrap()
+        })
+    };
+    let third = send_text(&server, &alice, &room, "three").await;
+    let body = waiting.await.unwrap();
+    assert_eq!(ids(chunk(&body)), [third], "{body}");
+    let answer = server
+        .get(
+            &events(&next, &format!("&room_id={}", q(&room))),
+            bob.token(),
+        )
+        .await;
+    assert_error(&answer, 403, "M_FORBIDDEN");
+    assert_error(
+        &server.get(&events("nonsense", ""), alice.token()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+
+    let event_path = |id: &str| format!("{V3}/events/{}", enc(id));
+    let (status, body) = server.get(&event_path(&first), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["content"]["body"].as_str(), body["room_id"].as_str()),
+        (Some("one"), Some(&*room))
+    );
+    assert_error(
+        &server.get(&event_path(&first), bob.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server.get(&event_path("$nope"), alice.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server.get(&event_path(&first), None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}

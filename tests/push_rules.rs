@@ -1,7 +1,9 @@
 //! Push rules (`/pushrules`), `m.push_rules` in /sync, and the notification counts /sync computes
-//! from the rules.
+//! from the rules; pushers, push delivery to a gateway and `/notifications` (`pushers.rs`).
 
 mod common;
+#[path = "push_rules/pushers.rs"]
+mod pushers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -280,26 +280,233 @@ async fn disabled_registration_is_forbidden() {
     assert_error(&server.login("alice", "pw").await, 403, "M_FORBIDDEN");
 }
 
+/// Guests, as Synapse: refused while `allow_guest_access` is off (the default). When on, a guest
+/// gets a numeric user ID and a device the server picks, may call only the spec's guest
+/// endpoints, joins only rooms whose `m.room.guest_access` is `can_join`, and upgrades to a full
+/// account with its access token: same user ID, same rooms, a password from then on. Nobody
+/// else can take over a guest account, and numeric names stay the guests'.
 #[tokio::test]
-async fn guests_are_refused() {
+async fn guests_join_open_rooms_and_upgrade_to_full_accounts() {
     let server = TestServer::start().await;
+    let guest_registration = format!("{REGISTER}?kind=guest");
     assert_error(
-        &server
-            .post(&format!("{REGISTER}?kind=guest"), None, json!({}))
-            .await,
+        &server.post(&guest_registration, None, json!({})).await,
         403,
         "M_GUEST_ACCESS_FORBIDDEN",
     );
-    let disabled =
-        TestServer::start_with_config("server_name: test.local\nenable_registration: false\n")
-            .await;
-    assert_error(
-        &disabled
-            .post(&format!("{REGISTER}?kind=guest"), None, json!({}))
-            .await,
-        403,
-        "M_GUEST_ACCESS_FORBIDDEN",
+    drop(server);
+
+    let config = format!("{}allow_guest_access: true\n", common::OPEN_REGISTRATION);
+    let server = TestServer::start_with_config(&config).await;
+    let alice = server.register("alice", "pw-alice").await;
+    let (status, body) = server
+        .post(
+            &guest_registration,
+            None,
+            json!({"device_id": "CHOSEN", "initial_device_display_name": "Guest phone",
+                   "username": "someone"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let guest = Session::from_json(&body);
+    let localpart = guest
+        .user_id
+        .trim_start_matches('@')
+        .trim_end_matches(":test.local");
+    assert!(localpart.bytes().all(|b| b.is_ascii_digit()), "{body}");
+    assert_ne!(
+        guest.device_id, "CHOSEN",
+        "the server picks a guest's device"
     );
+    let (status, body) = server.whoami(&guest.access_token).await;
+    assert_eq!(
+        (status.as_u16(), &body["is_guest"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let (status, body) = server
+        .get("/_matrix/client/v3/devices", guest.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["devices"][0]["display_name"], "Guest phone", "{body}");
+
+    // What guests may not do is refused before any handler runs, raw handlers included.
+    let forbidden = [
+        ("/_matrix/client/v3/createRoom", json!({})),
+        (
+            "/_matrix/client/v3/account/password",
+            json!({"new_password": "x-Y-1-z-w-v"}),
+        ),
+        (
+            "/_matrix/client/v3/user/{guest}/openid/request_token",
+            json!({}),
+        ),
+    ];
+    for (path, body) in forbidden {
+        let path = path.replace("{guest}", &guest.user_id);
+        let answer = server.post(&path, guest.token(), body).await;
+        assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    }
+    let upload = server
+        .builder(reqwest::Method::POST, "/_matrix/media/v3/upload")
+        .bearer_auth(&guest.access_token)
+        .header("content-type", "text/plain")
+        .body("hello");
+    let reply = common::send(upload).await;
+    assert_error(&(reply.status, reply.body), 403, "M_GUEST_ACCESS_FORBIDDEN");
+
+    // Rooms: only where `m.room.guest_access` is `can_join`.
+    let create = |guests: bool| {
+        let mut initial_state = vec![];
+        if guests {
+            initial_state.push(json!({"type": "m.room.guest_access", "state_key": "",
+                                      "content": {"guest_access": "can_join"}}));
+        }
+        json!({"preset": "public_chat", "initial_state": initial_state})
+    };
+    let (_, closed) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            create(false),
+        )
+        .await;
+    let (_, open) = server
+        .post("/_matrix/client/v3/createRoom", alice.token(), create(true))
+        .await;
+    let (closed, open) = (
+        closed["room_id"].as_str().unwrap(),
+        open["room_id"].as_str().unwrap(),
+    );
+    let join = |room: &str| format!("/_matrix/client/v3/join/{room}");
+    let answer = server.post(&join(closed), guest.token(), json!({})).await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    let answer = server
+        .post(
+            &join("!unknown:elsewhere.example"),
+            guest.token(),
+            json!({}),
+        )
+        .await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    let (status, body) = server.post(&join(open), guest.token(), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{open}/send/m.room.message/g1"),
+            guest.token(),
+            json!({"msgtype": "m.text", "body": "hello from a guest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{open}/messages?dir=b&limit=5"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunk"][0]["sender"], guest.user_id.as_str(), "{body}");
+    let (status, body) = server.get("/_matrix/client/v3/sync", guest.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rooms"]["join"].get(open).is_some(), "{body}");
+    // The deprecated reads: the room's `initialSync` and `/events` are in the spec's guest
+    // list, the global `initialSync` is not.
+    let room_initial_sync = format!("/_matrix/client/v3/rooms/{open}/initialSync");
+    let (status, body) = server.get(&room_initial_sync, guest.token()).await;
+    assert_eq!(
+        (status.as_u16(), &body["membership"]),
+        (200, &json!("join")),
+        "{body}"
+    );
+    let (status, body) = server
+        .get("/_matrix/client/v3/events?timeout=0", guest.token())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = server
+        .get("/_matrix/client/v3/initialSync", guest.token())
+        .await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    // A room closed to guests: the guests in it leave, and cannot come back.
+    let guest_access = format!("/_matrix/client/v3/rooms/{open}/state/m.room.guest_access/");
+    let (status, body) = server
+        .put(
+            &guest_access,
+            alice.token(),
+            json!({"guest_access": "forbidden"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let member = format!(
+        "/_matrix/client/v3/rooms/{open}/state/m.room.member/{}",
+        guest.user_id
+    );
+    let (status, body) = server.get(&member, alice.token()).await;
+    assert_eq!(
+        (status.as_u16(), &body["membership"]),
+        (200, &json!("leave")),
+        "{body}"
+    );
+    let answer = server.post(&join(open), guest.token(), json!({})).await;
+    assert_error(&answer, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    let (status, body) = server
+        .put(
+            &guest_access,
+            alice.token(),
+            json!({"guest_access": "can_join"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post(&join(open), guest.token(), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Numeric names are the guests': nobody registers one, nor takes a guest's over.
+    let upgrade = |username: &str, token: &str| {
+        json!({"username": username, "password": "pw-upgraded", "guest_access_token": token,
+               "auth": {"type": "m.login.dummy"}})
+    };
+    let plain = json!({"username": localpart, "password": "pw", "auth": {"type": "m.login.dummy"}});
+    assert_error(
+        &server.post(REGISTER, None, plain).await,
+        400,
+        "M_INVALID_USERNAME",
+    );
+    for body in [
+        upgrade("someoneelse", &guest.access_token),
+        upgrade(localpart, &alice.access_token),
+        upgrade(localpart, "not-a-token"),
+    ] {
+        let (status, answer) = server.post(REGISTER, None, body).await;
+        assert!(matches!(status.as_u16(), 401 | 403), "{status} {answer}");
+    }
+    let (status, body) = server
+        .post(REGISTER, None, upgrade(localpart, &guest.access_token))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], guest.user_id.as_str(), "{body}");
+    let upgraded = server.login_session(localpart, "pw-upgraded").await;
+    let (_, whoami) = server.whoami(&upgraded.access_token).await;
+    // `false` is left out.
+    assert_ne!(whoami["is_guest"], true, "{whoami}");
+    assert_eq!(whoami["user_id"], guest.user_id.as_str(), "{whoami}");
+    let (status, rooms) = server
+        .get("/_matrix/client/v3/joined_rooms", upgraded.token())
+        .await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(
+        rooms["joined_rooms"],
+        json!([open]),
+        "the guest's rooms stay"
+    );
+    // The guest's own token now belongs to a full account; it cannot upgrade twice.
+    let (status, body) = server
+        .post("/_matrix/client/v3/createRoom", guest.token(), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let again = server
+        .post(REGISTER, None, upgrade(localpart, &guest.access_token))
+        .await;
+    assert_error(&again, 403, "M_FORBIDDEN");
 }
 
 /// Starts token registration for `username`: returns the UIA session after checking the flows.

@@ -268,3 +268,55 @@ async fn upgrade_to_v12_leaves_creators_out_of_power_levels() {
         "M_FORBIDDEN",
     );
 }
+
+/// Every room version `/capabilities` lists can be created, written to, joined by another user
+/// and upgraded to the next one listed (whose room holds both users again).
+#[tokio::test]
+async fn every_advertised_room_version_is_created_joined_and_upgraded() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let bob = server.register("bob", "password").await;
+    let (status, capabilities) = server
+        .get("/_matrix/client/v3/capabilities", alice.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{capabilities}");
+    let available = capabilities["capabilities"]["m.room_versions"]["available"]
+        .as_object()
+        .expect("available room versions");
+    let mut versions: Vec<u32> = available
+        .keys()
+        .map(|v| v.parse().expect("numeric room versions"))
+        .collect();
+    versions.sort_unstable();
+    assert!(versions.len() >= 2, "{capabilities}");
+    for pair in versions.windows(2) {
+        let (version, next) = (pair[0].to_string(), pair[1].to_string());
+        let room = create_room(
+            &server,
+            &alice,
+            json!({"room_version": version, "preset": "public_chat",
+                   "name": format!("v{version}")}),
+        )
+        .await;
+        let create = state(&server, &alice, &room, "m.room.create").await;
+        assert_eq!(create["room_version"], version.as_str(), "{create}");
+        send_text(&server, &alice, &room, "hello").await;
+        join(&server, &bob, &room).await;
+        send_text(&server, &bob, &room, "hi").await;
+
+        let (status, body) = upgrade(&server, &alice, &room, json!({"new_version": next})).await;
+        assert_eq!(status, StatusCode::OK, "v{version} -> v{next}: {body}");
+        let new_room = body["replacement_room"].as_str().expect("replacement_room");
+        let tombstone = state(&server, &bob, &room, "m.room.tombstone").await;
+        assert_eq!(tombstone["replacement_room"], new_room, "v{version}");
+        let create = state(&server, &alice, new_room, "m.room.create").await;
+        assert_eq!(create["room_version"], next.as_str(), "{create}");
+        assert_eq!(create["predecessor"]["room_id"], room.as_str(), "{create}");
+        join(&server, &bob, new_room).await;
+        send_text(&server, &bob, new_room, "moved").await;
+        assert_eq!(
+            state(&server, &bob, new_room, "m.room.name").await["name"],
+            format!("v{version}")
+        );
+    }
+}

@@ -335,8 +335,17 @@ async fn join_invite_leave_forget() {
         403,
         "M_FORBIDDEN",
     );
-    // Leaving twice is refused by the auth rules (not a member).
-    assert_error(&leave(&server, bob, &room).await, 403, "M_FORBIDDEN");
+    // Leaving twice only repeats the leave: answered with it, nothing new (as Synapse).
+    let (status, body) = leave(&server, bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again = find_state(
+        &full_state(&server, bob, &room).await,
+        "m.room.member",
+        &bob.user_id,
+    )
+    .expect("own member event")["event_id"]
+        .clone();
+    assert_eq!(again, own["event_id"]);
 
     // The left room shows in sync with include_leave until forgotten.
     let filter = q(&json!({"room": {"include_leave": true}}).to_string());
@@ -1444,7 +1453,7 @@ async fn a_state_change_carries_what_it_replaced_in_unsigned() {
 
 #[tokio::test]
 async fn a_profile_change_reaches_every_joined_room() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     let [alice, bob] = &users(&server, &["alice", "bob"]).await[..] else {
         unreachable!()
     };
@@ -1503,6 +1512,55 @@ async fn a_profile_change_reaches_every_joined_room() {
         find_state(&before, "m.room.member", &alice.user_id).unwrap()["event_id"],
         find_state(&after, "m.room.member", &alice.user_id).unwrap()["event_id"]
     );
+
+    // In many rooms the change goes on after the answer (stored as waiting, so that a restart
+    // still finishes it); every room gets it.
+    let mut rooms = vec![first.clone(), second.clone()];
+    for _ in 0..10 {
+        rooms.push(create_room(&server, alice, json!({})).await);
+    }
+    set_displayname(&server, alice, "Alice C.").await;
+    for room in &rooms {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (_, member) =
+                get_state(&server, alice, room, "m.room.member", &alice.user_id).await;
+            if member["displayname"] == "Alice C." {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{room}: {member}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // A change stored but not yet copied when the server stopped (what a crash in the middle
+    // leaves: the new profile and its waiting row) is finished after the restart.
+    server.stop();
+    let db = rusqlite::Connection::open(server.data_dir.join("appliance.db")).unwrap();
+    db.execute(
+        "UPDATE users SET displayname = 'Alice D.' WHERE user_id = ?1",
+        [&alice.user_id],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO pending_profile_updates (user_id, generation) VALUES (?1, 1)",
+        [&alice.user_id],
+    )
+    .unwrap();
+    drop(db);
+    server.relaunch();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for room in &rooms {
+        loop {
+            let (_, member) =
+                get_state(&server, alice, room, "m.room.member", &alice.user_id).await;
+            if member["displayname"] == "Alice D." {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{room}: {member}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Whoever of the two is joined to `room` (alice created `first`, bob the other).
@@ -1684,4 +1742,490 @@ async fn members_at_a_token_show_the_membership_of_that_time() {
         400,
         "M_INVALID_PARAM",
     );
+}
+
+/// The member event of `user` in a room's state, as an event (with its ID).
+async fn member_event(server: &TestServer, viewer: &Session, room: &str, user: &str) -> Value {
+    let state = full_state(server, viewer, room).await;
+    find_state(&state, "m.room.member", user)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn set_displayname(server: &TestServer, who: &Session, name: &str) {
+    let (status, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&who.user_id)
+            ),
+            who.token(),
+            json!({"displayname": name}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// An invite made by createRoom names the invitee as `/invite` does and shows the room's
+/// prejoin state; state set twice and joins repeated answer the event already there; `/join`
+/// keeps the member content asked for; one's own member event may be sent as state (a per-room
+/// display name) while other transitions by that path follow the authorization rules.
+#[tokio::test]
+async fn invites_repeated_state_and_per_room_names() {
+    let server = TestServer::start().await;
+    let [alice, bob, carol] = &users(&server, &["alice", "bob", "carol"]).await[..] else {
+        unreachable!()
+    };
+    set_displayname(&server, alice, "Alice").await;
+    set_displayname(&server, bob, "Bob").await;
+    let room = create_room(
+        &server,
+        alice,
+        json!({
+            "preset": "private_chat", "name": "Book club", "room_alias_name": "books",
+            "invite": [bob.user_id], "is_direct": true,
+            "initial_state": [
+                {"type": "m.room.encryption", "state_key": "",
+                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                {"type": "m.room.avatar", "state_key": "", "content": {"url": "mxc://x/y"}},
+            ],
+        }),
+    )
+    .await;
+
+    // Bob's invite: the room's name, avatar, join rules, encryption, alias and create event,
+    // Alice's member event (the inviter), and his own invite with his profile in it.
+    let invited = sync(&server, bob, "timeout=0").await;
+    let stripped = invited["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let find = |kind: &str, key: &str| {
+        stripped
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .map(|e| e["content"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(find("m.room.name", "")["name"], "Book club", "{stripped:?}");
+    assert_eq!(find("m.room.avatar", "")["url"], "mxc://x/y");
+    assert_eq!(find("m.room.join_rules", "")["join_rule"], "invite");
+    assert_eq!(
+        find("m.room.encryption", "")["algorithm"],
+        "m.megolm.v1.aes-sha2"
+    );
+    assert_eq!(
+        find("m.room.canonical_alias", "")["alias"],
+        "#books:test.local"
+    );
+    assert!(find("m.room.create", "").is_object(), "{stripped:?}");
+    assert_eq!(
+        find("m.room.member", &alice.user_id)["displayname"],
+        "Alice"
+    );
+    let own = find("m.room.member", &bob.user_id);
+    assert_eq!(own["membership"], "invite");
+    assert_eq!(
+        own["displayname"], "Bob",
+        "createRoom's invite carries the profile"
+    );
+    assert_eq!(own["is_direct"], true);
+
+    // The same state twice (same sender, same content) is one event.
+    let topic = json!({"topic": "Chapter one"});
+    let first = set_state(&server, alice, &room, "m.room.topic", "", topic.clone()).await;
+    let again = set_state(&server, alice, &room, "m.room.topic", "", topic).await;
+    assert_eq!(first, again, "a repeated state event is not sent again");
+    let changed = set_state(
+        &server,
+        alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "Two"}),
+    )
+    .await;
+    assert_ne!(changed, first);
+
+    // Joining twice with the same content is one event too; a join with a reason and fields of
+    // the client's own is a new one that keeps them (and the profile beside them).
+    must_join(&server, bob, &room).await;
+    let joined = member_event(&server, alice, &room, &bob.user_id).await;
+    must_join(&server, bob, &room).await;
+    assert_eq!(
+        member_event(&server, alice, &room, &bob.user_id).await["event_id"],
+        joined["event_id"]
+    );
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            bob.token(),
+            json!({"reason": "Back again", "org.example.badge": {"level": 3}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let custom = member_event(&server, alice, &room, &bob.user_id).await;
+    assert_ne!(custom["event_id"], joined["event_id"]);
+    assert_eq!(custom["content"]["reason"], "Back again", "{custom}");
+    assert_eq!(custom["content"]["org.example.badge"]["level"], 3);
+    assert_eq!(custom["content"]["displayname"], "Bob");
+    assert_eq!(custom["content"]["membership"], "join");
+
+    // A per-room display name (Element's /myroomnick): Bob's own join event, sent as state.
+    let mut content = custom["content"].clone();
+    content["displayname"] = json!("Bob (books)");
+    content.as_object_mut().unwrap().remove("reason");
+    let nick = set_state(&server, bob, &room, "m.room.member", &bob.user_id, content).await;
+    let member = member_event(&server, alice, &room, &bob.user_id).await;
+    assert_eq!(member["event_id"], nick.as_str());
+    assert_eq!(member["content"]["displayname"], "Bob (books)");
+    assert_eq!(member["content"]["membership"], "join");
+    let (_, profile) = server
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", enc(&bob.user_id)),
+            bob.token(),
+        )
+        .await;
+    assert_eq!(
+        profile["displayname"], "Bob",
+        "the global profile is untouched"
+    );
+
+    // Other transitions by that path follow the rules: Bob may not join Carol in, nor ban
+    // Alice; an invite of Carol by Alice works and is an ordinary invite; a ban by Alice too.
+    let (status, body) = try_set_state(
+        &server,
+        bob,
+        &room,
+        "m.room.member",
+        &carol.user_id,
+        json!({"membership": "join"}),
+    )
+    .await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+    let (status, body) = try_set_state(
+        &server,
+        bob,
+        &room,
+        "m.room.member",
+        &alice.user_id,
+        json!({"membership": "ban"}),
+    )
+    .await;
+    assert_error(&(status, body), 403, "M_FORBIDDEN");
+    let (status, body) = try_set_state(
+        &server,
+        bob,
+        &room,
+        "m.room.member",
+        "not-a-user",
+        json!({"membership": "leave"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    set_state(
+        &server,
+        alice,
+        &room,
+        "m.room.member",
+        &carol.user_id,
+        json!({"membership": "invite"}),
+    )
+    .await;
+    let carol_sync = sync(&server, carol, "timeout=0").await;
+    assert!(
+        carol_sync["rooms"]["invite"][&room].is_object(),
+        "{carol_sync}"
+    );
+    // Carol joins by sending her own join as state, with a name of her own for this room.
+    set_state(
+        &server,
+        carol,
+        &room,
+        "m.room.member",
+        &carol.user_id,
+        json!({"membership": "join", "displayname": "C."}),
+    )
+    .await;
+    let member = member_event(&server, alice, &room, &carol.user_id).await;
+    assert_eq!(member["content"]["membership"], "join");
+    assert_eq!(member["content"]["displayname"], "C.");
+    set_state(
+        &server,
+        alice,
+        &room,
+        "m.room.member",
+        &carol.user_id,
+        json!({"membership": "ban", "reason": "spoilers"}),
+    )
+    .await;
+    assert_eq!(
+        membership_of(&server, alice, &room, &carol.user_id).await,
+        "ban"
+    );
+}
+
+/// Requests the spec (or Synapse, where the spec names no code) refuses, each with its status
+/// and errcode; and a typing notice without `timeout`, which the spec allows.
+#[tokio::test]
+async fn room_requests_refused_with_the_spec_codes() {
+    let server = TestServer::start().await;
+    let [alice, bob] = &users(&server, &["alice", "bob"]).await[..] else {
+        unreachable!()
+    };
+    let room = create_room(&server, alice, json!({})).await;
+    let other = create_room(&server, alice, json!({})).await;
+    let message = send_text(&server, alice, &room, "hello").await;
+    let elsewhere = send_text(&server, alice, &other, "elsewhere").await;
+
+    // Typing: `timeout` may be left out (Synapse's 30 s then); a body of the wrong shape not.
+    let typing = format!("typing/{}", enc(&alice.user_id));
+    let reply = room_request(
+        &server,
+        alice,
+        Method::PUT,
+        &room,
+        &typing,
+        Some(json!({"typing": true})),
+    )
+    .await;
+    assert_eq!(reply.0, StatusCode::OK, "{}", reply.1);
+    let synced = sync(&server, alice, "timeout=0").await;
+    assert_eq!(
+        synced["rooms"]["join"][&room]["ephemeral"]["events"][0]["content"]["user_ids"],
+        json!([alice.user_id]),
+        "{synced}"
+    );
+    let reply = room_request(
+        &server,
+        alice,
+        Method::PUT,
+        &room,
+        &typing,
+        Some(json!({"typing": "yes"})),
+    )
+    .await;
+    assert_error(&reply, 400, "M_BAD_JSON");
+
+    // Receipts: the spec's types only; `m.fully_read` has no thread.
+    let receipt = |kind: &str| format!("receipt/{kind}/{}", enc(&message));
+    let reply = room_request(
+        &server,
+        alice,
+        Method::POST,
+        &room,
+        &receipt("m.weird"),
+        Some(json!({})),
+    )
+    .await;
+    assert_error(&reply, 400, "M_INVALID_PARAM");
+    let reply = room_request(
+        &server,
+        alice,
+        Method::POST,
+        &room,
+        &receipt("m.fully_read"),
+        Some(json!({"thread_id": "main"})),
+    )
+    .await;
+    assert_error(&reply, 400, "M_INVALID_PARAM");
+    for kind in ["m.read", "m.read.private", "m.fully_read"] {
+        let reply = room_request(
+            &server,
+            alice,
+            Method::POST,
+            &room,
+            &receipt(kind),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(reply.0, StatusCode::OK, "{kind}: {}", reply.1);
+    }
+
+    // Canonical aliases: new ones must exist and point here; malformed ones are invalid.
+    for (alias, target) in [("#here:test.local", &room), ("#there:test.local", &other)] {
+        let (status, body) = server
+            .put(
+                &format!("/_matrix/client/v3/directory/room/{}", enc(alias)),
+                alice.token(),
+                json!({"room_id": target}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let alias_event = |content: Value| {
+        try_set_state(&server, alice, &room, "m.room.canonical_alias", "", content)
+    };
+    let bad = [
+        (
+            json!({"alias": "#here:test.local", "alt_aliases": ["#there:test.local"]}),
+            "M_BAD_ALIAS",
+        ),
+        (
+            json!({"alt_aliases": ["#nowhere:test.local"]}),
+            "M_BAD_ALIAS",
+        ),
+        (json!({"alias": "#there:test.local"}), "M_BAD_ALIAS"),
+        (json!({"alt_aliases": ["not an alias"]}), "M_INVALID_PARAM"),
+        (
+            json!({"alt_aliases": "#here:test.local"}),
+            "M_INVALID_PARAM",
+        ),
+    ];
+    for (content, errcode) in bad {
+        let reply = alias_event(content.clone()).await;
+        assert_eq!(reply.1["errcode"], errcode, "{content}: {}", reply.1);
+        assert_eq!(reply.0, StatusCode::BAD_REQUEST);
+    }
+    let good = json!({"alias": "#here:test.local", "alt_aliases": ["#here:test.local"]});
+    assert_eq!(alias_event(good).await.0, StatusCode::OK);
+
+    // A redaction names an event of its own room.
+    let reply = room_request(
+        &server,
+        alice,
+        Method::PUT,
+        &room,
+        &format!("redact/{}/{}", enc(&elsewhere), txn()),
+        Some(json!({})),
+    )
+    .await;
+    assert_error(&reply, 404, "M_NOT_FOUND");
+    let (status, event) = server
+        .get(
+            &room_path(&other, &format!("event/{}", enc(&elsewhere))),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        event["unsigned"].get("redacted_because").is_none(),
+        "{event}"
+    );
+
+    // `/context` in a room one may not see (private, never joined): the spec's 404.
+    let context = room_path(&room, &format!("context/{}", enc(&message)));
+    assert_error(&server.get(&context, bob.token()).await, 404, "M_NOT_FOUND");
+    assert_eq!(server.get(&context, alice.token()).await.0, StatusCode::OK);
+}
+
+async fn set_ignored(server: &TestServer, who: &Session, ignored: &[&str]) {
+    let users: serde_json::Map<String, Value> = ignored
+        .iter()
+        .map(|u| ((*u).to_owned(), json!({})))
+        .collect();
+    let (status, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
+                enc(&who.user_id)
+            ),
+            who.token(),
+            json!({"ignored_users": users}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn to_device(server: &TestServer, from: &Session, to: &Session, tag: &str) {
+    let (status, body) = server
+        .put(
+            &format!("/_matrix/client/v3/sendToDevice/m.test/{}", txn()),
+            from.token(),
+            json!({"messages": {&to.user_id: {&to.device_id: {"tag": tag}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// `m.ignored_user_list`: an ignored user's messages (sync, `/messages`, `/context`, `/event`),
+/// invites and to-device messages do not reach the user ignoring them; their state events stay.
+/// Un-ignoring shows them again, history included.
+#[tokio::test]
+async fn ignored_users_are_not_heard() {
+    let server = TestServer::start().await;
+    let [alice, bob, carol] = &users(&server, &["alice", "bob", "carol"]).await[..] else {
+        unreachable!()
+    };
+    let room = create_room(&server, alice, json!({"preset": "public_chat"})).await;
+    must_join(&server, bob, &room).await;
+    must_join(&server, carol, &room).await;
+    let since = sync(&server, bob, "timeout=0").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    set_ignored(&server, bob, &[&carol.user_id]).await;
+
+    let from_carol = send_text(&server, carol, &room, "from carol").await;
+    let from_alice = send_text(&server, alice, &room, "from alice").await;
+    let carols_room = create_room(&server, carol, json!({"invite": [bob.user_id]})).await;
+    to_device(&server, carol, bob, "carol").await;
+    to_device(&server, alice, bob, "alice").await;
+
+    let news = sync_since(&server, bob, &since, "").await;
+    assert_eq!(
+        bodies(timeline(&news, "join", &room)),
+        ["from alice"],
+        "{news}"
+    );
+    assert!(
+        news["rooms"]["invite"].get(&carols_room).is_none(),
+        "{news}"
+    );
+    let tags: Vec<&Value> = news["to_device"]["events"]
+        .as_array()
+        .map(|events| events.iter().map(|e| &e["content"]["tag"]).collect())
+        .unwrap_or_default();
+    assert_eq!(tags, [&json!("alice")], "{news}");
+    let page = must_messages(&server, bob, &room, "dir=b&limit=50").await;
+    let chunk = page["chunk"].as_array().unwrap();
+    assert_eq!(bodies(chunk), ["from alice"]);
+    assert!(
+        chunk
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["sender"] == carol.user_id.as_str()),
+        "an ignored user's state events stay: {page}"
+    );
+    let context = server
+        .get(
+            &room_path(&room, &format!("context/{}", enc(&from_alice))),
+            bob.token(),
+        )
+        .await;
+    assert_eq!(context.0, StatusCode::OK, "{}", context.1);
+    assert!(
+        !context.1.to_string().contains("from carol"),
+        "{}",
+        context.1
+    );
+    let context = room_path(&room, &format!("context/{}", enc(&from_carol)));
+    assert_error(&server.get(&context, bob.token()).await, 404, "M_NOT_FOUND");
+    let event = room_path(&room, &format!("event/{}", enc(&from_carol)));
+    assert_error(&server.get(&event, bob.token()).await, 404, "M_NOT_FOUND");
+    // Alice, who ignores nobody, sees everything.
+    let page = must_messages(&server, alice, &room, "dir=b&limit=50").await;
+    assert_eq!(
+        bodies(page["chunk"].as_array().unwrap()),
+        ["from alice", "from carol"]
+    );
+
+    // Un-ignored: history shows Carol again, as does a full sync with her invite.
+    set_ignored(&server, bob, &[]).await;
+    let page = must_messages(&server, bob, &room, "dir=b&limit=50").await;
+    assert_eq!(
+        bodies(page["chunk"].as_array().unwrap()),
+        ["from alice", "from carol"]
+    );
+    assert_eq!(server.get(&event, bob.token()).await.0, StatusCode::OK);
+    let full = sync(&server, bob, "timeout=0").await;
+    assert!(full["rooms"]["invite"][&carols_room].is_object(), "{full}");
+    assert_eq!(
+        bodies(timeline(&full, "join", &room)),
+        ["from carol", "from alice"],
+        "{full}"
+    );
+    let next = full["next_batch"].as_str().unwrap().to_owned();
+    send_text(&server, carol, &room, "heard again").await;
+    let news = sync_since(&server, bob, &next, "").await;
+    assert_eq!(bodies(timeline(&news, "join", &room)), ["heard again"]);
 }

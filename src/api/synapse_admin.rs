@@ -1,16 +1,29 @@
 //! Synapse's shared-secret registration endpoint, for `register_new_matrix_user` and the scripts
-//! that self-hosters already have. Not part of the Matrix spec, so the shapes are written here.
+//! that self-hosters already have, and `GET /users/{userId}/admin`, which Element Web asks to
+//! decide whether to show admin tools. Not part of the Matrix spec, so the shapes are written
+//! here, with Synapse's answers.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
+};
+use http::StatusCode;
+use ruma::{UserId, api::error::ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    error::Result,
-    web::{AppState, JsonBody, client_ip::ClientIp},
+    error::{Error, Result},
+    web::{AppState, JsonBody, client_ip::ClientIp, ruma::authenticate_parts},
 };
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/_synapse/admin/v1/register", get(nonce).post(register))
+    Router::new()
+        .route("/_synapse/admin/v1/register", get(nonce).post(register))
+        .route(
+            "/_synapse/admin/v1/users/{user_id}/admin",
+            get(user_is_admin),
+        )
 }
 
 #[derive(Serialize)]
@@ -85,5 +98,35 @@ async fn register(
         access_token: session.access_token,
         home_server: services.server_name.to_string(),
         device_id: session.device_id.to_string(),
+    }))
+}
+
+#[derive(Serialize)]
+struct AdminResponse {
+    admin: bool,
+}
+
+/// `GET /_synapse/admin/v1/users/{userId}/admin`: for server admins only (`403 M_FORBIDDEN`
+/// otherwise); an unknown local user is simply not an admin, a remote one is a `400`.
+async fn user_is_admin(
+    State(services): State<AppState>,
+    Path(user_id): Path<String>,
+    parts: http::request::Parts,
+) -> Result<Json<AdminResponse>> {
+    let sender = authenticate_parts(&services, &parts).await?;
+    if !services.users.is_admin(&sender.user_id).await? {
+        return Err(Error::forbidden("You are not a server admin"));
+    }
+    let user_id = UserId::parse(&user_id)
+        .map_err(|_| Error::invalid_param(format!("Invalid user ID: {user_id}")))?;
+    if user_id.server_name() != services.server_name {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            "Only local users can be admins of this homeserver",
+        ));
+    }
+    Ok(Json(AdminResponse {
+        admin: services.users.is_admin(&user_id).await?,
     }))
 }

@@ -1,6 +1,6 @@
-//! `appliance admin …`: accounts, registration tokens and media, through the same services as
-//! the API, on the same database, so a running server sees each change at once; and backups
-//! (`cli/backup.rs`).
+//! `appliance admin …`: accounts, registration tokens, media and abuse reports, through the
+//! same services as the API, on the same database, so a running server sees each change at
+//! once; and backups (`cli/backup.rs`).
 
 use std::process::ExitCode;
 
@@ -51,6 +51,9 @@ pub enum AdminCommand {
     /// The media repository: list, delete, purge cached remote media.
     #[command(subcommand)]
     Media(super::media::MediaCommand),
+    /// Abuse reports users sent about events and rooms: list, show, resolve.
+    #[command(subcommand)]
+    Reports(super::reports::ReportsCommand),
     /// Federation with other servers: `check` finds a server and verifies its keys.
     #[command(subcommand)]
     Federation(super::federation::FederationCommand),
@@ -194,6 +197,7 @@ async fn execute(services: &Services, command: AdminCommand) -> Result<(), Admin
         }
         AdminCommand::RegistrationToken(command) => registration_token(services, command).await?,
         AdminCommand::Media(command) => super::media::run(services, command).await?,
+        AdminCommand::Reports(command) => super::reports::run(services, command).await?,
         AdminCommand::Backup(_)
         | AdminCommand::VerifyBackup(_)
         | AdminCommand::Restore(_)

@@ -9,6 +9,7 @@ mod element;
 mod federation;
 mod media;
 mod password;
+mod reports;
 mod setup;
 mod turn;
 

@@ -111,7 +111,10 @@ pub struct Config {
     /// require_lowercase, require_uppercase}`).
     pub password_config: PasswordConfig,
 
-    /// Guest accounts are not supported; the key exists so a Synapse config can be read.
+    /// Guest accounts (`POST /register?kind=guest`), as Synapse's key: off by default. Guests
+    /// get a token without a password and may call only what the spec allows them
+    /// (`web::ruma::guest_may_call`); they join only rooms whose `m.room.guest_access` is
+    /// `can_join`, and may upgrade to a full account while registration is open.
     pub allow_guest_access: bool,
 
     /// Rate limits on `/login`, per client address, per account, and on failed attempts per

@@ -126,12 +126,6 @@ impl Config {
                 ),
             ));
         }
-        if self.allow_guest_access {
-            return Err((
-                "allow_guest_access",
-                "guest access is not supported".to_owned(),
-            ));
-        }
         for (key, limit) in [
             ("rc_login.address", self.rc_login.address),
             ("rc_login.account", self.rc_login.account),

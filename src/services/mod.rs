@@ -10,13 +10,18 @@ pub mod directory;
 pub mod e2ee;
 pub mod federation;
 pub mod filter;
+pub mod guests;
+pub mod ignored;
 pub mod json_depth;
+pub mod legacy;
 pub mod media;
 pub mod passwords;
 pub mod presence;
 pub mod push;
+pub mod pushers;
 pub mod rate_limit;
 pub mod registration;
+pub mod reports;
 pub mod rooms;
 pub mod sent_members;
 pub mod server_auth;
@@ -25,6 +30,7 @@ pub mod sessions;
 pub mod shared_secret;
 pub mod sync;
 pub mod tags;
+pub mod thirdparty;
 pub mod typing;
 pub mod uiaa;
 pub mod users;
@@ -67,6 +73,8 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub presence: presence::Presence,
     pub directory: directory::Directory,
+    /// Abuse reports for the admins (`appliance admin reports`).
+    pub reports: reports::Reports,
     pub media: media::Media,
     pub login_limits: LoginLimits,
     /// Registrations per client address (`rc_registration`).
@@ -180,6 +188,7 @@ impl Services {
                 &config.user_directory,
                 federation.clone(),
             ),
+            reports: reports::Reports::new(db.clone()),
             media: media::Media::open(db.clone(), &config, federation.clone())?,
             federation_serve: federation::serve::Serve::new(db.clone()),
             federation_inbound: federation::inbound::InboundTransactions::new(db.clone()),

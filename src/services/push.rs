@@ -33,6 +33,10 @@
 //! computed when the event arrived). [`EvaluatedActions`] is bounded (about 1 MiB); remembering cut
 //! what was 70 % of an initial sync's time. The room context (member count, display name, power
 //! levels) is that of the first evaluation, as with Synapse's stored actions.
+//!
+//! Push delivery and `/notifications` (`services/pushers/`) judge events with the same
+//! evaluation ([`notifying_actions`], [`unread_positions`], [`badge`]), so that what a phone is
+//! pushed, what `/notifications` lists and what /sync counts agree.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -394,30 +398,9 @@ pub fn unread_counts(
     evaluated: &EvaluatedActions,
 ) -> Result<UnreadCounts> {
     let mut counts = UnreadCounts::default();
-    let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some((membership, stream)) if membership == "join" => stream,
-        _ => return Ok(counts),
-    };
-    let events = store::unread_events(
-        conn,
-        room_id.as_str(),
-        user.as_str(),
-        joined_at,
-        upto,
-        MAX_EVALUATED,
-    )?;
     // Read only when an event has to be evaluated.
     let mut context = None;
-    // Threads (`None`: the main timeline) in which the user sent something newer.
-    let mut answered: HashSet<Option<String>> = HashSet::new();
-    for event in events {
-        if event.own {
-            answered.insert(event.thread_root);
-            continue;
-        }
-        if answered.contains(&event.thread_root) {
-            continue;
-        }
+    for event in unread_events(conn, room_id, user, upto)? {
         let key = evaluated.key(rules, user, event.stream_ordering);
         let outcome = match evaluated.get(key) {
             Some(outcome) => outcome,
@@ -451,22 +434,84 @@ pub fn unread_counts(
     Ok(counts)
 }
 
+/// The events of a room that are unread for `user` (newest first, at most [`MAX_EVALUATED`]
+/// looked at), before their rules are run: from others, since the user's latest membership
+/// event, not covered by a read receipt nor followed by the user's own event in the same thread.
+fn unread_events(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: i64,
+) -> Result<Vec<store::UnreadEvent>> {
+    let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
+        Some((membership, stream)) if membership == "join" => stream,
+        _ => return Ok(Vec::new()),
+    };
+    let events = store::unread_events(
+        conn,
+        room_id.as_str(),
+        user.as_str(),
+        joined_at,
+        upto,
+        MAX_EVALUATED,
+    )?;
+    // Threads (`None`: the main timeline) in which the user sent something newer.
+    let mut answered: HashSet<Option<String>> = HashSet::new();
+    Ok(events
+        .into_iter()
+        .filter(|event| {
+            if event.own {
+                answered.insert(event.thread_root.clone());
+                return false;
+            }
+            !answered.contains(&event.thread_root)
+        })
+        .collect())
+}
+
+/// The stream positions of the events /sync would count as unread in a room if their rules
+/// notify ([`unread_counts`]): `/notifications` marks the others `read`.
+pub fn unread_positions(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    upto: i64,
+) -> Result<HashSet<i64>> {
+    Ok(unread_events(conn, room_id, user, upto)?
+        .into_iter()
+        .map(|event| event.stream_ordering)
+        .collect())
+}
+
 /// Runs one event through the ruleset.
 fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> Outcome {
+    outcome_of(&evaluate_actions(ruleset, context, json))
+}
+
+/// The actions the ruleset gives one event.
+fn evaluate_actions(
+    ruleset: &Ruleset,
+    context: &PushConditionRoomCtx,
+    json: String,
+) -> Vec<Action> {
     // ruma flattens the event with serde_json and panics when it cannot (nested too deep, only
     // from an older version); such an event is never shown, so it never notifies either.
     if stored::nesting_depth(&json) > stored::MAX_EVENT_DEPTH {
-        return Outcome::Silent;
+        return Vec::new();
     }
     let raw: Raw<Value> = match serde_json::value::RawValue::from_string(json) {
         Ok(json) => Raw::from_json(json),
-        Err(_) => return Outcome::Silent,
+        Err(_) => return Vec::new(),
     };
     // The rules run synchronously: without thread subscriptions (MSC4306) no condition waits.
-    let actions = ruleset
+    ruleset
         .get_actions(&raw, context)
         .now_or_never()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_vec()
+}
+
+fn outcome_of(actions: &[Action]) -> Outcome {
     if !actions.iter().any(Action::should_notify) {
         Outcome::Silent
     } else if actions.iter().any(Action::is_highlight) {
@@ -474,6 +519,60 @@ fn evaluate(ruleset: &Ruleset, context: &PushConditionRoomCtx, json: String) -> 
     } else {
         Outcome::Notify
     }
+}
+
+/// The actions of one event for `user` when they notify (`None`: silent), by the same rules and
+/// evaluation as the counts of [`unread_counts`], so that pushes, `/notifications` and /sync's
+/// counts agree. `contexts` keeps each room's context between calls of one batch.
+pub fn notifying_actions(
+    conn: &Connection,
+    room_id: &RoomId,
+    user: &UserId,
+    stream_ordering: i64,
+    rules: &UserRules,
+    evaluated: &EvaluatedActions,
+    contexts: &mut HashMap<ruma::OwnedRoomId, PushConditionRoomCtx>,
+) -> Result<Option<Vec<Action>>> {
+    let key = evaluated.key(rules, user, stream_ordering);
+    if evaluated.get(key) == Some(Outcome::Silent) {
+        return Ok(None);
+    }
+    let context = match contexts.get(room_id) {
+        Some(context) => context,
+        None => contexts
+            .entry(room_id.to_owned())
+            .or_insert(room_context(conn, room_id, user)?),
+    };
+    let Some(json) = store::event_json(conn, stream_ordering)? else {
+        return Ok(None);
+    };
+    let actions = evaluate_actions(&rules.ruleset, context, json);
+    let outcome = outcome_of(&actions);
+    evaluated.insert(key, outcome);
+    Ok((outcome != Outcome::Silent).then_some(actions))
+}
+
+/// The badge of a push (the `unread` count of the Push Gateway API), as Synapse counts it by
+/// default: the rooms with unread notifications (those /sync counts), plus pending invites.
+pub fn badge(
+    conn: &Connection,
+    user: &UserId,
+    upto: i64,
+    rules: &UserRules,
+    evaluated: &EvaluatedActions,
+) -> Result<u64> {
+    let (joined, invites) = crate::storage::pushers::joined_rooms_and_invites(conn, user.as_str())?;
+    let mut badge = invites;
+    for room_id in joined {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room_id) else {
+            continue;
+        };
+        let counts = unread_counts(conn, &room_id, user, upto, rules, evaluated)?;
+        if counts.all.notifications > 0 {
+            badge += 1;
+        }
+    }
+    Ok(badge)
 }
 
 /// What push conditions know of a room: its member count, the user's display name in it (the

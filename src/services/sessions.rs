@@ -25,6 +25,9 @@ use crate::{
 pub struct Identity {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// A guest account's (`register?kind=guest`): `web::ruma` lets it call only the spec's
+    /// guest endpoints.
+    pub is_guest: bool,
     /// The `id` of the application service acting, when the token was its `as_token`.
     pub appservice: Option<String>,
 }
@@ -149,6 +152,7 @@ impl Sessions {
         let identity = Identity {
             user_id: OwnedUserId::try_from(owner.user_id.as_str()).map_err(Error::internal)?,
             device_id: owner.device_id.as_str().into(),
+            is_guest: owner.is_guest,
             appservice: None,
         };
         if owner

@@ -1,6 +1,10 @@
 //! User-interactive authentication: the `flows`/`session`/`completed` dance of `/register`,
 //! `/account/password`, `/account/deactivate` and device deletion. Sessions live in memory for a
 //! few minutes; losing them on restart only means the client starts the dance again.
+//!
+//! A session belongs to the user and the request that started it ([`Operation`]: method, path
+//! and, for a signed-in user, the body's parameters): another user, or another request (say, a
+//! `delete_devices` of other devices), cannot complete it, as Synapse checks URI and method.
 
 use std::{
     collections::HashMap,
@@ -29,9 +33,40 @@ pub struct Uiaa {
 
 struct Session {
     created: Instant,
+    user: Option<OwnedUserId>,
+    operation: Operation,
     completed: Vec<AuthType>,
     /// The registration token accepted in this session, spent when the account is created.
     registration_token: Option<String>,
+}
+
+/// The request a session was started for. Parameters are a SHA-256 of the body's canonical
+/// JSON without `auth` (no password kept in memory); registration leaves them out, as Synapse
+/// lets a client change its registration parameters between stages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    method: String,
+    path: String,
+    params: Option<Vec<u8>>,
+}
+
+impl Operation {
+    /// `body` is the request's JSON; `with_params` binds its parameters too.
+    pub fn new(method: &http::Method, path: &str, body: &[u8], with_params: bool) -> Self {
+        let params = with_params.then(|| {
+            use sha2::Digest;
+            let mut object: ruma::CanonicalJsonObject =
+                serde_json::from_slice(body).unwrap_or_default();
+            object.remove("auth");
+            let canonical = ruma::CanonicalJsonValue::Object(object).to_string();
+            sha2::Sha256::digest(canonical.as_bytes()).to_vec()
+        });
+        Self {
+            method: method.to_string(),
+            path: path.to_owned(),
+            params,
+        }
+    }
 }
 
 /// What a completed authentication proved.
@@ -43,31 +78,49 @@ pub struct Completed {
 impl Uiaa {
     /// Advances the session named in `auth` by the stage it carries. `Ok` once one of `flows`
     /// is complete; otherwise the `401` challenge to send back. `user` is the account whose
-    /// password `m.login.password` must match (the requester, for authenticated endpoints).
+    /// password `m.login.password` must match (the requester, for authenticated endpoints);
+    /// `operation` the request, which must stay the same through the session.
     pub async fn authenticate(
         &self,
         services: &Services,
         auth: Option<&AuthData>,
         flows: &[AuthFlow],
         user: Option<&UserId>,
+        operation: &Operation,
     ) -> Result<Completed> {
         let Some(auth) = auth else {
-            let session = self.start();
+            let session = self.start(user, operation);
             return Err(self.challenge(flows, &session, None));
         };
         let session_id = match auth.session() {
             Some(id) => {
-                if self.with_session(id, |_| ()).is_none() {
+                let Some((owner, started_for)) =
+                    self.with_session(id, |s| (s.user.clone(), s.operation.clone()))
+                else {
                     return Err(Error::new(
                         StatusCode::BAD_REQUEST,
                         ErrorKind::Unknown,
                         "Unknown UIA session",
                     ));
+                };
+                // Synapse: `AuthError(403, "Invalid auth")` for another user's session, and a
+                // 403 `M_UNKNOWN` when the request is not the one the session started with.
+                if owner.as_deref() != user {
+                    return Err(Error::forbidden(
+                        "This authentication session belongs to another user",
+                    ));
+                }
+                if started_for != *operation {
+                    return Err(Error::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorKind::Unknown,
+                        "Requested operation has changed during the UI authentication session.",
+                    ));
                 }
                 id.to_owned()
             }
             // A client may complete a single-stage flow without asking for a session first.
-            None => self.start(),
+            None => self.start(user, operation),
         };
         let Some(auth_type) = auth.auth_type() else {
             return Err(Error::bad_json("Unknown auth type"));
@@ -114,7 +167,7 @@ impl Uiaa {
         Err(self.challenge(flows, &session_id, None))
     }
 
-    fn start(&self) -> String {
+    fn start(&self, user: Option<&UserId>, operation: &Operation) -> String {
         let id = ruma::TransactionId::new().to_string();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
@@ -122,6 +175,8 @@ impl Uiaa {
             id.clone(),
             Session {
                 created: Instant::now(),
+                user: user.map(ToOwned::to_owned),
+                operation: operation.clone(),
                 completed: Vec::new(),
                 registration_token: None,
             },

@@ -13,7 +13,7 @@ use std::{
 
 use http::StatusCode;
 use ruma::{
-    MxcUri, OwnedServerName, OwnedUserId, ServerName, UserId,
+    MxcUri, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
     api::{error::ErrorKind, federation::query::get_profile_information::v1 as get_profile},
     profile::{ProfileFieldName, UserProfile},
 };
@@ -196,6 +196,11 @@ impl Users {
             .await
     }
 
+    /// Whether `user_id` is a server admin (`false` for an unknown user, as Synapse answers).
+    pub async fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id).await?.is_some_and(|user| user.is_admin))
+    }
+
     pub async fn get_existing(&self, user_id: &UserId) -> Result<UserRow> {
         self.get(user_id)
             .await?
@@ -244,6 +249,54 @@ impl Users {
                         ErrorKind::UserInUse,
                         "User ID already taken",
                     ));
+                }
+                extra(tx)
+            })
+            .await
+    }
+
+    /// Creates a guest account (no password) under a fresh numeric localpart: Synapse's form for
+    /// guests, which [`new_user_id`] refuses to everyone else.
+    pub async fn create_guest(&self) -> Result<OwnedUserId> {
+        // Random rather than Synapse's sequence, so that guest IDs do not count the accounts.
+        let number = 100_000_000_000 + rand::random::<u64>() % 900_000_000_000;
+        let user_id = UserId::parse_with_server_name(number.to_string(), &self.server_name)
+            .map_err(Error::internal)?;
+        let id = user_id.to_string();
+        self.create(&user_id, None, false, move |tx| {
+            store::set_guest(tx, &id).map_err(Error::from)
+        })
+        .await?;
+        Ok(user_id)
+    }
+
+    /// The guest accounts joined to a room.
+    pub async fn joined_guests(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        let room = room_id.to_string();
+        let ids = self
+            .db
+            .read(move |c| store::joined_guests(c, &room).map_err(Error::from))
+            .await?;
+        ids.into_iter()
+            .map(|id| OwnedUserId::try_from(id).map_err(Error::internal))
+            .collect()
+    }
+
+    /// Makes a guest account a full account with `password`: same user ID, same rooms.
+    /// `extra` runs in the same transaction, as for [`Self::create`].
+    pub async fn upgrade_guest(
+        &self,
+        user_id: &UserId,
+        password: String,
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        passwords::check_policy(&self.password_policy, &password)?;
+        let hash = passwords::hash(password).await?;
+        let user_id = user_id.to_string();
+        self.db
+            .write(move |tx| {
+                if !store::upgrade_guest(tx, &user_id, &hash)? {
+                    return Err(Error::forbidden("Not a guest account"));
                 }
                 extra(tx)
             })

@@ -1,4 +1,4 @@
-//! The per-service push state of application services (`appservice_queue`, migration 0016).
+//! The per-service push state of application services (`appservice_queue`, migration 0019).
 
 use rusqlite::{Connection, OptionalExtension, params};
 

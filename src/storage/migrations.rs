@@ -23,7 +23,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_openid.sql"),
     include_str!("migrations/0014_remote_thumbnails.sql"),
     include_str!("migrations/0015_remote_e2ee.sql"),
-    include_str!("migrations/0016_appservice.sql"),
+    include_str!("migrations/0016_profile_updates.sql"),
+    include_str!("migrations/0017_push.sql"),
+    include_str!("migrations/0018_reports_guests.sql"),
+    include_str!("migrations/0019_appservice.sql"),
 ];
 
 /// The schema version this binary writes.

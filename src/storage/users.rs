@@ -105,26 +105,76 @@ pub fn deactivate(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
     )? == 1)
 }
 
+/// Sets the display name and marks the profile for copying into member events
+/// ([`pending_profile_updates`]).
 pub fn set_displayname(
     conn: &Connection,
     user_id: &str,
     name: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+    let changed = conn.execute(
         "UPDATE users SET displayname = ?2 WHERE user_id = ?1",
         params![user_id, name],
-    )? == 1)
+    )? == 1;
+    if changed {
+        mark_profile_pending(conn, user_id)?;
+    }
+    Ok(changed)
 }
 
+/// Sets the avatar URL and marks the profile for copying into member events.
 pub fn set_avatar_url(
     conn: &Connection,
     user_id: &str,
     url: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+    let changed = conn.execute(
         "UPDATE users SET avatar_url = ?2 WHERE user_id = ?1",
         params![user_id, url],
-    )? == 1)
+    )? == 1;
+    if changed {
+        mark_profile_pending(conn, user_id)?;
+    }
+    Ok(changed)
+}
+
+fn mark_profile_pending(conn: &Connection, user_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO pending_profile_updates (user_id, generation) VALUES (?1, 1)
+         ON CONFLICT (user_id) DO UPDATE SET generation = generation + 1",
+    )?
+    .execute([user_id])?;
+    Ok(())
+}
+
+/// Users whose profile changes still wait to be copied, with the generation of the change.
+pub fn pending_profile_updates(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("SELECT user_id, generation FROM pending_profile_updates")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// The generation of `user_id`'s waiting profile change, if one waits.
+pub fn pending_profile_generation(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT generation FROM pending_profile_updates WHERE user_id = ?1")?
+        .query_row([user_id], |row| row.get(0))
+        .optional()
+}
+
+/// The change of `generation` is copied; a newer one keeps its row.
+pub fn clear_profile_update(
+    conn: &Connection,
+    user_id: &str,
+    generation: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM pending_profile_updates WHERE user_id = ?1 AND generation = ?2",
+    )?
+    .execute(params![user_id, generation])?;
+    Ok(())
 }
 
 // ---- devices ----
@@ -254,6 +304,7 @@ pub struct TokenOwner {
     pub user_id: String,
     pub device_id: String,
     pub last_seen_ts: Option<i64>,
+    pub is_guest: bool,
 }
 
 pub fn find_token_owner(
@@ -261,7 +312,7 @@ pub fn find_token_owner(
     token_hash: &[u8],
 ) -> rusqlite::Result<Option<TokenOwner>> {
     conn.prepare_cached(
-        "SELECT t.user_id, t.device_id, d.last_seen_ts
+        "SELECT t.user_id, t.device_id, d.last_seen_ts, u.is_guest
          FROM access_tokens t
          JOIN users u ON u.user_id = t.user_id
          JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
@@ -272,7 +323,41 @@ pub fn find_token_owner(
             user_id: row.get(0)?,
             device_id: row.get(1)?,
             last_seen_ts: row.get(2)?,
+            is_guest: row.get(3)?,
         })
     })
     .optional()
+}
+
+/// Marks a new account as a guest's.
+pub fn set_guest(tx: &Connection, user_id: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE users SET is_guest = 1 WHERE user_id = ?1",
+        [user_id],
+    )?;
+    Ok(())
+}
+
+/// Makes a guest account a full one with a password; `false` if it is not (or no longer) a
+/// guest's, so that two upgrades racing each other cannot both set a password.
+pub fn upgrade_guest(
+    tx: &Connection,
+    user_id: &str,
+    password_hash: &str,
+) -> rusqlite::Result<bool> {
+    let changed = tx.execute(
+        "UPDATE users SET is_guest = 0, password_hash = ?2 WHERE user_id = ?1 AND is_guest = 1",
+        params![user_id, password_hash],
+    )?;
+    Ok(changed == 1)
+}
+
+/// The guest accounts of this server joined to `room_id`.
+pub fn joined_guests(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+         WHERE m.room_id = ?1 AND m.membership = 'join' AND u.is_guest = 1",
+    )?
+    .query_map([room_id], |row| row.get(0))?
+    .collect()
 }

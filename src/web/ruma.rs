@@ -83,12 +83,29 @@ pub struct Ruma<T> {
     /// The authenticated sender; always `Some` for endpoints that require a token.
     pub sender: Option<Identity>,
     pub client_ip: IpAddr,
+    /// The request's method and path, and its JSON body as sent (`{}` when empty): for what
+    /// ruma's types leave out (extra member content on `/join`) and for binding a UIA session
+    /// to the request that started it.
+    pub method: http::Method,
+    pub path: String,
+    pub json: bytes::Bytes,
 }
 
 impl<T> Ruma<T> {
     /// The sender of an endpoint that requires authentication.
     pub fn sender(&self) -> Result<&Identity> {
         self.sender.as_ref().ok_or_else(Error::missing_token)
+    }
+
+    /// The request as a UIA session is bound to it: method, path, and the body's parameters
+    /// when a signed-in user sends it.
+    pub fn uia_operation(&self) -> crate::services::uiaa::Operation {
+        crate::services::uiaa::Operation::new(
+            &self.method,
+            &self.path,
+            &self.json,
+            self.sender.is_some(),
+        )
     }
 }
 
@@ -133,6 +150,9 @@ where
                 Some(authenticate(state, &token, query, client_ip).await?)
             }
         };
+        if sender.as_ref().is_some_and(|s| s.is_guest) && !guest_may_call::<T>() {
+            return Err(guest_forbidden());
+        }
 
         let bytes = read_json_body(body, &parts.headers, limit).await?;
         check_is_json(&bytes)?;
@@ -140,13 +160,22 @@ where
         check_known_panics::<T>(&bytes)?;
         // Clients (matrix-nio among them) send no body at all where every field is optional,
         // e.g. to `/join`; like Synapse, take that as `{}`.
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let bytes = if bytes.is_empty() {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        let bytes = fill_optional_fields::<T>(bytes);
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = parse_without_panics::<T>(parts, bytes, &path_args)?;
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+        let body = parse_without_panics::<T>(parts, &bytes, &path_args)?;
         Ok(Self {
             body,
             sender,
             client_ip,
+            method,
+            path,
+            json: bytes,
         })
     }
 }
@@ -196,6 +225,122 @@ fn takes_user_id<T: 'static>() -> bool {
         TypeId::of::<login::Request>(),
     ]
     .contains(&TypeId::of::<T>())
+}
+
+/// The sender of a request handled without a ruma type (media uploads, the Synapse admin API,
+/// deprecated endpoints): the access token from the `Authorization` header or the
+/// `access_token` query parameter, required. Guests are refused: see [`authenticate_guest_too`].
+pub async fn authenticate_parts(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Identity> {
+    let sender = authenticate_guest_too(state, parts).await?;
+    if sender.is_guest {
+        return Err(guest_forbidden());
+    }
+    Ok(sender)
+}
+
+/// [`authenticate_parts`] for the one raw endpoint the spec opens to guests (`GET /events`).
+pub async fn authenticate_guest_too(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Identity> {
+    let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
+        .map_err(|_| Error::missing_token())?
+        .ok_or_else(Error::missing_token)?;
+    // An application service's token too: bridges upload media as their users.
+    authenticate(
+        state,
+        &token,
+        parts.uri.query(),
+        ClientIp::from_parts(parts),
+    )
+    .await
+}
+
+/// `403 M_GUEST_ACCESS_FORBIDDEN`: the answer to a guest calling what guests may not.
+fn guest_forbidden() -> Error {
+    Error::new(
+        StatusCode::FORBIDDEN,
+        ruma::api::error::ErrorKind::GuestAccessForbidden,
+        "Guest access not allowed",
+    )
+}
+
+/// Whether a guest account may call the endpoint `T`: the spec's list ("Guest access": reading
+/// rooms and media, joining, leaving, sending, to-device messages, display name, devices,
+/// whoami, keys), and what Synapse also lets guests do with their own session and rooms
+/// (typing, receipts, account data, filters, relations, public rooms, capabilities, registering
+/// to upgrade, logging out, TURN as `turn_allow_guests` says). Everything else is refused here,
+/// in one place, before any handler runs; raw handlers go through [`authenticate_parts`].
+pub fn guest_may_call<T: 'static>() -> bool {
+    use ruma::api::client::{
+        account, authenticated_media as media, config, context, device, directory, discovery,
+        filter, keys, membership, message, peeking, profile, read_marker, receipt, relations, room,
+        session, state, sync, thirdparty, to_device, typing, voip,
+    };
+    use std::any::TypeId;
+    let allowed = [
+        // Reading rooms and media.
+        TypeId::of::<state::get_state_events::v3::Request>(),
+        TypeId::of::<context::get_context::v3::Request>(),
+        TypeId::of::<room::get_room_event::v3::Request>(),
+        TypeId::of::<state::get_state_event_for_key::v3::Request>(),
+        TypeId::of::<message::get_message_events::v3::Request>(),
+        TypeId::of::<membership::get_member_events::v3::Request>(),
+        TypeId::of::<membership::joined_members::v3::Request>(),
+        TypeId::of::<membership::joined_rooms::v3::Request>(),
+        TypeId::of::<peeking::get_current_state::v3::Request>(),
+        TypeId::of::<peeking::listen_to_new_events::v3::Request>(),
+        TypeId::of::<sync::sync_events::v3::Request>(),
+        TypeId::of::<filter::create_filter::v3::Request>(),
+        TypeId::of::<filter::get_filter::v3::Request>(),
+        TypeId::of::<relations::get_relating_events::v1::Request>(),
+        TypeId::of::<relations::get_relating_events_with_rel_type::v1::Request>(),
+        TypeId::of::<relations::get_relating_events_with_rel_type_and_event_type::v1::Request>(),
+        TypeId::of::<media::get_content::v1::Request>(),
+        TypeId::of::<media::get_content_as_filename::v1::Request>(),
+        TypeId::of::<media::get_content_thumbnail::v1::Request>(),
+        TypeId::of::<media::get_media_config::v1::Request>(),
+        TypeId::of::<directory::get_public_rooms::v3::Request>(),
+        TypeId::of::<directory::get_public_rooms_filtered::v3::Request>(),
+        TypeId::of::<thirdparty::get_protocols::v3::Request>(),
+        TypeId::of::<discovery::get_capabilities::v3::Request>(),
+        TypeId::of::<profile::get_profile::v3::Request>(),
+        TypeId::of::<profile::get_display_name::v3::Request>(),
+        TypeId::of::<profile::get_avatar_url::v3::Request>(),
+        // Taking part in rooms.
+        TypeId::of::<membership::join_room_by_id::v3::Request>(),
+        TypeId::of::<membership::join_room_by_id_or_alias::v3::Request>(),
+        TypeId::of::<membership::leave_room::v3::Request>(),
+        TypeId::of::<message::send_message_event::v3::Request>(),
+        TypeId::of::<state::send_state_event::v3::Request>(),
+        TypeId::of::<to_device::send_event_to_device::v3::Request>(),
+        TypeId::of::<typing::create_typing_event::v3::Request>(),
+        TypeId::of::<receipt::create_receipt::v3::Request>(),
+        TypeId::of::<read_marker::set_read_marker::v3::Request>(),
+        TypeId::of::<voip::get_turn_server_info::v3::Request>(),
+        // Their own account.
+        TypeId::of::<profile::set_display_name::v3::Request>(),
+        TypeId::of::<device::get_devices::v3::Request>(),
+        TypeId::of::<device::get_device::v3::Request>(),
+        TypeId::of::<device::update_device::v3::Request>(),
+        TypeId::of::<account::whoami::v3::Request>(),
+        TypeId::of::<account::register::v3::Request>(),
+        TypeId::of::<session::logout::v3::Request>(),
+        TypeId::of::<config::get_global_account_data::v3::Request>(),
+        TypeId::of::<config::set_global_account_data::v3::Request>(),
+        TypeId::of::<config::get_room_account_data::v3::Request>(),
+        TypeId::of::<config::set_room_account_data::v3::Request>(),
+        // End-to-end encryption.
+        TypeId::of::<keys::upload_keys::v3::Request>(),
+        TypeId::of::<keys::get_keys::v3::Request>(),
+        TypeId::of::<keys::claim_keys::v3::Request>(),
+        TypeId::of::<keys::get_key_changes::v3::Request>(),
+        TypeId::of::<keys::upload_signatures::v3::Request>(),
+    ];
+    allowed.contains(&TypeId::of::<T>())
 }
 
 /// The largest JSON body most endpoints accept. The spec caps an event at 64 KiB; no other
@@ -308,6 +453,26 @@ fn check_known_panics<T: 'static>(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fields the spec makes optional but ruma's type requires, filled with Synapse's default
+/// before ruma parses the body: `timeout` of a typing notice (30 s) when `typing` is true.
+fn fill_optional_fields<T: 'static>(bytes: Bytes) -> Bytes {
+    use std::any::TypeId;
+    type Typing = ruma::api::client::typing::create_typing_event::v3::Request;
+    if TypeId::of::<T>() != TypeId::of::<Typing>() {
+        return bytes;
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(mut body)
+            if body.get("typing") == Some(&serde_json::Value::Bool(true))
+                && !body.contains_key("timeout") =>
+        {
+            body.insert("timeout".to_owned(), 30_000.into());
+            serde_json::to_vec(&body).map(Bytes::from).unwrap_or(bytes)
+        }
+        _ => bytes,
+    }
 }
 
 /// ruma's parser for `T`, with a panic inside it (a ruma bug that [`check_known_panics`] does

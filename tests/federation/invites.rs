@@ -100,7 +100,9 @@ async fn an_appliance_user_invites_a_synapse_user() {
     assert_eq!(seen["event_id"], reply_id.as_str());
 }
 
-/// `createRoom` with a Synapse user in `invite` (a direct chat) reaches Synapse.
+/// `createRoom` with a Synapse user in `invite` (a direct chat) reaches Synapse with the spec's
+/// recommended stripped state (name, avatar, join rules, encryption, alias, create event and the
+/// inviter's member event) in `invite_room_state`.
 #[tokio::test(flavor = "multi_thread")]
 async fn create_room_invites_a_synapse_user() {
     let Pair {
@@ -114,7 +116,12 @@ async fn create_room_invites_a_synapse_user() {
 
     let room = alice
         .create_room(json!({"preset": "trusted_private_chat", "is_direct": true,
-            "invite": [bob.user_id]}))
+        "invite": [bob.user_id], "name": "Just us", "room_alias_name": "justus",
+        "initial_state": [
+            {"type": "m.room.encryption", "state_key": "",
+             "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+            {"type": "m.room.avatar", "state_key": "", "content": {"url": "mxc://a/b"}},
+        ]}))
         .await;
     let state = bob
         .wait_for_sync("alice's direct invite", |s| invite_state(s, &room))
@@ -124,6 +131,26 @@ async fn create_room_invites_a_synapse_user() {
     assert_eq!(invite["content"]["is_direct"], true);
     find(&state, "m.room.member", &alice.user_id);
     find(&state, "m.room.create", "");
+    assert_eq!(
+        find(&state, "m.room.name", "")["content"]["name"],
+        "Just us"
+    );
+    assert_eq!(
+        find(&state, "m.room.avatar", "")["content"]["url"],
+        "mxc://a/b"
+    );
+    assert_eq!(
+        find(&state, "m.room.join_rules", "")["content"]["join_rule"],
+        "invite"
+    );
+    let encryption = find(&state, "m.room.encryption", "");
+    assert_eq!(encryption["content"]["algorithm"], "m.megolm.v1.aes-sha2");
+    let alias = find(&state, "m.room.canonical_alias", "");
+    assert!(
+        alias["content"]["alias"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("#justus:"))
+    );
     // As for a local invitee, trusted_private_chat makes the invitee an admin.
     let levels = &alice.state(&room).await[&("m.room.power_levels".to_owned(), String::new())];
     assert_eq!(levels["users"][&bob.user_id], 100);

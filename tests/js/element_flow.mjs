@@ -1,7 +1,8 @@
 // What Element Web does through matrix-js-sdk, against the appliance: log in, start the sync
 // loop with lazy-loaded members, create a room, invite, join, send, reply, react, edit, redact,
-// type, read receipts, rename, change display name, tag, paginate back, leave. Any failed
-// request, sync error or missing event fails the run (exit code 1).
+// type, read receipts, rename, change display name, tag, paginate back, ignore a user, leave;
+// set and remove a pusher. Any failed request, sync error or missing event fails the run (exit
+// code 1).
 //
 //   node element_flow.mjs <base_url> <alice> <bob> <password>
 import * as sdk from "matrix-js-sdk";
@@ -57,6 +58,21 @@ async function main() {
     const whoami = await alice.whoami();
     if (whoami.user_id !== aliceId) fail(`whoami: ${JSON.stringify(whoami)}`);
     await alice.getDevices();
+
+    // A pusher, as Element's mobile apps register one with their push gateway (sygnal).
+    const pusher = {
+        kind: "http", app_id: "im.vector.app.android", pushkey: "js-sdk-pushkey",
+        app_display_name: "Element", device_display_name: "js-sdk test", lang: "en",
+        data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+        append: false,
+    };
+    await alice.setPusher(pusher);
+    const { pushers } = await alice.getPushers();
+    if (pushers.length !== 1 || pushers[0].pushkey !== "js-sdk-pushkey" || pushers[0].data.format !== "event_id_only") {
+        fail(`pushers: ${JSON.stringify(pushers)}`);
+    }
+    await alice.removePusher("js-sdk-pushkey", "im.vector.app.android");
+    if ((await alice.getPushers()).pushers.length !== 0) fail("pusher not removed");
 
     // Create and invite; bob sees the invite through sync and joins.
     const invited = waitFor(bob, sdk.RoomMemberEvent.Membership,
@@ -145,6 +161,26 @@ async function main() {
     if (!types.includes("m.room.create")) fail(`scrollback did not reach m.room.create: ${types.slice(0, 5)}`);
     const bodies = room.getLiveTimeline().getEvents().map((e) => e.getContent().body);
     if (!bodies.includes("hi alice") || !bodies.includes("filler 29")) fail("history incomplete after scrollback");
+
+    // Ignoring (Element's "Ignore" on a user): while bob ignores alice, the server sends him
+    // none of her messages (asked through the SDK's own /messages request); un-ignored, they
+    // are back.
+    const listSynced = waitFor(bob, sdk.ClientEvent.AccountData,
+        (event) => event.getType() === "m.ignored_user_list", "the ignore list at bob");
+    await bob.setIgnoredUsers([aliceId]);
+    await listSynced;
+    if (!bob.isUserIgnored(aliceId)) fail("bob's client does not know he ignores alice");
+    await alice.sendMessage(roomId, { msgtype: "m.text", body: "while ignored" });
+    await bob.sendMessage(roomId, { msgtype: "m.text", body: "after it" });
+    const heard = async () => (await bob.createMessagesRequest(roomId, null, 30, "b")).chunk
+        .map((e) => e.content?.body);
+    const ignoring = await heard();
+    if (ignoring.includes("while ignored") || ignoring.includes("filler 29")) {
+        fail(`an ignored user's messages were delivered: ${ignoring}`);
+    }
+    if (!ignoring.includes("after it")) fail(`bob's own message missing: ${ignoring}`);
+    await bob.setIgnoredUsers([]);
+    if (!(await heard()).includes("while ignored")) fail("un-ignored messages still hidden");
 
     // Leave: bob's client moves the room to "left".
     const left = waitFor(bob, sdk.RoomMemberEvent.Membership,

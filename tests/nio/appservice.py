@@ -114,6 +114,8 @@ async def main():
                 await ghost.ensure_registered()
                 whoami = await ghost.whoami()
                 check(whoami.user_id == GHOST, "the ghost acts as itself through user_id")
+                mxc = await ghost.upload_media(b"bridged file", mime_type="text/plain")
+                check(mxc.startswith("mxc://"), "the ghost uploads media as itself")
                 status, _ = await client(
                     session, base, "POST", f"/_matrix/client/v3/rooms/{room}/invite", alice,
                     {"user_id": GHOST},

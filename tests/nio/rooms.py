@@ -4,7 +4,8 @@
 Two users: Alice creates a room and invites Bob, who sees the invite in his sync and joins;
 they exchange messages both ways, each seeing the other's in sync; Bob pages back through the
 history with room_messages; Alice redacts a message and Bob sees the redaction; Alice types
-and Bob sees it; Bob sends a read receipt and Alice sees it.
+and Bob sees it; Bob sends a read receipt and Alice sees it. The invite shows the inviter's
+name; Bob's per-room display name (his own member event sent as state) reaches Alice.
 
 Usage: rooms.py HOMESERVER_URL   (exit status 0 when every check held)
 """
@@ -50,7 +51,9 @@ async def scenario(t: Checks) -> None:
     # First syncs, so that later ones are incremental.
     expect(await a.sync(timeout=0), nio.SyncResponse, "alice's first sync")
     expect(await b.sync(timeout=0), nio.SyncResponse, "bob's first sync")
-    t.ok("two users registered and synced")
+    expect(await a.set_displayname("Alice Nio"), nio.ProfileSetDisplayNameResponse, "name")
+    expect(await b.set_displayname("Bob Nio"), nio.ProfileSetDisplayNameResponse, "name")
+    t.ok("two users registered, named and synced")
 
     created = expect(
         await a.room_create(name=ROOM_NAME, topic="testing nio", invite=[bob.user_id]),
@@ -62,8 +65,12 @@ async def scenario(t: Checks) -> None:
 
     await sync_until(b, "the invite", lambda r: room_id in r.rooms.invite)
     ensure(room_id in b.invited_rooms, f"nio does not list {room_id} as invited: {b.invited_rooms}")
-    expect_equal(b.invited_rooms[room_id].name, ROOM_NAME, "room name in the invite")
-    t.ok("bob sees the invite with the room name")
+    invited = b.invited_rooms[room_id]
+    expect_equal(invited.name, ROOM_NAME, "room name in the invite")
+    expect_equal(invited.inviter, alice.user_id, "inviter of the invite")
+    expect_equal(invited.user_name(alice.user_id), "Alice Nio", "inviter's name in the invite")
+    expect_equal(invited.user_name(bob.user_id), "Bob Nio", "invitee's name in the invite")
+    t.ok("bob sees the invite with the room's and the inviter's names")
 
     expect(await b.join(room_id), nio.JoinResponse, "bob joins")
     await sync_until(b, "the joined room", lambda r: room_id in r.rooms.join)
@@ -193,6 +200,22 @@ async def scenario(t: Checks) -> None:
         is not None,
     )
     t.ok("alice sees bob's receipt on the main thread")
+
+    # A per-room display name: Bob's own member event, sent as state (Element's /myroomnick).
+    expect(
+        await b.room_put_state(
+            room_id,
+            "m.room.member",
+            {"membership": "join", "displayname": "Bob in here"},
+            state_key=bob.user_id,
+        ),
+        nio.RoomPutStateResponse,
+        "per-room display name",
+    )
+    await sync_until(
+        a, "bob's per-room name", lambda r: a.rooms[room_id].user_name(bob.user_id) == "Bob in here"
+    )
+    t.ok("alice sees bob's per-room display name")
 
     # Leaving.
     expect(await b.room_leave(room_id), nio.RoomLeaveResponse, "bob leaves")

@@ -26,7 +26,7 @@ pub async fn whoami(
     request: Ruma<whoami::Request>,
 ) -> ApiResult<whoami::Response> {
     let sender = request.sender()?;
-    let mut response = whoami::Response::new(sender.user_id.clone(), false);
+    let mut response = whoami::Response::new(sender.user_id.clone(), sender.is_guest);
     response.device_id = Some(sender.device_id.clone());
     Ok(response.into())
 }
@@ -67,6 +67,7 @@ pub async fn change_password(
             request.body.auth.as_ref(),
             &password_flow(),
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     services
@@ -95,6 +96,7 @@ pub async fn deactivate(
             request.body.auth.as_ref(),
             &password_flow(),
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     services.users.deactivate(&sender.user_id).await?;

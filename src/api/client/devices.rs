@@ -91,6 +91,7 @@ pub async fn delete_device(
             request.body.auth.as_ref(),
             &flows,
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     if !services
@@ -117,6 +118,7 @@ pub async fn delete_devices(
             request.body.auth.as_ref(),
             &flows,
             Some(&sender.user_id),
+            &request.uia_operation(),
         )
         .await?;
     let ids = request.body.devices.iter().map(|d| d.to_string()).collect();

@@ -1,6 +1,4 @@
-//! Room aliases, the public room directory, the user directory and third-party protocols.
-
-use std::collections::BTreeMap;
+//! Room aliases, the public room directory and the user directory.
 
 use axum::{Router, extract::State};
 use ruma::{
@@ -17,7 +15,6 @@ use ruma::{
             set_room_visibility::v3 as set_room_visibility,
         },
         room::{Visibility, aliases::v3 as room_aliases},
-        thirdparty::get_protocols::v3 as get_protocols,
         user_directory::search_users::v3 as search_users,
     },
 };
@@ -42,7 +39,6 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_room_visibility::Request, _, _>(get_room_visibility)
         .ruma::<set_room_visibility::Request, _, _>(set_room_visibility)
         .ruma::<search_users::Request, _, _>(search_users)
-        .ruma::<get_protocols::Request, _, _>(get_protocols)
 }
 
 /// `PUT /_matrix/client/v3/directory/room/{roomAlias}`
@@ -207,12 +203,4 @@ async fn search_users(
         })
         .collect();
     Ok(search_users::Response::new(results, limited).into())
-}
-
-/// `GET /_matrix/client/v3/thirdparty/protocols`: no application service provides one. (The
-/// extractor still insists on an access token, as the spec does.)
-async fn get_protocols(
-    _request: Ruma<get_protocols::Request>,
-) -> ApiResult<get_protocols::Response> {
-    Ok(get_protocols::Response::new(BTreeMap::new()).into())
 }

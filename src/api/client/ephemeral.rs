@@ -68,7 +68,14 @@ pub async fn create_receipt(
         ReceiptThread::Thread(id) => id.to_string(),
         _ => String::new(),
     };
-    match body.receipt_type {
+    match &body.receipt_type {
+        ReceiptType::FullyRead if !thread.is_empty() => {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::InvalidParam,
+                "m.fully_read receipts have no thread",
+            ));
+        }
         ReceiptType::FullyRead => {
             services
                 .account_data
@@ -80,7 +87,7 @@ pub async fn create_receipt(
                 )
                 .await?;
         }
-        _ => {
+        ReceiptType::Read | ReceiptType::ReadPrivate => {
             let receipt_type = body.receipt_type.to_string();
             services
                 .account_data
@@ -93,6 +100,15 @@ pub async fn create_receipt(
                     body.event_id.as_str(),
                 )
                 .await?;
+        }
+        // The spec's three types only, as Synapse: a client's typo must not become a receipt
+        // that every member's /sync carries.
+        other => {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::InvalidParam,
+                format!("Unknown receipt type {other}"),
+            ));
         }
     }
     Ok(create_receipt::Response::new().into())

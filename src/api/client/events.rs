@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use crate::{
     error::{Error, Result},
     services::{
-        federation::backfill,
+        federation::{backfill, member_state},
         filter::room_event_matches,
         rooms::{Direction, EventDraft, MAX_PDU_BYTES, PaginationToken, check_type_and_state_key},
     },
@@ -103,10 +103,19 @@ pub async fn send_state_event(
     check_type_and_state_key(&body.event_type.to_string(), Some(&body.state_key))?;
     let content = content_of(&body.body)?;
     let kind = TimelineEventType::from(body.event_type.to_string());
-    if kind == TimelineEventType::RoomMember || kind == TimelineEventType::RoomCreate {
-        return Err(Error::forbidden(format!(
-            "{kind} events are sent through their own endpoints"
-        )));
+    if kind == TimelineEventType::RoomCreate {
+        return Err(Error::forbidden("m.room.create is sent by createRoom"));
+    }
+    if kind == TimelineEventType::RoomMember {
+        let event_id = member_state::set_member_state(
+            &services,
+            &body.room_id,
+            &sender.user_id,
+            &body.state_key,
+            content,
+        )
+        .await?;
+        return Ok(send_state_event::Response::new(event_id).into());
     }
     if kind == TimelineEventType::RoomCanonicalAlias {
         services
@@ -119,9 +128,12 @@ pub async fn send_state_event(
         .send_state(
             &body.room_id,
             &sender.user_id,
-            EventDraft::state(kind, body.state_key.clone(), content),
+            EventDraft::state(kind.clone(), body.state_key.clone(), content),
         )
         .await?;
+    if kind == TimelineEventType::RoomGuestAccess {
+        crate::services::guests::after_guest_access_change(&services, &body.room_id).await;
+    }
     Ok(send_state_event::Response::new(appended.event_id).into())
 }
 

@@ -102,6 +102,7 @@ async fn upload_signing_keys(
     request: Ruma<upload_signing_keys::Request>,
 ) -> ApiResult<upload_signing_keys::Response> {
     let sender = request.sender()?.clone();
+    let operation = request.uia_operation();
     let body = request.body;
     cross_signing::upload_signing_keys(
         &services,
@@ -111,6 +112,7 @@ async fn upload_signing_keys(
             master: body.master_key,
             self_signing: body.self_signing_key,
             user_signing: body.user_signing_key,
+            operation,
         },
     )
     .await?;

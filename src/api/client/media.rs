@@ -18,17 +18,14 @@ use axum::{
 use http::{HeaderMap, header};
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName, UInt,
-    api::{
-        auth_scheme::extract_bearer_or_query_token,
-        client::{
-            authenticated_media as auth_media,
-            media::{
-                create_content::v3 as create_content, create_content_async::v3 as create_async,
-                create_mxc_uri::v1 as create_mxc_uri, get_content::v3 as legacy_content,
-                get_content_as_filename::v3 as legacy_filename,
-                get_content_thumbnail::v3 as legacy_thumbnail,
-                get_media_config::v3 as legacy_config, get_media_preview::v3 as legacy_preview,
-            },
+    api::client::{
+        authenticated_media as auth_media,
+        media::{
+            create_content::v3 as create_content, create_content_async::v3 as create_async,
+            create_mxc_uri::v1 as create_mxc_uri, get_content::v3 as legacy_content,
+            get_content_as_filename::v3 as legacy_filename,
+            get_content_thumbnail::v3 as legacy_thumbnail, get_media_config::v3 as legacy_config,
+            get_media_preview::v3 as legacy_preview,
         },
     },
     media::Method,
@@ -41,8 +38,7 @@ use crate::{
     services::{media::Access, sessions::Identity},
     web::{
         AppState,
-        client_ip::ClientIp,
-        ruma::{ApiResult, Ruma, RumaRoutes},
+        ruma::{ApiResult, Ruma, RumaRoutes, authenticate_parts},
     },
 };
 
@@ -107,13 +103,8 @@ struct UploadHead {
 }
 
 async fn upload_head(services: &AppState, parts: &http::request::Parts) -> Result<UploadHead> {
-    let token = extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
-        .map_err(|_| Error::missing_token())?
-        .ok_or_else(Error::missing_token)?;
-    let sender = services
-        .sessions
-        .authenticate(&token, Some(ClientIp::from_parts(parts)))
-        .await?;
+    // Guests may not upload (Synapse's rule; the spec lists only downloads for them).
+    let sender = authenticate_parts(services, parts).await?;
     // A file may take far longer to arrive than a JSON body (only for a known sender).
     if let Some(deadline) = parts.extensions.get::<crate::net::deadline::BodyDeadline>() {
         deadline.extend_to(services.config.client_upload_deadline.0);

@@ -10,16 +10,20 @@ mod directory;
 mod ephemeral;
 mod events;
 mod keys;
+mod legacy;
 mod media;
 mod presence;
 mod profile;
 mod push;
+mod pushers;
 mod register;
+mod reports;
 mod room_extras;
 mod rooms;
 mod session;
 mod sync;
 mod tags;
+mod thirdparty;
 mod versions;
 mod voip;
 
@@ -37,11 +41,15 @@ pub fn routes() -> Router<AppState> {
         .merge(room_extras::routes())
         .merge(directory::routes())
         .merge(push::routes())
+        .merge(pushers::routes())
         .merge(presence::routes())
         .merge(tags::routes())
         .merge(keys::routes())
         .merge(backup::routes())
         .merge(media::routes())
+        .merge(thirdparty::routes())
+        .merge(reports::routes())
+        .merge(legacy::routes())
         .merge(appservice::routes())
         .ruma::<ruma::api::client::voip::get_turn_server_info::v3::Request, _, _>(
             voip::get_turn_server,

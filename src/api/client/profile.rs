@@ -11,7 +11,7 @@ use ruma::{
 
 use crate::{
     error::{Error, Result},
-    services::Services,
+    services::rooms::INLINE_PROFILE_ROOMS,
     web::{
         AppState,
         ruma::{ApiResult, Ruma},
@@ -99,16 +99,19 @@ pub async fn set_avatar_url(
     Ok(set_avatar_url::Response::new().into())
 }
 
-/// Rooms show names and avatars from member events: the new profile goes to every joined room.
-async fn propagate_profile(services: &Services, user_id: &UserId) -> Result<()> {
-    let user = services
-        .users
-        .get(user_id)
-        .await?
-        .ok_or_else(|| Error::not_found("No such user"))?;
-    services
-        .rooms
-        .update_profile(user_id, (user.displayname, user.avatar_url))
-        .await?;
+/// Rooms show names and avatars from member events: the new profile goes to every joined room
+/// (`Rooms::finish_profile_update`). With many rooms the answer does not wait for it; the change
+/// is stored as waiting (`pending_profile_updates`), so a restart still finishes it.
+async fn propagate_profile(services: &AppState, user_id: &UserId) -> Result<()> {
+    let rooms = services.rooms.joined_rooms(user_id).await?.len();
+    if rooms <= INLINE_PROFILE_ROOMS {
+        return services.rooms.finish_profile_update(user_id).await;
+    }
+    let (services, user_id) = (services.clone(), user_id.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = services.rooms.finish_profile_update(&user_id).await {
+            tracing::warn!(user = %user_id, error = %e, "profile change not copied to rooms yet");
+        }
+    });
     Ok(())
 }

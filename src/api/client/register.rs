@@ -1,12 +1,15 @@
 use axum::extract::State;
 use http::StatusCode;
-use ruma::api::{
-    client::account::{
-        check_registration_token_validity::v1 as token_validity,
-        get_username_availability::v3 as username_availability,
-        register::{LoginType, RegistrationKind, v3 as register},
+use ruma::{
+    OwnedUserId,
+    api::{
+        client::account::{
+            check_registration_token_validity::v1 as token_validity,
+            get_username_availability::v3 as username_availability,
+            register::{LoginType, RegistrationKind, v3 as register},
+        },
+        error::ErrorKind,
     },
-    error::ErrorKind,
 };
 
 use crate::{
@@ -18,7 +21,8 @@ use crate::{
     },
 };
 
-/// `POST /_matrix/client/v3/register`
+/// `POST /_matrix/client/v3/register`: a full account, a guest account (`kind=guest`), or a
+/// guest's upgrade to a full account (`guest_access_token`).
 pub async fn register(
     State(services): State<AppState>,
     request: Ruma<register::Request>,
@@ -28,28 +32,30 @@ pub async fn register(
         return register_ghost(services, request).await;
     }
     if request.body.kind == RegistrationKind::Guest {
-        return Err(Error::new(
-            StatusCode::FORBIDDEN,
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
+        return register_guest(&services, request).await;
     }
     if !registration.is_open() {
         return Err(Error::forbidden("Registration has been disabled"));
     }
     services.registration_limit.peek(&request.client_ip)?;
+    let operation = request.uia_operation();
     let body = request.body;
     // The password first, then the name, both before the auth stages (Synapse's order): no
     // registration token is spent on an account that cannot be made.
     if let Some(password) = &body.password {
         services.users.check_password_policy(password)?;
     }
-    // Check the name before the client goes through the auth stages, as Synapse does.
-    let user_id = match &body.username {
-        Some(name) => services.users.new_user_id(&normalize_new_user_name(name))?,
-        None => services.users.new_user_id(&random_localpart())?,
+    let guest = match &body.guest_access_token {
+        Some(token) => Some(upgradable_guest(&services, token, body.username.as_deref()).await?),
+        None => None,
     };
-    if services.users.exists(&user_id).await? {
+    // Check the name before the client goes through the auth stages, as Synapse does.
+    let user_id = match (&guest, &body.username) {
+        (Some(guest), _) => guest.clone(),
+        (None, Some(name)) => services.users.new_user_id(&normalize_new_user_name(name))?,
+        (None, None) => services.users.new_user_id(&random_localpart())?,
+    };
+    if guest.is_none() && services.users.exists(&user_id).await? {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,
             ErrorKind::UserInUse,
@@ -61,21 +67,36 @@ pub async fn register(
         .check_user_not_exclusive(&user_id, None)?;
     let completed = services
         .uiaa
-        .authenticate(&services, body.auth.as_ref(), &registration.flows(), None)
+        .authenticate(
+            &services,
+            body.auth.as_ref(),
+            &registration.flows(),
+            None,
+            &operation,
+        )
         .await?;
     let Some(password) = body.password else {
         return Err(Error::missing_param("A password is required"));
     };
     services.registration_limit.take(&request.client_ip)?;
     let token = completed.registration_token;
-    services
-        .users
-        .create(&user_id, Some(password), false, move |tx| match &token {
-            Some(token) => consume_token(tx, token),
-            None => Ok(()),
-        })
-        .await?;
-    tracing::info!(user = %user_id, "registered");
+    let spend_token = move |tx: &rusqlite::Transaction<'_>| match &token {
+        Some(token) => consume_token(tx, token),
+        None => Ok(()),
+    };
+    if guest.is_some() {
+        services
+            .users
+            .upgrade_guest(&user_id, password, spend_token)
+            .await?;
+        tracing::info!(user = %user_id, "guest upgraded to a full account");
+    } else {
+        services
+            .users
+            .create(&user_id, Some(password), false, spend_token)
+            .await?;
+        tracing::info!(user = %user_id, "registered");
+    }
     let mut response = register::Response::new(user_id.clone());
     if !body.inhibit_login {
         let session = services
@@ -152,6 +173,56 @@ async fn register_ghost(
         response.device_id = Some(session.device_id);
     }
     Ok(response.into())
+}
+
+/// `register?kind=guest`, with `allow_guest_access`: a new guest account and its one device.
+/// The spec has every parameter but `initial_device_display_name` ignored, and the server pick
+/// the device ID; registration need not be open (Synapse's rule).
+async fn register_guest(
+    services: &AppState,
+    request: Ruma<register::Request>,
+) -> ApiResult<register::Response> {
+    if !services.config.allow_guest_access {
+        return Err(Error::new(
+            StatusCode::FORBIDDEN,
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    services.registration_limit.take(&request.client_ip)?;
+    let user_id = services.users.create_guest().await?;
+    let session = services
+        .sessions
+        .create(
+            &user_id,
+            None,
+            request.body.initial_device_display_name,
+            Some(request.client_ip),
+        )
+        .await?;
+    tracing::info!(user = %user_id, "guest registered");
+    let mut response = register::Response::new(user_id);
+    response.access_token = Some(session.access_token);
+    response.device_id = Some(session.device_id);
+    Ok(response.into())
+}
+
+/// The guest whose access token an upgrade carries: a valid token of a guest account, and the
+/// `username` (which the spec requires, and Synapse does not) that guest's own localpart.
+async fn upgradable_guest(
+    services: &AppState,
+    token: &str,
+    username: Option<&str>,
+) -> Result<OwnedUserId, Error> {
+    let guest = services.sessions.authenticate(token, None).await?;
+    let same_name =
+        username.is_none_or(|name| normalize_new_user_name(name) == guest.user_id.localpart());
+    if !guest.is_guest || !same_name {
+        return Err(Error::forbidden(
+            "Cannot register taken user ID without valid guest credentials for that user.",
+        ));
+    }
+    Ok(guest.user_id)
 }
 
 /// A user name for clients that register without choosing one.

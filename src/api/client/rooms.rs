@@ -23,9 +23,10 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
-    services::federation::{invites, joins, knocks, leaves},
     services::{
         Services,
+        federation::{invites, joins, knocks, leaves},
+        guests,
         rooms::{CreateRoom, Preset},
     },
     web::{
@@ -45,6 +46,26 @@ async fn profile(services: &Services, user: &UserId) -> Result<(Option<String>, 
 fn raw_object<T>(raw: &ruma::serde::Raw<T>, what: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(raw.json().get())
         .map_err(|e| Error::bad_json(format!("Invalid {what}: {e}")))
+}
+
+/// The member content a `/join` body asks for: every field but those the endpoint itself
+/// reads (`reason` stays: it belongs in the event), as Synapse keeps them.
+fn join_extra_content(json: &[u8]) -> Result<Map<String, Value>> {
+    let mut body: Map<String, Value> = serde_json::from_slice(json)
+        .map_err(|e| Error::bad_json(format!("Invalid request body: {e}")))?;
+    for field in [
+        "membership",
+        "third_party_signed",
+        "via",
+        "server_name",
+        "join_authorised_via_users_server",
+    ] {
+        body.remove(field);
+    }
+    if body.get("reason").is_some_and(|r| !r.is_string()) {
+        return Err(Error::bad_json("reason must be a string"));
+    }
+    Ok(body)
 }
 
 /// `POST /_matrix/client/v3/createRoom`
@@ -141,13 +162,16 @@ pub async fn join_room_by_id(
 ) -> ApiResult<join_room_by_id::Response> {
     let user = request.sender()?.user_id.clone();
     let room_id = request.body.room_id.clone();
+    if request.sender()?.is_guest {
+        guests::check_may_join(&services, <&ruma::RoomOrAliasId>::from(&*room_id)).await?;
+    }
     joins::join_room(
         &services,
         &user,
         <&ruma::RoomOrAliasId>::from(&*room_id),
         &[],
         profile(&services, &user).await?,
-        request.body.reason.clone(),
+        join_extra_content(&request.json)?,
     )
     .await?;
     Ok(join_room_by_id::Response::new(room_id).into())
@@ -159,13 +183,16 @@ pub async fn join_room_by_id_or_alias(
     request: Ruma<join_by_id_or_alias::Request>,
 ) -> ApiResult<join_by_id_or_alias::Response> {
     let user = request.sender()?.user_id.clone();
+    if request.sender()?.is_guest {
+        guests::check_may_join(&services, &request.body.room_id_or_alias).await?;
+    }
     let room_id = joins::join_room(
         &services,
         &user,
         &request.body.room_id_or_alias,
         &request.body.via,
         profile(&services, &user).await?,
-        request.body.reason.clone(),
+        join_extra_content(&request.json)?,
     )
     .await?;
     Ok(join_by_id_or_alias::Response::new(room_id).into())

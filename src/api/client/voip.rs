@@ -22,11 +22,10 @@ pub(super) async fn get_turn_server(
     request: Ruma<turn_server::Request>,
 ) -> Result<Response> {
     let sender = request.sender()?;
-    // Guest accounts do not exist on the appliance (`allow_guest_access` is refused), so no
-    // sender is a guest; the service still applies `turn_allow_guests` as Synapse does.
+    // `turn_allow_guests` decides for guests, as in Synapse.
     let credentials = services
         .voip
-        .credentials(sender.user_id.as_str(), false)
+        .credentials(sender.user_id.as_str(), sender.is_guest)
         .map_err(|_| Error::forbidden("Guest access not allowed"))?;
     Ok(match credentials {
         Some(c) => RumaResponse(turn_server::Response::new(

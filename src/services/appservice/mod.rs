@@ -404,6 +404,7 @@ impl AppServices {
         Ok(Identity {
             user_id,
             device_id,
+            is_guest: false,
             appservice: Some(service.registration.id.clone()),
         })
     }

@@ -43,6 +43,8 @@ pub struct SigningKeys {
     pub master: Option<Raw<CrossSigningKey>>,
     pub self_signing: Option<Raw<CrossSigningKey>>,
     pub user_signing: Option<Raw<CrossSigningKey>>,
+    /// The request, for the UIA session it may start or complete.
+    pub operation: crate::services::uiaa::Operation,
 }
 
 /// A checked cross-signing key ready to store.
@@ -104,7 +106,13 @@ pub async fn upload_signing_keys(
         let flows = vec![AuthFlow::new(vec![AuthType::Password])];
         services
             .uiaa
-            .authenticate(services, upload.auth.as_ref(), &flows, Some(&user))
+            .authenticate(
+                services,
+                upload.auth.as_ref(),
+                &flows,
+                Some(&user),
+                &upload.operation,
+            )
             .await?;
     }
 

@@ -26,7 +26,7 @@ use serde_json::json;
 use super::object;
 use crate::{
     error::{Error, Result},
-    services::{Services, federation::sender, json_depth, sessions::Identity},
+    services::{Services, federation::sender, ignored, json_depth, sessions::Identity},
     storage::{remote_e2ee as remote_store, to_device as store},
 };
 
@@ -85,6 +85,10 @@ pub async fn send(
             let mut position = None;
             for (recipient, target, content) in local {
                 let recipient = recipient.as_str();
+                // Not delivered to whoever ignores the sender (the spec's "Ignoring Users").
+                if ignored::ignores(tx, recipient, &user)? {
+                    continue;
+                }
                 let devices = match target {
                     DeviceIdOrAllDevices::AllDevices => store::device_ids(tx, recipient)?,
                     DeviceIdOrAllDevices::DeviceId(id) => {
@@ -156,6 +160,9 @@ pub async fn receive(services: &Services, origin: &ServerName, content: DirectDe
             remote_store::prune_to_device_seen(tx, now - SEEN_MESSAGE_IDS_MS)?;
             let mut position = None;
             for (recipient, target, content) in deliveries {
+                if ignored::ignores(tx, &recipient, &sender_id)? {
+                    continue;
+                }
                 let devices = match target {
                     DeviceIdOrAllDevices::AllDevices => store::device_ids(tx, &recipient)?,
                     DeviceIdOrAllDevices::DeviceId(id) => {

@@ -11,7 +11,8 @@
 //! bad answer, or a request this server could not make. The IP policy is the URL-preview code's
 //! `IpPolicy`. Media downloads use the `*_streamed` forms, which hand the answer over with its
 //! body unread (the caller streams it to disk and bounds the time); `get_url_streamed` follows
-//! another server's redirect under the same IP policy and certificate checks.
+//! another server's redirect under the same IP policy and certificate checks; `post_json_to_url`
+//! reaches push gateways (http or https URLs) under the same IP policy.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -461,22 +462,37 @@ impl FederationClient {
         destination: &Destination,
         request: Request<Vec<u8>>,
     ) -> Result<(SocketAddr, http::Response<Incoming>), Failure> {
+        self.exchange_over(destination, request, true).await
+    }
+
+    /// [`Self::exchange`], over TLS or (`tls` false: a push gateway's `http` URL) not.
+    async fn exchange_over(
+        &self,
+        destination: &Destination,
+        request: Request<Vec<u8>>,
+        tls: bool,
+    ) -> Result<(SocketAddr, http::Response<Incoming>), Failure> {
         let unreachable = Failure::Unreachable;
         let address = self.address_of(destination).await.map_err(unreachable)?;
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| unreachable(format!("cannot connect to {address}: {e}")))?;
-        let tls_name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
-            .map_err(|e| {
-                unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name))
+        let stream = if tls {
+            let tls_name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
+                .map_err(|e| {
+                    unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name))
+                })?;
+            let tls = self.tls.connect(tls_name, tcp).await.map_err(|e| {
+                unreachable(format!(
+                    "TLS with {address} ({}): {e}",
+                    destination.tls_name
+                ))
             })?;
-        let tls = self.tls.connect(tls_name, tcp).await.map_err(|e| {
-            unreachable(format!(
-                "TLS with {address} ({}): {e}",
-                destination.tls_name
-            ))
-        })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            tokio_util::either::Either::Left(tls)
+        } else {
+            tokio_util::either::Either::Right(tcp)
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(format!("HTTP: {e}")))?;
         tokio::spawn(connection);
@@ -571,6 +587,69 @@ impl FederationClient {
             .body(Vec::new())
             .map_err(|e| FederationError::Request(e.to_string()))?;
         Ok(self.exchange(&destination, request).await?.1)
+    }
+
+    /// POSTs a JSON body to an `http` or `https` URL that is not another homeserver (a push
+    /// gateway, `services/pushers/delivery.rs`): its host must pass the same IP policy as any
+    /// server's (`ip_range_blacklist` / `ip_range_whitelist`, checked after DNS, the connection
+    /// going to the checked address), an `https` certificate the same checks. Redirects are not
+    /// followed; at most `max_bytes` of the answer are read, within `federation.client_timeout`.
+    pub async fn post_json_to_url(
+        &self,
+        url: &url::Url,
+        body: Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<RawResponse, FederationError> {
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => {
+                return Err(FederationError::Request(format!(
+                    "{url}: only http and https URLs are supported"
+                )));
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(FederationError::Request(format!("{url}: no host"))),
+        };
+        let destination = Destination {
+            host_header: url[url::Position::BeforeHost..url::Position::BeforePath].to_owned(),
+            tls_name: host.clone(),
+            port: url.port_or_known_default().unwrap_or(443),
+            host,
+            steps: Vec::new(),
+        };
+        let request = Request::post(&url[url::Position::BeforePath..url::Position::AfterQuery])
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let exchange = async {
+            let (_, response) = self.exchange_over(&destination, request, tls).await?;
+            let (parts, body) = response.into_parts();
+            let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
+                FetchError::Failed(reason) => Failure::Unreachable(reason),
+                FetchError::Blocked(reason) => Failure::Unreachable(reason.to_owned()),
+            })?;
+            if truncated {
+                return Err(Failure::TooLarge(max_bytes));
+            }
+            Ok(RawResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        let timeout = self.request_timeout;
+        Ok(tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Unreachable(format!(
+                    "no answer within {timeout:?} (federation.client_timeout)"
+                )))
+            })?)
     }
 
     /// The address to connect to, once every address of the host has passed the IP policy

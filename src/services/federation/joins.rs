@@ -504,7 +504,7 @@ pub async fn join_room(
     room: &ruma::RoomOrAliasId,
     via: &[OwnedServerName],
     profile: crate::services::rooms::Profile,
-    reason: Option<String>,
+    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<OwnedRoomId> {
     let (room_id, alias_servers) = match <&RoomId>::try_from(room) {
         Ok(room_id) => (room_id.to_owned(), Vec::new()),
@@ -513,22 +513,13 @@ pub async fn join_room(
     if services.rooms.is_resident(&room_id).await? {
         services
             .rooms
-            .join(&room_id, user_id, profile, reason)
+            .join(&room_id, user_id, profile, extra)
             .await?;
         share_presence(services, &room_id, Joined::LocalUser(user_id)).await;
         return Ok(room_id);
     }
     services.limits.remote_join(user_id).await?;
-    let mut content = serde_json::Map::new();
-    if let Some(name) = profile.0 {
-        content.insert("displayname".into(), name.into());
-    }
-    if let Some(avatar) = profile.1 {
-        content.insert("avatar_url".into(), avatar.into());
-    }
-    if let Some(reason) = reason {
-        content.insert("reason".into(), reason.into());
-    }
+    let content = crate::services::rooms::join_content(extra, profile);
     // An invite (or knock) from another server names servers in the room: the inviter's.
     let mut alias_servers = alias_servers;
     if let Membership::Remote(row) = services

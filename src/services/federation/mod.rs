@@ -10,6 +10,7 @@ pub mod joins;
 pub mod keys;
 pub mod knocks;
 pub mod leaves;
+pub mod member_state;
 pub mod pdu;
 pub mod resolve;
 pub mod sender;

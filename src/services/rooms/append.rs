@@ -232,6 +232,44 @@ pub fn append_event(
     })
 }
 
+/// The room's current state event that `draft` would only repeat (same type, state key,
+/// sender and content), as Synapse's `deduplicate_state_event`: setting a state twice, or
+/// joining a room one is joined to with the same profile, answers the existing event instead of
+/// adding one. Clients and bridges re-send state freely; every copy would otherwise be a new
+/// event for every member and server.
+pub fn existing_state(
+    tx: &Connection,
+    room_id: &RoomId,
+    sender: &UserId,
+    draft: &EventDraft,
+) -> Result<Option<Appended>> {
+    let Some(state_key) = &draft.state_key else {
+        return Ok(None);
+    };
+    let kind = draft.kind.to_string();
+    let Some(event_id) = store::current_state_event(tx, room_id.as_str(), &kind, state_key)? else {
+        return Ok(None);
+    };
+    let Some(row) = store::get_event(tx, &event_id)? else {
+        return Ok(None);
+    };
+    if row.sender != sender.as_str() || row.redacted_by.is_some() {
+        return Ok(None);
+    }
+    // A stored event that cannot be read (nested too deeply) is simply not a duplicate.
+    let Ok(stored) = serde_json::from_str::<Value>(&row.json) else {
+        return Ok(None);
+    };
+    if stored.get("content") != Some(&draft.content) {
+        return Ok(None);
+    }
+    Ok(Some(Appended {
+        event_id: OwnedEventId::try_from(row.event_id).map_err(Error::internal)?,
+        room_id: room_id.to_owned(),
+        stream: row.stream_ordering,
+    }))
+}
+
 /// The spec's authorization rules, against the state before the event: `403` when they refuse.
 /// Auth events may be outliers (the state of a room joined over federation); never rejected.
 fn check_auth(

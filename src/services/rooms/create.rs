@@ -258,12 +258,20 @@ fn create_in_transaction(
         .iter()
         .filter(|i| i.server_name() == signer.server_name)
     {
-        if !crate::storage::users::user_exists(tx, invitee.as_str())? {
+        let Some(user) = crate::storage::users::get_user(tx, invitee.as_str())? else {
             return Err(Error::not_found(format!(
                 "Cannot invite {invitee}: no such user on this server"
             )));
-        }
+        };
+        // The invitee's profile, as `/invite` puts it: the invitee's client names the inviter
+        // and itself from these member events before joining.
         let mut content = json!({"membership": "invite"});
+        if let Some(name) = user.displayname {
+            content["displayname"] = json!(name);
+        }
+        if let Some(url) = user.avatar_url {
+            content["avatar_url"] = json!(url);
+        }
         if spec.is_direct {
             content["is_direct"] = json!(true);
         }

@@ -2,24 +2,27 @@
 //! whose validity the authorization rules decide.
 
 use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Appended, EventDraft, Rooms};
 use crate::{
     error::{Error, Result},
-    storage::rooms as store,
+    storage::{rooms as store, users as users_store},
 };
 
 /// Profile fields copied into a member event.
 pub type Profile = (Option<String>, Option<String>);
 
 impl Rooms {
+    /// Joins a room this server holds. `extra` is the member content the client asked for
+    /// (`reason` and any other field of the `/join` body, kept as Synapse keeps them); the
+    /// profile fills `displayname` and `avatar_url` where it does not set them.
     pub async fn join(
         &self,
         room_id: &RoomId,
         user: &UserId,
         profile: Profile,
-        reason: Option<String>,
+        extra: Map<String, Value>,
     ) -> Result<Appended> {
         self.room_version(room_id)
             .await
@@ -29,9 +32,9 @@ impl Rooms {
             self.limits.local_join(user).await?;
         }
         self.limits.event(user, false).await?;
-        let mut content = member_content("join", reason);
-        with_profile(&mut content, profile);
-        self.set_member(room_id, user, user, content).await
+        let content = join_content(extra, profile);
+        self.set_member(room_id, user, user, Value::Object(content))
+            .await
     }
 
     pub async fn invite(
@@ -154,6 +157,20 @@ fn member_content(membership: &str, reason: Option<String>) -> Value {
     content
 }
 
+/// The content of a join: the client's fields, the profile where they leave it out, and
+/// `membership` (which the client cannot choose).
+pub fn join_content(mut extra: Map<String, Value>, (name, avatar): Profile) -> Map<String, Value> {
+    for (key, value) in [("displayname", name), ("avatar_url", avatar)] {
+        if let Some(value) = value
+            && !extra.contains_key(key)
+        {
+            extra.insert(key.to_owned(), json!(value));
+        }
+    }
+    extra.insert("membership".to_owned(), json!("join"));
+    extra
+}
+
 fn with_profile(content: &mut Value, (name, avatar): Profile) {
     if let Some(name) = name {
         content["displayname"] = json!(name);
@@ -163,7 +180,56 @@ fn with_profile(content: &mut Value, (name, avatar): Profile) {
     }
 }
 
+/// A profile change reaches at most this many joined rooms before the answer; with more, the
+/// copy goes on after it (durably: `pending_profile_updates`).
+pub const INLINE_PROFILE_ROOMS: usize = 10;
+
 impl Rooms {
+    /// Copies `user`'s waiting profile change, if any, into their member events
+    /// ([`Self::update_profile`]), then marks it done unless a newer change came meanwhile.
+    pub async fn finish_profile_update(&self, user: &UserId) -> Result<()> {
+        let id = user.to_string();
+        let (generation, row) = self
+            .db
+            .read(move |c| {
+                Ok::<_, Error>((
+                    users_store::pending_profile_generation(c, &id)?,
+                    users_store::get_user(c, &id)?,
+                ))
+            })
+            .await?;
+        let Some(generation) = generation else {
+            return Ok(());
+        };
+        if let Some(row) = row.filter(|row| !row.deactivated) {
+            self.update_profile(user, (row.displayname, row.avatar_url))
+                .await?;
+        }
+        let id = user.to_string();
+        self.db
+            .write(move |tx| {
+                users_store::clear_profile_update(tx, &id, generation).map_err(Error::from)
+            })
+            .await
+    }
+
+    /// Every profile change a restart interrupted, finished (at start-up).
+    pub async fn finish_profile_updates(&self) -> Result<()> {
+        let pending = self
+            .db
+            .read(|c| users_store::pending_profile_updates(c).map_err(Error::from))
+            .await?;
+        for (user, _) in pending {
+            let Ok(user) = ruma::OwnedUserId::try_from(user) else {
+                continue;
+            };
+            if let Err(e) = self.finish_profile_update(&user).await {
+                tracing::warn!(%user, error = %e, "profile change not copied to rooms");
+            }
+        }
+        Ok(())
+    }
+
     /// Re-sends the user's join event with their new display name and avatar in every room they
     /// are joined to, as Synapse does: clients show names and avatars from member events. A
     /// room whose rules refuse the change keeps the old profile; the others still get it.

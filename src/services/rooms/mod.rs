@@ -66,7 +66,7 @@ pub use append::{Appended, EventDraft};
 pub use create::{CreateRoom, Preset};
 pub use federation::{Arrival, IncomingPdu, PduOutcome, PreparedPdu, state_before_event};
 pub use limits::{MAX_PDU_BYTES, check_type_and_state_key};
-pub use membership::Profile;
+pub use membership::{INLINE_PROFILE_ROOMS, Profile, join_content};
 pub use read::{Direction, PaginationToken};
 
 use self::append::{Signer, Target, append_event};
@@ -97,6 +97,20 @@ pub fn federation_versions() -> Vec<RoomVersionId> {
         .filter_map(|v| RoomVersionId::try_from(v).ok())
         .filter(|v| federation_rules(v).is_some())
         .collect()
+}
+
+/// Finishes, in the background at start-up, the profile changes a restart interrupted before
+/// they reached every joined room (`Rooms::finish_profile_updates`).
+pub fn spawn_profile_updates(
+    services: &Arc<crate::services::Services>,
+    tasks: &crate::shutdown::BackgroundTasks,
+) {
+    let services = services.clone();
+    tasks.spawn(|_shutdown| async move {
+        if let Err(e) = services.rooms.finish_profile_updates().await {
+            tracing::warn!(error = %e, "cannot finish interrupted profile changes");
+        }
+    });
 }
 
 /// Publishes a stream position written and committed, waking /sync long-polls.
@@ -167,7 +181,9 @@ impl Rooms {
         self.stream.send_modify(|_| {});
     }
 
-    /// Adds one event to a room, checked against the authorization rules.
+    /// Adds one event to a room, checked against the authorization rules. A state event that
+    /// repeats the current one (same sender and content) is not added again: the current
+    /// one is answered (`append::existing_state`).
     pub async fn append(
         &self,
         room_id: &RoomId,
@@ -183,6 +199,9 @@ impl Rooms {
                     server_name: &server_name,
                     key: &key,
                 };
+                if let Some(existing) = append::existing_state(tx, &room_id, &sender, &draft)? {
+                    return Ok(existing);
+                }
                 append_event(tx, &signer, Target::Room(&room_id), &sender, draft)
             })
             .await?;
@@ -284,6 +303,27 @@ impl Rooms {
                 "{user_id} is not in room {room_id}"
             ))),
         }
+    }
+
+    /// The ID of the room's current state event of `(event_type, state_key)`, if any.
+    pub async fn current_state_event_id(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let (room, kind, key) = (
+            room_id.to_string(),
+            event_type.to_owned(),
+            state_key.to_owned(),
+        );
+        let id = self
+            .db
+            .read(move |c| store::current_state_event(c, &room, &kind, &key).map_err(Error::from))
+            .await?;
+        id.map(OwnedEventId::try_from)
+            .transpose()
+            .map_err(Error::internal)
     }
 
     /// Who sent an event this server has, for telling moderators' redactions apart.

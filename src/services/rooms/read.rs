@@ -6,9 +6,13 @@
 //! their leave, never later; anyone else gets 403. `/members?at=` moves the point back
 //! (`readable_state_ids`).
 
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    str::FromStr,
+};
 
-use ruma::{OwnedEventId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -79,12 +83,14 @@ pub struct MessagesPage {
 }
 
 /// Which events a reader may see: the spec's history-visibility algorithm with the state after
-/// each event, cached per state group.
+/// each event, cached per state group; and not the non-state events of users the reader
+/// ignores (`services::ignored`).
 pub struct Visibility<'a> {
     conn: &'a Connection,
     user: String,
     joined_now: bool,
     cache: HashMap<i64, bool>,
+    ignored: HashSet<String>,
 }
 
 impl<'a> Visibility<'a> {
@@ -96,10 +102,24 @@ impl<'a> Visibility<'a> {
             user: user.to_string(),
             joined_now,
             cache: HashMap::new(),
+            ignored: crate::services::ignored::ignored_users(conn, user.as_str())?,
         })
     }
 
+    /// History visibility only: for acting on an event (a moderator redacting the message of
+    /// someone they ignore), not for showing it.
+    pub fn history_only(conn: &'a Connection, room_id: &str, user: &UserId) -> Result<Self> {
+        let mut visibility = Self::new(conn, room_id, user)?;
+        visibility.ignored.clear();
+        Ok(visibility)
+    }
+
     pub fn allows(&mut self, row: &EventRow) -> Result<bool> {
+        if self.ignored.contains(&row.sender)
+            && Envelope::parse(&row.json).is_some_and(|event| event.state_key.is_none())
+        {
+            return Ok(false);
+        }
         if let Some(allowed) = self.own_membership_change(row)? {
             return Ok(allowed);
         }
@@ -288,6 +308,18 @@ impl Rooms {
             .await
     }
 
+    /// The room of an event stored here, for `GET /events/{eventId}`, which names none.
+    pub async fn event_room(&self, event_id: &str) -> Result<Option<OwnedRoomId>> {
+        let event_id = event_id.to_owned();
+        let room = self
+            .db
+            .read(move |c| store::get_event(c, &event_id).map(|row| row.map(|row| row.room_id)))
+            .await
+            .map_err(Error::from)?;
+        room.map(|r| OwnedRoomId::try_from(r).map_err(Error::internal))
+            .transpose()
+    }
+
     /// The sender of an event the user may see (404 otherwise), whether or not it can be shown:
     /// redacting an event that cannot be shown is how it is shown again.
     pub async fn visible_event_sender(
@@ -299,7 +331,8 @@ impl Rooms {
         let (room, user, event_id) = (room_id.to_string(), user.to_owned(), event_id.to_owned());
         self.db
             .read(move |c| {
-                let row = visible_row(c, &room, &user, &event_id)?;
+                let mut visibility = Visibility::history_only(c, &room, &user)?;
+                let row = visible_row_to(c, &room, &event_id, &mut visibility)?;
                 Ok(row.sender)
             })
             .await
@@ -452,10 +485,24 @@ impl Rooms {
 /// An event of `room` that `user` may see; `404` for one that is unknown, elsewhere or hidden
 /// (the spec does not tell them apart).
 fn visible_row(conn: &Connection, room: &str, user: &UserId, event_id: &str) -> Result<EventRow> {
+    visible_row_to(
+        conn,
+        room,
+        event_id,
+        &mut Visibility::new(conn, room, user)?,
+    )
+}
+
+fn visible_row_to(
+    conn: &Connection,
+    room: &str,
+    event_id: &str,
+    visibility: &mut Visibility<'_>,
+) -> Result<EventRow> {
     let row = store::get_event(conn, event_id)?
         .filter(|r| r.room_id == room)
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    if !Visibility::new(conn, room, user)?.allows(&row)? {
+    if !visibility.allows(&row)? {
         return Err(Error::not_found("Event not found"));
     }
     Ok(row)
@@ -543,6 +590,18 @@ impl Rooms {
             .await
     }
 
+    /// Whether guests may join the room: its `m.room.guest_access` is `can_join` (the spec's
+    /// rule; no event means `forbidden`).
+    pub async fn guests_can_join(&self, room_id: &RoomId) -> Result<bool> {
+        use ruma::events::room::guest_access::{GuestAccess, RoomGuestAccessEventContent};
+        let content = self
+            .current_content(room_id, "m.room.guest_access", "")
+            .await?;
+        Ok(content
+            .and_then(|c| serde_json::from_value::<RoomGuestAccessEventContent>(c).ok())
+            .is_some_and(|c| c.guest_access == GuestAccess::CanJoin))
+    }
+
     /// May the user redact other people's events (power level `redact`, 50 by default)?
     pub async fn can_redact_others(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
         let version = self.room_version(room_id).await?;
@@ -589,20 +648,56 @@ impl Rooms {
         Ok(user_level >= redact_level)
     }
 
-    /// `m.room.canonical_alias` may only name aliases that point to the room.
+    /// `m.room.canonical_alias` may only add aliases that point to the room (`400 M_BAD_ALIAS`)
+    /// and are aliases at all (`400 M_INVALID_PARAM`), as the spec asks and Synapse checks;
+    /// aliases already in the current event are not checked again (one deleted since must not
+    /// block every later change).
     pub async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> Result<()> {
-        let mut aliases: Vec<String> = content["alt_aliases"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(alias) = content["alias"].as_str() {
-            aliases.push(alias.to_owned());
-        }
+        let invalid = |message: String| {
+            Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::InvalidParam,
+                message,
+            )
+        };
+        let alt_aliases = match content.get("alt_aliases") {
+            None => Vec::new(),
+            Some(Value::Array(aliases)) => aliases.clone(),
+            Some(_) => return Err(invalid("alt_aliases must be a list".to_owned())),
+        };
+        let current = self
+            .current_state_event_id(room_id, "m.room.canonical_alias", "")
+            .await?;
         let room = room_id.to_string();
+        let current = match current {
+            Some(id) => self
+                .db
+                .read(move |c| Ok::<_, Error>(store::get_event(c, id.as_str())?))
+                .await?
+                .and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
+                .map(|event| event["content"].clone())
+                .unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let mut added = Vec::new();
+        if let Some(alias) = content.get("alias").filter(|a| !a.is_null())
+            && current.get("alias") != Some(alias)
+        {
+            added.push(alias.clone());
+        }
+        let known = current["alt_aliases"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        added.extend(alt_aliases.into_iter().filter(|a| !known.contains(a)));
+        let mut aliases = Vec::new();
+        for alias in added {
+            let parsed = alias
+                .as_str()
+                .and_then(|a| ruma::RoomAliasId::parse(a).ok())
+                .ok_or_else(|| invalid(format!("{alias} is not a room alias")))?;
+            aliases.push(parsed.to_string());
+        }
         let all_point_here = self
             .db
             .read(move |c| {
