@@ -1,10 +1,11 @@
 //! Pushes events to application services: one task per service with a `url`.
 //!
-//! The task follows the stream of stored events (and receipts) with a cursor of its own (`appservice_queue`,
-//! `storage/appservice.rs`) rather than having each event queued in the transaction that stores
-//! it: sending a message then costs nothing more, whichever code path stored the event (clients,
-//! federation, room creation), and the cursor is one row per service instead of one per event.
-//! The price is a read of the new events per commit, filtered by interest here.
+//! The task follows the stream of stored events (and receipts) with a cursor of its own
+//! (`appservice_queue`, `storage/appservice.rs`) rather than having each event queued in the
+//! transaction that stores it: sending a message then costs nothing more, whichever code path
+//! stored the event (clients, federation, room creation), and the cursor is one row per service
+//! instead of one per event. The price is a read of the new events per commit, filtered by
+//! interest here; positions of no interest are remembered in memory, not written.
 //!
 //! A transaction (its events and ID) is stored before it is sent and is sent again, same ID, until
 //! the service answers `200`; only then does the cursor move past it. Failures back off
