@@ -39,8 +39,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .with_test_writer()
         .try_init();
@@ -62,7 +61,10 @@ async fn login(server: &Server, user: &str, password: &str) -> Client {
         server.base_url,
         "the well-known base URL"
     );
-    assert!(matches!(client.sliding_sync_version(), SlidingSyncVersion::Native));
+    assert!(matches!(
+        client.sliding_sync_version(),
+        SlidingSyncVersion::Native
+    ));
     let oauth = client.oauth().server_metadata().await;
     assert!(
         oauth.as_ref().is_err_and(|e| e.is_not_supported()),
@@ -74,7 +76,10 @@ async fn login(server: &Server, user: &str, password: &str) -> Client {
         .await
         .expect("login types");
     assert!(
-        flows.flows.iter().any(|f| matches!(f, LoginType::Password(_))),
+        flows
+            .flows
+            .iter()
+            .any(|f| matches!(f, LoginType::Password(_))),
         "{flows:?}"
     );
     client
@@ -135,9 +140,9 @@ fn room_id(id: &str) -> OwnedRoomId {
     RoomId::parse(id).expect("room ID")
 }
 
-/// Password login the way Element X does it, then the room list of `RoomListService`: the
-/// user's rooms by recency, a room moving to the top when a message arrives, an invite shown
-/// and accepted; and the preview (MSC3266 room summary) of a public room the user is not in.
+/// Password login the way Element X does it; the preview (MSC3266 room summary) of a public
+/// room the user is not in; then the room list of `RoomListService`: the user's rooms by
+/// recency, a room moving to the top when a message arrives, an invite shown and accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_room_list_invites_and_previews() {
     init_tracing();
@@ -159,6 +164,42 @@ async fn login_room_list_invites_and_previews() {
     server.send_text(&bob, &rooms[1], "in second").await;
 
     let alice = login(&server, "alice", "pw-alice").await;
+
+    // The preview of a public room alice is not in, from its summary (MSC3266).
+    let lobby = server
+        .create_room(
+            &bob,
+            json!({"preset": "public_chat", "name": "Lobby", "topic": "All welcome",
+                "room_alias_name": "lobby"}),
+        )
+        .await;
+    let alias = <&RoomOrAliasId>::try_from("#lobby:test.local").unwrap();
+    let preview = RoomPreview::from_room_summary(&alice, room_id(&lobby), alias, vec![])
+        .await
+        .expect("room summary");
+    assert_eq!(preview.room_id, room_id(&lobby));
+    assert_eq!(preview.name.as_deref(), Some("Lobby"));
+    assert_eq!(preview.topic.as_deref(), Some("All welcome"));
+    assert_eq!(
+        preview.canonical_alias.as_ref().map(|a| a.as_str()),
+        Some(alias.as_str())
+    );
+    assert_eq!(preview.num_joined_members, 1);
+    assert_eq!(preview.join_rule, Some(JoinRuleSummary::Public));
+    assert_eq!(preview.state, None, "alice is not in the room");
+    // What Element X calls: the summary first, by alias.
+    let preview = alice
+        .get_room_preview(alias, vec![])
+        .await
+        .expect("preview");
+    assert_eq!(preview.name.as_deref(), Some("Lobby"));
+    // A private room is not previewed from its summary.
+    let private = server.create_room(&bob, json!({"name": "Private"})).await;
+    let private_ref = <&RoomOrAliasId>::try_from(private.as_str()).unwrap();
+    let refused =
+        RoomPreview::from_room_summary(&alice, room_id(&private), private_ref, vec![]).await;
+    assert!(refused.is_err(), "{refused:?}");
+
     let sync_service = sync(&alice).await;
     let room_list_service: Arc<RoomListService> = sync_service.room_list_service();
     let all_rooms = room_list_service.all_rooms().await.expect("all rooms");
@@ -177,7 +218,11 @@ async fn login_room_list_invites_and_previews() {
     let names: Vec<_> = list.iter().map(|r| r.name()).collect();
     assert_eq!(
         names,
-        [Some("second".into()), Some("third".into()), Some("first".into())]
+        [
+            Some("second".into()),
+            Some("third".into()),
+            Some("first".into())
+        ]
     );
 
     // A message from bob moves the first room to the top, live.
@@ -190,7 +235,10 @@ async fn login_room_list_invites_and_previews() {
 
     // An invite shows at the top as an invite; accepting it makes it a joined room.
     let invited = server
-        .create_room(&bob, json!({"name": "invitation", "invite": ["@alice:test.local"]}))
+        .create_room(
+            &bob,
+            json!({"name": "invitation", "invite": ["@alice:test.local"]}),
+        )
         .await;
     let invited_id = room_id(&invited);
     wait_for(&mut stream, &mut list, "the invite", describe, |l| {
@@ -206,50 +254,33 @@ async fn login_room_list_invites_and_previews() {
         Some(<&matrix_sdk::ruma::UserId>::try_from("@bob:test.local").unwrap())
     );
     room.join().await.expect("accept the invite");
-    wait_for(&mut stream, &mut list, "the accepted invite", describe, |l| {
-        l.iter()
-            .any(|r| r.room_id() == invited_id && r.state() == RoomState::Joined)
-            && l.len() == 4
-    })
+    wait_for(
+        &mut stream,
+        &mut list,
+        "the accepted invite",
+        describe,
+        |l| {
+            l.iter()
+                .any(|r| r.room_id() == invited_id && r.state() == RoomState::Joined)
+                && l.len() == 4
+        },
+    )
     .await;
     let (_, members) = server
         .request(
             Method::GET,
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&invited)),
+            &format!(
+                "/_matrix/client/v3/rooms/{}/joined_members",
+                encode(&invited)
+            ),
             Some(&bob),
             None,
         )
         .await;
-    assert!(members["joined"].get("@alice:test.local").is_some(), "{members}");
-
-    // The preview of a public room alice is not in, from its summary (MSC3266).
-    let lobby = server
-        .create_room(
-            &bob,
-            json!({"preset": "public_chat", "name": "Lobby", "topic": "All welcome",
-                "room_alias_name": "lobby"}),
-        )
-        .await;
-    let alias = <&RoomOrAliasId>::try_from("#lobby:test.local").unwrap();
-    let preview = RoomPreview::from_room_summary(&alice, room_id(&lobby), alias, vec![])
-        .await
-        .expect("room summary");
-    assert_eq!(preview.room_id, room_id(&lobby));
-    assert_eq!(preview.name.as_deref(), Some("Lobby"));
-    assert_eq!(preview.topic.as_deref(), Some("All welcome"));
-    assert_eq!(preview.canonical_alias.as_ref().map(|a| a.as_str()), Some(alias.as_str()));
-    assert_eq!(preview.num_joined_members, 1);
-    assert_eq!(preview.join_rule, Some(JoinRuleSummary::Public));
-    assert_eq!(preview.state, None, "alice is not in the room");
-    // What Element X calls: the summary first, by alias.
-    let preview = alice.get_room_preview(alias, vec![]).await.expect("preview");
-    assert_eq!(preview.name.as_deref(), Some("Lobby"));
-    // A private room is not previewed from its summary.
-    let private = server.create_room(&bob, json!({"name": "Private"})).await;
-    let private_ref = <&RoomOrAliasId>::try_from(private.as_str()).unwrap();
-    let refused = RoomPreview::from_room_summary(&alice, room_id(&private), private_ref, vec![])
-        .await;
-    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        members["joined"].get("@alice:test.local").is_some(),
+        "{members}"
+    );
 
     sync_service.stop().await;
 }
@@ -264,7 +295,10 @@ async fn timeline_goes_live_and_back() {
     server.register("alice", "pw-alice").await;
     let bob = server.register("bob", "pw-bob").await;
     let room = server
-        .create_room(&bob, json!({"name": "History", "invite": ["@alice:test.local"]}))
+        .create_room(
+            &bob,
+            json!({"name": "History", "invite": ["@alice:test.local"]}),
+        )
         .await;
     let alice = login(&server, "alice", "pw-alice").await;
     alice.join_room_by_id(&room_id(&room)).await.expect("join");
@@ -280,7 +314,10 @@ async fn timeline_goes_live_and_back() {
         if let Ok(room) = room_list_service.room(&room_id(&room)) {
             break room;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the room never synced");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room never synced"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let timeline: Timeline = sdk_room.timeline().await.expect("timeline");
@@ -296,30 +333,47 @@ async fn timeline_goes_live_and_back() {
             break;
         }
     }
-    assert!(reached_start, "pagination never reached the room's creation");
+    assert!(
+        reached_start,
+        "pagination never reached the room's creation"
+    );
     let describe = |items: &Vector<Arc<TimelineItem>>| format!("{:?}", bodies(items));
-    wait_for(&mut stream, &mut items, "the whole history", describe, |items| {
-        bodies(items) == history
-    })
+    wait_for(
+        &mut stream,
+        &mut items,
+        "the whole history",
+        describe,
+        |items| bodies(items) == history,
+    )
     .await;
 
     // Live: bob's message over HTTP, then alice's own through the timeline (its local echo
     // replaced by the event the server sent back).
     server.send_text(&bob, &room, "live from bob").await;
-    wait_for(&mut stream, &mut items, "bob's live message", describe, |items| {
-        bodies(items).last().map(String::as_str) == Some("live from bob")
-    })
+    wait_for(
+        &mut stream,
+        &mut items,
+        "bob's live message",
+        describe,
+        |items| bodies(items).last().map(String::as_str) == Some("live from bob"),
+    )
     .await;
     timeline
         .send(RoomMessageEventContent::text_plain("live from alice").into())
         .await
         .expect("send");
-    wait_for(&mut stream, &mut items, "alice's message, sent", describe, |items| {
-        items.last().and_then(|i| i.as_event()).is_some_and(|e| {
-            !e.is_local_echo()
-                && e.content().as_message().map(|m| m.body()) == Some("live from alice")
-        })
-    })
+    wait_for(
+        &mut stream,
+        &mut items,
+        "alice's message, sent",
+        describe,
+        |items| {
+            items.last().and_then(|i| i.as_event()).is_some_and(|e| {
+                !e.is_local_echo()
+                    && e.content().as_message().map(|m| m.body()) == Some("live from alice")
+            })
+        },
+    )
     .await;
     let (_, messages) = server
         .request(
@@ -332,7 +386,10 @@ async fn timeline_goes_live_and_back() {
             None,
         )
         .await;
-    assert_eq!(messages["chunk"][0]["content"]["body"], "live from alice", "{messages}");
+    assert_eq!(
+        messages["chunk"][0]["content"]["body"], "live from alice",
+        "{messages}"
+    );
 
     sync_service.stop().await;
 }
@@ -366,7 +423,10 @@ async fn encrypted_room_decrypts_on_both_sides() {
         {
             break room;
         }
-        assert!(tokio::time::Instant::now() < deadline, "bob never saw the invite");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never saw the invite"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     bob_room.join().await.expect("bob joins");
@@ -383,37 +443,54 @@ async fn encrypted_room_decrypts_on_both_sides() {
     // Alice waits until bob is a member before sending, so that her room key goes to him.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while room.joined_members_count() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "alice never saw bob join");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never saw bob join"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     alice_timeline
         .send(RoomMessageEventContent::text_plain("secret from alice").into())
         .await
         .expect("alice sends");
-    wait_for(&mut bob_stream, &mut bob_items, "bob decrypts", describe, |items| {
-        bodies(items).contains(&"secret from alice".to_owned())
-    })
+    wait_for(
+        &mut bob_stream,
+        &mut bob_items,
+        "bob decrypts",
+        describe,
+        |items| bodies(items).contains(&"secret from alice".to_owned()),
+    )
     .await;
     bob_timeline
         .send(RoomMessageEventContent::text_plain("secret from bob").into())
         .await
         .expect("bob sends");
-    wait_for(&mut alice_stream, &mut alice_items, "alice decrypts", describe, |items| {
-        bodies(items).contains(&"secret from bob".to_owned())
-    })
+    wait_for(
+        &mut alice_stream,
+        &mut alice_items,
+        "alice decrypts",
+        describe,
+        |items| bodies(items).contains(&"secret from bob".to_owned()),
+    )
     .await;
 
     // The server has only ciphertext.
     let (_, messages) = server
         .request(
             Method::GET,
-            &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10", encode(room_id.as_str())),
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
+                encode(room_id.as_str())
+            ),
             Some(&bob_http),
             None,
         )
         .await;
     let chunk = messages["chunk"].as_array().expect("chunk");
-    let encrypted = chunk.iter().filter(|e| e["type"] == "m.room.encrypted").count();
+    let encrypted = chunk
+        .iter()
+        .filter(|e| e["type"] == "m.room.encrypted")
+        .count();
     assert!(encrypted >= 2, "{messages}");
     assert!(!messages.to_string().contains("secret from"), "{messages}");
 

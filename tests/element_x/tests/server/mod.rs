@@ -87,7 +87,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (build the root crate first)", binary.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (build the root crate first)",
+                    binary.display()
+                )
+            });
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -125,7 +130,9 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -165,7 +172,10 @@ impl Server {
             )
             .await;
         assert_eq!(status, 200, "register {username}: {body}");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     /// Creates a room as the token's user; returns its ID.
@@ -205,17 +215,6 @@ impl Server {
             &format!("/_matrix/client/v3/join/{}", encode(room)),
             token,
             Some(json!({})),
-        )
-        .await;
-    }
-
-    /// Invites `user` to a room as the token's user.
-    pub async fn invite(&self, token: &str, room: &str, user: &str) {
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/rooms/{}/invite", encode(room)),
-            token,
-            Some(json!({"user_id": user})),
         )
         .await;
     }
