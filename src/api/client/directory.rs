@@ -60,7 +60,7 @@ async fn room_summary(
     let user = request.sender.as_ref().map(|s| s.user_id.as_ref());
     let (summary, membership) = services
         .directory
-        .room_summary(&request.body.room_id_or_alias, user)
+        .room_summary(&request.body.room_id_or_alias, &request.body.via, user)
         .await?;
     let mut response = get_summary::Response::new(summary);
     response.membership = membership;
