@@ -58,7 +58,7 @@ impl Directory {
             .read(move |c| summarize(c, &room, reader.as_deref()))
             .await?;
         match local {
-            Local::Visible(summary, membership) => Ok((summary, membership)),
+            Local::Visible(visible) => Ok(*visible),
             Local::Hidden => Err(not_found()),
             Local::Unknown => self
                 .remote_summary(&room_id, &servers, user)
@@ -126,7 +126,7 @@ enum Local {
     Unknown,
     /// A room the user may not see.
     Hidden,
-    Visible(RoomSummary, Option<MembershipState>),
+    Visible(Box<(RoomSummary, Option<MembershipState>)>),
 }
 
 /// Another server's room that anyone may see: public, knockable or world-readable (Synapse's
@@ -204,7 +204,7 @@ fn summarize(conn: &rusqlite::Connection, room_id: &RoomId, user: Option<&str>) 
     summary.room_type = field("m.room.create", "type").map(|t| RoomType::from(t.as_str()));
     summary.encryption = field("m.room.encryption", "algorithm").map(|a| a.as_str().into());
     summary.room_version = RoomVersionId::try_from(version.as_str()).ok();
-    Ok(Local::Visible(summary, membership))
+    Ok(Local::Visible(Box::new((summary, membership))))
 }
 
 /// Whether the user is joined to one of the rooms a `restricted` join rule allows.

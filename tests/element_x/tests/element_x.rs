@@ -310,8 +310,11 @@ async fn timeline_goes_live_and_back() {
     let sync_service = sync(&alice).await;
     let room_list_service = sync_service.room_list_service();
     let deadline = tokio::time::Instant::now() + PATIENCE;
+    // Once the room list has synced the room (its name comes from its state).
     let sdk_room = loop {
-        if let Ok(room) = room_list_service.room(&room_id(&room)) {
+        if let Ok(room) = room_list_service.room(&room_id(&room))
+            && room.name().as_deref() == Some("History")
+        {
             break room;
         }
         assert!(
