@@ -466,6 +466,7 @@ async fn login_probes_offer_password_login() {
     for feature in [
         "org.matrix.e2e_cross_signing",
         "org.matrix.msc3266",
+        "org.matrix.simplified_msc3575",
         "org.matrix.msc2285.stable",
         "org.matrix.msc3440.stable",
     ] {

@@ -38,6 +38,9 @@ const UNSTABLE_FEATURES: &[&str] = &[
     "org.matrix.msc3981",
     // Room summaries (`/room_summary` and the unstable `im.nheko.summary` paths).
     "org.matrix.msc3266",
+    // Simplified sliding sync (MSC4186), which Element X requires: matrix-rust-sdk uses it only
+    // when this is advertised.
+    "org.matrix.simplified_msc3575",
 ];
 
 /// `GET /_matrix/client/versions`
