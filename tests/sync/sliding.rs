@@ -269,6 +269,11 @@ async fn sliding_sync_lists_timelines_positions_and_connections() {
     assert!(state.contains(&("m.room.topic".to_owned(), String::new())));
     assert!(!state.contains(&("m.room.name".to_owned(), String::new())));
     assert!(room_b.get("initial").is_none());
+    // Its timeline limit grew (2 in the list, 5 subscribed): the newest 5 events again.
+    let timeline = room_b["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 5, "{room_b}");
+    assert_eq!(timeline[4]["content"]["body"], "b1");
+    assert_eq!(room_b["limited"], true);
 }
 
 #[tokio::test]
@@ -464,7 +469,7 @@ async fn sliding_sync_filters_invites_and_extensions() {
     // request that starts over from no `since`.
     let acknowledged = to_device["next_batch"].as_str().unwrap().to_owned();
     next["extensions"]["to_device"]["since"] = json!(acknowledged);
-    let (_, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    let (pos, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
     assert!(
         after["extensions"]["to_device"].get("events").is_none(),
         "{after}"
@@ -476,4 +481,19 @@ async fn sliding_sync_filters_invites_and_extensions() {
         fresh["extensions"]["to_device"].get("events").is_none(),
         "{fresh}"
     );
+
+    // Leaving: the room is sent once more, ending with the leave, then is gone from the lists.
+    let (status, _) = leave(&server, &bob, &room).await;
+    assert_eq!(status, StatusCode::OK);
+    send_text(&server, &alice, &room, "after bob left").await;
+    let (pos, left) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
+    let timeline = left["rooms"][&room]["timeline"]
+        .as_array()
+        .expect("timeline");
+    let last = timeline.last().unwrap();
+    assert_eq!(last["type"], "m.room.member", "{left}");
+    assert_eq!(last["content"]["membership"], "leave");
+    let (_, gone) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
+    assert_eq!(count(&gone, "encrypted"), 0, "{gone}");
+    assert!(gone.get("rooms").is_none(), "{gone}");
 }

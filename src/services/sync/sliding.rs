@@ -200,10 +200,16 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// The position lists sort by: the newest bumping event of a joined room or the user's
+    /// join, whichever is newer (a room just joined comes to the top); the membership event of
+    /// any other room.
     fn bump(&self) -> i64 {
-        self.listed
-            .bump_stamp
-            .unwrap_or(self.listed.membership_stream)
+        match self.listed.bump_stamp {
+            Some(bump) if self.listed.membership == "join" => {
+                bump.max(self.listed.membership_stream)
+            }
+            _ => self.listed.membership_stream,
+        }
     }
 }
 
@@ -608,6 +614,7 @@ impl Reader<'_> {
                 upto: listed.membership_stream,
                 membership_event: listed.event_id.clone(),
                 required_state: Arc::new(config.required_state.clone()),
+                timeline_limit: config.timeline_limit,
                 lazy_members: HashSet::new(),
             };
             if !initial {
@@ -631,18 +638,23 @@ impl Reader<'_> {
         let from = sent.map_or(0, |s| s.upto);
         let no_patterns = Vec::new();
         let sent_patterns = sent.map_or(&no_patterns, |s| s.required_state.as_ref());
-        let unchanged_config = sent_patterns == &config.required_state;
+        // A larger timeline limit than the room was sent with expands its timeline (Synapse's
+        // "expanded timeline"): the newest events up to the new limit, as on a first send.
+        let expanded = sent.is_some_and(|s| config.timeline_limit > s.timeline_limit);
+        let unchanged_config = sent_patterns == &config.required_state && !expanded;
         if !initial
             && unchanged_config
             && store::room_events_between(self.conn, &listed.room_id, from, end, 1)?.is_empty()
         {
             let mut next = sent.cloned().unwrap_or_default();
             next.upto = end;
+            next.timeline_limit = config.timeline_limit;
             return Ok((None, next));
         }
 
+        let timeline_from = if expanded { 0 } else { from };
         let (timeline, shown) = context.timeline_of(
-            from,
+            timeline_from,
             end,
             &RoomEventFilter::default(),
             config.timeline_limit,
@@ -727,6 +739,7 @@ impl Reader<'_> {
             upto: end,
             membership_event: listed.event_id.clone(),
             required_state: Arc::new(config.required_state.clone()),
+            timeline_limit: config.timeline_limit,
             lazy_members,
         };
         Ok((Some(room), next))
