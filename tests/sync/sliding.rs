@@ -68,7 +68,7 @@ fn room_list(required_state: Value, ranges: Value, timeline_limit: u64) -> Value
 
 #[tokio::test]
 async fn sliding_sync_lists_timelines_positions_and_connections() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     let alice = server.register("alice", "password").await;
     let bob = server.register("bob", "password").await;
     let carol = server.register("carol", "password").await;
@@ -274,6 +274,19 @@ async fn sliding_sync_lists_timelines_positions_and_connections() {
     assert_eq!(timeline.len(), 5, "{room_b}");
     assert_eq!(timeline[4]["content"]["body"], "b1");
     assert_eq!(room_b["limited"], true);
+
+    // Connections live in memory only: after a restart every position is unknown, and the
+    // client starts over.
+    assert!(server.stop(), "clean shutdown");
+    server.relaunch();
+    assert_error(
+        &sliding(&server, &bob, Some(&pos), 0, list.clone()).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+    let (_, fresh) = must_slide(&server, &bob, None, list).await;
+    assert_eq!(fresh["lists"]["all"]["count"], 3, "{fresh}");
+    assert_eq!(fresh["rooms"].as_object().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -481,6 +494,20 @@ async fn sliding_sync_filters_invites_and_extensions() {
         fresh["extensions"]["to_device"].get("events").is_none(),
         "{fresh}"
     );
+
+    // A read receipt of the user's own (sent from another client) resends the room's counts.
+    assert_eq!(news["rooms"][&room]["notification_count"], 1, "{news}");
+    let (status, _) = server
+        .post(
+            &room_path(&room, &format!("receipt/m.read/{}", enc(&event))),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (pos, read) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    assert_eq!(read["rooms"][&room]["notification_count"], 0, "{read}");
+    assert!(read["rooms"][&room].get("timeline").is_none());
 
     // Leaving: the room is sent once more, ending with the leave, then is gone from the lists.
     let (status, _) = leave(&server, &bob, &room).await;

@@ -642,9 +642,14 @@ impl Reader<'_> {
         // "expanded timeline"): the newest events up to the new limit, as on a first send.
         let expanded = sent.is_some_and(|s| config.timeline_limit > s.timeline_limit);
         let unchanged_config = sent_patterns == &config.required_state && !expanded;
+        // Nothing to send unless there are new events, a new configuration, or a read receipt
+        // of the user's own (read elsewhere: the room's unread counts changed).
         if !initial
             && unchanged_config
             && store::room_events_between(self.conn, &listed.room_id, from, end, 1)?.is_empty()
+            && !data_store::receipts_since(self.conn, &listed.room_id, from)?
+                .iter()
+                .any(|r| r.user_id == self.request.user.as_str())
         {
             let mut next = sent.cloned().unwrap_or_default();
             next.upto = end;
@@ -715,11 +720,10 @@ impl Reader<'_> {
                 .filter(|n| !n.is_empty());
         }
         if initial || changed("m.room.avatar") {
-            let url = self.state_content(&now, "m.room.avatar")?.and_then(|c| {
-                c["url"]
-                    .as_str()
-                    .and_then(|u| OwnedMxcUri::try_from(u).ok())
-            });
+            let url = self
+                .state_content(&now, "m.room.avatar")?
+                .and_then(|c| c["url"].as_str().map(OwnedMxcUri::from))
+                .filter(|url| !url.as_str().is_empty());
             room.avatar = match (url, initial) {
                 (Some(url), _) => JsOption::Some(url),
                 (None, true) => JsOption::Undefined,
@@ -772,9 +776,7 @@ impl Reader<'_> {
             let mut hero = Hero::new(user);
             if let Some(content) = content {
                 hero.name = content["displayname"].as_str().map(str::to_owned);
-                hero.avatar = content["avatar_url"]
-                    .as_str()
-                    .and_then(|u| OwnedMxcUri::try_from(u).ok());
+                hero.avatar = content["avatar_url"].as_str().map(OwnedMxcUri::from);
             }
             heroes.push(hero);
         }
