@@ -10,8 +10,9 @@ pub struct ListedRoom {
     /// The user's membership event.
     pub event_id: String,
     pub membership_stream: i64,
-    /// The newest event that moves the room up a list (see [`BUMP_TYPES`]) which the user may
-    /// see: up to their membership when they are not joined.
+    /// For a joined room, the newest event that moves it up a list (see [`BUMP_TYPES`]).
+    /// Other rooms sort by their membership event (as in Synapse): a new invite or a leave
+    /// comes to the top, where the client sees it.
     pub bump_stamp: Option<i64>,
     /// Whether the room's state has `m.room.encryption`.
     pub encrypted: bool,
@@ -23,8 +24,8 @@ pub struct ListedRoom {
 const BUMP_TYPES: &str = "('m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', \
                           'm.call.invite', 'm.poll.start', 'm.beacon_info')";
 
-/// Every room the user is or was in (not forgotten), as of stream position `upto`. The bump
-/// stamp walks the room's stream index backwards to its newest bumping event.
+/// Every room the user is or was in (not forgotten), as of stream position `upto`. A joined
+/// room's bump stamp walks its stream index backwards to its newest bumping event.
 pub fn listed_rooms(
     conn: &Connection,
     user_id: &str,
@@ -32,11 +33,10 @@ pub fn listed_rooms(
 ) -> rusqlite::Result<Vec<ListedRoom>> {
     conn.prepare_cached(&format!(
         "SELECT m.room_id, m.membership, m.event_id, m.stream_ordering,
-           (SELECT e.stream_ordering FROM events e
-             WHERE e.room_id = m.room_id AND e.type IN {BUMP_TYPES}
-               AND e.stream_ordering <= CASE WHEN m.membership = 'join' THEN ?2
-                                             ELSE MIN(?2, m.stream_ordering) END
-             ORDER BY e.stream_ordering DESC LIMIT 1),
+           CASE WHEN m.membership = 'join' THEN
+             (SELECT e.stream_ordering FROM events e
+               WHERE e.room_id = m.room_id AND e.type IN {BUMP_TYPES} AND e.stream_ordering <= ?2
+               ORDER BY e.stream_ordering DESC LIMIT 1) END,
            EXISTS (SELECT 1 FROM current_state cs WHERE cs.room_id = m.room_id
                      AND cs.type = 'm.room.encryption' AND cs.state_key = ''),
            (SELECT json_extract(e.json, '$.content.type') FROM current_state cs

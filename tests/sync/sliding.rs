@@ -68,7 +68,7 @@ fn room_list(required_state: Value, ranges: Value, timeline_limit: u64) -> Value
 
 #[tokio::test]
 async fn sliding_sync_lists_timelines_positions_and_connections() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     let alice = server.register("alice", "password").await;
     let bob = server.register("bob", "password").await;
     let carol = server.register("carol", "password").await;
@@ -269,6 +269,24 @@ async fn sliding_sync_lists_timelines_positions_and_connections() {
     assert!(state.contains(&("m.room.topic".to_owned(), String::new())));
     assert!(!state.contains(&("m.room.name".to_owned(), String::new())));
     assert!(room_b.get("initial").is_none());
+    // Its timeline limit grew (2 in the list, 5 subscribed): the newest 5 events again.
+    let timeline = room_b["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 5, "{room_b}");
+    assert_eq!(timeline[4]["content"]["body"], "b1");
+    assert_eq!(room_b["limited"], true);
+
+    // Connections live in memory only: after a restart every position is unknown, and the
+    // client starts over.
+    assert!(server.stop(), "clean shutdown");
+    server.relaunch();
+    assert_error(
+        &sliding(&server, &bob, Some(&pos), 0, list.clone()).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+    let (_, fresh) = must_slide(&server, &bob, None, list).await;
+    assert_eq!(fresh["lists"]["all"]["count"], 3, "{fresh}");
+    assert_eq!(fresh["rooms"].as_object().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -464,7 +482,7 @@ async fn sliding_sync_filters_invites_and_extensions() {
     // request that starts over from no `since`.
     let acknowledged = to_device["next_batch"].as_str().unwrap().to_owned();
     next["extensions"]["to_device"]["since"] = json!(acknowledged);
-    let (_, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    let (pos, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
     assert!(
         after["extensions"]["to_device"].get("events").is_none(),
         "{after}"
@@ -476,4 +494,33 @@ async fn sliding_sync_filters_invites_and_extensions() {
         fresh["extensions"]["to_device"].get("events").is_none(),
         "{fresh}"
     );
+
+    // A read receipt of the user's own (sent from another client) resends the room's counts.
+    assert_eq!(news["rooms"][&room]["notification_count"], 1, "{news}");
+    let (status, _) = server
+        .post(
+            &room_path(&room, &format!("receipt/m.read/{}", enc(&event))),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (pos, read) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    assert_eq!(read["rooms"][&room]["notification_count"], 0, "{read}");
+    assert!(read["rooms"][&room].get("timeline").is_none());
+
+    // Leaving: the room is sent once more, ending with the leave, then is gone from the lists.
+    let (status, _) = leave(&server, &bob, &room).await;
+    assert_eq!(status, StatusCode::OK);
+    send_text(&server, &alice, &room, "after bob left").await;
+    let (pos, left) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
+    let timeline = left["rooms"][&room]["timeline"]
+        .as_array()
+        .expect("timeline");
+    let last = timeline.last().unwrap();
+    assert_eq!(last["type"], "m.room.member", "{left}");
+    assert_eq!(last["content"]["membership"], "leave");
+    let (_, gone) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
+    assert_eq!(count(&gone, "encrypted"), 0, "{gone}");
+    assert!(gone.get("rooms").is_none(), "{gone}");
 }

@@ -54,6 +54,9 @@ pub struct SentRoom {
     pub membership_event: String,
     /// The `required_state` the room was sent with; widening it sends the new keys' state.
     pub required_state: Arc<Vec<(String, String)>>,
+    /// The `timeline_limit` the room was sent with: a larger one (a client opening the room
+    /// after seeing it in a list) sends the newest events again, up to the new limit.
+    pub timeline_limit: usize,
     /// Members whose member event was sent under `$LAZY`.
     pub lazy_members: HashSet<String>,
 }

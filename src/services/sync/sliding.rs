@@ -200,10 +200,16 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// The position lists sort by: the newest bumping event of a joined room or the user's
+    /// join, whichever is newer (a room just joined comes to the top); the membership event of
+    /// any other room.
     fn bump(&self) -> i64 {
-        self.listed
-            .bump_stamp
-            .unwrap_or(self.listed.membership_stream)
+        match self.listed.bump_stamp {
+            Some(bump) if self.listed.membership == "join" => {
+                bump.max(self.listed.membership_stream)
+            }
+            _ => self.listed.membership_stream,
+        }
     }
 }
 
@@ -608,6 +614,7 @@ impl Reader<'_> {
                 upto: listed.membership_stream,
                 membership_event: listed.event_id.clone(),
                 required_state: Arc::new(config.required_state.clone()),
+                timeline_limit: config.timeline_limit,
                 lazy_members: HashSet::new(),
             };
             if !initial {
@@ -631,18 +638,28 @@ impl Reader<'_> {
         let from = sent.map_or(0, |s| s.upto);
         let no_patterns = Vec::new();
         let sent_patterns = sent.map_or(&no_patterns, |s| s.required_state.as_ref());
-        let unchanged_config = sent_patterns == &config.required_state;
+        // A larger timeline limit than the room was sent with expands its timeline (Synapse's
+        // "expanded timeline"): the newest events up to the new limit, as on a first send.
+        let expanded = sent.is_some_and(|s| config.timeline_limit > s.timeline_limit);
+        let unchanged_config = sent_patterns == &config.required_state && !expanded;
+        // Nothing to send unless there are new events, a new configuration, or a read receipt
+        // of the user's own (read elsewhere: the room's unread counts changed).
         if !initial
             && unchanged_config
             && store::room_events_between(self.conn, &listed.room_id, from, end, 1)?.is_empty()
+            && !data_store::receipts_since(self.conn, &listed.room_id, from)?
+                .iter()
+                .any(|r| r.user_id == self.request.user.as_str())
         {
             let mut next = sent.cloned().unwrap_or_default();
             next.upto = end;
+            next.timeline_limit = config.timeline_limit;
             return Ok((None, next));
         }
 
+        let timeline_from = if expanded { 0 } else { from };
         let (timeline, shown) = context.timeline_of(
-            from,
+            timeline_from,
             end,
             &RoomEventFilter::default(),
             config.timeline_limit,
@@ -703,11 +720,10 @@ impl Reader<'_> {
                 .filter(|n| !n.is_empty());
         }
         if initial || changed("m.room.avatar") {
-            let url = self.state_content(&now, "m.room.avatar")?.and_then(|c| {
-                c["url"]
-                    .as_str()
-                    .and_then(|u| OwnedMxcUri::try_from(u).ok())
-            });
+            let url = self
+                .state_content(&now, "m.room.avatar")?
+                .and_then(|c| c["url"].as_str().map(OwnedMxcUri::from))
+                .filter(|url| !url.as_str().is_empty());
             room.avatar = match (url, initial) {
                 (Some(url), _) => JsOption::Some(url),
                 (None, true) => JsOption::Undefined,
@@ -727,6 +743,7 @@ impl Reader<'_> {
             upto: end,
             membership_event: listed.event_id.clone(),
             required_state: Arc::new(config.required_state.clone()),
+            timeline_limit: config.timeline_limit,
             lazy_members,
         };
         Ok((Some(room), next))
@@ -759,9 +776,7 @@ impl Reader<'_> {
             let mut hero = Hero::new(user);
             if let Some(content) = content {
                 hero.name = content["displayname"].as_str().map(str::to_owned);
-                hero.avatar = content["avatar_url"]
-                    .as_str()
-                    .and_then(|u| OwnedMxcUri::try_from(u).ok());
+                hero.avatar = content["avatar_url"].as_str().map(OwnedMxcUri::from);
             }
             heroes.push(hero);
         }

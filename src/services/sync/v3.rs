@@ -1,5 +1,6 @@
-//! `/sync`: what changed for a user since a token. Long-polls wait on the stream position (no
-//! polling loop) and wake as soon as anything is written.
+//! `/sync`: what changed for a user since a token, rendered from the per-room computation of
+//! `room.rs` (which sliding sync shares). Long-polls wait on the stream position (no polling
+//! loop) and wake as soon as anything is written.
 //!
 //! A token is `s<stream>_<typing>`: a position in the one stream of persisted changes (events,
 //! account data, receipts) and the typing serial. When a response could not carry every waiting
