@@ -432,6 +432,14 @@ async fn sliding_sync_filters_invites_and_extensions() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = server
         .put(
+            "/_matrix/client/v3/sendToDevice/m.test/t2",
+            alice.token(),
+            json!({"messages": {&bob.user_id: {&bob.device_id: {"n": 2}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .put(
             &format!("/_matrix/client/v3/devices/{}", enc(&alice.device_id)),
             alice.token(),
             json!({"display_name": "renamed"}),
@@ -440,6 +448,7 @@ async fn sliding_sync_filters_invites_and_extensions() {
     assert_eq!(status, StatusCode::OK);
     let mut next = request.clone();
     next["extensions"]["to_device"]["since"] = json!(to_device_since);
+    next["extensions"]["to_device"]["limit"] = json!(1);
     let (pos, news) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
     let extensions = &news["extensions"];
     assert!(
@@ -478,8 +487,16 @@ async fn sliding_sync_filters_invites_and_extensions() {
         ["hello"]
     );
 
-    // The next `since` acknowledges the messages: deleted, never sent again, even to a
-    // request that starts over from no `since`.
+    // `limit: 1`: the second message follows from the first's `next_batch`. Each next `since`
+    // acknowledges the messages before it: deleted, never sent again, even to a request that
+    // starts over from no `since`.
+    assert_eq!(to_device["events"].as_array().unwrap().len(), 1);
+    let first_batch = to_device["next_batch"].as_str().unwrap().to_owned();
+    next["extensions"]["to_device"]["since"] = json!(first_batch);
+    let (pos, second) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    let to_device = &second["extensions"]["to_device"];
+    assert_eq!(to_device["events"][0]["content"]["n"], 2, "{second}");
+    assert_eq!(to_device["events"].as_array().unwrap().len(), 1);
     let acknowledged = to_device["next_batch"].as_str().unwrap().to_owned();
     next["extensions"]["to_device"]["since"] = json!(acknowledged);
     let (pos, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
