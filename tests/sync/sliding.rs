@@ -540,4 +540,51 @@ async fn sliding_sync_filters_invites_and_extensions() {
     let (_, gone) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
     assert_eq!(count(&gone, "encrypted"), 0, "{gone}");
     assert!(gone.get("rooms").is_none(), "{gone}");
+
+    // Room types (a space) and DMs (the user's m.direct), on a new connection.
+    let space = create_room(
+        &server,
+        &bob,
+        json!({"creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let dm = create_room(
+        &server,
+        &bob,
+        json!({"is_direct": true, "invite": [alice.user_id]}),
+    )
+    .await;
+    let (status, _) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                enc(&bob.user_id)
+            ),
+            bob.token(),
+            json!({&alice.user_id: [dm]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let list =
+        |filters: Value| json!({"ranges": [[0, 9]], "timeline_limit": 0, "filters": filters});
+    let filters = json!({"conn_id": "filters", "lists": {
+        "spaces": list(json!({"room_types": ["m.space"]})),
+        "rooms": list(json!({"not_room_types": ["m.space"]})),
+        "dms": list(json!({"is_dm": true})),
+        "not_dms": list(json!({"is_dm": false})),
+    }});
+    let (_, filtered) = must_slide(&server, &bob, None, filters).await;
+    for (list, expected) in [("spaces", 1), ("rooms", 1), ("dms", 1), ("not_dms", 1)] {
+        assert_eq!(count(&filtered, list), expected, "{list}: {filtered}");
+    }
+    // timeline_limit 0: no events, but `limited` and a prev_batch to page back from.
+    let sent_space = &filtered["rooms"][&space];
+    assert!(sent_space.get("timeline").is_none(), "{filtered}");
+    assert_eq!(sent_space["limited"], true);
+    assert!(sent_space["prev_batch"].is_string());
+    assert!(filtered["rooms"][&dm].is_object());
+    assert!(
+        filtered["rooms"].get(&room).is_none(),
+        "left before this connection"
+    );
 }
