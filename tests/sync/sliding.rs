@@ -432,6 +432,14 @@ async fn sliding_sync_filters_invites_and_extensions() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = server
         .put(
+            "/_matrix/client/v3/sendToDevice/m.test/t2",
+            alice.token(),
+            json!({"messages": {&bob.user_id: {&bob.device_id: {"n": 2}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .put(
             &format!("/_matrix/client/v3/devices/{}", enc(&alice.device_id)),
             alice.token(),
             json!({"display_name": "renamed"}),
@@ -440,6 +448,7 @@ async fn sliding_sync_filters_invites_and_extensions() {
     assert_eq!(status, StatusCode::OK);
     let mut next = request.clone();
     next["extensions"]["to_device"]["since"] = json!(to_device_since);
+    next["extensions"]["to_device"]["limit"] = json!(1);
     let (pos, news) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
     let extensions = &news["extensions"];
     assert!(
@@ -478,8 +487,16 @@ async fn sliding_sync_filters_invites_and_extensions() {
         ["hello"]
     );
 
-    // The next `since` acknowledges the messages: deleted, never sent again, even to a
-    // request that starts over from no `since`.
+    // `limit: 1`: the second message follows from the first's `next_batch`. Each next `since`
+    // acknowledges the messages before it: deleted, never sent again, even to a request that
+    // starts over from no `since`.
+    assert_eq!(to_device["events"].as_array().unwrap().len(), 1);
+    let first_batch = to_device["next_batch"].as_str().unwrap().to_owned();
+    next["extensions"]["to_device"]["since"] = json!(first_batch);
+    let (pos, second) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
+    let to_device = &second["extensions"]["to_device"];
+    assert_eq!(to_device["events"][0]["content"]["n"], 2, "{second}");
+    assert_eq!(to_device["events"].as_array().unwrap().len(), 1);
     let acknowledged = to_device["next_batch"].as_str().unwrap().to_owned();
     next["extensions"]["to_device"]["since"] = json!(acknowledged);
     let (pos, after) = must_slide(&server, &bob, Some(&pos), next.clone()).await;
@@ -523,4 +540,51 @@ async fn sliding_sync_filters_invites_and_extensions() {
     let (_, gone) = must_slide(&server, &bob, Some(&pos), request.clone()).await;
     assert_eq!(count(&gone, "encrypted"), 0, "{gone}");
     assert!(gone.get("rooms").is_none(), "{gone}");
+
+    // Room types (a space) and DMs (the user's m.direct), on a new connection.
+    let space = create_room(
+        &server,
+        &bob,
+        json!({"creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let dm = create_room(
+        &server,
+        &bob,
+        json!({"is_direct": true, "invite": [alice.user_id]}),
+    )
+    .await;
+    let (status, _) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                enc(&bob.user_id)
+            ),
+            bob.token(),
+            json!({&alice.user_id: [dm]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let list =
+        |filters: Value| json!({"ranges": [[0, 9]], "timeline_limit": 0, "filters": filters});
+    let filters = json!({"conn_id": "filters", "lists": {
+        "spaces": list(json!({"room_types": ["m.space"]})),
+        "rooms": list(json!({"not_room_types": ["m.space"]})),
+        "dms": list(json!({"is_dm": true})),
+        "not_dms": list(json!({"is_dm": false})),
+    }});
+    let (_, filtered) = must_slide(&server, &bob, None, filters).await;
+    for (list, expected) in [("spaces", 1), ("rooms", 1), ("dms", 1), ("not_dms", 1)] {
+        assert_eq!(count(&filtered, list), expected, "{list}: {filtered}");
+    }
+    // timeline_limit 0: no events, but `limited` and a prev_batch to page back from.
+    let sent_space = &filtered["rooms"][&space];
+    assert!(sent_space.get("timeline").is_none(), "{filtered}");
+    assert_eq!(sent_space["limited"], true);
+    assert!(sent_space["prev_batch"].is_string());
+    assert!(filtered["rooms"][&dm].is_object());
+    assert!(
+        filtered["rooms"].get(&room).is_none(),
+        "left before this connection"
+    );
 }

@@ -27,13 +27,14 @@ pub struct Fields {
 
 /// Reads the E2EE fields for the device: device-list changes in `(lists_since, upto]` (none
 /// without `lists_since`: an initial sync makes the client fetch everyone's keys) and the
-/// to-device messages in `(to_device_after, upto]`.
+/// to-device messages in `(to_device_after, upto]`, at most `to_device_limit`.
 pub fn read(
     c: &Connection,
     user: &str,
     device: &str,
     lists_since: Option<i64>,
     to_device_after: i64,
+    to_device_limit: usize,
     upto: i64,
 ) -> Result<Fields> {
     let mut device_lists = DeviceLists::new();
@@ -42,7 +43,8 @@ pub fn read(
         device_lists.changed = lists.changed;
         device_lists.left = lists.left;
     }
-    let (to_device, to_device_cut) = to_device::pending(c, user, device, to_device_after, upto)?;
+    let (to_device, to_device_cut) =
+        to_device::pending(c, user, device, to_device_after, upto, to_device_limit)?;
     Ok(Fields {
         device_lists,
         one_time_keys_count: keys::one_time_key_counts(c, user, device)?,
@@ -78,6 +80,7 @@ pub async fn fill(
                 &device,
                 since.map(|(stream, _)| stream),
                 after,
+                to_device::MAX_PER_SYNC,
                 upto,
             )
         })

@@ -332,6 +332,9 @@ impl Reader<'_> {
             for (start, end) in &list.ranges {
                 let start = u64::from(*start);
                 let end = u64::from(*end).min(start.saturating_add(MAX_RANGE));
+                if end < start {
+                    continue; // an empty range
+                }
                 for candidate in matching
                     .iter()
                     .skip(start as usize)
@@ -405,6 +408,9 @@ impl Reader<'_> {
                 &self.request.device,
                 since,
                 to_device_since.unwrap_or(0),
+                ext.to_device
+                    .limit
+                    .map_or(e2ee::to_device::MAX_PER_SYNC, |l| u64::from(l) as usize),
                 self.upto,
             )?;
             if enabled(ext.to_device.enabled) {
