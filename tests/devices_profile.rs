@@ -450,3 +450,65 @@ async fn versions_lists_v1_releases() {
         "{body}"
     );
 }
+
+/// What matrix-rust-sdk (Element X) and Element Web read before they offer a password login:
+/// `/versions` with the features this server has, `/.well-known/matrix/client`, no OAuth 2.0
+/// authorization server (MSC2965; the SDK would send the user to it instead of asking for a
+/// password), and `m.login.password` among the login flows.
+#[tokio::test]
+async fn login_probes_offer_password_login() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, 200, "{body}");
+    let features = body["unstable_features"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no unstable_features: {body}"));
+    for feature in [
+        "org.matrix.e2e_cross_signing",
+        "org.matrix.msc3266",
+        "org.matrix.simplified_msc3575",
+        "org.matrix.msc2285.stable",
+        "org.matrix.msc3440.stable",
+    ] {
+        assert_eq!(
+            features.get(feature),
+            Some(&json!(true)),
+            "{feature}: {body}"
+        );
+    }
+    // Only what is there: label filtering and mutual rooms (Synapse has them) are not.
+    for absent in [
+        "org.matrix.label_based_filtering",
+        "uk.half-shot.msc2666.query_mutual_rooms.stable",
+    ] {
+        assert!(features.get(absent).is_none(), "{absent}: {body}");
+    }
+    // The same answer with a token.
+    let alice = server.register("alice", "pw-alice").await;
+    let (status, with_token) = server.get("/_matrix/client/versions", alice.token()).await;
+    assert_eq!((status.as_u16(), &with_token), (200, &body));
+
+    let (status, well_known) = server.get("/.well-known/matrix/client", None).await;
+    assert_eq!(status, 200, "{well_known}");
+    assert_eq!(
+        well_known["m.homeserver"]["base_url"], "https://test.local",
+        "{well_known}"
+    );
+
+    for path in [
+        "/_matrix/client/v1/auth_metadata",
+        "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+        "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer",
+    ] {
+        assert_error(&server.get(path, None).await, 404, "M_UNRECOGNIZED");
+    }
+
+    let (status, flows) = server.get("/_matrix/client/v3/login", None).await;
+    assert_eq!(status, 200, "{flows}");
+    assert!(
+        flows["flows"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["type"] == "m.login.password")),
+        "{flows}"
+    );
+}

@@ -1009,3 +1009,169 @@ async fn no_third_party_protocols() {
         "M_MISSING_TOKEN",
     );
 }
+
+/// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` and MSC3266's unstable paths.
+fn summary_paths(room_or_alias: &str) -> [String; 3] {
+    let room = enc(room_or_alias);
+    [
+        format!("/_matrix/client/v1/room_summary/{room}"),
+        format!("/_matrix/client/unstable/im.nheko.summary/summary/{room}"),
+        format!("/_matrix/client/unstable/im.nheko.summary/rooms/{room}/summary"),
+    ]
+}
+
+async fn summary(server: &TestServer, who: Option<&Session>, room: &str) -> (StatusCode, Value) {
+    let [stable, ..] = summary_paths(room);
+    server.get(&stable, who.and_then(Session::token)).await
+}
+
+/// Room summaries (MSC3266): the rooms anyone may see (public, knockable, world-readable) to
+/// anyone, signed in or not, by ID or alias on every path; the others only to their members,
+/// invitees and, for a restricted room, members of an allowed room; every other room answers
+/// exactly as one that does not exist.
+#[tokio::test]
+async fn room_summaries_show_what_the_user_may_see() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw-alice").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let public = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "public_chat", "name": "Lobby", "topic": "Say hello",
+            "room_alias_name": "lobby",
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        }),
+    )
+    .await;
+    let private = create_room(&server, &alice, json!({"name": "Secret"})).await;
+    let readable = create_room(
+        &server,
+        &alice,
+        json!({"name": "Readable", "initial_state": [{"type": "m.room.history_visibility",
+            "state_key": "", "content": {"history_visibility": "world_readable"}}]}),
+    )
+    .await;
+    let knock = create_room(
+        &server,
+        &alice,
+        json!({"name": "Knock", "initial_state": [{"type": "m.room.join_rules",
+            "state_key": "", "content": {"join_rule": "knock"}}]}),
+    )
+    .await;
+    let space = create_room(
+        &server,
+        &alice,
+        json!({"name": "Space", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let restricted = create_room(
+        &server,
+        &alice,
+        json!({"name": "Members of the space", "initial_state": [{"type": "m.room.join_rules",
+            "state_key": "", "content": {"join_rule": "restricted",
+            "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+
+    // A public room by ID and by alias, on all three paths, to a user who is not in it.
+    let alias = "#lobby:test.local";
+    for path in summary_paths(&public).iter().chain(&summary_paths(alias)) {
+        let (status, body) = server.get(path, bob.token()).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["room_id"], public.as_str(), "{path}: {body}");
+        assert_eq!(body["name"], "Lobby", "{body}");
+        assert_eq!(body["topic"], "Say hello", "{body}");
+        assert_eq!(body["canonical_alias"], alias, "{body}");
+        assert_eq!(body["num_joined_members"], 1, "{body}");
+        // `public` is the default, which ruma leaves out (the spec allows it).
+        assert!(
+            body.get("join_rule").is_none_or(|rule| rule == "public"),
+            "{body}"
+        );
+        assert_eq!(body["world_readable"], false, "{body}");
+        assert_eq!(body["guest_can_join"], false, "{body}");
+        assert_eq!(body["encryption"], "m.megolm.v1.aes-sha2", "{body}");
+        assert_eq!(body["room_version"], "12", "{body}");
+        assert_eq!(body["membership"], "leave", "{body}");
+        assert!(body.get("room_type").is_none(), "{body}");
+    }
+    // Without a token: the same summary, with no membership.
+    let (status, anonymous) = summary(&server, None, &public).await;
+    assert_eq!(status, StatusCode::OK, "{anonymous}");
+    assert_eq!(anonymous["name"], "Lobby", "{anonymous}");
+    assert!(anonymous.get("membership").is_none(), "{anonymous}");
+    // The member sees their own membership.
+    assert_eq!(
+        summary(&server, Some(&alice), &public).await.1["membership"],
+        "join"
+    );
+
+    // World-readable and knockable rooms are visible too; the space says its type.
+    let (status, body) = summary(&server, Some(&bob), &readable).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["world_readable"].clone(), body["join_rule"].clone()),
+        (json!(true), json!("invite"))
+    );
+    let (status, body) = summary(&server, None, &knock).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["join_rule"], "knock", "{body}");
+    let (status, body) = summary(&server, Some(&alice), &space).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room_type"], "m.space", "{body}");
+
+    // A private room is, to others, a room that does not exist: same status, same errcode.
+    for who in [Some(&bob), None] {
+        for room in [&private, &space, &restricted] {
+            assert_error(&summary(&server, who, room).await, 404, "M_NOT_FOUND");
+        }
+        assert_error(
+            &summary(&server, who, "!nowhere:test.local").await,
+            404,
+            "M_NOT_FOUND",
+        );
+        assert_error(
+            &summary(&server, who, "#nowhere:test.local").await,
+            404,
+            "M_NOT_FOUND",
+        );
+    }
+    // An invite shows it, with the membership.
+    let (status, body) = server
+        .post(
+            &room_path(&private, "invite"),
+            alice.token(),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = summary(&server, Some(&bob), &private).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["name"].clone(), body["membership"].clone()),
+        (json!("Secret"), json!("invite"))
+    );
+
+    // A restricted room shows to members of a room its join rule allows.
+    set_state(
+        &server,
+        &alice,
+        &space,
+        "m.room.join_rules",
+        json!({"join_rule": "public"}),
+    )
+    .await;
+    join(&server, &bob, &space).await;
+    let (status, body) = summary(&server, Some(&bob), &restricted).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["join_rule"], "restricted", "{body}");
+    assert_eq!(body["allowed_room_ids"], json!([space]), "{body}");
+    assert_eq!(body["membership"], "leave", "{body}");
+    assert_error(
+        &summary(&server, None, &restricted).await,
+        404,
+        "M_NOT_FOUND",
+    );
+}

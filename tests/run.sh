@@ -2,8 +2,9 @@
 # Runs every test, as CI does: prepares the Python virtualenvs of the tests that run third-party
 # Python programs (<target dir>/test-venv with tests/nio/requirements.txt for the matrix-nio
 # clients, <target dir>/synapse-venv with tests/federation/requirements.txt for Synapse; each
-# reused while its requirements stay the same), then `cargo test --all-targets`, and as root also
-# the tests that need root. Arguments, when given, go to cargo test instead, e.g.
+# reused while its requirements stay the same), then `cargo test --all-targets`, as root also
+# the tests that need root, and last the matrix-rust-sdk tests (tests/element_x, a crate of its
+# own). Arguments, when given, go to cargo test instead, e.g.
 # `bash tests/run.sh --test nio_client -- --nocapture`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,3 +39,11 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     echo "--- not root: the tests marked #[ignore] (they need root) did not run"
 fi
+
+# Element X's engine (matrix-sdk + matrix-sdk-ui) in a crate of its own, so that the appliance's
+# build never compiles the SDK: it drives the binary built above.
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "$target_dir" = /* ]] || target_dir="$PWD/$target_dir"
+echo "--- cargo test --manifest-path tests/element_x/Cargo.toml (matrix-rust-sdk)"
+APPLIANCE_BINARY="$target_dir/debug/appliance" \
+    cargo test --manifest-path tests/element_x/Cargo.toml --target-dir "$target_dir/element_x"

@@ -5,6 +5,8 @@
 
 mod common;
 mod room_api;
+#[path = "sync/sliding.rs"]
+mod sliding;
 
 use std::{
     collections::{HashMap, HashSet},

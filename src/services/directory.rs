@@ -46,6 +46,8 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
+mod summary;
+
 use super::{
     federation::client::{FederationClient, FederationError},
     rooms::{EventDraft, Rooms},

@@ -87,6 +87,8 @@ pub struct Services {
     pub evaluated_actions: Arc<push::EvaluatedActions>,
     /// Member events each device was sent, for lazy-loading syncs without redundant members.
     pub sent_members: Arc<sent_members::SentMembers>,
+    /// Sliding sync connections: what each was already sent (memory only).
+    pub sliding_sync: Arc<sync::connections::Connections>,
 }
 
 pub struct LoginLimits {
@@ -153,6 +155,7 @@ impl Services {
             voip,
             evaluated_actions: Arc::default(),
             sent_members: Arc::default(),
+            sliding_sync: Arc::default(),
             users: users::Users::new(
                 db.clone(),
                 server_name.clone(),

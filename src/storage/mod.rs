@@ -49,6 +49,7 @@ pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;
+pub mod sliding_sync;
 pub mod to_device;
 pub mod users;
 

@@ -97,6 +97,34 @@ async fn an_appliance_user_joins_a_synapse_room_by_alias() {
         .await;
     bob.send_text(&room, "before alice").await;
     let alias = format!("#plaza:{}", synapse.server_name);
+
+    // Before joining: the room's summary (MSC3266), asked of Synapse's federation /hierarchy.
+    let summary_path = |room: &str, via: Option<&str>| {
+        let via = via
+            .map(|server| format!("?via={server}"))
+            .unwrap_or_default();
+        format!(
+            "/_matrix/client/v1/room_summary/{}{via}",
+            room.replace('#', "%23")
+        )
+    };
+    let (status, summary) = alice.get(&summary_path(&alias, None)).await;
+    assert_eq!(status, 200, "{summary}\n{}", ours.appliance.log_text());
+    assert_eq!(summary["room_id"], room.as_str(), "{summary}");
+    assert_eq!(summary["name"], "Plaza", "{summary}");
+    assert_eq!(summary["num_joined_members"], 1, "{summary}");
+    assert_eq!(summary["membership"], "leave", "{summary}");
+    // A private room of Synapse's is not shown, as if it did not exist.
+    let private = bob.create_room(json!({"name": "Private"})).await;
+    let (status, refused) = alice
+        .get(&summary_path(&private, Some(&synapse.server_name)))
+        .await;
+    assert_eq!(
+        (status, &refused["errcode"]),
+        (404, &json!("M_NOT_FOUND")),
+        "{refused}"
+    );
+
     let (status, reply) = alice.join(&alias, &[]).await;
     assert_eq!(
         status,
@@ -111,6 +139,8 @@ async fn an_appliance_user_joins_a_synapse_room_by_alias() {
         alice.state(&room).await[&("m.room.name".to_owned(), String::new())]["name"],
         "Plaza"
     );
+    let (_, summary) = alice.get(&summary_path(&room, None)).await;
+    assert_eq!(summary["membership"], "join", "{summary}");
 
     bob.wait_for_event(&room, "alice's join", |e| {
         e["type"] == "m.room.member"

@@ -14,7 +14,7 @@ use ruma::{
             get_room_visibility::v3 as get_room_visibility,
             set_room_visibility::v3 as set_room_visibility,
         },
-        room::{Visibility, aliases::v3 as room_aliases},
+        room::{Visibility, aliases::v3 as room_aliases, get_summary::v1 as get_summary},
         user_directory::search_users::v3 as search_users,
     },
 };
@@ -39,6 +39,28 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_room_visibility::Request, _, _>(get_room_visibility)
         .ruma::<set_room_visibility::Request, _, _>(set_room_visibility)
         .ruma::<search_users::Request, _, _>(search_users)
+        .ruma::<get_summary::Request, _, _>(room_summary)
+        // MSC3266's own unstable path, which Synapse serves and ruma does not list (ruma's
+        // unstable path, `…/rooms/{roomIdOrAlias}/summary`, comes with the line above).
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/summary/{room_id_or_alias}",
+            axum::routing::get(room_summary),
+        )
+}
+
+/// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` (MSC3266), also without a token.
+async fn room_summary(
+    State(services): State<AppState>,
+    request: Ruma<get_summary::Request>,
+) -> ApiResult<get_summary::Response> {
+    let user = request.sender.as_ref().map(|s| s.user_id.as_ref());
+    let (summary, membership) = services
+        .directory
+        .room_summary(&request.body.room_id_or_alias, &request.body.via, user)
+        .await?;
+    let mut response = get_summary::Response::new(summary);
+    response.membership = membership;
+    Ok(response.into())
 }
 
 /// `PUT /_matrix/client/v3/directory/room/{roomAlias}`

@@ -100,6 +100,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<room::get_room_event::v3::Request, _, _>(events::get_room_event)
         .ruma::<redact::redact_event::v3::Request, _, _>(events::redact_event)
         .ruma::<sync_events::v3::Request, _, _>(sync::sync_events)
+        .ruma::<sync_events::v5::Request, _, _>(sync::sliding_sync)
         .ruma::<filter::create_filter::v3::Request, _, _>(sync::create_filter)
         .ruma::<filter::get_filter::v3::Request, _, _>(sync::get_filter)
         .ruma::<config::set_global_account_data::v3::Request, _, _>(account_data::set_global)

@@ -9,14 +9,14 @@ use ruma::api::{
     OutgoingResponseExt,
     client::{
         filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter},
-        sync::sync_events::v3 as sync_events,
+        sync::sync_events::{v3 as sync_events, v5 as sliding},
     },
 };
 use serde_json::{Value, json};
 
 use crate::{
     error::{Error, Result},
-    services::sync::{self, SyncRequest, SyncToken},
+    services::sync::{self, SyncRequest, SyncToken, sliding::SlidingRequest},
     web::{
         AppState,
         ruma::{ApiResult, Ruma, RumaResponse},
@@ -53,6 +53,25 @@ pub async fn sync_events(
     )
     .await?;
     with_left_room_state(response)
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186)
+pub async fn sliding_sync(
+    State(services): State<AppState>,
+    request: Ruma<sliding::Request>,
+) -> ApiResult<sliding::Response> {
+    let sender = request.sender()?.clone();
+    let body = request.body;
+    services
+        .presence
+        .on_sync(&services.rooms, &sender.user_id, &body.set_presence)
+        .await?;
+    let request = SlidingRequest {
+        user: sender.user_id,
+        device: sender.device_id.to_string(),
+        body,
+    };
+    Ok(sync::sliding::sync(&services, request).await?.into())
 }
 
 /// ruma leaves out a left room's `state` when it is empty, but clients such as matrix-nio

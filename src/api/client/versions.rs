@@ -14,6 +14,35 @@ const SUPPORTED_VERSIONS: &[&str] = &[
     "v1.9", "v1.10", "v1.11", "v1.12",
 ];
 
+/// The `unstable_features` this server has, each checked against the endpoints that serve it
+/// (Synapse's list, `rust/src/handlers/versions.rs`, less what is not implemented here: label
+/// filtering, mutual rooms, busy presence, MSC3874 relation filters, account data deletion,
+/// profile fields, …). Clients decide from these: Element offers cross-signing set-up only with
+/// `org.matrix.e2e_cross_signing`, matrix-rust-sdk asks for room summaries with
+/// `org.matrix.msc3266`.
+const UNSTABLE_FEATURES: &[&str] = &[
+    // Cross-signing keys and signatures (`/keys/device_signing/upload`, `/keys/signatures/upload`).
+    "org.matrix.e2e_cross_signing",
+    // `GET /rooms/{roomId}/aliases`.
+    "org.matrix.msc2432",
+    // Private read receipts (`m.read.private`).
+    "org.matrix.msc2285.stable",
+    // `/publicRooms` filtered by room type.
+    "org.matrix.msc3827.stable",
+    // Threads: `m.thread` relations, their bundled summaries, `/threads`.
+    "org.matrix.msc3440.stable",
+    // Threaded read receipts (`thread_id`) and per-thread notification counts.
+    "org.matrix.msc3771",
+    "org.matrix.msc3773",
+    // `/relations?recurse=true`.
+    "org.matrix.msc3981",
+    // Room summaries (`/room_summary` and the unstable `im.nheko.summary` paths).
+    "org.matrix.msc3266",
+    // Simplified sliding sync (MSC4186), which Element X requires: matrix-rust-sdk uses it only
+    // when this is advertised.
+    "org.matrix.simplified_msc3575",
+];
+
 /// `GET /_matrix/client/versions`
 pub async fn get_supported_versions(
     State(_): State<AppState>,
@@ -22,6 +51,9 @@ pub async fn get_supported_versions(
     let mut response = get_supported_versions::Response::new(
         SUPPORTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
     );
-    response.unstable_features = BTreeMap::new();
+    response.unstable_features = UNSTABLE_FEATURES
+        .iter()
+        .map(|feature| ((*feature).to_owned(), true))
+        .collect::<BTreeMap<_, _>>();
     Ok(response.into())
 }

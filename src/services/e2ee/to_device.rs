@@ -218,7 +218,8 @@ pub async fn acknowledge(
     Ok(())
 }
 
-/// Messages for a device in `(after, upto]`, at most [`MAX_PER_SYNC`], and the position of the
+/// Messages for a device in `(after, upto]`, at most `limit` (and [`MAX_PER_SYNC`]), and the
+/// position of the
 /// last one when more are waiting (the point the next sync continues from).
 pub fn pending(
     conn: &Connection,
@@ -226,12 +227,14 @@ pub fn pending(
     device: &str,
     after: i64,
     upto: i64,
+    limit: usize,
 ) -> Result<(Vec<Raw<ruma::events::AnyToDeviceEvent>>, Option<i64>)> {
-    let rows = store::inbox_between(conn, user, device, after, upto, MAX_PER_SYNC + 1)?;
-    let cut = (rows.len() > MAX_PER_SYNC).then(|| rows[MAX_PER_SYNC - 1].stream_position);
+    let limit = limit.clamp(1, MAX_PER_SYNC);
+    let rows = store::inbox_between(conn, user, device, after, upto, limit + 1)?;
+    let cut = (rows.len() > limit).then(|| rows[limit - 1].stream_position);
     let events = rows
         .into_iter()
-        .take(MAX_PER_SYNC)
+        .take(limit)
         // A message stored too deeply nested by an older version is left out (and deleted with
         // the others once this sync is acknowledged): it would make the response unreadable.
         .filter_map(|row| {

@@ -568,20 +568,8 @@ impl FederationClient {
                 "{url}: only https URLs are followed"
             )));
         }
-        let host = match url.host() {
-            Some(url::Host::Domain(name)) => name.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(FederationError::Unreachable(format!("{url}: no host"))),
-        };
-        let port = url.port_or_known_default().unwrap_or(443);
-        let destination = Destination {
-            host_header: url[url::Position::BeforeHost..url::Position::BeforePath].to_owned(),
-            tls_name: host.clone(),
-            host,
-            port,
-            steps: Vec::new(),
-        };
+        let destination = Destination::of_url(url)
+            .ok_or_else(|| FederationError::Unreachable(format!("{url}: no host")))?;
         let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
         let request = Request::get(path)
             .body(Vec::new())
@@ -609,19 +597,8 @@ impl FederationClient {
                 )));
             }
         };
-        let host = match url.host() {
-            Some(url::Host::Domain(name)) => name.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(FederationError::Request(format!("{url}: no host"))),
-        };
-        let destination = Destination {
-            host_header: url[url::Position::BeforeHost..url::Position::BeforePath].to_owned(),
-            tls_name: host.clone(),
-            port: url.port_or_known_default().unwrap_or(443),
-            host,
-            steps: Vec::new(),
-        };
+        let destination = Destination::of_url(url)
+            .ok_or_else(|| FederationError::Request(format!("{url}: no host")))?;
         let request = Request::post(&url[url::Position::BeforePath..url::Position::AfterQuery])
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)

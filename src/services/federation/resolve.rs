@@ -40,6 +40,25 @@ pub struct Destination {
     pub steps: Vec<String>,
 }
 
+impl Destination {
+    /// Where a plain URL points (a remote media redirect, a push gateway): its host and port
+    /// (the scheme's default when it names none), no discovery steps. `None` without a host.
+    pub fn of_url(url: &url::Url) -> Option<Self> {
+        let host = match url.host()? {
+            url::Host::Domain(name) => name.to_owned(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
+        Some(Self {
+            host_header: url[url::Position::BeforeHost..url::Position::BeforePath].to_owned(),
+            tls_name: host.clone(),
+            port: url.port_or_known_default().unwrap_or(443),
+            host,
+            steps: Vec::new(),
+        })
+    }
+}
+
 /// A `/.well-known/matrix/server` fetch: the HTTP status, its `Cache-Control` and its body.
 pub struct WellKnownResponse {
     pub status: u16,

@@ -1,5 +1,6 @@
-//! `/sync`: what changed for a user since a token. Long-polls wait on the stream position (no
-//! polling loop) and wake as soon as anything is written.
+//! `/sync`: what changed for a user since a token, rendered from the per-room computation of
+//! `room.rs` (which sliding sync shares). Long-polls wait on the stream position (no polling
+//! loop) and wake as soon as anything is written.
 //!
 //! A token is `s<stream>_<typing>`: a position in the one stream of persisted changes (events,
 //! account data, receipts) and the typing serial. When a response could not carry every waiting
@@ -15,39 +16,32 @@
 use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
     api::client::{
-        filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
+        filter::{FilterDefinition, LazyLoadOptions},
         sync::sync_events::v3::{
             self as sync_events, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom,
-            LeftRoom, State, StateEvents, Timeline,
+            LeftRoom, State, StateEvents,
         },
     },
-    serde::Raw,
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::{
-    Services,
-    filter::room_event_matches,
-    json_depth,
-    rooms::{read::Visibility, read::render, stored::Envelope},
-    sent_members::DeviceMembers,
+use super::room::{
+    RoomContext, account_data_content, ignored_users, invited_by, remote_stripped_state,
+    stripped_state, to_raw,
 };
 use crate::{
     error::{Error, Result},
+    services::Services,
     storage::{
         account_data as data_store,
         remote_memberships::{self as remote_store, RemoteMembership},
-        rooms::{self as store, EventRow, StateIds},
+        rooms::{self as store, EventRow},
     },
 };
 
-/// Timeline events per room when the filter sets no limit.
-const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// Most events one room's timeline scan looks at to fill a filtered timeline.
-const MAX_TIMELINE_SCAN: usize = 5000;
 /// Longest long-poll a client may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -108,7 +102,7 @@ pub struct SyncRequest {
 pub async fn sync(services: &Services, request: SyncRequest) -> Result<sync_events::Response> {
     if let Some(since) = request.since {
         // A sync from a token acknowledges the to-device messages delivered up to it.
-        super::e2ee::to_device::acknowledge(
+        crate::services::e2ee::to_device::acknowledge(
             services,
             request.user.as_str(),
             &request.device,
@@ -204,7 +198,7 @@ fn has_news(response: &sync_events::Response) -> bool {
         || !rooms.knock.is_empty()
         || !response.account_data.events.is_empty()
         || !response.presence.events.is_empty()
-        || super::e2ee::sync_fields::has_news(response)
+        || crate::services::e2ee::sync_fields::has_news(response)
 }
 
 /// What one room contributes, computed on a blocking thread.
@@ -255,8 +249,8 @@ async fn build(
                 None => HashSet::new(),
             };
             let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
-            let push_rules = super::push::load_for_counting(c, &user)?;
-            let evaluated_actions: &super::push::EvaluatedActions = &evaluated_actions;
+            let push_rules = crate::services::push::load_for_counting(c, &user)?;
+            let evaluated_actions: &crate::services::push::EvaluatedActions = &evaluated_actions;
             let held_members = omit_held_members.then(|| sent_members.of_device(user.as_str(), &device));
             // Memberships in rooms this server does not hold (invites from other servers,
             // knocks through them, their ends): one of these newer than the room's own row wins.
@@ -343,9 +337,9 @@ async fn build(
     if since.is_none()
         && !global_data
             .iter()
-            .any(|d| d["type"] == super::push::EVENT_TYPE)
+            .any(|d| d["type"] == crate::services::push::EVENT_TYPE)
     {
-        global_data.push(super::push::default_event(&request.user)?);
+        global_data.push(crate::services::push::default_event(&request.user)?);
     }
     response.account_data.events = global_data.into_iter().map(to_raw).collect::<Result<_>>()?;
     response.presence.events = services
@@ -357,7 +351,7 @@ async fn build(
             &request.filter.presence,
         )
         .await?;
-    let to_device_cut = super::e2ee::sync_fields::fill(
+    let to_device_cut = crate::services::e2ee::sync_fields::fill(
         services,
         request.user.as_str(),
         &request.device,
@@ -376,172 +370,6 @@ async fn build(
     Ok(response)
 }
 
-struct RoomContext<'a> {
-    conn: &'a Connection,
-    room_id: &'a RoomId,
-    user: &'a UserId,
-    device: &'a str,
-    filter: &'a FilterDefinition,
-    upto: i64,
-    push_rules: &'a super::push::UserRules,
-    evaluated_actions: &'a super::push::EvaluatedActions,
-    /// With `include_redundant_members: false`: the member events this device was sent.
-    held_members: Option<&'a DeviceMembers<'a>>,
-}
-
-impl RoomContext<'_> {
-    fn version(&self) -> Result<RoomVersionId> {
-        let version = store::room_version(self.conn, self.room_id.as_str())?
-            .ok_or_else(|| Error::internal("room without version"))?;
-        RoomVersionId::try_from(version.as_str()).map_err(Error::internal)
-    }
-
-    /// `None` for an event that cannot be shown (logged): the response goes without it.
-    fn render(&self, row: &EventRow, version: &RoomVersionId) -> Result<Option<Value>> {
-        render(
-            self.conn,
-            row,
-            version,
-            Some((self.user.as_str(), Some(self.device))),
-            false,
-        )
-    }
-
-    /// The timeline between `after` and `until` (stream positions), newest `limit` events.
-    fn timeline(
-        &self,
-        after: i64,
-        until: i64,
-        filter: &RoomEventFilter,
-    ) -> Result<(Timeline, Vec<EventRow>)> {
-        let limit = filter
-            .limit
-            .map_or(DEFAULT_TIMELINE_LIMIT, |l| u64::from(l) as usize)
-            .clamp(1, 1000);
-        let version = self.version()?;
-        // Newest first, in batches, until `limit` events pass visibility and the filter: the
-        // limit counts what the client gets, not what was scanned.
-        let mut visibility = Visibility::new(self.conn, self.room_id.as_str(), self.user)?;
-        let mut picked: Vec<(EventRow, Value)> = Vec::new();
-        let mut limited = false;
-        let mut upper = until;
-        let mut scanned = 0;
-        let batch = (limit + 1).max(20);
-        'scan: loop {
-            let rows =
-                store::room_events_between(self.conn, self.room_id.as_str(), after, upper, batch)?;
-            let exhausted = rows.len() < batch;
-            for row in rows.into_iter().rev() {
-                upper = row.stream_ordering - 1;
-                scanned += 1;
-                if !visibility.allows(&row)? {
-                    continue;
-                }
-                let Some(event) = self.render(&row, &version)? else {
-                    continue;
-                };
-                if !room_event_matches(filter, &event) {
-                    continue;
-                }
-                if picked.len() == limit {
-                    limited = true;
-                    break 'scan;
-                }
-                picked.push((row, event));
-            }
-            if exhausted {
-                break;
-            }
-            if scanned >= MAX_TIMELINE_SCAN {
-                // Older matches may exist: the client can page back from prev_batch.
-                limited = true;
-                break;
-            }
-        }
-        picked.reverse();
-        let (shown, mut events): (Vec<EventRow>, Vec<Value>) = picked.into_iter().unzip();
-        let reader = super::rooms::relations::Reader {
-            user: self.user.as_str(),
-            device: Some(self.device),
-        };
-        super::rooms::relations::bundle_aggregations(
-            self.conn,
-            &mut events,
-            self.room_id.as_str(),
-            reader,
-        )?;
-        let events = events.into_iter().map(to_raw).collect::<Result<_>>()?;
-        let mut timeline = Timeline::new();
-        timeline.limited = limited;
-        timeline.prev_batch = shown
-            .first()
-            .map(|row| format!("t{}_{}", row.topological_ordering, row.stream_ordering))
-            .or_else(|| Some(format!("s{until}")));
-        timeline.events = events;
-        Ok((timeline, shown))
-    }
-
-    /// The state group before an event (the group after its first parent, or the one recorded
-    /// for an event whose parents' state is not its own: a fork, a room joined elsewhere).
-    fn group_before(&self, row: &EventRow) -> Result<Option<i64>> {
-        if let Some(group) = crate::storage::pdus::state_before(self.conn, &row.event_id)? {
-            return Ok(Some(group));
-        }
-        let Some(parent) =
-            Envelope::parse(&row.json).and_then(|e| e.prev_events.into_iter().next())
-        else {
-            return Ok(None);
-        };
-        Ok(store::get_event(self.conn, &parent)?.map(|parent| parent.state_group))
-    }
-
-    /// The full state before an event.
-    fn state_before(&self, row: &EventRow) -> Result<StateIds> {
-        match self.group_before(row)? {
-            Some(group) => Ok(store::state_at_group(self.conn, group)?),
-            None => Ok(StateIds::new()),
-        }
-    }
-
-    /// The full state at a stream position (after the newest room event at or before it).
-    fn state_at_stream(&self, stream: i64) -> Result<StateIds> {
-        let Some((_, event_stream)) =
-            store::topo_position_at_stream(self.conn, self.room_id.as_str(), stream)?
-        else {
-            return Ok(StateIds::new());
-        };
-        let rows = store::room_events_between(
-            self.conn,
-            self.room_id.as_str(),
-            event_stream - 1,
-            event_stream,
-            1,
-        )?;
-        match rows.first() {
-            Some(row) => Ok(store::state_at_group(self.conn, row.state_group)?),
-            None => Ok(StateIds::new()),
-        }
-    }
-
-    fn state_events(
-        &self,
-        ids: Vec<String>,
-        filter: &RoomEventFilter,
-    ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
-        let version = self.version()?;
-        let rows = store::events_by_id(self.conn, &ids)?;
-        let mut events = Vec::new();
-        for row in &rows {
-            if let Some(event) = self.render(row, &version)?
-                && room_event_matches(filter, &event)
-            {
-                events.push(to_raw(event)?);
-            }
-        }
-        Ok(events)
-    }
-}
-
 fn joined_room(
     context: &RoomContext<'_>,
     since: Option<i64>,
@@ -552,66 +380,7 @@ fn joined_room(
     let room_filter = &context.filter.room;
     let (timeline, shown) =
         context.timeline(since.unwrap_or(0), context.upto, &room_filter.timeline)?;
-    let timeline_ids: HashSet<&str> = shown.iter().map(|r| r.event_id.as_str()).collect();
-    // State: everything up to the timeline's start on a first sync; on later syncs, what
-    // changed between `since` and the timeline's start when the client does not get every event
-    // in between (beyond the limit, or hidden by the filter or history visibility).
-    let conn = context.conn;
-    let room = context.room_id.as_str();
-    let gap = match since {
-        None => true,
-        Some(since) => {
-            let before_timeline = shown
-                .first()
-                .map_or(context.upto, |first| first.stream_ordering - 1);
-            timeline.limited
-                || !store::room_events_between(conn, room, since, before_timeline, 1)?.is_empty()
-        }
-    };
-    let mut state: Vec<((String, String), String)> = if gap {
-        let start_state = match shown.first() {
-            Some(first) => context.state_before(first)?,
-            None => context.state_at_stream(context.upto)?,
-        };
-        let before = match since {
-            Some(since) => context.state_at_stream(since)?,
-            None => StateIds::new(),
-        };
-        start_state
-            .into_iter()
-            .filter(|(key, id)| before.get(key) != Some(id))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if !room_filter.state.lazy_load_options.is_disabled() {
-        // Lazy loading: of the members, only the timeline's senders (and the user), and on a
-        // later sync also the senders whose member event did not change since `since`: the
-        // client may never have been sent it, unless the device's memo says it was.
-        let senders: HashSet<String> = shown.iter().map(|r| r.sender.clone()).collect();
-        state.retain(|((kind, key), _)| {
-            kind != "m.room.member" || senders.contains(key) || key == context.user.as_str()
-        });
-        if let (Some(_), Some(first)) = (since, shown.first())
-            && let Some(group) = context.group_before(first)?
-        {
-            for sender in &senders {
-                let key = ("m.room.member".to_owned(), sender.clone());
-                if state.iter().any(|(k, _)| *k == key) {
-                    continue;
-                }
-                if let Some(id) = store::state_event_at_group(conn, group, &key.0, &key.1)? {
-                    state.push((key, id));
-                }
-            }
-        }
-        // Without redundant members, those this device was already sent stay out.
-        if let (Some(_), Some(held)) = (since, context.held_members) {
-            state.retain(|((kind, key), id)| kind != "m.room.member" || !held.holds(room, key, id));
-        }
-    }
-    state.retain(|(_, id)| !timeline_ids.contains(id.as_str()));
-    let state_ids: Vec<String> = state.into_iter().map(|(_, id)| id).collect();
+    let state_ids = context.state_before_timeline(since, &timeline, &shown)?;
     let mut joined = JoinedRoom::new();
     joined.state = State::Before(StateEvents::from(
         context.state_events(state_ids, &room_filter.state)?,
@@ -619,45 +388,17 @@ fn joined_room(
     joined.timeline = timeline;
 
     if since.is_none() || shown.iter().any(|r| r.json.contains("\"m.room.member\"")) {
-        let joined_members = store::members_with(context.conn, context.room_id.as_str(), "join")?;
-        let invited = store::members_with(context.conn, context.room_id.as_str(), "invite")?;
-        joined.summary.joined_member_count =
-            Some(UInt::try_from(joined_members.len() as u64).unwrap_or_default());
-        joined.summary.invited_member_count =
-            Some(UInt::try_from(invited.len() as u64).unwrap_or_default());
-        joined.summary.heroes = joined_members
-            .iter()
-            .chain(invited.iter())
-            .filter(|u| *u != context.user.as_str())
-            .take(5)
-            .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
-            .collect();
+        let summary = context.summary()?;
+        joined.summary.joined_member_count = Some(summary.joined_count);
+        joined.summary.invited_member_count = Some(summary.invited_count);
+        joined.summary.heroes = summary.heroes;
     }
 
     let mut ephemeral = Vec::new();
     if let Some(users) = typing {
         ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
     }
-    let receipts =
-        data_store::receipts_since(context.conn, context.room_id.as_str(), since_stream)?;
-    if !receipts.is_empty() {
-        let mut content = serde_json::Map::new();
-        for receipt in receipts {
-            if receipt.receipt_type == "m.read.private" && receipt.user_id != context.user.as_str()
-            {
-                continue;
-            }
-            let mut entry = json!({"ts": receipt.ts});
-            if !receipt.thread_id.is_empty() {
-                entry["thread_id"] = json!(receipt.thread_id);
-            }
-            let by_event = content.entry(receipt.event_id).or_insert_with(|| json!({}));
-            by_event[receipt.receipt_type.as_str()][receipt.user_id.as_str()] = entry;
-        }
-        if !content.is_empty() {
-            ephemeral.push(json!({"type": "m.receipt", "content": content}));
-        }
-    }
+    ephemeral.extend(context.receipts(since_stream)?);
     joined.ephemeral.events = ephemeral.into_iter().map(to_raw).collect::<Result<_>>()?;
     joined.account_data.events = room_data
         .iter()
@@ -667,14 +408,7 @@ fn joined_room(
 
     // Push rules decide what counts; with per-thread counts, the room's own counts are the
     // main timeline's.
-    let unread = super::push::unread_counts(
-        context.conn,
-        context.room_id,
-        context.user,
-        context.upto,
-        context.push_rules,
-        context.evaluated_actions,
-    )?;
+    let unread = context.unread()?;
     if room_filter.timeline.unread_thread_notifications {
         joined.unread_notifications = unread.main.to_sync();
         joined.unread_thread_notifications = unread
@@ -686,21 +420,6 @@ fn joined_room(
         joined.unread_notifications = unread.all.to_sync();
     }
     Ok(joined)
-}
-
-/// The users of the user's `m.ignored_user_list`: their invites are not shown, as Synapse.
-fn ignored_users(conn: &Connection, user: &UserId) -> Result<HashSet<String>> {
-    let content = data_store::get(conn, user.as_str(), "", "m.ignored_user_list")?;
-    Ok(content
-        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
-        .and_then(|c| c["ignored_users"].as_object().cloned())
-        .map(|users| users.keys().cloned().collect())
-        .unwrap_or_default())
-}
-
-/// The sender of a stored member event.
-fn invited_by(json: &str) -> Option<String> {
-    super::rooms::stored::Envelope::parse(json)?.sender
 }
 
 /// What the user's memberships in rooms this server does not hold contribute to a /sync.
@@ -781,13 +500,7 @@ fn remote_room_update(
     full_state: bool,
     include_leave: bool,
 ) -> Result<Option<RoomUpdate>> {
-    let stripped = || -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
-        let mut events: Vec<Value> = serde_json::from_str(&row.stripped_state).unwrap_or_default();
-        events
-            .retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == row.user_id.as_str()));
-        events.extend(super::rooms::format::stripped_state(&row.event_json));
-        events.into_iter().map(to_raw).collect()
-    };
+    let stripped = || remote_stripped_state(row);
     Ok(match row.membership.as_str() {
         "invite" if new_membership || full_state => Some(RoomUpdate::Invite(InvitedRoom::from(
             InviteState::from(stripped()?),
@@ -812,7 +525,7 @@ fn remote_room_update(
             };
             let mut left = LeftRoom::new();
             left.timeline.events =
-                super::rooms::format::client_event(&event, &version, None, None, false)?
+                crate::services::rooms::format::client_event(&event, &version, None, None, false)?
                     .map(to_raw)
                     .transpose()?
                     .into_iter()
@@ -829,43 +542,6 @@ fn left_room(context: &RoomContext<'_>, since: Option<i64>, left_at: i64) -> Res
     let mut left = LeftRoom::new();
     left.timeline = timeline;
     Ok(left)
-}
-
-/// The stripped state an invitee or knocker sees (`rooms::remote::prejoin_state_ids`: the
-/// inviter's member event among it), with their own membership event.
-fn stripped_state(
-    conn: &Connection,
-    room_id: &str,
-    member_event_id: &str,
-) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
-    let member = store::events_by_id(conn, &[member_event_id.to_owned()])?;
-    let sender = member.first().map(|row| row.sender.as_str());
-    let mut ids = super::rooms::remote::prejoin_state_ids(conn, room_id, sender)?;
-    ids.retain(|id| id != member_event_id);
-    let mut rows = store::events_by_id(conn, &ids)?;
-    rows.extend(member);
-    rows.iter()
-        .filter_map(|row| super::rooms::format::stripped_state(&row.json))
-        .map(to_raw)
-        .collect()
-}
-
-/// Stored account data content, unless it cannot be handed out (see [`json_depth::readable`]):
-/// then the event is left out and the rest of the response goes on.
-fn account_data_content(
-    user: &UserId,
-    room: &str,
-    data_type: &str,
-    content: &str,
-) -> Option<Value> {
-    let what = || super::account_data::stored_name(user.as_str(), room, data_type);
-    json_depth::readable(what, content)
-}
-
-fn to_raw<T>(value: Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(
-        serde_json::value::to_raw_value(&value).map_err(Error::internal)?,
-    ))
 }
 
 /// Resolves the `filter` parameter: inline JSON or the ID of an uploaded filter.
