@@ -155,8 +155,9 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         body = room_list_body(f"first-{k}-{secrets.token_hex(4)}")
         reply, wall, cpu = timed(pid, lambda: sliding_sync(client, bench, body))
         listed = reply["lists"]["all_rooms"]["count"]
-        if listed != len(rooms) or len(reply.get("rooms", {})) != 20:
-            raise RuntimeError(f"{name}: list of {listed} rooms, {len(reply.get('rooms', {}))} sent")
+        sent = len(reply.get("rooms", {}))
+        if listed != len(rooms) or sent != 20:
+            raise RuntimeError(f"{name}: a list of {listed} rooms, {sent} of them sent")
         first.append({"wall_ms": wall, "cpu_ms": cpu})
 
     body = room_list_body(f"incremental-{secrets.token_hex(4)}")
@@ -194,10 +195,11 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
             raise RuntimeError(f"{name}: a long poll returned before any news")
         rss_polling = fj.status_mib(pid, "VmRSS")
         sent = time.perf_counter()
-        client.call(
-            "PUT", f"/_matrix/client/v3/rooms/{fj.q(rooms[0])}/send/m.room.message/wake",
-            {"msgtype": "m.text", "body": "wake up"}, token=alice,
-        )
+        # A new transaction ID each round: the same one again would be answered with the
+        # first round's event, which wakes nobody.
+        txn = secrets.token_hex()
+        wake = f"/_matrix/client/v3/rooms/{fj.q(rooms[0])}/send/m.room.message/{txn}"
+        client.call("PUT", wake, {"msgtype": "m.text", "body": "wake up"}, token=alice)
         woken = max(f.result() for f in futures)
     return {
         "server": name,
