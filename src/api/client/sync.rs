@@ -52,7 +52,7 @@ pub async fn sync_events(
         },
     )
     .await?;
-    with_left_room_state(response)
+    with_always_present_fields(response)
 }
 
 /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186)
@@ -75,9 +75,10 @@ pub async fn sliding_sync(
 }
 
 /// ruma leaves out a left room's `state` when it is empty, but clients such as matrix-nio
-/// require `state.events` in every left room (Synapse always sends it).
-fn with_left_room_state(response: sync_events::Response) -> Result<Response> {
-    if response.rooms.leave.is_empty() {
+/// require `state.events` in every left room (Synapse always sends it); likewise a timeline's
+/// `limited` when false.
+fn with_always_present_fields(response: sync_events::Response) -> Result<Response> {
+    if response.rooms.leave.is_empty() && response.rooms.join.is_empty() {
         return Ok(RumaResponse(response).into_response());
     }
     let (mut parts, body) = response
@@ -88,6 +89,21 @@ fn with_left_room_state(response: sync_events::Response) -> Result<Response> {
     if let Some(left) = body["rooms"]["leave"].as_object_mut() {
         for room in left.values_mut().filter_map(Value::as_object_mut) {
             room.entry("state").or_insert_with(|| json!({"events": []}));
+        }
+    }
+    // `limited` always said, false included (ruma leaves a false one out), as Synapse does:
+    // some clients read a missing one as unknown.
+    for kind in ["join", "leave"] {
+        let Some(rooms) = body["rooms"][kind].as_object_mut() else {
+            continue;
+        };
+        for room in rooms.values_mut().filter_map(Value::as_object_mut) {
+            let timeline = room
+                .entry("timeline")
+                .or_insert_with(|| json!({"events": []}));
+            if let Some(timeline) = timeline.as_object_mut() {
+                timeline.entry("limited").or_insert(json!(false));
+            }
         }
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);
