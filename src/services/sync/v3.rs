@@ -11,7 +11,8 @@
 //! `state` carries only the member events of the timeline's senders (and the user's own), on a
 //! later sync also those that did not change since the token (the client may never have been sent
 //! them); with `include_redundant_members: false` (the default) those this device was already sent
-//! stay out (`sent_members.rs`).
+//! stay out (`sent_members.rs`). A left room carries its state before its timeline: all of it
+//! when the user was not joined at the token (joined and left within the batch), as Synapse.
 
 use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 
