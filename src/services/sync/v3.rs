@@ -316,6 +316,9 @@ async fn build(
     Ok(response)
 }
 
+/// The rooms of a response with what each contributes.
+type RoomUpdates = Vec<(OwnedRoomId, RoomUpdate)>;
+
 /// What [`rooms_and_account_data`] computes a response from, moved to the blocking thread.
 struct BuildInput {
     user: OwnedUserId,
@@ -331,10 +334,7 @@ struct BuildInput {
 }
 
 /// The rooms' updates and the global account data of a response.
-fn rooms_and_account_data(
-    c: &Connection,
-    input: &BuildInput,
-) -> Result<(Vec<(OwnedRoomId, RoomUpdate)>, Vec<Value>)> {
+fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpdates, Vec<Value>)> {
     let BuildInput {
         user,
         device,
