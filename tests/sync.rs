@@ -1043,6 +1043,13 @@ async fn account_data_in_sync() {
         plain["rooms"]["join"][&room]["timeline"]["limited"], false,
         "{plain}"
     );
+    // Sections without rooms stay out rather than `null` (clients such as matrix-nio refuse it).
+    for section in ["leave", "invite", "knock"] {
+        assert!(
+            plain["rooms"].get(section).is_none_or(Value::is_object),
+            "{plain}"
+        );
+    }
 }
 
 fn member_keys(events: &[Value]) -> HashSet<String> {
