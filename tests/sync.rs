@@ -950,6 +950,339 @@ async fn account_data_in_sync() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["theme"], "light");
+
+    // Filters' `account_data` (global) and `room.account_data`, inline and by ID.
+    let (status, _) = server
+        .put(
+            &format!("/_matrix/client/v3/user/{user}/account_data/org.example.other"),
+            alice.token(),
+            json!({"n": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{user}/rooms/{}/account_data/org.example.pinned",
+                enc(&room)
+            ),
+            alice.token(),
+            json!({"pinned": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let data_filter = json!({
+        "account_data": {"types": ["org.example.*"], "not_types": ["org.example.other"]},
+        "room": {"account_data": {"not_types": ["m.tag"]}},
+    });
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/user/{user}/filter"),
+            alice.token(),
+            data_filter.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let filter_id = body["filter_id"].as_str().unwrap().to_owned();
+    let types = |events: &Value| -> Vec<String> {
+        let mut types: Vec<String> = events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        types.sort();
+        types
+    };
+    for query in [inline_filter(data_filter), format!("filter={filter_id}")] {
+        let filtered = sync(&server, &alice, &query).await;
+        // No push rules either: `m.push_rules` is not of the asked types.
+        assert_eq!(
+            types(&filtered["account_data"]["events"]),
+            ["org.example.global"],
+            "{filtered}"
+        );
+        assert_eq!(
+            types(&filtered["rooms"]["join"][&room]["account_data"]["events"]),
+            ["org.example.pinned"],
+            "{filtered}"
+        );
+    }
+    let unfiltered = sync(&server, &alice, "").await;
+    assert_eq!(
+        types(&unfiltered["account_data"]["events"]),
+        ["m.push_rules", "org.example.global", "org.example.other"],
+        "{unfiltered}"
+    );
+    assert_eq!(
+        types(&unfiltered["rooms"]["join"][&room]["account_data"]["events"]),
+        ["m.tag", "org.example.pinned"],
+        "{unfiltered}"
+    );
+
+    // `timeline.limit: 0`: no events, `limited`, and the room's state in `state`.
+    let zero = inline_filter(json!({"room": {"timeline": {"limit": 0}}}));
+    let first = sync(&server, &alice, &zero).await;
+    let joined = &first["rooms"]["join"][&room];
+    assert_eq!(timeline(&first, "join", &room).len(), 0, "{first}");
+    assert_eq!(joined["timeline"]["limited"], true, "{first}");
+    assert!(joined["timeline"]["prev_batch"].is_string(), "{first}");
+    let state = known_state(&first, &room);
+    assert!(state.contains_key(&("m.room.create".to_owned(), String::new())));
+    assert!(state.contains_key(&("m.room.member".to_owned(), alice.user_id.clone())));
+    send_text(&server, &alice, &room, "unseen").await;
+    let later = sync_since(&server, &alice, &next_batch(&first), &format!("&{zero}")).await;
+    assert_eq!(timeline(&later, "join", &room).len(), 0, "{later}");
+    assert_eq!(later["rooms"]["join"][&room]["timeline"]["limited"], true);
+    // `limited` is there when false too.
+    let since = next_batch(&later);
+    send_text(&server, &alice, &room, "seen").await;
+    let plain = sync_since(&server, &alice, &since, "").await;
+    assert_eq!(bodies(timeline(&plain, "join", &room)), ["seen"], "{plain}");
+    assert_eq!(
+        plain["rooms"]["join"][&room]["timeline"]["limited"], false,
+        "{plain}"
+    );
+    // Sections without rooms stay out rather than `null` (clients such as matrix-nio refuse it).
+    for section in ["leave", "invite", "knock"] {
+        assert!(
+            plain["rooms"].get(section).is_none_or(Value::is_object),
+            "{plain}"
+        );
+    }
+}
+
+fn member_keys(events: &[Value]) -> HashSet<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| e["state_key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A room joined and left within one batch (under `leave`, with its state); a gappy sync's state
+/// (the gap's changes, lazy members who came and went, summary counts); state hidden by history
+/// visibility after leaving, and the current state on rejoining; an ignored user's typing and
+/// receipts.
+#[tokio::test]
+async fn joins_leaves_gaps_and_visibility() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let bob = server.register("bob", "password").await;
+    let carol = server.register("carol", "password").await;
+    let dave = server.register("dave", "password").await;
+    let eve = server.register("eve", "password").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "name": "before"}),
+    )
+    .await;
+    must_join(&server, &carol, &room).await;
+
+    // Bob joins and leaves within one batch: the room is under `leave` with its state.
+    let bob_since = next_batch(&sync(&server, &bob, "").await);
+    must_join(&server, &bob, &room).await;
+    send_text(&server, &alice, &room, "while bob is here").await;
+    let (status, body) = leave(&server, &bob, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let left = sync_since(&server, &bob, &bob_since, "").await;
+    assert!(left["rooms"]["join"].get(&room).is_none(), "{left}");
+    let left_room = &left["rooms"]["leave"][&room];
+    let left_timeline = timeline(&left, "leave", &room);
+    assert_eq!(
+        bodies(left_timeline),
+        ["while bob is here"],
+        "the timeline from the join: {left}"
+    );
+    let last = left_timeline.last().unwrap();
+    assert_eq!(last["type"], "m.room.member", "{left}");
+    assert_eq!(last["content"]["membership"], "leave", "{left}");
+    assert_eq!(left_room["timeline"]["limited"], false, "{left}");
+    let left_state = left_room["state"]["events"].as_array().expect("state");
+    assert!(
+        find_state(left_state, "m.room.create", "").is_some(),
+        "{left}"
+    );
+    assert_eq!(
+        find_state(left_state, "m.room.name", "").unwrap()["content"]["name"],
+        "before"
+    );
+    assert!(
+        find_state(left_state, "m.room.member", &alice.user_id).is_some(),
+        "{left}"
+    );
+
+    // A gap: the name changes, Dave joins, speaks and leaves, Eve joins, Alice talks.
+    let initial = sync(&server, &carol, "").await;
+    let summary = &initial["rooms"]["join"][&room]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 2, "{initial}");
+    assert_eq!(summary["m.invited_member_count"], 0, "{initial}");
+    assert_eq!(summary["m.heroes"], json!([alice.user_id]), "{initial}");
+    let carol_since = next_batch(&initial);
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.name",
+        "",
+        json!({"name": "after"}),
+    )
+    .await;
+    must_join(&server, &dave, &room).await;
+    must_join(&server, &eve, &room).await;
+    send_text(&server, &alice, &room, "m1").await;
+    send_text(&server, &dave, &room, "dave here").await;
+    let (status, body) = leave(&server, &dave, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    send_text(&server, &alice, &room, "m2").await;
+    let limit3 = json!({"room": {"timeline": {"limit": 3}}});
+    let gappy = sync_since(
+        &server,
+        &carol,
+        &carol_since,
+        &format!("&{}", inline_filter(limit3)),
+    )
+    .await;
+    let joined = &gappy["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true, "{gappy}");
+    let events = timeline(&gappy, "join", &room);
+    assert_eq!(bodies(events), ["dave here", "m2"], "{gappy}");
+    let state = state_events(&gappy, &room);
+    assert_eq!(
+        find_state(state, "m.room.name", "").unwrap()["content"]["name"],
+        "after",
+        "{gappy}"
+    );
+    assert_eq!(
+        member_keys(state),
+        HashSet::from([dave.user_id.clone(), eve.user_id.clone()]),
+        "the members who changed in the gap: {gappy}"
+    );
+    assert_eq!(
+        find_state(state, "m.room.member", &dave.user_id).unwrap()["content"]["membership"],
+        "join",
+        "state at the timeline's start: {gappy}"
+    );
+    let summary = &joined["summary"];
+    assert_eq!(summary["m.joined_member_count"], 3, "{gappy}");
+    assert_eq!(summary["m.invited_member_count"], 0, "{gappy}");
+    // Lazy-loaded members: of those who came and went, the timeline's senders only.
+    let lazy = json!({"room": {"timeline": {"limit": 3}, "state": {"lazy_load_members": true}}});
+    let gappy = sync_since(
+        &server,
+        &carol,
+        &carol_since,
+        &format!("&{}", inline_filter(lazy)),
+    )
+    .await;
+    let state = state_events(&gappy, &room);
+    assert!(find_state(state, "m.room.name", "").is_some(), "{gappy}");
+    let members = member_keys(state);
+    assert!(members.contains(&dave.user_id), "{gappy}");
+    assert!(!members.contains(&eve.user_id), "{gappy}");
+
+    // Carol ignores Eve: Eve's typing and receipts are not delivered to her; Alice's are.
+    let since = next_batch(&gappy);
+    let (status, _) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
+                enc(&carol.user_id)
+            ),
+            carol.token(),
+            json!({"ignored_users": {eve.user_id.clone(): {}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let since = next_batch(&sync_since(&server, &carol, &since, "").await);
+    let last_id = send_text(&server, &alice, &room, "read me").await;
+    for who in [&alice, &eve] {
+        let (status, body) = server
+            .put(
+                &room_path(&room, &format!("typing/{}", enc(&who.user_id))),
+                who.token(),
+                json!({"typing": true, "timeout": 30000}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = server
+            .post(
+                &room_path(&room, &format!("receipt/m.read/{}", enc(&last_id))),
+                who.token(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let news = sync_since(&server, &carol, &since, "").await;
+    let ephemeral = news["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{news}"));
+    let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").unwrap();
+    assert_eq!(
+        typing["content"]["user_ids"],
+        json!([alice.user_id]),
+        "{news}"
+    );
+    let receipt = ephemeral.iter().find(|e| e["type"] == "m.receipt").unwrap();
+    let readers = receipt["content"][&last_id]["m.read"].as_object().unwrap();
+    assert!(readers.contains_key(&alice.user_id), "{news}");
+    assert!(!readers.contains_key(&eve.user_id), "{news}");
+
+    // History visibility `joined`: what changes after Carol leaves stays hidden from her; on
+    // rejoining she gets the current state.
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.history_visibility",
+        "",
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let since = next_batch(&sync_since(&server, &carol, &next_batch(&news), "").await);
+    let (status, body) = leave(&server, &carol, &room).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "secret"}),
+    )
+    .await;
+    send_text(&server, &alice, &room, "secret message").await;
+    let after_leave = sync_since(&server, &carol, &since, "").await;
+    let text = after_leave.to_string();
+    assert!(!text.contains("secret"), "{after_leave}");
+    let left = timeline(&after_leave, "leave", &room);
+    assert_eq!(left.last().unwrap()["content"]["membership"], "leave");
+    let since = next_batch(&after_leave);
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "more secret"}),
+    )
+    .await;
+    let quiet = sync_since(&server, &carol, &since, "").await;
+    assert!(!quiet.to_string().contains("secret"), "{quiet}");
+    must_join(&server, &carol, &room).await;
+    let back = sync_since(&server, &carol, &next_batch(&quiet), "").await;
+    let state = known_state(&back, &room);
+    assert_eq!(
+        state[&("m.room.topic".to_owned(), String::new())]["content"]["topic"],
+        "more secret",
+        "{back}"
+    );
+    assert!(
+        !bodies(timeline(&back, "join", &room)).contains(&"secret message".to_owned()),
+        "{back}"
+    );
 }
 
 /// Eight senders with 25 messages each into one room: every acknowledged event exactly once, in

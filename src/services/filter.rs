@@ -10,6 +10,12 @@ fn type_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
+/// Does an event type pass a filter's `types` and `not_types` (account data's filters)?
+pub fn type_allowed(types: Option<&[String]>, not_types: &[String], event_type: &str) -> bool {
+    !not_types.iter().any(|p| type_matches(p, event_type))
+        && types.is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+}
+
 /// Does the client event pass the filter's type and sender conditions?
 pub fn room_event_matches(filter: &RoomEventFilter, event: &Value) -> bool {
     let event_type = event["type"].as_str().unwrap_or_default();

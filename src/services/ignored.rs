@@ -1,8 +1,9 @@
 //! Ignored users (`m.ignored_user_list` account data, the spec's "Ignoring Users"): what they
 //! send is not delivered to the user who ignores them. Their non-state room events are hidden
 //! wherever events are read (`rooms::read::Visibility`: /sync timelines, `/messages`,
-//! `/context`, `/event`, relations, search), their invites are left out of /sync, and their
-//! to-device messages are dropped when sent (`e2ee::to_device`). Filtering at read time means
+//! `/context`, `/event`, relations, search), their invites are left out of /sync, their typing
+//! and receipts are left out of both syncs (`sync::room`, `sync::v3`, `sync::sliding`), and
+//! their to-device messages are dropped when sent (`e2ee::to_device`). Filtering at read time means
 //! that un-ignoring shows the user's events again, history included, at the client's next
 //! (full) sync, as the spec describes; state events stay, since the room's state must remain
 //! whole.

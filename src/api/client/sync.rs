@@ -12,7 +12,7 @@ use ruma::api::{
         sync::sync_events::{v3 as sync_events, v5 as sliding},
     },
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::{
     error::{Error, Result},
@@ -52,7 +52,7 @@ pub async fn sync_events(
         },
     )
     .await?;
-    with_left_room_state(response)
+    with_always_present_fields(response)
 }
 
 /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186)
@@ -74,10 +74,17 @@ pub async fn sliding_sync(
     Ok(sync::sliding::sync(&services, request).await?.into())
 }
 
+/// A section of a /sync body's `rooms` (`join`, `leave`), when there: `get_mut`, not indexing,
+/// which would add a missing one as `null`.
+fn rooms_section<'a>(body: &'a mut Value, kind: &str) -> Option<&'a mut Map<String, Value>> {
+    body.get_mut("rooms")?.get_mut(kind)?.as_object_mut()
+}
+
 /// ruma leaves out a left room's `state` when it is empty, but clients such as matrix-nio
-/// require `state.events` in every left room (Synapse always sends it).
-fn with_left_room_state(response: sync_events::Response) -> Result<Response> {
-    if response.rooms.leave.is_empty() {
+/// require `state.events` in every left room (Synapse always sends it); likewise a timeline's
+/// `limited` when false.
+fn with_always_present_fields(response: sync_events::Response) -> Result<Response> {
+    if response.rooms.leave.is_empty() && response.rooms.join.is_empty() {
         return Ok(RumaResponse(response).into_response());
     }
     let (mut parts, body) = response
@@ -85,9 +92,24 @@ fn with_left_room_state(response: sync_events::Response) -> Result<Response> {
         .map_err(Error::internal)?
         .into_parts();
     let mut body: Value = serde_json::from_slice(&body).map_err(Error::internal)?;
-    if let Some(left) = body["rooms"]["leave"].as_object_mut() {
+    if let Some(left) = rooms_section(&mut body, "leave") {
         for room in left.values_mut().filter_map(Value::as_object_mut) {
             room.entry("state").or_insert_with(|| json!({"events": []}));
+        }
+    }
+    // `limited` always said, false included (ruma leaves a false one out), as Synapse does:
+    // some clients read a missing one as unknown.
+    for kind in ["join", "leave"] {
+        let Some(rooms) = rooms_section(&mut body, kind) else {
+            continue;
+        };
+        for room in rooms.values_mut().filter_map(Value::as_object_mut) {
+            let timeline = room
+                .entry("timeline")
+                .or_insert_with(|| json!({"events": []}));
+            if let Some(timeline) = timeline.as_object_mut() {
+                timeline.entry("limited").or_insert(json!(false));
+            }
         }
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);

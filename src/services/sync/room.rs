@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::super::{
     filter::room_event_matches,
+    ignored::ignored_users,
     json_depth,
     rooms::{read::Visibility, read::render, stored::Envelope},
     sent_members::DeviceMembers,
@@ -27,7 +28,7 @@ use crate::{
     storage::{
         account_data as data_store,
         remote_memberships::RemoteMembership,
-        rooms::{self as store, EventRow, StateIds},
+        rooms::{self as store, EventRow, StateIds, StateKey},
     },
 };
 
@@ -46,6 +47,7 @@ pub(super) struct Summary {
 }
 
 /// What one room computation needs: the reader, the room, the viewer and the position.
+#[derive(Clone, Copy)]
 pub(super) struct RoomContext<'a> {
     pub(super) conn: &'a Connection,
     pub(super) room_id: &'a RoomId,
@@ -84,10 +86,12 @@ impl RoomContext<'_> {
         until: i64,
         filter: &RoomEventFilter,
     ) -> Result<(Timeline, Vec<EventRow>)> {
+        // `limit: 0` (the spec asks for more, Synapse accepts it): no events, `limited` when
+        // there were some, and the state they would have changed in `state`.
         let limit = filter
             .limit
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| u64::from(l) as usize)
-            .clamp(1, MAX_TIMELINE_LIMIT);
+            .min(MAX_TIMELINE_LIMIT);
         self.timeline_of(after, until, filter, limit)
     }
 
@@ -267,7 +271,9 @@ impl RoomContext<'_> {
         } else {
             Vec::new()
         };
-        if !self.filter.room.state.lazy_load_options.is_disabled() {
+        let lazy = !self.filter.room.state.lazy_load_options.is_disabled();
+        self.add_hidden_changes(since, shown, lazy, &mut state)?;
+        if lazy {
             // Lazy loading: of the members, only the timeline's senders (and the user), and on a
             // later sync also the senders whose member event did not change since `since`: the
             // client may never have been sent it, unless the device's memo says it was.
@@ -299,6 +305,74 @@ impl RoomContext<'_> {
         Ok(state.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// State that changed within the timeline's span through events the client is not shown
+    /// (hidden by history visibility, as after leaving and rejoining, or by the filter): the
+    /// state at the timeline's end for those keys, as Synapse does, so that the client does not
+    /// keep stale state, unless a shown event sets the key (it comes later for the client).
+    /// With lazy-loaded members, members stay as the timeline's senders make them.
+    fn add_hidden_changes(
+        &self,
+        since: Option<i64>,
+        shown: &[EventRow],
+        lazy: bool,
+        state: &mut Vec<(StateKey, String)>,
+    ) -> Result<()> {
+        let Some(first) = shown.first() else {
+            return Ok(()); // no timeline: `state` already reaches the end
+        };
+        let span = store::room_events_between(
+            self.conn,
+            self.room_id.as_str(),
+            first.stream_ordering - 1,
+            self.upto,
+            shown.len() + 1,
+        )?;
+        if span.len() <= shown.len() {
+            return Ok(()); // every event of the span is shown
+        }
+        let start = self.state_before(first)?;
+        let at_since = match since {
+            Some(since) => self.state_at_stream(since)?,
+            None => StateIds::new(),
+        };
+        let shown_ids: HashSet<&str> = shown.iter().map(|r| r.event_id.as_str()).collect();
+        let shown_keys: HashSet<StateKey> = shown
+            .iter()
+            .filter_map(|row| {
+                let event: Value = serde_json::from_str(&row.json).ok()?;
+                let key = event["state_key"].as_str()?.to_owned();
+                Some((event["type"].as_str()?.to_owned(), key))
+            })
+            .collect();
+        for (key, id) in self.state_at_stream(self.upto)? {
+            if start.get(&key) == Some(&id)
+                || at_since.get(&key) == Some(&id)
+                || shown_ids.contains(id.as_str())
+                || shown_keys.contains(&key)
+                || (lazy && key.0 == "m.room.member")
+            {
+                continue;
+            }
+            state.retain(|(k, _)| *k != key);
+            state.push((key, id));
+        }
+        Ok(())
+    }
+
+    /// Was the user joined to the room at stream position `stream`?
+    pub(super) fn joined_at(&self, stream: i64) -> Result<bool> {
+        let state = self.state_at_stream(stream)?;
+        let key = ("m.room.member".to_owned(), self.user.to_string());
+        let Some(id) = state.get(&key) else {
+            return Ok(false);
+        };
+        let rows = store::events_by_id(self.conn, std::slice::from_ref(id))?;
+        Ok(rows.first().is_some_and(|row| {
+            serde_json::from_str::<Value>(&row.json)
+                .is_ok_and(|event| event["content"]["membership"] == "join")
+        }))
+    }
+
     /// Joined and invited member counts, and up to five heroes (members other than the user).
     pub(super) fn summary(&self) -> Result<Summary> {
         let room = self.room_id.as_str();
@@ -325,9 +399,14 @@ impl RoomContext<'_> {
         if receipts.is_empty() {
             return Ok(None);
         }
+        // An ignored user's receipts are not shown (the spec's "Ignoring Users").
+        let ignored = ignored_users(self.conn, self.user.as_str())?;
         let mut content = serde_json::Map::new();
         for receipt in receipts {
             if receipt.receipt_type == "m.read.private" && receipt.user_id != self.user.as_str() {
+                continue;
+            }
+            if ignored.contains(&receipt.user_id) {
                 continue;
             }
             let mut entry = json!({"ts": receipt.ts});
@@ -351,16 +430,6 @@ impl RoomContext<'_> {
             self.evaluated_actions,
         )
     }
-}
-
-/// The users of the user's `m.ignored_user_list`: their invites are not shown, as Synapse.
-pub(super) fn ignored_users(conn: &Connection, user: &UserId) -> Result<HashSet<String>> {
-    let content = data_store::get(conn, user.as_str(), "", "m.ignored_user_list")?;
-    Ok(content
-        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
-        .and_then(|c| c["ignored_users"].as_object().cloned())
-        .map(|users| users.keys().cloned().collect())
-        .unwrap_or_default())
 }
 
 /// The sender of a stored member event.

@@ -43,8 +43,8 @@ use serde_json::{Value, json};
 use super::{
     connections::{ConnectionKey, SentRoom, Snapshot},
     room::{
-        MAX_TIMELINE_LIMIT, RoomContext, account_data_content, ignored_users, invited_by,
-        remote_stripped_state, stripped_state, to_raw,
+        MAX_TIMELINE_LIMIT, RoomContext, account_data_content, invited_by, remote_stripped_state,
+        stripped_state, to_raw,
     },
 };
 use crate::{
@@ -482,8 +482,15 @@ impl Reader<'_> {
                 &subscribed,
                 &all_rooms,
             );
+            // An ignored user's typing is not shown (the spec's "Ignoring Users").
+            let ignored =
+                crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
             for room_id in rooms.iter().filter(|r| joined(r)) {
                 if let Some(users) = typing.get(room_id) {
+                    let users: Vec<&OwnedUserId> = users
+                        .iter()
+                        .filter(|u| !ignored.contains(u.as_str()))
+                        .collect();
                     let event = json!({"type": "m.typing", "content": {"user_ids": users}});
                     response
                         .extensions
@@ -506,7 +513,8 @@ impl Reader<'_> {
     /// ignored users stay out, as in `/sync`.
     fn candidates(&self) -> Result<Vec<Candidate>> {
         let user = self.request.user.as_str();
-        let ignored = ignored_users(self.conn, &self.request.user)?;
+        let ignored =
+            crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
         let mut candidates = Vec::new();
         let listed = list_store::listed_rooms(self.conn, user, self.upto)?;
         let local: HashMap<String, i64> = listed

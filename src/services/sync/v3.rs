@@ -11,7 +11,8 @@
 //! `state` carries only the member events of the timeline's senders (and the user's own), on a
 //! later sync also those that did not change since the token (the client may never have been sent
 //! them); with `include_redundant_members: false` (the default) those this device was already sent
-//! stay out (`sent_members.rs`).
+//! stay out (`sent_members.rs`). A left room carries its state before its timeline: all of it
+//! when the user was not joined at the token (joined and left within the batch), as Synapse.
 
 use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 
@@ -24,17 +25,17 @@ use ruma::{
             LeftRoom, State, StateEvents,
         },
     },
+    serde::Raw,
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::room::{
-    RoomContext, account_data_content, ignored_users, invited_by, remote_stripped_state,
-    stripped_state, to_raw,
+    RoomContext, account_data_content, invited_by, remote_stripped_state, stripped_state, to_raw,
 };
 use crate::{
     error::{Error, Result},
-    services::Services,
+    services::{Services, filter::type_allowed, ignored::ignored_users},
     storage::{
         account_data as data_store,
         remote_memberships::{self as remote_store, RemoteMembership},
@@ -238,82 +239,21 @@ async fn build(
     }
     let sent_members = services.sent_members.clone();
     let omit_held_members = omits_redundant_members(&filter);
+    let input = BuildInput {
+        user,
+        device,
+        since,
+        upto: upto.stream,
+        full_state,
+        filter,
+        typing,
+        evaluated_actions,
+        held_members: omit_held_members.then_some(sent_members),
+    };
     let (rooms, global_data) = services
         .rooms
         .db()
-        .read(move |c| {
-            let mut updates = Vec::new();
-            let since_stream = since.map_or(0, |s| s.stream);
-            let with_events: HashSet<String> = match since {
-                Some(since) => store::rooms_with_events_after(c, user.as_str(), since.stream)?.into_iter().collect(),
-                None => HashSet::new(),
-            };
-            let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
-            let push_rules = crate::services::push::load_for_counting(c, &user)?;
-            let evaluated_actions: &crate::services::push::EvaluatedActions = &evaluated_actions;
-            let held_members = omit_held_members.then(|| sent_members.of_device(user.as_str(), &device));
-            // Memberships in rooms this server does not hold (invites from other servers,
-            // knocks through them, their ends): one of these newer than the room's own row wins.
-            let ignored = ignored_users(c, &user)?;
-            let local_rows = store::memberships_of_user(c, user.as_str())?;
-            let RemoteRooms { updates: remote_updates, superseded } = remote_memberships(
-                c, &user, &local_rows, since, upto.stream, full_state, &filter, &ignored,
-            )?;
-            updates.extend(remote_updates);
-            for (room, membership, event_id, membership_stream) in local_rows {
-                if superseded.contains(&room) {
-                    continue;
-                }
-                if membership_stream > upto.stream {
-                    continue; // changed after this sync's snapshot; the next sync reports it
-                }
-                let room_id = OwnedRoomId::try_from(room.as_str()).map_err(Error::internal)?;
-                if filter.room.not_rooms.contains(&room_id) || filter.room.rooms.as_ref().is_some_and(|r| !r.contains(&room_id)) {
-                    continue;
-                }
-                let new_membership = since.is_none_or(|s| membership_stream > s.stream);
-                let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| u.clone());
-                let room_data: Vec<&(String, String, String)> = changed_data.iter().filter(|(r, ..)| *r == room).collect();
-                let context = RoomContext { conn: c, room_id: &room_id, user: &user, device: &device, filter: &filter, upto: upto.stream, push_rules: &push_rules, evaluated_actions, held_members: held_members.as_ref() };
-                if membership == "invite" && !ignored.is_empty() {
-                    let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
-                    if invite.first().is_some_and(|i| ignored.contains(i.sender.as_str())) {
-                        continue;
-                    }
-                }
-                match membership.as_str() {
-                    "join" => {
-                        let has_activity = since.is_none() || full_state || new_membership || with_events.contains(&room)
-                            || room_typing.is_some() || !room_data.is_empty()
-                            || !data_store::receipts_since(c, &room, since_stream)?.is_empty();
-                        if has_activity {
-                            let since_for_room = if full_state || new_membership { None } else { since.map(|s| s.stream) };
-                            let joined = joined_room(&context, since_for_room, since_stream, room_typing, &room_data)?;
-                            updates.push((room_id, RoomUpdate::Join(Box::new(joined))));
-                        }
-                    }
-                    "invite" if new_membership || full_state => {
-                        updates.push((room_id.clone(), RoomUpdate::Invite(InvitedRoom::from(InviteState::from(stripped_state(c, &room, &event_id)?)))));
-                    }
-                    "knock" if new_membership || full_state => {
-                        let mut knock_state = KnockState::new();
-                        knock_state.events = stripped_state(c, &room, &event_id)?;
-                        updates.push((room_id.clone(), RoomUpdate::Knock(KnockedRoom::from(knock_state))));
-                    }
-                    "leave" | "ban" if (since.is_some() && new_membership) || (filter.room.include_leave && since.is_none()) => {
-                        let left = left_room(&context, since.map(|s| s.stream), membership_stream)?;
-                        updates.push((room_id, RoomUpdate::Leave(Box::new(left))));
-                    }
-                    _ => {}
-                }
-            }
-            let global: Vec<Value> = changed_data
-                .iter()
-                .filter(|(room, ..)| room.is_empty())
-                .filter_map(|(room, data_type, content)| Some(json!({"type": data_type, "content": account_data_content(&user, room, data_type, content)?})))
-                .collect();
-            Ok::<_, Error>((updates, global))
-        })
+        .read(move |c| rooms_and_account_data(c, &input))
         .await?;
 
     let mut response = sync_events::Response::new(upto.to_string());
@@ -334,7 +274,13 @@ async fn build(
         }
     }
     let mut global_data = global_data;
+    let data_filter = &request.filter.account_data;
     if since.is_none()
+        && type_allowed(
+            data_filter.types.as_deref(),
+            &data_filter.not_types,
+            crate::services::push::EVENT_TYPE,
+        )
         && !global_data
             .iter()
             .any(|d| d["type"] == crate::services::push::EVENT_TYPE)
@@ -370,6 +316,195 @@ async fn build(
     Ok(response)
 }
 
+/// The rooms of a response with what each contributes.
+type RoomUpdates = Vec<(OwnedRoomId, RoomUpdate)>;
+
+/// What [`rooms_and_account_data`] computes a response from, moved to the blocking thread.
+struct BuildInput {
+    user: OwnedUserId,
+    device: String,
+    since: Option<SyncToken>,
+    upto: i64,
+    full_state: bool,
+    filter: FilterDefinition,
+    typing: Vec<(OwnedRoomId, Vec<OwnedUserId>)>,
+    evaluated_actions: std::sync::Arc<crate::services::push::EvaluatedActions>,
+    /// With `include_redundant_members: false`: the memo of member events sent to devices.
+    held_members: Option<std::sync::Arc<crate::services::sent_members::SentMembers>>,
+}
+
+/// The rooms' updates and the global account data of a response.
+fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpdates, Vec<Value>)> {
+    let BuildInput {
+        user,
+        device,
+        since,
+        upto,
+        full_state,
+        filter,
+        typing,
+        evaluated_actions,
+        held_members,
+    } = input;
+    let (since, upto, full_state) = (*since, *upto, *full_state);
+    let mut updates = Vec::new();
+    let since_stream = since.map_or(0, |s| s.stream);
+    let with_events: HashSet<String> = match since {
+        Some(since) => store::rooms_with_events_after(c, user.as_str(), since.stream)?
+            .into_iter()
+            .collect(),
+        None => HashSet::new(),
+    };
+    let changed_data = data_store::changed_since(c, user.as_str(), since_stream)?;
+    let push_rules = crate::services::push::load_for_counting(c, user)?;
+    let held_members = held_members
+        .as_ref()
+        .map(|sent| sent.of_device(user.as_str(), device));
+    // Memberships in rooms this server does not hold (invites from other servers,
+    // knocks through them, their ends): one of these newer than the room's own row wins.
+    let ignored = ignored_users(c, user.as_str())?;
+    let local_rows = store::memberships_of_user(c, user.as_str())?;
+    let RemoteRooms {
+        updates: remote_updates,
+        superseded,
+    } = remote_memberships(
+        c,
+        user,
+        &local_rows,
+        since,
+        upto,
+        full_state,
+        filter,
+        &ignored,
+    )?;
+    updates.extend(remote_updates);
+    for (room, membership, event_id, membership_stream) in local_rows {
+        if superseded.contains(&room) {
+            continue;
+        }
+        if membership_stream > upto {
+            continue; // changed after this sync's snapshot; the next sync reports it
+        }
+        let room_id = OwnedRoomId::try_from(room.as_str()).map_err(Error::internal)?;
+        if filter.room.not_rooms.contains(&room_id)
+            || filter
+                .room
+                .rooms
+                .as_ref()
+                .is_some_and(|r| !r.contains(&room_id))
+        {
+            continue;
+        }
+        let new_membership = since.is_none_or(|s| membership_stream > s.stream);
+        // An ignored user's typing is not shown (the spec's "Ignoring Users").
+        let room_typing = typing.iter().find(|(r, _)| *r == room_id).map(|(_, u)| {
+            u.iter()
+                .filter(|u| !ignored.contains(u.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        let data_filter = &filter.room.account_data;
+        let data_wanted = !data_filter.not_rooms.contains(&room_id)
+            && data_filter
+                .rooms
+                .as_ref()
+                .is_none_or(|rooms| rooms.contains(&room_id));
+        let room_data: Vec<&(String, String, String)> = changed_data
+            .iter()
+            .filter(|(r, data_type, _)| {
+                *r == room
+                    && data_wanted
+                    && type_allowed(
+                        data_filter.types.as_deref(),
+                        &data_filter.not_types,
+                        data_type,
+                    )
+            })
+            .collect();
+        let context = RoomContext {
+            conn: c,
+            room_id: &room_id,
+            user,
+            device,
+            filter,
+            upto,
+            push_rules: &push_rules,
+            evaluated_actions,
+            held_members: held_members.as_ref(),
+        };
+        if membership == "invite" && !ignored.is_empty() {
+            let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
+            if invite
+                .first()
+                .is_some_and(|i| ignored.contains(i.sender.as_str()))
+            {
+                continue;
+            }
+        }
+        match membership.as_str() {
+            "join" => {
+                let has_activity = since.is_none()
+                    || full_state
+                    || new_membership
+                    || with_events.contains(&room)
+                    || room_typing.is_some()
+                    || !room_data.is_empty()
+                    || !data_store::receipts_since(c, &room, since_stream)?.is_empty();
+                if has_activity {
+                    let since_for_room = if full_state || new_membership {
+                        None
+                    } else {
+                        since.map(|s| s.stream)
+                    };
+                    let joined = joined_room(
+                        &context,
+                        since_for_room,
+                        since_stream,
+                        room_typing,
+                        &room_data,
+                    )?;
+                    updates.push((room_id, RoomUpdate::Join(Box::new(joined))));
+                }
+            }
+            "invite" if new_membership || full_state => {
+                let stripped = stripped_state(c, &room, &event_id)?;
+                let invite = InvitedRoom::from(InviteState::from(stripped));
+                updates.push((room_id.clone(), RoomUpdate::Invite(invite)));
+            }
+            "knock" if new_membership || full_state => {
+                let mut knock_state = KnockState::new();
+                knock_state.events = stripped_state(c, &room, &event_id)?;
+                let knock = KnockedRoom::from(knock_state);
+                updates.push((room_id.clone(), RoomUpdate::Knock(knock)));
+            }
+            "leave" | "ban"
+                if (since.is_some() && new_membership)
+                    || (filter.room.include_leave && since.is_none()) =>
+            {
+                let left = left_room(&context, since.map(|s| s.stream), membership_stream)?;
+                updates.push((room_id, RoomUpdate::Leave(Box::new(left))));
+            }
+            _ => {}
+        }
+    }
+    let global: Vec<Value> = changed_data
+        .iter()
+        .filter(|(room, data_type, _)| {
+            room.is_empty()
+                && type_allowed(
+                    filter.account_data.types.as_deref(),
+                    &filter.account_data.not_types,
+                    data_type,
+                )
+        })
+        .filter_map(|(room, data_type, content)| {
+            let content = account_data_content(user, room, data_type, content)?;
+            Some(json!({"type": data_type, "content": content}))
+        })
+        .collect();
+    Ok((updates, global))
+}
+
 fn joined_room(
     context: &RoomContext<'_>,
     since: Option<i64>,
@@ -382,12 +517,17 @@ fn joined_room(
         context.timeline(since.unwrap_or(0), context.upto, &room_filter.timeline)?;
     let state_ids = context.state_before_timeline(since, &timeline, &shown)?;
     let mut joined = JoinedRoom::new();
-    joined.state = State::Before(StateEvents::from(
-        context.state_events(state_ids, &room_filter.state)?,
-    ));
+    let state = context.state_events(state_ids, &room_filter.state)?;
+    fn is_member_event<T>(event: &Raw<T>) -> bool {
+        matches!(event.get_field::<String>("type"), Ok(Some(t)) if t == "m.room.member")
+    }
+    // The counts change only with member events: in the timeline or in the gap before it.
+    let members_changed =
+        state.iter().any(is_member_event) || timeline.events.iter().any(is_member_event);
+    joined.state = State::Before(StateEvents::from(state));
     joined.timeline = timeline;
 
-    if since.is_none() || shown.iter().any(|r| r.json.contains("\"m.room.member\"")) {
+    if since.is_none() || members_changed {
         let summary = context.summary()?;
         joined.summary.joined_member_count = Some(summary.joined_count);
         joined.summary.invited_member_count = Some(summary.invited_count);
@@ -402,7 +542,10 @@ fn joined_room(
     joined.ephemeral.events = ephemeral.into_iter().map(to_raw).collect::<Result<_>>()?;
     joined.account_data.events = room_data
         .iter()
-        .filter_map(|(room, data_type, content)| Some(json!({"type": data_type, "content": account_data_content(context.user, room, data_type, content)?})))
+        .filter_map(|(room, data_type, content)| {
+            let content = account_data_content(context.user, room, data_type, content)?;
+            Some(json!({"type": data_type, "content": content}))
+        })
         .map(to_raw)
         .collect::<Result<_>>()?;
 
@@ -536,10 +679,26 @@ fn remote_room_update(
     })
 }
 
+/// A room the user left (or was banned from): the timeline up to the leave and the state before
+/// it. When the user was not joined at `since` (joined and left within this batch, or a first
+/// sync with `include_leave`) the client knows nothing of the room: all of its state up to the
+/// timeline goes in `state`, as Synapse does; otherwise what changed in a gap.
 fn left_room(context: &RoomContext<'_>, since: Option<i64>, left_at: i64) -> Result<LeftRoom> {
-    let (timeline, _) =
-        context.timeline(since.unwrap_or(0), left_at, &context.filter.room.timeline)?;
+    let context = RoomContext {
+        upto: left_at,
+        ..*context
+    };
+    let since = match since {
+        Some(since) if context.joined_at(since)? => Some(since),
+        _ => None,
+    };
+    let room_filter = &context.filter.room;
+    let (timeline, shown) = context.timeline(since.unwrap_or(0), left_at, &room_filter.timeline)?;
+    let state_ids = context.state_before_timeline(since, &timeline, &shown)?;
     let mut left = LeftRoom::new();
+    left.state = State::Before(StateEvents::from(
+        context.state_events(state_ids, &room_filter.state)?,
+    ));
     left.timeline = timeline;
     Ok(left)
 }
