@@ -210,20 +210,22 @@ async fn login_room_list_invites_and_previews() {
     let describe = |items: &Vector<RoomListItem>| format!("{:?}", room_ids(items));
     let order = |ids: [&String; 3]| ids.map(|id| room_id(id)).to_vec();
 
+    // The SDK computes a room's display name a moment after the room enters the list: wait
+    // for both the order and the names (from `m.room.name` in the required state).
+    let names = |l: &Vector<RoomListItem>| l.iter().map(|r| r.name()).collect::<Vec<_>>();
     let expected = order([&rooms[1], &rooms[2], &rooms[0]]);
-    wait_for(&mut stream, &mut list, "rooms by recency", describe, |l| {
-        room_ids(l) == expected
-    })
+    let expected_names = ["second", "third", "first"]
+        .map(|n| Some(n.to_owned()))
+        .to_vec();
+    let describe_named = |l: &Vector<RoomListItem>| format!("{:?} {:?}", room_ids(l), names(l));
+    wait_for(
+        &mut stream,
+        &mut list,
+        "rooms by recency",
+        describe_named,
+        |l| room_ids(l) == expected && names(l) == expected_names,
+    )
     .await;
-    let names: Vec<_> = list.iter().map(|r| r.name()).collect();
-    assert_eq!(
-        names,
-        [
-            Some("second".into()),
-            Some("third".into()),
-            Some("first".into())
-        ]
-    );
 
     // A message from bob moves the first room to the top, live.
     server.send_text(&bob, &rooms[0], "bump").await;
