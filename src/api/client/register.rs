@@ -1,7 +1,9 @@
+use std::net::IpAddr;
+
 use axum::extract::State;
 use http::StatusCode;
 use ruma::{
-    OwnedUserId,
+    OwnedDeviceId, OwnedUserId,
     api::{
         client::account::{
             check_registration_token_validity::v1 as token_validity,
@@ -97,21 +99,12 @@ pub async fn register(
             .await?;
         tracing::info!(user = %user_id, "registered");
     }
-    let mut response = register::Response::new(user_id.clone());
-    if !body.inhibit_login {
-        let session = services
-            .sessions
-            .create(
-                &user_id,
-                body.device_id,
-                body.initial_device_display_name,
-                Some(request.client_ip),
-            )
-            .await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-    }
-    Ok(response.into())
+    let session = if body.inhibit_login {
+        None
+    } else {
+        Some((body.device_id, body.initial_device_display_name))
+    };
+    registered(&services, user_id, session, request.client_ip).await
 }
 
 /// `POST /register` with `type: m.login.application_service`: an application service makes one
@@ -158,21 +151,12 @@ async fn register_ghost(
         .create(&user_id, None, false, |_| Ok(()))
         .await?;
     tracing::info!(user = %user_id, appservice = %service.registration.id, "registered");
-    let mut response = register::Response::new(user_id.clone());
-    if !body.inhibit_login {
-        let session = services
-            .sessions
-            .create(
-                &user_id,
-                body.device_id,
-                body.initial_device_display_name,
-                Some(request.client_ip),
-            )
-            .await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-    }
-    Ok(response.into())
+    let session = if body.inhibit_login {
+        None
+    } else {
+        Some((body.device_id, body.initial_device_display_name))
+    };
+    registered(&services, user_id, session, request.client_ip).await
 }
 
 /// `register?kind=guest`, with `allow_guest_access`: a new guest account and its one device.
@@ -191,19 +175,30 @@ async fn register_guest(
     }
     services.registration_limit.take(&request.client_ip)?;
     let user_id = services.users.create_guest().await?;
-    let session = services
-        .sessions
-        .create(
-            &user_id,
-            None,
-            request.body.initial_device_display_name,
-            Some(request.client_ip),
-        )
-        .await?;
     tracing::info!(user = %user_id, "guest registered");
-    let mut response = register::Response::new(user_id);
-    response.access_token = Some(session.access_token);
-    response.device_id = Some(session.device_id);
+    // The server picks a guest's device ID (the spec ignores the client's).
+    let session = Some((None, request.body.initial_device_display_name));
+    registered(services, user_id, session, request.client_ip).await
+}
+
+/// The answer to a registration: the new user, and unless the client inhibited login
+/// (`session` is `None`), a session on a new device (the client's device ID, if it named one,
+/// and its display name).
+async fn registered(
+    services: &AppState,
+    user_id: OwnedUserId,
+    session: Option<(Option<OwnedDeviceId>, Option<String>)>,
+    client_ip: IpAddr,
+) -> ApiResult<register::Response> {
+    let mut response = register::Response::new(user_id.clone());
+    if let Some((device_id, display_name)) = session {
+        let session = services
+            .sessions
+            .create(&user_id, device_id, display_name, Some(client_ip))
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
     Ok(response.into())
 }
 

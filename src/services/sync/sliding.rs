@@ -279,6 +279,22 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The room computation of `room_id` for this request's user and device at its position
+    /// (sliding sync keeps no per-device member memo: `$LAZY` members are in the snapshot).
+    fn context<'c>(&'c self, room_id: &'c RoomId, filter: &'c FilterDefinition) -> RoomContext<'c> {
+        RoomContext {
+            conn: self.conn,
+            room_id,
+            user: &self.request.user,
+            device: &self.request.device,
+            filter,
+            upto: self.upto,
+            push_rules: &self.push_rules,
+            evaluated_actions: self.evaluated_actions,
+            held_members: None,
+        }
+    }
+
     fn build(
         &self,
         typing: HashMap<OwnedRoomId, Vec<OwnedUserId>>,
@@ -369,17 +385,7 @@ impl Reader<'_> {
             let Some(candidate) = by_id.get(&**room_id) else {
                 continue;
             };
-            let context = RoomContext {
-                conn: self.conn,
-                room_id,
-                user: &self.request.user,
-                device: &self.request.device,
-                filter: &filter,
-                upto: self.upto,
-                push_rules: &self.push_rules,
-                evaluated_actions: self.evaluated_actions,
-                held_members: None,
-            };
+            let context = self.context(room_id, &filter);
             let sent = self.previous.rooms.get(room_id).map(|s| s.as_ref());
             let (room, sent) = self.room(&context, candidate, config, sent)?;
             snapshot.rooms.insert(room_id.clone(), Arc::new(sent));
@@ -448,17 +454,7 @@ impl Reader<'_> {
                 &all_rooms,
             );
             for room_id in rooms.iter().filter(|r| joined(r)) {
-                let context = RoomContext {
-                    conn: self.conn,
-                    room_id,
-                    user: &self.request.user,
-                    device: &self.request.device,
-                    filter: &filter,
-                    upto: self.upto,
-                    push_rules: &self.push_rules,
-                    evaluated_actions: self.evaluated_actions,
-                    held_members: None,
-                };
+                let context = self.context(room_id, &filter);
                 let from = if initial_rooms.contains(room_id) {
                     0
                 } else {
