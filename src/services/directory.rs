@@ -15,9 +15,9 @@
 //!   join (join rule `public`, `knock` or `knock_restricted`) or read (`world_readable`), largest
 //!   first; application services keep lists of their own per network (`third_party_instance_id`
 //!   `{service}|{network}` shows one, `include_all_networks` all of them and the main one), which
-//!   only the service edits; another server's list is asked of that server (`/_matrix/federation/v1/publicRooms`,
-//!   `POST` when there is a filter), and its error passed on as Synapse does (`502` when it
-//!   cannot be reached);
+//!   only the service edits; another server's list is asked of that server
+//!   (`/_matrix/federation/v1/publicRooms`, `POST` when there is a filter), and its error passed
+//!   on as Synapse does (`502` when it cannot be reached);
 //! * the user directory finds users who share a room with the searcher or who are in a public
 //!   room (join rule `public` or world-readable history), or every active local user and every
 //!   other server's user in a room here with `user_directory.search_all_users`; other servers'
