@@ -105,6 +105,14 @@ pub struct AppServices {
     pub(crate) protocols: Mutex<HashMap<(String, String), (Instant, ruma::thirdparty::Protocol)>>,
 }
 
+impl std::fmt::Debug for AppServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppServices")
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How long a query, a ping or a third-party lookup may take.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most of a failed ping's answer passed on in `M_BAD_STATUS`.
@@ -635,6 +643,14 @@ mod tests {
             .to_string();
         assert!(
             error.contains("t.yaml") && error.contains("as_token"),
+            "{error}"
+        );
+        let https = write(dir.path(), "h.yaml", &GOOD.replace("http://", "https://"));
+        assert!(AppServices::load(&[https], server).is_ok());
+        let ftp = write(dir.path(), "f.yaml", &GOOD.replace("http://", "ftp://"));
+        let error = AppServices::load(&[ftp], server).unwrap_err().to_string();
+        assert!(
+            error.contains("f.yaml") && error.contains("`url`"),
             "{error}"
         );
         let a = write(dir.path(), "a.yaml", GOOD);
