@@ -11,7 +11,7 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -123,6 +123,33 @@ namespaces:
     regex: '#bridge_.*:test\\.local'
   rooms: []
 ";
+
+/// A TLS listener on 127.0.0.1:`port` with this certificate (DER) and PKCS#8 key, which
+/// completes handshakes and answers nothing; dropped with the returned task.
+fn tls_listener(port: u16, cert: Vec<u8>, key: Vec<u8>) -> tokio::task::JoinHandle<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(cert)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            // The handshake fails on the client's side: nothing to do with its result.
+            let _ = acceptor.accept(tcp).await;
+        }
+    })
+}
 
 /// An application service built with mautrix-python: the registration file read at start,
 /// authentication as the service and its users (and the refusals around it), events pushed in
@@ -326,6 +353,20 @@ async fn appservice_bridge() {
             .replace("{port}", &port.to_string()),
     )
     .unwrap();
+    // Certificates are checked: without the CA in SSL_CERT_FILE the bridge's is refused.
+    server.restart();
+    let untrusted = tls_listener(port, leaf.der().to_vec(), leaf_key.serialize_der());
+    let refused = server.post(ping, AS, serde_json::json!({})).await;
+    untrusted.abort();
+    // Gone (and its port free for the bridge) once the aborted task is dropped.
+    let _ = untrusted.await;
+    assert_error(&refused, 502, "M_CONNECTION_FAILED");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{refused:?}"
+    );
     server.env.push((
         "SSL_CERT_FILE".to_owned(),
         ca_file.to_str().unwrap().to_owned(),

@@ -125,8 +125,10 @@ pub(crate) const PROTOCOL_TTL: Duration = Duration::from_secs(3600);
 /// Why a request to a service got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Unanswered {
+    /// No answer within the request's timeout (a ping's `M_CONNECTION_TIMEOUT`).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// No connection, TLS or HTTP failure, an answer too large, or no URL.
     #[error("{0}")]
     Failed(String),
 }
