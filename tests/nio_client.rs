@@ -11,7 +11,7 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -111,6 +111,8 @@ as_token: bridge-as-token
 hs_token: bridge-hs-token
 sender_localpart: bridgebot
 rate_limited: false
+protocols:
+  - testnet
 de.sorunome.msc2409.push_ephemeral: true
 namespaces:
   users:
@@ -122,10 +124,39 @@ namespaces:
   rooms: []
 ";
 
+/// A TLS listener on 127.0.0.1:`port` with this certificate (DER) and PKCS#8 key, which
+/// completes handshakes and answers nothing; dropped with the returned task.
+fn tls_listener(port: u16, cert: Vec<u8>, key: Vec<u8>) -> tokio::task::JoinHandle<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(cert)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            // The handshake fails on the client's side: nothing to do with its result.
+            let _ = acceptor.accept(tcp).await;
+        }
+    })
+}
+
 /// An application service built with mautrix-python: the registration file read at start,
 /// authentication as the service and its users (and the refusals around it), events pushed in
 /// transactions, and events queued while the bridge is down delivered after a restart of the
-/// appliance.
+/// appliance, to the bridge now on an `https` URL (its certificate from a test CA the appliance
+/// trusts through `SSL_CERT_FILE`, as Synapse's service client does); then its third-party
+/// network through `/thirdparty/*` and its network's room directory (tests/nio/appservice.py).
 #[tokio::test]
 async fn appservice_bridge() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -295,8 +326,58 @@ async fn appservice_bridge() {
         list.contains("testbridge") && list.contains("failing since"),
         "{list}"
     );
+    // The bridge comes back on https: a certificate for 127.0.0.1 from a CA the appliance
+    // trusts only through SSL_CERT_FILE (the system's roots, as for Synapse's service client).
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        server.dir.path().join("test-ca.pem"),
+        server.dir.path().join("bridge.crt"),
+        server.dir.path().join("bridge.key"),
+    );
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(
+        &registration,
+        BRIDGE_REGISTRATION
+            .replace("http://", "https://")
+            .replace("{port}", &port.to_string()),
+    )
+    .unwrap();
+    // Certificates are checked: without the CA in SSL_CERT_FILE the bridge's is refused.
+    server.restart();
+    let untrusted = tls_listener(port, leaf.der().to_vec(), leaf_key.serialize_der());
+    let refused = server.post(ping, AS, serde_json::json!({})).await;
+    untrusted.abort();
+    // Gone (and its port free for the bridge) once the aborted task is dropped.
+    let _ = untrusted.await;
+    assert_error(&refused, 502, "M_CONNECTION_FAILED");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{refused:?}"
+    );
+    server.env.push((
+        "SSL_CERT_FILE".to_owned(),
+        ca_file.to_str().unwrap().to_owned(),
+    ));
     server.restart();
     write_state(&queued);
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    state["tls_cert"] = cert_file.to_str().unwrap().into();
+    state["tls_key"] = key_file.to_str().unwrap().into();
+    std::fs::write(&state_file, state.to_string()).unwrap();
     run_script(
         &server,
         "appservice.py",

@@ -13,9 +13,11 @@
 //!   `m.room.canonical_alias`;
 //! * the public room list shows published rooms that have joined members and that anyone can
 //!   join (join rule `public`, `knock` or `knock_restricted`) or read (`world_readable`), largest
-//!   first; another server's list is asked of that server (`/_matrix/federation/v1/publicRooms`,
-//!   `POST` when there is a filter), and its error passed on as Synapse does (`502` when it
-//!   cannot be reached);
+//!   first; application services keep lists of their own per network (`third_party_instance_id`
+//!   `{service}|{network}` shows one, `include_all_networks` all of them and the main one), which
+//!   only the service edits; another server's list is asked of that server
+//!   (`/_matrix/federation/v1/publicRooms`, `POST` when there is a filter), and its error passed
+//!   on as Synapse does (`502` when it cannot be reached);
 //! * the user directory finds users who share a room with the searcher or who are in a public
 //!   room (join rule `public` or world-readable history), or every active local user and every
 //!   other server's user in a room here with `user_directory.search_all_users`; other servers'
@@ -104,6 +106,16 @@ pub struct PublicRoomsQuery<'a> {
     pub since: Option<&'a str>,
     pub filter: Option<&'a Filter>,
     pub network: Option<&'a RoomNetwork>,
+}
+
+/// The lists a `/publicRooms` shows.
+enum Listed {
+    /// The server's own (`published` rooms).
+    Main,
+    /// An application service's list of one network: (service ID, network ID).
+    Appservice(String, String),
+    /// The server's and every service's (`include_all_networks`).
+    All,
 }
 
 /// One page of the public room list.
@@ -404,6 +416,30 @@ impl Directory {
         Ok(())
     }
 
+    /// Adds a room to the list an application service keeps for one of its networks
+    /// (`PUT /directory/list/appservice/{networkId}/{roomId}`), or takes it off.
+    pub async fn set_appservice_listed(
+        &self,
+        appservice: &str,
+        network: &str,
+        room_id: &RoomId,
+        listed: bool,
+    ) -> Result<()> {
+        let (service, network_s, room) = (
+            appservice.to_owned(),
+            network.to_owned(),
+            room_id.to_string(),
+        );
+        self.db
+            .write(move |tx| {
+                store::set_appservice_listed(tx, &service, &network_s, &room, listed)
+                    .map_err(Error::from)
+            })
+            .await?;
+        tracing::info!(%appservice, %network, room = %room_id, listed, "appservice room list");
+        Ok(())
+    }
+
     /// One page of the public room list.
     pub async fn public_rooms(&self, query: PublicRoomsQuery<'_>) -> Result<PublicRoomsPage> {
         if let Some(server) = query.server
@@ -411,29 +447,61 @@ impl Directory {
         {
             return self.remote_public_rooms(server, query).await;
         }
-        if let Some(RoomNetwork::ThirdParty(_)) = query.network {
-            // No application service provides third-party networks.
-            return Ok(PublicRoomsPage::default());
-        }
+        // Which lists (Synapse's `network_tuple`): the main one, one service's list of a
+        // network, or all of them.
+        let list = match query.network {
+            None | Some(RoomNetwork::Matrix) => Listed::Main,
+            Some(RoomNetwork::All) => Listed::All,
+            Some(RoomNetwork::ThirdParty(id)) => match id.split_once('|') {
+                Some((service, network)) if !network.contains('|') => {
+                    Listed::Appservice(service.to_owned(), network.to_owned())
+                }
+                _ => {
+                    return Err(Error::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::Unknown,
+                        format!("Invalid ID {id:?}"),
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(Error::invalid_param(format!(
+                    "Unknown room network {other:?}"
+                )));
+            }
+        };
         let since = query.since.map(ListToken::parse).transpose()?;
         let default_filter = Filter::default();
         let filter = query.filter.unwrap_or(&default_filter);
 
-        let mut rooms = self
-            .db
-            .read(|c| {
-                let mut listed = Vec::new();
-                for (room_id, joined) in store::published_rooms(c)? {
-                    if joined <= 0 {
-                        continue;
+        let mut rooms =
+            self.db
+                .read(move |c| {
+                    let mut rooms = match &list {
+                        Listed::Main | Listed::All => store::published_rooms(c)?,
+                        Listed::Appservice(..) => Vec::new(),
+                    };
+                    match &list {
+                        Listed::Main => {}
+                        Listed::All => rooms.extend(store::appservice_listed_rooms(c, None)?),
+                        Listed::Appservice(service, network) => rooms
+                            .extend(store::appservice_listed_rooms(c, Some((service, network)))?),
                     }
-                    if let Some(room) = listed_room(c, &room_id, joined)? {
-                        listed.push(room);
+                    // A room of the main list and a service's once.
+                    rooms.sort();
+                    rooms.dedup();
+                    let mut listed = Vec::new();
+                    for (room_id, joined) in rooms {
+                        if joined <= 0 {
+                            continue;
+                        }
+                        if let Some(room) = listed_room(c, &room_id, joined)? {
+                            listed.push(room);
+                        }
                     }
-                }
-                Ok::<_, Error>(listed)
-            })
-            .await?;
+                    Ok::<_, Error>(listed)
+                })
+                .await?;
         if !filter.room_types.is_empty() {
             rooms.retain(|room| {
                 filter

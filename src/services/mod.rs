@@ -116,10 +116,14 @@ impl Services {
         let position =
             db.read_now::<_, rusqlite::Error>(crate::storage::rooms::current_stream_position)?;
         let default_room_version = RoomVersionId::try_from(config.default_room_version.as_str())?;
-        let appservices = Arc::new(appservice::AppServices::load(
-            &config.app_service_config_files,
-            &server_name,
+        let federation = Arc::new(federation::client::FederationClient::new(
+            &config,
+            Some(server_key.clone()),
         )?);
+        let appservices = Arc::new(
+            appservice::AppServices::load(&config.app_service_config_files, &server_name)?
+                .with_client(federation.clone()),
+        );
         let limits = Arc::new(
             rate_limit::AccountLimits::new(db.clone(), &config)
                 .with_appservices(appservices.clone()),
@@ -133,10 +137,6 @@ impl Services {
             limits.clone(),
         );
         let voip = voip::Voip::new(&config, &data_dir)?;
-        let federation = Arc::new(federation::client::FederationClient::new(
-            &config,
-            Some(server_key.clone()),
-        )?);
         let federation_sender = federation::sender::Sender::new(
             db.clone(),
             server_name.clone(),

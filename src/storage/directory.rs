@@ -1,5 +1,6 @@
 //! The reads and writes behind the directories: table `room_aliases` (beside
-//! `rooms::insert_alias`/`rooms::alias_room`), the `published` flag of `rooms`, the current state
+//! `rooms::insert_alias`/`rooms::alias_room`), the `published` flag of `rooms`, the application
+//! services' lists (`appservice_room_list`, migration 0020), the current state
 //! a public room listing shows, and the accounts the user directory may find.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,6 +37,50 @@ pub fn published_rooms(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>
     )?
     .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
     .collect()
+}
+
+/// The rooms of application services' lists with their number of joined members: those of
+/// one list (`(appservice ID, network ID)`), or of every list.
+pub fn appservice_listed_rooms(
+    conn: &Connection,
+    list: Option<(&str, &str)>,
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let (appservice, network) = list.unzip();
+    conn.prepare_cached(
+        "SELECT DISTINCT l.room_id,
+                (SELECT count(*) FROM memberships m
+                 WHERE m.room_id = l.room_id AND m.membership = 'join')
+         FROM appservice_room_list l
+         WHERE ?1 IS NULL OR (l.appservice_id = ?1 AND l.network_id = ?2)",
+    )?
+    .query_map(params![appservice, network], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?
+    .collect()
+}
+
+/// Adds a room to an application service's list of a network, or (`listed` false) takes it off.
+pub fn set_appservice_listed(
+    conn: &Connection,
+    appservice: &str,
+    network: &str,
+    room_id: &str,
+    listed: bool,
+) -> rusqlite::Result<()> {
+    if listed {
+        conn.execute(
+            "INSERT OR IGNORE INTO appservice_room_list (appservice_id, network_id, room_id)
+             VALUES (?1, ?2, ?3)",
+            params![appservice, network, room_id],
+        )?;
+    } else {
+        conn.execute(
+            "DELETE FROM appservice_room_list
+             WHERE appservice_id = ?1 AND network_id = ?2 AND room_id = ?3",
+            params![appservice, network, room_id],
+        )?;
+    }
+    Ok(())
 }
 
 /// One current state event (state key `""`) as the directories need it.

@@ -50,6 +50,8 @@ pub struct TestServer {
     /// Everything the server wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
+    /// Environment variables of the server's process (from its next start).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -81,6 +83,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
+            env: Vec::new(),
         }
     }
 
@@ -101,6 +104,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
+            env: Vec::new(),
         };
         server.launch();
         server
@@ -122,6 +126,7 @@ impl TestServer {
                 &["setup", "wizard", "--listen", "127.0.0.1:0"][..]
             })
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

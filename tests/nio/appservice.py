@@ -10,9 +10,13 @@ room, and what this phase must see. Phases:
            reaches the bridge in a transaction, one of the ghost (sent as the ghost with
            `user_id`) reaches alice; alice's typing and read receipt reach the bridge as
            ephemeral events; then the bridge stops.
-  catchup  the bridge starts again (after the appliance was restarted with events queued for
-           it) and must get `expect` (alice's messages sent while it was down) in order, then
-           a message sent now.
+  catchup  the bridge starts again, now listening on https (the appliance was restarted with
+           the registration's url changed to https and the test CA in SSL_CERT_FILE, events
+           queued for it) and must get `expect` (alice's messages sent while it was down) in
+           order, then a message sent now. Then the third-party network it declares
+           (`protocols: [testnet]`): alice sees its protocol, users and portal rooms through
+           /thirdparty/*, which the appliance asks of the bridge; the bridge lists a portal room
+           in its network's room directory, which alice finds with `third_party_instance_id`.
 """
 
 import asyncio
@@ -23,7 +27,8 @@ import time
 import aiohttp
 from mautrix.appservice import AppService
 from mautrix.appservice.state_store.file import FileASStateStore
-from mautrix.types import EventType, UserID
+from aiohttp import web
+from mautrix.types import EventType, RoomCreatePreset, UserID
 
 DOMAIN = "test.local"
 GHOST = UserID(f"@bridge_bob:{DOMAIN}")
@@ -64,6 +69,8 @@ async def main():
         id="testbridge",
         state_store=FileASStateStore(state["store"], binary=False),
         ephemeral_events=True,
+        tls_cert=state.get("tls_cert"),
+        tls_key=state.get("tls_key"),
     )
     # What the bridge relays: every message of the room, in the order the transactions bring
     # them.
@@ -101,6 +108,58 @@ async def main():
 
     appservice.query_user = query_user
     appservice.query_alias = query_alias
+
+    # The third-party network the bridge declares: what it answers to the appliance's lookups
+    # (the Application Service API's /thirdparty/*), and the tokens those came with.
+    lookups = []
+
+    def thirdparty(answer):
+        async def handler(request):
+            lookups.append(request.headers.get("Authorization"))
+            if request.headers.get("Authorization") != f"Bearer {state['hs_token']}":
+                return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+            return web.json_response(answer(request))
+
+        return handler
+
+    def protocol(request):
+        return {
+            "user_fields": ["nick"],
+            "location_fields": ["channel"],
+            "icon": "mxc://test.local/testnet",
+            "field_types": {
+                "nick": {"regexp": "[a-z]+", "placeholder": "nick"},
+                "channel": {"regexp": "#[a-z]+", "placeholder": "#channel"},
+            },
+            "instances": [{"desc": "Test network", "network_id": "testnet-1", "fields": {}}],
+        }
+
+    def users(request):
+        userid = request.query.get("userid", "")
+        nick = request.query.get("nick") or userid.split(":")[0].removeprefix("@bridge_")
+        return [
+            {"userid": f"@bridge_{nick}:{DOMAIN}", "protocol": "testnet", "fields": {"nick": nick}},
+            # Invalid (no `userid`): the appliance drops it, as Synapse does.
+            {"protocol": "testnet", "fields": {}},
+        ]
+
+    def locations(request):
+        channel = request.query.get("channel", "lobby")
+        return [
+            {
+                "alias": f"#bridge_{channel}:{DOMAIN}",
+                "protocol": "testnet",
+                "fields": {"channel": channel},
+            }
+        ]
+
+    prefix = "/_matrix/app/v1/thirdparty"
+    router = appservice.app.router
+    router.add_route("GET", prefix + "/protocol/testnet", thirdparty(protocol))
+    router.add_route("GET", prefix + "/user/testnet", thirdparty(users))
+    router.add_route("GET", prefix + "/user", thirdparty(users))
+    router.add_route("GET", prefix + "/location/testnet", thirdparty(locations))
+    router.add_route("GET", prefix + "/location", thirdparty(locations))
     await appservice.start(host="127.0.0.1", port=state["port"])
     room, alice = state["room"], state["alice_token"]
     try:
@@ -201,10 +260,97 @@ async def main():
                     "a new message follows",
                     lambda: (state["alice"], "after the catch-up") in seen,
                 )
+                await third_party(session, base, appservice, state, lookups)
             else:
                 raise SystemExit(f"unknown phase {phase}")
     finally:
         await appservice.stop()
+
+
+async def third_party(session, base, appservice, state, lookups):
+    """The bridge's network seen by alice through the appliance."""
+    alice, bridge = state["alice_token"], state["as_token"]
+    v3 = "/_matrix/client/v3"
+    status, protocols = await client(session, base, "GET", v3 + "/thirdparty/protocols", alice)
+    instances = protocols.get("testnet", {}).get("instances", [])
+    check(
+        status == 200
+        and [i.get("instance_id") for i in instances] == ["testbridge|testnet-1"]
+        and protocols["testnet"]["location_fields"] == ["channel"],
+        f"alice sees the bridge's protocol with its instance ({status} {protocols})",
+    )
+    check(
+        lookups and all(token == f"Bearer {state['hs_token']}" for token in lookups),
+        "the appliance asked the bridge with the hs_token",
+    )
+    status, one = await client(session, base, "GET", v3 + "/thirdparty/protocol/testnet", alice)
+    check(status == 200 and one["instances"] == instances, f"one protocol ({status} {one})")
+    status, unknown = await client(session, base, "GET", v3 + "/thirdparty/protocol/nope", alice)
+    check(
+        status == 404 and unknown["errcode"] == "M_NOT_FOUND",
+        f"an unknown protocol is 404 ({status} {unknown})",
+    )
+    status, users = await client(
+        session, base, "GET", v3 + "/thirdparty/user/testnet?nick=dave", alice
+    )
+    check(
+        status == 200
+        and users
+        == [{"userid": f"@bridge_dave:{DOMAIN}", "protocol": "testnet", "fields": {"nick": "dave"}}],
+        f"a user of the network, the invalid result dropped ({status} {users})",
+    )
+    status, locations = await client(
+        session, base, "GET", v3 + "/thirdparty/location/testnet?channel=lobby", alice
+    )
+    check(
+        status == 200 and [l["alias"] for l in locations] == [f"#bridge_lobby:{DOMAIN}"],
+        f"a portal room of the network ({status} {locations})",
+    )
+    status, by_id = await client(
+        session, base, "GET", v3 + f"/thirdparty/user?userid=@bridge_erin:{DOMAIN}", alice
+    )
+    check(
+        status == 200 and [u["fields"] for u in by_id] == [{"nick": "erin"}],
+        f"the third-party user behind a ghost ({status} {by_id})",
+    )
+    status, by_alias = await client(
+        session, base, "GET", v3 + f"/thirdparty/location?alias=%23bridge_lobby:{DOMAIN}", alice
+    )
+    check(status == 200 and len(by_alias) == 1, f"the location of a portal alias ({status})")
+    status, none = await client(
+        session, base, "GET", v3 + "/thirdparty/location/nope?channel=x", alice
+    )
+    check(status == 404, f"no portal room of an unknown protocol ({status} {none})")
+
+    # The bridge's own room directory for its network.
+    portal = await appservice.intent.create_room(
+        preset=RoomCreatePreset.PUBLIC, name="Testnet portal"
+    )
+    listing = f"{v3}/directory/list/appservice/testnet-1/{portal}"
+    status, refused = await client(session, base, "PUT", listing, alice, {"visibility": "public"})
+    check(
+        status == 403 and refused["errcode"] == "M_FORBIDDEN",
+        f"a user cannot edit a bridge's list ({status} {refused})",
+    )
+    status, _ = await client(session, base, "PUT", listing, bridge, {"visibility": "public"})
+    check(status == 200, "the bridge lists its portal in its network's directory")
+
+    async def listed(body):
+        status, page = await client(session, base, "POST", v3 + "/publicRooms", alice, body)
+        assert status == 200, (status, page)
+        return [room["room_id"] for room in page["chunk"]]
+
+    network = {"third_party_instance_id": "testbridge|testnet-1"}
+    check(portal in await listed(network), "alice finds the portal in the network's list")
+    check(portal not in await listed({}), "not in the server's own list")
+    check(portal in await listed({"include_all_networks": True}), "in all the networks' list")
+    check(
+        portal not in await listed({"third_party_instance_id": "testbridge|other"}),
+        "not in another network's list",
+    )
+    status, _ = await client(session, base, "DELETE", listing, bridge)
+    check(status == 200, "the bridge takes the portal off its list")
+    check(portal not in await listed(network), "the portal is gone from the network's list")
 
 
 asyncio.run(main())

@@ -1,13 +1,17 @@
 //! Room aliases, the public room directory and the user directory.
 
-use axum::{Router, extract::State};
+use axum::{
+    Router,
+    extract::{Path, State},
+};
 use ruma::{
-    UInt,
+    OwnedRoomId, UInt,
     api::client::{
         alias::{
             create_alias::v3 as create_alias, delete_alias::v3 as delete_alias,
             get_alias::v3 as get_alias,
         },
+        appservice::set_room_visibility::v3 as set_appservice_listed,
         directory::{
             get_public_rooms::v3 as get_public_rooms,
             get_public_rooms_filtered::v3 as get_public_rooms_filtered,
@@ -20,11 +24,11 @@ use ruma::{
 };
 
 use crate::{
-    error::Error,
-    services::directory::PublicRoomsQuery,
+    error::{Error, Result},
+    services::{directory::PublicRoomsQuery, sessions::Identity},
     web::{
         AppState,
-        ruma::{ApiResult, Ruma, RumaRoutes},
+        ruma::{ApiResult, Ruma, RumaRoutes, authenticate_parts},
     },
 };
 
@@ -39,6 +43,16 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_room_visibility::Request, _, _>(get_room_visibility)
         .ruma::<set_room_visibility::Request, _, _>(set_room_visibility)
         .ruma::<search_users::Request, _, _>(search_users)
+        .ruma::<set_appservice_listed::Request, _, _>(set_appservice_listed)
+        // The `DELETE` Synapse serves beside the spec's `PUT` (ruma has no type for it).
+        .route(
+            "/_matrix/client/r0/directory/list/appservice/{network_id}/{room_id}",
+            axum::routing::delete(unset_appservice_listed),
+        )
+        .route(
+            "/_matrix/client/v3/directory/list/appservice/{network_id}/{room_id}",
+            axum::routing::delete(unset_appservice_listed),
+        )
         .ruma::<get_summary::Request, _, _>(room_summary)
         // MSC3266's own unstable path, which Synapse serves and ruma does not list (ruma's
         // unstable path, `…/rooms/{roomIdOrAlias}/summary`, comes with the line above).
@@ -225,4 +239,54 @@ async fn search_users(
         })
         .collect();
     Ok(search_users::Response::new(results, limited).into())
+}
+
+/// The application service a request was made as: only services edit their room lists.
+fn only_appservice(sender: &Identity) -> Result<&str> {
+    sender.appservice.as_deref().ok_or_else(|| {
+        Error::forbidden("Only appservices can edit the appservice published room list")
+    })
+}
+
+/// `PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`: the service lists
+/// the room in its list of the network (`visibility: private` takes it off).
+async fn set_appservice_listed(
+    State(services): State<AppState>,
+    request: Ruma<set_appservice_listed::Request>,
+) -> ApiResult<set_appservice_listed::Response> {
+    let appservice = only_appservice(request.sender()?)?;
+    let body = &request.body;
+    let listed = match &body.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown visibility `{}`: use `public` or `private`",
+                other.as_str()
+            )));
+        }
+    };
+    services
+        .directory
+        .set_appservice_listed(appservice, &body.network_id, &body.room_id, listed)
+        .await?;
+    Ok(set_appservice_listed::Response::new().into())
+}
+
+/// `DELETE /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`: Synapse's way
+/// to take a room off a service's list.
+async fn unset_appservice_listed(
+    State(services): State<AppState>,
+    Path((network_id, room_id)): Path<(String, String)>,
+    parts: http::request::Parts,
+) -> Result<axum::Json<serde_json::Value>> {
+    let sender = authenticate_parts(&services, &parts).await?;
+    let appservice = only_appservice(&sender)?;
+    let room_id = OwnedRoomId::try_from(room_id)
+        .map_err(|e| Error::invalid_param(format!("Invalid room ID: {e}")))?;
+    services
+        .directory
+        .set_appservice_listed(appservice, &network_id, &room_id, false)
+        .await?;
+    Ok(axum::Json(serde_json::json!({})))
 }

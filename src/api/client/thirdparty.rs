@@ -3,10 +3,10 @@
 //! The appliance sends no mail and no SMS and never talks to identity servers, so an account has
 //! no 3PIDs and none can be added or bound: the endpoints answer with the errcodes Synapse gives
 //! when e-mail or phone numbers are not configured, which clients show as "not supported here".
-//! Third-party networks come from bridges (application services), of which there are none yet:
-//! `services::thirdparty` is the seam they will plug into.
+//! Third-party networks come from bridges (application services) that declare `protocols`:
+//! `services::thirdparty` asks them.
 
-use axum::Router;
+use axum::{Router, extract::State};
 use http::StatusCode;
 use ruma::api::{
     client::{
@@ -122,55 +122,70 @@ async fn delete_3pid(request: Ruma<delete_3pid::Request>) -> ApiResult<delete_3p
 
 /// `GET /_matrix/client/v3/thirdparty/protocols`
 async fn get_protocols(
+    State(services): State<AppState>,
     request: Ruma<get_protocols::Request>,
 ) -> ApiResult<get_protocols::Response> {
     request.sender()?;
-    Ok(get_protocols::Response::new(thirdparty::protocols()).into())
+    let protocols = thirdparty::protocols(&services.appservices, None).await;
+    Ok(get_protocols::Response::new(protocols).into())
 }
 
 /// `GET /_matrix/client/v3/thirdparty/protocol/{protocol}`: `404` for an unknown protocol.
-async fn get_protocol(request: Ruma<get_protocol::Request>) -> ApiResult<get_protocol::Response> {
+async fn get_protocol(
+    State(services): State<AppState>,
+    request: Ruma<get_protocol::Request>,
+) -> ApiResult<get_protocol::Response> {
     request.sender()?;
-    let protocol = thirdparty::protocols()
-        .remove(&request.body.protocol)
+    let name = &request.body.protocol;
+    let protocol = thirdparty::protocols(&services.appservices, Some(name))
+        .await
+        .remove(name)
         .ok_or_else(|| Error::not_found("Unknown protocol"))?;
     Ok(get_protocol::Response::new(protocol).into())
 }
 
 /// `GET /_matrix/client/v3/thirdparty/user/{protocol}`: the spec's `404` when nothing matches.
 async fn user_for_protocol(
+    State(services): State<AppState>,
     request: Ruma<user_for_protocol::Request>,
 ) -> ApiResult<user_for_protocol::Response> {
     request.sender()?;
-    let users = thirdparty::users(Some(&request.body.protocol), &request.body.fields);
+    let body = &request.body;
+    let users = thirdparty::users(&services.appservices, &body.protocol, &body.fields).await;
     found(users, "No users were found").map(|u| user_for_protocol::Response::new(u).into())
 }
 
 /// `GET /_matrix/client/v3/thirdparty/location/{protocol}`
 async fn location_for_protocol(
+    State(services): State<AppState>,
     request: Ruma<location_for_protocol::Request>,
 ) -> ApiResult<location_for_protocol::Response> {
     request.sender()?;
-    let locations = thirdparty::locations(Some(&request.body.protocol), &request.body.fields);
+    let body = &request.body;
+    let locations =
+        thirdparty::locations(&services.appservices, &body.protocol, &body.fields).await;
     found(locations, "No portal rooms were found")
         .map(|l| location_for_protocol::Response::new(l).into())
 }
 
 /// `GET /_matrix/client/v3/thirdparty/user?userid=…`
 async fn user_for_user_id(
+    State(services): State<AppState>,
     request: Ruma<user_for_user_id::Request>,
 ) -> ApiResult<user_for_user_id::Response> {
     request.sender()?;
-    let users = thirdparty::users_for_matrix_id(&request.body.userid);
+    let users = thirdparty::users_for_matrix_id(&services.appservices, &request.body.userid).await;
     found(users, "No users were found").map(|u| user_for_user_id::Response::new(u).into())
 }
 
 /// `GET /_matrix/client/v3/thirdparty/location?alias=…`
 async fn location_for_alias(
+    State(services): State<AppState>,
     request: Ruma<location_for_alias::Request>,
 ) -> ApiResult<location_for_alias::Response> {
     request.sender()?;
-    let locations = thirdparty::locations_for_alias(&request.body.alias);
+    let locations =
+        thirdparty::locations_for_alias(&services.appservices, &request.body.alias).await;
     found(locations, "No portal rooms were found")
         .map(|l| location_for_alias::Response::new(l).into())
 }

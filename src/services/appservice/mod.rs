@@ -7,24 +7,39 @@
 //! `as_token` acts as the service's sender, or as the user named by its `user_id` query parameter
 //! when that user is in the service's user namespace ([`AppServices::identity`]). Events are
 //! pushed by [`sender`], a task per service that follows the stream with a stored cursor.
+//!
+//! Every request to a service (transactions, queries, pings, the third-party lookups of
+//! `services/thirdparty.rs`) goes through the one outbound HTTP client
+//! ([`FederationClient::send_to_service`]): `http` or `https`, no IP policy (the admin
+//! configured the URL), answers read up to [`ANSWER_MAX_BYTES`], each request within its timeout.
 
 pub mod sender;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use http::StatusCode;
 use regex::Regex;
 use ruma::{
     OwnedUserId, RoomAliasId, ServerName, UserId,
-    api::{appservice::Registration, error::ErrorKind},
+    api::{
+        OutgoingRequest, OutgoingRequestExt,
+        appservice::{HomeserverToken, Registration},
+        error::ErrorKind,
+        path_builder::SinglePath,
+    },
 };
 
 use crate::{
     error::{Error, Result},
-    services::sessions::Identity,
+    services::{
+        federation::client::{FederationClient, RawResponse},
+        sessions::Identity,
+    },
 };
 
 /// One namespace regex and whether it is exclusive.
@@ -78,17 +93,82 @@ impl AppService {
 }
 
 /// Every registered application service.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AppServices {
     services: Vec<Arc<AppService>>,
-    /// For requests to the services other than transactions (`ping`).
-    client: reqwest::Client,
+    /// The outbound client the requests to the services go through; `None` in the copies the
+    /// CLI loads, which send nothing.
+    client: Option<Arc<FederationClient>>,
+    /// The protocol metadata services answered, by (service ID, protocol), kept for
+    /// [`PROTOCOL_TTL`] as Synapse does (`protocol_meta_cache`): clients ask for it each time
+    /// they open the room directory.
+    pub(crate) protocols: Mutex<HashMap<(String, String), (Instant, ruma::thirdparty::Protocol)>>,
 }
 
-/// How long a ping may take.
-const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+impl std::fmt::Debug for AppServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppServices")
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a query, a ping or a third-party lookup may take.
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most of a failed ping's answer passed on in `M_BAD_STATUS`.
 const PING_BODY_LIMIT: usize = 64 * 1024;
+/// The most of a service's answer that is read (a longer one is a failure).
+pub(crate) const ANSWER_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// How long a service's protocol metadata is kept.
+pub(crate) const PROTOCOL_TTL: Duration = Duration::from_secs(3600);
+
+/// Why a request to a service got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    /// No answer within the request's timeout (a ping's `M_CONNECTION_TIMEOUT`).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// No connection, TLS or HTTP failure, an answer too large, or no URL.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The `http::Request` of a request to `service` (`url` + path, the `hs_token` as a bearer
+/// token, as Synapse sends it).
+pub(crate) fn service_request<R>(
+    service: &AppService,
+    request: R,
+) -> Result<http::Request<Vec<u8>>, Unanswered>
+where
+    R: OutgoingRequest<PathBuilder = SinglePath, Authentication = HomeserverToken>,
+{
+    let url = service
+        .registration
+        .url
+        .as_deref()
+        .ok_or_else(|| Unanswered::Failed("the service has no url".into()))?;
+    request
+        .try_into_http_request::<Vec<u8>>(
+            url.trim_end_matches('/'),
+            &service.registration.hs_token,
+            (),
+        )
+        .map_err(|e| Unanswered::Failed(format!("cannot make the request: {e}")))
+}
+
+/// Sends a request made by [`service_request`] through the outbound client, within
+/// `timeout`; the answer whatever its status.
+pub(crate) async fn exchange(
+    client: &FederationClient,
+    request: http::Request<Vec<u8>>,
+    timeout: Duration,
+) -> Result<RawResponse, Unanswered> {
+    match tokio::time::timeout(timeout, client.send_to_service(request, ANSWER_MAX_BYTES)).await {
+        Err(_) => Err(Unanswered::Timeout(timeout)),
+        Ok(Err(e)) => Err(Unanswered::Failed(e.to_string())),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
 
 /// A key of a registration file that cannot be used: the key and why.
 type Invalid = (String, String);
@@ -127,11 +207,33 @@ impl AppServices {
             }
             services.push(Arc::new(service));
         }
-        let client = reqwest::Client::builder()
-            .timeout(PING_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { services, client })
+        Ok(Self {
+            services,
+            ..Self::default()
+        })
+    }
+
+    /// The services, sending their requests through `client`.
+    pub fn with_client(mut self, client: Arc<FederationClient>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Sends `request` to `service` within `timeout`: the answer whatever its status.
+    pub(crate) async fn call<R>(
+        &self,
+        service: &AppService,
+        request: R,
+        timeout: Duration,
+    ) -> Result<RawResponse, Unanswered>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath, Authentication = HomeserverToken>,
+    {
+        let client = self
+            .client
+            .as_deref()
+            .ok_or_else(|| Unanswered::Failed("no HTTP client in this process".into()))?;
+        exchange(client, service_request(service, request)?, timeout).await
     }
 
     /// Asks the services whose user namespace holds `user` (a user of this server that does not
@@ -167,34 +269,16 @@ impl AppServices {
         false
     }
 
-    /// Sends a query to a service (bounded by [`PING_TIMEOUT`]); whether it answered `200`.
+    /// Sends a query to a service (bounded by [`QUERY_TIMEOUT`]); whether it answered `200`.
     async fn query<R>(&self, service: &AppService, request: R) -> bool
     where
-        R: ruma::api::OutgoingRequest<
-                PathBuilder = ruma::api::path_builder::SinglePath,
-                Authentication = ruma::api::appservice::HomeserverToken,
-            >,
+        R: OutgoingRequest<PathBuilder = SinglePath, Authentication = HomeserverToken>,
     {
-        use ruma::api::OutgoingRequestExt;
-        let Some(url) = &service.registration.url else {
+        if service.registration.url.is_none() {
             return false;
-        };
-        let request = match request.try_into_http_request::<Vec<u8>>(
-            url.trim_end_matches('/'),
-            &service.registration.hs_token,
-            (),
-        ) {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::warn!(appservice = %service.registration.id, error = %e, "query");
-                return false;
-            }
-        };
-        let Ok(request) = reqwest::Request::try_from(request) else {
-            return false;
-        };
-        match self.client.execute(request).await {
-            Ok(response) => response.status().is_success(),
+        }
+        match self.call(service, request, QUERY_TIMEOUT).await {
+            Ok(response) => response.status.is_success(),
             Err(e) => {
                 tracing::warn!(appservice = %service.registration.id, error = %e, "query failed");
                 false
@@ -212,10 +296,7 @@ impl AppServices {
         id: &str,
         transaction_id: Option<ruma::OwnedTransactionId>,
     ) -> Result<std::time::Duration> {
-        use ruma::api::{
-            OutgoingRequestExt, appservice::ping::send_ping::v1 as send_ping,
-            error::BadStatusErrorData,
-        };
+        use ruma::api::{appservice::ping::send_ping::v1 as send_ping, error::BadStatusErrorData};
         let service = match self.by_id(id) {
             Some(service) if by == Some(id) => service,
             _ => {
@@ -224,34 +305,26 @@ impl AppServices {
                 ));
             }
         };
-        let Some(url) = &service.registration.url else {
+        if service.registration.url.is_none() {
             return Err(Error::new(
                 StatusCode::BAD_REQUEST,
                 ErrorKind::UrlNotSet,
                 "Application service has no URL",
             ));
-        };
+        }
         let mut request = send_ping::Request::new();
         request.transaction_id = transaction_id;
-        let request = request
-            .try_into_http_request::<Vec<u8>>(
-                url.trim_end_matches('/'),
-                &service.registration.hs_token,
-                (),
-            )
-            .map_err(Error::internal)?;
-        let request = reqwest::Request::try_from(request).map_err(Error::internal)?;
-        let started = std::time::Instant::now();
-        let response = match self.client.execute(request).await {
+        let started = Instant::now();
+        let response = match self.call(service, request, QUERY_TIMEOUT).await {
             Ok(response) => response,
-            Err(e) if e.is_timeout() => {
+            Err(Unanswered::Timeout(_)) => {
                 return Err(Error::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     ErrorKind::ConnectionTimeout,
                     "Connection to application service timed out",
                 ));
             }
-            Err(e) => {
+            Err(Unanswered::Failed(e)) => {
                 return Err(Error::new(
                     StatusCode::BAD_GATEWAY,
                     ErrorKind::ConnectionFailed,
@@ -260,13 +333,13 @@ impl AppServices {
             }
         };
         let duration = started.elapsed();
-        let status = response.status();
-        if status.is_success() {
+        if response.status.is_success() {
             return Ok(duration);
         }
         let mut data = BadStatusErrorData::new();
-        data.status = Some(status);
-        data.body = Some(read_at_most(response, PING_BODY_LIMIT).await);
+        data.status = Some(response.status);
+        let body = &response.body[..response.body.len().min(PING_BODY_LIMIT)];
+        data.body = Some(String::from_utf8_lossy(body).into_owned());
         Err(Error::new(
             StatusCode::BAD_GATEWAY,
             ErrorKind::BadStatus(data),
@@ -410,19 +483,6 @@ impl AppServices {
     }
 }
 
-/// The start of an answer's body as text (what could be read of it within `limit` bytes).
-async fn read_at_most(mut response: reqwest::Response, limit: usize) -> String {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= limit {
-            body.truncate(limit);
-            break;
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 /// [`Directory::resolve_alias`](crate::services::directory::Directory::resolve_alias), asking
 /// the application services of the alias's namespace when a local alias is unknown.
 pub async fn resolve_alias(
@@ -489,16 +549,8 @@ fn read_registration(file: &Path, server_name: &ServerName) -> Result<AppService
     }
     if let Some(url) = &registration.url {
         match url::Url::parse(url) {
-            Ok(parsed) if parsed.scheme() == "http" => {}
-            // The sender's HTTP client has no TLS: bridges run beside the server.
-            Ok(parsed) if parsed.scheme() == "https" => {
-                return Err(key(
-                    "url",
-                    "https:// is not supported yet: let the bridge listen on http://127.0.0.1"
-                        .into(),
-                ));
-            }
-            Ok(_) => return Err(key("url", "must be an http:// URL".into())),
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+            Ok(_) => return Err(key("url", "must be an http:// or https:// URL".into())),
             Err(e) => return Err(key("url", format!("not a URL: {e}"))),
         }
     }
@@ -593,6 +645,14 @@ mod tests {
             .to_string();
         assert!(
             error.contains("t.yaml") && error.contains("as_token"),
+            "{error}"
+        );
+        let https = write(dir.path(), "h.yaml", &GOOD.replace("http://", "https://"));
+        assert!(AppServices::load(&[https], server).is_ok());
+        let ftp = write(dir.path(), "f.yaml", &GOOD.replace("http://", "ftp://"));
+        let error = AppServices::load(&[ftp], server).unwrap_err().to_string();
+        assert!(
+            error.contains("f.yaml") && error.contains("`url`"),
             "{error}"
         );
         let a = write(dir.path(), "a.yaml", GOOD);

@@ -9,8 +9,9 @@
 //!
 //! A transaction (its events and ID) is stored before it is sent and is sent again, same ID, until
 //! the service answers `200`; only then does the cursor move past it. Failures back off
-//! exponentially (persisted, so a restart does not hammer a service that is down). Requests are
-//! bounded by [`REQUEST_TIMEOUT`]; the answer's body is not read.
+//! exponentially (persisted, so a restart does not hammer a service that is down). Requests go
+//! through the one outbound client (`http` or `https`, [`super::exchange`]), each bounded by
+//! [`REQUEST_TIMEOUT`]; only the answer's status matters.
 //!
 //! Services that ask for ephemeral events (`receive_ephemeral`, `push_ephemeral` or MSC2409's
 //! `de.sorunome.msc2409.push_ephemeral`) get, in `ephemeral`, the public receipts and the typing
@@ -20,8 +21,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ruma::{
-    OwnedTransactionId, RoomVersionId,
-    api::{OutgoingRequestExt, appservice::event::push_events::v1 as push_events},
+    OwnedTransactionId, RoomVersionId, api::appservice::event::push_events::v1 as push_events,
     serde::Raw,
 };
 use serde_json::value::RawValue;
@@ -29,7 +29,10 @@ use serde_json::value::RawValue;
 use super::AppService;
 use crate::{
     error::{Error, Result},
-    services::{Services, rooms::read::render, rooms::stored::Envelope},
+    services::{
+        Services, federation::client::FederationClient, rooms::read::render,
+        rooms::stored::Envelope,
+    },
     shutdown::{BackgroundTasks, Shutdown},
     storage::{appservice as store, now_ms, rooms::current_stream_position},
 };
@@ -65,18 +68,7 @@ enum Next {
 
 async fn run(services: Arc<Services>, service: Arc<AppService>, shutdown: Shutdown) {
     let mut stream = services.rooms.subscribe();
-    let client = match reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(appservice = %service.registration.id, error = %e, "no HTTP client");
-            return;
-        }
-    };
+    let client = services.federation.clone();
     let mut examined = Examined {
         position: 0,
         typing: services.typing.serial(),
@@ -137,7 +129,7 @@ struct Body {
 async fn step(
     services: &Services,
     service: &Arc<AppService>,
-    client: &reqwest::Client,
+    client: &FederationClient,
     examined: &mut Examined,
 ) -> Result<Next> {
     let db = services.database();
@@ -323,29 +315,23 @@ fn to_raw(value: &serde_json::Value) -> Result<Box<RawValue>> {
 /// was not answered `200`.
 async fn send(
     service: &AppService,
-    client: &reqwest::Client,
+    client: &FederationClient,
     txn_id: i64,
     body: &str,
 ) -> Result<(), String> {
-    let url = service.registration.url.as_deref().ok_or("no url")?;
     let body: Body =
         serde_json::from_str(body).map_err(|e| format!("stored transaction unreadable: {e}"))?;
     let events = body.events.into_iter().map(Raw::from_json).collect();
     let txn: OwnedTransactionId = txn_id.to_string().into();
     let mut request = push_events::Request::new(txn, events);
     request.ephemeral = body.ephemeral.into_iter().map(Raw::from_json).collect();
-    let request = request
-        .try_into_http_request::<Vec<u8>>(
-            url.trim_end_matches('/'),
-            &service.registration.hs_token,
-            (),
-        )
+    let request = super::service_request(service, request).map_err(|e| e.to_string())?;
+    let response = super::exchange(client, request, REQUEST_TIMEOUT)
+        .await
         .map_err(|e| e.to_string())?;
-    let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
-    let response = client.execute(request).await.map_err(|e| e.to_string())?;
-    if response.status().is_success() {
+    if response.status.is_success() {
         Ok(())
     } else {
-        Err(format!("the service answered {}", response.status()))
+        Err(format!("the service answered {}", response.status))
     }
 }

@@ -12,7 +12,8 @@
 //! `IpPolicy`. Media downloads use the `*_streamed` forms, which hand the answer over with its
 //! body unread (the caller streams it to disk and bounds the time); `get_url_streamed` follows
 //! another server's redirect under the same IP policy and certificate checks; `post_json_to_url`
-//! reaches push gateways (http or https URLs) under the same IP policy.
+//! reaches push gateways (http or https URLs) under the same IP policy; `send_to_service` reaches
+//! application services (the URLs the admin configured: no IP policy, the system's roots).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -193,6 +194,32 @@ pub struct FederationClient {
     signer: Option<Arc<ServerKey>>,
     /// `federation.client_timeout`: the most one request may take.
     request_timeout: Duration,
+    /// TLS for application services' `https` URLs: the system's roots only (Synapse's
+    /// `RegularPolicyForHTTPS`), whatever the federation settings say.
+    service_tls: tokio_rustls::TlsConnector,
+}
+
+/// Where a connection goes and how it is checked.
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    /// Another server or a URL a remote party chose (push gateways, media redirects): the IP
+    /// policy applies; `tls` is `None` for a plain `http` URL.
+    Checked {
+        tls: Option<&'a tokio_rustls::TlsConnector>,
+    },
+    /// A URL the admin configured (an application service): no IP policy, the bridge usually
+    /// runs on this box.
+    Configured {
+        tls: Option<&'a tokio_rustls::TlsConnector>,
+    },
+}
+
+impl<'a> Route<'a> {
+    fn tls(self) -> Option<&'a tokio_rustls::TlsConnector> {
+        match self {
+            Self::Checked { tls } | Self::Configured { tls } => tls,
+        }
+    }
 }
 
 /// An answer of another server.
@@ -230,11 +257,20 @@ impl FederationClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
-        let tls = if config.federation_verify_certificates {
+        // The system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` name others, as for OpenSSL).
+        let system_roots = || {
             let mut roots = rustls::RootCertStore::empty();
             for certificate in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(certificate);
             }
+            roots
+        };
+        let service_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(system_roots())
+            .with_no_client_auth();
+        let tls = if config.federation_verify_certificates {
+            let mut roots = system_roots();
             for path in &config.federation_custom_ca_list {
                 let context = || format!("federation_custom_ca_list: {}", path.display());
                 let pem = std::fs::read(path).with_context(context)?;
@@ -259,6 +295,7 @@ impl FederationClient {
             well_known: WellKnownCache::default(),
             signer,
             request_timeout: config.federation.client_timeout.0,
+            service_tls: tokio_rustls::TlsConnector::from(Arc::new(service_tls)),
         })
     }
 
@@ -437,22 +474,7 @@ impl FederationClient {
         max_bytes: usize,
     ) -> Result<(SocketAddr, RawResponse), Failure> {
         let (address, response) = self.exchange(destination, request).await?;
-        let (parts, body) = response.into_parts();
-        let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
-            FetchError::Failed(reason) => Failure::Unreachable(reason),
-            FetchError::Blocked(reason) => Failure::Unreachable(reason.to_owned()),
-        })?;
-        if truncated {
-            return Err(Failure::TooLarge(max_bytes));
-        }
-        Ok((
-            address,
-            RawResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            },
-        ))
+        Ok((address, read_answer(response, max_bytes).await?))
     }
 
     /// One request over TLS to a checked address of `destination`: the answer with its body
@@ -462,27 +484,35 @@ impl FederationClient {
         destination: &Destination,
         request: Request<Vec<u8>>,
     ) -> Result<(SocketAddr, http::Response<Incoming>), Failure> {
-        self.exchange_over(destination, request, true).await
+        let route = Route::Checked {
+            tls: Some(&self.tls),
+        };
+        self.exchange_over(destination, request, route).await
     }
 
-    /// [`Self::exchange`], over TLS or (`tls` false: a push gateway's `http` URL) not.
+    /// [`Self::exchange`] over a [`Route`]: with or without TLS (a push gateway's or a
+    /// service's `http` URL), with or without the IP policy.
     async fn exchange_over(
         &self,
         destination: &Destination,
         request: Request<Vec<u8>>,
-        tls: bool,
+        route: Route<'_>,
     ) -> Result<(SocketAddr, http::Response<Incoming>), Failure> {
         let unreachable = Failure::Unreachable;
-        let address = self.address_of(destination).await.map_err(unreachable)?;
+        let checked = matches!(route, Route::Checked { .. });
+        let address = self
+            .address_of(destination, checked)
+            .await
+            .map_err(unreachable)?;
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| unreachable(format!("cannot connect to {address}: {e}")))?;
-        let stream = if tls {
+        let stream = if let Some(connector) = route.tls() {
             let tls_name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
                 .map_err(|e| {
                     unreachable(format!("`{}` is not a TLS name: {e}", destination.tls_name))
                 })?;
-            let tls = self.tls.connect(tls_name, tcp).await.map_err(|e| {
+            let tls = connector.connect(tls_name, tcp).await.map_err(|e| {
                 unreachable(format!(
                     "TLS with {address} ({}): {e}",
                     destination.tls_name
@@ -603,21 +633,12 @@ impl FederationClient {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .map_err(|e| FederationError::Request(e.to_string()))?;
+        let route = Route::Checked {
+            tls: tls.then_some(&self.tls),
+        };
         let exchange = async {
-            let (_, response) = self.exchange_over(&destination, request, tls).await?;
-            let (parts, body) = response.into_parts();
-            let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
-                FetchError::Failed(reason) => Failure::Unreachable(reason),
-                FetchError::Blocked(reason) => Failure::Unreachable(reason.to_owned()),
-            })?;
-            if truncated {
-                return Err(Failure::TooLarge(max_bytes));
-            }
-            Ok(RawResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            let (_, response) = self.exchange_over(&destination, request, route).await?;
+            read_answer(response, max_bytes).await
         };
         let timeout = self.request_timeout;
         Ok(tokio::time::timeout(timeout, exchange)
@@ -629,9 +650,44 @@ impl FederationClient {
             })?)
     }
 
+    /// Sends `request`, whose URI is an application service's absolute `http` or `https` URL
+    /// (`url` of its registration). No IP policy: the admin configured the URL, and a bridge
+    /// usually listens on this box. `https` certificates are verified against the system's roots
+    /// (as Synapse does for services; `SSL_CERT_FILE` names other ones), not the federation
+    /// settings. Redirects are not followed; at most `max_bytes` of the answer are read (a
+    /// longer one is an error). The caller bounds the time.
+    pub async fn send_to_service(
+        &self,
+        request: Request<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<RawResponse, FederationError> {
+        let url = url::Url::parse(&request.uri().to_string())
+            .map_err(|e| FederationError::Request(format!("{}: {e}", request.uri())))?;
+        let tls = match url.scheme() {
+            "https" => Some(&self.service_tls),
+            "http" => None,
+            _ => {
+                return Err(FederationError::Request(format!(
+                    "{url}: only http and https URLs are supported"
+                )));
+            }
+        };
+        let destination = Destination::of_url(&url)
+            .ok_or_else(|| FederationError::Request(format!("{url}: no host")))?;
+        let (_, response) = self
+            .exchange_over(&destination, request, Route::Configured { tls })
+            .await?;
+        Ok(read_answer(response, max_bytes).await?)
+    }
+
     /// The address to connect to, once every address of the host has passed the IP policy
-    /// (a name that resolves to a public and a private address must not reach the private one).
-    async fn address_of(&self, destination: &Destination) -> Result<SocketAddr, String> {
+    /// (a name that resolves to a public and a private address must not reach the private one)
+    /// when `checked`.
+    async fn address_of(
+        &self,
+        destination: &Destination,
+        checked: bool,
+    ) -> Result<SocketAddr, String> {
         let addresses: Vec<IpAddr> = match destination.host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => {
@@ -645,7 +701,10 @@ impl FederationClient {
                     .collect()
             }
         };
-        if let Some(refused) = addresses.iter().find(|ip| !self.ip_policy.allows(**ip)) {
+        if let Some(refused) = addresses
+            .iter()
+            .find(|ip| checked && !self.ip_policy.allows(**ip))
+        {
             return Err(format!(
                 "{} resolves to {refused}, a refused address (ip_range_blacklist; \
                  ip_range_whitelist allows one)",
@@ -657,6 +716,26 @@ impl FederationClient {
             .ok_or_else(|| format!("{} has no address", destination.host))?;
         Ok(SocketAddr::new(*first, destination.port))
     }
+}
+
+/// Reads an answer's body, at most `max_bytes` of it.
+async fn read_answer(
+    response: http::Response<Incoming>,
+    max_bytes: usize,
+) -> Result<RawResponse, Failure> {
+    let (parts, body) = response.into_parts();
+    let (body, truncated) = read_at_most(body, max_bytes).await.map_err(|e| match e {
+        FetchError::Failed(reason) => Failure::Unreachable(reason),
+        FetchError::Blocked(reason) => Failure::Unreachable(reason.to_owned()),
+    })?;
+    if truncated {
+        return Err(Failure::TooLarge(max_bytes));
+    }
+    Ok(RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 impl Lookups for FederationClient {
