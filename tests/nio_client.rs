@@ -123,9 +123,10 @@ namespaces:
 ";
 
 /// An application service built with mautrix-python: the registration file read at start,
-/// authentication as the service and its users (and the refusals around it), events pushed in
-/// transactions, and events queued while the bridge is down delivered after a restart of the
-/// appliance.
+/// authentication as the service and its users (and the refusals around it), events, ephemeral
+/// events and to-device messages pushed in transactions, and events queued while the bridge is
+/// down delivered after a restart of the appliance; with `org.matrix.msc3202` added at that
+/// restart, device list changes and key counts too (and not before).
 #[tokio::test]
 async fn appservice_bridge() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -227,6 +228,7 @@ async fn appservice_bridge() {
             "room": room,
             "alice": alice.user_id,
             "alice_token": alice.access_token,
+            "alice_password": "alice-password-1",
             "expect": expect,
         });
         std::fs::write(&state_file, state.to_string()).unwrap();
@@ -295,6 +297,15 @@ async fn appservice_bridge() {
         list.contains("testbridge") && list.contains("failing since"),
         "{list}"
     );
+    // The bridge now encrypts: MSC3202's data from the restart on (checked by `catchup`).
+    std::fs::write(
+        &registration,
+        format!(
+            "{}org.matrix.msc3202: true\n",
+            BRIDGE_REGISTRATION.replace("{port}", &port.to_string())
+        ),
+    )
+    .unwrap();
     server.restart();
     write_state(&queued);
     run_script(
