@@ -283,6 +283,17 @@ async fn appservice_bridge() {
             .await;
         assert_eq!(status, 200, "{sent}");
     }
+    // And a to-device message to the ghost's device (made in `live`): in the stream too.
+    let (status, sent) = server
+        .put(
+            "/_matrix/client/v3/sendToDevice/org.example.bridge.test/down",
+            alice.token(),
+            serde_json::json!({"messages": {"@bridge_bob:test.local": {"GHOSTDEV": {
+                "hello": "while down"
+            }}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !server.log_text().contains("transaction failed") {
         assert!(

@@ -8,11 +8,17 @@ room, and what this phase must see. Phases:
   live     the bridge starts, registers its bot and a ghost through
            m.login.application_service, the ghost joins alice's room; a message of alice
            reaches the bridge in a transaction, one of the ghost (sent as the ghost with
-           `user_id`) reaches alice; alice's typing and read receipt reach the bridge as
-           ephemeral events; then the bridge stops.
-  catchup  the bridge starts again (after the appliance was restarted with events queued for
-           it) and must get `expect` (alice's messages sent while it was down) in order, then
-           a message sent now.
+           `user_id`) reaches alice; alice's typing, read receipt and presence reach the
+           bridge as ephemeral events, and a to-device message of alice to a device of the
+           ghost as one (MSC2409); the registration has no `org.matrix.msc3202`, so no device
+           list change, one-time key count or fallback key type comes with them; then the
+           bridge stops.
+  catchup  the bridge starts again (after the appliance was restarted with events and a
+           to-device message queued for it, and with `org.matrix.msc3202: true` added to the
+           registration) and must get `expect` (alice's messages sent while it was down) in
+           order and the to-device message, then a message sent now; then (MSC3202) a new
+           device of alice as a device list change, and the one-time key counts and fallback
+           key types of the ghost's device after it uploads keys.
 """
 
 import asyncio
@@ -306,6 +312,10 @@ async def main():
                 check(
                     [m for m in seen if m in expected] == expected,
                     "in the order they were sent",
+                )
+                await wait_for(
+                    "and the to-device message sent to the ghost's device meanwhile",
+                    lambda: any(m["content"] == {"hello": "while down"} for m in to_device),
                 )
                 status, _ = await client(
                     session, base, "PUT",
