@@ -152,11 +152,13 @@ fn tls_listener(port: u16, cert: Vec<u8>, key: Vec<u8>) -> tokio::task::JoinHand
 }
 
 /// An application service built with mautrix-python: the registration file read at start,
-/// authentication as the service and its users (and the refusals around it), events pushed in
-/// transactions, and events queued while the bridge is down delivered after a restart of the
-/// appliance, to the bridge now on an `https` URL (its certificate from a test CA the appliance
-/// trusts through `SSL_CERT_FILE`, as Synapse's service client does); then its third-party
-/// network through `/thirdparty/*` and its network's room directory (tests/nio/appservice.py).
+/// authentication as the service and its users (and the refusals around it), events, ephemeral
+/// events and to-device messages pushed in transactions, and events queued while the bridge is
+/// down delivered after a restart of the appliance, to the bridge now on an `https` URL (its
+/// certificate from a test CA the appliance trusts through `SSL_CERT_FILE`, as Synapse's service
+/// client does); with `org.matrix.msc3202` added at that restart, device list changes and key
+/// counts too (and not before); then its third-party network through `/thirdparty/*` and its
+/// network's room directory (tests/nio/appservice.py).
 #[tokio::test]
 async fn appservice_bridge() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -258,6 +260,7 @@ async fn appservice_bridge() {
             "room": room,
             "alice": alice.user_id,
             "alice_token": alice.access_token,
+            "alice_password": "alice-password-1",
             "expect": expect,
         });
         std::fs::write(&state_file, state.to_string()).unwrap();
@@ -312,6 +315,17 @@ async fn appservice_bridge() {
             .await;
         assert_eq!(status, 200, "{sent}");
     }
+    // And a to-device message to the ghost's device (made in `live`): in the stream too.
+    let (status, sent) = server
+        .put(
+            "/_matrix/client/v3/sendToDevice/org.example.bridge.test/down",
+            alice.token(),
+            serde_json::json!({"messages": {"@bridge_bob:test.local": {"GHOSTDEV": {
+                "hello": "while down"
+            }}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !server.log_text().contains("transaction failed") {
         assert!(
@@ -371,6 +385,17 @@ async fn appservice_bridge() {
         "SSL_CERT_FILE".to_owned(),
         ca_file.to_str().unwrap().to_owned(),
     ));
+    // The bridge now encrypts: MSC3202's data from the restart on (checked by `catchup`).
+    std::fs::write(
+        &registration,
+        format!(
+            "{}org.matrix.msc3202: true\n",
+            BRIDGE_REGISTRATION
+                .replace("http://", "https://")
+                .replace("{port}", &port.to_string())
+        ),
+    )
+    .unwrap();
     server.restart();
     write_state(&queued);
     let mut state: serde_json::Value =

@@ -413,6 +413,16 @@ impl Presence {
         Ok(events)
     }
 
+    /// The `m.presence` event of a stored presence, as Synapse pushes it to application
+    /// services (no profile fields).
+    pub fn event(&self, row: &PresenceRow) -> Value {
+        json!({
+            "type": "m.presence",
+            "sender": row.user_id,
+            "content": content(row, self.last_active(row), now_ms()),
+        })
+    }
+
     /// The newest known activity of a stored presence (memory knows of activity not written).
     fn last_active(&self, row: &PresenceRow) -> i64 {
         let memory = OwnedUserId::try_from(row.user_id.as_str())

@@ -163,3 +163,85 @@ pub fn failed(
     )?;
     Ok(())
 }
+
+/// A to-device message waiting in a local device's inbox.
+pub struct InboxMessage {
+    pub stream_position: i64,
+    pub user_id: String,
+    pub device_id: String,
+    pub sender: String,
+    pub event_type: String,
+    /// JSON object.
+    pub content: String,
+}
+
+/// The to-device messages stored in `(from, to]` for any local device, oldest first, at most
+/// `limit`. They stay in the inbox: the device may also sync them (as with Synapse).
+pub fn to_device_between(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<InboxMessage>> {
+    conn.prepare_cached(
+        "SELECT stream_position, user_id, device_id, sender, type, content FROM to_device_inbox \
+         WHERE stream_position > ?1 AND stream_position <= ?2 ORDER BY stream_position LIMIT ?3",
+    )?
+    .query_map(params![from, to, limit], |row| {
+        Ok(InboxMessage {
+            stream_position: row.get(0)?,
+            user_id: row.get(1)?,
+            device_id: row.get(2)?,
+            sender: row.get(3)?,
+            event_type: row.get(4)?,
+            content: row.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+/// The users whose device lists changed in `(from, to]` in a way everyone sharing a room with
+/// them may see (not the signatures only their signer sees).
+pub fn device_list_changes_between(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT user_id FROM device_list_changes \
+         WHERE stream_position > ?1 AND stream_position <= ?2 AND visible_to IS NULL \
+         ORDER BY user_id",
+    )?
+    .query_map(params![from, to], |row| row.get(0))?
+    .collect()
+}
+
+/// `(device ID, algorithm, count)` of the unclaimed one-time keys of each device of the user;
+/// a device without any has one row with no algorithm (MSC3202 lists it with no counts).
+pub fn one_time_key_counts(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Vec<(String, Option<String>, i64)>> {
+    conn.prepare_cached(
+        "SELECT d.device_id, k.algorithm, count(k.key_id) FROM devices d \
+         LEFT JOIN one_time_keys k ON k.user_id = d.user_id AND k.device_id = d.device_id \
+         WHERE d.user_id = ?1 GROUP BY d.device_id, k.algorithm ORDER BY d.device_id",
+    )?
+    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+    .collect()
+}
+
+/// `(device ID, algorithm)` of the unused fallback keys of each device of the user; a device
+/// without any has one row with no algorithm.
+pub fn unused_fallback_key_types(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+    conn.prepare_cached(
+        "SELECT d.device_id, f.algorithm FROM devices d \
+         LEFT JOIN fallback_keys f ON f.user_id = d.user_id AND f.device_id = d.device_id \
+         AND f.used = 0 WHERE d.user_id = ?1 ORDER BY d.device_id, f.algorithm",
+    )?
+    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .collect()
+}

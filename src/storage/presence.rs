@@ -107,6 +107,25 @@ pub fn changed_for(
     .collect()
 }
 
+/// `(stream position, presence)` of every presence stored in `(since, upto]`, oldest first, at
+/// most `limit` (what application services are pushed, filtered by their interest).
+pub fn changed_between(
+    conn: &Connection,
+    since: i64,
+    upto: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, PresenceRow)>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, p.stream_position FROM presence p
+         WHERE p.stream_position > ?1 AND p.stream_position <= ?2
+         ORDER BY p.stream_position LIMIT ?3"
+    ))?
+    .query_map(params![since, upto, limit as i64], |row| {
+        Ok((row.get(5)?, from_row(row)?))
+    })?
+    .collect()
+}
+
 /// Whether two users are both joined to some room.
 pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached(

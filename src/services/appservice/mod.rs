@@ -57,8 +57,12 @@ pub struct AppService {
     pub file: PathBuf,
     /// `@sender_localpart:server_name`: who the service is when it names no `user_id`.
     pub sender: OwnedUserId,
-    /// MSC2409: ephemeral events (typing, receipts) pushed in transactions.
+    /// MSC2409: ephemeral events (typing, receipts, presence) and the to-device messages of its
+    /// users pushed in transactions.
     pub push_ephemeral: bool,
+    /// MSC3202 (`org.matrix.msc3202: true`): device list changes, one-time key counts and unused
+    /// fallback key types pushed in transactions, for bridges that encrypt.
+    pub msc3202: bool,
     users: Vec<Namespace>,
     aliases: Vec<Namespace>,
     rooms: Vec<Namespace>,
@@ -536,6 +540,13 @@ fn read_registration(file: &Path, server_name: &ServerName) -> Result<AppService
         || flag("push_ephemeral")
         || flag("de.sorunome.msc2409.push_ephemeral");
     let key = |k: &str, why: String| (k.to_owned(), why);
+    // As Synapse: a wrong type is refused rather than read as `false`.
+    let msc3202 = match value.get("org.matrix.msc3202") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| key("org.matrix.msc3202", "must be true or false".into()))?,
+    };
     if registration.id.is_empty() {
         return Err(key("id", "must not be empty".into()));
     }
@@ -578,6 +589,7 @@ fn read_registration(file: &Path, server_name: &ServerName) -> Result<AppService
         file: file.to_owned(),
         sender,
         push_ephemeral,
+        msc3202,
         users,
         aliases,
         rooms,
@@ -608,7 +620,7 @@ mod tests {
         let services = AppServices::load(&[write(dir.path(), "a.yaml", GOOD)], server).unwrap();
         let service = services.by_as_token("at").unwrap();
         assert!(services.by_as_token("a").is_none());
-        assert!(service.push_ephemeral && service.unlimited());
+        assert!(service.push_ephemeral && service.unlimited() && !service.msc3202);
         assert_eq!(service.sender, "@bridgebot:example.org");
         assert!(service.is_interested_in_user("@bridge_1:example.org"));
         assert!(!service.is_interested_in_user("@alice:example.org"));
@@ -621,6 +633,9 @@ mod tests {
         );
         let alias: &RoomAliasId = "#bridge_r:example.org".try_into().unwrap();
         assert!(services.check_alias_not_exclusive(alias, None).is_err());
+        let encrypting = format!("{GOOD}org.matrix.msc3202: true\n");
+        let encrypting = AppServices::load(&[write(dir.path(), "e.yaml", &encrypting)], server);
+        assert!(encrypting.unwrap().by_as_token("at").unwrap().msc3202);
     }
 
     #[test]
@@ -653,6 +668,16 @@ mod tests {
         let error = AppServices::load(&[ftp], server).unwrap_err().to_string();
         assert!(
             error.contains("f.yaml") && error.contains("`url`"),
+            "{error}"
+        );
+        let flag = write(
+            dir.path(),
+            "m.yaml",
+            &format!("{GOOD}org.matrix.msc3202: yes please\n"),
+        );
+        let error = AppServices::load(&[flag], server).unwrap_err().to_string();
+        assert!(
+            error.contains("m.yaml") && error.contains("org.matrix.msc3202"),
             "{error}"
         );
         let a = write(dir.path(), "a.yaml", GOOD);
