@@ -49,7 +49,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    services::{Services, e2ee, push},
+    services::{Services, e2ee, ignored::ignored_users, push},
     storage::{
         account_data as data_store, remote_memberships as remote_store,
         rooms::{self as store, StateIds},
@@ -259,6 +259,7 @@ async fn build(
                 upto,
                 push_rules: push::load_for_counting(c, &request.user)?,
                 evaluated_actions: &evaluated_actions,
+                ignored: ignored_users(c, request.user.as_str())?,
             };
             reader.build(typing, to_device_since)
         })
@@ -276,6 +277,9 @@ struct Reader<'a> {
     upto: i64,
     push_rules: push::UserRules,
     evaluated_actions: &'a push::EvaluatedActions,
+    /// The user's ignore list, read once per request: invites, receipts and typing of ignored
+    /// users stay out.
+    ignored: HashSet<String>,
 }
 
 impl Reader<'_> {
@@ -292,6 +296,7 @@ impl Reader<'_> {
             push_rules: &self.push_rules,
             evaluated_actions: self.evaluated_actions,
             held_members: None,
+            ignored: &self.ignored,
         }
     }
 
@@ -479,8 +484,7 @@ impl Reader<'_> {
                 &all_rooms,
             );
             // An ignored user's typing is not shown (the spec's "Ignoring Users").
-            let ignored =
-                crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
+            let ignored = &self.ignored;
             for room_id in rooms.iter().filter(|r| joined(r)) {
                 if let Some(users) = typing.get(room_id) {
                     let users: Vec<&OwnedUserId> = users
@@ -509,8 +513,7 @@ impl Reader<'_> {
     /// ignored users stay out, as in `/sync`.
     fn candidates(&self) -> Result<Vec<Candidate>> {
         let user = self.request.user.as_str();
-        let ignored =
-            crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
+        let ignored = &self.ignored;
         let mut candidates = Vec::new();
         let listed = list_store::listed_rooms(self.conn, user, self.upto)?;
         let local: HashMap<String, i64> = listed
