@@ -93,3 +93,58 @@ pub fn listed_rooms(
     })?
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::rooms::{self, NewEventRow};
+
+    /// The stored bump position and room type give what walking the room's events gives, at
+    /// the newest position and at one before the newest bump (an event stored after the
+    /// request began). A room without stored facts (none of its bump events in the timeline)
+    /// is walked.
+    #[test]
+    fn stored_bumps_agree_with_the_events() {
+        let (_dir, path) = crate::storage::migrated_test_file();
+        let conn = Connection::open(&path).unwrap();
+        rooms::insert_room(&conn, "!r:x", "12", "@a:x", 0).unwrap();
+        let group = rooms::new_state_group(&conn, "!r:x", None, &Default::default()).unwrap();
+        let stream = |id: &str, kind: &str, state_key: Option<&str>, json: &str| {
+            let event = NewEventRow {
+                event_id: id,
+                room_id: "!r:x",
+                event_type: kind,
+                state_key,
+                sender: "@a:x",
+                origin_server_ts: 0,
+                depth: 1,
+                redacts: None,
+                relates_to: None,
+                prev_events: &[],
+                json,
+            };
+            rooms::insert_event(&conn, &event, group).unwrap()
+        };
+        let space = r#"{"content": {"type": "m.space"}}"#;
+        stream("$create", "m.room.create", Some(""), space);
+        let join = stream("$join", "m.room.member", Some("@a:x"), "{}");
+        let first = stream("$m1", "m.room.message", None, "{}");
+        stream("$topic", "m.room.topic", Some(""), "{}");
+        let second = stream("$m2", "m.room.encrypted", None, "{}");
+        let newest = stream("$name", "m.room.name", Some(""), "{}");
+        rooms::set_membership(&conn, "!r:x", "@a:x", "join", "$join", join).unwrap();
+
+        let listed = |upto| {
+            let rooms = listed_rooms(&conn, "@a:x", upto).unwrap();
+            assert_eq!(rooms.len(), 1);
+            let room = &rooms[0];
+            (room.bump_stamp, room.room_type.clone())
+        };
+        let space = Some("m.space".to_owned());
+        assert_eq!(listed(newest), (Some(second), space.clone()));
+        assert_eq!(listed(second - 1), (Some(first), space.clone()));
+        conn.execute("DELETE FROM room_list_facts", []).unwrap();
+        assert_eq!(listed(newest), (Some(second), None));
+        assert_eq!(listed(second - 1), (Some(first), None));
+    }
+}
