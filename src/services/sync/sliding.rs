@@ -229,18 +229,16 @@ async fn build(
     upto: i64,
 ) -> Result<Built> {
     let typing_serial = services.typing.serial();
-    // Typing is in memory: who types where, for every joined room, before reading the rest.
+    // Typing is in memory: who types where, in every room whose typing changed since the
+    // connection's position, read before the rest; the extension then keeps the joined rooms it
+    // covers (the user's memberships need no read of their own for it).
     let typing: HashMap<OwnedRoomId, Vec<OwnedUserId>> = if enabled(extensions.typing.enabled) {
         let since = previous.typing;
         services
-            .rooms
-            .joined_rooms(&request.user)
-            .await?
+            .typing
+            .rooms_changed_since(since)
             .into_iter()
-            .filter_map(|room| {
-                let users = services.typing.changed_since(&room, since)?;
-                (since != 0 || !users.is_empty()).then_some((room, users))
-            })
+            .filter(|(_, users)| since != 0 || !users.is_empty())
             .collect()
     } else {
         HashMap::new()
