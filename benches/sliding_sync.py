@@ -19,8 +19,7 @@ recency). Then, in `--rounds` rounds that alternate which server goes first (nev
 * **50 connections**: 50 devices of the user (password logins: set-up, not measured) each open a
   connection and then hold a long poll (`timeout` 30 s); the server's RSS with the 50 polls
   waiting (VmRSS, against the RSS before the logins; RssAnon, the allocated part, beside it),
-  then one message wakes them all: the time
-  until the last of the 50 has its answer.
+  then one message wakes them all: the time until the last of the 50 has its answer.
 
 Run with the Synapse venv's interpreter (it has Synapse and `cryptography`), e.g.
   target/synapse-venv/bin/python benches/sliding_sync.py \
