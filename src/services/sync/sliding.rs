@@ -384,13 +384,29 @@ impl Reader<'_> {
             candidates.iter().map(|c| (&*c.room_id, c)).collect();
         let filter = FilterDefinition::default();
         let mut initial_rooms = HashSet::new();
+        // One copy of each distinct `required_state` for all the rooms and positions of the
+        // connection, not one per room and position (a fifth of a waiting connection's memory).
+        let mut shared: Vec<Arc<Vec<(String, String)>>> = Vec::new();
+        for sent in self.previous.rooms.values() {
+            if !shared.iter().any(|s| *s == sent.required_state) {
+                shared.push(sent.required_state.clone());
+            }
+        }
         for (room_id, config) in &configs {
             let Some(candidate) = by_id.get(&**room_id) else {
                 continue;
             };
             let context = self.context(room_id, &filter);
             let sent = self.previous.rooms.get(room_id).map(|s| s.as_ref());
-            let (room, sent) = self.room(&context, candidate, config, sent)?;
+            let patterns = match shared.iter().find(|s| ***s == config.required_state) {
+                Some(found) => found.clone(),
+                None => {
+                    let new = Arc::new(config.required_state.clone());
+                    shared.push(new.clone());
+                    new
+                }
+            };
+            let (room, sent) = self.room(&context, candidate, config, patterns, sent)?;
             snapshot.rooms.insert(room_id.clone(), Arc::new(sent));
             if let Some(room) = room {
                 if room.initial == Some(true) {
@@ -599,12 +615,14 @@ impl Reader<'_> {
     }
 
     /// One room of the response, or `None` when nothing changed since it was sent; and what
-    /// it has been sent up to from now on.
+    /// it has been sent up to from now on (`patterns`: the shared copy of the config's
+    /// `required_state` that it keeps).
     fn room(
         &self,
         context: &RoomContext<'_>,
         candidate: &Candidate,
         config: &RoomConfig,
+        patterns: Arc<Vec<(String, String)>>,
         sent: Option<&SentRoom>,
     ) -> Result<(Option<Room>, SentRoom)> {
         let listed = &candidate.listed;
@@ -624,7 +642,7 @@ impl Reader<'_> {
             let next = SentRoom {
                 upto: listed.membership_stream,
                 membership_event: listed.event_id.clone(),
-                required_state: Arc::new(config.required_state.clone()),
+                required_state: patterns,
                 timeline_limit: config.timeline_limit,
                 lazy_members: HashSet::new(),
             };
@@ -753,7 +771,7 @@ impl Reader<'_> {
         let next = SentRoom {
             upto: end,
             membership_event: listed.event_id.clone(),
-            required_state: Arc::new(config.required_state.clone()),
+            required_state: patterns,
             timeline_limit: config.timeline_limit,
             lazy_members,
         };
