@@ -18,8 +18,8 @@ recency). Then, in `--rounds` rounds that alternate which server goes first (nev
   checked to hold the room with that message (a wrong answer fails the run).
 * **50 connections**: 50 devices of the user (password logins: set-up, not measured) each open a
   connection and then hold a long poll (`timeout` 30 s); the server's RSS with the 50 polls
-  waiting (VmRSS, against the RSS before the logins), then one message wakes them all: the time
-  until the last of the 50 has its answer.
+  waiting (VmRSS, against the RSS before the logins; RssAnon, the allocated part, beside it),
+  then one message wakes them all: the time until the last of the 50 has its answer.
 
 Run with the Synapse venv's interpreter (it has Synapse and `cryptography`), e.g.
   target/synapse-venv/bin/python benches/sliding_sync.py \
@@ -149,6 +149,10 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
     pid = process.pid
     bench, alice, rooms = facts["bench"], facts["alice"], facts["rooms"]
     rss_idle = fj.status_mib(pid, "VmRSS")
+    # VmRSS counts the pages of the program's own code and libraries mapped from files (shared,
+    # clean, in the kernel's page cache, mapped by fault-around as much as used), so the
+    # anonymous part (heap, stacks: what the process allocated) is recorded too.
+    anon_idle = fj.status_mib(pid, "RssAnon")
 
     first = []
     for k in range(args.requests):
@@ -194,6 +198,7 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         if any(f.done() for f in futures):
             raise RuntimeError(f"{name}: a long poll returned before any news")
         rss_polling = fj.status_mib(pid, "VmRSS")
+        anon_polling = fj.status_mib(pid, "RssAnon")
         sent = time.perf_counter()
         # A new transaction ID each round: the same one again would be answered with the
         # first round's event, which wakes nobody.
@@ -210,6 +215,8 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         "rss_before_connections_mib": rss_before,
         "rss_connected_mib": rss_connected,
         "rss_polling_mib": rss_polling,
+        "anon_idle_mib": anon_idle,
+        "anon_polling_mib": anon_polling,
         "wake_all_ms": (woken - sent) * 1000,
     }
 
@@ -301,7 +308,8 @@ def main() -> None:
         for key in ("wall_ms", "cpu_ms"):
             summary[f"{section}_{key}"] = {s: median(s, section, key) for s in names}
     for key in ("cold_first_ms", "rss_idle_mib", "rss_before_connections_mib",
-                "rss_connected_mib", "rss_polling_mib", "wake_all_ms"):
+                "rss_connected_mib", "rss_polling_mib", "anon_idle_mib", "anon_polling_mib",
+                "wake_all_ms"):
         summary[key] = {s: median_of(s, key) for s in names}
     result = {"rooms": args.rooms, "messages": args.messages, "connections": args.connections,
               "rounds": rounds, "median": summary}

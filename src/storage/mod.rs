@@ -16,9 +16,10 @@
 //! Details: up to `MAX_WRITES_PER_COMMIT` (256) writes share a commit, and one that panics is
 //! rolled back alone like one that fails; every caller hears back only once the commit is on disk.
 //! Every `read` closure runs in one read transaction, so a /sync built from many queries sees one
-//! snapshot. Readers: `IDLE_READERS` (two) kept idle, each with a 256 KiB page cache (the kernel's
-//! page cache is shared anyway). Every connection keeps `STATEMENT_CACHE_CAPACITY` (64) prepared
-//! statements, sets foreign keys and a `busy_timeout`
+//! snapshot. At most `max_readers()` reads run at once (twice the cores, at least four), others
+//! wait for a permit. Readers: `IDLE_READERS` (two) kept idle, each with a 256 KiB page cache
+//! (the kernel's page cache is shared anyway). Every connection keeps `STATEMENT_CACHE_CAPACITY`
+//! (64) prepared statements, sets foreign keys and a `busy_timeout`
 //! (`tests::bound_statements_are_not_compiled_again` guards QPSG). WAL checkpoints are SQLite's own
 //! autocheckpoint: a checkpointer beside the writer never completed under a steady write load, so
 //! the WAL grew without bound. Migrations (`migrations.rs`) are embedded SQL files applied in one
@@ -92,6 +93,8 @@ struct Inner {
     /// The queue of the writer thread, which ends when the last `Database` is dropped.
     writes: mpsc::Sender<WriteJob>,
     readers: Mutex<Vec<Connection>>,
+    /// Permits for `read`s running at once (see [`max_readers`]).
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 /// A write waiting for the writer thread: runs in its savepoint and says whether it succeeded,
@@ -113,6 +116,18 @@ const MAX_WRITES_PER_COMMIT: usize = 256;
 /// holds its page cache, schema and statements (a few hundred KiB); two cover the common case of
 /// one /sync being built while another request reads.
 const IDLE_READERS: usize = 2;
+
+/// How many `read`s run at once: twice the cores, at least four; more wait for a permit
+/// before they take a blocking thread. A read is CPU work on pages the kernel caches, so more
+/// at once than the cores can run adds no throughput, but each one beyond the idle pool opens a
+/// connection (schema, page cache, statements: a few hundred KiB) on a thread of its own, and
+/// their freed memory stays with the allocator: fifty long polls of sliding sync arriving
+/// together took a dozen threads and connections, 5-15 MiB of resident memory that stayed.
+/// Twice the cores leaves room for reads that wait on the disk.
+fn max_readers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).max(4)
+}
 
 /// The page cache of each read connection and of the writer, in KiB (SQLite's negative
 /// `cache_size`; SQLite's default is 2 MiB each). The pages are in the kernel's page cache
@@ -144,6 +159,7 @@ impl Database {
                 path: path.to_owned(),
                 writes,
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(tokio::sync::Semaphore::new(max_readers())),
             }),
         })
     }
@@ -197,8 +213,15 @@ impl Database {
         T: Send + 'static,
         E: From<rusqlite::Error> + Send + 'static,
     {
+        // The semaphore is never closed, so `acquire_owned` cannot fail. The permit goes with
+        // the closure: it is held until the read ends, even when the caller stops waiting.
+        let permit = self.inner.reading.clone().acquire_owned().await;
         let inner = self.inner.clone();
-        run_blocking(move || inner.read_now(f)).await
+        run_blocking(move || {
+            let _permit = permit;
+            inner.read_now(f)
+        })
+        .await
     }
 }
 

@@ -161,6 +161,7 @@ pub fn insert_event_row(
         event.relates_to.map(|r| r.1),
         event.json,
     ])?;
+    super::sliding_sync::note_event(conn, event, stream)?;
     super::pdus::insert_edges(conn, event.room_id, event.event_id, event.prev_events)
 }
 

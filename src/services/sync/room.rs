@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 
 use super::super::{
     filter::room_event_matches,
-    ignored::ignored_users,
     json_depth,
     rooms::{read::Visibility, read::render, stored::Envelope},
     sent_members::DeviceMembers,
@@ -59,6 +58,9 @@ pub(super) struct RoomContext<'a> {
     pub(super) evaluated_actions: &'a super::super::push::EvaluatedActions,
     /// With `include_redundant_members: false`: the member events this device was sent.
     pub(super) held_members: Option<&'a DeviceMembers<'a>>,
+    /// The user's ignore list (`m.ignored_user_list`), read once per request: their receipts
+    /// are not shown (the spec's "Ignoring Users").
+    pub(super) ignored: &'a HashSet<String>,
 }
 
 impl RoomContext<'_> {
@@ -399,14 +401,12 @@ impl RoomContext<'_> {
         if receipts.is_empty() {
             return Ok(None);
         }
-        // An ignored user's receipts are not shown (the spec's "Ignoring Users").
-        let ignored = ignored_users(self.conn, self.user.as_str())?;
         let mut content = serde_json::Map::new();
         for receipt in receipts {
             if receipt.receipt_type == "m.read.private" && receipt.user_id != self.user.as_str() {
                 continue;
             }
-            if ignored.contains(&receipt.user_id) {
+            if self.ignored.contains(&receipt.user_id) {
                 continue;
             }
             let mut entry = json!({"ts": receipt.ts});

@@ -49,7 +49,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    services::{Services, e2ee, push},
+    services::{Services, e2ee, ignored::ignored_users, push},
     storage::{
         account_data as data_store, remote_memberships as remote_store,
         rooms::{self as store, StateIds},
@@ -229,18 +229,16 @@ async fn build(
     upto: i64,
 ) -> Result<Built> {
     let typing_serial = services.typing.serial();
-    // Typing is in memory: who types where, for every joined room, before reading the rest.
+    // Typing is in memory: who types where, in every room whose typing changed since the
+    // connection's position, read before the rest; the extension then keeps the joined rooms it
+    // covers (the user's memberships need no read of their own for it).
     let typing: HashMap<OwnedRoomId, Vec<OwnedUserId>> = if enabled(extensions.typing.enabled) {
         let since = previous.typing;
         services
-            .rooms
-            .joined_rooms(&request.user)
-            .await?
+            .typing
+            .rooms_changed_since(since)
             .into_iter()
-            .filter_map(|room| {
-                let users = services.typing.changed_since(&room, since)?;
-                (since != 0 || !users.is_empty()).then_some((room, users))
-            })
+            .filter(|(_, users)| since != 0 || !users.is_empty())
             .collect()
     } else {
         HashMap::new()
@@ -259,6 +257,7 @@ async fn build(
                 upto,
                 push_rules: push::load_for_counting(c, &request.user)?,
                 evaluated_actions: &evaluated_actions,
+                ignored: ignored_users(c, request.user.as_str())?,
             };
             reader.build(typing, to_device_since)
         })
@@ -276,6 +275,9 @@ struct Reader<'a> {
     upto: i64,
     push_rules: push::UserRules,
     evaluated_actions: &'a push::EvaluatedActions,
+    /// The user's ignore list, read once per request: invites, receipts and typing of ignored
+    /// users stay out.
+    ignored: HashSet<String>,
 }
 
 impl Reader<'_> {
@@ -292,6 +294,7 @@ impl Reader<'_> {
             push_rules: &self.push_rules,
             evaluated_actions: self.evaluated_actions,
             held_members: None,
+            ignored: &self.ignored,
         }
     }
 
@@ -381,13 +384,29 @@ impl Reader<'_> {
             candidates.iter().map(|c| (&*c.room_id, c)).collect();
         let filter = FilterDefinition::default();
         let mut initial_rooms = HashSet::new();
+        // One copy of each distinct `required_state` for all the rooms and positions of the
+        // connection, not one per room and position (a fifth of a waiting connection's memory).
+        let mut shared: Vec<Arc<Vec<(String, String)>>> = Vec::new();
+        for sent in self.previous.rooms.values() {
+            if !shared.iter().any(|s| *s == sent.required_state) {
+                shared.push(sent.required_state.clone());
+            }
+        }
         for (room_id, config) in &configs {
             let Some(candidate) = by_id.get(&**room_id) else {
                 continue;
             };
             let context = self.context(room_id, &filter);
             let sent = self.previous.rooms.get(room_id).map(|s| s.as_ref());
-            let (room, sent) = self.room(&context, candidate, config, sent)?;
+            let patterns = match shared.iter().find(|s| ***s == config.required_state) {
+                Some(found) => found.clone(),
+                None => {
+                    let new = Arc::new(config.required_state.clone());
+                    shared.push(new.clone());
+                    new
+                }
+            };
+            let (room, sent) = self.room(&context, candidate, config, patterns, sent)?;
             snapshot.rooms.insert(room_id.clone(), Arc::new(sent));
             if let Some(room) = room {
                 if room.initial == Some(true) {
@@ -479,8 +498,7 @@ impl Reader<'_> {
                 &all_rooms,
             );
             // An ignored user's typing is not shown (the spec's "Ignoring Users").
-            let ignored =
-                crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
+            let ignored = &self.ignored;
             for room_id in rooms.iter().filter(|r| joined(r)) {
                 if let Some(users) = typing.get(room_id) {
                     let users: Vec<&OwnedUserId> = users
@@ -509,8 +527,7 @@ impl Reader<'_> {
     /// ignored users stay out, as in `/sync`.
     fn candidates(&self) -> Result<Vec<Candidate>> {
         let user = self.request.user.as_str();
-        let ignored =
-            crate::services::ignored::ignored_users(self.conn, self.request.user.as_str())?;
+        let ignored = &self.ignored;
         let mut candidates = Vec::new();
         let listed = list_store::listed_rooms(self.conn, user, self.upto)?;
         let local: HashMap<String, i64> = listed
@@ -598,12 +615,14 @@ impl Reader<'_> {
     }
 
     /// One room of the response, or `None` when nothing changed since it was sent; and what
-    /// it has been sent up to from now on.
+    /// it has been sent up to from now on (`patterns`: the shared copy of the config's
+    /// `required_state` that it keeps).
     fn room(
         &self,
         context: &RoomContext<'_>,
         candidate: &Candidate,
         config: &RoomConfig,
+        patterns: Arc<Vec<(String, String)>>,
         sent: Option<&SentRoom>,
     ) -> Result<(Option<Room>, SentRoom)> {
         let listed = &candidate.listed;
@@ -623,7 +642,7 @@ impl Reader<'_> {
             let next = SentRoom {
                 upto: listed.membership_stream,
                 membership_event: listed.event_id.clone(),
-                required_state: Arc::new(config.required_state.clone()),
+                required_state: patterns,
                 timeline_limit: config.timeline_limit,
                 lazy_members: HashSet::new(),
             };
@@ -752,7 +771,7 @@ impl Reader<'_> {
         let next = SentRoom {
             upto: end,
             membership_event: listed.event_id.clone(),
-            required_state: Arc::new(config.required_state.clone()),
+            required_state: patterns,
             timeline_limit: config.timeline_limit,
             lazy_members,
         };

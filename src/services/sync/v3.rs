@@ -431,6 +431,7 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
             push_rules: &push_rules,
             evaluated_actions,
             held_members: held_members.as_ref(),
+            ignored: &ignored,
         };
         if membership == "invite" && !ignored.is_empty() {
             let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
