@@ -1,5 +1,5 @@
 //! Login, whoami, logout, password changes and deactivation.
-mod common;
+use crate::common;
 
 use common::{Session, TestServer, assert_error, password_auth};
 use reqwest::Method;

@@ -1,6 +1,6 @@
 //! `appliance admin …` against a running server: its changes are seen over HTTP at once; and
 //! backups made while it runs, restored on a new box.
-mod common;
+use crate::common;
 
 use std::{path::Path, time::Duration};
 

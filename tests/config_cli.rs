@@ -1,5 +1,5 @@
 //! `appliance config check`, config errors that name the key, and `--version`.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Devices, profiles, capabilities and the versions endpoint.
-mod common;
+use crate::common;
 
 use common::{Session, TestServer, assert_error, password_auth};
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! Room aliases, the public room directory, the user directory and `/thirdparty/protocols`, with
 //! several users, their errors and who may do what.
 
-mod common;
+use crate::common;
 
 use common::{OPEN_REGISTRATION, Session, TestServer, assert_error, assert_success};
 use reqwest::StatusCode;

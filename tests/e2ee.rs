@@ -3,7 +3,7 @@
 //! cross-signing (`/keys/device_signing/upload`, `/keys/signatures/upload`) and server-side key
 //! backups (`/room_keys/...`). Keys are real ed25519 keys signed here with ruma.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

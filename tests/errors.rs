@@ -1,6 +1,6 @@
 //! The spec's error responses for malformed requests, authentication failures and oversized
 //! bodies; CORS; tokens in the query string.
-mod common;
+use crate::common;
 
 use common::{TestServer, assert_error, send};
 use reqwest::{Method, header};

@@ -1,5 +1,5 @@
-//! Federation against a real Synapse from PyPI. Every federation test lives in this one test
-//! binary (one link, one Synapse venv).
+//! Federation against a real Synapse from PyPI. Every federation test lives in this module
+//! (`cargo test --test integration federation::`) and its submodules in tests/federation/.
 //!
 //! How the harness works:
 //! - **Synapse** comes from PyPI, pinned in tests/federation/requirements.txt, installed once into
@@ -31,8 +31,6 @@ mod accounts;
 mod appliances;
 #[path = "federation/backfill.rs"]
 mod backfill;
-#[path = "common/mod.rs"]
-mod common;
 #[path = "federation/e2ee.rs"]
 mod e2ee;
 #[path = "federation/fake_server.rs"]
@@ -63,10 +61,11 @@ mod room_versions;
 mod sender;
 #[path = "federation/serve.rs"]
 mod serve;
-#[path = "front_door_support/mod.rs"]
-mod support;
 #[path = "federation/synapse.rs"]
 mod synapse;
+
+// The shared harness, as `super::common` and `super::support` for the submodules too.
+use crate::{common, front_door_support as support};
 
 use std::collections::BTreeMap;
 

@@ -3,8 +3,7 @@
 //! Element Web hosting (generated config.json, cache and security headers, precompressed files,
 //! traversal refusal, `element install` with checksums).
 
-#[path = "front_door_support/mod.rs"]
-mod support;
+use crate::front_door_support as support;
 
 use std::{io::Write, path::Path};
 

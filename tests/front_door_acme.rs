@@ -4,8 +4,7 @@
 //! and keeps serving it while the CA is gone, reporting the error; with renewal information
 //! (ARI, added in front of Pebble by the harness) it renews inside the CA's window.
 
-#[path = "front_door_support/mod.rs"]
-mod support;
+use crate::front_door_support as support;
 
 use std::time::{Duration, Instant};
 

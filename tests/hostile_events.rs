@@ -9,8 +9,8 @@
 //! The test harness parses every response with serde_json, as Rust clients do: a response
 //! nested too deeply for them would read as `null` here.
 
-mod common;
-mod room_api;
+use crate::common;
+use crate::room_api;
 
 use common::{Session, TestServer, assert_error};
 use reqwest::{Method, StatusCode};

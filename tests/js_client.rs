@@ -8,7 +8,7 @@
 //! `<target dir>/test-js` once, and again when tests/js/package-lock.json changes
 //! (tests/common/js.rs).
 
-mod common;
+use crate::common;
 
 use std::{process::Stdio, time::Duration};
 

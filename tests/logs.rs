@@ -1,5 +1,5 @@
 //! Passwords, access tokens and shared secrets never reach the server log.
-mod common;
+use crate::common;
 
 use common::{TestServer, password_auth};
 use reqwest::Method;

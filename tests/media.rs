@@ -3,7 +3,7 @@
 //! headers, deduplication, the decompression-bomb guard, federation media with X-Matrix, and the
 //! admin CLI.
 
-mod common;
+use crate::common;
 
 use std::{io::Cursor, path::Path, time::Duration};
 

@@ -1,8 +1,8 @@
 //! `/messages`: pagination in both directions with `from`/`to`/`limit`, event filters, lazy-loaded
 //! members, and the history-visibility rules deciding what a reader may see.
 
-mod common;
-mod room_api;
+use crate::common;
+use crate::room_api;
 
 use common::{TestServer, assert_error};
 use reqwest::StatusCode;

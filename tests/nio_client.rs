@@ -6,7 +6,7 @@
 //! itself (tests/common/python.rs runs tests/venv.py), so a plain `cargo test` works on a machine
 //! with python3 and PyPI access.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

@@ -1,6 +1,6 @@
 //! What the server acknowledged survives a restart, and a crash (SIGKILL) right after, twenty
 //! times under load; and one server per data directory.
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,

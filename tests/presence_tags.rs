@@ -1,7 +1,7 @@
 //! Presence (`/presence/{userId}/status`, /sync's `set_presence` and `presence.events`) and room
 //! tags (`/user/{userId}/rooms/{roomId}/tags`).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Push rules (`/pushrules`), `m.push_rules` in /sync, and the notification counts /sync computes
 //! from the rules; pushers, push delivery to a gateway and `/notifications` (`pushers.rs`).
 
-mod common;
+use crate::common;
 #[path = "push_rules/pushers.rs"]
 mod pushers;
 

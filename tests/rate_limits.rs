@@ -1,6 +1,6 @@
 //! `rc_login` and `rc_registration`: Synapse's rate limits, with `M_LIMIT_EXCEEDED` and a retry
 //! time once a bucket is full.
-mod common;
+use crate::common;
 
 use common::{Session, TestServer, assert_error, send};
 use reqwest::{Method, StatusCode};

@@ -1,6 +1,6 @@
 //! `/register` and its relatives: user-interactive auth, user names, disabled registration,
 //! registration tokens (with the admin CLI that manages them) and guests.
-mod common;
+use crate::common;
 
 use common::{Session, TestServer, assert_error, assert_failure, assert_success};
 use serde_json::{Value, json};

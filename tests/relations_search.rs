@@ -1,8 +1,7 @@
 //! `/relations`, bundled aggregations, `/threads`, `/context` and `/search`.
 
-mod common;
-mod extras;
-mod room_api;
+use crate::common;
+use crate::extras;
 
 use common::{TestServer, assert_error};
 use extras::*;

@@ -1,8 +1,7 @@
 //! `POST /rooms/{roomId}/upgrade`: the new room, the copied state, aliases and the tombstone.
 
-mod common;
-mod extras;
-mod room_api;
+use crate::common;
+use crate::extras;
 
 use common::{Session, TestServer, assert_error};
 use extras::*;

@@ -2,8 +2,8 @@
 //! knock), the authorization rules refusing what they must, idempotent sends, state, members,
 //! single events, redactions and size limits. Several users against one real server.
 
-mod common;
-mod room_api;
+use crate::common;
+use crate::room_api;
 
 use common::{Session, TestServer, assert_error};
 use reqwest::{Method, StatusCode};

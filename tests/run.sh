@@ -5,7 +5,8 @@
 # reused while its requirements stay the same), then `cargo test --all-targets`, as root also
 # the tests that need root, and last the matrix-rust-sdk tests (tests/element_x, a crate of its
 # own). Arguments, when given, go to cargo test instead, e.g.
-# `bash tests/run.sh --test nio_client -- --nocapture`.
+# `bash tests/run.sh --test integration nio_client:: -- --nocapture` (every integration test is in
+# the one binary `integration`; the filter is the module path, i.e. the file name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,7 +2,7 @@
 //! fantoccini, walks every step with a self-signed certificate, then the config file, a login
 //! as the new admin and the closed setup pages are checked. A screenshot of every step is kept
 //! in `target/setup-screenshots/`.
-mod common;
+use crate::common;
 
 use std::{
     net::TcpListener,

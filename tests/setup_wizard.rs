@@ -1,7 +1,7 @@
 //! The first-run wizard over HTTP: the setup token, CSRF, field errors, a failed apply, the
 //! switch to serving, the command-line path, languages and `--reconfigure`.
-mod common;
-mod front_door_support;
+use crate::common;
+use crate::front_door_support;
 
 use std::{
     collections::BTreeMap,

@@ -1,5 +1,5 @@
 //! Synapse's shared-secret registration (`register_new_matrix_user`).
-mod common;
+use crate::common;
 
 use common::{TestServer, assert_error, assert_success};
 use hmac::{Hmac, KeyInit, Mac};

@@ -4,7 +4,7 @@
 //! `client_body_timeout` / `client_body_deadline` have passed; crowds of connections from one
 //! address are capped, and the server keeps file descriptors for itself. Raw TCP sockets, so the
 //! client can dribble bytes the way an attacker would.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! members, typing, receipts and unread counts, account data, transaction IDs; concurrent
 //! senders; and rooms surviving a restart and a `kill -9`.
 
-mod common;
-mod room_api;
+use crate::common;
+use crate::room_api;
 #[path = "sync/sliding.rs"]
 mod sliding;
 

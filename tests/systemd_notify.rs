@@ -1,7 +1,7 @@
 //! The server speaks systemd's notify protocol the way `Type=notify` and `WatchdogSec=` in
 //! `systemd/matrix-appliance.service` expect: a real datagram socket plays systemd's part.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader},

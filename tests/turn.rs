@@ -4,7 +4,7 @@
 //! address following a (test) STUN server's answer. (The lifetime cap, at least a minute, has a
 //! unit test in `turn::allocations`.)
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket},

@@ -2,7 +2,7 @@
 //! the page's picture stored as media, redirects, the IP policy checked after DNS resolution
 //! (loopback is refused unless whitelisted) and on redirects, the URL pattern blacklist, the
 //! size limit, the legacy endpoint, and the endpoint off by default.
-mod common;
+use crate::common;
 
 use std::{io::Cursor, net::SocketAddr};
 

@@ -10,8 +10,8 @@ MODULE is imported to check that a finished venv still works. The venvs the test
 tests/run.sh makes both; the tests make them themselves when run without it.
 
 The venv is rebuilt when REQUIREMENTS or the base interpreter changed, or when a previous build
-did not finish. Concurrent callers (test binaries running in parallel, or run.sh and a test) take
-turns on a lock file beside the venv; whoever comes second reuses what the first built.
+did not finish. Concurrent callers (tests running in parallel, or run.sh and a test) take turns
+on a lock file beside the venv; whoever comes second reuses what the first built.
 """
 
 from __future__ import annotations

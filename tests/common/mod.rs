@@ -1,6 +1,5 @@
 //! Starts the real `appliance` binary on an ephemeral loopback port with its own data directory
 //! and config, and speaks HTTP to it. Every integration test goes through this.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod js;
 pub mod python;

@@ -1,6 +1,5 @@
 //! Helpers for the tests of `/context`, `/relations`, `/threads`, `/search` and room upgrades,
 //! on top of the room helpers of `room_api`.
-#![allow(dead_code, unused_imports)] // each test binary uses a different part of these helpers
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use rustls::RootCertStore;
 use serde_json::{Value, json};
 
-use crate::support::tls_connect;
+use super::support::tls_connect;
 
 /// How long a federated event may take to show up on the other side.
 pub const FEDERATION_DELAY: Duration = Duration::from_secs(30);

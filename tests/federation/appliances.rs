@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::{Account, encode},
     support::TestCa,

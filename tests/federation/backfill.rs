@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::{Pair, accounts::Account, synapse::Synapse};
+use super::{Pair, accounts::Account, synapse::Synapse};
 
 /// How many `/backfill` requests Synapse has answered (its access log).
 fn backfill_requests(synapse: &Synapse) -> usize {

@@ -12,7 +12,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     common::{Session, TestServer},
     serve::signed,
 };

@@ -28,7 +28,7 @@ use rustls::RootCertStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{
+use super::{
     accounts::{encode, send},
     support::{TestCa, free_port},
 };

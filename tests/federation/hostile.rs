@@ -5,7 +5,7 @@
 use ruma::CanonicalJsonValue;
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::Account,
     fake_server::{FakeServer, new_key},

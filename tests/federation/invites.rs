@@ -5,7 +5,7 @@
 use ruma::{CanonicalJsonObject, RoomVersionId};
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     FederatingAppliance, Pair,
     accounts::{Account, encode},
     fake_server::{FakeServer, new_key, now_ms},
@@ -660,7 +660,7 @@ async fn refused_or_unreachable_invites_fail_for_the_client() {
     assert_eq!(status, 404, "{reply}");
     assert_eq!(reply["errcode"], "M_UNRECOGNIZED", "{reply}");
 
-    let closed = crate::support::free_port();
+    let closed = super::support::free_port();
     let unreachable = format!("@nobody:localhost:{closed}");
     let (status, reply) = alice.invite(&room, &unreachable).await;
     assert_eq!(status, 502, "{reply}");

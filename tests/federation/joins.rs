@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::{
+use super::{
     FederatingAppliance, Pair,
     accounts::{Account, FEDERATION_DELAY, encode},
     support::TestCa,
@@ -288,7 +288,7 @@ rc_joins: {remote: {per_second: 0.001, burst_count: 1}}
     );
     let alice = Account::register(ours.port, &roots, "alice").await;
     // Nobody listens there: the first join fails at the door of the other server.
-    let nowhere = format!("localhost:{}", crate::support::free_port());
+    let nowhere = format!("localhost:{}", super::support::free_port());
     let room = format!("!nowhere:{nowhere}");
     let (status, reply) = alice.join(&room, &[&nowhere]).await;
     assert_eq!(status, 502, "{reply}");

@@ -5,7 +5,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::Account,
     common::js,

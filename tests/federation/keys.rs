@@ -12,9 +12,9 @@ use ruma::{
 use rustls::RootCertStore;
 use serde_json::{Value, json};
 
+use super::support::{TestCa, tls_connect};
+use super::synapse::Synapse;
 use super::{FederatingAppliance, assert_signed_by, only_verify_key, own_key};
-use crate::support::{TestCa, tls_connect};
-use crate::synapse::Synapse;
 
 const REGISTRATION: &str =
     "enable_registration: true\nenable_registration_without_verification: true\n";

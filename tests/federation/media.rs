@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use rustls::RootCertStore;
 use serde_json::Value;
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::{Account, FEDERATION_DELAY},
     fake_server::FakeServer,

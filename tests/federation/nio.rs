@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
+use super::{
     FederatingAppliance,
     common::python::Venv,
     support::TestCa,

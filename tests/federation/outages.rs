@@ -23,7 +23,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::{Account, FEDERATION_DELAY},
     support::TestCa,
@@ -220,7 +220,7 @@ impl Pair {
     /// `appliance admin federation status`.
     fn federation_status(&self) -> String {
         let output = self.ours.appliance.cli(&["admin", "federation", "status"]);
-        let text = crate::support::text(&output);
+        let text = super::support::text(&output);
         assert!(output.status.success(), "{text}");
         text
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::{Account, FEDERATION_DELAY, encode},
     fake_server::{FakeServer, now_ms},

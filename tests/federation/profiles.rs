@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     FederatingAppliance,
     accounts::{Account, call, encode},
     support::TestCa,

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::{
+use super::{
     FederatingAppliance, Pair,
     accounts::{Account, encode},
     support::TestCa,

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{
+use super::{
     common::{OPEN_REGISTRATION, TestServer},
     support::{TestCa, free_port},
 };

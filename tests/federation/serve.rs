@@ -11,7 +11,7 @@ use reqwest::Method;
 use ruma::signatures::Ed25519KeyPair;
 use serde_json::{Value, json};
 
-use crate::{
+use super::{
     FederatingAppliance,
     common::{OPEN_REGISTRATION, Session, TestServer, room_event_ids, send},
     keys,
@@ -467,7 +467,7 @@ async fn public_rooms_over_federation_only_when_allowed() {
 /// `502`.
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_read_another_servers_public_rooms() {
-    use crate::support::{https_get, https_post_json};
+    use super::support::{https_get, https_post_json};
     let ca = TestCa::new("federation test CA");
     let roots = ca.roots();
     let synapse = Synapse::start(

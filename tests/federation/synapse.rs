@@ -14,7 +14,7 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use tempfile::TempDir;
 
-use crate::{
+use super::{
     python::Venv,
     support::{TestCa, free_port, tls_connect},
 };

@@ -1,7 +1,6 @@
 //! Harness for the front-door tests: the appliance on its real listeners (free loopback ports,
 //! TLS included), a test CA made with rcgen, an HTTPS/HTTP2 client that verifies chains and
 //! names with rustls, and Debian's Pebble ACME server with its DNS stub.
-#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,6 +1,5 @@
 //! Client-API helpers for the room, message and sync tests: thin wrappers that build the paths,
 //! percent-encode IDs and assert success where the caller only wants the result.
-#![allow(dead_code)] // each test binary uses a different part of these helpers
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
