@@ -154,22 +154,44 @@ pub async fn events(
             end_token(&body["next_batch"]).to_owned()
         }
     };
-    let since = from.parse::<SyncToken>()?;
     let mut filter = FilterDefinition::default();
     if let Some(room_id) = room_id {
         filter.room.rooms = Some(vec![room_id]);
     }
-    let body = sync_json(services, user, device, Some(since), timeout, filter).await?;
-    let mut chunk = Vec::new();
-    for kind in ["join", "leave"] {
-        if let Some(section) = body["rooms"][kind].as_object() {
-            for (room, value) in section {
-                chunk.extend(with_room_id(events_of(&value["timeline"]), room));
+    // A /sync wakes for more than /events shows (receipts, typing, unread counts, key changes):
+    // keep waiting from its position until a timeline event or presence comes, or time is up.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut since = from.clone();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let parsed = since.parse::<SyncToken>()?;
+        let body = sync_json(services, user, device, Some(parsed), left, filter.clone()).await?;
+        let mut chunk = Vec::new();
+        for kind in ["join", "leave"] {
+            if let Some(section) = body["rooms"][kind].as_object() {
+                for (room, value) in section {
+                    chunk.extend(with_room_id(events_of(&value["timeline"]), room));
+                }
             }
         }
+        chunk.extend(events_of(&body["presence"]));
+        let end = end_token(&body["next_batch"]).to_owned();
+        if !chunk.is_empty() || left.is_zero() {
+            return Ok(json!({"chunk": chunk, "start": from, "end": end}));
+        }
+        if end == since {
+            // Woken at the same position: wait for the stream to move rather than ask again.
+            let mut positions = services.rooms.subscribe();
+            let moved = *positions.borrow_and_update() > parsed.stream
+                || tokio::time::timeout_at(deadline, positions.changed())
+                    .await
+                    .is_ok();
+            if !moved {
+                return Ok(json!({"chunk": chunk, "start": from, "end": end}));
+            }
+        }
+        since = end;
     }
-    chunk.extend(events_of(&body["presence"]));
-    Ok(json!({"chunk": chunk, "start": from, "end": body["next_batch"]}))
 }
 
 /// `GET /events/{eventId}`: an event of any room, if the user may see it (`404` otherwise).

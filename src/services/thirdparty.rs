@@ -96,16 +96,12 @@ pub async fn users(
     fields: &BTreeMap<String, String>,
 ) -> Vec<User> {
     use ruma::api::appservice::thirdparty::get_user_for_protocol::v1 as query;
-    let asked = appservices
-        .all()
-        .iter()
-        .filter(|service| has_protocol(service, protocol))
-        .map(|service| {
-            let mut request = query::Request::new(protocol.to_owned());
-            request.fields = fields.clone();
-            ask_list(appservices, service, request)
-        });
-    join_all(asked).await.into_iter().flatten().collect()
+    ask_every_service_of(appservices, protocol, || {
+        let mut request = query::Request::new(protocol.to_owned());
+        request.fields = fields.clone();
+        request
+    })
+    .await
 }
 
 /// Portal rooms of `protocol` matching the protocol's lookup `fields`.
@@ -115,15 +111,30 @@ pub async fn locations(
     fields: &BTreeMap<String, String>,
 ) -> Vec<Location> {
     use ruma::api::appservice::thirdparty::get_location_for_protocol::v1 as query;
+    ask_every_service_of(appservices, protocol, || {
+        let mut request = query::Request::new(protocol.to_owned());
+        request.fields = fields.clone();
+        request
+    })
+    .await
+}
+
+/// The valid answers of every service that offers `protocol` to the request `make` builds,
+/// asked at once.
+async fn ask_every_service_of<R, T>(
+    appservices: &AppServices,
+    protocol: &str,
+    make: impl Fn() -> R,
+) -> Vec<T>
+where
+    R: OutgoingRequest<PathBuilder = SinglePath, Authentication = HomeserverToken>,
+    T: DeserializeOwned,
+{
     let asked = appservices
         .all()
         .iter()
         .filter(|service| has_protocol(service, protocol))
-        .map(|service| {
-            let mut request = query::Request::new(protocol.to_owned());
-            request.fields = fields.clone();
-            ask_list(appservices, service, request)
-        });
+        .map(|service| ask_list(appservices, service, make()));
     join_all(asked).await.into_iter().flatten().collect()
 }
 

@@ -202,16 +202,7 @@ async fn set_room_visibility(
     request: Ruma<set_room_visibility::Request>,
 ) -> ApiResult<set_room_visibility::Response> {
     let body = &request.body;
-    let published = match &body.visibility {
-        Visibility::Public => true,
-        Visibility::Private => false,
-        other => {
-            return Err(Error::invalid_param(format!(
-                "Unknown visibility `{}`: use `public` or `private`",
-                other.as_str()
-            )));
-        }
-    };
+    let published = is_public(&body.visibility)?;
     services
         .directory
         .set_published(&body.room_id, &request.sender()?.user_id, published)
@@ -241,6 +232,18 @@ async fn search_users(
     Ok(search_users::Response::new(results, limited).into())
 }
 
+/// `public` or `private`, the two visibilities a room list knows.
+fn is_public(visibility: &Visibility) -> Result<bool> {
+    match visibility {
+        Visibility::Public => Ok(true),
+        Visibility::Private => Ok(false),
+        other => Err(Error::invalid_param(format!(
+            "Unknown visibility `{}`: use `public` or `private`",
+            other.as_str()
+        ))),
+    }
+}
+
 /// The application service a request was made as: only services edit their room lists.
 fn only_appservice(sender: &Identity) -> Result<&str> {
     sender.appservice.as_deref().ok_or_else(|| {
@@ -256,16 +259,7 @@ async fn set_appservice_listed(
 ) -> ApiResult<set_appservice_listed::Response> {
     let appservice = only_appservice(request.sender()?)?;
     let body = &request.body;
-    let listed = match &body.visibility {
-        Visibility::Public => true,
-        Visibility::Private => false,
-        other => {
-            return Err(Error::invalid_param(format!(
-                "Unknown visibility `{}`: use `public` or `private`",
-                other.as_str()
-            )));
-        }
-    };
+    let listed = is_public(&body.visibility)?;
     services
         .directory
         .set_appservice_listed(appservice, &body.network_id, &body.room_id, listed)
