@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does: prepares the Python virtualenvs of the tests that run third-party
 # Python programs (<target dir>/test-venv with tests/nio/requirements.txt for the matrix-nio
-# clients, <target dir>/synapse-venv with tests/federation/requirements.txt for Synapse; each
-# reused while its requirements stay the same), then `cargo test --all-targets`, as root also
+# clients, <target dir>/synapse-venv with tests/federation/requirements.txt for Synapse,
+# <target dir>/bridge-venv with tests/bridges/requirements.txt for the mautrix-telegram bridge;
+# each reused while its requirements stay the same), then `cargo test --all-targets`, as root also
 # the tests that need root, and last the matrix-rust-sdk tests (tests/element_x, a crate of its
 # own). Arguments, when given, go to cargo test instead, e.g.
 # `bash tests/run.sh --test integration nio_client:: -- --nocapture` (every integration test is in
@@ -25,6 +26,13 @@ if [[ -z "${APPLIANCE_TEST_SYNAPSE_PYTHON:-}" ]]; then
 fi
 export APPLIANCE_TEST_SYNAPSE_PYTHON
 echo "--- Python with Synapse for the federation tests: $APPLIANCE_TEST_SYNAPSE_PYTHON"
+if [[ -z "${APPLIANCE_TEST_BRIDGE_PYTHON:-}" ]]; then
+    echo "--- bridge venv: $venvs/bridge-venv"
+    APPLIANCE_TEST_BRIDGE_PYTHON="$(python3 tests/venv.py "$venvs/bridge-venv" \
+        tests/bridges/requirements.txt mautrix_telegram)"
+fi
+export APPLIANCE_TEST_BRIDGE_PYTHON
+echo "--- Python with mautrix-telegram for the bridge test: $APPLIANCE_TEST_BRIDGE_PYTHON"
 
 if [[ $# -gt 0 ]]; then
     echo "--- cargo test $*"

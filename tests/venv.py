@@ -7,7 +7,9 @@ Usage: python3 tests/venv.py VENV_DIR REQUIREMENTS MODULE
 MODULE is imported to check that a finished venv still works. The venvs the tests use:
   <target dir>/test-venv     tests/nio/requirements.txt         nio      (tests/nio_client.rs)
   <target dir>/synapse-venv  tests/federation/requirements.txt  synapse  (tests/federation.rs)
-tests/run.sh makes both; the tests make them themselves when run without it.
+  <target dir>/bridge-venv   tests/bridges/requirements.txt     mautrix_telegram
+                                                                 (tests/nio_client.rs)
+tests/run.sh makes them; the tests make them themselves when run without it.
 
 The venv is rebuilt when REQUIREMENTS or the base interpreter changed, or when a previous build
 did not finish. Concurrent callers (tests running in parallel, or run.sh and a test) take turns
