@@ -670,7 +670,8 @@ async fn scheduled_backups_are_made_and_old_ones_deleted() {
 
 /// Abuse reports sent over HTTP reach the admins' CLI: an event report (only for an event the
 /// reporter may see: an unknown event and one of a room they are not in are the same `404`), a
-/// room report (`404` for an unknown room), listed, shown and resolved. And Element's
+/// room report (`404` for an unknown room), a user report (`200` whoever the user), listed,
+/// shown and resolved. And Element's
 /// `GET /_synapse/admin/v1/users/{userId}/admin`: `403` until the asker is an admin.
 #[tokio::test]
 async fn abuse_reports_reach_the_admin_cli() {
@@ -744,10 +745,52 @@ async fn abuse_reports_reach_the_admin_cli() {
         )
         .await;
     assert_error(&answer, 404, "M_NOT_FOUND");
+    // A user report (spec 1.14): stored for a user of this server; for an unknown or a remote
+    // user the same `200 {}` (hiding who exists, as Synapse does), and nothing stored.
+    let user_report = |user: &str| format!("/_matrix/client/v3/users/{user}/report");
+    for user in [
+        "@alice:test.local",
+        "@nobody:test.local",
+        "@eve:elsewhere.example",
+    ] {
+        let (status, body) = server
+            .post(
+                &user_report(user),
+                bob.token(),
+                json!({"reason": "harasses me"}),
+            )
+            .await;
+        assert_eq!((status.as_u16(), &body), (200, &json!({})), "{user}");
+    }
+    let answer = server
+        .post(&user_report("@alice:test.local"), bob.token(), json!({}))
+        .await;
+    assert_eq!(answer.0, 400, "the reason is required: {}", answer.1);
+    assert_error(
+        &server
+            .post(
+                &user_report("@alice:test.local"),
+                None,
+                json!({"reason": "x"}),
+            )
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
 
     let listing = assert_success(&server.cli(&["admin", "reports", "list"], None));
     let lines: Vec<&str> = listing.lines().collect();
-    assert_eq!(lines.len(), 3, "a header and two reports: {listing}");
+    assert_eq!(lines.len(), 4, "a header and three reports: {listing}");
+    assert!(
+        lines[3].contains("@alice:test.local") && lines[3].contains("harasses me"),
+        "{listing}"
+    );
+    let user_id = lines[3].split_whitespace().next().unwrap().to_owned();
+    let shown = assert_success(&server.cli(&["admin", "reports", "show", &user_id], None));
+    assert!(
+        shown.contains("user:      @alice:test.local") && !shown.contains("room:"),
+        "{shown}"
+    );
     assert!(
         lines[1].contains("@bob:test.local") && lines[1].contains(&event_id),
         "{listing}"
@@ -770,9 +813,13 @@ async fn abuse_reports_reach_the_admin_cli() {
     assert!(shown.contains("resolved:  no"), "{shown}");
     assert_success(&server.cli(&["admin", "reports", "resolve", &id, "--by", "carol"], None));
     let listing = assert_success(&server.cli(&["admin", "reports", "list"], None));
-    assert_eq!(listing.lines().count(), 2, "one left: {listing}");
+    assert_eq!(listing.lines().count(), 3, "two left: {listing}");
     let listing = assert_success(&server.cli(&["admin", "reports", "list", "--all"], None));
-    assert_eq!(listing.lines().count(), 3, "both with --all: {listing}");
+    assert_eq!(
+        listing.lines().count(),
+        4,
+        "all three with --all: {listing}"
+    );
     let shown = assert_success(&server.cli(&["admin", "reports", "show", &id], None));
     assert!(shown.contains("by carol"), "{shown}");
     assert_failure(&server.cli(&["admin", "reports", "resolve", "999"], None));

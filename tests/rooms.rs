@@ -2139,7 +2139,8 @@ async fn to_device(server: &TestServer, from: &Session, to: &Session, tag: &str)
 }
 
 /// `m.ignored_user_list`: an ignored user's messages (sync, `/messages`, `/context`, `/event`),
-/// invites and to-device messages do not reach the user ignoring them; their state events stay.
+/// invites and to-device messages do not reach the user ignoring them, and their messages do
+/// not count as notifications (/sync, `/notifications`); their state events stay.
 /// Un-ignoring shows them again, history included.
 #[tokio::test]
 async fn ignored_users_are_not_heard() {
@@ -2177,6 +2178,22 @@ async fn ignored_users_are_not_heard() {
         .map(|events| events.iter().map(|e| &e["content"]["tag"]).collect())
         .unwrap_or_default();
     assert_eq!(tags, [&json!("alice")], "{news}");
+    // Nor do their messages count as notifications, in /sync or in `/notifications`.
+    let count = |sync: &Value| {
+        sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone()
+    };
+    assert_eq!(count(&news), json!(1), "{news}");
+    let (status, listed) = server
+        .get("/_matrix/client/v3/notifications", bob.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed: Vec<&Value> = listed["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["event"]["event_id"])
+        .collect();
+    assert_eq!(listed, [&json!(from_alice)]);
     let page = must_messages(&server, bob, &room, "dir=b&limit=50").await;
     let chunk = page["chunk"].as_array().unwrap();
     assert_eq!(bodies(chunk), ["from alice"]);
@@ -2224,6 +2241,7 @@ async fn ignored_users_are_not_heard() {
         ["from carol", "from alice"],
         "{full}"
     );
+    assert_eq!(count(&full), json!(2), "{full}");
     let next = full["next_batch"].as_str().unwrap().to_owned();
     send_text(&server, carol, &room, "heard again").await;
     let news = sync_since(&server, bob, &next, "").await;

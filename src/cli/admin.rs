@@ -51,7 +51,7 @@ pub enum AdminCommand {
     /// The media repository: list, delete, purge cached remote media.
     #[command(subcommand)]
     Media(super::media::MediaCommand),
-    /// Abuse reports users sent about events and rooms: list, show, resolve.
+    /// Abuse reports users sent about events, rooms and users: list, show, resolve.
     #[command(subcommand)]
     Reports(super::reports::ReportsCommand),
     /// Federation with other servers: `check` finds a server and verifies its keys.

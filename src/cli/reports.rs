@@ -1,4 +1,5 @@
-//! `appliance admin reports …`: the abuse reports users sent (`POST /rooms/{id}/report…`).
+//! `appliance admin reports …`: the abuse reports users sent (`POST /rooms/{id}/report…`,
+//! `POST /users/{id}/report`).
 
 use clap::Subcommand;
 
@@ -30,7 +31,7 @@ pub async fn run(services: &Services, command: ReportsCommand) -> Result<(), Adm
         ReportsCommand::List { all } => {
             println!(
                 "{:<6} {:<20} {:<32} {:<44} {:<10} REASON",
-                "ID", "RECEIVED", "REPORTER", "ROOM / EVENT", "RESOLVED"
+                "ID", "RECEIVED", "REPORTER", "ROOM / EVENT / USER", "RESOLVED"
             );
             for row in reports.list(all).await? {
                 println!(
@@ -38,7 +39,11 @@ pub async fn run(services: &Services, command: ReportsCommand) -> Result<(), Adm
                     row.id,
                     format_time(Some(row.received_ts)),
                     row.reporter,
-                    row.event_id.as_deref().unwrap_or(&row.room_id),
+                    row.event_id
+                        .as_deref()
+                        .or(row.room_id.as_deref())
+                        .or(row.reported_user.as_deref())
+                        .unwrap_or("-"),
                     if row.resolved_ts.is_some() {
                         "yes"
                     } else {
@@ -53,7 +58,12 @@ pub async fn run(services: &Services, command: ReportsCommand) -> Result<(), Adm
             println!("report:    {}", row.id);
             println!("received:  {}", format_time(Some(row.received_ts)));
             println!("reporter:  {}", row.reporter);
-            println!("room:      {}", row.room_id);
+            if let Some(room_id) = &row.room_id {
+                println!("room:      {room_id}");
+            }
+            if let Some(user) = &row.reported_user {
+                println!("user:      {user}");
+            }
             if let Some(event_id) = &row.event_id {
                 println!("event:     {event_id}");
                 println!("sender:    {}", row.event_sender.as_deref().unwrap_or("-"));

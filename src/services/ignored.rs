@@ -3,10 +3,11 @@
 //! wherever events are read (`rooms::read::Visibility`: /sync timelines, `/messages`,
 //! `/context`, `/event`, relations, search), their invites are left out of /sync, their typing
 //! and receipts are left out of both syncs (`sync::room`, `sync::v3`, `sync::sliding`), and
-//! their to-device messages are dropped when sent (`e2ee::to_device`). Filtering at read time means
-//! that un-ignoring shows the user's events again, history included, at the client's next
-//! (full) sync, as the spec describes; state events stay, since the room's state must remain
-//! whole.
+//! their to-device messages are dropped when sent (`e2ee::to_device`); their events never notify
+//! (`push::UserRules` carries the list: counts, `/notifications`, pushes). Filtering at read
+//! time means that un-ignoring shows the user's events again, history included, at the client's
+//! next (full) sync, as the spec describes; state events stay, since the room's state must
+//! remain whole.
 
 use std::collections::HashSet;
 

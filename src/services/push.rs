@@ -25,7 +25,8 @@
 //! and redaction, so no event row or JSON is read until an event's outcome is not remembered yet;
 //! receipts are compared in Rust, no temporary tables), less those covered by an `m.read` /
 //! `m.read.private` receipt (`main` or the event's thread) or followed by an event of the user in
-//! the same thread (sending is reading, as in Synapse), are run through `Ruleset::get_actions` with
+//! the same thread (sending is reading, as in Synapse), and those of users the reader ignores
+//! (Synapse does not count them either), are run through `Ruleset::get_actions` with
 //! the room's member count, the user's display name and the power levels. `notify` counts; the
 //! `highlight` tweak counts as a highlight too. With `unread_thread_notifications` in the filter,
 //! the room's counts are the main timeline's and each thread root gets its own. Because the current
@@ -127,10 +128,12 @@ impl EvaluatedActions {
     }
 }
 
-/// A user's ruleset with a fingerprint of what it was made from (the stored content).
+/// A user's ruleset with a fingerprint of what it was made from (the stored content), and the
+/// users they ignore: events of those never notify (as in Synapse), whatever the rules say.
 pub struct UserRules {
     pub ruleset: Ruleset,
     fingerprint: u64,
+    ignored: HashSet<String>,
 }
 
 /// The user's ruleset, for counting notifications.
@@ -143,6 +146,7 @@ pub fn load_for_counting(conn: &Connection, user: &UserId) -> Result<UserRules> 
     Ok(UserRules {
         ruleset: ruleset_from_content(user, stored.as_deref()),
         fingerprint,
+        ignored: super::ignored::ignored_users(conn, user.as_str())?,
     })
 }
 
@@ -401,6 +405,9 @@ pub fn unread_counts(
     // Read only when an event has to be evaluated.
     let mut context = None;
     for event in unread_events(conn, room_id, user, upto)? {
+        if rules.ignored.contains(&event.sender) {
+            continue;
+        }
         let key = evaluated.key(rules, user, event.stream_ordering);
         let outcome = match evaluated.get(key) {
             Some(outcome) => outcome,
@@ -546,6 +553,14 @@ pub fn notifying_actions(
     let Some(json) = store::event_json(conn, stream_ordering)? else {
         return Ok(None);
     };
+    // Not remembered as an outcome: un-ignoring the sender makes the event count again.
+    if !rules.ignored.is_empty()
+        && stored::Envelope::parse(&json)
+            .and_then(|envelope| envelope.sender)
+            .is_some_and(|sender| rules.ignored.contains(&sender))
+    {
+        return Ok(None);
+    }
     let actions = evaluate_actions(&rules.ruleset, context, json);
     let outcome = outcome_of(&actions);
     evaluated.insert(key, outcome);

@@ -1,5 +1,5 @@
-//! Abuse reports: users report an event or a whole room to the server's admins, who read and
-//! resolve them with `appliance admin reports`. Nothing is sent anywhere else.
+//! Abuse reports: users report an event, a whole room or a user to the server's admins, who read
+//! and resolve them with `appliance admin reports`. Nothing is sent anywhere else.
 
 use ruma::{EventId, RoomId, UserId};
 
@@ -60,6 +60,44 @@ impl Reports {
         self.insert(reporter, room_id, None, Some(reason)).await
     }
 
+    /// Stores a report about a user of this server (`POST /users/{userId}/report`). Reports about
+    /// unknown or remote users are dropped with the same success (`None`): the spec lets a server
+    /// hide whether a user exists, and Synapse does so; the admins could not act on a remote user's
+    /// account anyway. The reporter need not share a room with the user.
+    pub async fn report_user(
+        &self,
+        reporter: &UserId,
+        user: &UserId,
+        reason: String,
+    ) -> Result<Option<i64>> {
+        let (reporter, user) = (reporter.to_string(), user.to_string());
+        let reason = Some(reason).filter(|r| !r.trim().is_empty());
+        let id = self
+            .db
+            .write(move |tx| {
+                // Only this server's users are in `users`.
+                if !crate::storage::users::user_exists(tx, &user)? {
+                    return Ok(None);
+                }
+                let report = NewReport {
+                    reporter: &reporter,
+                    room_id: None,
+                    event_id: None,
+                    event_sender: None,
+                    reported_user: Some(&user),
+                    reason: reason.as_deref(),
+                };
+                store::insert(tx, &report, now_ms())
+                    .map(Some)
+                    .map_err(Error::from)
+            })
+            .await?;
+        if let Some(id) = id {
+            tracing::info!(report = id, "abuse report about a user received");
+        }
+        Ok(id)
+    }
+
     async fn insert(
         &self,
         reporter: &UserId,
@@ -76,9 +114,10 @@ impl Reports {
             .write(move |tx| {
                 let report = NewReport {
                     reporter: &reporter,
-                    room_id: &room_id,
+                    room_id: Some(&room_id),
                     event_id: event_id.as_deref(),
                     event_sender: sender.as_deref(),
+                    reported_user: None,
                     reason: reason.as_deref(),
                 };
                 store::insert(tx, &report, now_ms()).map_err(Error::from)

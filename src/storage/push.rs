@@ -11,6 +11,8 @@ pub struct UnreadEvent {
     pub stream_ordering: i64,
     /// Sent by the user themselves.
     pub own: bool,
+    /// Who sent it (the reader's ignored users' events never count).
+    pub sender: String,
     /// The thread root when the event is in a thread (`m.thread` relation), else `None`.
     pub thread_root: Option<String>,
 }
@@ -36,7 +38,7 @@ pub fn unread_events(
     let mut events = Vec::new();
     let mut statement = conn.prepare_cached(
         "SELECT stream_ordering, sender = ?2, CASE WHEN rel_type = 'm.thread' THEN relates_to END,
-                redacted_by IS NOT NULL
+                redacted_by IS NOT NULL, sender
          FROM events WHERE room_id = ?1 AND stream_ordering > ?3 AND stream_ordering <= ?4
          ORDER BY stream_ordering DESC LIMIT ?5",
     )?;
@@ -46,6 +48,7 @@ pub fn unread_events(
             stream_ordering: row.get(0)?,
             own: row.get(1)?,
             thread_root: row.get(2)?,
+            sender: row.get(4)?,
         };
         let redacted: bool = row.get(3)?;
         let thread = event.thread_root.as_deref().unwrap_or("main");

@@ -1,4 +1,4 @@
-//! Abuse reports (`reports`, migration `0018_reports_guests.sql`).
+//! Abuse reports (`reports`, migrations `0018_reports_guests.sql` and `0022_user_reports.sql`).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -6,10 +6,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 pub struct ReportRow {
     pub id: i64,
     pub reporter: String,
-    pub room_id: String,
+    /// `None` for a report about a user.
+    pub room_id: Option<String>,
     /// `None` for a report about the whole room.
     pub event_id: Option<String>,
     pub event_sender: Option<String>,
+    /// The user reported (`POST /users/{userId}/report`); `None` for a room or event report.
+    pub reported_user: Option<String>,
     pub reason: Option<String>,
     pub received_ts: i64,
     pub resolved_ts: Option<i64>,
@@ -19,14 +22,17 @@ pub struct ReportRow {
 /// What a new report says.
 pub struct NewReport<'a> {
     pub reporter: &'a str,
-    pub room_id: &'a str,
+    /// Set for a room or event report, and only then.
+    pub room_id: Option<&'a str>,
     pub event_id: Option<&'a str>,
     pub event_sender: Option<&'a str>,
+    /// Set for a user report, and only then.
+    pub reported_user: Option<&'a str>,
     pub reason: Option<&'a str>,
 }
 
 const COLUMNS: &str = "id, reporter, room_id, event_id, event_sender, reason, received_ts, \
-     resolved_ts, resolved_by";
+     resolved_ts, resolved_by, reported_user";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
     Ok(ReportRow {
@@ -39,19 +45,21 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
         received_ts: row.get(6)?,
         resolved_ts: row.get(7)?,
         resolved_by: row.get(8)?,
+        reported_user: row.get(9)?,
     })
 }
 
 /// Stores a report; returns its ID.
 pub fn insert(tx: &Transaction<'_>, report: &NewReport<'_>, now_ms: i64) -> rusqlite::Result<i64> {
     tx.execute(
-        "INSERT INTO reports (reporter, room_id, event_id, event_sender, reason, received_ts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO reports (reporter, room_id, event_id, event_sender, reported_user, reason, \
+         received_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             report.reporter,
             report.room_id,
             report.event_id,
             report.event_sender,
+            report.reported_user,
             report.reason,
             now_ms
         ],
