@@ -173,10 +173,7 @@ fn hierarchy_for_server(
     let mut children_state = Vec::new();
     let mut children = Vec::new();
     let mut inaccessible_children = Vec::new();
-    for child in store::space_children(conn, room_id.as_str())?
-        .into_iter()
-        .take(MAX_CHILDREN)
-    {
+    for child in store::space_children(conn, room_id.as_str())? {
         // A redacted `m.space.child` (no `via`) no longer links the room, as in Synapse.
         if child.redacted {
             continue;
@@ -202,8 +199,11 @@ fn hierarchy_for_server(
             continue;
         }
         children_state.push(raw);
+        // Every link is shown, the first ones described (Synapse's `get_federation_hierarchy`).
         // A room this server is not in is not for it to describe: the asker asks its `via`.
-        if !store::server_has_member(conn, event.state_key.as_str(), ours, false)? {
+        if children_state.len() > MAX_CHILDREN
+            || !store::server_has_member(conn, event.state_key.as_str(), ours, false)?
+        {
             continue;
         }
         match summarize(conn, &event.state_key, Viewer::Server(origin))? {
@@ -232,7 +232,7 @@ enum Viewer<'a> {
 enum Local {
     /// Not a room this server is in.
     Unknown,
-    /// A room the user may not see.
+    /// A room the viewer may not see.
     Hidden,
     Visible(Box<(RoomSummary, Option<MembershipState>)>),
 }
@@ -348,4 +348,132 @@ fn joined_to_any<'a>(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// Writes a current state event of a room (and the room, the first time).
+    fn state(conn: &rusqlite::Connection, room: &str, kind: &str, key: &str, content: Value) {
+        conn.execute(
+            "INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts)
+             VALUES (?1, '12', '@alice:here', 0)",
+            [room],
+        )
+        .unwrap();
+        let event_id = format!("${room}{kind}{key}");
+        let json = json!({"type": kind, "state_key": key, "sender": "@alice:here",
+            "origin_server_ts": 7, "content": content});
+        conn.execute(
+            "INSERT INTO events (event_id, room_id, type, state_key, sender, origin_server_ts,
+                                 topological_ordering, state_group, json)
+             VALUES (?1, ?2, ?3, ?4, '@alice:here', 7, 1, 0, ?5)",
+            [&event_id, room, kind, key, &json.to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO UPDATE SET event_id = excluded.event_id",
+            [room, kind, key, &event_id],
+        )
+        .unwrap();
+    }
+
+    fn member(conn: &rusqlite::Connection, room: &str, user: &str, membership: &str) {
+        conn.execute(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering)
+             VALUES (?1, ?2, ?3, '$m', 0)
+             ON CONFLICT DO UPDATE SET membership = excluded.membership",
+            [room, user, membership],
+        )
+        .unwrap();
+    }
+
+    fn room(conn: &rusqlite::Connection, id: &str, join_rule: Value) {
+        state(conn, id, "m.room.create", "", json!({}));
+        state(conn, id, "m.room.join_rules", "", join_rule);
+        member(conn, id, "@alice:here", "join");
+    }
+
+    fn hierarchy(
+        conn: &rusqlite::Connection,
+        room: &str,
+        origin: &str,
+        suggested_only: bool,
+    ) -> Option<get_hierarchy::Response> {
+        let room = RoomId::parse(room).unwrap();
+        hierarchy_for_server(conn, &room, origin, "here", suggested_only).unwrap()
+    }
+
+    /// The federation `/hierarchy` of a space: its public child is described, its invite-only
+    /// child is named inaccessible, a child this server is not in and a redacted link are left
+    /// out; `suggested_only` keeps only suggested links.
+    #[test]
+    fn a_space_shows_other_servers_what_they_may_see() {
+        let conn = crate::storage::migrated_in_memory();
+        room(&conn, "!space:here", json!({"join_rule": "public"}));
+        room(&conn, "!open:here", json!({"join_rule": "public"}));
+        room(&conn, "!closed:here", json!({"join_rule": "invite"}));
+        let link = |child: &str, content: Value| {
+            state(&conn, "!space:here", "m.space.child", child, content);
+        };
+        link("!open:here", json!({"via": ["here"], "suggested": true}));
+        link("!closed:here", json!({"via": ["here"]}));
+        link("!elsewhere:there", json!({"via": ["there"]}));
+        link("!unlinked:here", json!({}));
+
+        let answer = hierarchy(&conn, "!space:here", "there", false).unwrap();
+        assert_eq!(answer.room.summary.room_id, "!space:here");
+        let linked: Vec<String> = answer
+            .room
+            .children_state
+            .iter()
+            .map(|e| e.deserialize().unwrap().state_key.to_string())
+            .collect();
+        assert_eq!(linked, ["!closed:here", "!elsewhere:there", "!open:here"]);
+        let children: Vec<&RoomId> = answer.children.iter().map(|c| &*c.room_id).collect();
+        assert_eq!(children, ["!open:here"]);
+        assert_eq!(answer.inaccessible_children, ["!closed:here"]);
+
+        let suggested = hierarchy(&conn, "!space:here", "there", true).unwrap();
+        assert_eq!(suggested.room.children_state.len(), 1);
+        assert_eq!(suggested.children.len(), 1);
+        assert!(suggested.inaccessible_children.is_empty());
+    }
+
+    /// An invite-only room is seen by a server with a user invited or joined to it, a
+    /// `restricted` one by a server with a user in an allowed room; no other server sees either,
+    /// nor a room this server does not know.
+    #[test]
+    fn a_private_room_is_seen_only_by_servers_with_someone_there() {
+        let conn = crate::storage::migrated_in_memory();
+        room(&conn, "!closed:here", json!({"join_rule": "invite"}));
+        room(&conn, "!club:here", json!({"join_rule": "invite"}));
+        room(
+            &conn,
+            "!restricted:here",
+            json!({"join_rule": "restricted", "allow": [
+                {"type": "m.room_membership", "room_id": "!club:here"}]}),
+        );
+        assert!(hierarchy(&conn, "!unknown:here", "there", false).is_none());
+        for room in ["!closed:here", "!restricted:here"] {
+            assert!(hierarchy(&conn, room, "there", false).is_none(), "{room}");
+        }
+        member(&conn, "!closed:here", "@bob:there", "invite");
+        assert!(hierarchy(&conn, "!closed:here", "there", false).is_some());
+        assert!(hierarchy(&conn, "!closed:here", "elsewhere", false).is_none());
+        // An invite to the allowed room is not enough: the server needs someone joined to it.
+        member(&conn, "!club:here", "@bob:there", "invite");
+        assert!(hierarchy(&conn, "!restricted:here", "there", false).is_none());
+        member(&conn, "!club:here", "@bob:there", "join");
+        let answer = hierarchy(&conn, "!restricted:here", "there", false).unwrap();
+        let JoinRuleSummary::Restricted(restricted) = &answer.room.summary.join_rule else {
+            panic!("{:?}", answer.room.summary.join_rule);
+        };
+        assert_eq!(restricted.allowed_room_ids, ["!club:here"]);
+        member(&conn, "!closed:here", "@bob:there", "leave");
+        assert!(hierarchy(&conn, "!closed:here", "there", false).is_none());
+    }
 }
