@@ -132,6 +132,61 @@ pub fn current_state_contents(
         .collect()
 }
 
+/// A room's current `m.space.child` state event (a space's link to a child room).
+#[derive(Debug, Clone)]
+pub struct SpaceChild {
+    /// The child's room ID.
+    pub state_key: String,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    /// The event's `content`, as JSON text.
+    pub content: String,
+    /// A redaction applies to the event.
+    pub redacted: bool,
+}
+
+/// The current `m.space.child` events of a room, ordered by child room ID (stable answers).
+pub fn space_children(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<SpaceChild>> {
+    conn.prepare_cached(
+        // The state of a room joined over federation may be outliers (`storage::pdus`).
+        "SELECT cs.state_key, coalesce(e.sender, o.sender),
+                coalesce(json_extract(coalesce(e.json, o.json), '$.origin_server_ts'), 0),
+                json_extract(coalesce(e.json, o.json), '$.content'), e.redacted_by IS NOT NULL
+         FROM current_state cs
+         LEFT JOIN events e ON e.event_id = cs.event_id
+         LEFT JOIN pdus_outside_timeline o ON o.event_id = cs.event_id AND o.status != 'rejected'
+         WHERE cs.room_id = ?1 AND cs.type = 'm.space.child'
+           AND coalesce(e.json, o.json) IS NOT NULL
+         ORDER BY cs.state_key",
+    )?
+    .query_map([room_id], |row| {
+        Ok(SpaceChild {
+            state_key: row.get(0)?,
+            sender: row.get(1)?,
+            origin_server_ts: row.get(2)?,
+            content: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            redacted: row.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Whether a user of `server` is joined to the room (or, with `or_invited`, invited to it).
+pub fn server_has_member(
+    conn: &Connection,
+    room_id: &str,
+    server: &str,
+    or_invited: bool,
+) -> rusqlite::Result<bool> {
+    // The server is the part of the user ID after the first `:` (as in `pdus::joined_servers`).
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM memberships WHERE room_id = ?1
+             AND substr(user_id, instr(user_id, ':') + 1) = ?2
+             AND (membership = 'join' OR (?3 AND membership = 'invite')))",
+    )?
+    .query_row(params![room_id, server, or_invited], |row| row.get(0))
+}
+
 pub fn is_admin(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
     Ok(conn
         .prepare_cached("SELECT is_admin FROM users WHERE user_id = ?1 AND deactivated = 0")?

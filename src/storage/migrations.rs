@@ -62,6 +62,16 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), OpenError>
     tx.commit().map_err(sqlite)
 }
 
+/// An in-memory database with every migration applied, for unit tests of code that reads it.
+#[cfg(test)]
+pub fn migrated_in_memory() -> Connection {
+    let conn = Connection::open_in_memory().expect("in-memory SQLite");
+    for sql in MIGRATIONS {
+        conn.execute_batch(sql).expect("migration");
+    }
+    conn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,8 @@ pub mod to_device;
 pub mod users;
 
 pub use migrations::SCHEMA_VERSION;
+#[cfg(test)]
+pub use migrations::migrated_in_memory;
 
 use std::{
     path::{Path, PathBuf},

@@ -7,6 +7,7 @@ use super::{
     FederatingAppliance, Pair,
     accounts::{Account, FEDERATION_DELAY, encode},
     support::TestCa,
+    synapse::{OPEN_REGISTRATION, Synapse},
 };
 
 /// A Synapse user joins a room of the appliance by its alias (Synapse asks the appliance's
@@ -295,4 +296,122 @@ rc_joins: {remote: {per_second: 0.001, burst_count: 1}}
     let (status, reply) = alice.join(&room, &[&nowhere]).await;
     assert_eq!(status, 429, "{reply}");
     assert_eq!(reply["errcode"], "M_LIMIT_EXCEEDED");
+}
+
+/// A space of the appliance browsed from Synapse, whose user is in none of its rooms: Synapse's
+/// client `/hierarchy` (told the appliance's name through MSC4235's `via`) and its room previews
+/// (MSC3266 `room_summary`) ask the appliance's federation `/hierarchy`, which answers the space
+/// with its public child and lists the invite-only child as inaccessible, so Synapse neither shows
+/// it nor asks for it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synapse_user_browses_an_appliance_space() {
+    let ca = TestCa::new("federation test CA");
+    let roots = ca.roots();
+    let ours = FederatingAppliance::start(&ca);
+    let synapse = Synapse::start(
+        &ca,
+        &format!("{OPEN_REGISTRATION}experimental_features: {{msc4235_enabled: true}}\n"),
+    )
+    .await;
+    let alice = Account::register(ours.port, &roots, "alice").await;
+    let bob = Account::register(synapse.port, &roots, "bob").await;
+
+    let space = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "name": "Appliance space",
+            "creation_content": {"type": "m.space"},
+        }))
+        .await;
+    let open = alice
+        .create_room(json!({"preset": "public_chat", "name": "Open child", "topic": "for all"}))
+        .await;
+    let closed = alice
+        .create_room(json!({"preset": "private_chat", "name": "Closed child"}))
+        .await;
+    for child in [&open, &closed] {
+        alice
+            .send_state(
+                &space,
+                "m.space.child",
+                child,
+                json!({"via": [ours.server_name]}),
+            )
+            .await;
+    }
+
+    // The space's hierarchy, from Synapse, which knows the space only through the appliance.
+    let (status, hierarchy) = bob
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/hierarchy?org.matrix.msc4235.via={}",
+            encode(&space),
+            ours.server_name
+        ))
+        .await;
+    let logs = || {
+        format!(
+            "Synapse's log:\n{}\nthe appliance's log:\n{}",
+            synapse.log_tail(),
+            ours.appliance.log_text()
+        )
+    };
+    assert_eq!(status, 200, "{hierarchy}\n{}", logs());
+    let rooms = hierarchy["rooms"].as_array().expect("rooms");
+    let ids: Vec<&str> = rooms.iter().filter_map(|r| r["room_id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [space.as_str(), open.as_str()],
+        "{hierarchy}\n{}",
+        logs()
+    );
+    assert_eq!(rooms[0]["name"], "Appliance space", "{hierarchy}");
+    assert_eq!(rooms[0]["room_type"], "m.space", "{hierarchy}");
+    // Both links are shown in the space's stripped `m.space.child` events.
+    let mut linked: Vec<&str> = rooms[0]["children_state"]
+        .as_array()
+        .expect("children_state")
+        .iter()
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    linked.sort_unstable();
+    let mut expected = [open.as_str(), closed.as_str()];
+    expected.sort_unstable();
+    assert_eq!(linked, expected, "{hierarchy}");
+    assert_eq!(rooms[1]["name"], "Open child", "{hierarchy}");
+    assert_eq!(rooms[1]["topic"], "for all", "{hierarchy}");
+    assert_eq!(rooms[1]["num_joined_members"], 1, "{hierarchy}");
+
+    // Room previews of the children through Synapse: the open one is described, the closed one
+    // is not found, as if it did not exist.
+    let summary_path = |room: &str| {
+        format!(
+            "/_matrix/client/v1/room_summary/{}?via={}",
+            encode(room),
+            ours.server_name
+        )
+    };
+    let (status, summary) = bob.get(&summary_path(&open)).await;
+    assert_eq!(status, 200, "{summary}\n{}", logs());
+    assert_eq!(summary["name"], "Open child", "{summary}");
+    assert_eq!(summary["membership"], "leave", "{summary}");
+    let (status, refused) = bob.get(&summary_path(&closed)).await;
+    assert_eq!(status, 404, "{refused}");
+
+    // Once alice invites bob, his server may see the closed child (it has someone invited).
+    let (status, reply) = alice.invite(&closed, &bob.user_id).await;
+    assert_eq!(status, 200, "{reply}");
+    let deadline = std::time::Instant::now() + FEDERATION_DELAY;
+    loop {
+        let (status, summary) = bob.get(&summary_path(&closed)).await;
+        if status == 200 {
+            assert_eq!(summary["name"], "Closed child", "{summary}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status}: {summary}\n{}",
+            logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

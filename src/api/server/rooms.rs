@@ -1,6 +1,7 @@
 //! Room data for other servers: `/state`, `/state_ids`, `/event`, `/event_auth`, `/backfill`,
-//! `/get_missing_events`, `/timestamp_to_event`, and the public room list (`/publicRooms`).
-//! Who may read what is decided in `services::federation::serve`.
+//! `/get_missing_events`, `/timestamp_to_event`, the public room list (`/publicRooms`) and
+//! space hierarchies (`/hierarchy`). Who may read what is decided in `services::federation::serve`
+//! (room summaries: `services::directory::summary`).
 
 use axum::{Router, extract::State};
 use ruma::{
@@ -17,6 +18,7 @@ use ruma::{
             get_missing_events::v1 as get_missing_events, get_room_state::v1 as get_room_state,
             get_room_state_ids::v1 as get_room_state_ids,
         },
+        space::get_hierarchy::v1 as get_hierarchy,
     },
     directory::{Filter, RoomNetwork},
 };
@@ -42,6 +44,20 @@ pub fn routes() -> Router<AppState> {
         .ruma::<get_event_by_timestamp::Request, _, _>(timestamp_to_event)
         .ruma::<get_public_rooms::Request, _, _>(public_rooms)
         .ruma::<get_public_rooms_filtered::Request, _, _>(public_rooms_filtered)
+        .ruma::<get_hierarchy::Request, _, _>(hierarchy)
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=`
+async fn hierarchy(
+    State(services): State<AppState>,
+    request: Federation<get_hierarchy::Request>,
+) -> ApiResult<get_hierarchy::Response> {
+    let body = &request.body;
+    let response = services
+        .directory
+        .federation_hierarchy(&request.origin, &body.room_id, body.suggested_only)
+        .await?;
+    Ok(response.into())
 }
 
 /// `GET /_matrix/federation/v1/state/{roomId}`
