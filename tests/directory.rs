@@ -1184,3 +1184,150 @@ async fn room_summaries_show_what_the_user_may_see() {
         "M_NOT_FOUND",
     );
 }
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` (Element's "Explore space"): a space's rooms
+/// depth first in the spec's order of children (`order`, then the link's age), only those the
+/// user may see, with `max_depth`, `suggested_only`, pages, and the spec's errors.
+#[tokio::test]
+async fn a_space_hierarchy_shows_what_the_user_may_see() {
+    use crate::room_api::set_state;
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw-alice").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let public_space = |name: &str| json!({"preset": "public_chat", "name": name, "creation_content": {"type": "m.space"}});
+    let space = create_room(&server, &alice, public_space("Space")).await;
+    let sub = create_room(&server, &alice, public_space("Sub")).await;
+    let public = |name: &str| json!({"preset": "public_chat", "name": name});
+    let lobby = create_room(&server, &alice, public("Lobby")).await;
+    let deep = create_room(&server, &alice, public("Deep")).await;
+    let secret = create_room(&server, &alice, json!({"name": "Secret"})).await;
+    // Children in the order the spec sorts them: `order` first ("a" < "b"), the rest by age.
+    let link = |order: Option<&str>, suggested: bool| {
+        let mut content = json!({"via": ["test.local"], "suggested": suggested});
+        if let Some(order) = order {
+            content["order"] = json!(order);
+        }
+        content
+    };
+    set_state(
+        &server,
+        &alice,
+        &space,
+        "m.space.child",
+        &lobby,
+        link(Some("b"), true),
+    )
+    .await;
+    set_state(
+        &server,
+        &alice,
+        &space,
+        "m.space.child",
+        &sub,
+        link(Some("a"), false),
+    )
+    .await;
+    set_state(
+        &server,
+        &alice,
+        &space,
+        "m.space.child",
+        &secret,
+        link(None, false),
+    )
+    .await;
+    set_state(
+        &server,
+        &alice,
+        &sub,
+        "m.space.child",
+        &deep,
+        link(None, false),
+    )
+    .await;
+    // A link without `via` links nothing.
+    set_state(&server, &alice, &sub, "m.space.child", &lobby, json!({})).await;
+
+    let hierarchy = async |who: &Session, room: &str, query: &str| {
+        server
+            .get(
+                &format!("/_matrix/client/v1/rooms/{}/hierarchy?{query}", enc(room)),
+                who.token(),
+            )
+            .await
+    };
+    let rooms = |answer: &(StatusCode, Value)| -> Vec<String> {
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        answer.1["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|room| room["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let all = hierarchy(&alice, &space, "").await;
+    assert_eq!(
+        rooms(&all),
+        [
+            space.as_str(),
+            sub.as_str(),
+            deep.as_str(),
+            lobby.as_str(),
+            secret.as_str()
+        ],
+        "{}",
+        all.1
+    );
+    let first = &all.1["rooms"][0];
+    assert_eq!(first["name"], "Space");
+    assert_eq!(first["room_type"], "m.space");
+    assert_eq!(
+        first["children_state"].as_array().unwrap().len(),
+        3,
+        "{first}"
+    );
+    assert!(all.1.get("next_batch").is_none(), "{}", all.1);
+    // Bob, in none of them, sees the public ones.
+    let by_bob = hierarchy(&bob, &space, "").await;
+    assert_eq!(
+        rooms(&by_bob),
+        [space.as_str(), sub.as_str(), deep.as_str(), lobby.as_str()],
+        "{}",
+        by_bob.1
+    );
+    let shallow = hierarchy(&alice, &space, "max_depth=1").await;
+    assert_eq!(
+        rooms(&shallow),
+        [
+            space.as_str(),
+            sub.as_str(),
+            lobby.as_str(),
+            secret.as_str()
+        ]
+    );
+    let suggested = hierarchy(&alice, &space, "suggested_only=true").await;
+    assert_eq!(rooms(&suggested), [space.as_str(), lobby.as_str()]);
+    // Pages: two rooms, then the rest.
+    let page = hierarchy(&bob, &space, "limit=2").await;
+    assert_eq!(rooms(&page), [space.as_str(), sub.as_str()]);
+    let next = page.1["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let rest = hierarchy(&bob, &space, &format!("limit=2&from={next}")).await;
+    assert_eq!(rooms(&rest), [deep.as_str(), lobby.as_str()]);
+    assert!(rest.1.get("next_batch").is_none(), "{}", rest.1);
+
+    assert_error(&hierarchy(&bob, &secret, "").await, 403, "M_FORBIDDEN");
+    assert_error(
+        &hierarchy(&bob, &space, "limit=0").await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &hierarchy(&bob, &space, "from=nonsense").await,
+        400,
+        "M_INVALID_PARAM",
+    );
+}

@@ -48,6 +48,7 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
+mod hierarchy;
 mod summary;
 
 use super::{

@@ -414,4 +414,36 @@ async fn a_synapse_user_browses_an_appliance_space() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+
+    // And the other way: alice's space links rooms of Synapse, which the appliance describes
+    // from Synapse's federation `/hierarchy` in alice's client `/hierarchy` (a room only
+    // Synapse's members may see is left out).
+    let remote_open = bob
+        .create_room(json!({"preset": "public_chat", "name": "Synapse child"}))
+        .await;
+    let remote_closed = bob
+        .create_room(json!({"preset": "private_chat", "name": "Synapse secret"}))
+        .await;
+    for child in [&remote_open, &remote_closed] {
+        alice
+            .send_state(
+                &space,
+                "m.space.child",
+                child,
+                json!({"via": [synapse.server_name], "order": "z"}),
+            )
+            .await;
+    }
+    let (status, hierarchy) = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/hierarchy",
+            encode(&space)
+        ))
+        .await;
+    assert_eq!(status, 200, "{hierarchy}\n{}", logs());
+    let rooms = hierarchy["rooms"].as_array().expect("rooms");
+    let names: Vec<&str> = rooms.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"Synapse child"), "{hierarchy}\n{}", logs());
+    assert!(!names.contains(&"Synapse secret"), "{hierarchy}");
+    assert!(names.contains(&"Closed child"), "{hierarchy}");
 }

@@ -19,6 +19,7 @@ use ruma::{
             set_room_visibility::v3 as set_room_visibility,
         },
         room::{Visibility, aliases::v3 as room_aliases, get_summary::v1 as get_summary},
+        space::get_hierarchy::v1 as get_hierarchy,
         user_directory::search_users::v3 as search_users,
     },
 };
@@ -54,6 +55,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(unset_appservice_listed),
         )
         .ruma::<get_summary::Request, _, _>(room_summary)
+        .ruma::<get_hierarchy::Request, _, _>(hierarchy)
         // MSC3266's own unstable path, which Synapse serves and ruma does not list (ruma's
         // unstable path, `…/rooms/{roomIdOrAlias}/summary`, comes with the line above).
         .route(
@@ -74,6 +76,26 @@ async fn room_summary(
         .await?;
     let mut response = get_summary::Response::new(summary);
     response.membership = membership;
+    Ok(response.into())
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`: a space and the rooms it links to.
+async fn hierarchy(
+    State(services): State<AppState>,
+    request: Ruma<get_hierarchy::Request>,
+) -> ApiResult<get_hierarchy::Response> {
+    let body = &request.body;
+    let response = services
+        .directory
+        .client_hierarchy(
+            &request.sender()?.user_id,
+            &body.room_id,
+            body.from.as_deref(),
+            body.limit,
+            body.max_depth,
+            body.suggested_only,
+        )
+        .await?;
     Ok(response.into())
 }
 

@@ -103,32 +103,43 @@ impl Directory {
                     continue;
                 }
             };
-            let Some(user) = user.map(ToString::to_string) else {
+            let Some(user) = user else {
                 return Ok(remote_visible_to_anyone(&summary).then_some((summary, None)));
             };
-            let room = room_id.to_string();
-            let allowed: Vec<OwnedRoomId> = match &summary.join_rule {
-                JoinRuleSummary::Restricted(r) | JoinRuleSummary::KnockRestricted(r) => {
-                    r.allowed_room_ids.clone()
-                }
-                _ => Vec::new(),
-            };
-            let (membership, in_allowed_room) = self
-                .db
-                .read(move |c| {
-                    let membership = rooms_store::membership(c, &room, &user)?
-                        .map_or(MembershipState::Leave, |(m, _)| m.as_str().into());
-                    let in_allowed_room =
-                        joined_to_any(c, &user, allowed.iter().map(AsRef::as_ref))?;
-                    Ok::<_, Error>((membership, in_allowed_room))
-                })
-                .await?;
-            let visible = remote_visible_to_anyone(&summary)
-                || in_allowed_room
-                || matches!(membership, MembershipState::Join | MembershipState::Invite);
+            let (visible, membership) = self.user_may_see_remote(user, &summary).await?;
             return Ok(visible.then_some((summary, Some(membership))));
         }
         Ok(None)
+    }
+
+    /// Whether `user` may see a room of another server from its summary (public, knockable or
+    /// world-readable; or the user is joined or invited; or joined to a room its `restricted`
+    /// join rule allows), and the user's membership there.
+    pub(super) async fn user_may_see_remote(
+        &self,
+        user: &UserId,
+        summary: &RoomSummary,
+    ) -> Result<(bool, MembershipState)> {
+        let (room, user) = (summary.room_id.to_string(), user.to_string());
+        let allowed: Vec<OwnedRoomId> = match &summary.join_rule {
+            JoinRuleSummary::Restricted(r) | JoinRuleSummary::KnockRestricted(r) => {
+                r.allowed_room_ids.clone()
+            }
+            _ => Vec::new(),
+        };
+        let (membership, in_allowed_room) = self
+            .db
+            .read(move |c| {
+                let membership = rooms_store::membership(c, &room, &user)?
+                    .map_or(MembershipState::Leave, |(m, _)| m.as_str().into());
+                let in_allowed_room = joined_to_any(c, &user, allowed.iter().map(AsRef::as_ref))?;
+                Ok::<_, Error>((membership, in_allowed_room))
+            })
+            .await?;
+        let visible = remote_visible_to_anyone(summary)
+            || in_allowed_room
+            || matches!(membership, MembershipState::Join | MembershipState::Invite);
+        Ok((visible, membership))
     }
 }
 
@@ -173,6 +184,36 @@ fn hierarchy_for_server(
     let mut children_state = Vec::new();
     let mut children = Vec::new();
     let mut inaccessible_children = Vec::new();
+    for (raw, event) in child_links(conn, room_id, suggested_only)? {
+        children_state.push(raw);
+        // Every link is shown, the first ones described (Synapse's `get_federation_hierarchy`).
+        // A room this server is not in is not for it to describe: the asker asks its `via`.
+        if children_state.len() > MAX_CHILDREN
+            || !store::server_has_member(conn, event.state_key.as_str(), ours, false)?
+        {
+            continue;
+        }
+        match summarize(conn, &event.state_key, Viewer::Server(origin))? {
+            Local::Visible(child) => children.push(child.0),
+            Local::Hidden => inaccessible_children.push(event.state_key),
+            Local::Unknown => {}
+        }
+    }
+    let mut response =
+        get_hierarchy::Response::new(SpaceHierarchyParentSummary::new(visible.0, children_state));
+    response.children = children;
+    response.inaccessible_children = inaccessible_children;
+    Ok(Some(response))
+}
+
+/// A space's links to its children: its current `m.space.child` events that still link (not
+/// redacted, with a `via`), only the suggested ones when `suggested_only`, as stored and read.
+pub(super) fn child_links(
+    conn: &rusqlite::Connection,
+    room_id: &RoomId,
+    suggested_only: bool,
+) -> Result<Vec<(Raw<HierarchySpaceChildEvent>, HierarchySpaceChildEvent)>> {
+    let mut links = Vec::new();
     for child in store::space_children(conn, room_id.as_str())? {
         // A redacted `m.space.child` (no `via`) no longer links the room, as in Synapse.
         if child.redacted {
@@ -198,30 +239,14 @@ fn hierarchy_for_server(
         if event.content.via.is_empty() || (suggested_only && !event.content.suggested) {
             continue;
         }
-        children_state.push(raw);
-        // Every link is shown, the first ones described (Synapse's `get_federation_hierarchy`).
-        // A room this server is not in is not for it to describe: the asker asks its `via`.
-        if children_state.len() > MAX_CHILDREN
-            || !store::server_has_member(conn, event.state_key.as_str(), ours, false)?
-        {
-            continue;
-        }
-        match summarize(conn, &event.state_key, Viewer::Server(origin))? {
-            Local::Visible(child) => children.push(child.0),
-            Local::Hidden => inaccessible_children.push(event.state_key),
-            Local::Unknown => {}
-        }
+        links.push((raw, event));
     }
-    let mut response =
-        get_hierarchy::Response::new(SpaceHierarchyParentSummary::new(visible.0, children_state));
-    response.children = children;
-    response.inaccessible_children = inaccessible_children;
-    Ok(Some(response))
+    Ok(links)
 }
 
 /// Who asks for a summary.
 #[derive(Clone, Copy)]
-enum Viewer<'a> {
+pub(super) enum Viewer<'a> {
     /// A user of this server (`None`: not signed in).
     User(Option<&'a str>),
     /// Another server, over federation (its name).
@@ -229,7 +254,7 @@ enum Viewer<'a> {
 }
 
 /// What this server knows of a room for a user or a server.
-enum Local {
+pub(super) enum Local {
     /// Not a room this server is in.
     Unknown,
     /// A room the viewer may not see.
@@ -239,7 +264,7 @@ enum Local {
 
 /// Another server's room that anyone may see: public, knockable or world-readable (Synapse's
 /// `_is_remote_room_accessible`).
-fn remote_visible_to_anyone(summary: &RoomSummary) -> bool {
+pub(super) fn remote_visible_to_anyone(summary: &RoomSummary) -> bool {
     summary.world_readable
         || matches!(
             summary.join_rule,
@@ -249,7 +274,11 @@ fn remote_visible_to_anyone(summary: &RoomSummary) -> bool {
 
 /// The summary of a room this server knows, if the viewer may see it: the one place that says
 /// what a room's summary is, for room previews and for other servers' `/hierarchy`.
-fn summarize(conn: &rusqlite::Connection, room_id: &RoomId, viewer: Viewer) -> Result<Local> {
+pub(super) fn summarize(
+    conn: &rusqlite::Connection,
+    room_id: &RoomId,
+    viewer: Viewer,
+) -> Result<Local> {
     let room = room_id.as_str();
     let Some(version) = rooms_store::room_version(conn, room)? else {
         return Ok(Local::Unknown);
