@@ -1195,7 +1195,8 @@ async fn a_space_hierarchy_shows_what_the_user_may_see() {
     let alice = server.register("alice", "pw-alice").await;
     let bob = server.register("bob", "pw-bob").await;
     let public_space = |name: &str| {
-        json!({"preset": "public_chat", "name": name, "creation_content": {"type": "m.space"}})
+        let space = json!({"type": "m.space"});
+        json!({"preset": "public_chat", "name": name, "creation_content": space})
     };
     let space = create_room(&server, &alice, public_space("Space")).await;
     let sub = create_room(&server, &alice, public_space("Sub")).await;
