@@ -11,10 +11,7 @@ use std::collections::HashSet;
 
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId, UInt, UserId,
-    api::{
-        client::space::{SpaceHierarchyRoomsChunk, get_hierarchy::v1 as client_hierarchy},
-        federation::space::get_hierarchy::v1 as federation_hierarchy,
-    },
+    api::client::space::{SpaceHierarchyRoomsChunk, get_hierarchy::v1 as client_hierarchy},
     events::space::child::HierarchySpaceChildEvent,
     serde::Raw,
 };
@@ -84,7 +81,7 @@ impl Directory {
             via: Vec::new(),
             depth: 0,
         }];
-        let (mut visited, mut remote_asked, mut shown) = (HashSet::new(), 0, 0);
+        let (mut visited, mut remote_left, mut shown) = (HashSet::new(), MAX_REMOTE, 0);
         while let Some(visit) = to_visit.pop() {
             if visited.len() >= MAX_WALK {
                 break;
@@ -93,7 +90,7 @@ impl Directory {
                 continue;
             }
             let seen = self
-                .visit(user, &visit, suggested_only, &mut remote_asked)
+                .visit(user, &visit, suggested_only, &mut remote_left)
                 .await?;
             let Some(Seen { chunk, mut links }) = seen else {
                 if visit.depth == 0 {
@@ -131,7 +128,7 @@ impl Directory {
         user: &UserId,
         visit: &Visit,
         suggested_only: bool,
-        remote_asked: &mut usize,
+        remote_left: &mut usize,
     ) -> Result<Option<Seen>> {
         let (room, reader) = (visit.room_id.clone(), user.to_string());
         let local = self
@@ -155,7 +152,7 @@ impl Directory {
             }
             (Local::Hidden, _) => Ok(None),
             (Local::Unknown, _) => {
-                self.visit_remote(user, visit, suggested_only, remote_asked)
+                self.visit_remote(user, visit, suggested_only, remote_left)
                     .await
             }
         }
@@ -168,33 +165,22 @@ impl Directory {
         user: &UserId,
         visit: &Visit,
         suggested_only: bool,
-        remote_asked: &mut usize,
+        remote_left: &mut usize,
     ) -> Result<Option<Seen>> {
-        for server in &visit.via {
-            if *server == self.server_name || *remote_asked >= MAX_REMOTE {
-                continue;
-            }
-            *remote_asked += 1;
-            let mut request = federation_hierarchy::Request::new(visit.room_id.clone());
-            request.suggested_only = suggested_only;
-            let room = match self.federation.send(server, request).await {
-                Ok(response) if response.room.summary.room_id == visit.room_id => response.room,
-                Ok(_) => continue,
-                Err(error) => {
-                    tracing::debug!("no hierarchy of {} from {server}: {error}", visit.room_id);
-                    continue;
-                }
-            };
-            if !self.user_may_see_remote(user, &room.summary).await?.0 {
-                return Ok(None);
-            }
-            let links = links_of(&room.children_state, suggested_only);
-            return Ok(Some(Seen {
-                chunk: SpaceHierarchyRoomsChunk::new(room.summary, room.children_state),
-                links,
-            }));
+        let Some(room) = self
+            .ask_hierarchy(&visit.room_id, &visit.via, suggested_only, remote_left)
+            .await
+        else {
+            return Ok(None);
+        };
+        if !self.user_may_see_remote(user, &room.summary).await?.0 {
+            return Ok(None);
         }
-        Ok(None)
+        let links = links_of(&room.children_state, suggested_only);
+        Ok(Some(Seen {
+            chunk: SpaceHierarchyRoomsChunk::new(room.summary, room.children_state),
+            links,
+        }))
     }
 }
 

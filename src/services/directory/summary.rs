@@ -88,28 +88,49 @@ impl Directory {
         servers: &[OwnedServerName],
         user: Option<&UserId>,
     ) -> Result<Option<(RoomSummary, Option<MembershipState>)>> {
+        // Each server may be asked (once).
+        let mut requests_left = servers.len();
+        let Some(room) = self
+            .ask_hierarchy(room_id, servers, false, &mut requests_left)
+            .await
+        else {
+            return Ok(None);
+        };
+        let summary = room.summary;
+        let Some(user) = user else {
+            return Ok(remote_visible_to_anyone(&summary).then_some((summary, None)));
+        };
+        let (visible, membership) = self.user_may_see_remote(user, &summary).await?;
+        Ok(visible.then_some((summary, Some(membership))))
+    }
+
+    /// A room's federation `/hierarchy` answer from the first of `servers` (each once, never
+    /// this one) that describes that room; each request made takes one of `requests_left`.
+    pub(super) async fn ask_hierarchy(
+        &self,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        suggested_only: bool,
+        requests_left: &mut usize,
+    ) -> Option<SpaceHierarchyParentSummary> {
         let mut asked = Vec::new();
         for server in servers {
-            if *server == self.server_name || asked.contains(&server) {
+            if *server == self.server_name || asked.contains(&server) || *requests_left == 0 {
                 continue;
             }
             asked.push(server);
-            let request = get_hierarchy::Request::new(room_id.to_owned());
-            let summary = match self.federation.send(server, request).await {
-                Ok(response) if response.room.summary.room_id == room_id => response.room.summary,
-                Ok(_) => continue,
-                Err(error) => {
-                    tracing::debug!("no summary of {room_id} from {server}: {error}");
-                    continue;
+            *requests_left -= 1;
+            let mut request = get_hierarchy::Request::new(room_id.to_owned());
+            request.suggested_only = suggested_only;
+            match self.federation.send(server, request).await {
+                Ok(response) if response.room.summary.room_id == room_id => {
+                    return Some(response.room);
                 }
-            };
-            let Some(user) = user else {
-                return Ok(remote_visible_to_anyone(&summary).then_some((summary, None)));
-            };
-            let (visible, membership) = self.user_may_see_remote(user, &summary).await?;
-            return Ok(visible.then_some((summary, Some(membership))));
+                Ok(_) => {}
+                Err(error) => tracing::debug!("no hierarchy of {room_id} from {server}: {error}"),
+            }
         }
-        Ok(None)
+        None
     }
 
     /// Whether `user` may see a room of another server from its summary (public, knockable or
