@@ -166,7 +166,7 @@ async fn step(
     client: &FederationClient,
     examined: &mut Examined,
 ) -> Result<Next> {
-    let db = services.database();
+    let db = &services.db;
     let id = service.registration.id.clone();
     let row = {
         let id = id.clone();

@@ -78,8 +78,7 @@ pub async fn upload_signing_keys(
 
     let user_str = user.to_string();
     let stored = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             ["master", "self_signing", "user_signing"]
                 .into_iter()
@@ -139,8 +138,7 @@ pub async fn upload_signing_keys(
 
     let user_str = user.to_string();
     let position = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             for key in &new_keys {
                 if let Some((old_public, _)) =
@@ -213,8 +211,7 @@ pub async fn upload_signatures(
         }
     }
     let (failures, position) = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let mut failures: BTreeMap<OwnedUserId, BTreeMap<String, Failure>> = BTreeMap::new();
             let mut position = None;

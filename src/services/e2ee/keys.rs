@@ -50,8 +50,7 @@ pub async fn upload(
     let one_time_keys = checked_one_time_keys(&upload.one_time_keys)?;
     let fallback_keys = checked_one_time_keys(&upload.fallback_keys)?;
     let (counts, changed_at) = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let mut changed_at = None;
             if let Some(keys) = device_keys
@@ -174,8 +173,7 @@ pub async fn query(
         .partition(|(user, _)| user.server_name() == server_name);
     let viewer_id = viewer.to_string();
     let mut response = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let mut response = get_keys::Response::new();
             for (user, devices) in local {
@@ -320,11 +318,7 @@ pub async fn claim(
     let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = requested
         .into_iter()
         .partition(|(user, _)| user.server_name() == server_name);
-    let claimed = services
-        .rooms
-        .db()
-        .write(move |tx| claim_local(tx, &local))
-        .await?;
+    let claimed = services.db.write(move |tx| claim_local(tx, &local)).await?;
     let mut response = claim_keys::Response::new(claimed);
     if !remote.is_empty() {
         let timeout = federation::timeout(timeout);
@@ -387,8 +381,7 @@ pub async fn changes(
     let to: SyncToken = to.parse()?;
     let user = user.to_string();
     services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let lists = device_lists::between(c, &user, from.stream, to.stream)?;
             Ok::<_, Error>((lists.changed, lists.left))

@@ -350,8 +350,4 @@ impl Rooms {
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.server_name
     }
-
-    pub fn db(&self) -> &Database {
-        &self.db
-    }
 }

@@ -246,8 +246,7 @@ async fn build(
     let (request, previous, extensions) = (request.clone(), previous.clone(), extensions.clone());
     let evaluated_actions = services.evaluated_actions.clone();
     let mut built = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let reader = Reader {
                 conn: c,

@@ -251,8 +251,7 @@ async fn build(
         held_members: omit_held_members.then_some(sent_members),
     };
     let (rooms, global_data) = services
-        .rooms
-        .db()
+        .db
         .read(move |c| rooms_and_account_data(c, &input))
         .await?;
 
@@ -719,8 +718,7 @@ pub async fn resolve_filter(
                 .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
             let user = user.to_string();
             let json = services
-                .rooms
-                .db()
+                .db
                 .read(move |c| data_store::get_filter(c, &user, id).map_err(Error::from))
                 .await?
                 .ok_or_else(|| Error::not_found("No such filter"))?;
