@@ -450,7 +450,7 @@ fn unread_events(
     upto: i64,
 ) -> Result<Vec<store::UnreadEvent>> {
     let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some((membership, stream)) if membership == "join" => stream,
+        Some(m) if m.membership == "join" => m.stream_ordering,
         _ => return Ok(Vec::new()),
     };
     let events = store::unread_events(

@@ -80,7 +80,7 @@ pub async fn upload(
             }
             for (algorithm, key_id, json) in fallback_keys {
                 let same = store::fallback_key(tx, &user, &device, &algorithm)?
-                    .is_some_and(|(old_id, old)| old_id == key_id && same_json(&old, &json));
+                    .is_some_and(|old| old.key_id == key_id && same_json(&old.key_json, &json));
                 // Uploading the same key again must not make a used key look fresh.
                 if !same {
                     store::put_fallback_key(tx, &user, &device, &algorithm, &key_id, &json)?;
@@ -150,7 +150,9 @@ pub fn one_time_key_counts(
     device: &str,
 ) -> rusqlite::Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
     let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::from(SIGNED_CURVE25519), UInt::MIN)]);
-    for (algorithm, count) in store::count_one_time_keys(conn, user, device)? {
+    for store::AlgorithmCount { algorithm, count } in
+        store::count_one_time_keys(conn, user, device)?
+    {
         counts.insert(
             OneTimeKeyAlgorithm::from(algorithm.as_str()),
             UInt::try_from(count).unwrap_or_default(),
@@ -241,19 +243,22 @@ pub fn query_local(
             .devices
             .insert(device.device_id.as_str().into(), to_raw(&keys)?);
     }
-    if let Some((public_key, json)) = store::cross_signing_key(conn, user, "master")?
-        && let Some(Value::Object(mut key)) = readable_cross_signing_key(user, "master", &json)
+    if let Some(master) = store::cross_signing_key(conn, user, "master")?
+        && let Some(Value::Object(mut key)) =
+            readable_cross_signing_key(user, "master", &master.key_json)
     {
-        merge_signatures(conn, &mut key, user, &public_key, viewer_or_owner)?;
+        merge_signatures(conn, &mut key, user, &master.public_key, viewer_or_owner)?;
         result.master = Some(to_raw(&key)?);
     }
-    if let Some((_, json)) = store::cross_signing_key(conn, user, "self_signing")?
+    if let Some(store::CrossSigningKeyRow { key_json: json, .. }) =
+        store::cross_signing_key(conn, user, "self_signing")?
         && let Some(key) = readable_cross_signing_key(user, "self_signing", &json)
     {
         result.self_signing = Some(to_raw_value(&key)?);
     }
     if viewer == Some(user)
-        && let Some((_, json)) = store::cross_signing_key(conn, user, "user_signing")?
+        && let Some(store::CrossSigningKeyRow { key_json: json, .. }) =
+            store::cross_signing_key(conn, user, "user_signing")?
         && let Some(key) = readable_cross_signing_key(user, "user_signing", &json)
     {
         result.user_signing = Some(to_raw_value(&key)?);
@@ -349,14 +354,15 @@ pub fn claim_local(
                     fallback
                 }
             };
-            let Some((key_id, json)) = key else { continue };
-            let Ok(key_id) = OwnedOneTimeKeyId::try_from(format!("{algorithm}:{key_id}")) else {
+            let Some(stored) = key else { continue };
+            let key_id = format!("{algorithm}:{}", stored.key_id);
+            let Ok(key_id) = OwnedOneTimeKeyId::try_from(key_id) else {
                 continue;
             };
             // A key an older version stored too deeply nested is used up without being handed
             // out: the response would be unreadable.
             let what = || format!("one-time key {key_id} of {user} {device}");
-            let Some(key) = json_depth::readable(what, &json) else {
+            let Some(key) = json_depth::readable(what, &stored.key_json) else {
                 continue;
             };
             let raw = to_raw_value(&key)?;

@@ -173,7 +173,11 @@ pub async fn user_devices(services: &Services, user_id: &UserId) -> Result<get_d
             let keys = query_local(c, &user, &[], None)?;
             let mut response =
                 get_devices::Response::new(user.clone(), position_id(stream_id.unwrap_or(0)));
-            for (device_id, display_name) in store::local_devices(c, user.as_str())? {
+            for store::LocalDevice {
+                device_id,
+                display_name,
+            } in store::local_devices(c, user.as_str())?
+            {
                 let Some(device_keys) = keys.devices.get(device_id.as_str()) else {
                     continue;
                 };

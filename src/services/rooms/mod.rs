@@ -292,7 +292,7 @@ impl Rooms {
             .db
             .read(move |c| store::membership(c, &room, &user).map_err(Error::from))
             .await?
-            .map(|m| m.0))
+            .map(|m| m.membership))
     }
 
     /// Refuses unless the user is joined.
