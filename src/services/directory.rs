@@ -199,7 +199,7 @@ impl Directory {
             .db
             .read(move |c| rooms_store::alias_room(c, &key).map_err(Error::from))
             .await?;
-        let (room_id, _creator) =
+        let rooms_store::AliasTarget { room_id, .. } =
             found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
         let room = room_id.clone();
         let joined = self
@@ -279,8 +279,9 @@ impl Directory {
         let room_id = self
             .db
             .write(move |tx| {
-                let (room_id, creator) = rooms_store::alias_room(tx, &key)?
-                    .ok_or_else(|| Error::not_found(format!("Room alias {key} not found")))?;
+                let rooms_store::AliasTarget { room_id, creator } =
+                    rooms_store::alias_room(tx, &key)?
+                        .ok_or_else(|| Error::not_found(format!("Room alias {key} not found")))?;
                 if creator != user_s
                     && !store::is_admin(tx, &user_s)?
                     && !can_edit_directory(tx, &room_id, &user_s)?
@@ -492,7 +493,11 @@ impl Directory {
                     rooms.sort();
                     rooms.dedup();
                     let mut listed = Vec::new();
-                    for (room_id, joined) in rooms {
+                    for store::ListedRoom {
+                        room_id,
+                        joined_members: joined,
+                    } in rooms
+                    {
                         if joined <= 0 {
                             continue;
                         }
@@ -664,7 +669,7 @@ fn without_alias(content: &mut Map<String, Value>, alias: &str) -> bool {
 }
 
 fn is_joined(conn: &Connection, room_id: &str, user_id: &str) -> Result<bool> {
-    Ok(rooms_store::membership(conn, room_id, user_id)?.is_some_and(|(m, _)| m == "join"))
+    Ok(rooms_store::membership(conn, room_id, user_id)?.is_some_and(|m| m.membership == "join"))
 }
 
 fn is_world_readable(conn: &Connection, room_id: &str) -> Result<bool> {

@@ -45,8 +45,9 @@ use crate::{config::Config, storage::Database};
 /// Everything a request handler or a CLI command may use, built once from the config.
 pub struct Services {
     pub config: Config,
-    /// For health checks only: each service holds its own handle for its work.
-    db: Database,
+    /// The database handle (cheap to clone), for the services written as functions over
+    /// `&Services` (e2ee, pushers, tags, push rules, sync); service structs hold their own.
+    pub db: Database,
     pub server_name: OwnedServerName,
     pub users: users::Users,
     /// Registered application services (bridges): `app_service_config_files`.
@@ -204,11 +205,6 @@ impl Services {
             config,
             db,
         }))
-    }
-
-    /// The database, for background tasks that run their own queries (the appservice sender).
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 
     /// Whether the server can still do its work: a read on the database's blocking pool

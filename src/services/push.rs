@@ -196,7 +196,7 @@ pub fn load(conn: &Connection, user: &UserId) -> Result<Ruleset> {
 /// The user's ruleset.
 pub async fn ruleset(services: &Services, user: &UserId) -> Result<Ruleset> {
     let user = user.to_owned();
-    services.rooms.db().read(move |c| load(c, &user)).await
+    services.db.read(move |c| load(c, &user)).await
 }
 
 /// Changes the user's ruleset in one transaction (so that concurrent changes are not lost),
@@ -208,8 +208,7 @@ async fn modify<T: Send + 'static>(
 ) -> Result<T> {
     let user: OwnedUserId = user.to_owned();
     let (value, position) = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let mut ruleset = load(tx, &user)?;
             let value = change(&mut ruleset)?;
@@ -451,7 +450,7 @@ fn unread_events(
     upto: i64,
 ) -> Result<Vec<store::UnreadEvent>> {
     let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some((membership, stream)) if membership == "join" => stream,
+        Some(m) if m.membership == "join" => m.stream_ordering,
         _ => return Ok(Vec::new()),
     };
     let events = store::unread_events(

@@ -20,8 +20,7 @@ const MAX_TAG_BYTES: usize = 255;
 pub async fn tags(services: &Services, user: &UserId, room: &RoomId) -> Result<Tags> {
     let (user, room) = (user.to_string(), room.to_string());
     let stored = services
-        .rooms
-        .db()
+        .db
         .read(move |c| data_store::get(c, &user, &room, EVENT_TYPE).map_err(Error::from))
         .await?;
     let tags = stored
@@ -80,8 +79,7 @@ async fn change(
 ) -> Result<()> {
     let (user, room) = (user.to_string(), room.to_string());
     let position = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             // Tags an older version stored too deeply nested (through the account data API)
             // are dropped rather than kept unreadable.

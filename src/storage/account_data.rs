@@ -35,16 +35,31 @@ pub fn get(
     .optional()
 }
 
-/// `(room_id, type, content)` changed after `since`.
+/// One account data entry of a user, as stored.
+pub struct AccountDataRow {
+    /// Empty for global account data.
+    pub room_id: String,
+    pub data_type: String,
+    /// The content's JSON.
+    pub content: String,
+}
+
+/// The entries changed after `since`, oldest first.
 pub fn changed_since(
     conn: &Connection,
     user_id: &str,
     since: i64,
-) -> rusqlite::Result<Vec<(String, String, String)>> {
+) -> rusqlite::Result<Vec<AccountDataRow>> {
     conn.prepare_cached(
         "SELECT room_id, type, content FROM account_data WHERE user_id = ?1 AND stream_position > ?2 ORDER BY stream_position",
     )?
-    .query_map(params![user_id, since], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+    .query_map(params![user_id, since], |row| {
+        Ok(AccountDataRow {
+            room_id: row.get(0)?,
+            data_type: row.get(1)?,
+            content: row.get(2)?,
+        })
+    })?
     .collect()
 }
 

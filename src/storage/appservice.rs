@@ -216,32 +216,58 @@ pub fn device_list_changes_between(
     .collect()
 }
 
-/// `(device ID, algorithm, count)` of the unclaimed one-time keys of each device of the user;
-/// a device without any has one row with no algorithm (MSC3202 lists it with no counts).
+/// How many unclaimed one-time keys of an algorithm a device has.
+pub struct DeviceKeyCount {
+    pub device_id: String,
+    /// `None` (count 0) for a device without any.
+    pub algorithm: Option<String>,
+    pub count: i64,
+}
+
+/// The unclaimed one-time keys of each device of the user, counted by algorithm; a device
+/// without any has one row with no algorithm (MSC3202 lists it with no counts).
 pub fn one_time_key_counts(
     conn: &Connection,
     user_id: &str,
-) -> rusqlite::Result<Vec<(String, Option<String>, i64)>> {
+) -> rusqlite::Result<Vec<DeviceKeyCount>> {
     conn.prepare_cached(
         "SELECT d.device_id, k.algorithm, count(k.key_id) FROM devices d \
          LEFT JOIN one_time_keys k ON k.user_id = d.user_id AND k.device_id = d.device_id \
          WHERE d.user_id = ?1 GROUP BY d.device_id, k.algorithm ORDER BY d.device_id",
     )?
-    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+    .query_map([user_id], |row| {
+        Ok(DeviceKeyCount {
+            device_id: row.get(0)?,
+            algorithm: row.get(1)?,
+            count: row.get(2)?,
+        })
+    })?
     .collect()
 }
 
-/// `(device ID, algorithm)` of the unused fallback keys of each device of the user; a device
-/// without any has one row with no algorithm.
+/// The algorithm of an unused fallback key of a device.
+pub struct DeviceFallbackKey {
+    pub device_id: String,
+    /// `None` for a device without any.
+    pub algorithm: Option<String>,
+}
+
+/// The unused fallback keys of each device of the user; a device without any has one row with
+/// no algorithm.
 pub fn unused_fallback_key_types(
     conn: &Connection,
     user_id: &str,
-) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+) -> rusqlite::Result<Vec<DeviceFallbackKey>> {
     conn.prepare_cached(
         "SELECT d.device_id, f.algorithm FROM devices d \
          LEFT JOIN fallback_keys f ON f.user_id = d.user_id AND f.device_id = d.device_id \
          AND f.used = 0 WHERE d.user_id = ?1 ORDER BY d.device_id, f.algorithm",
     )?
-    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([user_id], |row| {
+        Ok(DeviceFallbackKey {
+            device_id: row.get(0)?,
+            algorithm: row.get(1)?,
+        })
+    })?
     .collect()
 }

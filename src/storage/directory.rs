@@ -28,14 +28,29 @@ pub fn published(conn: &Connection, room_id: &str) -> rusqlite::Result<Option<bo
         .optional()
 }
 
+/// A room of a room directory list, with its number of joined members.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedRoom {
+    pub room_id: String,
+    pub joined_members: i64,
+}
+
+/// A `ListedRoom` from the columns room ID, joined member count.
+fn listed_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<ListedRoom> {
+    Ok(ListedRoom {
+        room_id: row.get(0)?,
+        joined_members: row.get(1)?,
+    })
+}
+
 /// Published rooms with their number of joined members.
-pub fn published_rooms(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+pub fn published_rooms(conn: &Connection) -> rusqlite::Result<Vec<ListedRoom>> {
     conn.prepare_cached(
         "SELECT r.room_id,
                 (SELECT count(*) FROM memberships m WHERE m.room_id = r.room_id AND m.membership = 'join')
          FROM rooms r WHERE r.published = 1",
     )?
-    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([], listed_room)?
     .collect()
 }
 
@@ -44,7 +59,7 @@ pub fn published_rooms(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>
 pub fn appservice_listed_rooms(
     conn: &Connection,
     list: Option<(&str, &str)>,
-) -> rusqlite::Result<Vec<(String, i64)>> {
+) -> rusqlite::Result<Vec<ListedRoom>> {
     let (appservice, network) = list.unzip();
     conn.prepare_cached(
         "SELECT DISTINCT l.room_id,
@@ -53,9 +68,7 @@ pub fn appservice_listed_rooms(
          FROM appservice_room_list l
          WHERE ?1 IS NULL OR (l.appservice_id = ?1 AND l.network_id = ?2)",
     )?
-    .query_map(params![appservice, network], |row| {
-        Ok((row.get(0)?, row.get(1)?))
-    })?
+    .query_map(params![appservice, network], listed_room)?
     .collect()
 }
 

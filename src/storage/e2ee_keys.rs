@@ -93,53 +93,76 @@ pub fn insert_one_time_key(
     Ok(())
 }
 
-/// `(algorithm, count)` of a device's unclaimed one-time keys.
+/// How many unclaimed one-time keys of an algorithm a device has.
+pub struct AlgorithmCount {
+    pub algorithm: String,
+    pub count: i64,
+}
+
+/// A device's unclaimed one-time keys, counted by algorithm.
 pub fn count_one_time_keys(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
-) -> rusqlite::Result<Vec<(String, i64)>> {
+) -> rusqlite::Result<Vec<AlgorithmCount>> {
     conn.prepare_cached(
         "SELECT algorithm, count(*) FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2
          GROUP BY algorithm",
     )?
-    .query_map([user_id, device_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([user_id, device_id], |row| {
+        Ok(AlgorithmCount {
+            algorithm: row.get(0)?,
+            count: row.get(1)?,
+        })
+    })?
     .collect()
 }
 
-/// Removes and returns the oldest one-time key of an algorithm: `(key_id, key_json)`.
+/// A stored one-time or fallback key of a device.
+pub struct DeviceKey {
+    /// The key ID, without the `<algorithm>:` before it.
+    pub key_id: String,
+    /// The key object's JSON, as uploaded.
+    pub key_json: String,
+}
+
+/// A `DeviceKey` from the columns key ID, key JSON.
+fn device_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceKey> {
+    Ok(DeviceKey {
+        key_id: row.get(0)?,
+        key_json: row.get(1)?,
+    })
+}
+
+/// Removes and returns the oldest one-time key of an algorithm.
 pub fn take_one_time_key(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
     algorithm: &str,
-) -> rusqlite::Result<Option<(String, String)>> {
+) -> rusqlite::Result<Option<DeviceKey>> {
     conn.prepare_cached(
         "DELETE FROM one_time_keys WHERE rowid = (
              SELECT rowid FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
              ORDER BY rowid LIMIT 1)
          RETURNING key_id, key_json",
     )?
-    .query_row(params![user_id, device_id, algorithm], |row| {
-        Ok((row.get(0)?, row.get(1)?))
-    })
+    .query_row(params![user_id, device_id, algorithm], device_key)
     .optional()
 }
 
-/// `(key_id, key_json)` of the device's fallback key for an algorithm.
+/// The device's fallback key for an algorithm.
 pub fn fallback_key(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
     algorithm: &str,
-) -> rusqlite::Result<Option<(String, String)>> {
+) -> rusqlite::Result<Option<DeviceKey>> {
     conn.prepare_cached(
         "SELECT key_id, key_json FROM fallback_keys
          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3",
     )?
-    .query_row(params![user_id, device_id, algorithm], |row| {
-        Ok((row.get(0)?, row.get(1)?))
-    })
+    .query_row(params![user_id, device_id, algorithm], device_key)
     .optional()
 }
 
@@ -191,16 +214,29 @@ pub fn unused_fallback_algorithms(
 
 // ---- cross-signing keys and signatures ----
 
-/// `(public_key, key_json)` of one of the user's cross-signing keys.
+/// One of a user's cross-signing keys, as stored.
+pub struct CrossSigningKeyRow {
+    /// The key's ed25519 public key, which names it.
+    pub public_key: String,
+    /// The key object's JSON, with its signatures as uploaded.
+    pub key_json: String,
+}
+
+/// One of the user's cross-signing keys (`key_type`: master, self_signing, user_signing).
 pub fn cross_signing_key(
     conn: &Connection,
     user_id: &str,
     key_type: &str,
-) -> rusqlite::Result<Option<(String, String)>> {
+) -> rusqlite::Result<Option<CrossSigningKeyRow>> {
     conn.prepare_cached(
         "SELECT public_key, key_json FROM cross_signing_keys WHERE user_id = ?1 AND key_type = ?2",
     )?
-    .query_row([user_id, key_type], |row| Ok((row.get(0)?, row.get(1)?)))
+    .query_row([user_id, key_type], |row| {
+        Ok(CrossSigningKeyRow {
+            public_key: row.get(0)?,
+            key_json: row.get(1)?,
+        })
+    })
     .optional()
 }
 
@@ -340,15 +376,22 @@ pub fn users_sharing_a_room(conn: &Connection, user_id: &str) -> rusqlite::Resul
 }
 
 /// Membership changes in `(since, upto]` that may change who shares a room with `user_id`, as
-/// `(other user, membership)`: in rooms `user_id` was already joined to, the other members whose
-/// membership changed, with their membership; in rooms `user_id` joined or left in that interval,
-/// everyone joined there, with `user_id`'s own new membership.
+/// Another user and a membership that changed between them and the user asking.
+pub struct MembershipChange {
+    /// The other user.
+    pub user_id: String,
+    pub membership: String,
+}
+
+/// In rooms `user_id` was already joined to, the other members whose membership changed, with
+/// their membership; in rooms `user_id` joined or left in that interval, everyone joined there,
+/// with `user_id`'s own new membership.
 pub fn membership_changes_around(
     conn: &Connection,
     user_id: &str,
     since: i64,
     upto: i64,
-) -> rusqlite::Result<Vec<(String, String)>> {
+) -> rusqlite::Result<Vec<MembershipChange>> {
     conn.prepare_cached(
         "SELECT theirs.user_id,
                 CASE WHEN mine.stream_ordering > ?2 THEN mine.membership ELSE theirs.membership END
@@ -360,7 +403,10 @@ pub fn membership_changes_around(
                  AND mine.membership IN ('join', 'leave', 'ban') AND theirs.membership = 'join'))",
     )?
     .query_map(params![user_id, since, upto], |row| {
-        Ok((row.get(0)?, row.get(1)?))
+        Ok(MembershipChange {
+            user_id: row.get(0)?,
+            membership: row.get(1)?,
+        })
     })?
     .collect()
 }

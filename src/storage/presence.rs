@@ -107,21 +107,30 @@ pub fn changed_for(
     .collect()
 }
 
-/// `(stream position, presence)` of every presence stored in `(since, upto]`, oldest first, at
-/// most `limit` (what application services are pushed, filtered by their interest).
+/// A user's presence with the stream position it was stored at.
+pub struct PresenceChange {
+    pub stream_position: i64,
+    pub presence: PresenceRow,
+}
+
+/// Every presence stored in `(since, upto]`, oldest first, at most `limit` (what application
+/// services are pushed, filtered by their interest).
 pub fn changed_between(
     conn: &Connection,
     since: i64,
     upto: i64,
     limit: usize,
-) -> rusqlite::Result<Vec<(i64, PresenceRow)>> {
+) -> rusqlite::Result<Vec<PresenceChange>> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, p.stream_position FROM presence p
          WHERE p.stream_position > ?1 AND p.stream_position <= ?2
          ORDER BY p.stream_position LIMIT ?3"
     ))?
     .query_map(params![since, upto, limit as i64], |row| {
-        Ok((row.get(5)?, from_row(row)?))
+        Ok(PresenceChange {
+            stream_position: row.get(5)?,
+            presence: from_row(row)?,
+        })
     })?
     .collect()
 }

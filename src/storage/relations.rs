@@ -17,15 +17,22 @@ pub struct RelationQuery<'a> {
     pub depth: u32,
 }
 
-/// IDs and positions of related events strictly before (`backwards`) or after `from` in
-/// topological order, nearest first.
+/// One event of a page of relations or threads, with the position the page is ordered by.
+pub struct PagedEvent {
+    pub event_id: String,
+    /// The event's own position; for a thread root, that of its latest reply.
+    pub position: TopoPosition,
+}
+
+/// Related events strictly before (`backwards`) or after `from` in topological order, nearest
+/// first.
 pub fn relations_page(
     conn: &Connection,
     query: &RelationQuery<'_>,
     from: TopoPosition,
     backwards: bool,
     limit: usize,
-) -> rusqlite::Result<Vec<(String, TopoPosition)>> {
+) -> rusqlite::Result<Vec<PagedEvent>> {
     let (compare, order) = if backwards {
         ("<", "DESC")
     } else {
@@ -58,7 +65,7 @@ pub fn relations_page(
                 from.1,
                 limit as i64
             ],
-            |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))),
+            paged_event,
         )?
         .collect()
 }
@@ -121,7 +128,7 @@ pub fn thread_roots(
     before: TopoPosition,
     participant: Option<&str>,
     limit: usize,
-) -> rusqlite::Result<Vec<(String, TopoPosition)>> {
+) -> rusqlite::Result<Vec<PagedEvent>> {
     conn.prepare_cached(
         "SELECT t.root, latest.topological_ordering, latest.stream_ordering
          FROM (SELECT relates_to AS root, MAX(stream_ordering) AS last FROM events
@@ -138,7 +145,15 @@ pub fn thread_roots(
     )?
     .query_map(
         params![room_id, before.0, before.1, participant, limit as i64],
-        |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))),
+        paged_event,
     )?
     .collect()
+}
+
+/// A `PagedEvent` from the columns event ID, topological ordering, stream ordering.
+fn paged_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<PagedEvent> {
+    Ok(PagedEvent {
+        event_id: row.get(0)?,
+        position: (row.get(1)?, row.get(2)?),
+    })
 }

@@ -245,15 +245,23 @@ pub fn local_device(
         .optional()
 }
 
-/// Every device of one of our users: `(device_id, display_name)`.
-pub fn local_devices(
-    conn: &Connection,
-    user_id: &str,
-) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+/// A device of one of our users, as other servers are told of it.
+pub struct LocalDevice {
+    pub device_id: String,
+    pub display_name: Option<String>,
+}
+
+/// Every device of one of our users.
+pub fn local_devices(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<LocalDevice>> {
     conn.prepare_cached(
         "SELECT device_id, display_name FROM devices WHERE user_id = ?1 ORDER BY device_id",
     )?
-    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([user_id], |row| {
+        Ok(LocalDevice {
+            device_id: row.get(0)?,
+            display_name: row.get(1)?,
+        })
+    })?
     .collect()
 }
 

@@ -198,15 +198,24 @@ pub fn mark_redacted(
     Ok(())
 }
 
-pub fn forward_extremities(
-    conn: &Connection,
-    room_id: &str,
-) -> rusqlite::Result<Vec<(String, i64)>> {
+/// A forward extremity of a room: an event nothing stored points to yet.
+pub struct Extremity {
+    pub event_id: String,
+    /// The event's depth.
+    pub topological_ordering: i64,
+}
+
+pub fn forward_extremities(conn: &Connection, room_id: &str) -> rusqlite::Result<Vec<Extremity>> {
     conn.prepare_cached(
         "SELECT f.event_id, e.topological_ordering FROM forward_extremities f
          JOIN events e ON e.event_id = f.event_id WHERE f.room_id = ?1",
     )?
-    .query_map([room_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([room_id], |row| {
+        Ok(Extremity {
+            event_id: row.get(0)?,
+            topological_ordering: row.get(1)?,
+        })
+    })?
     .collect()
 }
 
@@ -438,15 +447,28 @@ pub fn state_at_group(conn: &Connection, group: i64) -> rusqlite::Result<StateId
 
 // ---- memberships ----
 
+/// A user's membership of a room, as its row in `memberships` holds it.
+pub struct MembershipRow {
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    /// The position of the member event that set it.
+    pub stream_ordering: i64,
+}
+
 pub fn membership(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
-) -> rusqlite::Result<Option<(String, i64)>> {
+) -> rusqlite::Result<Option<MembershipRow>> {
     conn.prepare_cached(
         "SELECT membership, stream_ordering FROM memberships WHERE room_id = ?1 AND user_id = ?2",
     )?
-    .query_row([room_id, user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+    .query_row([room_id, user_id], |row| {
+        Ok(MembershipRow {
+            membership: row.get(0)?,
+            stream_ordering: row.get(1)?,
+        })
+    })
     .optional()
 }
 
@@ -468,15 +490,30 @@ pub fn shares_a_room_with_a_local_user(conn: &Connection, user_id: &str) -> rusq
     .query_row([user_id], |row| row.get(0))
 }
 
-/// `(room_id, membership, event_id, stream_ordering)` of every room the user is or was in.
+/// A user's membership of one room, with the member event that set it.
+pub struct UserMembership {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+}
+
+/// The membership of every room the user is or was in (and has not forgotten).
 pub fn memberships_of_user(
     conn: &Connection,
     user_id: &str,
-) -> rusqlite::Result<Vec<(String, String, String, i64)>> {
+) -> rusqlite::Result<Vec<UserMembership>> {
     conn.prepare_cached(
         "SELECT room_id, membership, event_id, stream_ordering FROM memberships WHERE user_id = ?1 AND forgotten = 0",
     )?
-    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+    .query_map([user_id], |row| {
+        Ok(UserMembership {
+            room_id: row.get(0)?,
+            membership: row.get(1)?,
+            event_id: row.get(2)?,
+            stream_ordering: row.get(3)?,
+        })
+    })?
     .collect()
 }
 
@@ -514,9 +551,20 @@ pub fn insert_alias(
     )? == 1)
 }
 
-pub fn alias_room(conn: &Connection, alias: &str) -> rusqlite::Result<Option<(String, String)>> {
+/// Where a local room alias points, and who made it.
+pub struct AliasTarget {
+    pub room_id: String,
+    pub creator: String,
+}
+
+pub fn alias_room(conn: &Connection, alias: &str) -> rusqlite::Result<Option<AliasTarget>> {
     conn.prepare_cached("SELECT room_id, creator FROM room_aliases WHERE alias = ?1")?
-        .query_row([alias], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([alias], |row| {
+            Ok(AliasTarget {
+                room_id: row.get(0)?,
+                creator: row.get(1)?,
+            })
+        })
         .optional()
 }
 

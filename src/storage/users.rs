@@ -147,10 +147,11 @@ fn mark_profile_pending(conn: &Connection, user_id: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Users whose profile changes still wait to be copied, with the generation of the change.
-pub fn pending_profile_updates(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    conn.prepare_cached("SELECT user_id, generation FROM pending_profile_updates")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+/// Users whose profile changes still wait to be copied (the generation of each one's change:
+/// [`pending_profile_generation`]).
+pub fn pending_profile_updates(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT user_id FROM pending_profile_updates")?
+        .query_map([], |row| row.get(0))?
         .collect()
 }
 

@@ -166,7 +166,7 @@ async fn step(
     client: &FederationClient,
     examined: &mut Examined,
 ) -> Result<Next> {
-    let db = services.database();
+    let db = &services.db;
     let id = service.registration.id.clone();
     let row = {
         let id = id.clone();
@@ -312,11 +312,11 @@ fn new_for_service(
             upper,
             MESSAGES_PER_READ as usize,
         )?;
-        if let Some((last, _)) = presence
+        if let Some(last) = presence
             .last()
             .filter(|_| presence.len() as i64 == MESSAGES_PER_READ)
         {
-            upper = *last;
+            upper = last.stream_position;
         }
         Some((inbox, presence))
     } else {
@@ -387,9 +387,9 @@ fn new_for_service(
                 }))?);
             }
         }
-        for (at, row) in changed_presence {
-            if at <= upper && interest.user(&row.user_id)? {
-                presence.push(row);
+        for change in changed_presence {
+            if change.stream_position <= upper && interest.user(&change.presence.user_id)? {
+                presence.push(change.presence);
             }
         }
         for message in inbox {
@@ -465,7 +465,12 @@ fn key_counts_of(
         let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else {
             continue;
         };
-        for (device, algorithm, count) in store::one_time_key_counts(c, &user)? {
+        for store::DeviceKeyCount {
+            device_id: device,
+            algorithm,
+            count,
+        } in store::one_time_key_counts(c, &user)?
+        {
             let counts = key_counts
                 .entry(user_id.clone())
                 .or_default()
@@ -475,7 +480,11 @@ fn key_counts_of(
                 counts.insert(algorithm.into(), UInt::try_from(count).unwrap_or_default());
             }
         }
-        for (device, algorithm) in store::unused_fallback_key_types(c, &user)? {
+        for store::DeviceFallbackKey {
+            device_id: device,
+            algorithm,
+        } in store::unused_fallback_key_types(c, &user)?
+        {
             fallback_types
                 .entry(user_id.clone())
                 .or_default()
@@ -518,8 +527,8 @@ impl Interest<'_> {
         if self.service.is_interested_in_user(user) {
             return Ok(true);
         }
-        for (room, membership, _, _) in crate::storage::rooms::memberships_of_user(self.c, user)? {
-            if membership == "join" && self.room(&room)? {
+        for row in crate::storage::rooms::memberships_of_user(self.c, user)? {
+            if row.membership == "join" && self.room(&row.room_id)? {
                 return Ok(true);
             }
         }

@@ -152,7 +152,7 @@ impl Directory {
             .db
             .read(move |c| {
                 let membership = rooms_store::membership(c, &room, &user)?
-                    .map_or(MembershipState::Leave, |(m, _)| m.as_str().into());
+                    .map_or(MembershipState::Leave, |m| m.membership.as_str().into());
                 let in_allowed_room = joined_to_any(c, &user, allowed.iter().map(AsRef::as_ref))?;
                 Ok::<_, Error>((membership, in_allowed_room))
             })
@@ -319,8 +319,8 @@ pub(super) fn summarize(
     };
     let membership = match user {
         Some(user) => Some(
-            rooms_store::membership(conn, room, user)?.map_or(MembershipState::Leave, |(m, _)| {
-                MembershipState::from(m.as_str())
+            rooms_store::membership(conn, room, user)?.map_or(MembershipState::Leave, |m| {
+                MembershipState::from(m.membership.as_str())
             }),
         ),
         None => None,
@@ -393,7 +393,9 @@ fn joined_to_any<'a>(
     rooms: impl IntoIterator<Item = &'a RoomId>,
 ) -> Result<bool> {
     for room in rooms {
-        if rooms_store::membership(conn, room.as_str(), user)?.is_some_and(|(m, _)| m == "join") {
+        if rooms_store::membership(conn, room.as_str(), user)?
+            .is_some_and(|m| m.membership == "join")
+        {
             return Ok(true);
         }
     }

@@ -82,8 +82,7 @@ pub async fn create_version(
     let auth_data = serde_json::to_string(&auth_data).map_err(Error::internal)?;
     let user = user.to_string();
     let version = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| store::create_version(tx, &user, &name, &auth_data))
         .await?;
     Ok(version.to_string())
@@ -98,8 +97,7 @@ pub async fn version_info(
     let version = version.map(parse_version).transpose()?;
     let user = user.to_string();
     let (row, count) = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let row = match version {
                 Some(version) => store::version(c, &user, version)?,
@@ -148,8 +146,7 @@ pub async fn update_version(
     let auth_data = serde_json::to_string(&auth_data).map_err(Error::internal)?;
     let user = user.to_string();
     services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let row = store::version(tx, &user, number)?.ok_or_else(unknown_version)?;
             if row.algorithm != name {
@@ -169,8 +166,7 @@ pub async fn delete_version(services: &Services, user: &UserId, version: &str) -
     let number = parse_version(version)?;
     let user = user.to_string();
     let deleted = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| store::delete_version(tx, &user, number))
         .await?;
     if deleted {
@@ -231,8 +227,7 @@ pub async fn put_keys(
         .collect::<Result<_>>()?;
     let user = user.to_string();
     services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let row = writable_version(tx, &user, number)?;
             let mut changed = false;
@@ -284,8 +279,7 @@ pub async fn get_keys(
     let (room_id, session_id) = (room_id.map(str::to_owned), session_id.map(str::to_owned));
     let one_session = session_id.is_some();
     let keys = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             store::version(c, &user, number)?.ok_or_else(unknown_version)?;
             Ok::<_, Error>(store::keys(
@@ -325,8 +319,7 @@ pub async fn delete_keys(
     let user = user.to_string();
     let (room_id, session_id) = (room_id.map(str::to_owned), session_id.map(str::to_owned));
     services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let row = store::version(tx, &user, number)?.ok_or_else(unknown_version)?;
             let deleted =

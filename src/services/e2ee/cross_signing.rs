@@ -78,8 +78,7 @@ pub async fn upload_signing_keys(
 
     let user_str = user.to_string();
     let stored = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             ["master", "self_signing", "user_signing"]
                 .into_iter()
@@ -92,8 +91,8 @@ pub async fn upload_signing_keys(
         stored
             .get(key.key_type)
             .and_then(Option::as_ref)
-            .is_some_and(|(_, json)| {
-                serde_json::from_str::<Map<String, Value>>(json)
+            .is_some_and(|stored| {
+                serde_json::from_str::<Map<String, Value>>(&stored.key_json)
                     .ok()
                     .as_ref()
                     == Some(&key.object)
@@ -123,7 +122,8 @@ pub async fn upload_signing_keys(
         None => stored
             .get("master")
             .and_then(Option::as_ref)
-            .map(|(public, _)| (format!("ed25519:{public}"), public.clone())),
+            .map(|key| &key.public_key)
+            .map(|public| (format!("ed25519:{public}"), public.clone())),
     };
     for key in new_keys.iter().filter(|k| k.key_type != "master") {
         let Some((master_id, master_public)) = &master else {
@@ -139,15 +139,13 @@ pub async fn upload_signing_keys(
 
     let user_str = user.to_string();
     let position = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             for key in &new_keys {
-                if let Some((old_public, _)) =
-                    store::cross_signing_key(tx, &user_str, key.key_type)?
-                    && old_public != key.public_key
+                if let Some(old) = store::cross_signing_key(tx, &user_str, key.key_type)?
+                    && old.public_key != key.public_key
                 {
-                    store::delete_signatures_involving(tx, &user_str, &old_public)?;
+                    store::delete_signatures_involving(tx, &user_str, &old.public_key)?;
                 }
                 let json = serde_json::to_string(&key.object).map_err(Error::internal)?;
                 store::put_cross_signing_key(tx, &user_str, key.key_type, &key.public_key, &json)?;
@@ -213,8 +211,7 @@ pub async fn upload_signatures(
         }
     }
     let (failures, position) = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let mut failures: BTreeMap<OwnedUserId, BTreeMap<String, Failure>> = BTreeMap::new();
             let mut position = None;
@@ -241,7 +238,7 @@ pub async fn upload_signatures(
                         // device-list update carrying the signed keys (`remote_lists.rs`).
                         let visible_to = (signer != target).then_some(signer.as_str());
                         let own_master = store::cross_signing_key(tx, target.as_str(), "master")?
-                            .is_some_and(|(public, _)| public == key_id);
+                            .is_some_and(|master| master.public_key == key_id);
                         let device = (signer == target && !own_master).then_some(key_id.as_str());
                         position = Some(store::record_device_list_change(
                             tx,
@@ -285,12 +282,15 @@ fn accept_signatures(
             .and_then(|list| list.master_key)
             .and_then(|json| {
                 let key: Map<String, Value> = serde_json::from_str(&json).ok()?;
-                Some((super::federation::master_public_key(&key)?, json))
+                Some(store::CrossSigningKeyRow {
+                    public_key: super::federation::master_public_key(&key)?,
+                    key_json: json,
+                })
             })
     };
     // Which stored key this is, and which of the signer's keys may sign it.
     let (stored_json, signing_keys): (String, Vec<(String, String)>) = if signer == target {
-        if let Some((_, json)) = master.filter(|(public, _)| public == key_id) {
+        if let Some(master) = master.filter(|master| master.public_key == key_id) {
             // The own master key, signed by the user's devices.
             let devices = store::devices_with_keys(conn, signer).map_err(db)?;
             let keys = devices
@@ -301,25 +301,27 @@ fn accept_signatures(
                     Some((format!("ed25519:{}", d.device_id), public))
                 })
                 .collect();
-            (json, keys)
+            (master.key_json, keys)
         } else if let Some(json) = store::device_keys(conn, signer, key_id).map_err(db)? {
             // One of the user's devices, signed by their self-signing key.
             let ssk = store::cross_signing_key(conn, signer, "self_signing")
                 .map_err(db)?
                 .ok_or_else(|| failure("M_MISSING_PARAM", "No self-signing key uploaded"))?;
-            (json, vec![(format!("ed25519:{}", ssk.0), ssk.0)])
+            let public = ssk.public_key;
+            (json, vec![(format!("ed25519:{public}"), public)])
         } else {
             return Err(failure("M_NOT_FOUND", "Unknown key"));
         }
     } else {
         // Another user's master key, signed by the signer's user-signing key.
-        let (_, json) = master
-            .filter(|(public, _)| public == key_id)
+        let master = master
+            .filter(|master| master.public_key == key_id)
             .ok_or_else(|| failure("M_NOT_FOUND", "Unknown key: not the user's master key"))?;
         let usk = store::cross_signing_key(conn, signer, "user_signing")
             .map_err(db)?
             .ok_or_else(|| failure("M_MISSING_PARAM", "No user-signing key uploaded"))?;
-        (json, vec![(format!("ed25519:{}", usk.0), usk.0)])
+        let public = usk.public_key;
+        (master.key_json, vec![(format!("ed25519:{public}"), public)])
     };
     let stored: Map<String, Value> = serde_json::from_str(&stored_json)
         .map_err(|_| failure("M_UNKNOWN", "Stored key is not JSON"))?;

@@ -37,7 +37,11 @@ pub fn between(conn: &Connection, user: &str, since: i64, upto: i64) -> Result<D
             .into_iter()
             .collect();
     let mut left = BTreeSet::new();
-    for (other, membership) in store::membership_changes_around(conn, user, since, upto)? {
+    for store::MembershipChange {
+        user_id: other,
+        membership,
+    } in store::membership_changes_around(conn, user, since, upto)?
+    {
         match membership.as_str() {
             "join" if sharing.contains(&other) => {
                 changed.insert(other);

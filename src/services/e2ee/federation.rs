@@ -206,7 +206,7 @@ async fn query_server(
 /// shares a room with one of ours and none is cached; `false` when there is none to use.
 async fn from_cache(services: &Services, user: &UserId, keys: &mut ServerKeys) -> bool {
     let u = user.to_string();
-    let db = services.rooms.db();
+    let db = &services.db;
     let read = move |c: &rusqlite::Connection| {
         if !crate::storage::rooms::shares_a_room_with_a_local_user(c, &u)? {
             return Ok::<_, Error>(None);
@@ -286,8 +286,7 @@ async fn with_viewer_signatures(
     };
     let (user, viewer_id) = (user.to_string(), viewer.to_string());
     let rows = services
-        .rooms
-        .db()
+        .db
         .read(move |c| key_store::signatures_on(c, &user, &public, &viewer_id))
         .await?;
     let viewer = viewer.as_str();
@@ -376,8 +375,7 @@ pub async fn serve_query(
 ) -> Result<fed_query::Response> {
     let server_name = services.server_name.clone();
     services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let mut response = fed_query::Response::default();
             for (user, devices) in requested {
@@ -409,8 +407,7 @@ pub async fn serve_claim(
         .filter(|(user, _)| user.server_name() == server_name)
         .collect();
     let claimed = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| keys::claim_local(tx, &ours))
         .await?;
     Ok(fed_claim::Response::new(claimed))

@@ -50,8 +50,7 @@ pub async fn upload(
     let one_time_keys = checked_one_time_keys(&upload.one_time_keys)?;
     let fallback_keys = checked_one_time_keys(&upload.fallback_keys)?;
     let (counts, changed_at) = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let mut changed_at = None;
             if let Some(keys) = device_keys
@@ -81,7 +80,7 @@ pub async fn upload(
             }
             for (algorithm, key_id, json) in fallback_keys {
                 let same = store::fallback_key(tx, &user, &device, &algorithm)?
-                    .is_some_and(|(old_id, old)| old_id == key_id && same_json(&old, &json));
+                    .is_some_and(|old| old.key_id == key_id && same_json(&old.key_json, &json));
                 // Uploading the same key again must not make a used key look fresh.
                 if !same {
                     store::put_fallback_key(tx, &user, &device, &algorithm, &key_id, &json)?;
@@ -151,7 +150,9 @@ pub fn one_time_key_counts(
     device: &str,
 ) -> rusqlite::Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
     let mut counts = BTreeMap::from([(OneTimeKeyAlgorithm::from(SIGNED_CURVE25519), UInt::MIN)]);
-    for (algorithm, count) in store::count_one_time_keys(conn, user, device)? {
+    for store::AlgorithmCount { algorithm, count } in
+        store::count_one_time_keys(conn, user, device)?
+    {
         counts.insert(
             OneTimeKeyAlgorithm::from(algorithm.as_str()),
             UInt::try_from(count).unwrap_or_default(),
@@ -174,8 +175,7 @@ pub async fn query(
         .partition(|(user, _)| user.server_name() == server_name);
     let viewer_id = viewer.to_string();
     let mut response = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let mut response = get_keys::Response::new();
             for (user, devices) in local {
@@ -243,19 +243,22 @@ pub fn query_local(
             .devices
             .insert(device.device_id.as_str().into(), to_raw(&keys)?);
     }
-    if let Some((public_key, json)) = store::cross_signing_key(conn, user, "master")?
-        && let Some(Value::Object(mut key)) = readable_cross_signing_key(user, "master", &json)
+    if let Some(master) = store::cross_signing_key(conn, user, "master")?
+        && let Some(Value::Object(mut key)) =
+            readable_cross_signing_key(user, "master", &master.key_json)
     {
-        merge_signatures(conn, &mut key, user, &public_key, viewer_or_owner)?;
+        merge_signatures(conn, &mut key, user, &master.public_key, viewer_or_owner)?;
         result.master = Some(to_raw(&key)?);
     }
-    if let Some((_, json)) = store::cross_signing_key(conn, user, "self_signing")?
+    if let Some(store::CrossSigningKeyRow { key_json: json, .. }) =
+        store::cross_signing_key(conn, user, "self_signing")?
         && let Some(key) = readable_cross_signing_key(user, "self_signing", &json)
     {
         result.self_signing = Some(to_raw_value(&key)?);
     }
     if viewer == Some(user)
-        && let Some((_, json)) = store::cross_signing_key(conn, user, "user_signing")?
+        && let Some(store::CrossSigningKeyRow { key_json: json, .. }) =
+            store::cross_signing_key(conn, user, "user_signing")?
         && let Some(key) = readable_cross_signing_key(user, "user_signing", &json)
     {
         result.user_signing = Some(to_raw_value(&key)?);
@@ -320,11 +323,7 @@ pub async fn claim(
     let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) = requested
         .into_iter()
         .partition(|(user, _)| user.server_name() == server_name);
-    let claimed = services
-        .rooms
-        .db()
-        .write(move |tx| claim_local(tx, &local))
-        .await?;
+    let claimed = services.db.write(move |tx| claim_local(tx, &local)).await?;
     let mut response = claim_keys::Response::new(claimed);
     if !remote.is_empty() {
         let timeout = federation::timeout(timeout);
@@ -355,14 +354,15 @@ pub fn claim_local(
                     fallback
                 }
             };
-            let Some((key_id, json)) = key else { continue };
-            let Ok(key_id) = OwnedOneTimeKeyId::try_from(format!("{algorithm}:{key_id}")) else {
+            let Some(stored) = key else { continue };
+            let key_id = format!("{algorithm}:{}", stored.key_id);
+            let Ok(key_id) = OwnedOneTimeKeyId::try_from(key_id) else {
                 continue;
             };
             // A key an older version stored too deeply nested is used up without being handed
             // out: the response would be unreadable.
             let what = || format!("one-time key {key_id} of {user} {device}");
-            let Some(key) = json_depth::readable(what, &json) else {
+            let Some(key) = json_depth::readable(what, &stored.key_json) else {
                 continue;
             };
             let raw = to_raw_value(&key)?;
@@ -387,8 +387,7 @@ pub async fn changes(
     let to: SyncToken = to.parse()?;
     let user = user.to_string();
     services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let lists = device_lists::between(c, &user, from.stream, to.stream)?;
             Ok::<_, Error>((lists.changed, lists.left))

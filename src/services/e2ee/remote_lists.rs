@@ -167,14 +167,17 @@ pub async fn user_devices(services: &Services, user_id: &UserId) -> Result<get_d
     }
     let user = user_id.to_owned();
     services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let stream_id = store::last_device_change_before(c, user.as_str(), i64::MAX)?;
             let keys = query_local(c, &user, &[], None)?;
             let mut response =
                 get_devices::Response::new(user.clone(), position_id(stream_id.unwrap_or(0)));
-            for (device_id, display_name) in store::local_devices(c, user.as_str())? {
+            for store::LocalDevice {
+                device_id,
+                display_name,
+            } in store::local_devices(c, user.as_str())?
+            {
                 let Some(device_keys) = keys.devices.get(device_id.as_str()) else {
                     continue;
                 };
@@ -241,7 +244,7 @@ async fn device_list_update(
         return Ok(());
     }
     let user = update.user_id.to_string();
-    let db = services.rooms.db();
+    let db = &services.db;
     let u = user.clone();
     let (shared, cached) = db
         .read(move |c| {
@@ -373,8 +376,7 @@ pub async fn resync(services: &Services, user_id: &UserId) -> Result<()> {
     };
     let ok = fetched.is_some();
     let position = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let had = store::remote_list(tx, &user)?.is_some();
             match fetched {
@@ -417,8 +419,7 @@ pub async fn receive_signing_key_update(
     let master = raw_json(update.master_key.as_ref());
     let self_signing = raw_json(update.self_signing_key.as_ref());
     let result = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             if !crate::storage::rooms::shares_a_room_with_a_local_user(tx, &user)? {
                 return Ok::<_, Error>(None);

@@ -70,8 +70,7 @@ pub async fn fill(
 ) -> Result<Option<i64>> {
     let (user, device) = (user.to_owned(), device.to_owned());
     let fields = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let after = since.map_or(0, |(_, to_device)| to_device);
             read(

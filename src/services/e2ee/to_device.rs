@@ -76,8 +76,7 @@ pub async fn send(
     let (user, device) = (sender.user_id.to_string(), sender.device_id.to_string());
     let (event_type, txn_id) = (event_type.to_owned(), txn_id.to_string());
     let position = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             if !store::claim_transaction(tx, &user, &device, &txn_id)? {
                 return Ok(None);
@@ -150,8 +149,7 @@ pub async fn receive(services: &Services, origin: &ServerName, content: DirectDe
     let (origin_name, message_id) = (origin.to_string(), content.message_id.to_string());
     let (sender_id, event_type) = (content.sender.to_string(), content.ev_type.to_string());
     let result = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let now = crate::storage::now_ms();
             if !remote_store::mark_to_device_seen(tx, &origin_name, &message_id, now)? {
@@ -206,7 +204,7 @@ pub async fn acknowledge(
     acknowledged: i64,
 ) -> Result<()> {
     let (user, device) = (user.to_owned(), device.to_owned());
-    let db = services.rooms.db();
+    let db = &services.db;
     let (u, d) = (user.clone(), device.clone());
     let pending = db
         .read(move |c| store::has_inbox_upto(c, &u, &d, acknowledged))

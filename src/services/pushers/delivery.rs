@@ -132,7 +132,7 @@ async fn run(services: Weak<Services>, shutdown: Shutdown, mut commits: watch::R
         let upto = *commits.borrow_and_update();
         let now = now_ms();
         let mut next_retry: Option<i64> = None;
-        match services.rooms.db().read(store::all).await {
+        match services.db.read(store::all).await {
             Ok(pushers) => {
                 scanned.retain(|key, _| pushers.iter().any(|p| key_of(p) == *key));
                 for pusher in pushers {
@@ -218,8 +218,7 @@ async fn run(services: Weak<Services>, shutdown: Shutdown, mut commits: watch::R
 async fn flush(services: &Services, scanned: &mut HashMap<Key, i64>) {
     let positions: Vec<(Key, i64)> = scanned.drain().collect();
     let result = services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             for ((user, app_id, pushkey), position) in &positions {
                 store::skip_to(tx, user, app_id, pushkey, *position)?;
@@ -280,8 +279,7 @@ async fn work(
     loop {
         let (user, evaluated) = (target.user.clone(), services.evaluated_actions.clone());
         let batch = services
-            .rooms
-            .db()
+            .db
             .read(move |conn| prepare(conn, &user, position, upto, &evaluated))
             .await?;
         if batch.is_empty() {
@@ -306,8 +304,7 @@ async fn work(
                 Ok(rejected) if rejected.contains(&pusher.pushkey) => {
                     tracing::info!(%user, %app_id, "pushkey rejected by its gateway; removed");
                     services
-                        .rooms
-                        .db()
+                        .db
                         .write(move |tx| store::delete(tx, &user, &app_id, &pushkey))
                         .await?;
                     return Ok(upto);
@@ -315,8 +312,7 @@ async fn work(
                 Ok(_) => {
                     let at = candidate.stream_ordering;
                     let exists = services
-                        .rooms
-                        .db()
+                        .db
                         .write(move |tx| store::advance(tx, &user, &app_id, &pushkey, at))
                         .await?;
                     if !exists {
@@ -332,8 +328,7 @@ async fn work(
                             "push failing for a day; this notification is given up: {e}");
                         let at = candidate.stream_ordering;
                         services
-                            .rooms
-                            .db()
+                            .db
                             .write(move |tx| store::advance(tx, &user, &app_id, &pushkey, at))
                             .await?;
                         return Ok(at);
@@ -345,8 +340,7 @@ async fn work(
                     };
                     tracing::info!(%user, %app_id, "push failed, next try in {backoff} ms: {e}");
                     services
-                        .rooms
-                        .db()
+                        .db
                         .write(move |tx| {
                             store::set_failing(
                                 tx,

@@ -55,11 +55,7 @@ const MAX_SCANNED: usize = 2_000;
 /// The user's pushers, as they set them.
 pub async fn list(services: &Services, user: &UserId) -> Result<Vec<Pusher>> {
     let user = user.to_string();
-    let stored = services
-        .rooms
-        .db()
-        .read(move |c| store::of_user(c, &user))
-        .await?;
+    let stored = services.db.read(move |c| store::of_user(c, &user)).await?;
     Ok(stored
         .iter()
         .filter_map(|json| match serde_json::from_str(json) {
@@ -79,8 +75,7 @@ pub async fn set(services: &Services, sender: &Identity, action: PusherAction) -
         PusherAction::Delete(ids) => {
             // Like Synapse: deleting a pusher that does not exist is no error.
             services
-                .rooms
-                .db()
+                .db
                 .write(move |tx| store::delete(tx, &user, &ids.app_id, &ids.pushkey))
                 .await?;
             return Ok(());
@@ -115,8 +110,7 @@ pub async fn set(services: &Services, sender: &Identity, action: PusherAction) -
     let json = json.to_string();
     let device = sender.device_id.to_string();
     services
-        .rooms
-        .db()
+        .db
         .write(move |tx| {
             let position = room_store::current_stream_position(tx)?;
             store::set(
@@ -186,8 +180,7 @@ pub async fn notifications(
     let user = user.to_owned();
     let evaluated = services.evaluated_actions.clone();
     services
-        .rooms
-        .db()
+        .db
         .read(move |conn| {
             let rules = push::load_for_counting(conn, &user)?;
             let mut contexts = HashMap::new();

@@ -388,16 +388,24 @@ fn build(
     let (prev_events, depth, state_before, prev_group) = match &room_id {
         Some(room_id) if !is_new_room => {
             let mut extremities = store::forward_extremities(tx, room_id.as_str())?;
-            extremities.sort_by_key(|e| std::cmp::Reverse(e.1));
+            extremities.sort_by_key(|e| std::cmp::Reverse(e.topological_ordering));
             extremities.truncate(MAX_PREV_EVENTS);
-            let depth = extremities.iter().map(|e| e.1).max().unwrap_or(0) + 1;
+            let depth = extremities
+                .iter()
+                .map(|e| e.topological_ordering)
+                .max()
+                .unwrap_or(0)
+                + 1;
             let prev_group = match extremities.first() {
-                Some((event_id, _)) => store::get_event(tx, event_id)?.map(|row| row.state_group),
+                Some(e) => store::get_event(tx, &e.event_id)?.map(|row| row.state_group),
                 None => None,
             };
             let state = store::current_state(tx, room_id.as_str())?;
             (
-                extremities.into_iter().map(|e| e.0).collect::<Vec<_>>(),
+                extremities
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect::<Vec<_>>(),
                 depth,
                 state,
                 prev_group,

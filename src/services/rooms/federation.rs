@@ -486,7 +486,7 @@ fn decide(
     let room = parsed.room_id.as_str();
     let extremities: BTreeSet<String> = store::forward_extremities(conn, room)?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.event_id)
         .collect();
     // The current state is the state before the event when its parents are exactly the forward
     // extremities, or when parents and extremities all hold one state group (messages of a busy
@@ -677,7 +677,7 @@ fn store_decision(
     };
     let extremities: BTreeSet<String> = store::forward_extremities(tx, room)?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.event_id)
         .collect();
     if extremities != to_store.extremities {
         return Ok(None);

@@ -152,7 +152,7 @@ async fn extremities(rooms: &Rooms, room_id: &OwnedRoomId) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.0)
+        .map(|e| e.event_id)
         .collect();
     ids.sort();
     ids

@@ -219,7 +219,7 @@ impl Rooms {
             .db
             .read(|c| users_store::pending_profile_updates(c).map_err(Error::from))
             .await?;
-        for (user, _) in pending {
+        for user in pending {
             let Ok(user) = ruma::OwnedUserId::try_from(user) else {
                 continue;
             };
@@ -274,8 +274,8 @@ impl Rooms {
             .read(move |c| store::memberships_of_user(c, &user).map_err(Error::from))
             .await?;
         rows.into_iter()
-            .filter(|(_, membership, _, _)| membership == "join")
-            .map(|(room, ..)| OwnedRoomId::try_from(room).map_err(Error::internal))
+            .filter(|row| row.membership == "join")
+            .map(|row| OwnedRoomId::try_from(row.room_id).map_err(Error::internal))
             .collect()
     }
 }

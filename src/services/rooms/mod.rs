@@ -292,7 +292,7 @@ impl Rooms {
             .db
             .read(move |c| store::membership(c, &room, &user).map_err(Error::from))
             .await?
-            .map(|m| m.0))
+            .map(|m| m.membership))
     }
 
     /// Refuses unless the user is joined.
@@ -349,9 +349,5 @@ impl Rooms {
     /// This server's name: events of users of other names came over federation.
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.server_name
-    }
-
-    pub fn db(&self) -> &Database {
-        &self.db
     }
 }

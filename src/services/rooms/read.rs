@@ -95,8 +95,8 @@ pub struct Visibility<'a> {
 
 impl<'a> Visibility<'a> {
     pub fn new(conn: &'a Connection, room_id: &str, user: &UserId) -> Result<Self> {
-        let joined_now =
-            store::membership(conn, room_id, user.as_str())?.is_some_and(|m| m.0 == "join");
+        let joined_now = store::membership(conn, room_id, user.as_str())?
+            .is_some_and(|m| m.membership == "join");
         Ok(Self {
             conn,
             user: user.to_string(),
@@ -702,7 +702,7 @@ impl Rooms {
             .db
             .read(move |c| {
                 for alias in &aliases {
-                    if store::alias_room(c, alias)?.is_none_or(|(target, _)| target != room) {
+                    if store::alias_room(c, alias)?.is_none_or(|target| target.room_id != room) {
                         return Ok::<_, Error>(false);
                     }
                 }
@@ -747,9 +747,9 @@ fn readable_state_ids(
 ) -> Result<StateIds> {
     let membership = store::membership(conn, room_id, user.as_str())?;
     let left_at = match membership {
-        Some((membership, _)) if membership == "join" => None,
+        Some(m) if m.membership == "join" => None,
         _ if world_readable(conn, room_id)? => None,
-        Some((membership, stream)) if membership == "leave" || membership == "ban" => Some(stream),
+        Some(m) if m.membership == "leave" || m.membership == "ban" => Some(m.stream_ordering),
         _ => {
             return Err(Error::forbidden(
                 "You are not a member of this room and were never one",

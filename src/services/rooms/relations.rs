@@ -297,7 +297,7 @@ struct Pager<'c, 'v> {
 impl Pager<'_, '_> {
     fn collect(
         &mut self,
-        mut fetch: impl FnMut(TopoPosition, usize) -> Result<Vec<(String, TopoPosition)>>,
+        mut fetch: impl FnMut(TopoPosition, usize) -> Result<Vec<rel_store::PagedEvent>>,
         start: TopoPosition,
         stop: Option<&dyn Fn(TopoPosition) -> bool>,
         limit: usize,
@@ -310,7 +310,14 @@ impl Pager<'_, '_> {
             let ids = fetch(position, batch)?;
             let exhausted = ids.len() < batch;
             let count = ids.len();
-            for (index, (event_id, here)) in ids.into_iter().enumerate() {
+            for (
+                index,
+                rel_store::PagedEvent {
+                    event_id,
+                    position: here,
+                },
+            ) in ids.into_iter().enumerate()
+            {
                 if stop.is_some_and(|stop| stop(here)) {
                     return Ok((chunk, None));
                 }

@@ -156,8 +156,8 @@ impl Rooms {
                 let local = store::membership(c, &room, &user)?;
                 let remote = remote_store::get(c, &room, &user)?;
                 Ok(match (local, remote) {
-                    (Some((_, local_stream)), Some(remote))
-                        if remote.stream_ordering > local_stream =>
+                    (Some(local), Some(remote))
+                        if remote.stream_ordering > local.stream_ordering =>
                     {
                         Membership::Remote(remote)
                     }

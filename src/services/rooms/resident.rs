@@ -55,12 +55,12 @@ impl Rooms {
             .await?;
         let min_depth = extremities
             .iter()
-            .map(|(_, depth)| *depth)
+            .map(|e| e.topological_ordering)
             .min()
             .unwrap_or(0);
         let ids = extremities
             .into_iter()
-            .filter_map(|(id, _)| OwnedEventId::try_from(id).ok())
+            .filter_map(|e| OwnedEventId::try_from(e.event_id).ok())
             .collect();
         Ok((ids, min_depth))
     }

@@ -222,8 +222,8 @@ impl Rooms {
                 };
                 let rooms: Vec<String> = store::memberships_of_user(c, user.as_str())?
                     .into_iter()
-                    .filter(|(_, membership, ..)| membership == "join")
-                    .map(|(room, ..)| room)
+                    .filter(|row| row.membership == "join")
+                    .map(|row| row.room_id)
                     .filter(|room| {
                         !filter.not_rooms.iter().any(|r| r.as_str() == room)
                             && filter

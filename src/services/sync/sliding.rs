@@ -246,8 +246,7 @@ async fn build(
     let (request, previous, extensions) = (request.clone(), previous.clone(), extensions.clone());
     let evaluated_actions = services.evaluated_actions.clone();
     let mut built = services
-        .rooms
-        .db()
+        .db
         .read(move |c| {
             let reader = Reader {
                 conn: c,
@@ -839,18 +838,21 @@ impl Reader<'_> {
                 by_room.entry(room_id).or_default().push(event);
             }
         };
-        for (room, data_type, content) in &changed {
-            add(room, data_type, content);
+        for row in &changed {
+            add(&row.room_id, &row.data_type, &row.content);
         }
         if since.is_some() && !initial_rooms.is_empty() {
-            for (room, data_type, content) in
-                data_store::changed_since(self.conn, user.as_str(), 0)?
+            for data_store::AccountDataRow {
+                room_id: room,
+                data_type,
+                content,
+            } in data_store::changed_since(self.conn, user.as_str(), 0)?
             {
                 let fresh =
                     OwnedRoomId::try_from(room.as_str()).is_ok_and(|r| initial_rooms.contains(&r));
                 let already = changed
                     .iter()
-                    .any(|(r, t, _)| *r == room && *t == data_type);
+                    .any(|row| row.room_id == room && row.data_type == data_type);
                 if fresh && !already {
                     add(&room, &data_type, &content);
                 }

@@ -251,8 +251,7 @@ async fn build(
         held_members: omit_held_members.then_some(sent_members),
     };
     let (rooms, global_data) = services
-        .rooms
-        .db()
+        .db
         .read(move |c| rooms_and_account_data(c, &input))
         .await?;
 
@@ -378,7 +377,13 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
         &ignored,
     )?;
     updates.extend(remote_updates);
-    for (room, membership, event_id, membership_stream) in local_rows {
+    for store::UserMembership {
+        room_id: room,
+        membership,
+        event_id,
+        stream_ordering: membership_stream,
+    } in local_rows
+    {
         if superseded.contains(&room) {
             continue;
         }
@@ -409,15 +414,15 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
                 .rooms
                 .as_ref()
                 .is_none_or(|rooms| rooms.contains(&room_id));
-        let room_data: Vec<&(String, String, String)> = changed_data
+        let room_data: Vec<&data_store::AccountDataRow> = changed_data
             .iter()
-            .filter(|(r, data_type, _)| {
-                *r == room
+            .filter(|row| {
+                row.room_id == room
                     && data_wanted
                     && type_allowed(
                         data_filter.types.as_deref(),
                         &data_filter.not_types,
-                        data_type,
+                        &row.data_type,
                     )
             })
             .collect();
@@ -490,17 +495,17 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
     }
     let global: Vec<Value> = changed_data
         .iter()
-        .filter(|(room, data_type, _)| {
-            room.is_empty()
+        .filter(|row| {
+            row.room_id.is_empty()
                 && type_allowed(
                     filter.account_data.types.as_deref(),
                     &filter.account_data.not_types,
-                    data_type,
+                    &row.data_type,
                 )
         })
-        .filter_map(|(room, data_type, content)| {
-            let content = account_data_content(user, room, data_type, content)?;
-            Some(json!({"type": data_type, "content": content}))
+        .filter_map(|row| {
+            let content = account_data_content(user, &row.room_id, &row.data_type, &row.content)?;
+            Some(json!({"type": row.data_type, "content": content}))
         })
         .collect();
     Ok((updates, global))
@@ -511,7 +516,7 @@ fn joined_room(
     since: Option<i64>,
     since_stream: i64,
     typing: Option<Vec<OwnedUserId>>,
-    room_data: &[&(String, String, String)],
+    room_data: &[&data_store::AccountDataRow],
 ) -> Result<JoinedRoom> {
     let room_filter = &context.filter.room;
     let (timeline, shown) =
@@ -543,9 +548,10 @@ fn joined_room(
     joined.ephemeral.events = ephemeral.into_iter().map(to_raw).collect::<Result<_>>()?;
     joined.account_data.events = room_data
         .iter()
-        .filter_map(|(room, data_type, content)| {
-            let content = account_data_content(context.user, room, data_type, content)?;
-            Some(json!({"type": data_type, "content": content}))
+        .filter_map(|row| {
+            let content =
+                account_data_content(context.user, &row.room_id, &row.data_type, &row.content)?;
+            Some(json!({"type": row.data_type, "content": content}))
         })
         .map(to_raw)
         .collect::<Result<_>>()?;
@@ -579,7 +585,7 @@ struct RemoteRooms {
 fn remote_memberships(
     conn: &Connection,
     user: &UserId,
-    local_rows: &[(String, String, String, i64)],
+    local_rows: &[store::UserMembership],
     since: Option<SyncToken>,
     upto: i64,
     full_state: bool,
@@ -588,7 +594,7 @@ fn remote_memberships(
 ) -> Result<RemoteRooms> {
     let local_streams: std::collections::HashMap<&str, i64> = local_rows
         .iter()
-        .map(|(room, _, _, stream)| (room.as_str(), *stream))
+        .map(|row| (row.room_id.as_str(), row.stream_ordering))
         .collect();
     let mut updates = Vec::new();
     let mut superseded = HashSet::new();
@@ -719,8 +725,7 @@ pub async fn resolve_filter(
                 .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
             let user = user.to_string();
             let json = services
-                .rooms
-                .db()
+                .db
                 .read(move |c| data_store::get_filter(c, &user, id).map_err(Error::from))
                 .await?
                 .ok_or_else(|| Error::not_found("No such filter"))?;
