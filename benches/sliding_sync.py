@@ -145,6 +145,21 @@ def timed(pid: int, call):
     return reply, (time.perf_counter() - started) * 1000, (fj.cpu_seconds(pid) - cpu) * 1000
 
 
+def rss_by_mapping(pid: int, field: str = "Rss") -> dict:
+    """Resident MiB per mapped file (the program, each library) and `[anon]` for the rest, from
+    /proc/PID/smaps: what VmRSS is made of. With `field="Referenced"`: the part of it touched
+    since the last `clear_refs` (the working set; readahead and fault-around map more)."""
+    totals: dict = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 and head[5].startswith("/") else "[anon]"
+        elif head and head[0] == f"{field}:":
+            totals[name] = totals.get(name, 0.0) + int(head[1]) / 1024
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v >= 0.1}
+
+
 def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
     pid = process.pid
     bench, alice, rooms = facts["bench"], facts["alice"], facts["rooms"]
@@ -153,6 +168,8 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
     # clean, in the kernel's page cache, mapped by fault-around as much as used), so the
     # anonymous part (heap, stacks: what the process allocated) is recorded too.
     anon_idle = fj.status_mib(pid, "RssAnon")
+    # From here on, which mapped pages the requests touch (Linux: 1 clears the referenced bits).
+    Path(f"/proc/{pid}/clear_refs").write_text("1")
 
     first = []
     for k in range(args.requests):
@@ -181,6 +198,7 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         incremental.append({"wall_ms": wall, "cpu_ms": cpu})
 
     rss_before = fj.status_mib(pid, "VmRSS")
+    touched = rss_by_mapping(pid, "Referenced")
     tokens = [login(client, "bench") for _ in range(args.connections)]
     positions = []
     for token in tokens:
@@ -199,6 +217,7 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
             raise RuntimeError(f"{name}: a long poll returned before any news")
         rss_polling = fj.status_mib(pid, "VmRSS")
         anon_polling = fj.status_mib(pid, "RssAnon")
+        mapped_polling = rss_by_mapping(pid)
         sent = time.perf_counter()
         # A new transaction ID each round: the same one again would be answered with the
         # first round's event, which wakes nobody.
@@ -217,6 +236,8 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         "rss_polling_mib": rss_polling,
         "anon_idle_mib": anon_idle,
         "anon_polling_mib": anon_polling,
+        "rss_polling_by_mapping_mib": mapped_polling,
+        "touched_by_requests_mib": touched,
         "wake_all_ms": (woken - sent) * 1000,
     }
 
