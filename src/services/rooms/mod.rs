@@ -43,6 +43,7 @@ pub mod format;
 pub mod limits;
 mod membership;
 pub mod pdu;
+pub mod power_levels;
 pub mod read;
 pub mod relations;
 pub mod remote;

@@ -602,50 +602,16 @@ impl Rooms {
             .is_some_and(|c| c.guest_access == GuestAccess::CanJoin))
     }
 
-    /// May the user redact other people's events (power level `redact`, 50 by default)?
+    /// May the user redact other people's events (ruma's `user_can_redact_event_of_other`: the
+    /// power level `redact` and the one to send `m.room.redaction`; creators since v12)?
     pub async fn can_redact_others(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
-        let version = self.room_version(room_id).await?;
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal("unknown room version"))?;
-        if rules.authorization.explicitly_privilege_room_creators {
-            let create = self
-                .current_content(room_id, "m.room.create", "")
-                .await?
-                .unwrap_or_default();
-            let (room, user_s) = (room_id.to_string(), user.to_string());
-            let creator = self
-                .db
-                .read(move |c| {
-                    let id = store::current_state_event(c, &room, "m.room.create", "")?;
-                    let row = id.map(|id| store::get_event(c, &id)).transpose()?.flatten();
-                    Ok::<_, Error>(
-                        row.is_some_and(|r| r.json.contains(&format!("\"sender\":\"{user_s}\""))),
-                    )
-                })
-                .await?;
-            let additional = create["additional_creators"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|u| u == user.as_str()));
-            if creator || additional {
-                return Ok(true);
-            }
-        }
+        let room = room_id.to_owned();
         let levels = self
-            .current_content(room_id, "m.room.power_levels", "")
+            .db
+            .read(move |c| super::power_levels::current(c, &room))
             .await?
-            .unwrap_or_default();
-        let as_int = |v: &Value| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        };
-        let user_level = levels["users"]
-            .get(user.as_str())
-            .and_then(as_int)
-            .or_else(|| as_int(&levels["users_default"]))
-            .unwrap_or(0);
-        let redact_level = as_int(&levels["redact"]).unwrap_or(50);
-        Ok(user_level >= redact_level)
+            .ok_or_else(|| Error::internal("unknown room version"))?;
+        Ok(levels.user_can_redact_event_of_other(user))
     }
 
     /// `m.room.canonical_alias` may only add aliases that point to the room (`400 M_BAD_ALIAS`)
