@@ -58,3 +58,93 @@ pub fn current(conn: &Connection, room_id: &RoomId) -> Result<Option<RoomPowerLe
     let state = StateView::Current(room_id.to_string());
     at_state(&rules.authorization, &state, &EventCache::new(conn)).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{
+        OwnedServerName, OwnedUserId, RoomVersionId, UserId, events::StateEventType,
+        events::room::power_levels::UserPowerLevel, int,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        config::Config,
+        services::{
+            rate_limit::AccountLimits,
+            rooms::{CreateRoom, Rooms},
+            server_key::ServerKey,
+        },
+        storage::Database,
+    };
+
+    fn user(id: &str) -> OwnedUserId {
+        UserId::parse(id).unwrap()
+    }
+
+    /// The levels of a room alice creates with carol as an additional creator (where the room
+    /// version knows them), bob at 50 and `redact` at 60.
+    async fn levels_of_new_room(version: RoomVersionId) -> RoomPowerLevels {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("appliance.db")).unwrap();
+        let server_name = OwnedServerName::try_from("local.test").unwrap();
+        let key = Arc::new(ServerKey::load_or_create(dir.path(), &server_name).unwrap());
+        let limits = Arc::new(AccountLimits::new(db.clone(), &Config::default()));
+        let rooms = Rooms::new(db.clone(), server_name, key, version.clone(), 0, limits);
+        let mut creation = json!({});
+        let mut overrides = json!({"users": {"@bob:local.test": 50}, "redact": 60});
+        if version == RoomVersionId::V12 {
+            creation["additional_creators"] = json!(["@carol:local.test"]);
+        } else {
+            // Before v12 the creator holds power by the power levels only.
+            overrides["users"]["@alice:local.test"] = json!(100);
+        }
+        let room = rooms
+            .create_room(
+                &user("@alice:local.test"),
+                CreateRoom {
+                    creation_content: creation.as_object().cloned(),
+                    power_level_content_override: overrides.as_object().cloned(),
+                    ..CreateRoom::default()
+                },
+            )
+            .await
+            .unwrap();
+        let unknown = RoomId::parse("!unknown:local.test").unwrap();
+        db.read(move |c| {
+            assert!(
+                current(c, &unknown)?.is_none(),
+                "a room this server does not hold"
+            );
+            current(c, &room)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn creators_are_privileged_from_room_version_12() {
+        let (alice, bob, carol) = (
+            user("@alice:local.test"),
+            user("@bob:local.test"),
+            user("@carol:local.test"),
+        );
+        let levels = levels_of_new_room(RoomVersionId::V12).await;
+        assert_eq!(levels.for_user(&alice), UserPowerLevel::Infinite);
+        assert_eq!(levels.for_user(&carol), UserPowerLevel::Infinite);
+        assert_eq!(levels.for_user(&bob), UserPowerLevel::Int(int!(50)));
+        assert!(levels.user_can_redact_event_of_other(&carol));
+        assert!(!levels.user_can_redact_event_of_other(&bob));
+        assert!(levels.user_can_send_state(&bob, StateEventType::RoomCanonicalAlias));
+
+        let levels = levels_of_new_room(RoomVersionId::V11).await;
+        assert_eq!(levels.for_user(&alice), UserPowerLevel::Int(int!(100)));
+        assert_eq!(levels.for_user(&carol), UserPowerLevel::Int(int!(0)));
+        assert!(levels.user_can_redact_event_of_other(&alice));
+        assert!(!levels.user_can_redact_event_of_other(&bob));
+        assert!(!levels.user_can_send_state(&carol, StateEventType::RoomCanonicalAlias));
+    }
+}
