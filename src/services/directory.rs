@@ -660,7 +660,8 @@ fn without_alias(content: &mut Map<String, Value>, alias: &str) -> bool {
 }
 
 fn is_joined(conn: &Connection, room_id: &str, user_id: &str) -> Result<bool> {
-    Ok(rooms_store::membership(conn, room_id, user_id)?.is_some_and(|(m, _)| m == "join"))
+    Ok(rooms_store::membership(conn, room_id, user_id)?
+        .is_some_and(|(m, _)| m == MembershipState::Join.as_str()))
 }
 
 fn is_world_readable(conn: &Connection, room_id: &str) -> Result<bool> {

@@ -49,7 +49,7 @@ use futures_util::FutureExt;
 use ruma::{
     OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{push::PushRule, sync::sync_events::UnreadNotificationsCount},
-    events::push_rules::PushRulesEventContent,
+    events::{push_rules::PushRulesEventContent, room::member::MembershipState},
     push::{
         Action, InsertPushRuleError, NewPushRule, PushConditionRoomCtx, RemovePushRuleError,
         RuleKind, Ruleset,
@@ -451,7 +451,7 @@ fn unread_events(
     upto: i64,
 ) -> Result<Vec<store::UnreadEvent>> {
     let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some((membership, stream)) if membership == "join" => stream,
+        Some((membership, stream)) if membership == MembershipState::Join.as_str() => stream,
         _ => return Ok(Vec::new()),
     };
     let events = store::unread_events(

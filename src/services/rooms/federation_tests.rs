@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use ruma::{
     CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId,
-    UserId, events::StateEventType, signatures::Ed25519KeyPair, state_res,
+    UserId,
+    events::{StateEventType, room::member::MembershipState},
+    signatures::Ed25519KeyPair,
+    state_res,
 };
 use serde_json::{Value, json};
 
@@ -706,13 +709,12 @@ async fn joined_remote_room_and_backfill() {
         s.rooms
             .membership(&room_id, &user("@dave:local.test"))
             .await
-            .unwrap()
-            .as_deref(),
-        Some("join")
+            .unwrap(),
+        Some(MembershipState::Join)
     );
     assert_eq!(
-        s.rooms.membership(&room_id, &bob).await.unwrap().as_deref(),
-        Some("join")
+        s.rooms.membership(&room_id, &bob).await.unwrap(),
+        Some(MembershipState::Join)
     );
     assert_eq!(
         s.rooms
@@ -1139,8 +1141,8 @@ async fn outliers_are_checked_against_their_auth_events() {
             .contains(&eve_join.event_id.to_string())
     );
     assert_eq!(
-        s.rooms.membership(&room_id, &eve).await.unwrap().as_deref(),
-        Some("join")
+        s.rooms.membership(&room_id, &eve).await.unwrap(),
+        Some(MembershipState::Join)
     );
 
     // Unknown auth events are named, nothing is stored.

@@ -12,7 +12,10 @@ use std::{
     str::FromStr,
 };
 
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    events::room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
+};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -96,7 +99,7 @@ pub struct Visibility<'a> {
 impl<'a> Visibility<'a> {
     pub fn new(conn: &'a Connection, room_id: &str, user: &UserId) -> Result<Self> {
         let joined_now =
-            store::membership(conn, room_id, user.as_str())?.is_some_and(|m| m.0 == "join");
+            store::membership(conn, room_id, user.as_str())?.is_some_and(|m| m.0 == Join.as_str());
         Ok(Self {
             conn,
             user: user.to_string(),
@@ -129,16 +132,16 @@ impl<'a> Visibility<'a> {
         let visibility = self.visibility_at(row.state_group)?;
         let membership =
             self.content_at(row.state_group, "m.room.member", &self.user, "membership")?;
-        let allowed = self.judge(&visibility, membership.as_deref());
+        let allowed = self.judge(&visibility, membership.map(MembershipState::from).as_ref());
         self.cache.insert(row.state_group, allowed);
         Ok(allowed)
     }
 
-    fn judge(&self, visibility: &str, membership: Option<&str>) -> bool {
+    fn judge(&self, visibility: &str, membership: Option<&MembershipState>) -> bool {
         visibility == "world_readable"
-            || membership == Some("join")
+            || membership == Some(&Join)
             || (visibility == "shared" && self.joined_now)
-            || (visibility == "invited" && membership == Some("invite"))
+            || (visibility == "invited" && membership == Some(&Invite))
     }
 
     /// The reader's own membership events are judged by the more joined of their membership
@@ -158,7 +161,7 @@ impl<'a> Visibility<'a> {
             return Ok(None);
         }
         let after = event.content_str("membership");
-        let after = after.as_deref().unwrap_or("leave");
+        let after = after.map_or(Leave, MembershipState::from);
         let group_before = match crate::storage::pdus::state_before(self.conn, &row.event_id)? {
             Some(group) => Some(group),
             None => match event.prev_events.first() {
@@ -170,19 +173,19 @@ impl<'a> Visibility<'a> {
             Some(group) => self.content_at(group, "m.room.member", &self.user, "membership")?,
             None => None,
         };
-        let before = before.as_deref().unwrap_or("leave");
-        if after == "leave" && matches!(before, "join" | "invite") {
+        let before = before.map_or(Leave, MembershipState::from);
+        if after == Leave && matches!(before, Join | Invite) {
             return Ok(Some(true));
         }
-        const PRIORITY: [&str; 5] = ["join", "invite", "knock", "leave", "ban"];
-        let rank = |m: &str| PRIORITY.iter().position(|p| *p == m).unwrap_or(3);
-        let membership = if rank(before) < rank(after) {
+        const PRIORITY: [MembershipState; 5] = [Join, Invite, Knock, Leave, Ban];
+        let rank = |m: &MembershipState| PRIORITY.iter().position(|p| p == m).unwrap_or(3);
+        let membership = if rank(&before) < rank(&after) {
             before
         } else {
             after
         };
         let visibility = self.visibility_at(row.state_group)?;
-        Ok(Some(self.judge(&visibility, Some(membership))))
+        Ok(Some(self.judge(&visibility, Some(&membership))))
     }
 
     fn visibility_at(&self, group: i64) -> Result<String> {
@@ -220,7 +223,7 @@ impl Rooms {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<()> {
-        if self.membership(room_id, user).await?.as_deref() == Some("join") {
+        if self.membership(room_id, user).await? == Some(Join) {
             return Ok(());
         }
         let room = room_id.to_string();
@@ -712,10 +715,10 @@ fn readable_state_ids(
     at: Option<PaginationToken>,
 ) -> Result<StateIds> {
     let membership = store::membership(conn, room_id, user.as_str())?;
-    let left_at = match membership {
-        Some((membership, _)) if membership == "join" => None,
+    let left_at = match membership.map(|(m, stream)| (MembershipState::from(m), stream)) {
+        Some((Join, _)) => None,
         _ if world_readable(conn, room_id)? => None,
-        Some((membership, stream)) if membership == "leave" || membership == "ban" => Some(stream),
+        Some((Leave | Ban, stream)) => Some(stream),
         _ => {
             return Err(Error::forbidden(
                 "You are not a member of this room and were never one",
