@@ -33,8 +33,10 @@ use ruma::{
         error::ErrorKind,
     },
     directory::RoomTypeFilter,
-    events::AnyStrippedStateEvent,
-    events::room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
+    events::{
+        AnyStrippedStateEvent,
+        room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
+    },
     room::RoomType,
     serde::Raw,
 };
