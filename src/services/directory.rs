@@ -35,14 +35,10 @@ use std::{cmp::Reverse, sync::Arc};
 use http::StatusCode;
 use ruma::{
     OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
-    RoomVersionId, ServerName, UInt, UserId,
+    ServerName, UInt, UserId,
     api::error::ErrorKind,
     directory::{Filter, PublicRoomsChunk, PublicRoomsChunkInit, RoomNetwork, RoomTypeFilter},
-    events::{
-        StateEventType, TimelineEventType,
-        room::member::MembershipState,
-        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
-    },
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room::{JoinRuleKind, RoomType},
 };
 use rusqlite::Connection;
@@ -53,7 +49,7 @@ mod summary;
 
 use super::{
     federation::client::{FederationClient, FederationError},
-    rooms::{EventDraft, Rooms},
+    rooms::{EventDraft, Rooms, power_levels},
 };
 use crate::{
     config::UserDirectoryConfig,
@@ -669,7 +665,8 @@ fn without_alias(content: &mut Map<String, Value>, alias: &str) -> bool {
 }
 
 fn is_joined(conn: &Connection, room_id: &str, user_id: &str) -> Result<bool> {
-    Ok(rooms_store::membership(conn, room_id, user_id)?.is_some_and(|m| m.membership == "join"))
+    Ok(rooms_store::membership(conn, room_id, user_id)?
+        .is_some_and(|m| m.membership == MembershipState::Join.as_str()))
 }
 
 fn is_world_readable(conn: &Connection, room_id: &str) -> Result<bool> {
@@ -685,46 +682,10 @@ fn can_edit_directory(conn: &Connection, room_id: &str, user_id: &str) -> Result
     if !is_joined(conn, room_id, user_id)? {
         return Ok(false);
     }
-    let Some(version) = rooms_store::room_version(conn, room_id)? else {
+    let room = RoomId::parse(room_id).map_err(Error::internal)?;
+    let Some(levels) = power_levels::current(conn, &room)? else {
         return Ok(false);
     };
-    let rules = RoomVersionId::try_from(version.as_str())
-        .map_err(Error::internal)?
-        .rules()
-        .ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
-    let state =
-        store::current_state_contents(conn, room_id, &["m.room.create", "m.room.power_levels"])?;
-    let mut creators: Vec<OwnedUserId> = Vec::new();
-    let mut power_levels = RoomPowerLevelsSource::None;
-    for event in &state {
-        let content: Value = serde_json::from_str(&event.content).unwrap_or_default();
-        match event.event_type.as_str() {
-            "m.room.create" => {
-                let creator = if rules.authorization.use_room_create_sender {
-                    Some(event.sender.as_str())
-                } else {
-                    content["creator"].as_str()
-                };
-                creators.extend(creator.and_then(|c| OwnedUserId::try_from(c).ok()));
-                if rules.authorization.additional_room_creators
-                    && let Some(additional) = content["additional_creators"].as_array()
-                {
-                    creators.extend(
-                        additional
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .filter_map(|c| OwnedUserId::try_from(c).ok()),
-                    );
-                }
-            }
-            _ => {
-                let parsed: RoomPowerLevelsEventContent = serde_json::from_value(content)
-                    .map_err(|e| Error::internal(format!("invalid power levels: {e}")))?;
-                power_levels = RoomPowerLevelsSource::Original(parsed);
-            }
-        }
-    }
-    let levels = RoomPowerLevels::new(power_levels, &rules.authorization, creators);
     let user = UserId::parse(user_id).map_err(Error::internal)?;
     Ok(levels.user_can_send_state(&user, StateEventType::RoomCanonicalAlias))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ruma::{
     OwnedRoomId, RoomId, UInt, UserId,
     api::{OutgoingResponseExt, client::filter::FilterDefinition},
+    events::room::member::MembershipState,
 };
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ const MAX_INITIAL_SYNC_LIMIT: u64 = 100;
 
 /// What `GET /rooms/{roomId}/initialSync` answers: the room as the user may see it.
 pub struct RoomSnapshot {
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
     /// The current state (or, for a former member, the state when they left).
     pub state: Vec<Value>,
     /// The latest events, oldest first, with `/messages` tokens around them.
@@ -86,7 +87,8 @@ pub async fn initial_sync(
     let body = sync_json(services, user, device, None, Duration::ZERO, filter).await?;
     let end = body["next_batch"].clone();
     let mut rooms = Vec::new();
-    for (kind, membership) in [("join", "join"), ("invite", "invite"), ("leave", "leave")] {
+    use MembershipState::{Invite, Join, Leave};
+    for (kind, membership) in [("join", Join), ("invite", Invite), ("leave", Leave)] {
         let Some(section) = body["rooms"][kind].as_object() else {
             continue;
         };
@@ -114,7 +116,7 @@ pub async fn initial_sync(
             if kind == "leave" {
                 // A ban is a way of leaving too.
                 let membership = services.rooms.membership(&room_id, user).await?;
-                entry["membership"] = json!(membership.as_deref().unwrap_or("leave"));
+                entry["membership"] = json!(membership.unwrap_or(MembershipState::Leave));
             }
             let public = services.directory.is_published(&room_id).await?;
             entry["visibility"] = json!(if public { "public" } else { "private" });
@@ -142,7 +144,7 @@ pub async fn events(
     room_id: Option<OwnedRoomId>,
 ) -> Result<Value> {
     if let Some(room_id) = &room_id
-        && services.rooms.membership(room_id, user).await?.as_deref() != Some("join")
+        && services.rooms.membership(room_id, user).await? != Some(MembershipState::Join)
     {
         return Err(Error::forbidden("You are not in this room"));
     }

@@ -47,22 +47,22 @@ use std::{
 
 use futures_util::FutureExt;
 use ruma::{
-    OwnedEventId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{push::PushRule, sync::sync_events::UnreadNotificationsCount},
-    events::{
-        push_rules::PushRulesEventContent,
-        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
-    },
+    events::{push_rules::PushRulesEventContent, room::member::MembershipState},
     push::{
-        Action, InsertPushRuleError, NewPushRule, PushConditionPowerLevelsCtx,
-        PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+        Action, InsertPushRuleError, NewPushRule, PushConditionRoomCtx, RemovePushRuleError,
+        RuleKind, Ruleset,
     },
     serde::Raw,
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::{Services, json_depth, rooms::stored};
+use super::{
+    Services, json_depth,
+    rooms::{power_levels, stored},
+};
 use crate::{
     error::{Error, Result},
     storage::{account_data as data_store, push as store, rooms as room_store},
@@ -450,7 +450,7 @@ fn unread_events(
     upto: i64,
 ) -> Result<Vec<store::UnreadEvent>> {
     let joined_at = match room_store::membership(conn, room_id.as_str(), user.as_str())? {
-        Some(m) if m.membership == "join" => m.stream_ordering,
+        Some(m) if m.membership == MembershipState::Join.as_str() => m.stream_ordering,
         _ => return Ok(Vec::new()),
     };
     let events = store::unread_events(
@@ -607,8 +607,9 @@ fn room_context(
         user.to_owned(),
         display_name,
     );
-    Ok(match power_levels(conn, room_id)? {
-        Some(levels) => context.with_power_levels(levels),
+    // The power levels as push conditions need them (`sender_notification_permission`).
+    Ok(match power_levels::current(conn, room_id)? {
+        Some(levels) => context.with_power_levels(levels.into()),
         None => context,
     })
 }
@@ -641,41 +642,6 @@ fn state_content(
     state_key: &str,
 ) -> Result<Option<Value>> {
     Ok(state_event(conn, room_id, event_type, state_key)?.map(|event| event["content"].clone()))
-}
-
-/// The room's power levels as push conditions need them (`sender_notification_permission`).
-fn power_levels(
-    conn: &Connection,
-    room_id: &RoomId,
-) -> Result<Option<PushConditionPowerLevelsCtx>> {
-    let Some(version) = room_store::room_version(conn, room_id.as_str())? else {
-        return Ok(None);
-    };
-    let Some(rules) = RoomVersionId::try_from(version.as_str())
-        .ok()
-        .and_then(|v| v.rules())
-    else {
-        return Ok(None);
-    };
-    let mut creators: Vec<OwnedUserId> = Vec::new();
-    if let Some(create) = state_event(conn, room_id, "m.room.create", "")? {
-        creators.extend(
-            create["sender"]
-                .as_str()
-                .and_then(|s| OwnedUserId::try_from(s).ok()),
-        );
-        if let Some(additional) = create["content"]["additional_creators"].as_array() {
-            creators.extend(
-                additional
-                    .iter()
-                    .filter_map(|u| u.as_str().and_then(|s| OwnedUserId::try_from(s).ok())),
-            );
-        }
-    }
-    let content = state_content(conn, room_id, "m.room.power_levels", "")?
-        .and_then(|content| serde_json::from_value::<RoomPowerLevelsEventContent>(content).ok());
-    let levels = RoomPowerLevels::new(content.into(), &rules.authorization, creators);
-    Ok(Some(levels.into()))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Abuse reports: users report an event, a whole room or a user to the server's admins, who read
 //! and resolve them with `appliance admin reports`. Nothing is sent anywhere else.
 
-use ruma::{EventId, RoomId, UserId};
+use ruma::{EventId, RoomId, UserId, events::room::member::MembershipState};
 
 use super::rooms::Rooms;
 use crate::{
@@ -34,7 +34,7 @@ impl Reports {
     ) -> Result<i64> {
         let not_found =
             || Error::not_found("The event was not found or you are not joined to the room");
-        if rooms.membership(room_id, reporter).await?.as_deref() != Some("join") {
+        if rooms.membership(room_id, reporter).await? != Some(MembershipState::Join) {
             return Err(not_found());
         }
         let sender = rooms

@@ -100,7 +100,6 @@ pub fn set_appservice_listed(
 #[derive(Debug, Clone)]
 pub struct StateContent {
     pub event_type: String,
-    pub sender: String,
     /// The event's `content`, as JSON text.
     pub content: String,
     /// A redaction applies to the event.
@@ -122,8 +121,8 @@ pub fn current_state_contents(
         .join(", ");
     let sql = format!(
         // The state of a room joined over federation may be outliers (`storage::pdus`).
-        "SELECT cs.type, coalesce(e.sender, o.sender),
-                json_extract(coalesce(e.json, o.json), '$.content'), e.redacted_by IS NOT NULL
+        "SELECT cs.type, json_extract(coalesce(e.json, o.json), '$.content'),
+                e.redacted_by IS NOT NULL
          FROM current_state cs
          LEFT JOIN events e ON e.event_id = cs.event_id
          LEFT JOIN pdus_outside_timeline o ON o.event_id = cs.event_id AND o.status != 'rejected'
@@ -137,9 +136,8 @@ pub fn current_state_contents(
         .query_map(rusqlite::params_from_iter(values), |row| {
             Ok(StateContent {
                 event_type: row.get(0)?,
-                sender: row.get(1)?,
-                content: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                redacted: row.get(3)?,
+                content: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                redacted: row.get(2)?,
             })
         })?
         .collect()

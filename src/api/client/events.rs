@@ -25,6 +25,7 @@ use ruma::{
         },
     },
     events::TimelineEventType,
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use serde_json::{Value, json};
@@ -374,10 +375,9 @@ pub async fn joined_members(
         .readable_state(room_id, &sender.user_id, None)
         .await?;
     let mut joined = BTreeMap::new();
-    for event in state
-        .iter()
-        .filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join")
-    {
+    for event in state.iter().filter(|e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == MembershipState::Join.as_str()
+    }) {
         let Some(user) = event["state_key"]
             .as_str()
             .and_then(|s| OwnedUserId::try_from(s).ok())

@@ -68,7 +68,7 @@ async fn room_initial_sync(
     )
     .await?;
     let mut response = room_initial_sync::Response::new(room_id.clone());
-    response.membership = snapshot.membership.map(|m| m.as_str().into());
+    response.membership = snapshot.membership;
     response.state = snapshot
         .state
         .into_iter()

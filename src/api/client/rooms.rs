@@ -18,6 +18,7 @@ use ruma::{
         },
         room::{Visibility, create_room::v3 as create_room},
     },
+    events::room::member::MembershipState,
 };
 use serde_json::{Map, Value};
 
@@ -288,9 +289,8 @@ pub async fn kick_user(
         .rooms
         .membership(&body.room_id, &body.user_id)
         .await?
-        .as_deref()
     {
-        Some("join" | "invite" | "knock") => {}
+        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
         _ => {
             return Err(Error::forbidden(format!(
                 "{} is not in the room",

@@ -39,6 +39,7 @@ use std::{
 use ruma::{
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedTransactionId, OwnedUserId, RoomVersionId, UInt,
     api::appservice::event::push_events::v1::{self as push_events, DeviceLists},
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use serde_json::value::RawValue;
@@ -432,7 +433,9 @@ fn new_for_service(
             let mut users = recipients;
             users.insert(service.sender.to_string());
             for room in &rooms_of_transaction {
-                for user in crate::storage::rooms::members_with(c, room, "join")? {
+                for user in
+                    crate::storage::rooms::members_with(c, room, MembershipState::Join.as_str())?
+                {
                     if service.is_interested_in_user(&user) {
                         users.insert(user);
                     }
@@ -511,7 +514,7 @@ impl Interest<'_> {
         }
         let (c, service) = (self.c, self.service);
         let interested = service.is_interested_in_room(room)
-            || crate::storage::rooms::members_with(c, room, "join")?
+            || crate::storage::rooms::members_with(c, room, MembershipState::Join.as_str())?
                 .iter()
                 .any(|user| service.is_interested_in_user(user))
             || store::room_aliases(c, room)?
@@ -528,7 +531,7 @@ impl Interest<'_> {
             return Ok(true);
         }
         for row in crate::storage::rooms::memberships_of_user(self.c, user)? {
-            if row.membership == "join" && self.room(&row.room_id)? {
+            if row.membership == MembershipState::Join.as_str() && self.room(&row.room_id)? {
                 return Ok(true);
             }
         }

@@ -393,9 +393,8 @@ fn joined_to_any<'a>(
     rooms: impl IntoIterator<Item = &'a RoomId>,
 ) -> Result<bool> {
     for room in rooms {
-        if rooms_store::membership(conn, room.as_str(), user)?
-            .is_some_and(|m| m.membership == "join")
-        {
+        let membership = rooms_store::membership(conn, room.as_str(), user)?;
+        if membership.is_some_and(|m| m.membership == MembershipState::Join.as_str()) {
             return Ok(true);
         }
     }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use ruma::OwnedUserId;
+use ruma::{OwnedUserId, events::room::member::MembershipState};
 use rusqlite::Connection;
 
 use crate::{error::Result, storage::e2ee_keys as store};
@@ -42,11 +42,11 @@ pub fn between(conn: &Connection, user: &str, since: i64, upto: i64) -> Result<D
         membership,
     } in store::membership_changes_around(conn, user, since, upto)?
     {
-        match membership.as_str() {
-            "join" if sharing.contains(&other) => {
+        match MembershipState::from(membership) {
+            MembershipState::Join if sharing.contains(&other) => {
                 changed.insert(other);
             }
-            "leave" | "ban" if !sharing.contains(&other) => {
+            MembershipState::Leave | MembershipState::Ban if !sharing.contains(&other) => {
                 left.insert(other);
             }
             _ => {}

@@ -47,6 +47,7 @@ use ruma::{
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         transactions::{edu::Edu, send_transaction_message::v1 as send_transaction},
     },
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use serde_json::value::RawValue as RawJsonValue;
@@ -351,7 +352,9 @@ fn joining_server(incoming: &IncomingPdu) -> Option<ruma::OwnedServerName> {
         Some(Object(content)) => content.get("membership"),
         _ => None,
     };
-    if field("type") != Some("m.room.member") || membership != Some(&String("join".into())) {
+    if field("type") != Some("m.room.member")
+        || membership != Some(&String(MembershipState::Join.as_str().into()))
+    {
         return None;
     }
     let user = ruma::UserId::parse(field("state_key")?).ok()?;
@@ -625,8 +628,11 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                 return;
             }
             if !matches!(
-                services.rooms.membership(&typing.room_id, &typing.user_id).await,
-                Ok(Some(ref m)) if m == "join"
+                services
+                    .rooms
+                    .membership(&typing.room_id, &typing.user_id)
+                    .await,
+                Ok(Some(MembershipState::Join))
             ) {
                 return;
             }
@@ -648,7 +654,7 @@ async fn handle_edu(services: &Services, origin: &ServerName, edu: &Raw<Edu>) {
                     };
                     if !matches!(
                         services.rooms.membership(&room_id, &user_id).await,
-                        Ok(Some(ref m)) if m == "join"
+                        Ok(Some(MembershipState::Join))
                     ) {
                         continue;
                     }

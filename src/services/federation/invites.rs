@@ -60,7 +60,7 @@ pub async fn invite_remote(
 ) -> Result<()> {
     services.limits.invite(sender, room_id, invitee).await?;
     services.limits.event(sender, false).await?;
-    let mut content = json!({"membership": "invite"});
+    let mut content = json!({"membership": MembershipState::Invite});
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }

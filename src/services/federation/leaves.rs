@@ -36,7 +36,7 @@ pub async fn leave_room(
     reason: Option<String>,
 ) -> Result<()> {
     match services.rooms.membership_anywhere(room_id, user_id).await? {
-        Membership::Remote(row) if row.membership == "leave" => Ok(()),
+        Membership::Remote(row) if row.membership == MembershipState::Leave.as_str() => Ok(()),
         Membership::Remote(row) => leave_remote(services, user_id, row, reason).await,
         _ => {
             services
@@ -51,7 +51,7 @@ pub async fn leave_room(
 /// `/rooms/{roomId}/forget`, for rooms held here or not.
 pub async fn forget_room(services: &Services, user_id: &UserId, room_id: &RoomId) -> Result<()> {
     match services.rooms.membership_anywhere(room_id, user_id).await? {
-        Membership::Remote(row) if row.membership == "leave" => {
+        Membership::Remote(row) if row.membership == MembershipState::Leave.as_str() => {
             services.rooms.forget_remote(room_id, user_id).await?;
             Ok(())
         }

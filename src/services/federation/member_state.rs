@@ -41,7 +41,7 @@ pub async fn set_member_state(
                 return Err(Error::bad_json("Event content must be a JSON object"));
             };
             let profile = profile(services, sender).await?;
-            if services.rooms.membership(room_id, sender).await?.as_deref() == Some("join") {
+            if services.rooms.membership(room_id, sender).await? == Some(MembershipState::Join) {
                 let content = Value::Object(join_content(extra, profile));
                 return send(services, room_id, sender, &target, content).await;
             }

@@ -3,7 +3,7 @@
 
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomVersionId, UserId,
-    events::TimelineEventType,
+    events::{TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Map, Value, json};
 
@@ -130,7 +130,7 @@ fn create_in_transaction(
         Ok(())
     };
 
-    let mut member = json!({"membership": "join"});
+    let mut member = json!({"membership": MembershipState::Join});
     if let Some(name) = &spec.creator_profile.0 {
         member["displayname"] = json!(name);
     }
@@ -265,7 +265,7 @@ fn create_in_transaction(
         };
         // The invitee's profile, as `/invite` puts it: the invitee's client names the inviter
         // and itself from these member events before joining.
-        let mut content = json!({"membership": "invite"});
+        let mut content = json!({"membership": MembershipState::Invite});
         if let Some(name) = user.displayname {
             content["displayname"] = json!(name);
         }

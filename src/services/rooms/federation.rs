@@ -36,14 +36,8 @@ use std::{
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
-    OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::{
-        StateEventType,
-        room::{
-            member::RoomMemberEventContent,
-            power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
-        },
-    },
+    RoomId, RoomVersionId, UserId,
+    events::{StateEventType, room::member::RoomMemberEventContent},
     room_version_rules::RoomVersionRules,
     state_res,
 };
@@ -53,6 +47,7 @@ use serde_json::Value;
 use super::{
     Appended, Rooms,
     pdu::{self, InvalidPdu, Pdu},
+    power_levels,
     state::{self, EventCache, StateView},
 };
 use crate::{
@@ -598,43 +593,8 @@ fn redaction_applies(
     if target_sender.server_name() == redaction.sender().server_name() {
         return Ok(true);
     }
-    Ok(power_levels(rules, state, cache)?.user_can_redact_event_of_other(redaction.sender()))
-}
-
-/// The power levels of a room state, with its creators (ruma's `RoomPowerLevels`).
-fn power_levels(
-    rules: &RoomVersionRules,
-    state: &StateView,
-    cache: &EventCache<'_>,
-) -> Result<RoomPowerLevels> {
-    let mut creators: Vec<OwnedUserId> = Vec::new();
-    if let Some(create) = state.event(cache, "m.room.create", "")? {
-        let content: Value = serde_json::from_str(create.content().get()).unwrap_or_default();
-        if rules.authorization.use_room_create_sender {
-            creators.push(create.sender().to_owned());
-        } else if let Some(creator) = content["creator"]
-            .as_str()
-            .and_then(|c| UserId::parse(c).ok())
-        {
-            creators.push(creator);
-        }
-        if rules.authorization.additional_room_creators
-            && let Some(additional) = content["additional_creators"].as_array()
-        {
-            creators.extend(
-                additional
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|c| UserId::parse(c).ok()),
-            );
-        }
-    }
-    let source = state
-        .event(cache, "m.room.power_levels", "")?
-        .and_then(|pl| serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content().get()).ok())
-        .map(RoomPowerLevelsSource::Original)
-        .unwrap_or_default();
-    Ok(RoomPowerLevels::new(source, &rules.authorization, creators))
+    let levels = power_levels::at_state(&rules.authorization, state, cache)?;
+    Ok(levels.user_can_redact_event_of_other(redaction.sender()))
 }
 
 /// The write for one event; `None` when the room's forward extremities moved since the reads.

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use ruma::{
     CanonicalJsonObject, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId,
-    UserId, events::StateEventType, signatures::Ed25519KeyPair, state_res,
+    UserId,
+    events::{StateEventType, room::member::MembershipState},
+    signatures::Ed25519KeyPair,
+    state_res,
 };
 use serde_json::{Value, json};
 
@@ -706,13 +709,12 @@ async fn joined_remote_room_and_backfill() {
         s.rooms
             .membership(&room_id, &user("@dave:local.test"))
             .await
-            .unwrap()
-            .as_deref(),
-        Some("join")
+            .unwrap(),
+        Some(MembershipState::Join)
     );
     assert_eq!(
-        s.rooms.membership(&room_id, &bob).await.unwrap().as_deref(),
-        Some("join")
+        s.rooms.membership(&room_id, &bob).await.unwrap(),
+        Some(MembershipState::Join)
     );
     assert_eq!(
         s.rooms
@@ -1139,8 +1141,8 @@ async fn outliers_are_checked_against_their_auth_events() {
             .contains(&eve_join.event_id.to_string())
     );
     assert_eq!(
-        s.rooms.membership(&room_id, &eve).await.unwrap().as_deref(),
-        Some("join")
+        s.rooms.membership(&room_id, &eve).await.unwrap(),
+        Some(MembershipState::Join)
     );
 
     // Unknown auth events are named, nothing is stored.
@@ -1342,4 +1344,77 @@ fn prepared(events: &[IncomingPdu]) -> Vec<super::PreparedPdu> {
         .iter()
         .map(|event| super::PreparedPdu::new(event.clone()).unwrap())
         .collect()
+}
+
+/// A remote redaction of a local user's event takes effect when its sender may redact others'
+/// events by the room's power levels (`rooms::power_levels`), and is kept without effect when
+/// the room asks for more.
+#[tokio::test]
+async fn remote_redactions_apply_by_the_power_levels() {
+    let s = setup();
+    let (room_id, _) = shared_room(&s).await;
+    let alice = user("@alice:local.test");
+    let say = |body: &'static str| {
+        let (s, room_id, alice) = (&s, &room_id, &alice);
+        async move {
+            let content = json!({"msgtype": "m.text", "body": body});
+            let draft = EventDraft::message("m.room.message", content);
+            s.rooms
+                .append(room_id, alice, draft)
+                .await
+                .unwrap()
+                .event_id
+        }
+    };
+    let redacted_by = |target: OwnedEventId| {
+        let rooms = &s.rooms;
+        async move {
+            let target = target.to_string();
+            rooms
+                .db
+                .read(move |c| Ok::<_, rusqlite::Error>(store::get_event(c, &target)?.unwrap()))
+                .await
+                .unwrap()
+                .redacted_by
+        }
+    };
+    let redact = |sender: &'static str, target: OwnedEventId, ts: u64| {
+        let (s, room_id) = (&s, &room_id);
+        async move {
+            let prev = extremities(&s.rooms, room_id).await;
+            let content = json!({"redacts": target});
+            let redaction = remote_event(
+                s,
+                room_id,
+                sender,
+                "m.room.redaction",
+                None,
+                content,
+                &[id(&prev[0])],
+                ts,
+            )
+            .await;
+            let redaction_id = redaction.event_id.clone();
+            let outcome = s.rooms.accept(redaction, Arrival::Live).await.unwrap();
+            assert!(
+                matches!(outcome, PduOutcome::Accepted { .. }),
+                "{outcome:?}"
+            );
+            redaction_id
+        }
+    };
+
+    // bob is at 50, the default `redact` level.
+    let first = say("first").await;
+    let by_bob = redact("@bob:remote.test", first.clone(), 6_000).await;
+    assert_eq!(redacted_by(first).await, Some(by_bob.to_string()));
+
+    // With `redact` at 100 carol (at 50) may still send a redaction, to no effect on alice's.
+    let levels =
+        json!({"users": {"@bob:remote.test": 50, "@carol:remote.test": 50}, "redact": 100});
+    let draft = EventDraft::state("m.room.power_levels", "", levels);
+    s.rooms.append(&room_id, &alice, draft).await.unwrap();
+    let second = say("second").await;
+    redact("@carol:remote.test", second.clone(), 6_001).await;
+    assert_eq!(redacted_by(second).await, None);
 }

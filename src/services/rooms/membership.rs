@@ -1,7 +1,10 @@
 //! Joining, inviting, leaving, kicking, banning and knocking: each is a `m.room.member` event
 //! whose validity the authorization rules decide.
 
-use ruma::{OwnedRoomId, RoomId, UserId, events::TimelineEventType};
+use ruma::{
+    OwnedRoomId, RoomId, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+};
 use serde_json::{Map, Value, json};
 
 use super::{Appended, EventDraft, Rooms};
@@ -28,7 +31,7 @@ impl Rooms {
             .await
             .map_err(|_| Error::not_found("This server does not know that room"))?;
         // Synapse's `rc_joins.local` counts joins of rooms one is not joined to yet.
-        if self.membership(room_id, user).await?.as_deref() != Some("join") {
+        if self.membership(room_id, user).await? != Some(MembershipState::Join) {
             self.limits.local_join(user).await?;
         }
         self.limits.event(user, false).await?;
@@ -48,7 +51,7 @@ impl Rooms {
     ) -> Result<Appended> {
         self.limits.invite(sender, room_id, invitee).await?;
         self.limits.event(sender, false).await?;
-        let mut content = member_content("invite", reason);
+        let mut content = member_content(MembershipState::Invite, reason);
         with_profile(&mut content, profile);
         if is_direct {
             content["is_direct"] = json!(true);
@@ -66,7 +69,7 @@ impl Rooms {
         reason: Option<String>,
     ) -> Result<Appended> {
         self.limits.event(sender, false).await?;
-        let content = member_content("leave", reason);
+        let content = member_content(MembershipState::Leave, reason);
         self.set_member(room_id, sender, target, content).await
     }
 
@@ -78,7 +81,7 @@ impl Rooms {
         reason: Option<String>,
     ) -> Result<Appended> {
         self.limits.event(sender, false).await?;
-        let content = member_content("ban", reason);
+        let content = member_content(MembershipState::Ban, reason);
         self.set_member(room_id, sender, target, content).await
     }
 
@@ -89,7 +92,7 @@ impl Rooms {
         target: &UserId,
         reason: Option<String>,
     ) -> Result<Appended> {
-        if self.membership(room_id, target).await?.as_deref() != Some("ban") {
+        if self.membership(room_id, target).await? != Some(MembershipState::Ban) {
             return Err(Error::forbidden(format!("{target} is not banned")));
         }
         self.leave(room_id, sender, target, reason).await
@@ -106,15 +109,16 @@ impl Rooms {
             .await
             .map_err(|_| Error::not_found("This server does not know that room"))?;
         self.limits.event(user, false).await?;
-        let mut content = member_content("knock", reason);
+        let mut content = member_content(MembershipState::Knock, reason);
         with_profile(&mut content, profile);
         self.set_member(room_id, user, user, content).await
     }
 
     /// Hides a room the user has left from their future syncs.
     pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
-        match self.membership(room_id, user).await?.as_deref() {
-            Some("join" | "invite" | "knock") => Err(Error::new(
+        use MembershipState::{Invite, Join, Knock};
+        match self.membership(room_id, user).await? {
+            Some(Join | Invite | Knock) => Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::Unknown,
                 "Leave the room before forgetting it",
@@ -149,7 +153,7 @@ impl Rooms {
     }
 }
 
-fn member_content(membership: &str, reason: Option<String>) -> Value {
+fn member_content(membership: MembershipState, reason: Option<String>) -> Value {
     let mut content = json!({"membership": membership});
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
@@ -167,7 +171,7 @@ pub fn join_content(mut extra: Map<String, Value>, (name, avatar): Profile) -> M
             extra.insert(key.to_owned(), json!(value));
         }
     }
-    extra.insert("membership".to_owned(), json!("join"));
+    extra.insert("membership".to_owned(), json!(MembershipState::Join));
     extra
 }
 
@@ -274,7 +278,7 @@ impl Rooms {
             .read(move |c| store::memberships_of_user(c, &user).map_err(Error::from))
             .await?;
         rows.into_iter()
-            .filter(|row| row.membership == "join")
+            .filter(|row| row.membership == MembershipState::Join.as_str())
             .map(|row| OwnedRoomId::try_from(row.room_id).map_err(Error::internal))
             .collect()
     }

@@ -43,6 +43,7 @@ pub mod format;
 pub mod limits;
 mod membership;
 pub mod pdu;
+pub mod power_levels;
 pub mod read;
 pub mod relations;
 pub mod remote;
@@ -56,7 +57,7 @@ use std::sync::Arc;
 
 use ruma::{
     OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId,
-    room_version_rules::RoomVersionRules,
+    events::room::member::MembershipState, room_version_rules::RoomVersionRules,
 };
 use tokio::sync::watch;
 
@@ -286,19 +287,23 @@ impl Rooms {
     }
 
     /// The current membership of a user in a room (`join`, `invite`, `leave`, `ban`, `knock`).
-    pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+    pub async fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<MembershipState>> {
         let (room, user) = (room_id.to_string(), user_id.to_string());
         Ok(self
             .db
             .read(move |c| store::membership(c, &room, &user).map_err(Error::from))
             .await?
-            .map(|m| m.membership))
+            .map(|m| MembershipState::from(m.membership)))
     }
 
     /// Refuses unless the user is joined.
     pub async fn require_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        match self.membership(room_id, user_id).await?.as_deref() {
-            Some("join") => Ok(()),
+        match self.membership(room_id, user_id).await? {
+            Some(MembershipState::Join) => Ok(()),
             _ => Err(Error::forbidden(format!(
                 "{user_id} is not in room {room_id}"
             ))),

@@ -12,7 +12,10 @@ use std::{
     str::FromStr,
 };
 
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    events::room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
+};
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -96,7 +99,7 @@ pub struct Visibility<'a> {
 impl<'a> Visibility<'a> {
     pub fn new(conn: &'a Connection, room_id: &str, user: &UserId) -> Result<Self> {
         let joined_now = store::membership(conn, room_id, user.as_str())?
-            .is_some_and(|m| m.membership == "join");
+            .is_some_and(|m| m.membership == Join.as_str());
         Ok(Self {
             conn,
             user: user.to_string(),
@@ -129,16 +132,16 @@ impl<'a> Visibility<'a> {
         let visibility = self.visibility_at(row.state_group)?;
         let membership =
             self.content_at(row.state_group, "m.room.member", &self.user, "membership")?;
-        let allowed = self.judge(&visibility, membership.as_deref());
+        let allowed = self.judge(&visibility, membership.map(MembershipState::from).as_ref());
         self.cache.insert(row.state_group, allowed);
         Ok(allowed)
     }
 
-    fn judge(&self, visibility: &str, membership: Option<&str>) -> bool {
+    fn judge(&self, visibility: &str, membership: Option<&MembershipState>) -> bool {
         visibility == "world_readable"
-            || membership == Some("join")
+            || membership == Some(&Join)
             || (visibility == "shared" && self.joined_now)
-            || (visibility == "invited" && membership == Some("invite"))
+            || (visibility == "invited" && membership == Some(&Invite))
     }
 
     /// The reader's own membership events are judged by the more joined of their membership
@@ -158,7 +161,7 @@ impl<'a> Visibility<'a> {
             return Ok(None);
         }
         let after = event.content_str("membership");
-        let after = after.as_deref().unwrap_or("leave");
+        let after = after.map_or(Leave, MembershipState::from);
         let group_before = match crate::storage::pdus::state_before(self.conn, &row.event_id)? {
             Some(group) => Some(group),
             None => match event.prev_events.first() {
@@ -170,19 +173,19 @@ impl<'a> Visibility<'a> {
             Some(group) => self.content_at(group, "m.room.member", &self.user, "membership")?,
             None => None,
         };
-        let before = before.as_deref().unwrap_or("leave");
-        if after == "leave" && matches!(before, "join" | "invite") {
+        let before = before.map_or(Leave, MembershipState::from);
+        if after == Leave && matches!(before, Join | Invite) {
             return Ok(Some(true));
         }
-        const PRIORITY: [&str; 5] = ["join", "invite", "knock", "leave", "ban"];
-        let rank = |m: &str| PRIORITY.iter().position(|p| *p == m).unwrap_or(3);
-        let membership = if rank(before) < rank(after) {
+        const PRIORITY: [MembershipState; 5] = [Join, Invite, Knock, Leave, Ban];
+        let rank = |m: &MembershipState| PRIORITY.iter().position(|p| p == m).unwrap_or(3);
+        let membership = if rank(&before) < rank(&after) {
             before
         } else {
             after
         };
         let visibility = self.visibility_at(row.state_group)?;
-        Ok(Some(self.judge(&visibility, Some(membership))))
+        Ok(Some(self.judge(&visibility, Some(&membership))))
     }
 
     fn visibility_at(&self, group: i64) -> Result<String> {
@@ -220,7 +223,7 @@ impl Rooms {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<()> {
-        if self.membership(room_id, user).await?.as_deref() == Some("join") {
+        if self.membership(room_id, user).await? == Some(Join) {
             return Ok(());
         }
         let room = room_id.to_string();
@@ -602,50 +605,16 @@ impl Rooms {
             .is_some_and(|c| c.guest_access == GuestAccess::CanJoin))
     }
 
-    /// May the user redact other people's events (power level `redact`, 50 by default)?
+    /// May the user redact other people's events (ruma's `user_can_redact_event_of_other`: the
+    /// power level `redact` and the one to send `m.room.redaction`; creators since v12)?
     pub async fn can_redact_others(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
-        let version = self.room_version(room_id).await?;
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal("unknown room version"))?;
-        if rules.authorization.explicitly_privilege_room_creators {
-            let create = self
-                .current_content(room_id, "m.room.create", "")
-                .await?
-                .unwrap_or_default();
-            let (room, user_s) = (room_id.to_string(), user.to_string());
-            let creator = self
-                .db
-                .read(move |c| {
-                    let id = store::current_state_event(c, &room, "m.room.create", "")?;
-                    let row = id.map(|id| store::get_event(c, &id)).transpose()?.flatten();
-                    Ok::<_, Error>(
-                        row.is_some_and(|r| r.json.contains(&format!("\"sender\":\"{user_s}\""))),
-                    )
-                })
-                .await?;
-            let additional = create["additional_creators"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|u| u == user.as_str()));
-            if creator || additional {
-                return Ok(true);
-            }
-        }
+        let room = room_id.to_owned();
         let levels = self
-            .current_content(room_id, "m.room.power_levels", "")
+            .db
+            .read(move |c| super::power_levels::current(c, &room))
             .await?
-            .unwrap_or_default();
-        let as_int = |v: &Value| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        };
-        let user_level = levels["users"]
-            .get(user.as_str())
-            .and_then(as_int)
-            .or_else(|| as_int(&levels["users_default"]))
-            .unwrap_or(0);
-        let redact_level = as_int(&levels["redact"]).unwrap_or(50);
-        Ok(user_level >= redact_level)
+            .ok_or_else(|| Error::internal("unknown room version"))?;
+        Ok(levels.user_can_redact_event_of_other(user))
     }
 
     /// `m.room.canonical_alias` may only add aliases that point to the room (`400 M_BAD_ALIAS`)
@@ -746,10 +715,11 @@ fn readable_state_ids(
     at: Option<PaginationToken>,
 ) -> Result<StateIds> {
     let membership = store::membership(conn, room_id, user.as_str())?;
-    let left_at = match membership {
-        Some(m) if m.membership == "join" => None,
+    let left_at = match membership.map(|m| (MembershipState::from(m.membership), m.stream_ordering))
+    {
+        Some((Join, _)) => None,
         _ if world_readable(conn, room_id)? => None,
-        Some(m) if m.membership == "leave" || m.membership == "ban" => Some(m.stream_ordering),
+        Some((Leave | Ban, stream)) => Some(stream),
         _ => {
             return Err(Error::forbidden(
                 "You are not a member of this room and were never one",

@@ -19,6 +19,7 @@ use ruma::{
         Criteria, EventContextResult, GroupingKey, OrderBy, ResultGroup, ResultGroupMap,
         ResultRoomEvents, SearchKeys, SearchResult, UserProfile,
     },
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use rusqlite::Connection;
@@ -222,7 +223,7 @@ impl Rooms {
                 };
                 let rooms: Vec<String> = store::memberships_of_user(c, user.as_str())?
                     .into_iter()
-                    .filter(|row| row.membership == "join")
+                    .filter(|row| row.membership == MembershipState::Join.as_str())
                     .map(|row| row.room_id)
                     .filter(|room| {
                         !filter.not_rooms.iter().any(|r| r.as_str() == room)

@@ -15,7 +15,10 @@
 //!    require 50 (or more than `users_default`) to talk and invite.
 
 use http::StatusCode;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType};
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
@@ -195,7 +198,7 @@ impl Upgrade<'_> {
         .room_id;
 
         // 2. The upgrader joins, then the state is copied.
-        let mut member = json!({"membership": "join"});
+        let mut member = json!({"membership": MembershipState::Join});
         if let Some(old_member) = state.content("m.room.member", user.as_str())? {
             for field in ["displayname", "avatar_url"] {
                 if let Some(value) = old_member.get(field).filter(|v| v.is_string()) {
@@ -276,14 +279,14 @@ impl Upgrade<'_> {
                 continue;
             }
             if let Some(content) = state.content(kind, target)?
-                && content["membership"] == "ban"
+                && content["membership"] == MembershipState::Ban.as_str()
             {
                 banned.push((target, content));
             }
         }
         banned.sort_by(|a, b| a.0.cmp(b.0));
         for (target, content) in banned {
-            let mut ban = json!({"membership": "ban"});
+            let mut ban = json!({"membership": MembershipState::Ban});
             if let Some(reason) = content.get("reason").filter(|r| r.is_string()) {
                 ban["reason"] = reason.clone();
             }

@@ -11,6 +11,7 @@ use ruma::{
         filter::{FilterDefinition, RoomEventFilter},
         sync::sync_events::v3::Timeline,
     },
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use rusqlite::Connection;
@@ -371,15 +372,15 @@ impl RoomContext<'_> {
         let rows = store::events_by_id(self.conn, std::slice::from_ref(id))?;
         Ok(rows.first().is_some_and(|row| {
             serde_json::from_str::<Value>(&row.json)
-                .is_ok_and(|event| event["content"]["membership"] == "join")
+                .is_ok_and(|event| event["content"]["membership"] == MembershipState::Join.as_str())
         }))
     }
 
     /// Joined and invited member counts, and up to five heroes (members other than the user).
     pub(super) fn summary(&self) -> Result<Summary> {
         let room = self.room_id.as_str();
-        let joined = store::members_with(self.conn, room, "join")?;
-        let invited = store::members_with(self.conn, room, "invite")?;
+        let joined = store::members_with(self.conn, room, MembershipState::Join.as_str())?;
+        let invited = store::members_with(self.conn, room, MembershipState::Invite.as_str())?;
         let count = |n: usize| UInt::try_from(n as u64).unwrap_or_default();
         Ok(Summary {
             joined_count: count(joined.len()),

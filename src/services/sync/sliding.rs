@@ -33,7 +33,10 @@ use ruma::{
         error::ErrorKind,
     },
     directory::RoomTypeFilter,
-    events::AnyStrippedStateEvent,
+    events::{
+        AnyStrippedStateEvent,
+        room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
+    },
     room::RoomType,
     serde::Raw,
 };
@@ -205,7 +208,7 @@ impl Candidate {
     /// any other room.
     fn bump(&self) -> i64 {
         match self.listed.bump_stamp {
-            Some(bump) if self.listed.membership == "join" => {
+            Some(bump) if self.listed.membership == Join.as_str() => {
                 bump.max(self.listed.membership_stream)
             }
             _ => self.listed.membership_stream,
@@ -332,9 +335,11 @@ impl Reader<'_> {
             let matching: Vec<&Candidate> = candidates
                 .iter()
                 .filter(|c| {
-                    c.listed.membership != "leave" && c.listed.membership != "ban"
-                        || c.listed.membership_stream > self.previous.stream
-                            && self.previous.stream > 0
+                    !matches!(
+                        MembershipState::from(c.listed.membership.as_str()),
+                        Leave | Ban
+                    ) || c.listed.membership_stream > self.previous.stream
+                        && self.previous.stream > 0
                 })
                 .filter(|c| matches_filters(c, list.filters.as_ref(), &dm_rooms))
                 .collect();
@@ -423,7 +428,7 @@ impl Reader<'_> {
         let joined = |room: &OwnedRoomId| {
             by_id
                 .get(&**room)
-                .is_some_and(|c| c.listed.membership == "join")
+                .is_some_and(|c| c.listed.membership == Join.as_str())
         };
         if enabled(ext.to_device.enabled) || enabled(ext.e2ee.enabled) {
             let fields = e2ee::sync_fields::read(
@@ -539,7 +544,10 @@ impl Reader<'_> {
                 .is_none_or(|local| *local < remote.stream_ordering);
             if !newer_than_local
                 || remote.stream_ordering > self.upto
-                || !matches!(remote.membership.as_str(), "invite" | "knock")
+                || !matches!(
+                    MembershipState::from(remote.membership.as_str()),
+                    Invite | Knock
+                )
                 || invited_by(&remote.event_json).is_some_and(|s| ignored.contains(&s))
             {
                 continue;
@@ -573,7 +581,7 @@ impl Reader<'_> {
             if remote_rooms.contains(&listed.room_id) || listed.membership_stream > self.upto {
                 continue;
             }
-            if listed.membership == "invite" && !ignored.is_empty() {
+            if listed.membership == Invite.as_str() && !ignored.is_empty() {
                 let invite =
                     store::events_by_id(self.conn, std::slice::from_ref(&listed.event_id))?;
                 if invite
@@ -637,7 +645,10 @@ impl Reader<'_> {
             .required_state
             .iter()
             .any(|(kind, key)| kind == "m.room.member" && key == "$LAZY");
-        if matches!(listed.membership.as_str(), "invite" | "knock") {
+        if matches!(
+            MembershipState::from(listed.membership.as_str()),
+            Invite | Knock
+        ) {
             let next = SentRoom {
                 upto: listed.membership_stream,
                 membership_event: listed.event_id.clone(),
@@ -658,7 +669,7 @@ impl Reader<'_> {
         }
 
         // Joined, or left or banned (seen up to the membership's end).
-        let end = if listed.membership == "join" {
+        let end = if listed.membership == Join.as_str() {
             self.upto
         } else {
             listed.membership_stream.min(self.upto)
@@ -764,7 +775,7 @@ impl Reader<'_> {
             room.invited_count = Some(summary.invited_count);
             room.heroes = Some(self.heroes(&now, summary.heroes)?);
         }
-        if listed.membership == "join" {
+        if listed.membership == Join.as_str() {
             room.unread_notifications = context.unread()?.all.to_sync();
         }
         let next = SentRoom {
@@ -897,7 +908,7 @@ fn matches_filters(
     }
     if filters
         .is_invite
-        .is_some_and(|i| i != (listed.membership == "invite"))
+        .is_some_and(|i| i != (listed.membership == Invite.as_str()))
     {
         return false;
     }

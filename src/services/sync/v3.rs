@@ -25,6 +25,7 @@ use ruma::{
             LeftRoom, State, StateEvents,
         },
     },
+    events::room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
     serde::Raw,
 };
 use rusqlite::Connection;
@@ -387,6 +388,7 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
         if superseded.contains(&room) {
             continue;
         }
+        let membership = MembershipState::from(membership);
         if membership_stream > upto {
             continue; // changed after this sync's snapshot; the next sync reports it
         }
@@ -438,7 +440,7 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
             held_members: held_members.as_ref(),
             ignored: &ignored,
         };
-        if membership == "invite" && !ignored.is_empty() {
+        if membership == Invite && !ignored.is_empty() {
             let invite = store::events_by_id(c, std::slice::from_ref(&event_id))?;
             if invite
                 .first()
@@ -447,8 +449,8 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
                 continue;
             }
         }
-        match membership.as_str() {
-            "join" => {
+        match membership {
+            Join => {
                 let has_activity = since.is_none()
                     || full_state
                     || new_membership
@@ -472,18 +474,18 @@ fn rooms_and_account_data(c: &Connection, input: &BuildInput) -> Result<(RoomUpd
                     updates.push((room_id, RoomUpdate::Join(Box::new(joined))));
                 }
             }
-            "invite" if new_membership || full_state => {
+            Invite if new_membership || full_state => {
                 let stripped = stripped_state(c, &room, &event_id)?;
                 let invite = InvitedRoom::from(InviteState::from(stripped));
                 updates.push((room_id.clone(), RoomUpdate::Invite(invite)));
             }
-            "knock" if new_membership || full_state => {
+            Knock if new_membership || full_state => {
                 let mut knock_state = KnockState::new();
                 knock_state.events = stripped_state(c, &room, &event_id)?;
                 let knock = KnockedRoom::from(knock_state);
                 updates.push((room_id.clone(), RoomUpdate::Knock(knock)));
             }
-            "leave" | "ban"
+            Leave | Ban
                 if (since.is_some() && new_membership)
                     || (filter.room.include_leave && since.is_none()) =>
             {
@@ -619,7 +621,7 @@ fn remote_memberships(
         {
             continue;
         }
-        if remote.membership == "invite"
+        if remote.membership == Invite.as_str()
             && invited_by(&remote.event_json).is_some_and(|s| ignored.contains(&s))
         {
             continue;
@@ -651,16 +653,16 @@ fn remote_room_update(
     include_leave: bool,
 ) -> Result<Option<RoomUpdate>> {
     let stripped = || remote_stripped_state(row);
-    Ok(match row.membership.as_str() {
-        "invite" if new_membership || full_state => Some(RoomUpdate::Invite(InvitedRoom::from(
+    Ok(match MembershipState::from(row.membership.as_str()) {
+        Invite if new_membership || full_state => Some(RoomUpdate::Invite(InvitedRoom::from(
             InviteState::from(stripped()?),
         ))),
-        "knock" if new_membership || full_state => {
+        Knock if new_membership || full_state => {
             let mut knock_state = KnockState::new();
             knock_state.events = stripped()?;
             Some(RoomUpdate::Knock(KnockedRoom::from(knock_state)))
         }
-        "leave" if (incremental && new_membership) || (include_leave && !incremental) => {
+        Leave if (incremental && new_membership) || (include_leave && !incremental) => {
             let version =
                 RoomVersionId::try_from(row.room_version.as_str()).map_err(Error::internal)?;
             let event = EventRow {
