@@ -276,9 +276,9 @@ fn guest_forbidden() -> Error {
 /// in one place, before any handler runs; raw handlers go through [`authenticate_parts`].
 pub fn guest_may_call<T: 'static>() -> bool {
     use ruma::api::client::{
-        account, authenticated_media as media, config, context, delayed_events as delayed, device,
-        directory, discovery, filter, keys, membership, message, peeking, profile, read_marker,
-        receipt, relations, room, session, state, sync, thirdparty, to_device, typing, voip,
+        account, authenticated_media as media, config, context, device, directory, discovery,
+        filter, keys, membership, message, peeking, profile, read_marker, receipt, relations, room,
+        session, state, sync, thirdparty, to_device, typing, voip,
     };
     use std::any::TypeId;
     let allowed = [
@@ -316,9 +316,6 @@ pub fn guest_may_call<T: 'static>() -> bool {
         TypeId::of::<membership::leave_room::v3::Request>(),
         TypeId::of::<message::send_message_event::v3::Request>(),
         TypeId::of::<state::send_state_event::v3::Request>(),
-        // Sending later (MSC4140), which Synapse allows guests as it allows sending.
-        TypeId::of::<delayed::delayed_message_event::unstable::Request>(),
-        TypeId::of::<delayed::delayed_state_event::unstable::Request>(),
         TypeId::of::<to_device::send_event_to_device::v3::Request>(),
         TypeId::of::<typing::create_typing_event::v3::Request>(),
         TypeId::of::<receipt::create_receipt::v3::Request>(),

@@ -1,7 +1,6 @@
 //! Delayed events (MSC4140, `services/delayed_events.rs`): `PUT /send` and `PUT /state` with
-//! `?org.matrix.msc4140.delay=<ms>` schedule the event (ruma's `delayed_message_event` and
-//! `delayed_state_event` requests; without the parameter the ordinary handlers in `events.rs`
-//! run), and the unstable management endpoints Synapse serves under
+//! `?org.matrix.msc4140.delay=<ms>` schedule the event (without the parameter the ordinary
+//! handlers in `events.rs` run), and the unstable management endpoints Synapse serves under
 //! `/_matrix/client/unstable/org.matrix.msc4140/delayed_events`.
 
 use axum::{
@@ -9,13 +8,15 @@ use axum::{
     extract::{FromRequest, Request, State},
     response::{IntoResponse, Response},
 };
+use std::time::Duration;
+
 use http::StatusCode;
 use ruma::{
     MilliSecondsSinceUnixEpoch,
     api::client::{
         delayed_events::{
-            DelayParameters, DelayedEventData, delayed_message_event, delayed_state_event,
-            get_all_delayed_events, get_delayed_event,
+            DelayedEventData, delayed_message_event, delayed_state_event, get_all_delayed_events,
+            get_delayed_event,
             update_delayed_event::{UpdateAction, unstable_v1, unstable_v2},
         },
         message::send_message_event::v3 as send_message_event,
@@ -41,11 +42,24 @@ use crate::{
 /// The query parameter that makes a send a delayed one.
 const DELAY_PARAMETER: &str = "org.matrix.msc4140.delay";
 
-/// Whether a request asks for a delayed send (the parameter present, whatever its value: a bad
-/// one is ruma's `400` for the delayed request).
-fn asks_delay(uri: &http::Uri) -> bool {
-    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .any(|(key, _)| key == DELAY_PARAMETER)
+/// The delay a send asks for, read by hand: ruma 0.17's `DelayParameters` (an untagged enum
+/// with a number inside) cannot be read from a query string, so its `delayed_message_event`
+/// and `delayed_state_event` requests never parse. Synapse's answers for a bad value.
+fn delay_of(uri: &http::Uri) -> Result<Option<Duration>> {
+    let Some((_, value)) = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == DELAY_PARAMETER)
+    else {
+        return Ok(None);
+    };
+    match value.parse::<i64>() {
+        Ok(ms) if ms >= 0 => Ok(Some(Duration::from_millis(ms as u64))),
+        Ok(_) => Err(Error::invalid_param(format!(
+            "Query parameter {DELAY_PARAMETER:?} must be a positive integer."
+        ))),
+        Err(_) => Err(Error::invalid_param(format!(
+            "Query parameter {DELAY_PARAMETER:?} must be an integer"
+        ))),
+    }
 }
 
 /// Parses `request` as `T` and runs `handler`, or answers the parse error.
@@ -62,41 +76,51 @@ where
     }
 }
 
-/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`, delayed or not.
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`, delayed with
+/// `?org.matrix.msc4140.delay=<ms>` or not. The request is read as the ordinary send's (the
+/// token, then the body); a bad delay is refused after that, as in Synapse.
 pub async fn send_message_event(State(services): State<AppState>, request: Request) -> Response {
-    if asks_delay(request.uri()) {
-        handle(services, request, schedule_message).await
-    } else {
-        handle::<send_message_event::Request, _, _, _>(services, request, |s, r| {
-            events::send_message_event(State(s), r)
-        })
-        .await
-    }
+    let delay = delay_of(request.uri());
+    handle(
+        services,
+        request,
+        async move |services, request| match delay {
+            Ok(None) => events::send_message_event(State(services), request)
+                .await
+                .into_response(),
+            Ok(Some(delay)) => schedule_message(services, request, delay)
+                .await
+                .into_response(),
+            Err(e) => e.into_response(),
+        },
+    )
+    .await
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`, delayed or not.
 pub async fn send_state_event(State(services): State<AppState>, request: Request) -> Response {
-    if asks_delay(request.uri()) {
-        handle(services, request, schedule_state).await
-    } else {
-        handle::<send_state_event::Request, _, _, _>(services, request, |s, r| {
-            events::send_state_event(State(s), r)
-        })
-        .await
-    }
+    let delay = delay_of(request.uri());
+    handle(
+        services,
+        request,
+        async move |services, request| match delay {
+            Ok(None) => events::send_state_event(State(services), request)
+                .await
+                .into_response(),
+            Ok(Some(delay)) => schedule_state(services, request, delay)
+                .await
+                .into_response(),
+            Err(e) => e.into_response(),
+        },
+    )
+    .await
 }
 
-fn delay_of(parameters: &DelayParameters) -> Result<std::time::Duration> {
-    match parameters {
-        DelayParameters::Timeout { timeout } => Ok(*timeout),
-        _ => Err(Error::invalid_param("Unknown delay parameters")),
-    }
-}
-
-/// `PUT …/send/{eventType}/{txnId}?org.matrix.msc4140.delay=<ms>`
+/// `PUT …/send/{eventType}/{txnId}?org.matrix.msc4140.delay=<ms>`: ruma's response.
 async fn schedule_message(
     services: AppState,
-    request: Ruma<delayed_message_event::unstable::Request>,
+    request: Ruma<send_message_event::Request>,
+    delay: Duration,
 ) -> ApiResult<delayed_message_event::unstable::Response> {
     let sender = request.sender()?;
     let body = &request.body;
@@ -106,16 +130,17 @@ async fn schedule_message(
         kind: TimelineEventType::from(body.event_type.to_string()),
         state_key: None,
         content: content_of(&body.body)?,
-        delay: delay_of(&body.delay_parameters)?,
+        delay,
     };
     let delay_id = delayed::schedule(&services, sender, Some(body.txn_id.as_str()), event).await?;
     Ok(delayed_message_event::unstable::Response::new(delay_id).into())
 }
 
-/// `PUT …/state/{eventType}/{stateKey}?org.matrix.msc4140.delay=<ms>`
+/// `PUT …/state/{eventType}/{stateKey}?org.matrix.msc4140.delay=<ms>`: ruma's response.
 async fn schedule_state(
     services: AppState,
-    request: Ruma<delayed_state_event::unstable::Request>,
+    request: Ruma<send_state_event::Request>,
+    delay: Duration,
 ) -> ApiResult<delayed_state_event::unstable::Response> {
     let sender = request.sender()?;
     let body = &request.body;
@@ -125,7 +150,7 @@ async fn schedule_state(
         kind: TimelineEventType::from(body.event_type.to_string()),
         state_key: Some(body.state_key.clone()),
         content: content_of(&body.body)?,
-        delay: delay_of(&body.delay_parameters)?,
+        delay,
     };
     let delay_id = delayed::schedule(&services, sender, None, event).await?;
     Ok(delayed_state_event::unstable::Response::new(delay_id).into())
