@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{OPEN_REGISTRATION, Session, TestServer, assert_error};
@@ -303,6 +303,24 @@ async fn cancel_restart_and_send_now() {
     assert!(!all.contains(&"cancelled".to_owned()), "{all:?}");
     assert_eq!(all.len(), 3, "{all:?}");
     assert!(list(&server, &alice).await.is_empty());
+
+    // A deactivated account's delayed events are cancelled, as in Synapse.
+    let bobs = must_send_later(&server, &bob, &room, "from beyond", 3_600_000).await;
+    let (status, body) = server
+        .with_password_auth(
+            Method::POST,
+            "/_matrix/client/v3/account/deactivate",
+            &bob,
+            "password",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_error(
+        &act(&server, Some(&alice), &bobs, "send").await,
+        404,
+        "M_NOT_FOUND",
+    );
 }
 
 #[tokio::test]
