@@ -398,6 +398,16 @@ async fn synapses_errors() {
     // Listing needs a token.
     let (status, body) = server.get(DELAYED, None).await;
     assert_error(&(status, body), 401, "M_MISSING_TOKEN");
+
+    // At most 100 pending per user (Synapse's default), then 429 until one is sent.
+    for i in 1..100 {
+        must_send_later(&server, &alice, &room, &format!("pending {i}"), 3_600_000).await;
+    }
+    let reply = send_later(&server, &alice, &room, &txn(), "one too many", 1000).await;
+    assert_error(&reply, 429, "M_LIMIT_EXCEEDED");
+    assert!(reply.1["retry_after_ms"].as_u64().is_some(), "{}", reply.1);
+    assert_eq!(list(&server, &alice).await.len(), 100);
+    must_send_later(&server, &bob, &room, "bob's own", 3_600_000).await;
 }
 
 #[tokio::test]
