@@ -452,6 +452,25 @@ async fn someone_elses_state_cancels_a_delayed_state_event() {
     let reply = set_state_later(&server, &alice, &room, call, "mine", left.clone(), 1500).await;
     assert_eq!(reply.0, StatusCode::OK, "{}", reply.1);
 
+    // The other one (another state key) is sent when due, as alice. Its send comes after the
+    // task looked at alice's own change: that one is still pending.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let state = full_state(&server, &alice, &room).await;
+        if let Some(event) = find_state(&state, call, "mine") {
+            assert_eq!(event["sender"], alice.user_id.as_str());
+            assert_eq!(event["content"], left);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delayed state never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = list(&server, &alice).await;
+    assert!(
+        pending.iter().any(|e| e["delay_id"] == kept.as_str()),
+        "cancelled by its own user's change: {pending:?}"
+    );
+
     // Bob's change of the same state cancels it.
     set_state(
         &server,
@@ -476,19 +495,6 @@ async fn someone_elses_state_cancels_a_delayed_state_event() {
         404,
         "M_NOT_FOUND",
     );
-
-    // The other one (another state key) is sent when due, as alice.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let state = full_state(&server, &alice, &room).await;
-        if let Some(event) = find_state(&state, call, "mine") {
-            assert_eq!(event["sender"], alice.user_id.as_str());
-            assert_eq!(event["content"], left);
-            break;
-        }
-        assert!(Instant::now() < deadline, "the delayed state never arrived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let shared = find_state(&full_state(&server, &alice, &room).await, call, "shared")
         .cloned()
         .unwrap();
