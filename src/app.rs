@@ -43,6 +43,7 @@ pub fn homeserver_router(services: Arc<Services>, tasks: &BackgroundTasks) -> ax
         .federation_sender
         .spawn(tasks, services.rooms.subscribe());
     crate::services::appservice::sender::spawn(&services, tasks);
+    crate::services::delayed_events::spawn(&services, tasks);
     spawn_memory_release(tasks);
     web::router(services)
 }

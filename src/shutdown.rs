@@ -1,9 +1,9 @@
 //! The server's background tasks and their stop. Every task that runs beside the listeners
 //! (presence timeouts, media retention, scheduled backups, memory release, the federation sender,
-//! push delivery) is spawned through [`BackgroundTasks`] with a [`Shutdown`] it watches, and is
-//! awaited when the server stops, so none is cut off in the middle of its work (a scheduled backup
-//! removes its partial folder) and none listens for signals of its own (the pattern of tokio's
-//! mini-redis `shutdown.rs`).
+//! push delivery, delayed events) is spawned through [`BackgroundTasks`] with a [`Shutdown`] it
+//! watches, and is awaited when the server stops, so none is cut off in the middle of its work (a
+//! scheduled backup removes its partial folder) and none listens for signals of its own (the
+//! pattern of tokio's mini-redis `shutdown.rs`).
 
 use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //! matrix-js-sdk clients (the SDK Element Web is built on, pinned in tests/js/package.json)
 //! through what Element does, from the sync loop with lazy-loaded members to back-pagination;
 //! tests/js/element_e2ee.mjs does Element's encryption set-up (cross-signing, secret storage, key
-//! backup) with the SDK's Rust crypto, an encrypted DM, and a restore from backup.
+//! backup) with the SDK's Rust crypto, an encrypted DM, and a restore from backup;
+//! tests/js/delayed_events.mjs uses the SDK's delayed-event calls (MSC4140) as Element Call does.
 //!
 //! Needs Node.js 20 or later and the npm registry: the SDK is installed with `npm ci` into
 //! `<target dir>/test-js` once, and again when tests/js/package-lock.json changes
@@ -19,11 +20,16 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Runs one script with two fresh users and fails, with both sides' output, unless it exits 0
 /// and prints its `OK:` line.
 async fn run_script(script: &str) {
+    run_script_with_config(script, OPEN_REGISTRATION).await;
+}
+
+/// [`run_script`] against a server with the config `yaml`.
+async fn run_script_with_config(script: &str, yaml: &str) {
     // Both tests share one install, made once per test binary.
     let dir = tokio::task::spawn_blocking(common::js::sdk_dir)
         .await
         .expect("npm");
-    let server = TestServer::start_with_config(OPEN_REGISTRATION).await;
+    let server = TestServer::start_with_config(yaml).await;
     for user in ["alice", "bob"] {
         server.register(user, "js-sdk-password").await;
     }
@@ -66,4 +72,10 @@ async fn matrix_js_sdk_does_what_element_does() {
 #[tokio::test]
 async fn elements_crypto_sets_up_backup_and_decrypts_a_dm() {
     run_script("element_e2ee.mjs").await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_schedules_restarts_and_sends_delayed_events() {
+    let config = format!("{OPEN_REGISTRATION}max_event_delay_duration: 1h\n");
+    run_script_with_config("delayed_events.mjs", &config).await;
 }

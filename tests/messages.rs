@@ -1,6 +1,8 @@
 //! `/messages`: pagination in both directions with `from`/`to`/`limit`, event filters, lazy-loaded
 //! members, and the history-visibility rules deciding what a reader may see.
 
+mod delayed_events;
+
 use crate::common;
 use crate::room_api;
 

@@ -146,9 +146,14 @@ pub struct Config {
     /// `POST /_matrix/media/v1/create` per account (Synapse's `rc_media_create`).
     pub rc_media_create: RateLimit,
 
-    /// Synapse's limit on managing delayed events (MSC4140). This server has no delayed
-    /// events, so nothing uses it; the key is read so that a Synapse config still loads.
+    /// Managing delayed events (MSC4140: listing, cancelling, restarting, sending them now),
+    /// per account, or per client address for requests without a token (Synapse's key).
     pub rc_delayed_event_mgmt: RateLimit,
+
+    /// The longest delay a client may schedule an event with (MSC4140 delayed events, which
+    /// Element Call uses to leave a call when a client vanishes), e.g. `24h` (Synapse's key).
+    /// Unset, as in Synapse, turns delayed events off: scheduling one is refused.
+    pub max_event_delay_duration: Option<Duration>,
 
     /// The version of rooms created without one, as Synapse's `default_room_version`.
     pub default_room_version: String,
@@ -368,6 +373,7 @@ impl Default for Config {
                 per_second: 1.0,
                 burst_count: 5.0,
             },
+            max_event_delay_duration: None,
             default_room_version: "12".to_owned(),
             max_upload_size: ByteSize::mebibytes(50),
             turn_uris: Vec::new(),

@@ -312,3 +312,23 @@ fn federation_backoff_keys_are_synapses_with_its_defaults() {
         assert!(parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn max_event_delay_duration_is_synapses_key() {
+    // Unset (Synapse's default): delayed events are off.
+    assert_eq!(parse("").unwrap().max_event_delay_duration, None);
+    let config = parse("max_event_delay_duration: 24h\n").unwrap();
+    assert_eq!(
+        config.max_event_delay_duration.unwrap().0,
+        std::time::Duration::from_secs(86_400)
+    );
+    let config = parse("max_event_delay_duration: 1500\n").unwrap();
+    assert_eq!(
+        config.max_event_delay_duration.unwrap().0,
+        std::time::Duration::from_millis(1500)
+    );
+    let err = parse("max_event_delay_duration: 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_event_delay_duration"), "{err}");
+}

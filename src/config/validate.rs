@@ -114,6 +114,16 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if self
+            .max_event_delay_duration
+            .is_some_and(|max| max.0.is_zero())
+        {
+            // Synapse's check: unset is the way to turn delayed events off.
+            return Err((
+                "max_event_delay_duration",
+                "must be a positive value if set".to_owned(),
+            ));
+        }
         if !crate::services::rooms::SUPPORTED_ROOM_VERSIONS
             .contains(&self.default_room_version.as_str())
         {

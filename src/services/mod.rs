@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod appservice;
 pub mod backup;
 pub mod data_dir_lock;
+pub mod delayed_events;
 pub mod directory;
 pub mod e2ee;
 pub mod federation;
@@ -23,6 +24,7 @@ pub mod rate_limit;
 pub mod registration;
 pub mod reports;
 pub mod rooms;
+pub mod send;
 pub mod sent_members;
 pub mod server_auth;
 pub mod server_key;
@@ -90,6 +92,8 @@ pub struct Services {
     pub sent_members: Arc<sent_members::SentMembers>,
     /// Sliding sync connections: what each was already sent (memory only).
     pub sliding_sync: Arc<sync::connections::Connections>,
+    /// Events scheduled to be sent later (MSC4140).
+    pub delayed_events: delayed_events::DelayedEvents,
 }
 
 pub struct LoginLimits {
@@ -151,6 +155,7 @@ impl Services {
             &config,
         ));
         Ok(Arc::new(Self {
+            delayed_events: delayed_events::DelayedEvents::new(db.clone(), &config, limits.clone()),
             federation_sender,
             appservices,
             voip,

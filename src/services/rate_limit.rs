@@ -5,11 +5,13 @@
 //!
 //! `AccountLimits` applies Synapse's per-account limits on what users do in rooms and the media
 //! repository (`rc_message`, `rc_admin_redaction`, `rc_joins`, `rc_invites`, `rc_room_creation`,
-//! `rc_media_create`), checked by the services before they write; server admins are exempt.
+//! `rc_media_create`, `rc_delayed_event_mgmt`), checked by the services before they write; server
+//! admins are exempt.
 
 use std::{
     collections::HashMap,
     hash::Hash,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -121,6 +123,8 @@ pub struct AccountLimits {
     invites_per_issuer: RateLimiter<OwnedUserId>,
     room_creation: RateLimiter<OwnedUserId>,
     media_create: RateLimiter<OwnedUserId>,
+    /// Keyed by user ID, or by client address for requests without a token.
+    delayed_event_mgmt: RateLimiter<String>,
     /// Users of application services registered with `rate_limited: false` are exempt too.
     appservices: Option<Arc<crate::services::appservice::AppServices>>,
 }
@@ -138,6 +142,7 @@ impl AccountLimits {
             invites_per_issuer: RateLimiter::new(config.rc_invites.per_issuer),
             room_creation: RateLimiter::new(config.rc_room_creation),
             media_create: RateLimiter::new(config.rc_media_create),
+            delayed_event_mgmt: RateLimiter::new(config.rc_delayed_event_mgmt),
             appservices: None,
         }
     }
@@ -222,6 +227,18 @@ impl AccountLimits {
     /// One `POST /_matrix/media/v1/create` (`rc_media_create`).
     pub async fn media_create(&self, user: &UserId) -> Result<()> {
         self.take(&self.media_create, &user.to_owned(), user).await
+    }
+
+    /// One request managing delayed events (`rc_delayed_event_mgmt`): by `user` when the
+    /// request has a token, otherwise by the client's address, as Synapse keys it.
+    pub async fn delayed_event_mgmt(&self, user: Option<&UserId>, address: IpAddr) -> Result<()> {
+        match user {
+            Some(user) => {
+                self.take(&self.delayed_event_mgmt, &user.to_string(), user)
+                    .await
+            }
+            None => self.delayed_event_mgmt.take(&address.to_string()),
+        }
     }
 
     /// Counts one action of `actor` under `key`, unless the limit refuses and the actor is not

@@ -355,6 +355,8 @@ impl Users {
                     return Err(Error::not_found(format!("No such user: {user_id}")));
                 }
                 store::delete_all_devices(tx, &user_id, None)?;
+                // As Synapse: none of the account's delayed events (MSC4140) is sent any more.
+                crate::storage::delayed_events::cancel_for_user(tx, &user_id)?;
                 Ok(current_stream_position(tx)?)
             })
             .await?;

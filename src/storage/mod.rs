@@ -28,6 +28,7 @@
 pub mod account_data;
 pub mod appservice;
 pub mod backup;
+pub mod delayed_events;
 pub mod directory;
 pub mod e2ee_keys;
 pub mod federation_inbound;

@@ -32,5 +32,15 @@ pub async fn get_capabilities(
         .filter_map(|v| RoomVersionId::try_from(*v).ok())
         .map(|v| (v, RoomVersionStability::Stable))
         .collect();
+    // Delayed events (MSC4140), as Synapse lists them whether they are on or not.
+    capabilities
+        .set(
+            "org.matrix.msc4140.delayed_events",
+            serde_json::json!({
+                "max_delay_ms": services.delayed_events.max_delay().as_millis() as u64,
+                "max_scheduled": crate::services::delayed_events::MAX_PER_USER,
+            }),
+        )
+        .map_err(crate::error::Error::internal)?;
     Ok(get_capabilities::Response::new(capabilities).into())
 }

@@ -33,9 +33,10 @@ use serde_json::{Value, json};
 use crate::{
     error::{Error, Result},
     services::{
-        federation::{backfill, member_state},
+        federation::backfill,
         filter::room_event_matches,
         rooms::{Direction, EventDraft, MAX_PDU_BYTES, PaginationToken, check_type_and_state_key},
+        send,
     },
     web::{
         AppState,
@@ -46,7 +47,8 @@ use crate::{
 /// Most events one `/messages` page returns.
 const MAX_PAGE: usize = 1000;
 
-fn content_of<T>(raw: &Raw<T>) -> Result<Value> {
+/// An event's content as a client sent it: a JSON object within the PDU size limit.
+pub(super) fn content_of<T>(raw: &Raw<T>) -> Result<Value> {
     let json = raw.json().get();
     if json.len() > MAX_PDU_BYTES {
         return Err(Error::too_large(format!(
@@ -77,20 +79,15 @@ pub async fn send_message_event(
     check_type_and_state_key(&body.event_type.to_string(), None)?;
     let content = content_of(&body.body)?;
     let kind = TimelineEventType::from(body.event_type.to_string());
-    if kind == TimelineEventType::RoomRedaction {
-        return Err(Error::invalid_param(
-            "Use the /redact endpoint to redact events",
-        ));
-    }
-    services
-        .rooms
-        .require_joined(&body.room_id, &sender.user_id)
-        .await?;
-    let draft = EventDraft::message(kind, content);
-    let event_id = services
-        .rooms
-        .send_with_txn(&body.room_id, sender, body.txn_id.as_str(), draft)
-        .await?;
+    let event_id = send::message(
+        &services,
+        &body.room_id,
+        sender,
+        body.txn_id.as_str(),
+        kind,
+        content,
+    )
+    .await?;
     Ok(send_message_event::Response::new(event_id).into())
 }
 
@@ -104,38 +101,16 @@ pub async fn send_state_event(
     check_type_and_state_key(&body.event_type.to_string(), Some(&body.state_key))?;
     let content = content_of(&body.body)?;
     let kind = TimelineEventType::from(body.event_type.to_string());
-    if kind == TimelineEventType::RoomCreate {
-        return Err(Error::forbidden("m.room.create is sent by createRoom"));
-    }
-    if kind == TimelineEventType::RoomMember {
-        let event_id = member_state::set_member_state(
-            &services,
-            &body.room_id,
-            &sender.user_id,
-            &body.state_key,
-            content,
-        )
-        .await?;
-        return Ok(send_state_event::Response::new(event_id).into());
-    }
-    if kind == TimelineEventType::RoomCanonicalAlias {
-        services
-            .rooms
-            .check_canonical_alias(&body.room_id, &content)
-            .await?;
-    }
-    let appended = services
-        .rooms
-        .send_state(
-            &body.room_id,
-            &sender.user_id,
-            EventDraft::state(kind.clone(), body.state_key.clone(), content),
-        )
-        .await?;
-    if kind == TimelineEventType::RoomGuestAccess {
-        crate::services::guests::after_guest_access_change(&services, &body.room_id).await;
-    }
-    Ok(send_state_event::Response::new(appended.event_id).into())
+    let event_id = send::state(
+        &services,
+        &body.room_id,
+        &sender.user_id,
+        kind,
+        body.state_key.clone(),
+        content,
+    )
+    .await?;
+    Ok(send_state_event::Response::new(event_id).into())
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

@@ -5,6 +5,7 @@ mod account_data;
 mod appservice;
 mod backup;
 mod capabilities;
+mod delayed_events;
 mod devices;
 mod directory;
 mod ephemeral;
@@ -29,9 +30,9 @@ mod voip;
 
 use axum::Router;
 use ruma::api::client::{
-    account as acc, config, device, discovery, filter, knock, membership as mem, message,
-    profile as prof, read_marker, receipt, redact, room, session as ses, state, sync::sync_events,
-    typing,
+    account as acc, config, delayed_events as delayed, device, discovery, filter, knock,
+    membership as mem, message, profile as prof, read_marker, receipt, redact, room,
+    session as ses, state, sync::sync_events, typing,
 };
 
 use crate::web::{AppState, ruma::RumaRoutes};
@@ -92,13 +93,26 @@ pub fn routes() -> Router<AppState> {
         .ruma::<mem::joined_rooms::v3::Request, _, _>(rooms::joined_rooms)
         .ruma::<mem::get_member_events::v3::Request, _, _>(events::get_member_events)
         .ruma::<mem::joined_members::v3::Request, _, _>(events::joined_members)
-        .ruma::<message::send_message_event::v3::Request, _, _>(events::send_message_event)
+        // Delayed or not (`?org.matrix.msc4140.delay=`): `delayed_events.rs` decides.
+        .ruma::<message::send_message_event::v3::Request, _, _>(delayed_events::send_message_event)
         .ruma::<message::get_message_events::v3::Request, _, _>(events::get_message_events)
-        .ruma::<state::send_state_event::v3::Request, _, _>(events::send_state_event)
+        .ruma::<state::send_state_event::v3::Request, _, _>(delayed_events::send_state_event)
         .ruma::<state::get_state_event_for_key::v3::Request, _, _>(events::get_state_event_for_key)
         .ruma::<state::get_state_events::v3::Request, _, _>(events::get_state_events)
         .ruma::<room::get_room_event::v3::Request, _, _>(events::get_room_event)
         .ruma::<redact::redact_event::v3::Request, _, _>(events::redact_event)
+        .ruma::<delayed::get_all_delayed_events::unstable::Request, _, _>(
+            delayed_events::get_delayed_events,
+        )
+        .ruma::<delayed::get_delayed_event::unstable::Request, _, _>(
+            delayed_events::get_delayed_event,
+        )
+        .ruma::<delayed::update_delayed_event::unstable_v1::Request, _, _>(
+            delayed_events::update_delayed_event,
+        )
+        .ruma::<delayed::update_delayed_event::unstable_v2::Request, _, _>(
+            delayed_events::update_delayed_event_by_path,
+        )
         .ruma::<sync_events::v3::Request, _, _>(sync::sync_events)
         .ruma::<sync_events::v5::Request, _, _>(sync::sliding_sync)
         .ruma::<filter::create_filter::v3::Request, _, _>(sync::create_filter)
@@ -112,7 +126,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<read_marker::set_read_marker::v3::Request, _, _>(ephemeral::set_read_marker)
         // The spec lets clients omit an empty state key: `/state/{type}` means `/state/{type}/`.
         .ruma_with_empty_last_arg::<state::send_state_event::v3::Request, _, _>(
-            events::send_state_event,
+            delayed_events::send_state_event,
         )
         .ruma_with_empty_last_arg::<state::get_state_event_for_key::v3::Request, _, _>(
             events::get_state_event_for_key,

@@ -45,7 +45,7 @@ const UNSTABLE_FEATURES: &[&str] = &[
 
 /// `GET /_matrix/client/versions`
 pub async fn get_supported_versions(
-    State(_): State<AppState>,
+    State(services): State<AppState>,
     _: Ruma<get_supported_versions::Request>,
 ) -> ApiResult<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(
@@ -55,5 +55,10 @@ pub async fn get_supported_versions(
         .iter()
         .map(|feature| ((*feature).to_owned(), true))
         .collect::<BTreeMap<_, _>>();
+    // Delayed events, as Synapse: listed always, true once `max_event_delay_duration` is set.
+    response.unstable_features.insert(
+        "org.matrix.msc4140".to_owned(),
+        services.delayed_events.enabled(),
+    );
     Ok(response.into())
 }
