@@ -263,7 +263,7 @@ pub async fn schedule(
     if let Some(txn) = txn_id {
         let (user, device, txn) = (user.clone(), device.clone(), txn.to_owned());
         let earlier = services
-            .database()
+            .db
             .read(move |c| store::txn_delay_id(c, &user, &device, &txn).map_err(Error::from))
             .await?;
         if let Some(delay_id) = earlier {
@@ -292,7 +292,7 @@ pub async fn schedule(
     let state_key = event.state_key;
     let delay_ms = i64::try_from(event.delay.as_millis()).unwrap_or(i64::MAX);
     let (delay_id, next) = services
-        .database()
+        .db
         .write(move |tx| {
             if let Some(txn) = &txn
                 && let Some(earlier) = store::txn_delay_id(tx, &user, &device, txn)?
@@ -364,7 +364,7 @@ pub async fn send_now(
     delayed.limits.delayed_event_mgmt(actor, address).await?;
     let id = delay_id.to_owned();
     let (row, next) = services
-        .database()
+        .db
         .write(move |tx| {
             let row = store::take(tx, &id)?.ok_or_else(not_found)?;
             Ok::<_, Error>((row, store::next_due(tx)?))
@@ -420,7 +420,7 @@ async fn run(services: Arc<Services>, shutdown: Shutdown) {
     // Events a stop cut off while they were being sent are due again, now.
     loop {
         let started = services
-            .database()
+            .db
             .write(|tx| {
                 store::release_all_taken(tx, now_ms())?;
                 Ok::<_, Error>(store::next_due(tx)?)
@@ -487,12 +487,12 @@ async fn run(services: Arc<Services>, shutdown: Shutdown) {
 /// delayed state event still waits (then new events must be looked at).
 async fn cancel_superseded(services: &Services) -> Result<bool> {
     let (superseded, waiting) = services
-        .database()
+        .db
         .read(|c| Ok::<_, Error>((store::superseded(c)?, store::any_pending_state(c)?)))
         .await?;
     if !superseded.is_empty() {
         let next = services
-            .database()
+            .db
             .write(|tx| {
                 let cancelled = store::cancel_superseded(tx)?;
                 Ok::<_, Error>((cancelled, store::next_due(tx)?))
@@ -508,7 +508,7 @@ async fn cancel_superseded(services: &Services) -> Result<bool> {
 /// falling due together only the first is sent, as in Synapse.
 async fn send_due(services: &Services) -> Result<()> {
     let (rows, next) = services
-        .database()
+        .db
         .write(|tx| {
             store::cancel_superseded(tx)?;
             let rows = store::take_due(tx, now_ms())?;
