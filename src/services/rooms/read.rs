@@ -130,13 +130,20 @@ impl<'a> Visibility<'a> {
             return Ok(allowed);
         }
         let visibility = self.visibility_at(row.state_group)?;
-        let membership =
-            self.content_at(row.state_group, "m.room.member", &self.user, "membership")?;
-        let allowed = self.judge(&visibility, membership.map(MembershipState::from).as_ref());
+        // World-readable history, and shared history of a room the reader is in now, are
+        // visible whatever the reader's membership was then: that is not read for them.
+        let visible_whatever_membership =
+            visibility == "world_readable" || (visibility == "shared" && self.joined_now);
+        let allowed = visible_whatever_membership || {
+            let membership =
+                self.content_at(row.state_group, "m.room.member", &self.user, "membership")?;
+            self.judge(&visibility, membership.map(MembershipState::from).as_ref())
+        };
         self.cache.insert(row.state_group, allowed);
         Ok(allowed)
     }
 
+    /// Whether an event is visible by the history visibility and the reader's membership at it.
     fn judge(&self, visibility: &str, membership: Option<&MembershipState>) -> bool {
         visibility == "world_readable"
             || membership == Some(&Join)
