@@ -36,6 +36,7 @@ use ruma::{
     events::TimelineEventType,
     serde::Raw,
 };
+use rusqlite::Transaction;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -97,6 +98,25 @@ impl DelayedEvents {
         self.max_delay.unwrap_or_default()
     }
 
+    /// Runs a write that changes the schedule, then publishes the earliest due time it leaves
+    /// (read in the same transaction), so that the task neither sleeps past an earlier event
+    /// nor wakes for a cancelled one.
+    async fn change_schedule<T, F>(&self, change: F) -> Result<T>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (value, next) = self
+            .db
+            .write(move |tx| {
+                let value = change(tx)?;
+                Ok::<_, Error>((value, store::next_due(tx)?))
+            })
+            .await?;
+        self.publish(next);
+        Ok(value)
+    }
+
     fn publish(&self, next_due: Option<i64>) {
         self.next_due.send_if_modified(|current| {
             let changed = *current != next_due;
@@ -142,17 +162,13 @@ impl DelayedEvents {
     ) -> Result<()> {
         self.limits.delayed_event_mgmt(actor, address).await?;
         let delay_id = delay_id.to_owned();
-        let next = self
-            .db
-            .write(move |tx| {
-                if !store::cancel(tx, &delay_id)? {
-                    return Err(not_found());
-                }
-                Ok(store::next_due(tx)?)
-            })
-            .await?;
-        self.publish(next);
-        Ok(())
+        self.change_schedule(move |tx| {
+            if !store::cancel(tx, &delay_id)? {
+                return Err(not_found());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Starts a pending delayed event's delay again from now (a client's heartbeat).
@@ -164,31 +180,20 @@ impl DelayedEvents {
     ) -> Result<()> {
         self.limits.delayed_event_mgmt(actor, address).await?;
         let delay_id = delay_id.to_owned();
-        let next = self
-            .db
-            .write(move |tx| {
-                if !store::restart(tx, &delay_id, now_ms())? {
-                    return Err(not_found());
-                }
-                Ok(store::next_due(tx)?)
-            })
-            .await?;
-        self.publish(next);
-        Ok(())
+        self.change_schedule(move |tx| {
+            if !store::restart(tx, &delay_id, now_ms())? {
+                return Err(not_found());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Puts back a taken event whose send was refused for now, due again at `send_ts`.
     async fn release(&self, delay_id: &str, send_ts: i64) -> Result<()> {
         let delay_id = delay_id.to_owned();
-        let next = self
-            .db
-            .write(move |tx| {
-                store::release(tx, &delay_id, send_ts)?;
-                Ok::<_, Error>(store::next_due(tx)?)
-            })
-            .await?;
-        self.publish(next);
-        Ok(())
+        self.change_schedule(move |tx| Ok(store::release(tx, &delay_id, send_ts)?))
+            .await
     }
 
     async fn delete(&self, delay_id: &str) -> Result<()> {
@@ -291,13 +296,12 @@ pub async fn schedule(
     let (room_id, kind) = (event.room_id.to_string(), event.kind.to_string());
     let state_key = event.state_key;
     let delay_ms = i64::try_from(event.delay.as_millis()).unwrap_or(i64::MAX);
-    let (delay_id, next) = services
-        .db
-        .write(move |tx| {
+    delayed
+        .change_schedule(move |tx| {
             if let Some(txn) = &txn
                 && let Some(earlier) = store::txn_delay_id(tx, &user, &device, txn)?
             {
-                return Ok((earlier, store::next_due(tx)?));
+                return Ok(earlier);
             }
             let count = store::count_for_user(tx, &user)?;
             if count >= MAX_PER_USER {
@@ -327,11 +331,9 @@ pub async fn schedule(
             if let Some(txn) = &txn {
                 store::insert_txn(tx, &user, &device, txn, &answer)?;
             }
-            Ok((answer, store::next_due(tx)?))
+            Ok(answer)
         })
-        .await?;
-    delayed.publish(next);
-    Ok(delay_id)
+        .await
 }
 
 /// `400 ORG.MATRIX.MSC4140_DELAY_TOO_LARGE`, Synapse's answer to a delay over the maximum.
@@ -363,14 +365,9 @@ pub async fn send_now(
     let delayed = &services.delayed_events;
     delayed.limits.delayed_event_mgmt(actor, address).await?;
     let id = delay_id.to_owned();
-    let (row, next) = services
-        .db
-        .write(move |tx| {
-            let row = store::take(tx, &id)?.ok_or_else(not_found)?;
-            Ok::<_, Error>((row, store::next_due(tx)?))
-        })
+    let row = delayed
+        .change_schedule(move |tx| store::take(tx, &id)?.ok_or_else(not_found))
         .await?;
-    delayed.publish(next);
     let outcome = send_row(services, &row).await;
     if let Err(e) = delayed.finish(&row, &outcome).await {
         tracing::warn!(error = %e, delay_id, "cannot finish a delayed event");
@@ -419,18 +416,11 @@ async fn run(services: Arc<Services>, shutdown: Shutdown) {
     let delayed = &services.delayed_events;
     // Events a stop cut off while they were being sent are due again, now.
     loop {
-        let started = services
-            .db
-            .write(|tx| {
-                store::release_all_taken(tx, now_ms())?;
-                Ok::<_, Error>(store::next_due(tx)?)
-            })
+        let started = delayed
+            .change_schedule(|tx| Ok(store::release_all_taken(tx, now_ms())?))
             .await;
         match started {
-            Ok(next) => {
-                delayed.publish(next);
-                break;
-            }
+            Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the delayed events");
                 tokio::select! {
@@ -491,15 +481,11 @@ async fn cancel_superseded(services: &Services) -> Result<bool> {
         .read(|c| Ok::<_, Error>((store::superseded(c)?, store::any_pending_state(c)?)))
         .await?;
     if !superseded.is_empty() {
-        let next = services
-            .db
-            .write(|tx| {
-                let cancelled = store::cancel_superseded(tx)?;
-                Ok::<_, Error>((cancelled, store::next_due(tx)?))
-            })
+        let cancelled = services
+            .delayed_events
+            .change_schedule(|tx| Ok(store::cancel_superseded(tx)?))
             .await?;
-        tracing::debug!(cancelled = next.0, "delayed state events superseded");
-        services.delayed_events.publish(next.1);
+        tracing::debug!(cancelled, "delayed state events superseded");
     }
     Ok(waiting)
 }
@@ -507,15 +493,13 @@ async fn cancel_superseded(services: &Services) -> Result<bool> {
 /// Sends every event due now, soonest first. Of several delayed events for the same state
 /// falling due together only the first is sent, as in Synapse.
 async fn send_due(services: &Services) -> Result<()> {
-    let (rows, next) = services
-        .db
-        .write(|tx| {
+    let rows = services
+        .delayed_events
+        .change_schedule(|tx| {
             store::cancel_superseded(tx)?;
-            let rows = store::take_due(tx, now_ms())?;
-            Ok::<_, Error>((rows, store::next_due(tx)?))
+            Ok(store::take_due(tx, now_ms())?)
         })
         .await?;
-    services.delayed_events.publish(next);
     let mut sent_state = HashSet::new();
     for row in rows {
         let state = row
