@@ -7,7 +7,9 @@
 //   node delayed_events.mjs <base_url> <alice> <bob> <password>
 import * as sdk from "matrix-js-sdk";
 
-import { fail, waitFor as waitForEvent } from "./support.mjs";
+import {
+    fail, startedClient, timelineEvent as timelineEventOf, waitFor as waitForEvent,
+} from "./support.mjs";
 
 const [baseUrl, aliceName, bobName, password] = process.argv.slice(2);
 const TIMEOUT_MS = 20000;
@@ -18,29 +20,11 @@ function waitFor(emitter, event, predicate, what) {
 }
 
 async function loggedIn(user) {
-    const anonymous = sdk.createClient({ baseUrl });
-    const login = await anonymous.login("m.login.password", {
-        identifier: { type: "m.id.user", user },
-        password,
-        initial_device_display_name: "js-sdk delayed events",
-    });
-    const client = sdk.createClient({
-        baseUrl,
-        accessToken: login.access_token,
-        userId: login.user_id,
-        deviceId: login.device_id,
-    });
-    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-        if (state === "ERROR") fail(`${user}: sync error ${data?.error}`);
-    });
-    const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED", `${user} PREPARED`);
-    await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
-    await prepared;
-    return client;
+    return startedClient(baseUrl, user, password, "js-sdk delayed events", TIMEOUT_MS);
 }
 
 function timelineEvent(client, roomId, predicate, what) {
-    return waitFor(client, sdk.RoomEvent.Timeline, (event, room) => room?.roomId === roomId && predicate(event), what);
+    return timelineEventOf(client, roomId, predicate, what, TIMEOUT_MS);
 }
 
 async function listed(client) {
