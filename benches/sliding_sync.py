@@ -12,7 +12,9 @@ recency). Then, in `--rounds` rounds that alternate which server goes first (nev
   `required_state` with `$LAZY` and `$ME` members): wall time at the client and the server's CPU
   (utime + stime from /proc, ticks of 10 ms: the CPU figure is the mean over all requests) per
   request, `--requests` times (the first of a round is reported
-  apart as `cold`, right after the server started).
+  apart as `cold`, right after the server started). Each request on a new HTTPS connection (a
+  TLS handshake each time), then `--requests` more over one kept-alive connection, as Element X
+  keeps its connection (`first_kept_alive`).
 * **incremental response**: on one connection, another member sends a message to a random room,
   then the client asks with its `pos` (`timeout=0`): time and CPU per request; each answer is
   checked to hold the room with that message (a wrong answer fails the run).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import http.client
 import json
 import random
 import secrets
@@ -80,6 +83,28 @@ def room_list_body(conn_id: str) -> dict:
             "typing": {"enabled": True},
         },
     }
+
+
+class KeptAlive(fj.Client):
+    """One HTTPS connection used for every request, as Element X (matrix-rust-sdk's HTTP
+    client) keeps its connection to the server: no TLS handshake per request."""
+
+    def __init__(self, client: fj.Client) -> None:
+        self.port, self.context, self.token = client.port, client.context, None
+        self.connection = http.client.HTTPSConnection("localhost", self.port,
+                                                      context=self.context, timeout=300)
+
+    def call(self, method: str, path: str, body=None, token=None, timeout=300.0):
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        self.connection.request(method, path, body=json.dumps(body).encode(), headers=headers)
+        response = self.connection.getresponse()
+        reply = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: {response.status} {reply}")
+        return reply
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def sliding_sync(client: fj.Client, token: str, body: dict, pos=None, timeout_ms=0) -> dict:
@@ -171,15 +196,26 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
     # From here on, which mapped pages the requests touch (Linux: 1 clears the referenced bits).
     Path(f"/proc/{pid}/clear_refs").write_text("1")
 
-    first = []
-    for k in range(args.requests):
-        body = room_list_body(f"first-{k}-{secrets.token_hex(4)}")
-        reply, wall, cpu = timed(pid, lambda: sliding_sync(client, bench, body))
-        listed = reply["lists"]["all_rooms"]["count"]
-        sent = len(reply.get("rooms", {}))
-        if listed != len(rooms) or sent != 20:
-            raise RuntimeError(f"{name}: a list of {listed} rooms, {sent} of them sent")
-        first.append({"wall_ms": wall, "cpu_ms": cpu})
+    def first_responses(over: fj.Client) -> list:
+        series = []
+        for k in range(args.requests):
+            body = room_list_body(f"first-{k}-{secrets.token_hex(4)}")
+            reply, wall, cpu = timed(pid, lambda: sliding_sync(over, bench, body))
+            listed = reply["lists"]["all_rooms"]["count"]
+            sent = len(reply.get("rooms", {}))
+            if listed != len(rooms) or sent != 20:
+                raise RuntimeError(f"{name}: a list of {listed} rooms, {sent} of them sent")
+            series.append({"wall_ms": wall, "cpu_ms": cpu})
+        return series
+
+    # A new connection (and TLS handshake) per request, as since session 11; then the same
+    # requests over one kept-alive connection, as Element X sends them.
+    first = first_responses(client)
+    kept_alive = KeptAlive(client)
+    try:
+        first_kept_alive = first_responses(kept_alive)
+    finally:
+        kept_alive.close()
 
     body = room_list_body(f"incremental-{secrets.token_hex(4)}")
     pos = sliding_sync(client, bench, body)["pos"]
@@ -229,6 +265,7 @@ def measure(args, name: str, process, client: fj.Client, facts: dict) -> dict:
         "server": name,
         "cold_first_ms": first[0]["wall_ms"],
         "first": first[1:],
+        "first_kept_alive": first_kept_alive,
         "incremental": incremental,
         "rss_idle_mib": rss_idle,
         "rss_before_connections_mib": rss_before,
@@ -325,7 +362,7 @@ def main() -> None:
         return statistics.median(r[key] for r in rounds if r["server"] == server)
 
     summary = {}
-    for section in ("first", "incremental"):
+    for section in ("first", "first_kept_alive", "incremental"):
         for key in ("wall_ms", "cpu_ms"):
             summary[f"{section}_{key}"] = {s: median(s, section, key) for s in names}
     for key in ("cold_first_ms", "rss_idle_mib", "rss_before_connections_mib",
