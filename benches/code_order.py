@@ -12,10 +12,11 @@ Nothing else changes: the same functions, only their addresses.
 How: the release binary, with its symbols, runs under Valgrind's callgrind while a training run
 speaks to it over loopback (start-up; Element X's sliding sync: the room list, an incremental
 answer, long polls; an Element Web session over `/sync`: messages, state, profile, keys, to-device,
-receipts, typing, account data, media; registration and password log-in). Every function of the
-binary that ran is listed: first those of start-up, then those each phase of the training ran
-for the first time (the account's filling, Element X, Element Web), the most executed first
-within a phase.
+receipts, typing, account data, media; registration and password log-in; a room on a second
+appliance joined over federation, a message each way). Every function of the binary that ran is
+listed: first those of start-up, then those each phase of the training ran for the first time
+(the account's filling, Element X, Element Web, federation), the most executed first within a
+phase.
 
 Symbol names carry a hash of the toolchain and the dependencies' versions, so after a rustc
 upgrade or a Cargo.lock change the list stops matching (the binary still works; its code is just
@@ -35,6 +36,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -144,9 +146,37 @@ def element_web_session(client: fj.Client, facts: dict) -> None:
     client.call("POST", f"{v3}/logout", {}, token=ss.login(client, "bench"))
 
 
+def wait_for_message(client: fj.Client, token: str, room: str, body: str) -> None:
+    """Until `body` is among the room's latest messages as `token`'s user reads them."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        chunk = client.call("GET", f"/_matrix/client/v3/rooms/{fj.q(room)}/messages?dir=b"
+                            "&limit=10", token=token)["chunk"]
+        if any(e.get("content", {}).get("body") == body for e in chunk):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{body!r} did not arrive in {room}")
+
+
+def federation_session(client: fj.Client, facts: dict, other: fj.Client, server: str) -> None:
+    """A room on another server (a second appliance, not under callgrind): joined over
+    federation, then a message each way."""
+    _, remote = ss.register(other, "remote")
+    room = other.call("POST", "/_matrix/client/v3/createRoom",
+                      {"preset": "public_chat", "name": "Elsewhere"}, token=remote)["room_id"]
+    client.call("POST", f"/_matrix/client/v3/join/{fj.q(room)}?server_name={fj.q(server)}", {},
+                token=facts["bench"], timeout=600)
+    other.call("PUT", f"/_matrix/client/v3/rooms/{fj.q(room)}/send/m.room.message/r1",
+               {"msgtype": "m.text", "body": "from the other server"}, token=remote)
+    wait_for_message(client, facts["bench"], room, "from the other server")
+    client.call("PUT", f"/_matrix/client/v3/rooms/{fj.q(room)}/send/m.room.message/l1",
+                {"msgtype": "m.text", "body": "from the trained one"}, token=facts["bench"])
+    wait_for_message(other, remote, room, "from the trained one")
+
+
 def train(binary: Path, work: Path) -> list[Path]:
     """Runs the training under callgrind, one profile per phase (start-up, filling an account,
-    Element X, Element Web): each holds only what ran in that phase."""
+    Element X, Element Web, federation): each holds only what ran in that phase."""
     wrapper = work / "under-callgrind"
     out = work / "callgrind.out"
     wrapper.write_text(
@@ -179,11 +209,23 @@ def train(binary: Path, work: Path) -> list[Path]:
         end_of_phase("element-x")
         fj.log("training: an Element Web session over /sync")
         element_web_session(client, facts)
+        end_of_phase("element-web")
+        fj.log("training: a room on another server, over federation")
+        other_directory = work / "other"
+        fj.make_leaf(ca, ca_key, other_directory)
+        other_port = fj.free_port()
+        other = fj.start_appliance(binary, other_directory, other_port, ca_file,
+                                   ss.BENCH_NO_LIMITS)
+        try:
+            federation_session(client, facts, fj.Client(other_port, ca_file),
+                               f"localhost:{other_port}")
+        finally:
+            fj.stop(other)
     finally:
         fj.stop(process)
     profiles = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-    if len(profiles) != 4:
-        raise SystemExit(f"callgrind wrote {len(profiles)} profiles, not 4: {profiles}")
+    if len(profiles) != 5:
+        raise SystemExit(f"callgrind wrote {len(profiles)} profiles, not 5: {profiles}")
     return profiles
 
 
