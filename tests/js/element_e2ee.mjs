@@ -7,7 +7,7 @@
 //   node element_e2ee.mjs <base_url> <alice> <bob> <password>
 import * as sdk from "matrix-js-sdk";
 
-import { fail, waitFor as waitForEvent } from "./support.mjs";
+import { eventually as eventuallyWithin, fail, startedClient, waitFor as waitForEvent } from "./support.mjs";
 
 const [baseUrl, aliceName, bobName, password] = process.argv.slice(2);
 const TIMEOUT_MS = 30000;
@@ -16,13 +16,8 @@ function waitFor(emitter, event, predicate, what) {
     return waitForEvent(emitter, event, predicate, what, TIMEOUT_MS);
 }
 
-async function eventually(check, what) {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (Date.now() < deadline) {
-        if (await check()) return;
-        await new Promise((r) => setTimeout(r, 250));
-    }
-    fail(`timed out waiting for ${what}`);
+function eventually(check, what) {
+    return eventuallyWithin(check, what, TIMEOUT_MS);
 }
 
 // Secret-storage keys this "user" knows, as Element keeps them while the user is in the dialog.
@@ -37,27 +32,9 @@ const cryptoCallbacks = {
     cacheSecretStorageKey: (keyId, _info, key) => secretStorageKeys.set(keyId, key),
 };
 
-async function loggedIn(user) {
-    const login = await sdk.createClient({ baseUrl }).login("m.login.password", {
-        identifier: { type: "m.id.user", user },
-        password,
-        initial_device_display_name: "js-sdk e2ee test",
-    });
-    const client = sdk.createClient({
-        baseUrl,
-        accessToken: login.access_token,
-        userId: login.user_id,
-        deviceId: login.device_id,
-        cryptoCallbacks,
-    });
-    await client.initRustCrypto({ useIndexedDB: false });
-    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-        if (state === "ERROR") fail(`${user}: sync error ${data?.error}`);
-    });
-    const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED", `${user} PREPARED`);
-    await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
-    await prepared;
-    return client;
+function loggedIn(user) {
+    return startedClient(baseUrl, user, password, "js-sdk e2ee test", TIMEOUT_MS,
+        { crypto: true, cryptoCallbacks });
 }
 
 function passwordAuth(user) {

@@ -11,7 +11,7 @@
 // Both servers' certificates come from a test CA that Node trusts through NODE_EXTRA_CA_CERTS.
 import * as sdk from "matrix-js-sdk";
 
-import { fail, waitFor as waitForEvent } from "./support.mjs";
+import { eventually as eventuallyWithin, fail, startedClient, waitFor as waitForEvent } from "./support.mjs";
 
 const [aliceUrl, aliceId, bobUrl, bobId, password] = process.argv.slice(2);
 // Federation round trips (invites, joins, key queries, to-device EDUs) take longer than anything
@@ -22,37 +22,14 @@ function waitFor(emitter, event, predicate, what) {
     return waitForEvent(emitter, event, predicate, what, TIMEOUT_MS);
 }
 
-// `what` may be a function, for a message that describes the state at the time of failure.
-async function eventually(check, what) {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (Date.now() < deadline) {
-        if (await check()) return;
-        await new Promise((r) => setTimeout(r, 250));
-    }
-    fail(`timed out waiting for ${typeof what === "function" ? what() : what}`);
+function eventually(check, what) {
+    return eventuallyWithin(check, what, TIMEOUT_MS);
 }
 
 async function loggedIn(baseUrl, userId) {
-    const login = await sdk.createClient({ baseUrl }).login("m.login.password", {
-        identifier: { type: "m.id.user", user: userId },
-        password,
-        initial_device_display_name: "js-sdk federation e2ee test",
-    });
-    if (login.user_id !== userId) fail(`logged in as ${login.user_id}, not ${userId}`);
-    const client = sdk.createClient({
-        baseUrl,
-        accessToken: login.access_token,
-        userId: login.user_id,
-        deviceId: login.device_id,
-    });
-    await client.initRustCrypto({ useIndexedDB: false });
-    client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-        if (state === "ERROR") fail(`${userId}: sync error ${data?.error}`);
-    });
-    const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED", `${userId} PREPARED`);
-    await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
-    await prepared;
-    console.log(`ok: ${userId} logged in on ${baseUrl} (device ${login.device_id}), Rust crypto started`);
+    const client = await startedClient(
+        baseUrl, userId, password, "js-sdk federation e2ee test", TIMEOUT_MS, { crypto: true });
+    console.log(`ok: ${userId} logged in on ${baseUrl} (device ${client.getDeviceId()}), Rust crypto started`);
     return client;
 }
 

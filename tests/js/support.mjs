@@ -25,22 +25,38 @@ export function waitFor(emitter, event, predicate, what, timeoutMs) {
     });
 }
 
+// Resolves once `check()` resolves truthy, polling every 250 ms; fails the run after `timeoutMs`.
+// `what` may be a function, for a message that describes the state at the time of failure.
+export async function eventually(check, what, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+        if (await check()) return;
+        await new Promise((r) => setTimeout(r, 250));
+    }
+    fail(`timed out waiting for ${typeof what === "function" ? what() : what}`);
+}
+
 // Logs `user` in with a password and starts the sync loop with Element's options (lazy-loaded
 // members, a 20-event initial timeline); resolves once the first sync is PREPARED. A sync error
-// fails the run.
-export async function startedClient(baseUrl, user, password, deviceName, timeoutMs) {
+// fails the run, and so does a login as another user ID than the full `user` given. With
+// `crypto: true`, the Rust crypto (in memory) starts first, with `cryptoCallbacks` if given.
+export async function startedClient(
+    baseUrl, user, password, deviceName, timeoutMs, { crypto = false, cryptoCallbacks } = {}) {
     const anonymous = sdk.createClient({ baseUrl });
     const login = await anonymous.login("m.login.password", {
         identifier: { type: "m.id.user", user },
         password,
         initial_device_display_name: deviceName,
     });
+    if (user.startsWith("@") && login.user_id !== user) fail(`logged in as ${login.user_id}, not ${user}`);
     const client = sdk.createClient({
         baseUrl,
         accessToken: login.access_token,
         userId: login.user_id,
         deviceId: login.device_id,
+        cryptoCallbacks,
     });
+    if (crypto) await client.initRustCrypto({ useIndexedDB: false });
     client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
         if (state === "ERROR") fail(`${user}: sync error ${data?.error}`);
     });
