@@ -36,14 +36,13 @@ fn main() {
 }
 
 /// Whether rustc links with its own lld: its default for x86_64-unknown-linux-gnu from 1.90,
-/// unless the flags or the environment choose another linker.
+/// unless the flags or cargo's configuration (`RUSTC_LINKER`) choose another linker.
 fn links_with_rust_lld() -> bool {
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let chooses_linker = ["linker", "link-self-contained", "fuse-ld"]
         .iter()
         .any(|option| flags.contains(option));
-    if chooses_linker || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
-    {
+    if chooses_linker || std::env::var_os("RUSTC_LINKER").is_some() {
         return false;
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
