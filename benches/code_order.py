@@ -60,10 +60,14 @@ def build_with_symbols() -> Path:
     return (target if target.is_absolute() else ROOT / target) / "release" / "appliance"
 
 
-def function_symbols(binary: Path) -> set[str]:
+def function_addresses(binary: Path) -> dict[str, int]:
     out = subprocess.run(["nm", str(binary)], capture_output=True, text=True, check=True).stdout
-    return {p[2] for p in (line.split() for line in out.splitlines())
+    return {p[2]: int(p[0], 16) for p in (line.split() for line in out.splitlines())
             if len(p) == 3 and p[1] in "tT"}
+
+
+def function_symbols(binary: Path) -> set[str]:
+    return set(function_addresses(binary))
 
 
 def raw_call(client: fj.Client, method: str, path: str, data: bytes, token: str,
@@ -279,9 +283,12 @@ def main() -> None:
         raise SystemExit(f"{binary} has no symbols: build it with `-C strip=none`")
     if args.check:
         listed = [n for n in args.out.read_text().splitlines() if n]
-        found = sum(n in defined for n in listed)
-        print(f"{found} of {len(listed)} listed functions are in {binary} "
-              f"({100 * found / len(listed):.0f} %)")
+        addresses = function_addresses(binary)
+        placed = [addresses[n] for n in listed if n in addresses]
+        print(f"{len(placed)} of {len(listed)} listed functions are in {binary} "
+              f"({100 * len(placed) / len(listed):.0f} %), "
+              + ("placed in the list's order" if placed == sorted(placed)
+                 else "NOT in the list's order (was the list passed to the linker?)"))
         return
     with tempfile.TemporaryDirectory(prefix="code-order-") as work:
         # Start-up's functions first, then those each later phase ran for the first time: the
