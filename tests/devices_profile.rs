@@ -1,7 +1,7 @@
 //! Devices, profiles, capabilities and the versions endpoint.
 use crate::common;
 
-use common::{Session, TestServer, assert_error, password_auth};
+use common::{Session, TestServer, assert_error, assert_success, password_auth};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -510,5 +510,81 @@ async fn login_probes_offer_password_login() {
             .as_array()
             .is_some_and(|f| f.iter().any(|f| f["type"] == "m.login.password")),
         "{flows}"
+    );
+}
+
+/// `GET /admin/whois/{userId}` as Synapse answers it: the asker's own sessions or, for a server
+/// admin, anyone's; each device with its last-seen address and time.
+#[tokio::test]
+async fn whois_shows_devices_to_the_user_and_to_admins() {
+    let server = TestServer::start().await;
+    assert_success(&server.cli(
+        &["admin", "add-user", "root", "--admin", "--password-stdin"],
+        Some("root-pw\n"),
+    ));
+    let root = server.login_session("root", "root-pw").await;
+    let alice = server.register("alice", "pw").await;
+    let phone = login_device(&server, "PHONE", "Phone").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let whois = |user: &str| format!("/_matrix/client/v3/admin/whois/{user}");
+
+    let connection = |body: &Value, device: &str| -> Value {
+        body["devices"][device]["sessions"][0]["connections"][0].clone()
+    };
+    for asker in [&alice, &root] {
+        let (status, body) = server.get(&whois("@alice:test.local"), asker.token()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["user_id"], "@alice:test.local");
+        let devices: Vec<&String> = body["devices"].as_object().unwrap().keys().collect();
+        let mut expected = vec![&alice.device_id, &phone.device_id];
+        expected.sort();
+        assert_eq!(devices, expected, "{body}");
+        let phone_seen = connection(&body, "PHONE");
+        assert_eq!(phone_seen["ip"], "127.0.0.1", "{body}");
+        assert!(phone_seen["last_seen"].as_u64().unwrap_or(0) > 0, "{body}");
+        // The appliance does not keep user agents.
+        assert_eq!(phone_seen["user_agent"], Value::Null, "{body}");
+    }
+    // The r0 path of the same endpoint.
+    let (status, _) = server
+        .get(
+            "/_matrix/client/r0/admin/whois/@alice:test.local",
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Someone else's, unless a server admin: 403, whether or not the account exists.
+    for target in [
+        "@alice:test.local",
+        "@nobody:test.local",
+        "@x:elsewhere.example",
+    ] {
+        assert_error(
+            &server.get(&whois(target), bob.token()).await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
+    // An admin asking about an account that does not exist gets no devices, as from Synapse.
+    let (status, body) = server.get(&whois("@nobody:test.local"), root.token()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], "@nobody:test.local");
+    assert!(
+        body["devices"].as_object().is_none_or(|d| d.is_empty()),
+        "{body}"
+    );
+    // Another server's user: Synapse's 400.
+    assert_error(
+        &server
+            .get(&whois("@x:elsewhere.example"), root.token())
+            .await,
+        400,
+        "M_UNKNOWN",
+    );
+    assert_error(
+        &server.get(&whois("@alice:test.local"), None).await,
+        401,
+        "M_MISSING_TOKEN",
     );
 }

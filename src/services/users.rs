@@ -27,7 +27,12 @@ use crate::{
     config::PasswordPolicy,
     error::{Error, Result},
     services::rooms::publish,
-    storage::{Database, rooms::current_stream_position, users as store, users::UserRow},
+    storage::{
+        Database,
+        rooms::current_stream_position,
+        users as store,
+        users::{DeviceRow, UserRow},
+    },
 };
 
 pub struct Users {
@@ -199,6 +204,28 @@ impl Users {
     /// Whether `user_id` is a server admin (`false` for an unknown user, as Synapse answers).
     pub async fn is_admin(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.get(user_id).await?.is_some_and(|user| user.is_admin))
+    }
+
+    /// `GET /admin/whois/{userId}`: the devices of `target` with where and when each was last
+    /// seen. As Synapse's `WhoisRestServlet`: a user may ask about themselves, a server admin
+    /// about anyone (`403 M_FORBIDDEN` otherwise, checked first, so that nobody else learns
+    /// whether an account exists); another server's user is `400` ("Can only whois a local
+    /// user"), and an unknown local user has no devices (Synapse answers the same, not `404`).
+    pub async fn whois(&self, requester: &UserId, target: &UserId) -> Result<Vec<DeviceRow>> {
+        if requester != target && !self.is_admin(requester).await? {
+            return Err(Error::forbidden("You are not a server admin"));
+        }
+        if target.server_name() != self.server_name {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::Unknown,
+                "Can only whois a local user",
+            ));
+        }
+        let target = target.to_string();
+        self.db
+            .read(move |c| store::list_devices(c, &target).map_err(Error::from))
+            .await
     }
 
     pub async fn get_existing(&self, user_id: &UserId) -> Result<UserRow> {

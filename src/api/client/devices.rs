@@ -2,6 +2,7 @@ use axum::extract::State;
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
     api::client::{
+        admin::get_user_info::v3 as get_user_info,
         device::{
             Device, delete_device::v3 as delete_device, delete_devices::v3 as delete_devices,
             get_device::v3 as get_device, get_devices::v3 as get_devices,
@@ -127,4 +128,34 @@ pub async fn delete_devices(
         .delete_devices(&sender.user_id, ids)
         .await?;
     Ok(delete_devices::Response::new().into())
+}
+
+/// `GET /_matrix/client/v3/admin/whois/{userId}`: each device as one session with one
+/// connection, its last-seen address and time (Synapse lists all of a user's connections under
+/// the device `""`; the spec keys them by device). No user agent: none is stored.
+pub async fn whois(
+    State(services): State<AppState>,
+    request: Ruma<get_user_info::Request>,
+) -> ApiResult<get_user_info::Response> {
+    let requester = &request.sender()?.user_id;
+    let devices = services
+        .users
+        .whois(requester, &request.body.user_id)
+        .await?;
+    let mut response = get_user_info::Response::new();
+    response.user_id = Some(request.body.user_id.clone());
+    for row in devices {
+        let mut connection = get_user_info::ConnectionInfo::new();
+        connection.ip = row.last_seen_ip;
+        connection.last_seen = row
+            .last_seen_ts
+            .and_then(|ts| UInt::try_from(ts).ok())
+            .map(MilliSecondsSinceUnixEpoch);
+        let mut session = get_user_info::SessionInfo::new();
+        session.connections.push(connection);
+        let mut device = get_user_info::DeviceInfo::new();
+        device.sessions.push(session);
+        response.devices.insert(row.device_id, device);
+    }
+    Ok(response.into())
 }

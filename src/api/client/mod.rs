@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .ruma::<acc::deactivate::v3::Request, _, _>(account::deactivate)
         .ruma::<acc::request_openid_token::v3::Request, _, _>(account::request_openid_token)
         .ruma::<device::get_devices::v3::Request, _, _>(devices::get_devices)
+        .ruma::<ruma::api::client::admin::get_user_info::v3::Request, _, _>(devices::whois)
         .ruma::<device::get_device::v3::Request, _, _>(devices::get_device)
         .ruma::<device::update_device::v3::Request, _, _>(devices::update_device)
         .ruma::<device::delete_device::v3::Request, _, _>(devices::delete_device)
