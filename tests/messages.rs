@@ -2,6 +2,7 @@
 //! members, and the history-visibility rules deciding what a reader may see.
 
 mod delayed_events;
+mod timestamp_to_event;
 
 use crate::common;
 use crate::room_api;

@@ -53,6 +53,17 @@ pub fn event_closest_to_ts(
         .optional()
 }
 
+/// The `origin_server_ts` of a timeline event of the room (`None` for one not in its timeline).
+pub fn timeline_event_ts(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT origin_server_ts FROM events WHERE event_id = ?1 AND room_id = ?2")?
+        .query_row([event_id, room_id], |row| row.get(0))
+        .optional()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

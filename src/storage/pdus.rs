@@ -197,6 +197,38 @@ pub fn has_timeline_child(conn: &Connection, event_id: &str) -> rusqlite::Result
     .query_row([event_id], |row| row.get(0))
 }
 
+/// Whether a timeline event is next to a gap in the history held before it: it, or one of its
+/// `prev_events`, is a backward extremity (Synapse's `is_event_next_to_backward_gap`).
+pub fn next_to_backward_gap(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM backward_extremities
+                        WHERE room_id = ?1 AND (event_id = ?2 OR event_id IN
+                            (SELECT prev_event_id FROM event_edges WHERE event_id = ?2)))",
+    )?
+    .query_row([room_id, event_id], |row| row.get(0))
+}
+
+/// Whether a timeline event is next to a gap in the history held after it: no timeline event
+/// points at it and it is not one of the room's newest (a forward extremity), as Synapse's
+/// `is_event_next_to_forward_gap`. The newest events are not before a gap: what comes after
+/// them arrives by federation as usual.
+pub fn next_to_forward_gap(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+) -> rusqlite::Result<bool> {
+    let newest: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2)",
+        )?
+        .query_row([room_id, event_id], |row| row.get(0))?;
+    Ok(!newest && !has_timeline_child(conn, event_id)?)
+}
+
 /// After a timeline event: its `prev_events` are no longer forward extremities, and it is one
 /// unless a timeline event already points at it (a backfilled event).
 pub fn advance_forward_extremities(

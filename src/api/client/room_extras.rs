@@ -1,5 +1,5 @@
-//! Reading around events and rooms beyond the timeline: `/context`, `/relations`, `/threads`,
-//! `/search`, and room upgrades.
+//! Reading around events and rooms beyond the timeline: `/context`, `/timestamp_to_event`,
+//! `/relations`, `/threads`, `/search`, and room upgrades.
 
 use axum::{Router, extract::State};
 use ruma::{
@@ -13,7 +13,9 @@ use ruma::{
                 get_relating_events_with_rel_type::v1 as by_rel,
                 get_relating_events_with_rel_type_and_event_type::v1 as by_rel_and_type,
             },
-            room::upgrade_room::v3 as upgrade_room,
+            room::{
+                get_event_by_timestamp::v1 as timestamp_to_event, upgrade_room::v3 as upgrade_room,
+            },
             search::search_events::v3 as search_events,
             threads::get_threads::v1::{self as get_threads, IncludeThreads},
         },
@@ -39,6 +41,7 @@ const DEFAULT_PAGE: usize = 50;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .ruma::<get_context::Request, _, _>(get_context)
+        .ruma::<timestamp_to_event::Request, _, _>(timestamp_to_event)
         .ruma::<relating::Request, _, _>(get_relating_events)
         .ruma::<by_rel::Request, _, _>(get_relating_events_with_rel_type)
         .ruma::<by_rel_and_type::Request, _, _>(get_relating_events_with_rel_type_and_event_type)
@@ -65,6 +68,26 @@ fn page_limit(limit: Option<UInt>) -> usize {
     limit
         .map_or(DEFAULT_PAGE, |l| u64::from(l) as usize)
         .clamp(1, MAX_PAGE)
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event?ts=&dir=`: the room's event
+/// closest to `ts` in `dir`, held here or, next to a gap in what is held, asked of the room's
+/// other servers (`services::federation::timestamp`).
+async fn timestamp_to_event(
+    State(services): State<AppState>,
+    request: Ruma<timestamp_to_event::Request>,
+) -> ApiResult<timestamp_to_event::Response> {
+    let user = &request.sender()?.user_id;
+    let body = &request.body;
+    let (event_id, origin_server_ts) = crate::services::federation::timestamp::event_at_timestamp(
+        &services,
+        &body.room_id,
+        user,
+        body.ts,
+        body.dir,
+    )
+    .await?;
+    Ok(timestamp_to_event::Response::new(event_id, origin_server_ts).into())
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`

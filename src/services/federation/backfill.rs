@@ -39,7 +39,7 @@ use ruma::{
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
-    inbound::{depth_of, fetch_auth_chain, ids_in, state_from_origin},
+    inbound::{depth_of, fetch_auth_chain, fetch_events, ids_in, state_from_origin},
     pdu::{self, DroppedPdu},
 };
 use crate::{
@@ -170,6 +170,37 @@ async fn backfill_for_page(
         }
     }
     Ok(())
+}
+
+/// One event of the room that `server` named (a `/timestamp_to_event` answer), fetched from it
+/// with `/event/{eventId}` unless held, and placed in the timeline as a backfilled event (the
+/// checks and the state before it as for a `/backfill` answer), as Synapse's
+/// `backfill_event_id` does, so that `/context` and `/messages` can start from it. Whether the
+/// event is now in the room's timeline.
+pub async fn backfill_event(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+) -> Result<bool> {
+    if matches!(
+        services.rooms.pdu_outcome(event_id).await?,
+        Some(PduOutcome::Accepted { .. })
+    ) {
+        return Ok(true);
+    }
+    let version = services.rooms.room_version(room_id).await?;
+    let pdus = fetch_events(services, server, std::slice::from_ref(event_id)).await;
+    if pdus.is_empty() {
+        return Ok(false);
+    }
+    let lock = services.federation_backfill.room_lock(room_id);
+    let _one_at_a_time = lock.lock().await;
+    store_answer(services, server, room_id, &version, pdus).await?;
+    Ok(matches!(
+        services.rooms.pdu_outcome(event_id).await?,
+        Some(PduOutcome::Accepted { .. })
+    ))
 }
 
 /// Asks one server after another for the events before `targets`; the number accepted.

@@ -583,7 +583,7 @@ pub(super) async fn state_from_origin(
 
 /// `/event/{eventId}` for each of `ids`, `EVENT_FETCH_CONCURRENCY` at once; the answers that
 /// came (each at most `EVENT_ANSWER_MAX_BYTES`).
-async fn fetch_events(
+pub(super) async fn fetch_events(
     services: &Services,
     origin: &ServerName,
     ids: &[OwnedEventId],

@@ -15,6 +15,7 @@ pub mod pdu;
 pub mod resolve;
 pub mod sender;
 pub mod serve;
+pub mod timestamp;
 
 use std::collections::BTreeMap;
 

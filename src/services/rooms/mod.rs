@@ -51,6 +51,7 @@ mod resident;
 mod search;
 mod state;
 pub mod stored;
+pub mod timestamp;
 mod upgrade;
 
 use std::sync::Arc;
