@@ -1,12 +1,17 @@
 //! History from before a join: the appliance's `/messages` backfills a Synapse room's earlier
 //! events from Synapse (`/backfill`, `/state_ids`, `/event`), in order, without showing them in
-//! /sync as new, with the room's history visibility applied.
+//! /sync as new, with the room's history visibility applied; jump to date
+//! (`/timestamp_to_event`) finds that history by asking Synapse.
 
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use super::{Pair, accounts::Account, synapse::Synapse};
+use super::{
+    Pair,
+    accounts::{Account, encode},
+    synapse::Synapse,
+};
 
 /// How many `/backfill` requests Synapse has answered (its access log).
 fn backfill_requests(synapse: &Synapse) -> usize {
@@ -211,4 +216,112 @@ async fn joined_history_stays_hidden_after_backfill() {
             "{event}"
         );
     }
+}
+
+/// `origin_server_ts` of an event, as `account` reads it.
+async fn event_ts(account: &Account, room: &str, id: &str) -> u64 {
+    let (status, event) = account
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            encode(room),
+            encode(id)
+        ))
+        .await;
+    assert_eq!(status, 200, "{event}");
+    event["origin_server_ts"]
+        .as_u64()
+        .expect("origin_server_ts")
+}
+
+/// Jump to date in a Synapse room joined after its messages were sent: nothing held before the
+/// join (backward), or the join held next to the gap before it (forward), makes the appliance
+/// ask Synapse's `/timestamp_to_event`, fetch the event it names and answer it; the event is
+/// then in the appliance's copy of the room. After the join, what the appliance holds answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn timestamp_to_event_asks_synapse_for_history_before_the_join() {
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
+    let room = bob.create_room(json!({"preset": "public_chat"})).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        // The servers stamp events to the millisecond: give each its own.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        sent.push(bob.send_text(&room, &format!("m{i}")).await);
+    }
+    let mut stamps = Vec::new();
+    for id in &sent {
+        stamps.push(event_ts(&bob, &room, id).await);
+    }
+    assert!(stamps[0] < stamps[1] && stamps[1] < stamps[2], "{stamps:?}");
+    let (status, reply) = alice.join(&room, &[&synapse.server_name]).await;
+    assert_eq!(status, 200, "{reply}");
+
+    let lookup = |ts: u64, dir: &'static str| {
+        let alice = &alice;
+        let path = format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={ts}&dir={dir}",
+            encode(&room)
+        );
+        async move { alice.get(&path).await }
+    };
+    let context = || {
+        format!(
+            "the appliance's log:\n{}\nSynapse's log:\n{}",
+            ours.appliance.log_text(),
+            synapse.log_tail()
+        )
+    };
+    // Backward from m1: the appliance holds nothing that old.
+    let (status, found) = lookup(stamps[1], "b").await;
+    assert_eq!(status, 200, "{found}\n{}", context());
+    assert_eq!(
+        found["event_id"],
+        sent[1].as_str(),
+        "{found}\n{}",
+        context()
+    );
+    assert_eq!(found["origin_server_ts"], stamps[1], "{found}");
+    // Forward from just after m1: the appliance's oldest timeline event is its join, next to
+    // the gap before it, and Synapse's m2 is closer.
+    let (status, found) = lookup(stamps[1] + 1, "f").await;
+    assert_eq!(status, 200, "{found}\n{}", context());
+    assert_eq!(
+        found["event_id"],
+        sent[2].as_str(),
+        "{found}\n{}",
+        context()
+    );
+    // Both are in the appliance's copy of the room now, readable as any event.
+    for (id, text) in [(&sent[1], "m1"), (&sent[2], "m2")] {
+        let (status, event) = alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                encode(&room),
+                encode(id)
+            ))
+            .await;
+        assert_eq!(status, 200, "{event}\n{}", context());
+        assert_eq!(event["content"]["body"], text, "{event}");
+    }
+
+    // After the join, with no gap next to it, the appliance's own message answers.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let own = alice.send_text(&room, "mine").await;
+    let own_ts = event_ts(&alice, &room, &own).await;
+    let (status, found) = lookup(own_ts, "b").await;
+    assert_eq!(status, 200, "{found}\n{}", context());
+    assert_eq!(found["event_id"], own.as_str(), "{found}");
+    // Before the room existed: neither server has anything.
+    let (status, found) = lookup(1, "b").await;
+    assert_eq!(
+        (status, &found["errcode"]),
+        (404, &json!("M_NOT_FOUND")),
+        "{found}"
+    );
 }
