@@ -588,3 +588,223 @@ async fn whois_shows_devices_to_the_user_and_to_admins() {
         "M_MISSING_TOKEN",
     );
 }
+
+/// Extended profile fields (Matrix 1.16, MSC4133) as Synapse serves them: `m.tz` and custom
+/// keys set, read (alone and in the whole profile, by anyone) and deleted by their owner; the
+/// key rules and the 64 KiB limit; `displayname` through the same endpoints; the capability
+/// and the `/versions` flags.
+#[tokio::test]
+async fn extended_profile_fields() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw-bob").await;
+    let field = |key: &str| format!("/_matrix/client/v3/profile/@alice:test.local/{key}");
+
+    let (status, body) = server
+        .put(
+            &field("m.tz"),
+            alice.token(),
+            json!({"m.tz": "Europe/Berlin"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pronouns = json!([{"summary": "she/her", "language": "en"}]);
+    let (status, body) = server
+        .put(
+            &field("org.example.pronouns"),
+            alice.token(),
+            json!({"org.example.pronouns": pronouns}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for reader in [alice.token(), bob.token(), None] {
+        let (status, body) = server.get(&field("m.tz"), reader).await;
+        assert_eq!(
+            (status.as_u16(), &body),
+            (200, &json!({"m.tz": "Europe/Berlin"}))
+        );
+        let (status, body) = server.get(&field("org.example.pronouns"), reader).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"org.example.pronouns": pronouns}));
+    }
+    let (status, whole) = server
+        .get("/_matrix/client/v3/profile/@alice:test.local", bob.token())
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["m.tz"], "Europe/Berlin", "{whole}");
+    assert_eq!(whole["org.example.pronouns"], pronouns, "{whole}");
+    assert_eq!(whole["displayname"], "alice", "{whole}");
+
+    // A field that is not there, and a user who is not: 404.
+    assert_error(
+        &server.get(&field("org.example.none"), bob.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server
+            .get(
+                "/_matrix/client/v3/profile/@nobody:test.local/m.tz",
+                bob.token(),
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+
+    // Only the owner changes them.
+    let (status, body) = server
+        .put(&field("m.tz"), bob.token(), json!({"m.tz": "Asia/Tokyo"}))
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
+    assert_error(
+        &server.delete(&field("m.tz"), bob.token(), json!({})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server
+            .put(&field("m.tz"), None, json!({"m.tz": "Asia/Tokyo"}))
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+
+    // Key names: the Common Namespaced Identifier Grammar, at most 255 bytes.
+    let long = format!("org.{}", "x".repeat(252));
+    for (key, status, errcode) in [
+        ("Org.Example", 400, "M_INVALID_PARAM"),
+        ("1abc", 400, "M_INVALID_PARAM"),
+        ("org.example%20x", 400, "M_INVALID_PARAM"),
+        (long.as_str(), 400, "M_KEY_TOO_LARGE"),
+    ] {
+        let name = key.replace("%20", " ");
+        let reply = server
+            .put(&field(key), alice.token(), json!({ name: 1 }))
+            .await;
+        assert_error(&reply, status, errcode);
+        assert_error(
+            &server.get(&field(key), alice.token()).await,
+            status,
+            errcode,
+        );
+    }
+    assert_eq!(
+        server
+            .put(
+                &field(&long[..255]),
+                alice.token(),
+                json!({ &long[..255]: 1 })
+            )
+            .await
+            .0,
+        200,
+        "255 bytes are allowed"
+    );
+    assert_eq!(
+        server
+            .delete(&field(&long[..255]), alice.token(), json!({}))
+            .await
+            .0,
+        200
+    );
+    // The body must hold the key, and `m.tz` is a string.
+    let reply = server
+        .put(
+            &field("org.example.x"),
+            alice.token(),
+            json!({"org.example.y": 1}),
+        )
+        .await;
+    assert_eq!(reply.0, 400, "{}", reply.1);
+    let reply = server
+        .put(&field("m.tz"), alice.token(), json!({"m.tz": 1}))
+        .await;
+    assert_eq!(reply.0, 400, "{}", reply.1);
+
+    // The whole profile stays within 64 KiB as canonical JSON.
+    let big = "x".repeat(40_000);
+    let (status, body) = server
+        .put(
+            &field("org.example.big"),
+            alice.token(),
+            json!({"org.example.big": big}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let more = "y".repeat(30_000);
+    assert_error(
+        &server
+            .put(
+                &field("org.example.more"),
+                alice.token(),
+                json!({"org.example.more": more}),
+            )
+            .await,
+        400,
+        "M_PROFILE_TOO_LARGE",
+    );
+    // Replacing a field counts it once.
+    let (status, body) = server
+        .put(
+            &field("org.example.big"),
+            alice.token(),
+            json!({"org.example.big": more}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Deleting: gone from the field and from the whole profile; deleting again is fine.
+    for _ in 0..2 {
+        let (status, body) = server
+            .delete(&field("m.tz"), alice.token(), json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_error(
+        &server.get(&field("m.tz"), bob.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let (_, whole) = server
+        .get("/_matrix/client/v3/profile/@alice:test.local", bob.token())
+        .await;
+    assert!(whole.get("m.tz").is_none(), "{whole}");
+
+    // `displayname` through the generic endpoints too: set, read, deleted.
+    let (status, body) = server
+        .put(
+            &field("displayname"),
+            alice.token(),
+            json!({"displayname": "Alice"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = server.get(&field("displayname"), bob.token()).await;
+    assert_eq!(body["displayname"], "Alice", "{body}");
+    let (status, body) = server
+        .delete(&field("displayname"), alice.token(), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, whole) = server
+        .get("/_matrix/client/v3/profile/@alice:test.local", bob.token())
+        .await;
+    assert!(whole.get("displayname").is_none(), "{whole}");
+
+    // Advertised as Synapse does.
+    let (_, body) = server
+        .get("/_matrix/client/v3/capabilities", alice.token())
+        .await;
+    assert_eq!(
+        body["capabilities"]["m.profile_fields"]["enabled"], true,
+        "{body}"
+    );
+    let (_, body) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(
+        body["unstable_features"]["uk.tcpip.msc4133.stable"], true,
+        "{body}"
+    );
+}

@@ -13,10 +13,13 @@ use std::{
 
 use http::StatusCode;
 use ruma::{
-    MxcUri, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, MxcUri, OwnedServerName, OwnedUserId, RoomId,
+    ServerName, UserId,
     api::{error::ErrorKind, federation::query::get_profile_information::v1 as get_profile},
+    canonical_json::to_canonical_value,
     profile::{ProfileFieldName, UserProfile},
 };
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
@@ -102,10 +105,19 @@ impl Users {
             }
             return Ok(profile);
         }
-        let user = self
-            .get(user_id)
-            .await?
-            .ok_or_else(|| Error::not_found("Profile not found"))?;
+        let user = user_id.to_string();
+        let (user, fields) = self
+            .db
+            .read(move |c| {
+                let row = store::get_user(c, &user)?;
+                let fields = match row {
+                    Some(_) => store::profile_fields(c, &user)?,
+                    None => Vec::new(),
+                };
+                Ok::<_, Error>((row, fields))
+            })
+            .await?;
+        let user = user.ok_or_else(|| Error::not_found("Profile not found"))?;
         let mut profile = UserProfile::new();
         let wanted = |name: &str| field.is_none_or(|field| field.as_str() == name);
         if let Some(name) = user.displayname.filter(|_| wanted("displayname")) {
@@ -114,7 +126,50 @@ impl Users {
         if let Some(url) = user.avatar_url.filter(|_| wanted("avatar_url")) {
             profile.set("avatar_url".to_owned(), url.into());
         }
+        for (name, value) in fields.into_iter().filter(|(name, _)| wanted(name)) {
+            match serde_json::from_str(&value) {
+                Ok(value) => profile.set(name, value),
+                Err(e) => tracing::warn!(%user_id, field = name, "stored profile field: {e}"),
+            }
+        }
         Ok(profile)
+    }
+
+    /// Sets one of the user's own extended profile fields (Matrix 1.16: `m.tz` or any key but
+    /// `displayname` and `avatar_url`, which have their own setters), as Synapse: the key name
+    /// checked ([`check_profile_field_name`]), the value canonical JSON (`400 M_BAD_JSON`), the
+    /// whole profile at most [`MAX_PROFILE_BYTES`] (`400 M_PROFILE_TOO_LARGE`). Not copied into
+    /// member events or the user directory (Synapse does not either).
+    pub async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: Value,
+    ) -> Result<()> {
+        check_profile_field_name(field)?;
+        let value = to_canonical_value(value)
+            .map_err(|e| Error::bad_json(format!("The value is not canonical JSON: {e}")))?;
+        let (user, field) = (user_id.to_string(), field.to_owned());
+        self.db
+            .write(move |tx| {
+                check_profile_size(tx, &user, &field, Some(&value))?;
+                let json = serde_json::to_string(&value).map_err(Error::internal)?;
+                store::set_profile_field(tx, &user, &field, &json)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes one of the user's own extended profile fields (none there: nothing to do).
+    pub async fn delete_profile_field(&self, user_id: &UserId, field: &str) -> Result<()> {
+        check_profile_field_name(field)?;
+        let (user, field) = (user_id.to_string(), field.to_owned());
+        self.db
+            .write(move |tx| {
+                store::delete_profile_field(tx, &user, &field)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Another server's user's whole profile, from the cache or asked of their server.
@@ -409,12 +464,16 @@ impl Users {
         }
         let user_id = user_id.to_string();
         self.db
-            .write(
-                move |tx| match store::set_displayname(tx, &user_id, name.as_deref())? {
+            .write(move |tx| {
+                if let Some(name) = &name {
+                    let value = CanonicalJsonValue::String(name.clone());
+                    check_profile_size(tx, &user_id, "displayname", Some(&value))?;
+                }
+                match store::set_displayname(tx, &user_id, name.as_deref())? {
                     true => Ok(()),
                     false => Err(Error::not_found("No such user")),
-                },
-            )
+                }
+            })
             .await
     }
 
@@ -434,14 +493,90 @@ impl Users {
         }
         let user_id = user_id.to_string();
         self.db
-            .write(
-                move |tx| match store::set_avatar_url(tx, &user_id, url.as_deref())? {
+            .write(move |tx| {
+                if let Some(url) = &url {
+                    let value = CanonicalJsonValue::String(url.clone());
+                    check_profile_size(tx, &user_id, "avatar_url", Some(&value))?;
+                }
+                match store::set_avatar_url(tx, &user_id, url.as_deref())? {
                     true => Ok(()),
                     false => Err(Error::not_found("No such user")),
-                },
-            )
+                }
+            })
             .await
     }
+}
+
+/// The most a user's whole profile may take as canonical JSON (the spec's 64 KiB, Synapse's
+/// `MAX_PROFILE_SIZE`).
+pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
+/// The longest profile key, in bytes.
+const MAX_PROFILE_KEY_BYTES: usize = 255;
+
+/// A profile key as Synapse accepts it: not empty (`400 M_INVALID_PARAM`), at most 255 bytes
+/// (`400 M_KEY_TOO_LARGE`), and of the Common Namespaced Identifier Grammar, lowercase letters,
+/// digits, `_`, `.` and `-` after a first letter (`400 M_INVALID_PARAM`).
+pub fn check_profile_field_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_param("Field name too short"));
+    }
+    if name.len() > MAX_PROFILE_KEY_BYTES {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::KeyTooLarge,
+            "Field name too long",
+        ));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+    {
+        return Err(Error::invalid_param(
+            "Field name does not follow Common Namespaced Identifier Grammar",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a change that would make the user's whole profile (display name, avatar URL and
+/// the other fields, with `field` set to `value` or removed) larger than [`MAX_PROFILE_BYTES`]
+/// as canonical JSON: `400 M_PROFILE_TOO_LARGE`. Runs in the write transaction of the change.
+fn check_profile_size(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    field: &str,
+    value: Option<&CanonicalJsonValue>,
+) -> Result<()> {
+    let Some(user) = store::get_user(conn, user_id)? else {
+        return Err(Error::not_found("No such user"));
+    };
+    let mut profile = CanonicalJsonObject::new();
+    for (name, current) in [
+        ("displayname", user.displayname),
+        ("avatar_url", user.avatar_url),
+    ] {
+        if let Some(current) = current {
+            profile.insert(name.to_owned(), CanonicalJsonValue::String(current));
+        }
+    }
+    for (name, json) in store::profile_fields(conn, user_id)? {
+        let stored = serde_json::from_str(&json).map_err(Error::internal)?;
+        profile.insert(name, stored);
+    }
+    match value {
+        Some(value) => profile.insert(field.to_owned(), value.clone()),
+        None => profile.remove(field),
+    };
+    let size = serde_json::to_vec(&profile).map_err(Error::internal)?.len();
+    if size > MAX_PROFILE_BYTES {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::ProfileTooLarge,
+            "Profile too large",
+        ));
+    }
+    Ok(())
 }
 
 /// The cache's lock; a panic while it was held left nothing half-written worth refusing.

@@ -1,4 +1,4 @@
-//! Tables `users`, `devices` and `access_tokens`.
+//! Tables `users`, `profile_fields`, `devices` and `access_tokens`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -98,6 +98,7 @@ pub fn set_admin(conn: &Connection, user_id: &str, is_admin: bool) -> rusqlite::
 
 /// Marks the user deactivated and clears what identifies them; the ID stays reserved.
 pub fn deactivate(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    conn.execute("DELETE FROM profile_fields WHERE user_id = ?1", [user_id])?;
     Ok(conn.execute(
         "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL
          WHERE user_id = ?1",
@@ -176,6 +177,45 @@ pub fn clear_profile_update(
     )?
     .execute(params![user_id, generation])?;
     Ok(())
+}
+
+// ---- extended profile fields ----
+
+/// A local user's profile fields other than `displayname` and `avatar_url`: (key, value as
+/// canonical JSON), by key.
+pub fn profile_fields(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    conn.prepare_cached(
+        "SELECT field, value FROM profile_fields WHERE user_id = ?1 ORDER BY field",
+    )?
+    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .collect()
+}
+
+/// Sets one profile field (`value`: canonical JSON).
+pub fn set_profile_field(
+    conn: &Connection,
+    user_id: &str,
+    field: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO profile_fields (user_id, field, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([user_id, field, value])?;
+    Ok(())
+}
+
+/// Removes one profile field; whether it was there.
+pub fn delete_profile_field(
+    conn: &Connection,
+    user_id: &str,
+    field: &str,
+) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM profile_fields WHERE user_id = ?1 AND field = ?2")?
+        .execute([user_id, field])?
+        == 1)
 }
 
 // ---- devices ----

@@ -126,6 +126,9 @@ where
         if parts.extensions.get::<EmptyLastPathArg>().is_some() {
             path_args.push(String::new());
         }
+        if let Some(FixedLastPathArg(last)) = parts.extensions.get::<FixedLastPathArg>() {
+            path_args.push((*last).to_owned());
+        }
         let client_ip = ClientIp::from_parts(&parts);
         // Before the token is looked up: a body announced too large is refused at once.
         let limit = json_body_limit::<T>();
@@ -534,6 +537,10 @@ pub type ApiResult<T> = Result<RumaResponse<T>>;
 #[derive(Clone, Copy)]
 struct EmptyLastPathArg;
 
+/// Marks routes registered with their last path parameter spelled out: its value.
+#[derive(Clone, Copy)]
+struct FixedLastPathArg(&'static str);
+
 /// Registers a handler on every path (stable, legacy `r0`, unstable) ruma knows for `Req`.
 pub trait RumaRoutes {
     fn ruma<Req, H, X>(self, handler: H) -> Self
@@ -544,6 +551,15 @@ pub trait RumaRoutes {
 
     /// Also serves the paths with their last parameter missing (or empty), passing it as "".
     fn ruma_with_empty_last_arg<Req, H, X>(self, handler: H) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static;
+
+    /// Serves the paths with their last parameter spelled `last`: for a method of `Req` on a
+    /// path where a route with that literal segment already serves other methods (which would
+    /// otherwise answer `405` for it, the literal segment winning over the parameter).
+    fn ruma_with_fixed_last_arg<Req, H, X>(self, handler: H, last: &'static str) -> Self
     where
         Req: IncomingRequest,
         H: Handler<X, AppState>,
@@ -585,6 +601,24 @@ impl RumaRoutes for axum::Router<AppState> {
             self = self
                 .route(prefix, route.clone())
                 .route(&format!("{prefix}/"), route);
+        }
+        self
+    }
+
+    fn ruma_with_fixed_last_arg<Req, H, X>(mut self, handler: H, last: &'static str) -> Self
+    where
+        Req: IncomingRequest,
+        H: Handler<X, AppState>,
+        X: 'static,
+    {
+        let filter =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        for path in Req::PATH_BUILDER.all_paths() {
+            let Some((prefix, _last)) = path.rsplit_once('/') else {
+                continue;
+            };
+            let route = on(filter, handler.clone()).layer(axum::Extension(FixedLastPathArg(last)));
+            self = self.route(&format!("{prefix}/{last}"), route);
         }
         self
     }

@@ -2,7 +2,7 @@ use axum::extract::State;
 use ruma::{
     RoomVersionId,
     api::client::discovery::get_capabilities::v3::{
-        self as get_capabilities, Capabilities, RoomVersionStability,
+        self as get_capabilities, Capabilities, ProfileFieldsCapability, RoomVersionStability,
     },
 };
 
@@ -24,6 +24,8 @@ pub async fn get_capabilities(
     capabilities.set_displayname.enabled = true;
     capabilities.set_avatar_url.enabled = true;
     capabilities.thirdparty_id_changes.enabled = false;
+    // Extended profiles (Matrix 1.16): every field may be set, as Synapse answers by default.
+    capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
     capabilities.room_versions.default =
         RoomVersionId::try_from(services.config.default_room_version.as_str())
             .map_err(crate::error::Error::internal)?;

@@ -81,6 +81,18 @@ pub fn routes() -> Router<AppState> {
         .ruma::<prof::set_display_name::v3::Request, _, _>(profile::set_display_name)
         .ruma::<prof::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url)
         .ruma::<prof::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url)
+        // Any other field; `displayname` and `avatar_url` above win on the same paths.
+        .ruma::<prof::get_profile_field::v3::Request, _, _>(profile::get_profile_field)
+        .ruma::<prof::set_profile_field::v3::Request, _, _>(profile::set_profile_field)
+        .ruma::<prof::delete_profile_field::v3::Request, _, _>(profile::delete_profile_field)
+        .ruma_with_fixed_last_arg::<prof::delete_profile_field::v3::Request, _, _>(
+            profile::delete_profile_field,
+            "displayname",
+        )
+        .ruma_with_fixed_last_arg::<prof::delete_profile_field::v3::Request, _, _>(
+            profile::delete_profile_field,
+            "avatar_url",
+        )
         .ruma::<room::create_room::v3::Request, _, _>(rooms::create_room)
         .ruma::<mem::join_room_by_id::v3::Request, _, _>(rooms::join_room_by_id)
         .ruma::<mem::join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_room_by_id_or_alias)

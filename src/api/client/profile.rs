@@ -2,16 +2,17 @@ use axum::extract::State;
 use ruma::{
     UserId,
     api::client::profile::{
-        get_avatar_url::v3 as get_avatar_url, get_display_name::v3 as get_display_name,
-        get_profile::v3 as get_profile, set_avatar_url::v3 as set_avatar_url,
-        set_display_name::v3 as set_display_name,
+        delete_profile_field::v3 as delete_profile_field, get_avatar_url::v3 as get_avatar_url,
+        get_display_name::v3 as get_display_name, get_profile::v3 as get_profile,
+        get_profile_field::v3 as get_profile_field, set_avatar_url::v3 as set_avatar_url,
+        set_display_name::v3 as set_display_name, set_profile_field::v3 as set_profile_field,
     },
-    profile::{AvatarUrl, DisplayName, ProfileFieldName},
+    profile::{AvatarUrl, DisplayName, ProfileFieldName, ProfileFieldValue},
 };
 
 use crate::{
     error::{Error, Result},
-    services::rooms::INLINE_PROFILE_ROOMS,
+    services::{rooms::INLINE_PROFILE_ROOMS, users::check_profile_field_name},
     web::{
         AppState,
         ruma::{ApiResult, Ruma},
@@ -56,14 +57,7 @@ pub async fn set_display_name(
             "You can only change your own display name",
         ));
     }
-    // Synapse counts a profile change once against `rc_message` (its member events are not
-    // counted one by one); checked before the change, so a refused one changes nothing.
-    services.limits.event(&sender.user_id, false).await?;
-    services
-        .users
-        .set_displayname(&sender.user_id, request.body.displayname.clone())
-        .await?;
-    propagate_profile(&services, &sender.user_id).await?;
+    change_display_name(&services, &sender.user_id, request.body.displayname.clone()).await?;
     Ok(set_display_name::Response::new().into())
 }
 
@@ -93,10 +87,82 @@ pub async fn set_avatar_url(
         return Err(Error::forbidden("You can only change your own avatar"));
     }
     let url = request.body.avatar_url.as_ref().map(|u| u.to_string());
-    services.limits.event(&sender.user_id, false).await?;
-    services.users.set_avatar_url(&sender.user_id, url).await?;
-    propagate_profile(&services, &sender.user_id).await?;
+    change_avatar_url(&services, &sender.user_id, url).await?;
     Ok(set_avatar_url::Response::new().into())
+}
+
+/// `GET /_matrix/client/v3/profile/{userId}/{keyName}`: any field of a profile (Matrix 1.16's
+/// extended profiles; `displayname` and `avatar_url` have routes of their own on the same
+/// paths, which this one serves only under MSC4133's unstable prefix). `404 M_NOT_FOUND` for a
+/// field the profile does not have.
+pub async fn get_profile_field(
+    State(services): State<AppState>,
+    request: Ruma<get_profile_field::Request>,
+) -> ApiResult<get_profile_field::Response> {
+    let body = &request.body;
+    check_profile_field_name(body.field.as_str())?;
+    crate::services::appservice::ensure_user(&services, &body.user_id).await?;
+    let profile = services
+        .users
+        .profile(&body.user_id, Some(&body.field))
+        .await?;
+    // Another server's answer may hold a value of the wrong type for a key the spec defines.
+    let value = profile
+        .get(body.field.as_str())
+        .and_then(|value| ProfileFieldValue::new(body.field.as_str(), value.clone()).ok())
+        .ok_or_else(|| Error::not_found("The profile has no such field"))?;
+    Ok(get_profile_field::Response::new(value).into())
+}
+
+/// `PUT /_matrix/client/v3/profile/{userId}/{keyName}`: one of the user's own fields.
+pub async fn set_profile_field(
+    State(services): State<AppState>,
+    request: Ruma<set_profile_field::Request>,
+) -> ApiResult<set_profile_field::Response> {
+    let sender = request.sender()?;
+    if request.body.user_id != sender.user_id {
+        return Err(Error::forbidden("You can only change your own profile"));
+    }
+    match &request.body.value {
+        ProfileFieldValue::DisplayName(name) => {
+            change_display_name(&services, &sender.user_id, Some(name.clone())).await?
+        }
+        ProfileFieldValue::AvatarUrl(url) => {
+            change_avatar_url(&services, &sender.user_id, Some(url.to_string())).await?
+        }
+        value => {
+            let field = value.field_name();
+            services
+                .users
+                .set_profile_field(&sender.user_id, field.as_str(), value.value().into_owned())
+                .await?
+        }
+    }
+    Ok(set_profile_field::Response::new().into())
+}
+
+/// `DELETE /_matrix/client/v3/profile/{userId}/{keyName}`: one of the user's own fields.
+pub async fn delete_profile_field(
+    State(services): State<AppState>,
+    request: Ruma<delete_profile_field::Request>,
+) -> ApiResult<delete_profile_field::Response> {
+    let sender = request.sender()?;
+    if request.body.user_id != sender.user_id {
+        return Err(Error::forbidden("You can only change your own profile"));
+    }
+    match &request.body.field {
+        ProfileFieldName::DisplayName => {
+            change_display_name(&services, &sender.user_id, None).await?
+        }
+        ProfileFieldName::AvatarUrl => change_avatar_url(&services, &sender.user_id, None).await?,
+        field => {
+            services
+                .users
+                .delete_profile_field(&sender.user_id, field.as_str())
+                .await?
+        }
+    }
+    Ok(delete_profile_field::Response::new().into())
 }
 
 /// Rooms show names and avatars from member events: the new profile goes to every joined room
@@ -114,4 +180,28 @@ async fn propagate_profile(services: &AppState, user_id: &UserId) -> Result<()> 
         }
     });
     Ok(())
+}
+
+/// A new display name (or none), copied to the user's rooms.
+async fn change_display_name(
+    services: &AppState,
+    user_id: &UserId,
+    name: Option<String>,
+) -> Result<()> {
+    // Synapse counts a profile change once against `rc_message` (its member events are not
+    // counted one by one); checked before the change, so a refused one changes nothing.
+    services.limits.event(user_id, false).await?;
+    services.users.set_displayname(user_id, name).await?;
+    propagate_profile(services, user_id).await
+}
+
+/// A new avatar (or none), copied to the user's rooms.
+async fn change_avatar_url(
+    services: &AppState,
+    user_id: &UserId,
+    url: Option<String>,
+) -> Result<()> {
+    services.limits.event(user_id, false).await?;
+    services.users.set_avatar_url(user_id, url).await?;
+    propagate_profile(services, user_id).await
 }

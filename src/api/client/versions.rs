@@ -17,7 +17,7 @@ const SUPPORTED_VERSIONS: &[&str] = &[
 /// The `unstable_features` this server has, each checked against the endpoints that serve it
 /// (Synapse's list, `rust/src/handlers/versions.rs`, less what is not implemented here: label
 /// filtering, mutual rooms, busy presence, MSC3874 relation filters, account data deletion,
-/// profile fields, …). Clients decide from these: Element offers cross-signing set-up only with
+/// …). Clients decide from these: Element offers cross-signing set-up only with
 /// `org.matrix.e2e_cross_signing`, matrix-rust-sdk asks for room summaries with
 /// `org.matrix.msc3266`.
 const UNSTABLE_FEATURES: &[&str] = &[
@@ -41,6 +41,8 @@ const UNSTABLE_FEATURES: &[&str] = &[
     // Simplified sliding sync (MSC4186), which Element X requires: matrix-rust-sdk uses it only
     // when this is advertised.
     "org.matrix.simplified_msc3575",
+    // Extended profile fields (MSC4133) on the stable paths, before a client sees `v1.16`.
+    "uk.tcpip.msc4133.stable",
 ];
 
 /// `GET /_matrix/client/versions`
@@ -60,5 +62,9 @@ pub async fn get_supported_versions(
         "org.matrix.msc4140".to_owned(),
         services.delayed_events.enabled(),
     );
+    // MSC4133's unstable prefix: listed off, as Synapse does without its experimental flag.
+    response
+        .unstable_features
+        .insert("uk.tcpip.msc4133".to_owned(), false);
     Ok(response.into())
 }
