@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    FederatingAppliance,
+    FederatingAppliance, Pair,
     accounts::{Account, call, encode},
     support::TestCa,
     synapse::{OPEN_REGISTRATION, Synapse},
@@ -269,4 +269,69 @@ async fn openid_tokens_are_checked_over_federation() {
     assert_eq!(status, 200, "{second}");
     assert_ne!(second["access_token"], token["access_token"]);
     assert_eq!(userinfo(access_token).await.0, 200);
+}
+
+/// Extended profile fields (Matrix 1.16) across servers: Synapse's users read an appliance
+/// user's `m.tz` and custom field (whole profile and field by field, through `/query/profile`),
+/// and the appliance's users Synapse's; a field the user does not have is `404` both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_profile_fields_across_servers() {
+    let Pair {
+        ca: _ca,
+        roots: _roots,
+        ours,
+        synapse,
+        alice,
+        bob,
+    } = Pair::start().await;
+    let logs = || {
+        format!(
+            "\nthe appliance's log:\n{}\nSynapse's log:\n{}",
+            ours.appliance.log_text(),
+            synapse.log_tail()
+        )
+    };
+    let field =
+        |user: &str, key: &str| format!("/_matrix/client/v3/profile/{}/{key}", encode(user));
+    let status = json!({"text": "gardening", "since": 2026});
+    for (account, tz) in [(&alice, "Europe/Berlin"), (&bob, "America/Lima")] {
+        let (code, reply) = account
+            .put(&field(&account.user_id, "m.tz"), json!({"m.tz": tz}))
+            .await;
+        assert_eq!(code, 200, "{reply}{}", logs());
+        let (code, reply) = account
+            .put(
+                &field(&account.user_id, "org.example.status"),
+                json!({"org.example.status": status}),
+            )
+            .await;
+        assert_eq!(code, 200, "{reply}{}", logs());
+    }
+
+    for (reader, owner, tz) in [
+        (&bob, &alice, "Europe/Berlin"),
+        (&alice, &bob, "America/Lima"),
+    ] {
+        let (code, whole) = profile(reader, &owner.user_id).await;
+        assert_eq!(code, 200, "{whole}{}", logs());
+        assert_eq!(whole["m.tz"], tz, "{whole}");
+        assert_eq!(whole["org.example.status"], status, "{whole}");
+        let (code, reply) = reader.get(&field(&owner.user_id, "m.tz")).await;
+        assert_eq!((code, &reply), (200, &json!({"m.tz": tz})), "{}", logs());
+        let (code, reply) = reader
+            .get(&field(&owner.user_id, "org.example.status"))
+            .await;
+        assert_eq!(
+            (code, &reply),
+            (200, &json!({"org.example.status": status})),
+            "{}",
+            logs()
+        );
+        let (code, reply) = reader.get(&field(&owner.user_id, "org.example.none")).await;
+        assert_eq!(
+            (code, &reply["errcode"]),
+            (404, &json!("M_NOT_FOUND")),
+            "{reply}"
+        );
+    }
 }

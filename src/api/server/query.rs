@@ -2,10 +2,13 @@
 //! profiles, and whose OpenID token a client showed them.
 
 use axum::extract::State;
-use ruma::api::federation::{
-    discovery::get_server_version::v1 as get_version,
-    openid::get_openid_userinfo::v1 as openid_userinfo,
-    query::{get_profile_information::v1 as get_profile, get_room_information::v1 as get_room},
+use ruma::{
+    api::federation::{
+        discovery::get_server_version::v1 as get_version,
+        openid::get_openid_userinfo::v1 as openid_userinfo,
+        query::{get_profile_information::v1 as get_profile, get_room_information::v1 as get_room},
+    },
+    profile::ProfileFieldName,
 };
 
 use crate::{
@@ -60,6 +63,17 @@ pub async fn profile(
         .users
         .profile(&body.user_id, body.field.as_ref())
         .await?;
+    // An extended field the user does not have is `404`, as Synapse answers (an unset display
+    // name or avatar is an empty answer).
+    if let Some(field) = &body.field
+        && !matches!(
+            field,
+            ProfileFieldName::DisplayName | ProfileFieldName::AvatarUrl
+        )
+        && profile.get(field.as_str()).is_none()
+    {
+        return Err(Error::not_found("Profile was not found"));
+    }
     let mut response = get_profile::Response::new();
     response.data = profile;
     Ok(response.into())
