@@ -223,7 +223,8 @@ pub fn next_to_forward_gap(
 ) -> rusqlite::Result<bool> {
     let newest: bool = conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM forward_extremities
+                            WHERE room_id = ?1 AND event_id = ?2)",
         )?
         .query_row([room_id, event_id], |row| row.get(0))?;
     Ok(!newest && !has_timeline_child(conn, event_id)?)
@@ -441,4 +442,50 @@ pub fn senders_pointing_at(
     )?
     .query_map([prev_event_id], |row| row.get(0))?
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::rooms::{self, NewEventRow};
+
+    fn event<'a>(id: &'a str, prevs: &'a [String]) -> NewEventRow<'a> {
+        NewEventRow {
+            event_id: id,
+            room_id: "!r:x",
+            event_type: "m.room.message",
+            state_key: None,
+            sender: "@a:x",
+            origin_server_ts: 0,
+            depth: 1,
+            redacts: None,
+            relates_to: None,
+            prev_events: prevs,
+            json: "{}",
+        }
+    }
+
+    /// `$a` follows a `prev_event` not held, `$b` and `$c` follow it, and `$x` was stored
+    /// without anything after it and is not among the newest (as a backfilled event can be).
+    #[test]
+    fn gaps_next_to_events() {
+        let (_dir, path) = crate::storage::migrated_test_file();
+        let conn = Connection::open(&path).unwrap();
+        rooms::insert_room(&conn, "!r:x", "12", "@a:x", 0).unwrap();
+        let group = rooms::new_state_group(&conn, "!r:x", None, &Default::default()).unwrap();
+        let gap = ["$gap".to_owned()];
+        rooms::insert_event(&conn, &event("$a", &gap), group).unwrap();
+        update_backward_extremities(&conn, "!r:x", "$a", 1, &gap).unwrap();
+        rooms::insert_event(&conn, &event("$b", &["$a".to_owned()]), group).unwrap();
+        rooms::insert_event(&conn, &event("$c", &["$b".to_owned()]), group).unwrap();
+        rooms::insert_event_row(&conn, &event("$x", &[]), group, -5).unwrap();
+
+        let backward = |id| next_to_backward_gap(&conn, "!r:x", id).unwrap();
+        let forward = |id| next_to_forward_gap(&conn, "!r:x", id).unwrap();
+        assert!(backward("$a"));
+        assert!(!backward("$b") && !backward("$c"));
+        assert!(!forward("$a") && !forward("$b"), "followed by held events");
+        assert!(!forward("$c"), "the newest event is not before a gap");
+        assert!(forward("$x"));
+    }
 }

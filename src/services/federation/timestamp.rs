@@ -91,7 +91,7 @@ async fn ask_other_servers(
         match backfill::backfill_event(services, &server, room_id, &event_id).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!(%room_id, %server, %event_id, "timestamp_to_event: event not placed");
+                tracing::info!(%room_id, %server, %event_id, "timestamp_to_event: not placed");
                 continue;
             }
             Err(e) => {
