@@ -52,7 +52,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    services::{Services, e2ee, ignored::ignored_users, push},
+    services::{Services, e2ee, ignored::ignored_users, push, rooms::relations},
     storage::{
         account_data as data_store, remote_memberships as remote_store,
         rooms::{self as store, StateIds},
@@ -214,6 +214,12 @@ impl Candidate {
             _ => self.listed.membership_stream,
         }
     }
+}
+
+/// A room of the response, its timeline's events not yet bundled with their aggregations.
+struct PendingRoom {
+    room: Room,
+    timeline: Vec<Value>,
 }
 
 struct Built {
@@ -396,6 +402,9 @@ impl Reader<'_> {
                 shared.push(sent.required_state.clone());
             }
         }
+        // The rooms to send, their timelines still to be bundled: one query for the relations
+        // of all of them, after the loop.
+        let mut pending: Vec<(OwnedRoomId, PendingRoom)> = Vec::new();
         for (room_id, config) in &configs {
             let Some(candidate) = by_id.get(&**room_id) else {
                 continue;
@@ -413,11 +422,24 @@ impl Reader<'_> {
             let (room, sent) = self.room(&context, candidate, config, patterns, sent)?;
             snapshot.rooms.insert(room_id.clone(), Arc::new(sent));
             if let Some(room) = room {
-                if room.initial == Some(true) {
+                if room.room.initial == Some(true) {
                     initial_rooms.insert(room_id.clone());
                 }
-                response.rooms.insert(room_id.clone(), room);
+                pending.push((room_id.clone(), room));
             }
+        }
+        let mut pages: Vec<(&str, &mut [Value])> = pending
+            .iter_mut()
+            .map(|(room_id, room)| (room_id.as_str(), room.timeline.as_mut_slice()))
+            .collect();
+        let reader = relations::Reader {
+            user,
+            device: Some(&self.request.device),
+        };
+        relations::bundle_aggregations_of_rooms(self.conn, &mut pages, reader)?;
+        for (room_id, PendingRoom { mut room, timeline }) in pending {
+            room.timeline = timeline.into_iter().map(to_raw).collect::<Result<_>>()?;
+            response.rooms.insert(room_id, room);
         }
         news |= !response.rooms.is_empty();
 
@@ -621,9 +643,9 @@ impl Reader<'_> {
             .collect())
     }
 
-    /// One room of the response, or `None` when nothing changed since it was sent; and what
-    /// it has been sent up to from now on (`patterns`: the shared copy of the config's
-    /// `required_state` that it keeps).
+    /// One room of the response (its timeline not yet bundled), or `None` when nothing changed
+    /// since it was sent; and what it has been sent up to from now on (`patterns`: the shared
+    /// copy of the config's `required_state` that it keeps).
     fn room(
         &self,
         context: &RoomContext<'_>,
@@ -631,7 +653,7 @@ impl Reader<'_> {
         config: &RoomConfig,
         patterns: Arc<Vec<(String, String)>>,
         sent: Option<&SentRoom>,
-    ) -> Result<(Option<Room>, SentRoom)> {
+    ) -> Result<(Option<PendingRoom>, SentRoom)> {
         let listed = &candidate.listed;
         // A new membership (joined after the invite, left, …) is sent afresh.
         let sent = sent.filter(|s| s.membership_event == listed.event_id);
@@ -665,6 +687,10 @@ impl Reader<'_> {
                 Some(stripped) => stripped.clone(),
                 None => stripped_state(self.conn, &listed.room_id, &listed.event_id)?,
             });
+            let room = PendingRoom {
+                room,
+                timeline: Vec::new(),
+            };
             return Ok((Some(room), next));
         }
 
@@ -697,7 +723,7 @@ impl Reader<'_> {
         }
 
         let timeline_from = if expanded { 0 } else { from };
-        let (timeline, shown) = context.timeline_of(
+        let (timeline, events, shown) = context.unbundled_timeline(
             timeline_from,
             end,
             &RoomEventFilter::default(),
@@ -751,7 +777,6 @@ impl Reader<'_> {
         });
         room.limited = timeline.limited;
         room.prev_batch = timeline.prev_batch;
-        room.timeline = timeline.events;
         if initial || changed("m.room.name") {
             room.name = self
                 .state_content(&now, "m.room.name")?
@@ -784,6 +809,10 @@ impl Reader<'_> {
             required_state: patterns,
             timeline_limit: config.timeline_limit,
             lazy_members,
+        };
+        let room = PendingRoom {
+            room,
+            timeline: events,
         };
         Ok((Some(room), next))
     }
