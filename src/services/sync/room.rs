@@ -225,21 +225,32 @@ impl RoomContext<'_> {
         ids: Vec<String>,
         filter: &RoomEventFilter,
     ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
-        let version = self.version()?;
         let rows = store::events_by_id(self.conn, &ids)?;
+        self.render_state(&rows, filter)
+    }
+
+    /// [`Self::state_events`] of events already read.
+    pub(super) fn render_state(
+        &self,
+        rows: &[EventRow],
+        filter: &RoomEventFilter,
+    ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
+        let version = self.version()?;
+        // Without the device: it is asked for a transaction ID, which state events never have
+        // (only message events and redactions are sent with one: `Rooms::send_with_txn`).
+        let reader = Some((self.user.as_str(), None));
         let mut events = Vec::new();
         if matches_every_event(filter) {
             // Nothing looks into the events: they are rendered straight to JSON text.
-            let reader = Some((self.user.as_str(), Some(self.device)));
-            for row in &rows {
+            for row in rows {
                 if let Some(event) = render_raw(self.conn, row, &version, reader, false)? {
                     events.push(Raw::from_json(event));
                 }
             }
             return Ok(events);
         }
-        for row in &rows {
-            if let Some(event) = self.render(row, &version)?
+        for row in rows {
+            if let Some(event) = render(self.conn, row, &version, reader, false)?
                 && room_event_matches(filter, &event)
             {
                 events.push(to_raw(event)?);
