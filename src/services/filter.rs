@@ -16,6 +16,15 @@ pub fn type_allowed(types: Option<&[String]>, not_types: &[String], event_type: 
         && types.is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
 }
 
+/// Whether a filter lets every event through: [`room_event_matches`] need not look at them.
+pub fn matches_every_event(filter: &RoomEventFilter) -> bool {
+    filter.not_types.is_empty()
+        && filter.types.is_none()
+        && filter.not_senders.is_empty()
+        && filter.senders.is_none()
+        && filter.url_filter.is_none()
+}
+
 /// Does the client event pass the filter's type and sender conditions?
 pub fn room_event_matches(filter: &RoomEventFilter, event: &Value) -> bool {
     let event_type = event["type"].as_str().unwrap_or_default();

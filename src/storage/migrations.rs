@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0021_room_list_facts.sql"),
     include_str!("migrations/0022_user_reports.sql"),
     include_str!("migrations/0023_delayed_events.sql"),
+    include_str!("migrations/0024_room_list_indexes.sql"),
     include_str!("migrations/0025_profile_fields.sql"),
 ];
 

@@ -84,7 +84,8 @@ pub struct RelatedEvent {
 }
 
 /// Every unredacted `m.replace`, `m.thread` and `m.reference` relation to any of `parents`, in one
-/// indexed query.
+/// indexed query: a join from the list of parents (`IN (SELECT value FROM json_each(..))` built a
+/// temporary table, with a page cache of its own, on every call).
 pub fn aggregated_relations(
     conn: &Connection,
     parents: &[&str],
@@ -92,18 +93,22 @@ pub fn aggregated_relations(
     if parents.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(parents).map_err(|e| {
+    // Each parent once: the join below gives a parent's relations once per time it is listed.
+    let mut parents = parents.to_vec();
+    parents.sort_unstable();
+    parents.dedup();
+    let ids = serde_json::to_string(&parents).map_err(|e| {
         rusqlite::Error::ToSqlConversionFailure(
             Box::new(e) as Box<dyn std::error::Error + Send + Sync>
         )
     })?;
     conn.prepare_cached(
-        "SELECT relates_to, rel_type, event_id, room_id, type, sender, origin_server_ts,
-                topological_ordering, stream_ordering
-         FROM events
-         WHERE relates_to IN (SELECT value FROM json_each(?1))
-           AND rel_type IN ('m.replace', 'm.thread', 'm.reference')
-           AND redacted_by IS NULL",
+        "SELECT e.relates_to, e.rel_type, e.event_id, e.room_id, e.type, e.sender,
+                e.origin_server_ts, e.topological_ordering, e.stream_ordering
+         FROM json_each(?1) parent CROSS JOIN events e
+         WHERE e.relates_to = parent.value
+           AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
+           AND e.redacted_by IS NULL",
     )?
     .query_map([ids], |row| {
         Ok(RelatedEvent {

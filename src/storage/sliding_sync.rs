@@ -60,6 +60,10 @@ pub fn note_event(
 /// room's bump stamp is the one `room_list_facts` keeps, unless that one is newer than `upto`
 /// (an event stored since the request began): then its stream index is walked backwards to
 /// its newest bumping event at `upto`, as is that of a room without a stored bump.
+///
+/// The memberships come from their covering index, whether a room is encrypted from the small
+/// index of encrypted rooms (migration 0024; SQLite would rather look it up in all of the
+/// current state, hence `INDEXED BY`).
 pub fn listed_rooms(
     conn: &Connection,
     user_id: &str,
@@ -74,8 +78,9 @@ pub fn listed_rooms(
                  WHERE e.room_id = m.room_id AND e.type IN ({bump_types})
                    AND e.stream_ordering <= ?2
                  ORDER BY e.stream_ordering DESC LIMIT 1) END END,
-           EXISTS (SELECT 1 FROM current_state cs WHERE cs.room_id = m.room_id
-                     AND cs.type = 'm.room.encryption' AND cs.state_key = ''),
+           EXISTS (SELECT 1 FROM current_state cs INDEXED BY current_state_encryption
+                    WHERE cs.room_id = m.room_id
+                      AND cs.type = 'm.room.encryption' AND cs.state_key = ''),
            f.room_type
          FROM memberships m LEFT JOIN room_list_facts f ON f.room_id = m.room_id
          WHERE m.user_id = ?1 AND m.forgotten = 0"

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     common::{Session, TestServer, assert_error},
+    extras::{edit, send, thread_reply},
     room_api::*,
 };
 
@@ -586,5 +587,63 @@ async fn sliding_sync_filters_invites_and_extensions() {
     assert!(
         filtered["rooms"].get(&room).is_none(),
         "left before this connection"
+    );
+}
+
+/// The timelines of all the rooms of a response are bundled together: each root gets the edit
+/// and thread replies of its own room, and a reply sent in another room naming a root's ID
+/// counts for nothing.
+#[tokio::test]
+async fn sliding_sync_bundles_the_relations_of_each_room() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice", "password").await;
+    let bob = server.register("bob", "password").await;
+    let mut rooms = Vec::new();
+    let mut roots = Vec::new();
+    for name in ["A", "B"] {
+        let room = create_room(
+            &server,
+            &alice,
+            json!({"preset": "public_chat", "name": name}),
+        )
+        .await;
+        must_join(&server, &bob, &room).await;
+        roots.push(send_text(&server, &alice, &room, &format!("root {name}")).await);
+        rooms.push(room);
+    }
+    let ((a, b), (root_a, root_b)) = ((&rooms[0], &rooms[1]), (&roots[0], &roots[1]));
+    let message = "m.room.message";
+    let edit_a = send(&server, &alice, a, message, edit(root_a, "root A, edited")).await;
+    let reply_a = send(&server, &bob, a, message, thread_reply(root_a, "a1")).await;
+    send(&server, &bob, b, message, thread_reply(root_b, "b1")).await;
+    let reply_b = send(&server, &alice, b, message, thread_reply(root_b, "b2")).await;
+    send(&server, &bob, a, message, thread_reply(root_b, "in A")).await;
+
+    let (_, first) = must_slide(
+        &server,
+        &bob,
+        None,
+        room_list(json!([]), json!([[0, 9]]), 10),
+    )
+    .await;
+    let root = |room: &str, id: &str| {
+        let timeline = first["rooms"][room]["timeline"].as_array().unwrap();
+        let root = timeline.iter().find(|e| e["event_id"] == id);
+        root.unwrap_or_else(|| panic!("{id} in {first}"))["unsigned"]["m.relations"].clone()
+    };
+    let in_a = root(a, root_a);
+    assert_eq!(in_a["m.replace"]["event_id"], edit_a.as_str(), "{in_a}");
+    assert_eq!(in_a["m.thread"]["count"], 1, "{in_a}");
+    assert_eq!(
+        in_a["m.thread"]["latest_event"]["event_id"],
+        reply_a.as_str()
+    );
+    assert_eq!(in_a["m.thread"]["current_user_participated"], true);
+    let in_b = root(b, root_b);
+    assert!(in_b.get("m.replace").is_none(), "{in_b}");
+    assert_eq!(in_b["m.thread"]["count"], 2, "{in_b}");
+    assert_eq!(
+        in_b["m.thread"]["latest_event"]["event_id"],
+        reply_b.as_str()
     );
 }

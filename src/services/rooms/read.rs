@@ -17,11 +17,11 @@ use ruma::{
     events::room::member::MembershipState::{self, Ban, Invite, Join, Knock, Leave},
 };
 use rusqlite::Connection;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use super::{
     Rooms,
-    format::client_event,
+    format::{client_event, client_event_raw},
     stored::{self, Envelope},
 };
 use crate::{
@@ -557,6 +557,39 @@ pub fn render(
     reader: Option<(&str, Option<&str>)>,
     with_room_id: bool,
 ) -> Result<Option<Value>> {
+    let (redaction, txn) = render_inputs(conn, row, reader)?;
+    let redaction = redaction
+        .as_ref()
+        .map(|(id, json)| (id.as_str(), json.as_str()));
+    client_event(row, version, redaction, txn, with_room_id)
+}
+
+/// [`render`] as JSON text ([`client_event_raw`]), for events that go into a response as they
+/// are.
+pub fn render_raw(
+    conn: &Connection,
+    row: &EventRow,
+    version: &RoomVersionId,
+    reader: Option<(&str, Option<&str>)>,
+    with_room_id: bool,
+) -> Result<Option<Box<RawValue>>> {
+    let (redaction, txn) = render_inputs(conn, row, reader)?;
+    let redaction = redaction
+        .as_ref()
+        .map(|(id, json)| (id.as_str(), json.as_str()));
+    client_event_raw(row, version, redaction, txn, with_room_id)
+}
+
+/// A redaction's event ID and JSON.
+type Redaction = (String, String);
+
+/// What rendering an event reads besides it: its redaction, and its transaction ID when the
+/// reader's device sent it.
+fn render_inputs(
+    conn: &Connection,
+    row: &EventRow,
+    reader: Option<(&str, Option<&str>)>,
+) -> Result<(Option<Redaction>, Option<String>)> {
     let redaction = match &row.redacted_by {
         Some(id) => store::get_event(conn, id)?.map(|r| (r.event_id, r.json)),
         None => None,
@@ -567,10 +600,7 @@ pub fn render(
         }
         _ => None,
     };
-    let redaction = redaction
-        .as_ref()
-        .map(|(id, json)| (id.as_str(), json.as_str()));
-    client_event(row, version, redaction, txn, with_room_id)
+    Ok((redaction, txn))
 }
 
 impl Rooms {

@@ -1,9 +1,10 @@
 //! Event relations: `/relations` pages, the thread list of `/threads`, and the bundled
 //! aggregations (`unsigned.m.relations`) added to events served to clients.
 //!
-//! Bundling costs one indexed query per page of events ([`bundle_aggregations`]): every
-//! unredacted `m.replace`, `m.thread` and `m.reference` relation to any event of the page. Only
-//! the latest edit and the latest thread reply are then read and rendered.
+//! Bundling costs one indexed query per page of events ([`bundle_aggregations`], or per
+//! response for the pages of several rooms: [`bundle_aggregations_of_rooms`]): every unredacted
+//! `m.replace`, `m.thread` and `m.reference` relation to any event of the page. Only the latest
+//! edit and the latest thread reply are then read and rendered.
 //!
 //! Relations come from the indexed `relates_to`/`rel_type` columns of `events`, filled from
 //! `content.m.relates_to` when an event is stored. `/relations` pages them in topological order
@@ -56,18 +57,35 @@ pub fn bundle_aggregations(
     room_id: &str,
     reader: Reader<'_>,
 ) -> Result<()> {
-    let eligible: Vec<usize> = events
+    bundle_aggregations_of_rooms(conn, &mut [(room_id, events)], reader)
+}
+
+/// [`bundle_aggregations`] for the pages of several rooms (each page's events of its room
+/// unless they carry their own `room_id`) with one query for all of them: a sliding sync
+/// response bundles the timelines of all its rooms at once instead of one query per room.
+pub fn bundle_aggregations_of_rooms(
+    conn: &Connection,
+    pages: &mut [(&str, &mut [Value])],
+    reader: Reader<'_>,
+) -> Result<()> {
+    // (page, event) of every event that may have aggregations.
+    let eligible: Vec<(usize, usize)> = pages
         .iter()
         .enumerate()
-        .filter(|(_, e)| may_have_aggregations(e))
-        .map(|(i, _)| i)
+        .flat_map(|(p, (_, events))| {
+            events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| may_have_aggregations(e))
+                .map(move |(i, _)| (p, i))
+        })
         .collect();
     if eligible.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = eligible
         .iter()
-        .filter_map(|&i| events[i]["event_id"].as_str())
+        .filter_map(|&(p, i)| pages[p].1[i]["event_id"].as_str())
         .collect();
     let related = rel_store::aggregated_relations(conn, &ids)?;
     if related.is_empty() {
@@ -86,86 +104,12 @@ pub fn bundle_aggregations(
         versions: HashMap::new(),
         visibility: HashMap::new(),
     };
-    for index in eligible {
-        let event = &events[index];
-        let Some(relations) = event["event_id"].as_str().and_then(|id| by_parent.get(id)) else {
+    for (page, index) in eligible {
+        let (room_id, events) = &mut pages[page];
+        let Some(bundle) = bundle_of(&events[index], room_id, &by_parent, &mut related_events)?
+        else {
             continue;
         };
-        let event_room = event["room_id"].as_str().unwrap_or(room_id).to_owned();
-        let with_room_id = event.get("room_id").is_some();
-        let sender = event["sender"].as_str().unwrap_or_default();
-        let event_type = event["type"].as_str().unwrap_or_default();
-        let is_state = event.get("state_key").is_some();
-        let relations: Vec<&RelatedEvent> = relations
-            .iter()
-            .copied()
-            .filter(|r| r.room_id == event_room)
-            .collect();
-        let mut bundle = Map::new();
-
-        // The latest edit by the original sender, of the same type, by (origin_server_ts, ID),
-        // among those the reader may see.
-        let mut edits: Vec<&&RelatedEvent> = relations
-            .iter()
-            .filter(|r| {
-                r.rel_type == "m.replace"
-                    && !is_state
-                    && r.sender == sender
-                    && r.event_type == event_type
-            })
-            .collect();
-        edits.sort_by(|a, b| {
-            (b.origin_server_ts, &b.event_id).cmp(&(a.origin_server_ts, &a.event_id))
-        });
-        if let Some(rendered) = related_events.newest_visible(
-            &event_room,
-            edits.iter().map(|r| r.event_id.as_str()),
-            with_room_id,
-        )? {
-            bundle.insert("m.replace".to_owned(), rendered);
-        }
-
-        // The thread summary: its latest reply the reader may see (a reply after they left a
-        // room with restricted history stays hidden, as it does in /messages), and the count of
-        // all replies.
-        let mut replies: Vec<&&RelatedEvent> = relations
-            .iter()
-            .filter(|r| r.rel_type == "m.thread")
-            .collect();
-        replies.sort_by_key(|r| std::cmp::Reverse(r.position));
-        if let Some(latest_event) = related_events.newest_visible(
-            &event_room,
-            replies.iter().map(|r| r.event_id.as_str()),
-            with_room_id,
-        )? {
-            let participated =
-                sender == reader.user || replies.iter().any(|r| r.sender == reader.user);
-            bundle.insert(
-                "m.thread".to_owned(),
-                json!({
-                    "latest_event": latest_event,
-                    "count": replies.len(),
-                    "current_user_participated": participated,
-                }),
-            );
-        }
-
-        let mut references: Vec<&&RelatedEvent> = relations
-            .iter()
-            .filter(|r| r.rel_type == "m.reference")
-            .collect();
-        if !references.is_empty() {
-            references.sort_by_key(|r| r.position);
-            let chunk: Vec<Value> = references
-                .iter()
-                .map(|r| json!({"event_id": r.event_id}))
-                .collect();
-            bundle.insert("m.reference".to_owned(), json!({ "chunk": chunk }));
-        }
-
-        if bundle.is_empty() {
-            continue;
-        }
         let event = &mut events[index];
         if !event["unsigned"].is_object() {
             event["unsigned"] = json!({});
@@ -173,6 +117,89 @@ pub fn bundle_aggregations(
         event["unsigned"]["m.relations"] = Value::Object(bundle);
     }
     Ok(())
+}
+
+/// The bundled aggregations of one event (of `room_id` unless it names its own room), from the
+/// relations to the page's events; `None` when it has none.
+fn bundle_of(
+    event: &Value,
+    room_id: &str,
+    by_parent: &HashMap<&str, Vec<&RelatedEvent>>,
+    related_events: &mut RelatedRenderer<'_>,
+) -> Result<Option<Map<String, Value>>> {
+    let reader = related_events.reader;
+    let Some(relations) = event["event_id"].as_str().and_then(|id| by_parent.get(id)) else {
+        return Ok(None);
+    };
+    let event_room = event["room_id"].as_str().unwrap_or(room_id).to_owned();
+    let with_room_id = event.get("room_id").is_some();
+    let sender = event["sender"].as_str().unwrap_or_default();
+    let event_type = event["type"].as_str().unwrap_or_default();
+    let is_state = event.get("state_key").is_some();
+    let relations: Vec<&RelatedEvent> = relations
+        .iter()
+        .copied()
+        .filter(|r| r.room_id == event_room)
+        .collect();
+    let mut bundle = Map::new();
+
+    // The latest edit by the original sender, of the same type, by (origin_server_ts, ID),
+    // among those the reader may see.
+    let mut edits: Vec<&&RelatedEvent> = relations
+        .iter()
+        .filter(|r| {
+            r.rel_type == "m.replace"
+                && !is_state
+                && r.sender == sender
+                && r.event_type == event_type
+        })
+        .collect();
+    edits.sort_by(|a, b| (b.origin_server_ts, &b.event_id).cmp(&(a.origin_server_ts, &a.event_id)));
+    if let Some(rendered) = related_events.newest_visible(
+        &event_room,
+        edits.iter().map(|r| r.event_id.as_str()),
+        with_room_id,
+    )? {
+        bundle.insert("m.replace".to_owned(), rendered);
+    }
+
+    // The thread summary: its latest reply the reader may see (a reply after they left a
+    // room with restricted history stays hidden, as it does in /messages), and the count of
+    // all replies.
+    let mut replies: Vec<&&RelatedEvent> = relations
+        .iter()
+        .filter(|r| r.rel_type == "m.thread")
+        .collect();
+    replies.sort_by_key(|r| std::cmp::Reverse(r.position));
+    if let Some(latest_event) = related_events.newest_visible(
+        &event_room,
+        replies.iter().map(|r| r.event_id.as_str()),
+        with_room_id,
+    )? {
+        let participated = sender == reader.user || replies.iter().any(|r| r.sender == reader.user);
+        bundle.insert(
+            "m.thread".to_owned(),
+            json!({
+                "latest_event": latest_event,
+                "count": replies.len(),
+                "current_user_participated": participated,
+            }),
+        );
+    }
+
+    let mut references: Vec<&&RelatedEvent> = relations
+        .iter()
+        .filter(|r| r.rel_type == "m.reference")
+        .collect();
+    if !references.is_empty() {
+        references.sort_by_key(|r| r.position);
+        let chunk: Vec<Value> = references
+            .iter()
+            .map(|r| json!({"event_id": r.event_id}))
+            .collect();
+        bundle.insert("m.reference".to_owned(), json!({ "chunk": chunk }));
+    }
+    Ok((!bundle.is_empty()).then_some(bundle))
 }
 
 /// [`bundle_aggregations`] for a single event.

@@ -18,9 +18,12 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::super::{
-    filter::room_event_matches,
+    filter::{matches_every_event, room_event_matches},
     json_depth,
-    rooms::{read::Visibility, read::render, stored::Envelope},
+    rooms::{
+        read::{Visibility, render, render_raw},
+        stored::Envelope,
+    },
     sent_members::DeviceMembers,
 };
 use crate::{
@@ -107,6 +110,31 @@ impl RoomContext<'_> {
         filter: &RoomEventFilter,
         limit: usize,
     ) -> Result<(Timeline, Vec<EventRow>)> {
+        let (mut timeline, mut events, shown) =
+            self.unbundled_timeline(after, until, filter, limit)?;
+        super::super::rooms::relations::bundle_aggregations(
+            self.conn,
+            &mut events,
+            self.room_id.as_str(),
+            super::super::rooms::relations::Reader {
+                user: self.user.as_str(),
+                device: Some(self.device),
+            },
+        )?;
+        timeline.events = events.into_iter().map(to_raw).collect::<Result<_>>()?;
+        Ok((timeline, shown))
+    }
+
+    /// [`Self::timeline_of`] without the bundled aggregations: the timeline (its `events` left
+    /// empty), the rendered events still to be bundled (sliding sync bundles the timelines of
+    /// all the rooms of a response at once), and the rows shown.
+    pub(super) fn unbundled_timeline(
+        &self,
+        after: i64,
+        until: i64,
+        filter: &RoomEventFilter,
+        limit: usize,
+    ) -> Result<(Timeline, Vec<Value>, Vec<EventRow>)> {
         let version = self.version()?;
         // Newest first, in batches, until `limit` events pass visibility and the filter: the
         // limit counts what the client gets, not what was scanned.
@@ -115,7 +143,10 @@ impl RoomContext<'_> {
         let mut limited = false;
         let mut upper = until;
         let mut scanned = 0;
-        let batch = (limit + 1).max(20);
+        // The first batch is what a timeline of visible events needs (one more tells whether
+        // it is `limited`: a sliding sync room list asks for one event per room, and every row
+        // read carries its JSON); later batches, when events were hidden, are larger.
+        let mut batch = limit + 1;
         'scan: loop {
             let rows =
                 store::room_events_between(self.conn, self.room_id.as_str(), after, upper, batch)?;
@@ -146,28 +177,17 @@ impl RoomContext<'_> {
                 limited = true;
                 break;
             }
+            batch = (limit + 1).max(20).min(MAX_TIMELINE_SCAN - scanned);
         }
         picked.reverse();
-        let (shown, mut events): (Vec<EventRow>, Vec<Value>) = picked.into_iter().unzip();
-        let reader = super::super::rooms::relations::Reader {
-            user: self.user.as_str(),
-            device: Some(self.device),
-        };
-        super::super::rooms::relations::bundle_aggregations(
-            self.conn,
-            &mut events,
-            self.room_id.as_str(),
-            reader,
-        )?;
-        let events = events.into_iter().map(to_raw).collect::<Result<_>>()?;
+        let (shown, events): (Vec<EventRow>, Vec<Value>) = picked.into_iter().unzip();
         let mut timeline = Timeline::new();
         timeline.limited = limited;
         timeline.prev_batch = shown
             .first()
             .map(|row| format!("t{}_{}", row.topological_ordering, row.stream_ordering))
             .or_else(|| Some(format!("s{until}")));
-        timeline.events = events;
-        Ok((timeline, shown))
+        Ok((timeline, events, shown))
     }
 
     /// The state group before an event (the group after its first parent, or the one recorded
@@ -194,20 +214,8 @@ impl RoomContext<'_> {
 
     /// The full state at a stream position (after the newest room event at or before it).
     pub(super) fn state_at_stream(&self, stream: i64) -> Result<StateIds> {
-        let Some((_, event_stream)) =
-            store::topo_position_at_stream(self.conn, self.room_id.as_str(), stream)?
-        else {
-            return Ok(StateIds::new());
-        };
-        let rows = store::room_events_between(
-            self.conn,
-            self.room_id.as_str(),
-            event_stream - 1,
-            event_stream,
-            1,
-        )?;
-        match rows.first() {
-            Some(row) => Ok(store::state_at_group(self.conn, row.state_group)?),
+        match store::state_group_at_stream(self.conn, self.room_id.as_str(), stream)? {
+            Some(group) => Ok(store::state_at_group(self.conn, group)?),
             None => Ok(StateIds::new()),
         }
     }
@@ -217,11 +225,32 @@ impl RoomContext<'_> {
         ids: Vec<String>,
         filter: &RoomEventFilter,
     ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
-        let version = self.version()?;
         let rows = store::events_by_id(self.conn, &ids)?;
+        self.render_state(&rows, filter)
+    }
+
+    /// [`Self::state_events`] of events already read.
+    pub(super) fn render_state(
+        &self,
+        rows: &[EventRow],
+        filter: &RoomEventFilter,
+    ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
+        let version = self.version()?;
+        // Without the device: it is asked for a transaction ID, which state events never have
+        // (only message events and redactions are sent with one: `Rooms::send_with_txn`).
+        let reader = Some((self.user.as_str(), None));
         let mut events = Vec::new();
-        for row in &rows {
-            if let Some(event) = self.render(row, &version)?
+        if matches_every_event(filter) {
+            // Nothing looks into the events: they are rendered straight to JSON text.
+            for row in rows {
+                if let Some(event) = render_raw(self.conn, row, &version, reader, false)? {
+                    events.push(Raw::from_json(event));
+                }
+            }
+            return Ok(events);
+        }
+        for row in rows {
+            if let Some(event) = render(self.conn, row, &version, reader, false)?
                 && room_event_matches(filter, &event)
             {
                 events.push(to_raw(event)?);

@@ -52,10 +52,15 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    services::{Services, e2ee, ignored::ignored_users, push},
+    services::{
+        Services, e2ee,
+        ignored::ignored_users,
+        push,
+        rooms::{relations, stored::Envelope},
+    },
     storage::{
         account_data as data_store, remote_memberships as remote_store,
-        rooms::{self as store, StateIds},
+        rooms::{self as store, EventRow, StateIds},
         sliding_sync::{self as list_store, ListedRoom},
     },
 };
@@ -214,6 +219,15 @@ impl Candidate {
             _ => self.listed.membership_stream,
         }
     }
+}
+
+/// The state events a room's computation has read already, by event ID.
+struct ReadState<'a>(HashMap<&'a str, &'a EventRow>);
+
+/// A room of the response, its timeline's events not yet bundled with their aggregations.
+struct PendingRoom {
+    room: Room,
+    timeline: Vec<Value>,
 }
 
 struct Built {
@@ -396,6 +410,9 @@ impl Reader<'_> {
                 shared.push(sent.required_state.clone());
             }
         }
+        // The rooms to send, their timelines still to be bundled: one query for the relations
+        // of all of them, after the loop.
+        let mut pending: Vec<(OwnedRoomId, PendingRoom)> = Vec::new();
         for (room_id, config) in &configs {
             let Some(candidate) = by_id.get(&**room_id) else {
                 continue;
@@ -413,11 +430,24 @@ impl Reader<'_> {
             let (room, sent) = self.room(&context, candidate, config, patterns, sent)?;
             snapshot.rooms.insert(room_id.clone(), Arc::new(sent));
             if let Some(room) = room {
-                if room.initial == Some(true) {
+                if room.room.initial == Some(true) {
                     initial_rooms.insert(room_id.clone());
                 }
-                response.rooms.insert(room_id.clone(), room);
+                pending.push((room_id.clone(), room));
             }
+        }
+        let mut pages: Vec<(&str, &mut [Value])> = pending
+            .iter_mut()
+            .map(|(room_id, room)| (room_id.as_str(), room.timeline.as_mut_slice()))
+            .collect();
+        let reader = relations::Reader {
+            user,
+            device: Some(&self.request.device),
+        };
+        relations::bundle_aggregations_of_rooms(self.conn, &mut pages, reader)?;
+        for (room_id, PendingRoom { mut room, timeline }) in pending {
+            room.timeline = timeline.into_iter().map(to_raw).collect::<Result<_>>()?;
+            response.rooms.insert(room_id, room);
         }
         news |= !response.rooms.is_empty();
 
@@ -621,9 +651,9 @@ impl Reader<'_> {
             .collect())
     }
 
-    /// One room of the response, or `None` when nothing changed since it was sent; and what
-    /// it has been sent up to from now on (`patterns`: the shared copy of the config's
-    /// `required_state` that it keeps).
+    /// One room of the response (its timeline not yet bundled), or `None` when nothing changed
+    /// since it was sent; and what it has been sent up to from now on (`patterns`: the shared
+    /// copy of the config's `required_state` that it keeps).
     fn room(
         &self,
         context: &RoomContext<'_>,
@@ -631,7 +661,7 @@ impl Reader<'_> {
         config: &RoomConfig,
         patterns: Arc<Vec<(String, String)>>,
         sent: Option<&SentRoom>,
-    ) -> Result<(Option<Room>, SentRoom)> {
+    ) -> Result<(Option<PendingRoom>, SentRoom)> {
         let listed = &candidate.listed;
         // A new membership (joined after the invite, left, …) is sent afresh.
         let sent = sent.filter(|s| s.membership_event == listed.event_id);
@@ -665,6 +695,10 @@ impl Reader<'_> {
                 Some(stripped) => stripped.clone(),
                 None => stripped_state(self.conn, &listed.room_id, &listed.event_id)?,
             });
+            let room = PendingRoom {
+                room,
+                timeline: Vec::new(),
+            };
             return Ok((Some(room), next));
         }
 
@@ -697,7 +731,7 @@ impl Reader<'_> {
         }
 
         let timeline_from = if expanded { 0 } else { from };
-        let (timeline, shown) = context.timeline_of(
+        let (timeline, events, shown) = context.unbundled_timeline(
             timeline_from,
             end,
             &RoomEventFilter::default(),
@@ -741,7 +775,15 @@ impl Reader<'_> {
                     .any(|(k, key)| k == kind && !now.contains_key(&(k.clone(), key.clone())))
         };
 
-        room.required_state = context.state_events(state_ids, &RoomEventFilter::default())?;
+        let state_rows = store::events_by_id(self.conn, &state_ids)?;
+        room.required_state = context.render_state(&state_rows, &RoomEventFilter::default())?;
+        // The name, avatar and heroes' member events are mostly among those just read.
+        let read = ReadState(
+            state_rows
+                .iter()
+                .map(|row| (row.event_id.as_str(), row))
+                .collect(),
+        );
         room.num_live = (self.previous.stream > 0).then(|| {
             let live = shown
                 .iter()
@@ -751,17 +793,15 @@ impl Reader<'_> {
         });
         room.limited = timeline.limited;
         room.prev_batch = timeline.prev_batch;
-        room.timeline = timeline.events;
         if initial || changed("m.room.name") {
             room.name = self
-                .state_content(&now, "m.room.name")?
-                .and_then(|c| c["name"].as_str().map(str::to_owned))
+                .state_field(&read, &now, "m.room.name", "name")?
                 .filter(|n| !n.is_empty());
         }
         if initial || changed("m.room.avatar") {
             let url = self
-                .state_content(&now, "m.room.avatar")?
-                .and_then(|c| c["url"].as_str().map(OwnedMxcUri::from))
+                .state_field(&read, &now, "m.room.avatar", "url")?
+                .map(OwnedMxcUri::from)
                 .filter(|url| !url.as_str().is_empty());
             room.avatar = match (url, initial) {
                 (Some(url), _) => JsOption::Some(url),
@@ -773,7 +813,7 @@ impl Reader<'_> {
             let summary = context.summary()?;
             room.joined_count = Some(summary.joined_count);
             room.invited_count = Some(summary.invited_count);
-            room.heroes = Some(self.heroes(&now, summary.heroes)?);
+            room.heroes = Some(self.heroes(&read, &now, summary.heroes)?);
         }
         if listed.membership == Join.as_str() {
             room.unread_notifications = context.unread()?.all.to_sync();
@@ -785,37 +825,54 @@ impl Reader<'_> {
             timeline_limit: config.timeline_limit,
             lazy_members,
         };
+        let room = PendingRoom {
+            room,
+            timeline: events,
+        };
         Ok((Some(room), next))
     }
 
-    /// The content of a state event (`state_key` "") in `state`.
-    fn state_content(&self, state: &StateIds, kind: &str) -> Result<Option<Value>> {
-        let Some(id) = state.get(&(kind.to_owned(), String::new())) else {
-            return Ok(None);
-        };
-        let rows = store::events_by_id(self.conn, std::slice::from_ref(id))?;
-        Ok(rows
-            .first()
-            .and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
-            .map(|event| event["content"].clone()))
+    /// A string field of the content of a state event (`state_key` "") in `state`.
+    fn state_field(
+        &self,
+        read: &ReadState<'_>,
+        state: &StateIds,
+        kind: &str,
+        field: &str,
+    ) -> Result<Option<String>> {
+        match state.get(&(kind.to_owned(), String::new())) {
+            Some(id) => self.content_field(read, id, field),
+            None => Ok(None),
+        }
+    }
+
+    /// A string field of an event's content, from the event as `read` has it or else as
+    /// stored; only that field is parsed.
+    fn content_field(&self, read: &ReadState<'_>, id: &str, field: &str) -> Result<Option<String>> {
+        let field_of = |json: &str| Envelope::parse(json).and_then(|e| e.content_str(field));
+        if let Some(row) = read.0.get(id) {
+            return Ok(field_of(&row.json));
+        }
+        let rows = store::events_by_id(self.conn, &[id.to_owned()])?;
+        Ok(rows.first().and_then(|row| field_of(&row.json)))
     }
 
     /// Heroes with the display name and avatar of their member events.
-    fn heroes(&self, state: &StateIds, users: Vec<OwnedUserId>) -> Result<Vec<Hero>> {
+    fn heroes(
+        &self,
+        read: &ReadState<'_>,
+        state: &StateIds,
+        users: Vec<OwnedUserId>,
+    ) -> Result<Vec<Hero>> {
         let mut heroes = Vec::new();
         for user in users {
             let key = ("m.room.member".to_owned(), user.to_string());
-            let content = match state.get(&key) {
-                Some(id) => store::events_by_id(self.conn, std::slice::from_ref(id))?
-                    .first()
-                    .and_then(|row| serde_json::from_str::<Value>(&row.json).ok())
-                    .map(|event| event["content"].clone()),
-                None => None,
-            };
             let mut hero = Hero::new(user);
-            if let Some(content) = content {
-                hero.name = content["displayname"].as_str().map(str::to_owned);
-                hero.avatar = content["avatar_url"].as_str().map(OwnedMxcUri::from);
+            if let Some(id) = state.get(&key) {
+                hero.name = self.content_field(read, id, "displayname")?;
+                hero.avatar = self
+                    .content_field(read, id, "avatar_url")?
+                    .map(OwnedMxcUri::from);
             }
             heroes.push(hero);
         }
