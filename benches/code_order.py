@@ -227,7 +227,10 @@ def train(binary: Path, work: Path) -> list[Path]:
             fj.stop(other)
     finally:
         fj.stop(process)
-    profiles = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+    # The dumps are <out>.1, <out>.2, … in the order asked; the last phase is <out> itself,
+    # written at exit.
+    profiles = sorted(work.glob("callgrind.out*"),
+                      key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 1 << 30)
     if len(profiles) != 5:
         raise SystemExit(f"callgrind wrote {len(profiles)} profiles, not 5: {profiles}")
     return profiles
@@ -274,7 +277,8 @@ def main() -> None:
     parser.add_argument("--binary", type=Path,
                         help="a release binary with symbols (default: build one)")
     parser.add_argument("--check", action="store_true",
-                        help="only report how much of the list the binary has")
+                        help="only report how much of the list the binary has, and whether "
+                        "it is linked in the list's order")
     parser.add_argument("--out", type=Path, default=ORDER_FILE)
     args = parser.parse_args()
     binary = (args.binary or build_with_symbols()).resolve()
