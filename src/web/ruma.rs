@@ -123,10 +123,7 @@ where
             .await
             .map(|Path(args)| args)
             .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
-        if parts.extensions.get::<EmptyLastPathArg>().is_some() {
-            path_args.push(String::new());
-        }
-        if let Some(FixedLastPathArg(last)) = parts.extensions.get::<FixedLastPathArg>() {
+        if let Some(LastPathArg(last)) = parts.extensions.get::<LastPathArg>() {
             path_args.push((*last).to_owned());
         }
         let client_ip = ClientIp::from_parts(&parts);
@@ -533,13 +530,10 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 /// The handler result type.
 pub type ApiResult<T> = Result<RumaResponse<T>>;
 
-/// Marks routes registered without their last (empty) path segment.
+/// Marks routes registered with their last path parameter spelled out (empty: the segment left
+/// out): the value the extractor gives that parameter.
 #[derive(Clone, Copy)]
-struct EmptyLastPathArg;
-
-/// Marks routes registered with their last path parameter spelled out: its value.
-#[derive(Clone, Copy)]
-struct FixedLastPathArg(&'static str);
+struct LastPathArg(&'static str);
 
 /// Registers a handler on every path (stable, legacy `r0`, unstable) ruma knows for `Req`.
 pub trait RumaRoutes {
@@ -583,45 +577,55 @@ impl RumaRoutes for axum::Router<AppState> {
         self
     }
 
-    fn ruma_with_empty_last_arg<Req, H, X>(mut self, handler: H) -> Self
+    fn ruma_with_empty_last_arg<Req, H, X>(self, handler: H) -> Self
     where
         Req: IncomingRequest,
         H: Handler<X, AppState>,
         X: 'static,
     {
-        let filter =
-            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
-        for path in Req::PATH_BUILDER.all_paths() {
-            let Some((prefix, _last)) = path.rsplit_once('/') else {
-                continue;
-            };
-            #[cfg(test)]
-            record_route(Req::METHOD, Some(prefix));
-            let route = on(filter, handler.clone()).layer(axum::Extension(EmptyLastPathArg));
-            self = self
-                .route(prefix, route.clone())
-                .route(&format!("{prefix}/"), route);
-        }
-        self
+        route_with_last_arg::<Req, H, X>(self, handler, "")
     }
 
-    fn ruma_with_fixed_last_arg<Req, H, X>(mut self, handler: H, last: &'static str) -> Self
+    fn ruma_with_fixed_last_arg<Req, H, X>(self, handler: H, last: &'static str) -> Self
     where
         Req: IncomingRequest,
         H: Handler<X, AppState>,
         X: 'static,
     {
-        let filter =
-            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
-        for path in Req::PATH_BUILDER.all_paths() {
-            let Some((prefix, _last)) = path.rsplit_once('/') else {
-                continue;
-            };
-            let route = on(filter, handler.clone()).layer(axum::Extension(FixedLastPathArg(last)));
-            self = self.route(&format!("{prefix}/{last}"), route);
-        }
-        self
+        route_with_last_arg::<Req, H, X>(self, handler, last)
     }
+}
+
+/// `Req`'s paths with their last parameter replaced by `last`, which the extractor then gives
+/// the handler as that parameter ([`LastPathArg`]); an empty `last` serves the path without the
+/// segment, with and without its trailing slash.
+fn route_with_last_arg<Req, H, X>(
+    mut router: axum::Router<AppState>,
+    handler: H,
+    last: &'static str,
+) -> axum::Router<AppState>
+where
+    Req: IncomingRequest,
+    H: Handler<X, AppState>,
+    X: 'static,
+{
+    let filter = MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+    for path in Req::PATH_BUILDER.all_paths() {
+        let Some((prefix, _last)) = path.rsplit_once('/') else {
+            continue;
+        };
+        let route = on(filter, handler.clone()).layer(axum::Extension(LastPathArg(last)));
+        if last.is_empty() {
+            #[cfg(test)]
+            record_route(Req::METHOD, Some(prefix));
+            router = router
+                .route(prefix, route.clone())
+                .route(&format!("{prefix}/"), route);
+        } else {
+            router = router.route(&format!("{prefix}/{last}"), route);
+        }
+    }
+    router
 }
 
 /// Every ruma route registered so far, for the tests that send each one hostile requests.
