@@ -126,10 +126,10 @@ impl Users {
         if let Some(url) = user.avatar_url.filter(|_| wanted("avatar_url")) {
             profile.set("avatar_url".to_owned(), url.into());
         }
-        for (name, value) in fields.into_iter().filter(|(name, _)| wanted(name)) {
-            match serde_json::from_str(&value) {
-                Ok(value) => profile.set(name, value),
-                Err(e) => tracing::warn!(%user_id, field = name, "stored profile field: {e}"),
+        for row in fields.into_iter().filter(|row| wanted(&row.field)) {
+            match serde_json::from_str(&row.value) {
+                Ok(value) => profile.set(row.field, value),
+                Err(e) => tracing::warn!(%user_id, field = row.field, "stored profile field: {e}"),
             }
         }
         Ok(profile)
@@ -560,9 +560,9 @@ fn check_profile_size(
             profile.insert(name.to_owned(), CanonicalJsonValue::String(current));
         }
     }
-    for (name, json) in store::profile_fields(conn, user_id)? {
-        let stored = serde_json::from_str(&json).map_err(Error::internal)?;
-        profile.insert(name, stored);
+    for row in store::profile_fields(conn, user_id)? {
+        let stored = serde_json::from_str(&row.value).map_err(Error::internal)?;
+        profile.insert(row.field, stored);
     }
     match value {
         Some(value) => profile.insert(field.to_owned(), value.clone()),

@@ -181,13 +181,25 @@ pub fn clear_profile_update(
 
 // ---- extended profile fields ----
 
-/// A local user's profile fields other than `displayname` and `avatar_url`: (key, value as
-/// canonical JSON), by key.
-pub fn profile_fields(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
+/// One of a local user's profile fields other than `displayname` and `avatar_url`.
+#[derive(Debug, Clone)]
+pub struct ProfileFieldRow {
+    pub field: String,
+    /// The value as canonical JSON text.
+    pub value: String,
+}
+
+/// A local user's profile fields other than `displayname` and `avatar_url`, by key.
+pub fn profile_fields(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<ProfileFieldRow>> {
     conn.prepare_cached(
         "SELECT field, value FROM profile_fields WHERE user_id = ?1 ORDER BY field",
     )?
-    .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+    .query_map([user_id], |row| {
+        Ok(ProfileFieldRow {
+            field: row.get(0)?,
+            value: row.get(1)?,
+        })
+    })?
     .collect()
 }
 
