@@ -34,11 +34,15 @@ use std::{
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UInt, UserId,
-    api::federation::backfill::get_backfill::v1 as get_backfill,
+    api::{
+        OutgoingRequest, error::Error as MatrixError,
+        federation::backfill::get_backfill::v1 as get_backfill, path_builder::SinglePath,
+    },
 };
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
+    client::FederationAuth,
     inbound::{depth_of, fetch_auth_chain, fetch_events, ids_in, state_from_origin},
     pdu::{self, DroppedPdu},
 };
@@ -203,6 +207,32 @@ pub async fn backfill_event(
     ))
 }
 
+/// `request` sent to `server` within [`REQUEST_TIMEOUT`]; a failure or a time-out is logged
+/// (`what` names the request) and is `None`, for the caller to ask the next server.
+pub(super) async fn ask_server<R>(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    what: &str,
+    request: R,
+) -> Option<R::IncomingResponse>
+where
+    R: OutgoingRequest<PathBuilder = SinglePath, EndpointError = MatrixError>,
+    R::Authentication: FederationAuth,
+{
+    match tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(server, request)).await {
+        Ok(Ok(response)) => Some(response),
+        Ok(Err(e)) => {
+            tracing::info!(%room_id, %server, "{what} request failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%room_id, %server, "{what} request timed out");
+            None
+        }
+    }
+}
+
 /// Asks one server after another for the events before `targets`; the number accepted.
 async fn round(
     services: &Services,
@@ -218,20 +248,10 @@ async fn round(
             targets.to_vec(),
             UInt::try_from(per_request).unwrap_or(UInt::MIN),
         );
-        let response =
-            match tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(&server, request))
-                .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => {
-                    tracing::info!(%room_id, %server, "backfill request failed: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::info!(%room_id, %server, "backfill request timed out");
-                    continue;
-                }
-            };
+        let Some(response) = ask_server(services, &server, room_id, "backfill", request).await
+        else {
+            continue;
+        };
         if response.pdus.is_empty() {
             // The spec's answer for "nothing older": another server will say the same.
             return Ok(0);

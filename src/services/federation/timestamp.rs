@@ -12,7 +12,7 @@ use ruma::{
     api::{Direction, federation::event::get_event_by_timestamp::v1 as get_event_by_timestamp},
 };
 
-use super::backfill::{self, MAX_SERVERS, REQUEST_TIMEOUT};
+use super::backfill::{self, MAX_SERVERS};
 use crate::{
     error::{Error, Result},
     services::Services,
@@ -74,18 +74,10 @@ async fn ask_other_servers(
     let others = servers.into_iter().filter(|s| *s != services.server_name);
     for server in others.take(MAX_SERVERS) {
         let request = get_event_by_timestamp::Request::new(room_id.to_owned(), ts, dir);
-        let answer =
-            tokio::time::timeout(REQUEST_TIMEOUT, services.federation.send(&server, request)).await;
-        let answer = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                tracing::info!(%room_id, %server, "timestamp_to_event request failed: {e}");
-                continue;
-            }
-            Err(_) => {
-                tracing::info!(%room_id, %server, "timestamp_to_event request timed out");
-                continue;
-            }
+        let Some(answer) =
+            backfill::ask_server(services, &server, room_id, "timestamp_to_event", request).await
+        else {
+            continue;
         };
         let event_id = answer.event_id;
         match backfill::backfill_event(services, &server, room_id, &event_id).await {
