@@ -13,6 +13,7 @@
 //! the lists and subscriptions unless they name their own.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
@@ -840,21 +841,24 @@ impl Reader<'_> {
         kind: &str,
         field: &str,
     ) -> Result<Option<String>> {
-        match state.get(&(kind.to_owned(), String::new())) {
-            Some(id) => self.content_field(read, id, field),
-            None => Ok(None),
-        }
+        let Some(id) = state.get(&(kind.to_owned(), String::new())) else {
+            return Ok(None);
+        };
+        let json = self.event_json(read, id)?;
+        Ok(json
+            .as_deref()
+            .and_then(Envelope::parse)
+            .and_then(|event| event.content_str(field)))
     }
 
-    /// A string field of an event's content, from the event as `read` has it or else as
-    /// stored; only that field is parsed.
-    fn content_field(&self, read: &ReadState<'_>, id: &str, field: &str) -> Result<Option<String>> {
-        let field_of = |json: &str| Envelope::parse(json).and_then(|e| e.content_str(field));
+    /// An event's stored JSON, as `read` has it or else read from the store (only the string
+    /// fields the caller needs are then parsed, through [`Envelope`]).
+    fn event_json<'r>(&self, read: &'r ReadState<'_>, id: &str) -> Result<Option<Cow<'r, str>>> {
         if let Some(row) = read.0.get(id) {
-            return Ok(field_of(&row.json));
+            return Ok(Some(Cow::Borrowed(row.json.as_str())));
         }
         let rows = store::events_by_id(self.conn, &[id.to_owned()])?;
-        Ok(rows.first().and_then(|row| field_of(&row.json)))
+        Ok(rows.into_iter().next().map(|row| Cow::Owned(row.json)))
     }
 
     /// Heroes with the display name and avatar of their member events.
@@ -868,11 +872,13 @@ impl Reader<'_> {
         for user in users {
             let key = ("m.room.member".to_owned(), user.to_string());
             let mut hero = Hero::new(user);
-            if let Some(id) = state.get(&key) {
-                hero.name = self.content_field(read, id, "displayname")?;
-                hero.avatar = self
-                    .content_field(read, id, "avatar_url")?
-                    .map(OwnedMxcUri::from);
+            let json = match state.get(&key) {
+                Some(id) => self.event_json(read, id)?,
+                None => None,
+            };
+            if let Some(member) = json.as_deref().and_then(Envelope::parse) {
+                hero.name = member.content_str("displayname");
+                hero.avatar = member.content_str("avatar_url").map(OwnedMxcUri::from);
             }
             heroes.push(hero);
         }
