@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import http.client
+import json
 import os
 import re
 import secrets
@@ -73,7 +75,6 @@ def function_symbols(binary: Path) -> set[str]:
 def raw_call(client: fj.Client, method: str, path: str, data: bytes, token: str,
              content_type: str) -> bytes:
     """A request whose body or answer is not JSON (media)."""
-    import http.client
     connection = http.client.HTTPSConnection("localhost", client.port, context=client.context,
                                              timeout=600)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
@@ -130,7 +131,7 @@ def element_web_session(client: fj.Client, facts: dict) -> None:
                 {"one_time_keys": {user: {device: "signed_curve25519"}}}, token=bench)
     client.call("PUT", f"{v3}/sendToDevice/m.room_key_request/{secrets.token_hex(6)}",
                 {"messages": {user: {"*": {"action": "request_cancellation"}}}}, token=alice)
-    uri = __import__("json").loads(raw_call(
+    uri = json.loads(raw_call(
         client, "POST", "/_matrix/media/v3/upload?filename=a.txt", b"hello " * 1000, bench,
         "text/plain"))["content_uri"]
     server, media = uri[len("mxc://"):].split("/", 1)
